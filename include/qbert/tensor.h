@@ -1,0 +1,52 @@
+/* qb_tensor: a typed, shaped block of memory on one device. Ownership is explicit:
+ * `owned` tensors free their data in qb_tensor_free, views never do. */
+#ifndef QBERT_TENSOR_H
+#define QBERT_TENSOR_H
+
+#include "qbert/core.h"
+
+typedef enum { QB_F32, QB_F16, QB_BF16, QB_I8, QB_U8, QB_I32, QB_I64, QB_I4 } qb_dtype;
+typedef enum { QB_DEV_CPU, QB_DEV_CUDA } qb_device;
+
+#define QB_MAX_DIMS 4
+
+typedef struct {
+    qb_dtype dtype;
+    qb_device device;
+    int ndim;
+    int64_t shape[QB_MAX_DIMS];
+    void *data;
+    bool owned;
+} qb_tensor;
+
+const char *qb_dtype_name(qb_dtype t);
+/* Bytes for n elements (QB_I4 packs two per byte, rounded up). */
+size_t qb_dtype_bytes(qb_dtype t, int64_t n);
+int64_t qb_tensor_numel(const qb_tensor *t);
+size_t qb_tensor_nbytes(const qb_tensor *t);
+/* Allocates an owned, zeroed CPU tensor. */
+qb_status qb_tensor_alloc(qb_tensor *t, qb_dtype dtype, int ndim, const int64_t *shape);
+void qb_tensor_free(qb_tensor *t);
+/* "[768, 3072]" into buf. */
+const char *qb_shape_str(const qb_tensor *t, char *buf, size_t cap);
+
+/* IEEE half / bfloat16 <-> float (round to nearest even on the way down). */
+float qb_f16_to_f32(uint16_t h);
+uint16_t qb_f32_to_f16(float f);
+float qb_bf16_to_f32(uint16_t h);
+uint16_t qb_f32_to_bf16(float f);
+
+/* A list of named tensors: what a weight file holds, in file order. */
+typedef struct {
+    int count, cap;
+    char **names;
+    qb_tensor *tensors;
+} qb_weights;
+
+/* Takes ownership of `t` (its data moves into the list); copies the name. */
+qb_status qb_weights_add(qb_weights *w, const char *name, qb_tensor t);
+/* Index of `name`, or -1. */
+int qb_weights_find(const qb_weights *w, const char *name);
+void qb_weights_free(qb_weights *w);
+
+#endif
