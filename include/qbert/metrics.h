@@ -1,0 +1,82 @@
+/* Evaluation: classification metrics (the numbers the research notes report),
+ * their reports (a text table, JSON, an SVG confusion-matrix heat map) and latency
+ * statistics for the benchmark harness.
+ *
+ * Definitions match scikit-learn: accuracy_score, confusion_matrix(labels=range(K)),
+ * precision_recall_fscore_support(labels=range(K), average=None|'macro'|'weighted')
+ * and classification_report, with sklearn's default zero_division ("warn" -> 0):
+ * a class with no predictions has precision 0, a class with no gold samples has
+ * recall 0, and F1 is 0 when precision + recall is 0.
+ *
+ * Macro averages are over all K classes, as sklearn computes them when given
+ * labels=range(K). (Without labels= sklearn averages only the classes present in
+ * gold or predictions; the two agree whenever every class occurs.) */
+#ifndef QBERT_METRICS_H
+#define QBERT_METRICS_H
+
+#include <stdio.h>
+#include <cjson/cJSON.h>
+
+#include "qbert/core.h"
+
+typedef struct {
+    int num_labels;         /* K */
+    int n;                  /* number of samples */
+    int64_t *confusion;     /* (K, K) row-major: [gold * K + pred] */
+    double accuracy;
+    double *precision;      /* (K,) */
+    double *recall;         /* (K,) */
+    double *f1;             /* (K,) */
+    int64_t *support;       /* (K,) gold samples per class */
+    double macro_p, macro_r, macro_f1;
+    double weighted_p, weighted_r, weighted_f1;  /* weighted by support */
+    double avg_confidence;  /* mean probability of the predicted class; NaN when not given */
+} qb_metrics;
+
+/* gold, pred: (n,) label ids in [0, num_labels). confidence: (n,) probabilities of
+ * the predicted class in [0, 1], or NULL. n >= 1. On failure *m is left zeroed
+ * (qb_metrics_free on it is harmless). */
+qb_status qb_metrics_compute(const int *gold, const int *pred, const float *confidence, int n,
+                             int num_labels, qb_metrics *m);
+void qb_metrics_free(qb_metrics *m);
+
+/* label_names: (K,) names, or NULL for the decimal ids "0", "1", ...
+ *
+ * qb_metrics_print writes a classification_report-style table, the confusion
+ * matrix with label names, and a summary line (accuracy, weighted P/R/F1, average
+ * confidence). */
+void qb_metrics_print(FILE *f, const qb_metrics *m, const char *const *label_names);
+
+/* {accuracy, precision_weighted, recall_weighted, f1_weighted, precision_macro,
+ *  recall_macro, f1_macro, avg_confidence (null when not given), n,
+ *  per_class: {name: {precision, recall, f1, support}},
+ *  confusion_matrix: {labels: [...], matrix: [[...]] (rows = gold)}}.
+ * Returns NULL (with the message in qb_error()) when out of memory or when two
+ * label names are equal (they are object keys). Free with cJSON_Delete. */
+cJSON *qb_metrics_to_json(const qb_metrics *m, const char *const *label_names);
+/* Writes pretty-printed JSON plus a final newline, atomically. */
+qb_status qb_json_write_file(const char *path, const cJSON *json);
+
+/* A standalone SVG heat map of the confusion matrix: rows = gold, columns =
+ * predicted, each cell showing its count and its share of the row; colour by the
+ * row share (white -> blue). title may be NULL. Returns a malloc'ed string (free
+ * with free()), or NULL when out of memory (message in qb_error()). */
+char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, const char *title);
+/* Writes an SVG string atomically. */
+qb_status qb_svg_write(const char *path, const char *svg);
+
+/* Latency statistics in milliseconds. std is the sample standard deviation
+ * (n - 1 in the denominator; 0 when n == 1); median and p95 interpolate linearly
+ * between order statistics like numpy.percentile's default. */
+typedef struct {
+    int n;
+    double mean, median, std, p95, min, max;
+} qb_latency_stats;
+
+/* samples_ms: (n,) finite, non-negative; not modified. n >= 1. */
+qb_status qb_latency_compute(const double *samples_ms, int n, qb_latency_stats *out);
+/* The q-th percentile (0 <= q <= 100) of sorted (ascending) values, n >= 1:
+ * position (n - 1) * q / 100, linear interpolation between its neighbours. */
+double qb_percentile_sorted(const double *sorted, int n, double q);
+
+#endif
