@@ -1,0 +1,79 @@
+/* CPU kernels (the reference backend). Each kernel family has a plain scalar
+ * version; SIMD variants live beside it in their own files (compiled with their
+ * own -m flags) and are chosen at run time by CPUID. QBERT_ISA=scalar|avx2|avx512
+ * forces a path (read once; when the CPU lacks it, or the value is unknown, an
+ * error is logged and the best available path is used). */
+#ifndef QBERT_CPU_H
+#define QBERT_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qbert/core.h"
+
+typedef enum { QB_ISA_SCALAR, QB_ISA_AVX2, QB_ISA_AVX512 } qb_isa;
+
+/* The FP32 GEMM path in use (QBERT_ISA or the best the CPU has), and a way to set
+ * it (tests walk every available path). */
+qb_isa qb_cpu_isa(void);
+const char *qb_isa_name(qb_isa isa);
+int qb_cpu_isa_available(qb_isa isa);
+/* An ISA the CPU lacks logs an error and selects the best available one. */
+void qb_cpu_set_isa(qb_isa isa);
+/* "scalar" | "avx2" | "avx512" -> *isa; QB_EINVAL (message names the allowed values)
+ * otherwise. */
+qb_status qb_isa_parse(const char *name, qb_isa *isa);
+/* The ISA that QBERT_ISA=value selects on this CPU: NULL or "" -> the best available;
+ * an unknown name or one the CPU lacks -> an error is logged and the best available
+ * is used. qb_cpu_isa() applies it once to getenv("QBERT_ISA"). */
+qb_isa qb_cpu_isa_resolve(const char *value);
+
+/* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL. Threaded with OpenMP;
+ * results do not depend on the thread count. Should its packing memory not be
+ * available, an error is logged and the scalar reference computes y. */
+void qb_cpu_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+/* The per-ISA kernels behind qb_cpu_linear (same contract). */
+void qb_linear_f32_scalar(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+void qb_linear_f32_avx2(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+void qb_linear_f32_avx512(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+
+/* Internal to the GEMM files: the cache-blocked, packed, OpenMP driver in gemm.c
+ * and the per-ISA register tiles it runs (see gemm.c for the design). */
+typedef struct {
+    int mr, nr;  /* register tile: mr rows of x by nr rows of w (nr a multiple of 8,
+                    mr * nr <= 512) */
+    /* c (mr, nr; row stride ldc) += xp (kc, mr) . wp (kc, nr): both panels k-major. */
+    void (*tile)(int kc, const float *xp, const float *wp, float *c, size_t ldc);
+    /* wp (kc, nr) <- n <= nr rows of w (row stride ldw), columns [0, kc), zero-padded. */
+    void (*pack_w)(float *wp, const float *w, size_t ldw, int n, int kc, int nr);
+} qb_gemm_f32_kernel;
+void qb_gemm_f32_blocked(const qb_gemm_f32_kernel *kern, float *y, const float *x,
+                         const float *w, const float *b, int M, int N, int K);
+/* The pack_w of both SIMD paths: wp[k * nr + j] = w[j * ldw + k], rows n..nr-1 zero,
+ * with 8x8 AVX2 transposes (every AVX-512 CPU has AVX2); nr a multiple of 8. */
+void qb_gemm_f32_pack_w_avx2(float *wp, const float *w, size_t ldw, int n, int kc, int nr);
+
+/* out (M, C) = (t - mean) / sqrt(var + eps) * g + b with t = x + res (res may be NULL),
+ * biased variance, two passes in FP32. out may alias x. */
+void qb_cpu_layernorm(float *out, const float *x, const float *res, const float *g,
+                      const float *b, int M, int C, float eps);
+/* x (n) = 0.5 x (1 + erf(x / sqrt(2))) (exact GELU), in place. */
+void qb_cpu_gelu(float *x, size_t n);
+/* x (n) = tanh(x), in place. */
+void qb_cpu_tanh(float *x, size_t n);
+/* out (B, T, H*D) = softmax(q k^T / sqrt(D) + (1 - mask) * -FLT_MAX) v per (b, h), as
+ * Hugging Face BERT does it; mask (B, T): 1 = attend, 0 = padding. A fully padded
+ * row therefore attends uniformly to all T keys. Logs an error and writes NaN to
+ * out if its scratch memory cannot be allocated (the op has no error return). */
+void qb_cpu_attention(float *out, const float *q, const float *k, const float *v,
+                      const int32_t *mask, int B, int T, int H, int D);
+/* out (B*T, C) = (word[ids] + type[types]) + pos[t], t = 0..T-1, the order Hugging
+ * Face adds them. ids/types (B, T) are NOT checked here: the caller (the model)
+ * validates them against the table sizes. */
+void qb_cpu_embedding(float *out, const int32_t *ids, const int32_t *types,
+                      const float *word, const float *pos, const float *type,
+                      int B, int T, int C);
+/* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */
+void qb_cpu_softmax(float *x, int M, int N);
+
+#endif

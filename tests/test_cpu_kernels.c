@@ -1,0 +1,523 @@
+/* CPU kernel tests: every GEMM path the running CPU has (walked with qb_cpu_set_isa)
+ * against the scalar reference over many shapes, the other kernels against naive
+ * double-precision formulas written here, results independent of the thread count,
+ * the QBERT_ISA selection, and the CPU op table.
+ * Inputs are fresh random numbers each run; the seed is printed, and
+ * QBERT_TEST_SEED=N replays a run. Tolerance: relative L2 error <= 1e-5 (f32). */
+#include "check.h"
+
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "cpu/cpu.h"
+#include "qbert/core.h"
+
+#define TOL 1e-5
+#define GUARD 16          /* floats after an output that a kernel must not touch */
+#define SENTINEL 12345.0f
+
+static qb_rng rng;
+static int n_isas;
+static qb_isa isas[3];    /* the ISAs this CPU has */
+
+/* Exact-size allocations (not qb_malloc's rounded ones), so that ASan sees any
+ * read or write past the end. */
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+static float *rand_floats(size_t n, float lo, float hi)
+{
+    float *p = xmalloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * qb_rng_uniform(&rng);
+    return p;
+}
+
+/* ||got - ref|| / ||ref|| (absolute when ref is all zero). */
+static double rel_err(const float *got, const double *ref, size_t n)
+{
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        e += d * d;
+        r += ref[i] * ref[i];
+    }
+    return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
+}
+
+/* ---- instruction set selection ---- */
+
+static qb_isa best_available(void)
+{
+    return isas[n_isas - 1];
+}
+
+static void test_isa_selection(void)
+{
+    /* CPUID as the compiler's runtime sees it: an independent check of the detection. */
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    CHECK(qb_cpu_isa_available(QB_ISA_SCALAR));
+    CHECKF(qb_cpu_isa_available(QB_ISA_AVX2) == avx2, "avx2: qbert %d, gcc %d",
+           qb_cpu_isa_available(QB_ISA_AVX2), avx2);
+    CHECKF(qb_cpu_isa_available(QB_ISA_AVX512) == avx512, "avx512: qbert %d, gcc %d",
+           qb_cpu_isa_available(QB_ISA_AVX512), avx512);
+
+    const char *names[] = {"scalar", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        qb_isa isa = QB_ISA_SCALAR;
+        CHECK(qb_isa_parse(names[i], &isa) == QB_OK && isa == (qb_isa)i);
+        CHECK(strcmp(qb_isa_name((qb_isa)i), names[i]) == 0);
+    }
+    qb_isa isa = QB_ISA_AVX2;
+    CHECK(qb_isa_parse("avx9", &isa) == QB_EINVAL);
+    CHECKF(strstr(qb_error(), "avx9") && strstr(qb_error(), "avx512"), "message: %s", qb_error());
+    CHECK(qb_isa_parse("", &isa) == QB_EINVAL);
+
+    const qb_isa best = best_available();
+    qb_log_level level = qb_log_get_level();
+    qb_log_set_level(QB_LOG_QUIET);  /* the errors below are expected */
+    CHECK(qb_cpu_isa_resolve(NULL) == best);
+    CHECK(qb_cpu_isa_resolve("") == best);
+    CHECK(qb_cpu_isa_resolve("scalar") == QB_ISA_SCALAR);
+    CHECK(qb_cpu_isa_resolve("avx2") == (avx2 ? QB_ISA_AVX2 : best));
+    CHECK(qb_cpu_isa_resolve("avx512") == (avx512 ? QB_ISA_AVX512 : best));
+    CHECK(qb_cpu_isa_resolve("AVX2 ") == best);
+    CHECK(qb_cpu_isa_resolve("sse") == best);
+    /* Forcing a path the CPU lacks falls back to the best one it has. */
+    for (int i = 0; i < 3; i++) {
+        if (qb_cpu_isa_available((qb_isa)i)) continue;
+        qb_cpu_set_isa((qb_isa)i);
+        CHECKF(qb_cpu_isa() == best, "set %s: got %s", names[i], qb_isa_name(qb_cpu_isa()));
+    }
+    qb_log_set_level(level);
+    qb_cpu_set_isa(best);
+    CHECK(qb_cpu_isa() == best);
+}
+
+/* ---- GEMM ---- */
+
+/* The scalar reference itself against a double loop written here. */
+static void test_scalar_reference(void)
+{
+    const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {13, 33, 257}, {4, 9, 0}};
+    for (int s = 0; s < 4; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = rand_floats((size_t)M * K, -1, 1), *w = rand_floats((size_t)N * K, -1, 1);
+        float *b = rand_floats(N, -1, 1), *y = xmalloc((size_t)M * N * sizeof *y);
+        double *ref = xmalloc((size_t)M * N * sizeof *ref);
+        for (int m = 0; m < M; m++) {
+            for (int n = 0; n < N; n++) {
+                double acc = b[n];
+                for (int k = 0; k < K; k++) acc += (double)x[m * K + k] * w[n * K + k];
+                ref[m * N + n] = acc;
+            }
+        }
+        qb_linear_f32_scalar(y, x, w, b, M, N, K);
+        double e = rel_err(y, ref, (size_t)M * N);
+        CHECKF(e <= 1e-7, "scalar reference M=%d N=%d K=%d: rel err %.3g", M, N, K, e);
+        free(x), free(w), free(b), free(y), free(ref);
+    }
+}
+
+/* Runs qb_cpu_linear into a NaN-filled y followed by a guard band: every element
+ * must be written, nothing after it. Returns the relative L2 error against ref,
+ * measured against the larger of ||ref|| and `typical`, the norm y has on average
+ * for these zero-mean inputs (sqrt of the summed squared terms). The two agree for
+ * large outputs; with only one or two outputs, y can cancel to nearly 0 by chance
+ * and a plain relative error would then measure that luck, not the kernel. */
+static double run_linear(const float *x, const float *w, const float *b, const float *ref,
+                         double typical, int M, int N, int K, int *guard_ok)
+{
+    size_t n = (size_t)M * N;
+    float *y = xmalloc((n + GUARD) * sizeof *y);
+    for (size_t i = 0; i < n; i++) y[i] = NAN;
+    for (size_t i = n; i < n + GUARD; i++) y[i] = SENTINEL;
+    qb_cpu_linear(y, x, w, b, M, N, K);
+    *guard_ok = 1;
+    for (size_t i = n; i < n + GUARD; i++) *guard_ok &= y[i] == SENTINEL;
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        e += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
+        r += (double)ref[i] * ref[i];
+    }
+    free(y);
+    r = fmax(sqrt(r), typical);
+    return sqrt(e) / (r > 0.0 ? r : 1.0);
+}
+
+static void check_linear_shape(int M, int N, int K, double *worst)
+{
+    float *x = rand_floats((size_t)M * K, -1, 1), *w = rand_floats((size_t)N * K, -1, 1);
+    float *b = rand_floats(N, -1, 1);
+    float *ref_b = xmalloc((size_t)M * N * sizeof *ref_b), *ref = xmalloc((size_t)M * N * sizeof *ref);
+    qb_linear_f32_scalar(ref_b, x, w, b, M, N, K);
+    qb_linear_f32_scalar(ref, x, w, NULL, M, N, K);
+    /* sum over m, n, k of (x[m,k] w[n,k])^2, and the same plus M * sum of b^2 */
+    double sq = 0.0, sq_b = 0.0;
+    for (int k = 0; k < K; k++) {
+        double sx = 0.0, sw = 0.0;
+        for (int m = 0; m < M; m++) sx += (double)x[(size_t)m * K + k] * x[(size_t)m * K + k];
+        for (int n = 0; n < N; n++) sw += (double)w[(size_t)n * K + k] * w[(size_t)n * K + k];
+        sq += sx * sw;
+    }
+    for (int n = 0; n < N; n++) sq_b += (double)M * b[n] * b[n];
+    sq_b += sq;
+    for (int i = 0; i < n_isas; i++) {
+        qb_cpu_set_isa(isas[i]);
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            int guard_ok;
+            double e = run_linear(x, w, with_bias ? b : NULL, with_bias ? ref_b : ref,
+                                  sqrt(with_bias ? sq_b : sq), M, N, K, &guard_ok);
+            CHECKF(e <= TOL, "linear %s M=%d N=%d K=%d bias=%d: rel err %.3g",
+                   qb_isa_name(isas[i]), M, N, K, with_bias, e);
+            CHECKF(guard_ok, "linear %s M=%d N=%d K=%d bias=%d: wrote past y",
+                   qb_isa_name(isas[i]), M, N, K, with_bias);
+            if (e > worst[i]) worst[i] = e;
+        }
+    }
+    free(x), free(w), free(b), free(ref_b), free(ref);
+}
+
+static void test_linear(void)
+{
+    static const int Ms[] = {1, 2, 3, 5, 7, 13, 64, 100};
+    static const int Ns[] = {1, 3, 8, 15, 16, 17, 33, 100, 768};
+    static const int Ks[] = {1, 2, 7, 16, 31, 64, 257, 768};
+    /* Shapes that cross the blocking: several row blocks and K slices, a column block
+     * boundary (for one thread), exact tiles, BERT-like sizes, K = 0. */
+    static const int extra[][3] = {{145, 40, 513},  {300, 1100, 600}, {6, 16, 256},
+                                   {8, 32, 256},    {1, 3072, 768},   {128, 768, 768},
+                                   {3, 5, 0},       {289, 97, 1030}};
+    double worst[3] = {0};
+    for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
+        for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++)
+            for (size_t d = 0; d < sizeof Ks / sizeof Ks[0]; d++)
+                check_linear_shape(Ms[a], Ns[c], Ks[d], worst);
+    for (size_t s = 0; s < sizeof extra / sizeof extra[0]; s++)
+        check_linear_shape(extra[s][0], extra[s][1], extra[s][2], worst);
+    for (int i = 0; i < n_isas; i++)
+        printf("linear %-6s: worst relative L2 error %.3g\n", qb_isa_name(isas[i]), worst[i]);
+    qb_cpu_set_isa(best_available());
+}
+
+/* Same bits with 1 and 2 threads (the k reduction order is fixed). */
+static void test_linear_threads(void)
+{
+    static const int shapes[][3] = {{1, 768, 768}, {5, 100, 33}, {600, 64, 100},
+                                    {300, 1100, 600}, {129, 770, 300}};
+    int max_threads = omp_get_max_threads();
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *x = rand_floats((size_t)M * K, -1, 1), *w = rand_floats((size_t)N * K, -1, 1);
+        float *b = rand_floats(N, -1, 1);
+        float *y1 = xmalloc((size_t)M * N * sizeof *y1), *y2 = xmalloc((size_t)M * N * sizeof *y2);
+        for (int i = 0; i < n_isas; i++) {
+            qb_cpu_set_isa(isas[i]);
+            omp_set_num_threads(1);
+            qb_cpu_linear(y1, x, w, b, M, N, K);
+            omp_set_num_threads(2);
+            qb_cpu_linear(y2, x, w, b, M, N, K);
+            CHECKF(memcmp(y1, y2, (size_t)M * N * sizeof *y1) == 0,
+                   "linear %s M=%d N=%d K=%d: 1 and 2 threads differ", qb_isa_name(isas[i]), M,
+                   N, K);
+        }
+        free(x), free(w), free(b), free(y1), free(y2);
+    }
+    omp_set_num_threads(max_threads);
+    qb_cpu_set_isa(best_available());
+}
+
+/* ---- LayerNorm, GELU, tanh, softmax ---- */
+
+static void test_layernorm(void)
+{
+    static const int Cs[] = {1, 7, 768, 1000};
+    const int M = 5;
+    for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++) {
+        int C = Cs[ci];
+        size_t n = (size_t)M * C;
+        /* An offset mean makes a one-pass variance lose digits; two passes must not. */
+        float *x = rand_floats(n, 2, 6), *res = rand_floats(n, -1, 1);
+        float *g = rand_floats(C, 0.5f, 1.5f), *b = rand_floats(C, -0.5f, 0.5f);
+        float *out = xmalloc(n * sizeof *out), *alias = xmalloc(n * sizeof *alias);
+        double *ref = xmalloc(n * sizeof *ref), *ref_nores = xmalloc(n * sizeof *ref_nores);
+        const float eps = 1e-12f;
+        for (int with_res = 0; with_res < 2; with_res++) {
+            double *r = with_res ? ref : ref_nores;
+            for (int m = 0; m < M; m++) {
+                double mean = 0.0, var = 0.0;
+                for (int c = 0; c < C; c++)
+                    mean += (double)x[m * C + c] + (with_res ? (double)res[m * C + c] : 0.0);
+                mean /= C;
+                for (int c = 0; c < C; c++) {
+                    double t = (double)x[m * C + c] + (with_res ? (double)res[m * C + c] : 0.0);
+                    var += (t - mean) * (t - mean);
+                }
+                var /= C;
+                for (int c = 0; c < C; c++) {
+                    double t = (double)x[m * C + c] + (with_res ? (double)res[m * C + c] : 0.0);
+                    r[m * C + c] = (t - mean) / sqrt(var + eps) * g[c] + b[c];
+                }
+            }
+        }
+        qb_cpu_layernorm(out, x, res, g, b, M, C, eps);
+        double e = rel_err(out, ref, n);
+        CHECKF(e <= TOL, "layernorm C=%d with residual: rel err %.3g", C, e);
+        qb_cpu_layernorm(out, x, NULL, g, b, M, C, eps);
+        e = rel_err(out, ref_nores, n);
+        CHECKF(e <= TOL, "layernorm C=%d: rel err %.3g", C, e);
+        memcpy(alias, x, n * sizeof *alias);
+        qb_cpu_layernorm(alias, alias, res, g, b, M, C, eps);
+        e = rel_err(alias, ref, n);
+        CHECKF(e <= TOL, "layernorm C=%d in place: rel err %.3g", C, e);
+        if (C == 768) printf("layernorm C=768: relative L2 error %.3g\n", e);
+        free(x), free(res), free(g), free(b), free(out), free(alias), free(ref), free(ref_nores);
+    }
+}
+
+static void test_activations(void)
+{
+    const size_t n = 10007;
+    float *x = rand_floats(n, -8, 8), *y = xmalloc(n * sizeof *y);
+    double *ref = xmalloc(n * sizeof *ref);
+    x[0] = 0.0f, x[1] = -30.0f, x[2] = 30.0f;
+    memcpy(y, x, n * sizeof *y);
+    for (size_t i = 0; i < n; i++) ref[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
+    qb_cpu_gelu(y, n);
+    double e = rel_err(y, ref, n);
+    CHECKF(e <= TOL, "gelu: rel err %.3g", e);
+    CHECK(y[0] == 0.0f && y[1] == 0.0f && y[2] == 30.0f);
+    /* Exact erf, not the tanh approximation (they differ by ~1e-4 near x = -2). */
+    float at = -2.0f;
+    qb_cpu_gelu(&at, 1);
+    CHECKF(fabs(at - (-0.0455002638963584)) < 1e-6, "gelu(-2) = %.9g", at);
+
+    memcpy(y, x, n * sizeof *y);
+    for (size_t i = 0; i < n; i++) ref[i] = tanh((double)x[i]);
+    qb_cpu_tanh(y, n);
+    e = rel_err(y, ref, n);
+    CHECKF(e <= TOL, "tanh: rel err %.3g", e);
+    free(x), free(y), free(ref);
+}
+
+static void test_softmax(void)
+{
+    static const int Ns[] = {1, 2, 17, 128, 1000};
+    const int M = 4;
+    for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
+        int N = Ns[ni];
+        size_t n = (size_t)M * N;
+        float *x = rand_floats(n, -10, 10);
+        for (int i = 0; i < N; i++) x[3 * N + i] = -FLT_MAX;  /* a fully masked row */
+        x[2 * N] = 80.0f;                                      /* exp(80) overflows float */
+        double *ref = xmalloc(n * sizeof *ref);
+        for (int m = 0; m < M; m++) {
+            double mx = -INFINITY, s = 0.0;
+            for (int i = 0; i < N; i++) mx = fmax(mx, x[m * N + i]);
+            for (int i = 0; i < N; i++) s += exp(x[m * N + i] - mx);
+            for (int i = 0; i < N; i++) ref[m * N + i] = exp(x[m * N + i] - mx) / s;
+        }
+        qb_cpu_softmax(x, M, N);
+        double e = rel_err(x, ref, n);
+        CHECKF(e <= TOL, "softmax N=%d: rel err %.3g", N, e);
+        for (int i = 0; i < N; i++) CHECK(fabs(x[3 * N + i] - 1.0 / N) <= 1e-6 / N);
+        free(x), free(ref);
+    }
+}
+
+/* ---- attention ---- */
+
+/* Double reference written from the meaning, not from HF's formula: a query attends
+ * to its unmasked keys only; with no unmasked key at all it attends uniformly to all
+ * T keys (what HF's additive finfo.min bias produces). */
+static void attention_reference(double *out, const float *q, const float *k, const float *v,
+                                const int32_t *mask, int B, int T, int H, int D)
+{
+    const size_t C = (size_t)H * D;
+    double *p = xmalloc((size_t)T * sizeof *p);
+    for (int b = 0; b < B; b++) {
+        int any = 0;
+        for (int j = 0; j < T; j++) any |= mask[b * T + j] != 0;
+        for (int h = 0; h < H; h++) {
+            for (int i = 0; i < T; i++) {
+                const float *qi = q + (b * T + i) * C + h * D;
+                if (any) {
+                    double mx = -INFINITY, s = 0.0;
+                    for (int j = 0; j < T; j++) {
+                        if (!mask[b * T + j]) continue;
+                        const float *kj = k + (b * T + j) * C + h * D;
+                        double dot = 0.0;
+                        for (int d = 0; d < D; d++) dot += (double)qi[d] * kj[d];
+                        p[j] = dot / sqrt((double)D);
+                        mx = fmax(mx, p[j]);
+                    }
+                    for (int j = 0; j < T; j++) {
+                        p[j] = mask[b * T + j] ? exp(p[j] - mx) : 0.0;
+                        s += p[j];
+                    }
+                    for (int j = 0; j < T; j++) p[j] /= s;
+                } else {
+                    for (int j = 0; j < T; j++) p[j] = 1.0 / T;
+                }
+                double *o = out + (b * T + i) * C + h * D;
+                for (int d = 0; d < D; d++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < T; j++) acc += p[j] * v[(b * T + j) * C + h * D + d];
+                    o[d] = acc;
+                }
+            }
+        }
+    }
+    free(p);
+}
+
+static void check_attention(int B, int T, int H, int D)
+{
+    const size_t n = (size_t)B * T * H * D;
+    float *q = rand_floats(n, -2, 2), *k = rand_floats(n, -2, 2), *v = rand_floats(n, -1, 1);
+    float *out = xmalloc(n * sizeof *out), *out2 = xmalloc(n * sizeof *out2);
+    double *ref = xmalloc(n * sizeof *ref);
+    int32_t *mask = xmalloc((size_t)B * T * sizeof *mask);
+    /* Batch 0 attends everywhere, batch 1 has a padded tail, the last batch (when
+     * B >= 3) is fully padded. */
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            mask[b * T + t] = b == 0 ? 1 : (b == B - 1 && B >= 3) ? 0 : t < T - T / 3 - 1;
+    attention_reference(ref, q, k, v, mask, B, T, H, D);
+    for (int i = 0; i < n_isas; i++) {
+        qb_cpu_set_isa(isas[i]);
+        qb_cpu_attention(out, q, k, v, mask, B, T, H, D);
+        double e = rel_err(out, ref, n);
+        CHECKF(e <= TOL, "attention %s B=%d T=%d H=%d D=%d: rel err %.3g", qb_isa_name(isas[i]),
+               B, T, H, D, e);
+        if (T == 128) printf("attention %-6s T=128: relative L2 error %.3g\n", qb_isa_name(isas[i]), e);
+        omp_set_num_threads(1);
+        qb_cpu_attention(out2, q, k, v, mask, B, T, H, D);
+        omp_set_num_threads(2);
+        qb_cpu_attention(out, q, k, v, mask, B, T, H, D);
+        CHECKF(memcmp(out, out2, n * sizeof *out) == 0,
+               "attention %s B=%d T=%d: 1 and 2 threads differ", qb_isa_name(isas[i]), B, T);
+    }
+    /* A fully padded sequence: every output is the plain mean of v over all T keys. */
+    if (B >= 3) {
+        const int b = B - 1, C = H * D;
+        double *mean = xmalloc((size_t)T * C * sizeof *mean);
+        for (int t = 0; t < T; t++) {
+            for (int c = 0; c < C; c++) {
+                double s = 0.0;
+                for (int j = 0; j < T; j++) s += v[((size_t)b * T + j) * C + c];
+                mean[(size_t)t * C + c] = s / T;
+            }
+        }
+        double e = rel_err(out + (size_t)b * T * C, mean, (size_t)T * C);
+        CHECKF(e <= TOL, "attention fully padded row T=%d: rel err %.3g vs mean of v", T, e);
+        free(mean);
+    }
+    free(q), free(k), free(v), free(out), free(out2), free(ref), free(mask);
+}
+
+static void test_attention(void)
+{
+    int max_threads = omp_get_max_threads();
+    check_attention(3, 128, 12, 64);
+    check_attention(3, 5, 2, 3);
+    check_attention(2, 17, 3, 8);
+    check_attention(1, 1, 1, 1);
+    omp_set_num_threads(max_threads);
+    qb_cpu_set_isa(best_available());
+}
+
+/* ---- embedding ---- */
+
+static void test_embedding(void)
+{
+    const int B = 2, T = 9, C = 33, V = 50, P = 16, NT = 2;
+    float *word = rand_floats((size_t)V * C, -1, 1), *pos = rand_floats((size_t)P * C, -1, 1);
+    float *type = rand_floats((size_t)NT * C, -1, 1);
+    int32_t ids[2 * 9], types[2 * 9];
+    for (int i = 0; i < B * T; i++) {
+        ids[i] = (int32_t)(qb_rng_u32(&rng) % V);
+        types[i] = (int32_t)(qb_rng_u32(&rng) % NT);
+    }
+    ids[0] = 0, ids[1] = V - 1;  /* both ends of the table */
+    float *out = xmalloc((size_t)B * T * C * sizeof *out);
+    double *ref = xmalloc((size_t)B * T * C * sizeof *ref);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                int i = b * T + t;
+                ref[i * C + c] = (double)word[ids[i] * C + c] + pos[t * C + c] + type[types[i] * C + c];
+            }
+    qb_cpu_embedding(out, ids, types, word, pos, type, B, T, C);
+    double e = rel_err(out, ref, (size_t)B * T * C);
+    CHECKF(e <= TOL, "embedding: rel err %.3g", e);
+    free(word), free(pos), free(type), free(out), free(ref);
+}
+
+/* ---- the op table ---- */
+
+static void test_backend(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    CHECK(be && strcmp(be->name, "cpu") == 0);
+    CHECK(be->linear == qb_cpu_linear && be->layernorm == qb_cpu_layernorm &&
+          be->gelu == qb_cpu_gelu && be->tanh == qb_cpu_tanh &&
+          be->attention == qb_cpu_attention && be->embedding == qb_cpu_embedding);
+    float host[37], back[37];
+    for (int i = 0; i < 37; i++) host[i] = (float)i * 0.5f;
+    float *dev = be->alloc(sizeof host);
+    CHECK(dev != NULL && ((uintptr_t)dev & 63) == 0);
+    if (dev) {
+        be->to_device(dev, host, sizeof host);
+        be->to_host(back, dev, sizeof host);
+        CHECK(memcmp(host, back, sizeof host) == 0);
+        be->to_host(back, dev, 0);
+    }
+    be->free(dev);
+}
+
+int main(void)
+{
+    /* First use of the ISA reads QBERT_ISA from the environment. */
+    setenv("QBERT_ISA", "scalar", 1);
+    CHECK(qb_cpu_isa() == QB_ISA_SCALAR);
+
+    const char *seed_env = getenv("QBERT_TEST_SEED");
+    uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10)
+                                          : (uint64_t)time(NULL) * 1000003u + (uint64_t)getpid();
+    printf("seed %llu (replay with QBERT_TEST_SEED=%llu)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    qb_rng_init(&rng, seed);
+
+    for (int i = QB_ISA_SCALAR; i <= QB_ISA_AVX512; i++)
+        if (qb_cpu_isa_available((qb_isa)i)) isas[n_isas++] = (qb_isa)i;
+    printf("ISAs on this CPU:");
+    for (int i = 0; i < n_isas; i++) printf(" %s", qb_isa_name(isas[i]));
+    printf("\n");
+
+    test_isa_selection();
+    test_scalar_reference();
+    test_linear();
+    test_linear_threads();
+    test_layernorm();
+    test_activations();
+    test_softmax();
+    test_attention();
+    test_embedding();
+    test_backend();
+    return check_summary("test_cpu_kernels");
+}
