@@ -1,0 +1,293 @@
+/* Parameters of qb_model under their Hugging Face names: loading from a model
+ * directory (safetensors or pytorch_model.bin), random initialisation, saving.
+ *
+ * After loading, m->weights holds exactly the parameters the classifier uses,
+ * under canonical BertForSequenceClassification names, and the float pointers of
+ * qb_model point into those tensors. Checkpoint name variants are accepted:
+ * a bare BertModel ("embeddings.*" without "bert."), and the old TF-era
+ * "LayerNorm.gamma/beta" spelling (transformers renames them the same way). */
+#include "qbert/io.h"
+#include "qbert/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef enum { P_NORMAL, P_ZERO, P_ONE } init_kind;
+
+/* One parameter: its canonical name, shape, how to initialise it, where it goes. */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    init_kind init;
+    float **dst;
+    int group;  /* 0 = encoder (required), 1 = pooler, 2 = classifier (may be initialised) */
+} param_spec;
+
+static void spec(param_spec *s, int *n, const char *name, int ndim, int64_t d0, int64_t d1,
+                 init_kind init, float **dst, int group)
+{
+    param_spec *p = &s[(*n)++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->init = init;
+    p->dst = dst;
+    p->group = group;
+}
+
+static void spec_linear(param_spec *s, int *n, const char *prefix, int64_t out, int64_t in,
+                        qb_linear_params *p, int group)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    spec(s, n, name, 2, out, in, P_NORMAL, &p->w, group);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    spec(s, n, name, 1, out, 0, P_ZERO, &p->b, group);
+}
+
+static void spec_ln(param_spec *s, int *n, const char *prefix, int64_t c, qb_ln_params *p)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    spec(s, n, name, 1, c, 0, P_ONE, &p->g, 0);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    spec(s, n, name, 1, c, 0, P_ZERO, &p->b, 0);
+}
+
+/* Fills specs (16 per layer + 9) for m->cfg; returns the count. */
+static int model_specs(qb_model *m, param_spec *s)
+{
+    const qb_config *c = &m->cfg;
+    int n = 0, C = c->hidden_size, I = c->intermediate_size;
+    spec(s, &n, "bert.embeddings.word_embeddings.weight", 2, c->vocab_size, C, P_NORMAL, &m->word_emb, 0);
+    spec(s, &n, "bert.embeddings.position_embeddings.weight", 2, c->max_position, C, P_NORMAL, &m->pos_emb, 0);
+    spec(s, &n, "bert.embeddings.token_type_embeddings.weight", 2, c->type_vocab_size, C, P_NORMAL, &m->type_emb, 0);
+    spec_ln(s, &n, "bert.embeddings.LayerNorm", C, &m->ln_emb);
+    for (int l = 0; l < c->num_layers; l++) {
+        qb_layer_params *L = &m->layers[l];
+        char p[96];
+#define LAYER(suffix) (snprintf(p, sizeof p, "bert.encoder.layer.%d.%s", l, suffix), p)
+        spec_linear(s, &n, LAYER("attention.self.query"), C, C, &L->q, 0);
+        spec_linear(s, &n, LAYER("attention.self.key"), C, C, &L->k, 0);
+        spec_linear(s, &n, LAYER("attention.self.value"), C, C, &L->v, 0);
+        spec_linear(s, &n, LAYER("attention.output.dense"), C, C, &L->attn_out, 0);
+        spec_ln(s, &n, LAYER("attention.output.LayerNorm"), C, &L->ln_attn);
+        spec_linear(s, &n, LAYER("intermediate.dense"), I, C, &L->inter, 0);
+        spec_linear(s, &n, LAYER("output.dense"), C, I, &L->out, 0);
+        spec_ln(s, &n, LAYER("output.LayerNorm"), C, &L->ln_out);
+#undef LAYER
+    }
+    spec_linear(s, &n, "bert.pooler.dense", C, C, &m->pooler, 1);
+    spec_linear(s, &n, "classifier", c->num_labels, C, &m->classifier, 2);
+    return n;
+}
+
+/* Finds a spec's tensor in a checkpoint under any accepted spelling. */
+static int find_param(const qb_weights *w, const char *canonical)
+{
+    int i = qb_weights_find(w, canonical);
+    if (i >= 0) return i;
+    char alt[128];
+    const char *bare = strncmp(canonical, "bert.", 5) == 0 ? canonical + 5 : NULL;
+    if (bare && (i = qb_weights_find(w, bare)) >= 0) return i;
+    /* LayerNorm.weight -> LayerNorm.gamma, LayerNorm.bias -> LayerNorm.beta */
+    const char *ln = strstr(canonical, "LayerNorm.");
+    if (!ln) return -1;
+    int head = (int)(ln - canonical) + 10;
+    const char *tf = strcmp(ln + 10, "weight") == 0 ? "gamma" : "beta";
+    snprintf(alt, sizeof alt, "%.*s%s", head, canonical, tf);
+    if ((i = qb_weights_find(w, alt)) >= 0) return i;
+    if (bare && (i = qb_weights_find(w, alt + 5)) >= 0) return i;
+    return -1;
+}
+
+static qb_status init_tensor(qb_tensor *t, const param_spec *p, qb_rng *rng, float std)
+{
+    qb_status st = qb_tensor_alloc(t, QB_F32, p->ndim, p->shape);
+    if (st) return qb_fail_context(st, "%s", p->name);
+    float *d = t->data;
+    int64_t n = qb_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = p->init == P_NORMAL ? qb_rng_normal(rng, 0.0f, std) : p->init == P_ONE ? 1.0f : 0.0f;
+    return QB_OK;
+}
+
+static int spec_count(const qb_config *c) { return 16 * c->num_layers + 9; }
+
+static qb_status alloc_layers(qb_model *m)
+{
+    m->layers = calloc((size_t)m->cfg.num_layers, sizeof *m->layers);
+    return m->layers ? QB_OK : qb_fail(QB_ENOMEM, "cannot allocate %d layers", m->cfg.num_layers);
+}
+
+qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
+                                const char *source, qb_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    qb_status st = alloc_layers(m);
+    param_spec *specs = st ? NULL : calloc((size_t)spec_count(cfg), sizeof *specs);
+    char *used = calloc((size_t)w->count + 1, 1);
+    if (!st && (!specs || !used)) st = qb_fail(QB_ENOMEM, "cannot allocate the parameter table");
+    int n = st ? 0 : model_specs(m, specs);
+    qb_rng rng;
+    qb_rng_init(&rng, seed);
+    const char *initialised[2] = {NULL, NULL};
+    for (int s = 0; s < n && !st; s++) {
+        param_spec *p = &specs[s];
+        int i = find_param(w, p->name);
+        qb_tensor t;
+        if (i < 0) {
+            if (p->group == 0) {
+                st = qb_fail(QB_ENOTFOUND, "%s: missing tensor %s", source, p->name);
+                break;
+            }
+            initialised[p->group - 1] = p->group == 1 ? "bert.pooler" : "classifier";
+            if ((st = init_tensor(&t, p, &rng, cfg->initializer_range))) break;
+        } else {
+            qb_tensor *src = &w->tensors[i];
+            char got[64], want[64];
+            qb_tensor expect = {.ndim = p->ndim, .shape = {p->shape[0], p->shape[1]}};
+            if (src->dtype != QB_F32 || src->ndim != p->ndim || src->shape[0] != p->shape[0] ||
+                (p->ndim == 2 && src->shape[1] != p->shape[1])) {
+                st = qb_fail(QB_EFORMAT, "%s: tensor %s is %s %s; expected F32 %s%s", source, w->names[i],
+                             qb_dtype_name(src->dtype), qb_shape_str(src, got, sizeof got),
+                             qb_shape_str(&expect, want, sizeof want),
+                             s == 0 ? " (config.json vocab_size must equal the embedding rows)" : "");
+                break;
+            }
+            if (used[i]) { /* tied weights: two parameters over one tensor need their own copy */
+                if ((st = qb_tensor_alloc(&t, QB_F32, src->ndim, src->shape))) break;
+                memcpy(t.data, src->data, qb_tensor_nbytes(src));
+            } else {
+                t = *src;
+                src->owned = false;  /* ownership moves to m->weights */
+            }
+            used[i] = 1;
+        }
+        *p->dst = t.data;
+        if ((st = qb_weights_add(&m->weights, p->name, t))) {
+            qb_tensor_free(&t);
+            break;
+        }
+    }
+    if (!st) {
+        for (int g = 0; g < 2; g++)
+            if (initialised[g])
+                qb_log(QB_LOG_WARN, "%s: no %s weights in the checkpoint; initialised from seed %llu "
+                       "(normal std %g, zero bias) — train before trusting its predictions",
+                       source, initialised[g], (unsigned long long)seed, cfg->initializer_range);
+        /* List tensors the classifier does not use, once (position_ids is a buffer, not a weight). */
+        char list[1024];
+        size_t len = 0;
+        int unused = 0;
+        for (int i = 0; i < w->count; i++) {
+            if (used[i] || strstr(w->names[i], "position_ids")) continue;
+            if (len < sizeof list - 1)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", unused ? ", " : "", w->names[i]);
+            unused++;
+        }
+        if (unused) qb_log(QB_LOG_INFO, "%s: %d unused tensors: %s", source, unused, list);
+    }
+    free(specs);
+    free(used);
+    qb_weights_free(w);
+    if (st) {
+        m->cfg = (qb_config){0};  /* the caller still owns cfg's strings on failure */
+        qb_model_free(m);
+    }
+    return st;
+}
+
+qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m)
+{
+    char path[4096];
+    qb_config cfg;
+    qb_weights w = {0};
+    qb_status st = qb_path_join(path, sizeof path, dir, "config.json");
+    if (st || (st = qb_config_load(path, &cfg))) return st;
+    if ((st = qb_path_join(path, sizeof path, dir, "model.safetensors"))) goto fail;
+    if (qb_file_exists(path)) {
+        st = qb_safetensors_load(path, true, &w);
+    } else {
+        if ((st = qb_path_join(path, sizeof path, dir, "pytorch_model.bin"))) goto fail;
+        if (!qb_file_exists(path)) {
+            st = qb_fail(QB_ENOTFOUND, "%s: no model.safetensors or pytorch_model.bin", dir);
+            goto fail;
+        }
+        st = qb_torchbin_load(path, &w);
+    }
+    if (st) goto fail;
+    st = qb_model_from_weights(&cfg, &w, seed, path, m);
+    if (st) goto fail;
+    return QB_OK;
+fail:
+    qb_weights_free(&w);
+    qb_config_free(&cfg);
+    return st;
+}
+
+qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    qb_status st = alloc_layers(m);
+    param_spec *specs = st ? NULL : calloc((size_t)spec_count(cfg), sizeof *specs);
+    if (!st && !specs) st = qb_fail(QB_ENOMEM, "cannot allocate the parameter table");
+    int n = st ? 0 : model_specs(m, specs);
+    qb_rng rng;
+    qb_rng_init(&rng, seed);
+    for (int s = 0; s < n && !st; s++) {
+        qb_tensor t;
+        if ((st = init_tensor(&t, &specs[s], &rng, cfg->initializer_range))) break;
+        *specs[s].dst = t.data;
+        if ((st = qb_weights_add(&m->weights, specs[s].name, t))) qb_tensor_free(&t);
+    }
+    free(specs);
+    if (st) {
+        m->cfg = (qb_config){0};
+        qb_model_free(m);
+        return st;
+    }
+    /* transformers zeroes the embedding row of the padding token. */
+    memset(m->word_emb + (size_t)cfg->pad_token_id * cfg->hidden_size, 0, sizeof(float) * (size_t)cfg->hidden_size);
+    return QB_OK;
+}
+
+qb_status qb_model_save(const qb_model *m, const char *dir)
+{
+    char path[4096];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return qb_fail(QB_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    char *json = qb_config_to_json(&m->cfg);
+    if (!json) return qb_fail(QB_ENOMEM, "cannot serialise config.json");
+    qb_status st = qb_path_join(path, sizeof path, dir, "config.json");
+    if (!st) st = qb_write_file_atomic(path, json, strlen(json));
+    free(json);
+    if (st) return st;
+    static const char *const keys[] = {"format"};
+    static const char *const values[] = {"pt"};  /* what transformers' save_pretrained writes */
+    qb_metadata meta = {1, keys, values};
+    if ((st = qb_path_join(path, sizeof path, dir, "model.safetensors"))) return st;
+    return qb_safetensors_save(path, &m->weights, &meta);
+}
+
+void qb_model_free(qb_model *m)
+{
+    qb_weights_free(&m->weights);
+    free(m->layers);
+    qb_config_free(&m->cfg);
+    memset(m, 0, sizeof *m);
+}
+
+size_t qb_model_param_count(const qb_model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->weights.count; i++) n += (size_t)qb_tensor_numel(&m->weights.tensors[i]);
+    return n;
+}
