@@ -1,0 +1,122 @@
+/* The inference session: tokenise, sort by length, batch, forward, softmax. */
+#include "qbert/engine.h"
+
+#include "backend/backend.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct qb_engine {
+    qb_engine_options opt;
+    qb_model model;
+    qb_tokenizer *tok;
+    const qb_backend *be;
+};
+
+void qb_engine_default_options(qb_engine_options *o)
+{
+    o->max_length = 128;
+    o->batch_size = 32;
+    o->threads = 0;
+    o->seed = 42;
+}
+
+qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out)
+{
+    *out = NULL;
+    if (o->max_length < 2 || o->batch_size < 1)
+        return qb_fail(QB_EINVAL, "max_length must be >= 2 and batch_size >= 1 (got %d, %d)", o->max_length, o->batch_size);
+    qb_engine *e = calloc(1, sizeof *e);
+    if (!e) return qb_fail(QB_ENOMEM, "cannot allocate an engine");
+    e->opt = *o;
+    e->be = qb_backend_cpu();
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    qb_status st = qb_model_load(model_dir, o->seed, &e->model);
+    if (st) {
+        free(e);
+        return st;
+    }
+    if ((st = qb_tokenizer_load(model_dir, &e->tok))) {
+        qb_engine_close(e);
+        return st;
+    }
+    if (e->opt.max_length > e->model.cfg.max_position) {
+        qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
+               e->opt.max_length, e->model.cfg.max_position, e->model.cfg.max_position);
+        e->opt.max_length = e->model.cfg.max_position;
+    }
+    *out = e;
+    return QB_OK;
+}
+
+void qb_engine_close(qb_engine *e)
+{
+    if (!e) return;
+    qb_model_free(&e->model);
+    qb_tokenizer_free(e->tok);
+    free(e);
+}
+
+const qb_model *qb_engine_model(const qb_engine *e) { return &e->model; }
+const qb_tokenizer *qb_engine_tokenizer(const qb_engine *e) { return e->tok; }
+
+typedef struct { int len, index; } by_length;
+
+static int cmp_length(const void *a, const void *b)
+{
+    const by_length *x = a, *y = b;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    return x->index - y->index;  /* stable: ties keep input order */
+}
+
+static void softmax_row(float *p, const float *logits, int K)
+{
+    float mx = logits[0];
+    for (int k = 1; k < K; k++) mx = fmaxf(mx, logits[k]);
+    double sum = 0;
+    for (int k = 0; k < K; k++) sum += (p[k] = expf(logits[k] - mx));
+    for (int k = 0; k < K; k++) p[k] = (float)(p[k] / sum);
+}
+
+qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, float *probs,
+                             qb_progress_fn progress, void *ctx)
+{
+    const int K = e->model.cfg.num_labels, bs = e->opt.batch_size;
+    by_length *order = malloc((size_t)(n > 0 ? n : 1) * sizeof *order);
+    const char **batch_texts = malloc((size_t)bs * sizeof *batch_texts);
+    float *logits = malloc((size_t)bs * K * sizeof *logits);
+    qb_status st = QB_OK;
+    if (!order || !batch_texts || !logits) {
+        st = qb_fail(QB_ENOMEM, "cannot allocate batching buffers for %d texts", n);
+        goto done;
+    }
+    for (int i = 0; i < n && !st; i++) {
+        int32_t *ids = NULL;
+        int n_ids = 0;
+        st = qb_tokenize(e->tok, texts[i], strlen(texts[i]), &ids, &n_ids, NULL);
+        free(ids);
+        order[i].len = n_ids;
+        order[i].index = i;
+    }
+    if (st) goto done;
+    qsort(order, (size_t)n, sizeof *order, cmp_length);
+    for (int start = 0; start < n && !st; start += bs) {
+        int b = n - start < bs ? n - start : bs;
+        for (int j = 0; j < b; j++) batch_texts[j] = texts[order[start + j].index];
+        qb_encoding enc;
+        if ((st = qb_encode_batch(e->tok, batch_texts, b, e->opt.max_length, false, &enc))) break;
+        st = qb_model_forward(&e->model, e->be, enc.input_ids, enc.token_type_ids, enc.attention_mask,
+                              enc.batch, enc.seq, logits, NULL);
+        qb_encoding_free(&enc);
+        if (st) break;
+        for (int j = 0; j < b; j++) softmax_row(probs + (size_t)order[start + j].index * K, logits + (size_t)j * K, K);
+        if (progress) progress(start + b, n, ctx);
+    }
+done:
+    free(order);
+    free(batch_texts);
+    free(logits);
+    return st;
+}

@@ -1,0 +1,177 @@
+/* A small vocabulary builder for models trained from scratch (the demo): special
+ * tokens, every character seen (bare and "##"-continued, so any word of the corpus
+ * can be spelled), then the most frequent whole words. It is a stand-in for
+ * WordPiece training, good enough for a few-hundred-sentence corpus. Words are
+ * split the way the BERT pre-tokenizer splits: lowercase, whitespace, and every
+ * punctuation character on its own. */
+#include "qbert/tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+typedef struct {
+    char *word;
+    int count;
+} entry;
+
+/* Word counts in an open-addressing hash table (slots hold item index + 1). */
+typedef struct {
+    entry *items;
+    int n, cap;
+    int *slots;
+    size_t nslots;  /* power of two, kept at least twice n */
+} counter;
+
+static uint64_t fnv1a(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static qb_status grow(counter *c)
+{
+    size_t ns = c->nslots ? 2 * c->nslots : 1024;
+    int *slots = calloc(ns, sizeof *slots);
+    entry *items = realloc(c->items, ns / 2 * sizeof *items);
+    if (!slots || !items) {
+        free(slots);
+        if (items) c->items = items;
+        return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+    }
+    c->items = items;
+    c->cap = (int)(ns / 2);
+    for (int i = 0; i < c->n; i++) {
+        size_t h = fnv1a(c->items[i].word, strlen(c->items[i].word)) & (ns - 1);
+        while (slots[h]) h = (h + 1) & (ns - 1);
+        slots[h] = i + 1;
+    }
+    free(c->slots);
+    c->slots = slots;
+    c->nslots = ns;
+    return QB_OK;
+}
+
+static qb_status count_word(counter *c, const char *w, size_t len)
+{
+    if (c->n + 1 > c->cap) {
+        qb_status st = grow(c);
+        if (st) return st;
+    }
+    size_t h = fnv1a(w, len) & (c->nslots - 1);
+    for (; c->slots[h]; h = (h + 1) & (c->nslots - 1)) {
+        entry *e = &c->items[c->slots[h] - 1];
+        if (strlen(e->word) == len && memcmp(e->word, w, len) == 0) {
+            e->count++;
+            return QB_OK;
+        }
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+    memcpy(copy, w, len);
+    copy[len] = '\0';
+    c->items[c->n] = (entry){copy, 1};
+    c->slots[h] = ++c->n;
+    return QB_OK;
+}
+
+static int is_punct(utf8proc_int32_t cp)
+{
+    if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126))
+        return 1;
+    utf8proc_category_t cat = utf8proc_category(cp);
+    return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
+}
+
+static int by_count(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    if (x->count != y->count) return y->count - x->count;
+    return strcmp(x->word, y->word);
+}
+
+/* Appends "prefix+token\n" to a growing buffer. */
+static qb_status emit(char **buf, size_t *len, size_t *cap, const char *prefix, const char *tok)
+{
+    size_t need = strlen(prefix) + strlen(tok) + 1;
+    if (*len + need + 1 > *cap) {
+        size_t nc = (*cap ? *cap * 2 : 4096) + need;
+        char *nb = realloc(*buf, nc);
+        if (!nb) return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+        *buf = nb;
+        *cap = nc;
+    }
+    *len += (size_t)sprintf(*buf + *len, "%s%s\n", prefix, tok);
+    return QB_OK;
+}
+
+qb_status qb_vocab_build(const char *const *texts, int n, int max_words, char **out, size_t *out_len)
+{
+    counter words = {0}, chars = {0};
+    char *buf = NULL, word[512];
+    size_t len = 0, cap = 0, wl = 0;
+    qb_status st = QB_OK;
+    for (int t = 0; t < n && !st; t++) {
+        const utf8proc_uint8_t *s = (const utf8proc_uint8_t *)texts[t];
+        utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(texts[t]);
+        while (!st) {
+            utf8proc_int32_t cp = -1;
+            utf8proc_ssize_t k = left > 0 ? utf8proc_iterate(s, left, &cp) : 0;
+            if (k < 0) { /* invalid byte: skip it */
+                s++, left--;
+                continue;
+            }
+            int end = k == 0, space = !end && utf8proc_category(cp) == UTF8PROC_CATEGORY_ZS;
+            space |= cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r';
+            int punct = !end && !space && is_punct(cp);
+            if ((end || space || punct || wl + 4 >= sizeof word) && wl > 0) {
+                st = count_word(&words, word, wl);
+                wl = 0;
+            }
+            if (end) break;
+            if (!space) {
+                utf8proc_uint8_t enc[4];
+                utf8proc_ssize_t el = utf8proc_encode_char(utf8proc_tolower(cp), enc);
+                if (!st) st = count_word(&chars, (const char *)enc, (size_t)el);
+                if (punct) {
+                    if (!st) st = count_word(&words, (const char *)enc, (size_t)el);
+                } else {
+                    memcpy(word + wl, enc, (size_t)el);
+                    wl += (size_t)el;
+                }
+            }
+            s += k;
+            left -= k;
+        }
+    }
+    static const char *const specials[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    for (int i = 0; i < 5 && !st; i++) st = emit(&buf, &len, &cap, "", specials[i]);
+    qsort(chars.items, (size_t)chars.n, sizeof *chars.items, by_count);
+    qsort(words.items, (size_t)words.n, sizeof *words.items, by_count);
+    for (int i = 0; i < chars.n && !st; i++) st = emit(&buf, &len, &cap, "", chars.items[i].word);
+    for (int i = 0; i < chars.n && !st; i++) st = emit(&buf, &len, &cap, "##", chars.items[i].word);
+    /* Words that are single characters are already in; take the next max_words. */
+    for (int i = 0, taken = 0; i < words.n && taken < max_words && !st; i++) {
+        const char *w = words.items[i].word;
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)w, -1, &cp);
+        if (k > 0 && w[k] == '\0') continue;
+        st = emit(&buf, &len, &cap, "", w);
+        taken++;
+    }
+    for (int i = 0; i < words.n; i++) free(words.items[i].word);
+    for (int i = 0; i < chars.n; i++) free(chars.items[i].word);
+    free(words.items);
+    free(chars.items);
+    free(words.slots);
+    free(chars.slots);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *out_len = len;
+    return QB_OK;
+}

@@ -1,0 +1,33 @@
+/* qb_engine: an inference session over one model directory on one backend
+ * (CPU FP32 for now): tokenizer + model + batching. Texts are sorted by token
+ * length and batched with padding to the longest in each batch, so a batch of
+ * short texts does not pay for the longest one. */
+#ifndef QBERT_ENGINE_H
+#define QBERT_ENGINE_H
+
+#include "qbert/model.h"
+#include "qbert/tokenizer.h"
+
+typedef struct qb_engine qb_engine;
+
+typedef struct {
+    int max_length;   /* tokens per text incl. [CLS]/[SEP]; longer texts are truncated */
+    int batch_size;
+    int threads;      /* 0 = OpenMP default */
+    uint64_t seed;    /* for a classifier head missing from the checkpoint */
+} qb_engine_options;
+
+void qb_engine_default_options(qb_engine_options *o);
+qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out);
+void qb_engine_close(qb_engine *e);
+const qb_model *qb_engine_model(const qb_engine *e);
+const qb_tokenizer *qb_engine_tokenizer(const qb_engine *e);
+
+/* Called after each batch with the number of texts done so far. */
+typedef void (*qb_progress_fn)(int done, int total, void *ctx);
+
+/* probs (n, num_labels): softmax of the logits of each text, in input order. */
+qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, float *probs,
+                             qb_progress_fn progress, void *ctx);
+
+#endif

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the qbert command: eval / predict / init / demo / tokenize on the
+golden tiny model, predict's probabilities against the ones Hugging Face transformers
+computed (tests/golden/tiny_forward.safetensors), and the bad-input cases: each must exit
+non-zero with one message naming the file and the problem. Standard library only."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+QBERT = os.environ.get("QBERT_BIN") or (sys.argv[1] if len(sys.argv) > 1 else None)
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOLDEN = os.path.join(HERE, "golden")
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what)
+
+
+def qbert(*args, stdin=None):
+    p = subprocess.run([QBERT, *args], input=stdin, capture_output=True)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = t["data_offsets"]
+        raw = data[8 + n + b:8 + n + e]
+        fmt = {"F32": "f", "I32": "i"}[t["dtype"]]
+        out[name] = (t["shape"], struct.unpack("<%d%s" % (len(raw) // 4, fmt), raw))
+    return out
+
+
+def expect_error(args, code, needles, stdin=None, what=None):
+    rc, out, err = qbert(*args, stdin=stdin)
+    ok = rc == code and all(n in err for n in needles)
+    check(ok, "%s: exit %d (want %d), stderr %r lacks %r" % (what or args, rc, code, err.strip(), needles))
+
+
+def main():
+    if not QBERT:
+        print("usage: cli_test.py QBERT_BINARY (or QBERT_BIN=...)")
+        return 2
+    tmp = tempfile.mkdtemp(prefix="qbert-cli-")
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp)
+    print("cli_test: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def copy_model(src, dst):
+    shutil.copytree(os.path.join(GOLDEN, src), dst)
+    return dst
+
+
+def run(tmp):
+    tiny = os.path.join(GOLDEN, "tiny")
+    for cmd in ("eval", "predict", "init", "tokenize", "demo"):
+        rc, out, _ = qbert(cmd, "--help")
+        check(rc == 0 and "usage: qbert " + cmd in out, cmd + " --help")
+
+    # predict vs transformers: rows 0, 1, 3 of the fixture are the plain tokenisation of
+    # the texts at max_length 16 (row 2 had token types edited by the fixture script).
+    ref = read_safetensors(os.path.join(GOLDEN, "tiny_forward.safetensors"))
+    probs = ref["probabilities"][1]
+    with open(os.path.join(GOLDEN, "tiny_texts.txt"), encoding="utf-8") as f:
+        texts = f.read().splitlines()
+    rc, out, err = qbert("predict", "--model", tiny, "--max-length", "16", "--text", stdin="\n".join(texts).encode())
+    lines = out.splitlines()
+    check(rc == 0 and len(lines) == len(texts), "predict: exit %d, %d lines: %s" % (rc, len(lines), err))
+    for i in (0, 1, 3):
+        if i >= len(lines):
+            break
+        o = json.loads(lines[i])
+        got = [o["probabilities"][k] for k in ("positive", "neutral", "negative")]
+        want = probs[3 * i:3 * i + 3]
+        check(max(abs(a - b) for a, b in zip(got, want)) < 1e-5, "predict row %d: %s vs transformers %s" % (i, got, want))
+        check(o["text"] == texts[i] and o["label"] == ("positive", "neutral", "negative")[got.index(max(got))],
+              "predict row %d label/text" % i)
+
+    # eval: a small labelled file; JSON and SVG written, numbers consistent with predict.
+    data = write(os.path.join(tmp, "d.tsv"), "".join("%s\t%s\n" % (t, l) for t, l in
+                                                      zip(texts, ("positive", "negative", "neutral", "1"))))
+    js, svg = os.path.join(tmp, "m.json"), os.path.join(tmp, "cm.svg")
+    rc, out, err = qbert("eval", "--model", tiny, "--data", data, "--json", js, "--svg", svg, "--threads", "1")
+    check(rc == 0 and "accuracy" in out and "confusion matrix" in out, "eval: exit %d %s" % (rc, err))
+    if rc == 0:
+        m = json.load(open(js))
+        check(m["n"] == 4 and 0 <= m["accuracy"] <= 1 and "f1_weighted" in m and "confusion_matrix" in m,
+              "eval JSON keys")
+        check(sum(map(sum, m["confusion_matrix"]["matrix"])) == 4, "eval confusion matrix sums to n")
+        check(open(svg).read().startswith("<svg"), "eval SVG")
+    # CSV with a header, columns by name, quoted field with a comma
+    csv = write(os.path.join(tmp, "d.csv"), '\ufefflabel,text\nneutral,"enak, murah"\n2,"tidak ""enak"""\n')
+    rc, out, err = qbert("eval", "--model", tiny, "--data", csv)
+    check(rc == 0 and "2 texts" in out, "eval csv: exit %d %s" % (rc, err))
+
+    # init + predict on the new directory; a preset grows its vocabulary to fit vocab.txt
+    mdir = os.path.join(tmp, "init")
+    rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", mdir, "--vocab", os.path.join(tiny, "vocab.txt"), "--seed", "5")
+    check(rc == 0 and os.path.exists(os.path.join(mdir, "model.safetensors")), "init: %s" % err)
+    rc, out, err = qbert("predict", "--model", mdir, stdin=b"saya suka\n\xff\xfe bad utf-8\n")
+    check(rc == 0 and len(out.splitlines()) == 2, "predict on init model / invalid UTF-8: exit %d %s" % (rc, err))
+
+    # demo end to end
+    demo = os.path.join(tmp, "demo")
+    rc, out, err = qbert("demo", "--out", demo, "--threads", "2")
+    check(rc == 0 and os.path.exists(os.path.join(demo, "metrics.json")) and "accuracy" in out, "demo: %s" % err)
+
+    # tokenize
+    rc, out, _ = qbert("tokenize", "--model", tiny, stdin=b"makanan enak\n")
+    check(rc == 0 and out.split()[0] == "2" and out.split()[-1] == "3", "tokenize: %r" % out)
+
+    # ---- bad input: exit status and a message naming the file and the problem ----
+    expect_error(["eval", "--data", data], 2, ["--model"], what="eval without --model")
+    expect_error(["eval", "--model", tiny, "--data", data, "--bogus"], 2, ["--bogus"])
+    expect_error(["eval", "--model", tiny, "--data", data, "--batch", "0"], 2, ["--batch"])
+    empty = write(os.path.join(tmp, "empty.tsv"), "")
+    expect_error(["eval", "--model", tiny, "--data", empty], 1, ["empty.tsv", "no rows"])
+    badlabel = write(os.path.join(tmp, "bad.tsv"), "enak\tpositive\nenak\tgreat\n")
+    expect_error(["eval", "--model", tiny, "--data", badlabel], 1, ["bad.tsv:2", "great"])
+    expect_error(["eval", "--model", tiny, "--data", os.path.join(tmp, "nope.tsv")], 1, ["nope.tsv"])
+    expect_error(["eval", "--model", os.path.join(tmp, "none"), "--data", data], 1, ["config.json"])
+
+    # truncated safetensors
+    d = copy_model("tiny", os.path.join(tmp, "trunc"))
+    st = os.path.join(d, "model.safetensors")
+    write(st, open(st, "rb").read()[:5000])
+    expect_error(["eval", "--model", d, "--data", data], 1, ["model.safetensors"], what="truncated safetensors")
+    # corrupt .bin (not a zip)
+    d = copy_model("tiny_bin", os.path.join(tmp, "badbin"))
+    write(os.path.join(d, "pytorch_model.bin"), b"this is not a zip archive" * 10)
+    expect_error(["eval", "--model", d, "--data", data], 1, ["pytorch_model.bin"], what="corrupt .bin")
+    # config.json missing a field / wrong type
+    d = copy_model("tiny", os.path.join(tmp, "badcfg"))
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    del cfg["hidden_size"]
+    write(os.path.join(d, "config.json"), json.dumps(cfg))
+    expect_error(["eval", "--model", d, "--data", data], 1, ["config.json", "hidden_size"])
+    cfg["hidden_size"] = "32"
+    write(os.path.join(d, "config.json"), json.dumps(cfg))
+    expect_error(["eval", "--model", d, "--data", data], 1, ["config.json", "hidden_size"], what="wrong-typed field")
+    # vocab without [UNK]
+    d = copy_model("tiny", os.path.join(tmp, "nounk"))
+    vocab = open(os.path.join(d, "vocab.txt"), encoding="utf-8").read().replace("[UNK]\n", "[UNKNOWN]\n")
+    write(os.path.join(d, "vocab.txt"), vocab)
+    expect_error(["predict", "--model", d], 1, ["vocab.txt", "[UNK]"], stdin=b"x\n")
+    expect_error(["init", "--preset", "bert-huge", "--out", os.path.join(tmp, "x")], 1, ["bert-huge"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
