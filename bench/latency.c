@@ -1,0 +1,215 @@
+/* qbert-bench latency: the research notes' latency protocol on the CPU FP32 path.
+ * For each (batch, sequence length): random token ids with a fixed seed and a full
+ * attention mask, `warmup` untimed forward passes, then `runs` timed ones. Each
+ * timed run covers exactly one qb_model_forward call (embeddings to logits, no
+ * tokenisation, no model loading); per-sample figures divide by the batch size. */
+#include "bench.h"
+
+#include "backend/backend.h"
+#include "cpu/cpu.h"
+#include "qbert/metrics.h"
+#include "qbert/model.h"
+
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert-bench latency (--model DIR | --preset NAME) [options]\n"
+            "  --model DIR        Hugging Face model directory\n"
+            "  --preset NAME      random weights of a preset shape (bert-tiny, indobert-base-p2)\n"
+            "  --seq LIST         sequence lengths, comma separated (default 32,64,128)\n"
+            "  --batch LIST       batch sizes (default 1,32)\n"
+            "  --warmup N         untimed runs per point (default 5)\n"
+            "  --runs N           timed runs per point (default 20)\n"
+            "  --threads N        OpenMP threads (default: all cores)\n"
+            "  --json FILE        write the table as JSON\n"
+            "example: qbert-bench latency --preset indobert-base-p2 --seq 32,64,128 --batch 1,32 --json cpu.json\n");
+}
+
+static int parse_list(const char *s, int *out, int cap)
+{
+    int n = 0;
+    while (*s && n < cap) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 100000) return -1;
+        out[n++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        s = end;
+    }
+    return *s ? -1 : n;
+}
+
+static int parse_int(const char *s, int lo, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < lo || v > 1000000) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static void cpu_name(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon) {
+            snprintf(buf, cap, "%s", colon + 2);
+            buf[strcspn(buf, "\n")] = '\0';
+            break;
+        }
+    }
+    fclose(f);
+}
+
+int qb_bench_latency(int argc, char **argv)
+{
+    const char *model_dir = NULL, *preset = NULL, *json_path = NULL;
+    int seqs[16] = {32, 64, 128}, n_seq = 3, batches[16] = {1, 32}, n_batch = 2;
+    int warmup = 5, runs = 20, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = v != NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--model") == 0) model_dir = v;
+        else if (strcmp(a, "--preset") == 0) preset = v;
+        else if (strcmp(a, "--json") == 0) json_path = v;
+        else if (strcmp(a, "--seq") == 0) ok = v && (n_seq = parse_list(v, seqs, 16)) > 0;
+        else if (strcmp(a, "--batch") == 0) ok = v && (n_batch = parse_list(v, batches, 16)) > 0;
+        else if (strcmp(a, "--warmup") == 0) ok = v && parse_int(v, 0, &warmup);
+        else if (strcmp(a, "--runs") == 0) ok = v && parse_int(v, 1, &runs);
+        else if (strcmp(a, "--threads") == 0) ok = v && parse_int(v, 0, &threads);
+        else {
+            fprintf(stderr, "qbert-bench latency: unknown option \"%s\"\n", a);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "qbert-bench latency: bad or missing value for %s\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (!model_dir == !preset) {
+        fprintf(stderr, "qbert-bench latency: give exactly one of --model and --preset\n");
+        return 2;
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+
+    qb_model m;
+    double size_mb;
+    const char *size_kind;
+    if (model_dir) {
+        char path[4096];
+        struct stat st;
+        if (qb_model_load(model_dir, 42, &m)) {
+            fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+            return 1;
+        }
+        snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
+        if (stat(path, &st) != 0) snprintf(path, sizeof path, "%s/pytorch_model.bin", model_dir);
+        size_mb = stat(path, &st) == 0 ? st.st_size / 1e6 : 0;
+        size_kind = "weights file on disk";
+    } else {
+        qb_config cfg;
+        if (qb_config_preset(preset, &cfg) || qb_model_init_random(&cfg, 42, &m)) {
+            fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+            return 1;
+        }
+        size_mb = qb_model_param_count(&m) * 4 / 1e6;
+        size_kind = "F32 parameter bytes (random preset, not saved)";
+    }
+    const qb_config *c = &m.cfg;
+    const qb_backend *be = qb_backend_cpu();
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    int nthreads = omp_get_max_threads();
+    printf("qbert-bench latency: %s | %d layers x %d hidden | CPU FP32 %s | %d threads | %s\n",
+           model_dir ? model_dir : preset, c->num_layers, c->hidden_size, qb_isa_name(qb_cpu_isa()), nthreads, cpu);
+    printf("model size: %.1f MB (%s); warm-up %d, timed runs %d\n\n", size_mb, size_kind, warmup, runs);
+    printf("%6s %5s | %10s %10s %10s %10s | %12s %10s\n", "batch", "seq", "mean ms", "median ms", "std ms",
+           "p95 ms", "ms/sample", "samples/s");
+
+    cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
+    cJSON_AddStringToObject(root, "model", model_dir ? model_dir : preset);
+    cJSON_AddStringToObject(root, "device", "cpu");
+    cJSON_AddStringToObject(root, "precision", "fp32");
+    cJSON_AddStringToObject(root, "cpu", cpu);
+    cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
+    cJSON_AddNumberToObject(root, "threads", nthreads);
+    cJSON_AddNumberToObject(root, "size_mb", size_mb);
+    cJSON_AddStringToObject(root, "size_kind", size_kind);
+    cJSON_AddNumberToObject(root, "warmup", warmup);
+    cJSON_AddNumberToObject(root, "runs", runs);
+    int rc = 0;
+    qb_rng rng;
+    qb_rng_init(&rng, 1234);
+    for (int bi = 0; bi < n_batch && !rc; bi++) {
+        for (int si = 0; si < n_seq && !rc; si++) {
+            int B = batches[bi], T = seqs[si];
+            int32_t *ids = malloc((size_t)B * T * 4), *mask = malloc((size_t)B * T * 4);
+            float *logits = malloc((size_t)B * c->num_labels * 4);
+            double *ms = malloc((size_t)runs * sizeof *ms);
+            if (!ids || !mask || !logits || !ms) {
+                fprintf(stderr, "qbert-bench latency: out of memory\n");
+                rc = 1;
+            }
+            for (int i = 0; !rc && i < B * T; i++) {
+                ids[i] = (int32_t)(qb_rng_u32(&rng) % (uint32_t)c->vocab_size);
+                mask[i] = 1;
+            }
+            for (int r = 0; !rc && r < warmup + runs; r++) {
+                double t0 = qb_now();
+                if (qb_model_forward(&m, be, ids, NULL, mask, B, T, logits, NULL)) {
+                    fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+                    rc = 1;
+                }
+                if (r >= warmup) ms[r - warmup] = (qb_now() - t0) * 1e3;
+                if (r == warmup - 1 || (warmup == 0 && r == 0)) fprintf(stderr, "  batch %d seq %d: warm\r", B, T);
+            }
+            qb_latency_stats s;
+            if (!rc && qb_latency_compute(ms, runs, &s) == QB_OK) {
+                double per = s.mean / B, sps = 1e3 * B / s.mean;
+                printf("%6d %5d | %10.3f %10.3f %10.3f %10.3f | %12.3f %10.1f\n", B, T, s.mean, s.median, s.std,
+                       s.p95, per, sps);
+                fflush(stdout);
+                cJSON *row = cJSON_CreateObject();
+                cJSON_AddNumberToObject(row, "batch", B);
+                cJSON_AddNumberToObject(row, "seq", T);
+                cJSON_AddNumberToObject(row, "mean_ms", s.mean);
+                cJSON_AddNumberToObject(row, "median_ms", s.median);
+                cJSON_AddNumberToObject(row, "std_ms", s.std);
+                cJSON_AddNumberToObject(row, "p95_ms", s.p95);
+                cJSON_AddNumberToObject(row, "min_ms", s.min);
+                cJSON_AddNumberToObject(row, "max_ms", s.max);
+                cJSON_AddNumberToObject(row, "ms_per_sample", per);
+                cJSON_AddNumberToObject(row, "samples_per_s", sps);
+                cJSON_AddItemToArray(rows, row);
+            }
+            free(ids);
+            free(mask);
+            free(logits);
+            free(ms);
+        }
+    }
+    if (!rc && json_path && qb_json_write_file(json_path, root)) {
+        fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+        rc = 1;
+    }
+    cJSON_Delete(root);
+    qb_model_free(&m);
+    return rc;
+}
