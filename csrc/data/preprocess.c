@@ -1,7 +1,7 @@
 /* Text preprocessing of the research pipeline (lowercase, remove non-letters,
  * collapse whitespace, remove stopwords), UTF-8 repair, and stopword sets.
  *
- * Every step decodes UTF-8 with one decoder (utf8_next) that turns each ill-formed
+ * Every step decodes UTF-8 with one decoder (qb_utf8_next) that turns each ill-formed
  * subsequence into U+FFFD exactly as Python's bytes.decode(errors="replace") does,
  * so the output of qb_preprocess is always valid UTF-8 whatever the input was. */
 #include "qbert/data.h"
@@ -11,50 +11,6 @@
 #include <utf8proc.h>
 
 #define REPLACEMENT_CHAR 0xFFFD
-
-/* Decodes one code point from s[0..n), n >= 1. Returns it and the bytes used in *adv,
- * or -1 for an ill-formed subsequence: a byte that cannot start a sequence (one byte),
- * or a valid start followed by too few valid continuation bytes (the start and the
- * valid continuations: the "maximal subpart" of Unicode 15 section 3.9, which is what
- * Python replaces by one U+FFFD). Overlongs and surrogates are excluded by the narrower
- * ranges for the second byte after E0, ED, F0 and F4. */
-static int32_t utf8_next(const unsigned char *s, size_t n, size_t *adv)
-{
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *adv = 1;
-        return (int32_t)c;
-    }
-    size_t need;
-    uint32_t cp;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 1;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        cp = c & 0x0F;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        cp = c & 0x07;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else {
-        *adv = 1;
-        return -1;
-    }
-    size_t i = 1;
-    while (i <= need && i < n && s[i] >= lo && s[i] <= hi) {
-        cp = (cp << 6) | (s[i] & 0x3F);
-        lo = 0x80;
-        hi = 0xBF;
-        i++;
-    }
-    *adv = i;
-    return i == need + 1 ? (int32_t)cp : -1;
-}
 
 /* Python's str.isspace(): bidirectional class WS, B or S, or category Zs. */
 static bool is_space(int32_t cp)
@@ -89,7 +45,7 @@ char *qb_utf8_sanitize(const char *s, size_t len, int *n_replaced)
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         size_t adv;
-        int32_t cp = utf8_next(p + i, len - i, &adv);
+        int32_t cp = qb_utf8_next((const char *)p + i, len - i, &adv);
         if (cp <= 0) { /* ill-formed, or NUL, which would cut a C string short */
             bad++;
             o += (size_t)utf8proc_encode_char(REPLACEMENT_CHAR, (utf8proc_uint8_t *)out + o);
@@ -251,7 +207,7 @@ static char *map_code_points(const char *text, bool lower, bool letters_only)
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         size_t adv;
-        int32_t cp = utf8_next(p + i, len - i, &adv);
+        int32_t cp = qb_utf8_next((const char *)p + i, len - i, &adv);
         i += adv;
         if (cp < 0) cp = REPLACEMENT_CHAR;
         if (lower) cp = utf8proc_tolower(cp);
@@ -268,13 +224,13 @@ static bool next_word(const char *s, size_t len, size_t *pos, size_t *start, siz
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = *pos, adv;
-    while (i < len && is_space(utf8_next(p + i, len - i, &adv))) i += adv;
+    while (i < len && is_space(qb_utf8_next((const char *)p + i, len - i, &adv))) i += adv;
     if (i >= len) {
         *pos = len;
         return false;
     }
     *start = i;
-    while (i < len && !is_space(utf8_next(p + i, len - i, &adv))) i += adv;
+    while (i < len && !is_space(qb_utf8_next((const char *)p + i, len - i, &adv))) i += adv;
     *wlen = i - *start;
     *pos = i;
     return true;

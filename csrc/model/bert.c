@@ -83,21 +83,20 @@ qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_
     if ((st = ws_alloc(be, &w, c, B, T))) return st;
 
     /* Absent types mean all zero; an absent mask means attend everywhere. */
-    int32_t *fill = (!types || !mask) ? malloc((size_t)M * 4) : NULL;
+    int32_t *defaults = NULL;  /* (2, M): zeros, then ones */
     if (!types || !mask) {
-        if (!fill) {
+        if (!(defaults = malloc((size_t)M * 8))) {
             ws_free(be, &w);
             return qb_fail(QB_ENOMEM, "cannot allocate a %d x %d mask", B, T);
         }
-        for (int i = 0; i < M; i++) fill[i] = 0;
-        if (!types) be->to_device(w.types, fill, (size_t)M * 4);
-        for (int i = 0; i < M; i++) fill[i] = 1;
-        if (!mask) be->to_device(w.mask, fill, (size_t)M * 4);
-        free(fill);
+        for (int i = 0; i < M; i++) defaults[i] = 0, defaults[M + i] = 1;
+        if (!types) types = defaults;
+        if (!mask) mask = defaults + M;
     }
     be->to_device(w.ids, ids, (size_t)M * 4);
-    if (types) be->to_device(w.types, types, (size_t)M * 4);
-    if (mask) be->to_device(w.mask, mask, (size_t)M * 4);
+    be->to_device(w.types, types, (size_t)M * 4);
+    be->to_device(w.mask, mask, (size_t)M * 4);
+    free(defaults);
 
     be->embedding(w.x, w.ids, w.types, m->word_emb, m->pos_emb, m->type_emb, B, T, C);
     be->layernorm(w.x, w.x, NULL, m->ln_emb.g, m->ln_emb.b, M, C, c->layer_norm_eps);

@@ -15,6 +15,8 @@
  * A newer utf8proc would need these tables rechecked (the parity test says so). */
 #include "text/bert_chars.h"
 
+#include "qbert/core.h"
+
 #include <utf8proc.h>
 
 typedef struct {
@@ -110,59 +112,13 @@ static bool in_ranges(const cp_range *r, size_t n, int32_t c)
     return false;
 }
 
-size_t qb_utf8_decode(const char *str, size_t len, int32_t *out, int *n_invalid)
+size_t qb_utf8_decode(const char *s, size_t len, int32_t *out, int *n_invalid)
 {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t n = 0, i = 0;
-    while (i < len) {
-        unsigned b = s[i];
-        if (b < 0x80) {
-            out[n++] = (int32_t)b;
-            i++;
-            continue;
-        }
-        /* Length and the allowed range of the second byte (Unicode Table 3-7): this
-         * excludes overlong forms, surrogates and values above U+10FFFF up front. */
-        int need;
-        unsigned lo2 = 0x80, hi2 = 0xBF;
-        int32_t c;
-        if (b >= 0xC2 && b <= 0xDF) {
-            need = 1;
-            c = (int32_t)(b & 0x1F);
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            need = 2;
-            c = (int32_t)(b & 0x0F);
-            if (b == 0xE0) lo2 = 0xA0;
-            if (b == 0xED) hi2 = 0x9F;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            need = 3;
-            c = (int32_t)(b & 0x07);
-            if (b == 0xF0) lo2 = 0x90;
-            if (b == 0xF4) hi2 = 0x8F;
-        } else {
-            need = 0; /* 0x80..0xC1, 0xF5..0xFF never start a sequence */
-            c = 0;
-        }
-        /* Take continuation bytes while they fit; a sequence that stops early is one
-         * maximal ill-formed subpart, replaced once, and decoding resumes at the byte
-         * that did not fit. */
-        size_t j = i + 1;
-        int got = 0;
-        while (got < need && j < len) {
-            unsigned cb = s[j];
-            unsigned lo = got == 0 ? lo2 : 0x80, hi = got == 0 ? hi2 : 0xBF;
-            if (cb < lo || cb > hi) break;
-            c = (c << 6) | (int32_t)(cb & 0x3F);
-            got++;
-            j++;
-        }
-        if (need > 0 && got == need) {
-            out[n++] = c;
-        } else {
-            out[n++] = 0xFFFD;
-            if (n_invalid) (*n_invalid)++;
-        }
-        i = j;
+    size_t n = 0;
+    for (size_t i = 0, adv; i < len; i += adv) {
+        int32_t c = qb_utf8_next(s + i, len - i, &adv);
+        if (c < 0 && n_invalid) (*n_invalid)++;
+        out[n++] = c < 0 ? 0xFFFD : c;
     }
     return n;
 }

@@ -53,6 +53,12 @@ qb_status qb_write_file_atomic(const char *path, const void *data, size_t len);
 qb_status qb_path_join(char *buf, size_t cap, const char *dir, const char *name);
 bool qb_file_exists(const char *path);
 
+/* Decodes one code point from s[0..n), n >= 1, as Python's errors="replace" does:
+ * returns it, or -1 for a maximal ill-formed subsequence (a byte that cannot start a
+ * sequence, a truncated sequence, an overlong form, a surrogate), which Python
+ * replaces by one U+FFFD. *adv is the number of bytes consumed (>= 1). */
+int32_t qb_utf8_next(const char *s, size_t n, size_t *adv);
+
 /* CPU features (CPUID + XGETBV so that OS support of the register state is checked). */
 enum {
     QB_CPU_AVX2 = 1 << 0,
