@@ -284,19 +284,11 @@ qb_status qb_safetensors_load(const char *path, bool to_f32, qb_weights *out)
     return QB_OK;
 }
 
+/* The safetensors dtype of t: qbert's names are the safetensors ones, except that
+ * INT4 has none (it is stored packed as U8). */
 static const char *st_dtype_name(qb_dtype t)
 {
-    switch (t) {
-    case QB_F32: return "F32";
-    case QB_F16: return "F16";
-    case QB_BF16: return "BF16";
-    case QB_I8: return "I8";
-    case QB_U8: return "U8";
-    case QB_I32: return "I32";
-    case QB_I64: return "I64";
-    case QB_I4: return NULL; /* no safetensors dtype: INT4 is stored packed as U8 */
-    }
-    return NULL;
+    return t == QB_I4 ? NULL : qb_dtype_name(t);
 }
 
 static int cmp_str(const void *a, const void *b)
