@@ -38,19 +38,18 @@ static char *alloc_for_expansion(size_t len)
 
 char *qb_utf8_sanitize(const char *s, size_t len, int *n_replaced)
 {
-    const unsigned char *p = (const unsigned char *)s;
     int bad = 0;
     char *out = alloc_for_expansion(len);
     if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         size_t adv;
-        int32_t cp = qb_utf8_next((const char *)p + i, len - i, &adv);
+        int32_t cp = qb_utf8_next(s + i, len - i, &adv);
         if (cp <= 0) { /* ill-formed, or NUL, which would cut a C string short */
             bad++;
             o += (size_t)utf8proc_encode_char(REPLACEMENT_CHAR, (utf8proc_uint8_t *)out + o);
         } else {
-            memcpy(out + o, p + i, adv);
+            memcpy(out + o, s + i, adv);
             o += adv;
         }
         i += adv;
@@ -200,14 +199,13 @@ bool qb_stopwords_contains(const qb_stopwords *s, const char *word, size_t len)
 /* Pass 1: decode (repairing), lowercase, replace non-letters. Returns a new string. */
 static char *map_code_points(const char *text, bool lower, bool letters_only)
 {
-    const unsigned char *p = (const unsigned char *)text;
     size_t len = strlen(text);
     char *out = alloc_for_expansion(len);
     if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         size_t adv;
-        int32_t cp = qb_utf8_next((const char *)p + i, len - i, &adv);
+        int32_t cp = qb_utf8_next(text + i, len - i, &adv);
         i += adv;
         if (cp < 0) cp = REPLACEMENT_CHAR;
         if (lower) cp = utf8proc_tolower(cp);
@@ -222,15 +220,14 @@ static char *map_code_points(const char *text, bool lower, bool letters_only)
  * offset and length in start and wlen and moves pos past it; false when none is left. */
 static bool next_word(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen)
 {
-    const unsigned char *p = (const unsigned char *)s;
     size_t i = *pos, adv;
-    while (i < len && is_space(qb_utf8_next((const char *)p + i, len - i, &adv))) i += adv;
+    while (i < len && is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
     if (i >= len) {
         *pos = len;
         return false;
     }
     *start = i;
-    while (i < len && !is_space(qb_utf8_next((const char *)p + i, len - i, &adv))) i += adv;
+    while (i < len && !is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
     *wlen = i - *start;
     *pos = i;
     return true;
