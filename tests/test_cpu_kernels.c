@@ -274,14 +274,14 @@ static void test_layernorm(void)
                 }
             }
         }
-        qb_cpu_layernorm(out, x, res, g, b, M, C, eps);
+        qb_cpu_layernorm(out, NULL, NULL, x, res, g, b, M, C, eps);
         double e = rel_err(out, ref, n);
         CHECKF(e <= TOL, "layernorm C=%d with residual: rel err %.3g", C, e);
-        qb_cpu_layernorm(out, x, NULL, g, b, M, C, eps);
+        qb_cpu_layernorm(out, NULL, NULL, x, NULL, g, b, M, C, eps);
         e = rel_err(out, ref_nores, n);
         CHECKF(e <= TOL, "layernorm C=%d: rel err %.3g", C, e);
         memcpy(alias, x, n * sizeof *alias);
-        qb_cpu_layernorm(alias, alias, res, g, b, M, C, eps);
+        qb_cpu_layernorm(alias, NULL, NULL, alias, res, g, b, M, C, eps);
         e = rel_err(alias, ref, n);
         CHECKF(e <= TOL, "layernorm C=%d in place: rel err %.3g", C, e);
         if (C == 768) printf("layernorm C=768: relative L2 error %.3g\n", e);
@@ -297,13 +297,13 @@ static void test_activations(void)
     x[0] = 0.0f, x[1] = -30.0f, x[2] = 30.0f;
     memcpy(y, x, n * sizeof *y);
     for (size_t i = 0; i < n; i++) ref[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
-    qb_cpu_gelu(y, n);
+    qb_cpu_gelu(y, y, n);
     double e = rel_err(y, ref, n);
     CHECKF(e <= TOL, "gelu: rel err %.3g", e);
     CHECK(y[0] == 0.0f && y[1] == 0.0f && y[2] == 30.0f);
     /* Exact erf, not the tanh approximation (they differ by ~1e-4 near x = -2). */
     float at = -2.0f;
-    qb_cpu_gelu(&at, 1);
+    qb_cpu_gelu(&at, &at, 1);
     CHECKF(fabs(at - (-0.0455002638963584)) < 1e-6, "gelu(-2) = %.9g", at);
 
     memcpy(y, x, n * sizeof *y);
@@ -400,15 +400,15 @@ static void check_attention(int B, int T, int H, int D)
     attention_reference(ref, q, k, v, mask, B, T, H, D);
     for (int i = 0; i < n_isas; i++) {
         qb_cpu_set_isa(isas[i]);
-        qb_cpu_attention(out, q, k, v, mask, B, T, H, D);
+        qb_cpu_attention(out, NULL, q, k, v, mask, NULL, B, T, H, D);
         double e = rel_err(out, ref, n);
         CHECKF(e <= TOL, "attention %s B=%d T=%d H=%d D=%d: rel err %.3g", qb_isa_name(isas[i]),
                B, T, H, D, e);
         if (T == 128) printf("attention %-6s T=128: relative L2 error %.3g\n", qb_isa_name(isas[i]), e);
         omp_set_num_threads(1);
-        qb_cpu_attention(out2, q, k, v, mask, B, T, H, D);
+        qb_cpu_attention(out2, NULL, q, k, v, mask, NULL, B, T, H, D);
         omp_set_num_threads(2);
-        qb_cpu_attention(out, q, k, v, mask, B, T, H, D);
+        qb_cpu_attention(out, NULL, q, k, v, mask, NULL, B, T, H, D);
         CHECKF(memcmp(out, out2, n * sizeof *out) == 0,
                "attention %s B=%d T=%d: 1 and 2 threads differ", qb_isa_name(isas[i]), B, T);
     }

@@ -9,27 +9,85 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Dropout at one site of one step: element i of the site is kept (and scaled by
+ * 1 / (1 - p)) when the 24-bit uniform of word i of Philox4x32(key = seed,
+ * counter = (i / 4, stream)) is >= p, so a mask is a pure function of (seed, stream,
+ * index): the backward pass recomputes it, and a GPU draws the same one. p = 0: off. */
+typedef struct {
+    float p;
+    uint64_t seed, stream;
+} qb_dropout;
+
+/* AdamW for one tensor, as torch.optim.AdamW computes it (decoupled decay first):
+ *   w *= 1 - lr * weight_decay;  g' = g * grad_scale (clipping)
+ *   m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
+ *   w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),  bc_i = 1 - b_i^step. */
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    float bc1, bc2_sqrt;  /* 1 - beta1^step, sqrt(1 - beta2^step) */
+} qb_adamw_args;
+
 typedef struct qb_backend {
     const char *name;
     void *(*alloc)(size_t bytes);   /* NULL on failure */
     void (*free)(void *p);
     /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout). */
     void (*linear)(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
-    /* out (M, C) = LayerNorm(x + res) * g + b; res may be NULL; out may alias x. */
-    void (*layernorm)(float *out, const float *x, const float *res, const float *g,
-                      const float *b, int M, int C, float eps);
-    /* x (n) = gelu(x), exact erf form, in place. */
-    void (*gelu)(float *x, size_t n);
+    /* Backward of linear: dx (M, K) = dy (M, N) . w (N, K) (overwritten; NULL skips it),
+     * dw (N, K) += dy^T x, db (N) += column sums of dy (db may be NULL). */
+    void (*linear_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, int M, int N, int K);
+    /* t = x + res (res may be NULL); out (M, C) = (t - mean) / sqrt(var + eps) * g + b.
+     * For the backward pass t_out (M, C) receives t and stats (M, 2) the mean and
+     * 1 / sqrt(var + eps); either may be NULL. out and t_out may alias x; out may alias res. */
+    void (*layernorm)(float *out, float *t_out, float *stats, const float *x, const float *res,
+                      const float *g, const float *b, int M, int C, float eps);
+    /* dt (M, C) = gradient wrt t from dout (M, C), given t and stats of the forward;
+     * dg, db (C) += the parameter gradients. dt may alias dout. */
+    void (*layernorm_backward)(float *dt, float *dg, float *db, const float *dout, const float *t,
+                               const float *stats, const float *g, int M, int C);
+    /* y (n) = gelu(x), exact erf form; y may alias x. */
+    void (*gelu)(float *y, const float *x, size_t n);
+    /* dx (n) = dy * gelu'(x); dx may alias dy. */
+    void (*gelu_backward)(float *dx, const float *dy, const float *x, size_t n);
     /* x (n) = tanh(x), in place. */
     void (*tanh)(float *x, size_t n);
-    /* out (B, T, H*D) = softmax(q k^T / sqrt(D) + maskbias) v per head;
-     * q, k, v (B, T, H*D); mask (B, T) 1 = attend, 0 = padding (bias -inf-like). */
-    void (*attention)(float *out, const float *q, const float *k, const float *v,
-                      const int32_t *mask, int B, int T, int H, int D);
+    /* dx (n) = dy * (1 - y^2) with y = tanh output; dx may alias dy. */
+    void (*tanh_backward)(float *dx, const float *dy, const float *y, size_t n);
+    /* out (B, T, H*D) = dropout(softmax(q k^T / sqrt(D) + maskbias)) v per head;
+     * q, k, v (B, T, H*D); mask (B, T) 1 = attend, 0 = padding (bias -inf-like).
+     * probs (B, H, T, T) receives the softmax before dropout (NULL: not kept);
+     * drop may be NULL (off). Element (b, h, i, j) of the probabilities is dropout
+     * index ((b H + h) T + i) T + j. */
+    void (*attention)(float *out, float *probs, const float *q, const float *k, const float *v,
+                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D);
+    /* dq, dk, dv (B, T, H*D) from dout (B, T, H*D) and the forward's q, k, v, probs. */
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *probs,
+                               const qb_dropout *drop, int B, int T, int H, int D);
     /* out (B*T, C) = word[ids] + pos[t] + type[types]; ids/types (B, T). */
     void (*embedding)(float *out, const int32_t *ids, const int32_t *types,
                       const float *word, const float *pos, const float *type,
                       int B, int T, int C);
+    /* dword, dpos, dtype += the scatter of dout (B*T, C); the row of pad_id in dword
+     * gets nothing (nn.Embedding's padding_idx). */
+    void (*embedding_backward)(float *dword, float *dpos, float *dtype, const float *dout,
+                               const int32_t *ids, const int32_t *types, int pad_id,
+                               int B, int T, int C);
+    /* x (n) *= dropout mask (forward and backward alike). */
+    void (*dropout)(float *x, size_t n, const qb_dropout *drop);
+    /* Softmax cross-entropy over logits (B, K) with labels (B): losses (B) =
+     * -log softmax(logits)[label], dlogits (B, K) = (softmax - onehot) * grad_scale. */
+    void (*xent)(float *losses, float *dlogits, const float *logits, const int32_t *labels,
+                 int B, int K, float grad_scale);
+    /* One AdamW update of w, m, v (n) from g (n). */
+    void (*adamw)(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s);
+    /* Sum of squares of x (n), accumulated in double (for the global gradient norm). */
+    double (*sumsq)(const float *x, size_t n);
+    /* y (n) += x (n). */
+    void (*add)(float *y, const float *x, size_t n);
+    /* Sets bytes of backend memory to zero. */
+    void (*zero)(void *p, size_t bytes);
     /* Copies between host and backend memory (plain memcpy on the CPU). */
     void (*to_device)(void *dst, const void *src, size_t bytes);
     void (*to_host)(void *dst, const void *src, size_t bytes);

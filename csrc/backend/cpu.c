@@ -12,16 +12,33 @@ static void cpu_copy(void *dst, const void *src, size_t bytes)
     if (bytes) memcpy(dst, src, bytes);  /* memcpy with NULL pointers is undefined even for 0 */
 }
 
+static void cpu_zero(void *p, size_t bytes)
+{
+    if (bytes) memset(p, 0, bytes);
+}
+
 static const qb_backend cpu_backend = {
     .name = "cpu",
     .alloc = qb_malloc,
     .free = qb_free,
     .linear = qb_cpu_linear,
+    .linear_backward = qb_cpu_linear_backward,
     .layernorm = qb_cpu_layernorm,
+    .layernorm_backward = qb_cpu_layernorm_backward,
     .gelu = qb_cpu_gelu,
+    .gelu_backward = qb_cpu_gelu_backward,
     .tanh = qb_cpu_tanh,
+    .tanh_backward = qb_cpu_tanh_backward,
     .attention = qb_cpu_attention,
+    .attention_backward = qb_cpu_attention_backward,
     .embedding = qb_cpu_embedding,
+    .embedding_backward = qb_cpu_embedding_backward,
+    .dropout = qb_cpu_dropout,
+    .xent = qb_cpu_xent,
+    .adamw = qb_cpu_adamw,
+    .sumsq = qb_cpu_sumsq,
+    .add = qb_cpu_add,
+    .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,
     .copy = cpu_copy,

@@ -42,6 +42,8 @@ const char *qb_status_name(qb_status s)
     case QB_ENOMEM: return "out of memory";
     case QB_EUNSUPPORTED: return "unsupported";
     case QB_ENOTFOUND: return "not found";
+    case QB_ENUMERIC: return "non-finite value";
+    case QB_EINTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }

@@ -6,9 +6,10 @@
 #include <math.h>
 #include <time.h>
 
-void qb_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4])
+void qb_philox4x32(uint64_t seed, uint64_t counter, uint64_t stream, uint32_t out[4])
 {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32);
+    uint32_t c2 = (uint32_t)stream, c3 = (uint32_t)(stream >> 32);
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 10; r++) {
         uint64_t p0 = (uint64_t)0xD2511F53u * c0;
@@ -34,7 +35,7 @@ void qb_rng_init(qb_rng *r, uint64_t seed)
 uint32_t qb_rng_u32(qb_rng *r)
 {
     if (r->left == 0) {
-        qb_philox4x32(r->seed, r->counter++, r->buf);
+        qb_philox4x32(r->seed, r->counter++, 0, r->buf);
         r->left = 4;
     }
     return r->buf[4 - r->left--];

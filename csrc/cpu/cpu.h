@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "qbert/core.h"
 
 typedef enum { QB_ISA_SCALAR, QB_ISA_AVX2, QB_ISA_AVX512 } qb_isa;
@@ -53,26 +54,45 @@ void qb_gemm_f32_blocked(const qb_gemm_f32_kernel *kern, float *y, const float *
  * with 8x8 AVX2 transposes (every AVX-512 CPU has AVX2); nr a multiple of 8. */
 void qb_gemm_f32_pack_w_avx2(float *wp, const float *w, size_t ldw, int n, int kc, int nr);
 
-/* out (M, C) = (t - mean) / sqrt(var + eps) * g + b with t = x + res (res may be NULL),
- * biased variance, two passes in FP32. out may alias x. */
-void qb_cpu_layernorm(float *out, const float *x, const float *res, const float *g,
-                      const float *b, int M, int C, float eps);
-/* x (n) = 0.5 x (1 + erf(x / sqrt(2))) (exact GELU), in place. */
-void qb_cpu_gelu(float *x, size_t n);
-/* x (n) = tanh(x), in place. */
+/* The kernels behind the backend op table: see csrc/backend/backend.h for each
+ * contract (shapes, aliasing, accumulation); the notes here are CPU specifics. */
+
+/* Two passes in FP32 (see layernorm.c); the backward's parameter sums are in double. */
+void qb_cpu_layernorm(float *out, float *t_out, float *stats, const float *x, const float *res,
+                      const float *g, const float *b, int M, int C, float eps);
+void qb_cpu_layernorm_backward(float *dt, float *dg, float *db, const float *dout, const float *t,
+                               const float *stats, const float *g, int M, int C);
+void qb_cpu_gelu(float *y, const float *x, size_t n);
+void qb_cpu_gelu_backward(float *dx, const float *dy, const float *x, size_t n);
 void qb_cpu_tanh(float *x, size_t n);
-/* out (B, T, H*D) = softmax(q k^T / sqrt(D) + (1 - mask) * -FLT_MAX) v per (b, h), as
- * Hugging Face BERT does it; mask (B, T): 1 = attend, 0 = padding. A fully padded
- * row therefore attends uniformly to all T keys. Logs an error and writes NaN to
- * out if its scratch memory cannot be allocated (the op has no error return). */
-void qb_cpu_attention(float *out, const float *q, const float *k, const float *v,
-                      const int32_t *mask, int B, int T, int H, int D);
-/* out (B*T, C) = (word[ids] + type[types]) + pos[t], t = 0..T-1, the order Hugging
- * Face adds them. ids/types (B, T) are NOT checked here: the caller (the model)
- * validates them against the table sizes. */
+void qb_cpu_tanh_backward(float *dx, const float *dy, const float *y, size_t n);
+/* Logs an error and writes NaN to its outputs if its scratch memory cannot be
+ * allocated (the ops have no error return). */
+void qb_cpu_attention(float *out, float *probs, const float *q, const float *k, const float *v,
+                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D);
+void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const float *probs,
+                               const qb_dropout *drop, int B, int T, int H, int D);
+/* ids and types are NOT checked here: the caller (the model) validates them. */
 void qb_cpu_embedding(float *out, const int32_t *ids, const int32_t *types,
                       const float *word, const float *pos, const float *type,
                       int B, int T, int C);
+void qb_cpu_embedding_backward(float *dword, float *dpos, float *dtype, const float *dout,
+                               const int32_t *ids, const int32_t *types, int pad_id,
+                               int B, int T, int C);
+void qb_cpu_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, int M, int N, int K);
+void qb_cpu_dropout(float *x, size_t n, const qb_dropout *drop);
+/* The mask of elements first .. first + n - 1 of a site applied to x (n), on the
+ * calling thread (attention uses it per head). drop NULL or p = 0: nothing. */
+void qb_cpu_dropout_at(float *x, size_t n, uint64_t first, const qb_dropout *drop);
+void qb_cpu_xent(float *losses, float *dlogits, const float *logits, const int32_t *labels,
+                 int B, int K, float grad_scale);
+void qb_cpu_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s);
+double qb_cpu_sumsq(const float *x, size_t n);
+void qb_cpu_add(float *y, const float *x, size_t n);
+/* dst (C, R) = src (R, C)^T, in 32 x 32 tiles. */
+void qb_cpu_transpose(float *dst, const float *src, int R, int C);
 /* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */
 void qb_cpu_softmax(float *x, int M, int N);
 

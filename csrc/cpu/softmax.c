@@ -1,4 +1,5 @@
-/* Row-wise softmax in place, x (M, N), in FP32: subtract the row maximum (so exp
+/* Softmax: row-wise in place (attention), and softmax cross-entropy (the loss).
+ * Row-wise softmax of x (M, N) in FP32: subtract the row maximum (so exp
  * never overflows and a row of equal values, even -FLT_MAX, comes out uniform),
  * exponentiate, divide by the sum (accumulated in double). */
 #include "cpu/cpu.h"
@@ -23,5 +24,27 @@ void qb_cpu_softmax(float *x, int M, int N)
         }
         const float sf = (float)s;
         for (int n = 0; n < N; n++) r[n] /= sf;
+    }
+}
+
+/* Softmax cross-entropy per row: loss = logsumexp(z) - z[label] (max-subtracted, sum
+ * in double), dlogits = (softmax(z) - onehot(label)) * grad_scale. The mean over the
+ * batch and the 1/grad_accum of Trainer are in grad_scale; the caller averages losses. */
+void qb_cpu_xent(float *losses, float *dlogits, const float *logits, const int32_t *labels,
+                 int B, int K, float grad_scale)
+{
+    for (int b = 0; b < B; b++) {
+        const float *z = logits + (size_t)b * K;
+        float *d = dlogits + (size_t)b * K;
+        float mx = z[0];
+        for (int k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += exp((double)z[k] - mx);
+        const double lse = mx + log(s);
+        losses[b] = (float)(lse - z[labels[b]]);
+        for (int k = 0; k < K; k++) {
+            const float p = (float)exp((double)z[k] - lse);
+            d[k] = (p - (k == labels[b] ? 1.0f : 0.0f)) * grad_scale;
+        }
     }
 }

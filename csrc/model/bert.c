@@ -1,8 +1,18 @@
-/* The BERT classifier forward pass, written once against the backend op table
- * (csrc/backend/backend.h). Shapes: B batch, T sequence, C hidden, I intermediate,
- * H heads, D = C / H, K labels. Matches transformers' BertForSequenceClassification
- * in eval mode (dropout off): post-LayerNorm blocks, exact-erf GELU, tanh pooler
- * over the first token. */
+/* The BERT classifier graph, forward and backward, written once against the backend
+ * op table (csrc/backend/backend.h). Shapes: B batch, T sequence, M = B*T tokens,
+ * C hidden, I intermediate, H heads, D = C / H, K labels, L layers.
+ *
+ * Matches transformers' BertForSequenceClassification: post-LayerNorm blocks,
+ * exact-erf GELU, tanh pooler over the first token, dropout (training only) after
+ * the embedding LayerNorm, on the attention probabilities, on both dense outputs of
+ * a block before their residual add, and on the pooled output.
+ *
+ * One forward serves inference and training; only the activation layout differs
+ * (see plan()). Inference aliases every layer onto one set of buffers and keeps
+ * nothing. Training gives each layer its own buffers and keeps what the backward
+ * needs: each LayerNorm's input t and (mean, 1/std), the attention probabilities
+ * before dropout, the GELU input and output. Dropout masks are never stored: site s
+ * of a step uses Philox stream (plan.stream + s) and the backward recomputes them. */
 #include "qbert/model.h"
 
 #include "backend/backend.h"
@@ -10,49 +20,142 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Scratch for one batch, on the backend's device. */
 typedef struct {
-    float *x;      /* (B*T, C) hidden state, updated in place layer by layer */
-    float *q, *k, *v, *ctx, *tmp;  /* (B*T, C) */
-    float *inter;  /* (B*T, I) */
-    float *cls;    /* (B, C) first-token rows, then pooled */
-    float *logits; /* (B, K) */
-    int32_t *ids, *types, *mask;  /* (B, T) */
-} workspace;
+    float *q, *k, *v, *ctx;  /* (M, C) */
+    float *probs;            /* (B, H, T, T) softmax before dropout; NULL in inference */
+    float *t1, *st1;         /* (M, C) LayerNorm 1 input (dropout(dense(ctx)) + x); (M, 2) */
+    float *h1;               /* (M, C) LayerNorm 1 output */
+    float *a, *g;            /* (M, I) GELU input and output */
+    float *t2, *st2;         /* (M, C) LayerNorm 2 input; (M, 2) */
+} layer_acts;
 
-static void ws_free(const qb_backend *be, workspace *w)
+struct qb_activations {
+    const qb_backend *be;
+    bool train;
+    void *mem;               /* one backend allocation, carved by plan() */
+    size_t cap;              /* its size in bytes */
+    int B, T;
+    float **x;               /* (L + 1) x (M, C): x[l] input of layer l, x[L] the output */
+    float *t0, *st0;         /* (M, C) embedding sum (LayerNorm input); (M, 2) */
+    layer_acts *layer;       /* (L) */
+    float *cls;              /* (B, C) first-token rows of x[L] */
+    float *pooled, *pooled_d;/* (B, C) tanh output; after dropout (the classifier input) */
+    float *logits, *dlogits, *losses;  /* (B, K), (B, K), (B) */
+    int32_t *ids, *types, *mask, *labels;  /* (B, T), labels (B) */
+    /* training only: gradient scratch */
+    float *dx, *dh, *dtmp, *dctx, *dq, *dk, *dv;  /* (M, C) */
+    float *da;               /* (M, I) */
+    float *dcls, *dpool;     /* (B, C) */
+};
+
+/* Walks the layout of one batch: with `base` NULL it only adds up the bytes; with a
+ * base it sets every pointer. Buffers are 64-byte aligned. */
+typedef struct {
+    char *base;
+    size_t off;
+} carver;
+
+static void *carve(carver *c, size_t bytes)
 {
-    void *ptrs[] = {w->x, w->q, w->k, w->v, w->ctx, w->tmp, w->inter, w->cls, w->logits, w->ids, w->types, w->mask};
-    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) be->free(ptrs[i]);
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (bytes + 63) & ~(size_t)63;
+    return p;
 }
 
-static qb_status ws_alloc(const qb_backend *be, workspace *w, const qb_config *c, int B, int T)
+static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv)
 {
-    size_t bt = (size_t)B * T, C = (size_t)c->hidden_size;
-    memset(w, 0, sizeof *w);
-    struct { void **p; size_t bytes; } want[] = {
-        {(void **)&w->x, bt * C * 4}, {(void **)&w->q, bt * C * 4}, {(void **)&w->k, bt * C * 4},
-        {(void **)&w->v, bt * C * 4}, {(void **)&w->ctx, bt * C * 4}, {(void **)&w->tmp, bt * C * 4},
-        {(void **)&w->inter, bt * (size_t)c->intermediate_size * 4}, {(void **)&w->cls, (size_t)B * C * 4},
-        {(void **)&w->logits, (size_t)B * c->num_labels * 4}, {(void **)&w->ids, bt * 4},
-        {(void **)&w->types, bt * 4}, {(void **)&w->mask, bt * 4},
-    };
-    size_t total = 0;
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        *want[i].p = be->alloc(want[i].bytes);
-        total += want[i].bytes;
-        if (!*want[i].p) {
-            ws_free(be, w);
-            return qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes of activations for batch %d x %d",
-                           be->name, total, B, T);
+    const size_t M = (size_t)B * T, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    const size_t MC = M * C * 4, MI = M * I * 4, BC = (size_t)B * C * 4, ST = M * 2 * 4;
+    const size_t BK = (size_t)B * c->num_labels * 4, P = (size_t)B * c->num_heads * T * T * 4;
+    const int L = c->num_layers;
+    if (a->train) {
+        for (int l = 0; l <= L; l++) a->x[l] = carve(cv, MC);
+        a->t0 = carve(cv, MC);
+        a->st0 = carve(cv, ST);
+        for (int l = 0; l < L; l++) {
+            layer_acts *la = &a->layer[l];
+            la->q = carve(cv, MC), la->k = carve(cv, MC), la->v = carve(cv, MC), la->ctx = carve(cv, MC);
+            la->probs = carve(cv, P);
+            la->t1 = carve(cv, MC), la->st1 = carve(cv, ST), la->h1 = carve(cv, MC);
+            la->a = carve(cv, MI), la->g = carve(cv, MI);
+            la->t2 = carve(cv, MC), la->st2 = carve(cv, ST);
         }
+        a->dx = carve(cv, MC), a->dh = carve(cv, MC), a->dtmp = carve(cv, MC), a->dctx = carve(cv, MC);
+        a->dq = carve(cv, MC), a->dk = carve(cv, MC), a->dv = carve(cv, MC), a->da = carve(cv, MI);
+        a->dcls = carve(cv, BC), a->dpool = carve(cv, BC);
+    } else {
+        /* Every layer on the same buffers: the hidden state x and the LayerNorm 1
+         * output h1 share one buffer (the layer input is dead once LayerNorm 1 has
+         * added it), t1 and t2 share another, the GELU runs in place. */
+        float *x = carve(cv, MC), *t = carve(cv, MC), *inter = carve(cv, MI);
+        float *q = carve(cv, MC), *k = carve(cv, MC), *v = carve(cv, MC), *ctx = carve(cv, MC);
+        for (int l = 0; l <= L; l++) a->x[l] = x;
+        a->t0 = x;
+        a->st0 = NULL;
+        for (int l = 0; l < L; l++)
+            a->layer[l] = (layer_acts){.q = q, .k = k, .v = v, .ctx = ctx, .t1 = t, .h1 = x,
+                                       .a = inter, .g = inter, .t2 = t};
     }
+    a->cls = carve(cv, BC);
+    a->pooled = carve(cv, BC);
+    a->pooled_d = a->train ? carve(cv, BC) : a->pooled;
+    a->logits = carve(cv, BK);
+    a->dlogits = carve(cv, BK);
+    a->losses = carve(cv, (size_t)B * 4);
+    a->ids = carve(cv, M * 4), a->types = carve(cv, M * 4), a->mask = carve(cv, M * 4);
+    a->labels = carve(cv, (size_t)B * 4);
+}
+
+qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train, qb_activations **out)
+{
+    qb_activations *a = calloc(1, sizeof *a);
+    const int L = m->cfg.num_layers;
+    if (a) {
+        a->x = calloc((size_t)L + 1, sizeof *a->x);
+        a->layer = calloc((size_t)L, sizeof *a->layer);
+    }
+    if (!a || !a->x || !a->layer) {
+        if (a) free(a->x), free(a->layer);
+        free(a);
+        return qb_fail(QB_ENOMEM, "cannot allocate the activation table");
+    }
+    a->be = be;
+    a->train = train;
+    *out = a;
+    return QB_OK;
+}
+
+void qb_activations_free(qb_activations *a)
+{
+    if (!a) return;
+    if (a->mem) a->be->free(a->mem);
+    free(a->x);
+    free(a->layer);
+    free(a);
+}
+
+/* Lays the activations out for a B x T batch, growing the allocation if needed. */
+static qb_status activations_fit(qb_activations *a, const qb_config *c, int B, int T)
+{
+    carver cv = {NULL, 0};
+    plan(a, c, B, T, &cv);
+    if (cv.off > a->cap) {
+        if (a->mem) a->be->free(a->mem);
+        a->cap = 0;
+        if (!(a->mem = a->be->alloc(cv.off)))
+            return qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes of %s activations for "
+                           "batch %d x %d", a->be->name, cv.off, a->train ? "training" : "inference", B, T);
+        a->cap = cv.off;
+    }
+    cv = (carver){a->mem, 0};
+    plan(a, c, B, T, &cv);
+    a->B = B, a->T = T;
     return QB_OK;
 }
 
 /* Rejects ids the embedding tables do not have, before any kernel reads them. */
 static qb_status check_inputs(const qb_config *c, const int32_t *ids, const int32_t *types,
-                              const int32_t *mask, int B, int T)
+                              const int32_t *mask, const int32_t *labels, int B, int T)
 {
     if (B < 1 || T < 1) return qb_fail(QB_EINVAL, "empty batch (%d x %d)", B, T);
     if (T > c->max_position)
@@ -67,7 +170,159 @@ static qb_status check_inputs(const qb_config *c, const int32_t *ids, const int3
         if (mask && mask[i] != 0 && mask[i] != 1)
             return qb_fail(QB_EINVAL, "attention mask value %d at (%zu, %zu) is not 0 or 1", mask[i], i / T, i % T);
     }
+    for (int b = 0; labels && b < B; b++)
+        if (labels[b] < 0 || labels[b] >= c->num_labels)
+            return qb_fail(QB_EINVAL, "label %d of batch row %d is outside [0, %d)", labels[b], b, c->num_labels);
     return QB_OK;
+}
+
+/* Copies the batch to the device; absent types mean all zero, an absent mask means
+ * attend everywhere. */
+static qb_status upload(qb_activations *a, const int32_t *ids, const int32_t *types,
+                        const int32_t *mask, const int32_t *labels, int B, int T)
+{
+    const qb_backend *be = a->be;
+    const size_t M = (size_t)B * T;
+    int32_t *defaults = NULL;  /* (2, M): zeros, then ones */
+    if (!types || !mask) {
+        if (!(defaults = malloc(M * 8))) return qb_fail(QB_ENOMEM, "cannot allocate a %d x %d mask", B, T);
+        for (size_t i = 0; i < M; i++) defaults[i] = 0, defaults[M + i] = 1;
+        if (!types) types = defaults;
+        if (!mask) mask = defaults + M;
+    }
+    be->to_device(a->ids, ids, M * 4);
+    be->to_device(a->types, types, M * 4);
+    be->to_device(a->mask, mask, M * 4);
+    if (labels) be->to_device(a->labels, labels, (size_t)B * 4);
+    free(defaults);
+    return QB_OK;
+}
+
+/* Dropout sites of one step, in graph order: the embeddings, three per layer, the
+ * pooled output (qb_dropout_sites of them). */
+enum { SITE_EMB = 0 };
+static qb_dropout site(const qb_dropout_plan *d, bool attention, uint64_t s)
+{
+    qb_dropout r = {0};
+    if (d) r = (qb_dropout){attention ? d->attention : d->hidden, d->seed, d->stream + s};
+    return r;
+}
+static uint64_t site_attn(int l) { return 1 + 3 * (uint64_t)l; }
+static uint64_t site_attn_out(int l) { return 2 + 3 * (uint64_t)l; }
+static uint64_t site_ffn_out(int l) { return 3 + 3 * (uint64_t)l; }
+static uint64_t site_pooled(int L) { return 1 + 3 * (uint64_t)L; }
+uint64_t qb_dropout_sites(const qb_config *c) { return site_pooled(c->num_layers) + 1; }
+
+/* The forward pass over a batch already uploaded to a; drop NULL = no dropout. */
+static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan *drop,
+                    qb_forward_trace *trace)
+{
+    const qb_backend *be = a->be;
+    const qb_config *c = &m->cfg;
+    const int B = a->B, T = a->T, C = c->hidden_size, I = c->intermediate_size, H = c->num_heads;
+    const int D = C / H, M = B * T, K = c->num_labels, L = c->num_layers;
+    const float eps = c->layer_norm_eps;
+    const size_t MC = (size_t)M * C;
+
+    be->embedding(a->t0, a->ids, a->types, m->word_emb, m->pos_emb, m->type_emb, B, T, C);
+    be->layernorm(a->x[0], NULL, a->st0, a->t0, NULL, m->ln_emb.g, m->ln_emb.b, M, C, eps);
+    qb_dropout d = site(drop, false, SITE_EMB);
+    be->dropout(a->x[0], MC, &d);
+    if (trace && trace->hidden) be->to_host(trace->hidden[0], a->x[0], MC * 4);
+
+    for (int l = 0; l < L; l++) {
+        const qb_layer_params *P = &m->layers[l];
+        layer_acts *la = &a->layer[l];
+        const float *x = a->x[l];
+        be->linear(la->q, x, P->q.w, P->q.b, M, C, C);
+        be->linear(la->k, x, P->k.w, P->k.b, M, C, C);
+        be->linear(la->v, x, P->v.w, P->v.b, M, C, C);
+        d = site(drop, true, site_attn(l));
+        be->attention(la->ctx, la->probs, la->q, la->k, la->v, a->mask, &d, B, T, H, D);
+        be->linear(la->t1, la->ctx, P->attn_out.w, P->attn_out.b, M, C, C);
+        d = site(drop, false, site_attn_out(l));
+        be->dropout(la->t1, MC, &d);
+        be->layernorm(la->h1, la->t1, la->st1, la->t1, x, P->ln_attn.g, P->ln_attn.b, M, C, eps);
+        be->linear(la->a, la->h1, P->inter.w, P->inter.b, M, I, C);
+        be->gelu(la->g, la->a, (size_t)M * I);
+        be->linear(la->t2, la->g, P->out.w, P->out.b, M, C, I);
+        d = site(drop, false, site_ffn_out(l));
+        be->dropout(la->t2, MC, &d);
+        be->layernorm(a->x[l + 1], la->t2, la->st2, la->t2, la->h1, P->ln_out.g, P->ln_out.b, M, C, eps);
+        if (trace && trace->hidden) be->to_host(trace->hidden[l + 1], a->x[l + 1], MC * 4);
+    }
+
+    /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row. */
+    for (int b = 0; b < B; b++) be->copy(a->cls + (size_t)b * C, a->x[L] + (size_t)b * T * C, (size_t)C * 4);
+    be->linear(a->pooled, a->cls, m->pooler.w, m->pooler.b, B, C, C);
+    be->tanh(a->pooled, (size_t)B * C);
+    if (trace && trace->pooled) be->to_host(trace->pooled, a->pooled, (size_t)B * C * 4);
+    if (a->pooled_d != a->pooled) {
+        be->copy(a->pooled_d, a->pooled, (size_t)B * C * 4);
+        d = site(drop, false, site_pooled(L));
+        be->dropout(a->pooled_d, (size_t)B * C, &d);
+    }
+    be->linear(a->logits, a->pooled_d, m->classifier.w, m->classifier.b, B, K, C);
+}
+
+/* The backward pass from a->dlogits; parameter gradients are ADDED to g. */
+static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan *drop, qb_model *g)
+{
+    const qb_backend *be = a->be;
+    const qb_config *c = &m->cfg;
+    const int B = a->B, T = a->T, C = c->hidden_size, I = c->intermediate_size, H = c->num_heads;
+    const int D = C / H, M = B * T, K = c->num_labels, L = c->num_layers;
+    const size_t MC = (size_t)M * C, BC = (size_t)B * C;
+
+    /* Head: classifier, pooled dropout, tanh, pooler; the pooler's input gradient goes
+     * to the first token of each row of dx, every other row is zero. */
+    be->linear_backward(a->dpool, g->classifier.w, g->classifier.b, a->dlogits, a->pooled_d,
+                        m->classifier.w, B, K, C);
+    qb_dropout d = site(drop, false, site_pooled(L));
+    be->dropout(a->dpool, BC, &d);
+    be->tanh_backward(a->dpool, a->dpool, a->pooled, BC);
+    be->linear_backward(a->dcls, g->pooler.w, g->pooler.b, a->dpool, a->cls, m->pooler.w, B, C, C);
+    be->zero(a->dx, MC * 4);
+    for (int b = 0; b < B; b++) be->copy(a->dx + (size_t)b * T * C, a->dcls + (size_t)b * C, (size_t)C * 4);
+
+    /* Layers, last first. dx holds the gradient of the layer's output on entry and of
+     * its input on exit. */
+    for (int l = L - 1; l >= 0; l--) {
+        const qb_layer_params *P = &m->layers[l];
+        qb_layer_params *G = &g->layers[l];
+        layer_acts *la = &a->layer[l];
+        /* LayerNorm 2: its input t2 = dropout(out(g)) + h1, so dt2 goes to both. */
+        be->layernorm_backward(a->dh, G->ln_out.g, G->ln_out.b, a->dx, la->t2, la->st2, P->ln_out.g, M, C);
+        be->copy(a->dtmp, a->dh, MC * 4);
+        d = site(drop, false, site_ffn_out(l));
+        be->dropout(a->dtmp, MC, &d);
+        be->linear_backward(a->da, G->out.w, G->out.b, a->dtmp, la->g, P->out.w, M, C, I);
+        be->gelu_backward(a->da, a->da, la->a, (size_t)M * I);
+        be->linear_backward(a->dtmp, G->inter.w, G->inter.b, a->da, la->h1, P->inter.w, M, I, C);
+        be->add(a->dh, a->dtmp, MC);
+        /* LayerNorm 1: t1 = dropout(attn_out(ctx)) + x. */
+        be->layernorm_backward(a->dx, G->ln_attn.g, G->ln_attn.b, a->dh, la->t1, la->st1, P->ln_attn.g, M, C);
+        be->copy(a->dtmp, a->dx, MC * 4);
+        d = site(drop, false, site_attn_out(l));
+        be->dropout(a->dtmp, MC, &d);
+        be->linear_backward(a->dctx, G->attn_out.w, G->attn_out.b, a->dtmp, la->ctx, P->attn_out.w, M, C, C);
+        d = site(drop, true, site_attn(l));
+        be->attention_backward(a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->probs, &d, B, T, H, D);
+        const float *x = a->x[l];
+        be->linear_backward(a->dtmp, G->q.w, G->q.b, a->dq, x, P->q.w, M, C, C);
+        be->add(a->dx, a->dtmp, MC);
+        be->linear_backward(a->dtmp, G->k.w, G->k.b, a->dk, x, P->k.w, M, C, C);
+        be->add(a->dx, a->dtmp, MC);
+        be->linear_backward(a->dtmp, G->v.w, G->v.b, a->dv, x, P->v.w, M, C, C);
+        be->add(a->dx, a->dtmp, MC);
+    }
+
+    /* Embeddings: dropout, LayerNorm, then the scatter into the three tables. */
+    d = site(drop, false, SITE_EMB);
+    be->dropout(a->dx, MC, &d);
+    be->layernorm_backward(a->dx, g->ln_emb.g, g->ln_emb.b, a->dx, a->t0, a->st0, m->ln_emb.g, M, C);
+    be->embedding_backward(g->word_emb, g->pos_emb, g->type_emb, a->dx, a->ids, a->types,
+                           c->pad_token_id, B, T, C);
 }
 
 qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_t *ids,
@@ -75,55 +330,39 @@ qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_
                            qb_forward_trace *trace)
 {
     const qb_config *c = &m->cfg;
-    qb_status st = check_inputs(c, ids, types, mask, B, T);
+    qb_status st = check_inputs(c, ids, types, mask, NULL, B, T);
     if (st) return st;
-    const int C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, D = C / H, M = B * T;
-    const size_t act = (size_t)M * C * sizeof(float);
-    workspace w;
-    if ((st = ws_alloc(be, &w, c, B, T))) return st;
-
-    /* Absent types mean all zero; an absent mask means attend everywhere. */
-    int32_t *defaults = NULL;  /* (2, M): zeros, then ones */
-    if (!types || !mask) {
-        if (!(defaults = malloc((size_t)M * 8))) {
-            ws_free(be, &w);
-            return qb_fail(QB_ENOMEM, "cannot allocate a %d x %d mask", B, T);
-        }
-        for (int i = 0; i < M; i++) defaults[i] = 0, defaults[M + i] = 1;
-        if (!types) types = defaults;
-        if (!mask) mask = defaults + M;
+    qb_activations *a;
+    if ((st = qb_activations_new(m, be, false, &a))) return st;
+    if (!(st = activations_fit(a, c, B, T)) && !(st = upload(a, ids, types, mask, NULL, B, T))) {
+        forward(m, a, NULL, trace);
+        be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
     }
-    be->to_device(w.ids, ids, (size_t)M * 4);
-    be->to_device(w.types, types, (size_t)M * 4);
-    be->to_device(w.mask, mask, (size_t)M * 4);
-    free(defaults);
+    qb_activations_free(a);
+    return st;
+}
 
-    be->embedding(w.x, w.ids, w.types, m->word_emb, m->pos_emb, m->type_emb, B, T, C);
-    be->layernorm(w.x, w.x, NULL, m->ln_emb.g, m->ln_emb.b, M, C, c->layer_norm_eps);
-    if (trace && trace->hidden) be->to_host(trace->hidden[0], w.x, act);
-
-    for (int l = 0; l < c->num_layers; l++) {
-        const qb_layer_params *L = &m->layers[l];
-        be->linear(w.q, w.x, L->q.w, L->q.b, M, C, C);
-        be->linear(w.k, w.x, L->k.w, L->k.b, M, C, C);
-        be->linear(w.v, w.x, L->v.w, L->v.b, M, C, C);
-        be->attention(w.ctx, w.q, w.k, w.v, w.mask, B, T, H, D);
-        be->linear(w.tmp, w.ctx, L->attn_out.w, L->attn_out.b, M, C, C);
-        be->layernorm(w.x, w.tmp, w.x, L->ln_attn.g, L->ln_attn.b, M, C, c->layer_norm_eps);
-        be->linear(w.inter, w.x, L->inter.w, L->inter.b, M, I, C);
-        be->gelu(w.inter, (size_t)M * I);
-        be->linear(w.tmp, w.inter, L->out.w, L->out.b, M, C, I);
-        be->layernorm(w.x, w.tmp, w.x, L->ln_out.g, L->ln_out.b, M, C, c->layer_norm_eps);
-        if (trace && trace->hidden) be->to_host(trace->hidden[l + 1], w.x, act);
-    }
-
-    /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row. */
-    for (int b = 0; b < B; b++) be->copy(w.q + (size_t)b * C, w.x + (size_t)b * T * C, (size_t)C * 4);
-    be->linear(w.cls, w.q, m->pooler.w, m->pooler.b, B, C, C);
-    be->tanh(w.cls, (size_t)B * C);
-    if (trace && trace->pooled) be->to_host(trace->pooled, w.cls, (size_t)B * C * 4);
-    be->linear(w.logits, w.cls, m->classifier.w, m->classifier.b, B, c->num_labels, C);
-    be->to_host(logits, w.logits, (size_t)B * c->num_labels * 4);
-    ws_free(be, &w);
+qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const qb_batch *batch,
+                                    const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
+                                    float *loss, float *logits)
+{
+    const qb_config *c = &m->cfg;
+    const int B = batch->B, T = batch->T, K = c->num_labels;
+    if (!a->train) return qb_fail(QB_EINVAL, "forward_backward needs training activations");
+    qb_status st = check_inputs(c, batch->ids, batch->types, batch->mask, batch->labels, B, T);
+    if (st || (st = activations_fit(a, c, B, T)) ||
+        (st = upload(a, batch->ids, batch->types, batch->mask, batch->labels, B, T)))
+        return st;
+    forward(m, a, drop, NULL);
+    a->be->xent(a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
+    float *host = malloc((size_t)B * (K + 1) * sizeof *host);
+    if (!host) return qb_fail(QB_ENOMEM, "cannot allocate %d losses", B);
+    a->be->to_host(host, a->losses, (size_t)B * 4);
+    double sum = 0.0;
+    for (int b = 0; b < B; b++) sum += host[b];
+    *loss = (float)(sum / B);
+    if (logits) a->be->to_host(logits, a->logits, (size_t)B * K * 4);
+    free(host);
+    backward(m, a, drop, grads);
     return QB_OK;
 }

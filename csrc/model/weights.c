@@ -232,6 +232,26 @@ fail:
     return st;
 }
 
+qb_status qb_model_zeros_like(const qb_model *m, qb_model *out)
+{
+    memset(out, 0, sizeof *out);
+    out->cfg = m->cfg;
+    memset(out->cfg.id2label, 0, sizeof out->cfg.id2label);  /* borrowed strings: not kept */
+    qb_status st = alloc_layers(out);
+    param_spec *specs = st ? NULL : calloc((size_t)spec_count(&m->cfg), sizeof *specs);
+    if (!st && !specs) st = qb_fail(QB_ENOMEM, "cannot allocate the parameter table");
+    int n = st ? 0 : model_specs(out, specs);
+    for (int s = 0; s < n && !st; s++) {
+        qb_tensor t;
+        if ((st = qb_tensor_alloc(&t, QB_F32, specs[s].ndim, specs[s].shape))) break;
+        *specs[s].dst = t.data;
+        if ((st = qb_weights_add(&out->weights, specs[s].name, t))) qb_tensor_free(&t);
+    }
+    free(specs);
+    if (st) qb_model_free(out);
+    return st;
+}
+
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m)
 {
     memset(m, 0, sizeof *m);

@@ -20,6 +20,8 @@ typedef enum {
     QB_ENOMEM,       /* allocation failed */
     QB_EUNSUPPORTED, /* valid input that this build cannot handle */
     QB_ENOTFOUND,    /* a required item (tensor, key, file) is missing */
+    QB_ENUMERIC,     /* a NaN or Inf where a finite number is needed (loss, gradients) */
+    QB_EINTERRUPTED, /* stopped on request (SIGINT) after saving a checkpoint */
 } qb_status;
 
 /* Stores a printf-style message and returns `code`. */
@@ -80,7 +82,9 @@ typedef struct {
     int left;           /* unread words in buf */
 } qb_rng;
 void qb_rng_init(qb_rng *r, uint64_t seed);
-void qb_philox4x32(uint64_t seed, uint64_t counter, uint32_t out[4]);
+/* Block `counter` of stream `stream` under key `seed`: the 128-bit Philox counter is
+ * (counter, stream). qb_rng draws stream 0; dropout sites use their own streams. */
+void qb_philox4x32(uint64_t seed, uint64_t counter, uint64_t stream, uint32_t out[4]);
 uint32_t qb_rng_u32(qb_rng *r);
 float qb_rng_uniform(qb_rng *r);            /* [0, 1) with 24 random bits */
 float qb_rng_normal(qb_rng *r, float mean, float std);  /* Box-Muller */

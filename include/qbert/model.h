@@ -60,6 +60,9 @@ qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m);
 /* Takes ownership of cfg and the tensors of w (moved into m). */
 qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
                                 const char *source, qb_model *m);
+/* A zero-filled model with m's config and shapes (gradients, optimizer moments):
+ * same tensor names, same pointer layout. Its config borrows nothing (no labels). */
+qb_status qb_model_zeros_like(const qb_model *m, qb_model *out);
 /* Random init as transformers does: normal(0, initializer_range) for linear and
  * embedding weights, zero biases, LayerNorm weight 1 bias 0, zero padding row. */
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m);
@@ -81,5 +84,38 @@ typedef struct {
 qb_status qb_model_forward(const qb_model *m, const struct qb_backend *be,
                            const int32_t *ids, const int32_t *types, const int32_t *mask,
                            int B, int T, float *logits, qb_forward_trace *trace);
+
+/* Training. A batch: ids / types / mask (B, T) as for qb_model_forward (types and
+ * mask may be NULL), labels (B) in [0, num_labels). */
+typedef struct {
+    const int32_t *ids, *types, *mask, *labels;
+    int B, T;
+} qb_batch;
+
+/* Dropout of one training step: rates (0 = off; the trainer takes them from the
+ * config) and Philox (seed, stream). A step uses the qb_dropout_sites(cfg) streams
+ * stream, stream + 1, ...: the embeddings, then per layer the attention
+ * probabilities, the attention output and the FFN output, then the pooled output. */
+typedef struct {
+    float hidden, attention;
+    uint64_t seed, stream;
+} qb_dropout_plan;
+uint64_t qb_dropout_sites(const qb_config *cfg);
+
+/* Activation memory on a backend, reused across batches (grown when a batch needs
+ * more). Training activations keep what the backward pass needs. */
+typedef struct qb_activations qb_activations;
+qb_status qb_activations_new(const qb_model *m, const struct qb_backend *be, bool train,
+                             qb_activations **out);
+void qb_activations_free(qb_activations *a);
+
+/* One forward and backward pass over a batch: *loss = mean cross-entropy over the
+ * batch, logits (B, num_labels) to host memory when not NULL, and the gradient of
+ * grad_scale * B * loss (i.e. dlogits = (softmax - onehot) * grad_scale) ADDED to
+ * grads (from qb_model_zeros_like). Use grad_scale = 1 / (B * grad_accum) for
+ * Trainer's mean loss divided by the accumulation steps. drop NULL: no dropout. */
+qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const qb_batch *batch,
+                                    const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
+                                    float *loss, float *logits);
 
 #endif

@@ -152,6 +152,72 @@ def assert_close(a, b, what, tol=0.0):
     assert err <= tol, f"{what}: max abs diff {err} > {tol}"
 
 
+# Labels of the reference batch, and the AdamW run: Trainer's defaults (torch AdamW,
+# betas 0.9/0.999, eps 1e-8; no decay on biases and LayerNorm weights; linear warm-up then
+# linear decay; clip_grad_norm_; loss / grad_accum before backward). The learning rate and
+# weight decay are much larger than a real fine-tune's so that a missing decay, a wrong
+# bias correction or a wrong schedule moves the weights by far more than the tolerance.
+LABELS_REF = [0, 2, 2, 1]
+ADAM = dict(lr=5e-3, weight_decay=0.1, warmup_steps=2, steps=6, grad_accum=2,
+            max_grad_norm=2.5, beta1=0.9, beta2=0.999, eps=1e-8)
+# Micro-batches (rows of TEXTS) in order, each dynamically padded to its longest row.
+MICRO = [[0, 1], [2, 3], [3, 1], [0, 2], [1], [2, 3, 0], [3], [1, 0], [2, 1], [0, 3], [1, 2], [3, 0, 1, 2]]
+
+
+def train_fixture(tiny, ids, mask, types, made_by):
+    """tiny_train.safetensors: labels, loss and grad.NAME on the reference batch (eval mode,
+    i.e. dropout off), and for the AdamW run: adamw.hparams, its micro-batches
+    adamw.{input_ids,attention_mask,token_type_ids,labels}.I, the lr and the (pre-clip)
+    gradient norm of every step, and adamw.NAME = every parameter after the last step."""
+    model = BertForSequenceClassification.from_pretrained(tiny).eval()
+    labels = torch.tensor(LABELS_REF)
+    out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    out.loss.backward()
+    fix = {"labels": i32(labels), "loss": f32(out.loss.reshape(1))}
+    for name, p in model.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().max()) > 0, f"{name}: no gradient"
+        fix["grad." + name] = f32(p.grad)
+
+    model = BertForSequenceClassification.from_pretrained(tiny).eval()
+    a = ADAM
+    decay = transformers.trainer_pt_utils.get_parameter_names(
+        model, transformers.pytorch_utils.ALL_LAYERNORM_LAYERS)
+    decay = [n for n in decay if "bias" not in n]
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decay],
+         "weight_decay": a["weight_decay"]},
+        {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=a["lr"], betas=(a["beta1"], a["beta2"]), eps=a["eps"])
+    sched = transformers.get_linear_schedule_with_warmup(opt, a["warmup_steps"], a["steps"])
+    assert len(MICRO) == a["steps"] * a["grad_accum"]
+    lrs, norms = [], []
+    for i, rows in enumerate(MICRO):
+        n = int(mask[rows].sum(dim=1).max())
+        b = {"input_ids": ids[rows, :n], "attention_mask": mask[rows, :n],
+             "token_type_ids": types[rows, :n], "labels": torch.tensor([LABELS_REF[r] for r in rows])}
+        for k, v in b.items():
+            fix[f"adamw.{k}.{i}"] = i32(v)
+        loss = model(**b).loss / a["grad_accum"]
+        loss.backward()
+        if (i + 1) % a["grad_accum"] == 0:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), a["max_grad_norm"])))
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+    # Some steps must clip and some not, so that both branches are checked.
+    assert min(norms) < a["max_grad_norm"] < max(norms), f"grad norms {norms}"
+    fix["adamw.hparams"] = torch.tensor([a[k] for k in ADAM], dtype=torch.float32)
+    fix["adamw.lr"] = torch.tensor(lrs, dtype=torch.float32)
+    fix["adamw.grad_norm"] = torch.tensor(norms, dtype=torch.float32)
+    for name, p in model.named_parameters():
+        fix["adamw." + name] = f32(p)
+    save_file(fix, os.path.join(HERE, "tiny_train.safetensors"),
+              metadata={"generator": made_by + " model=tiny training"})
+    print(f"loss {float(out.loss):.6f}; adamw lr {lrs}; grad norms {[round(x, 4) for x in norms]}")
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)  # one thread: the same summation order every run
@@ -218,7 +284,11 @@ def main():
     save_file(pfwd, os.path.join(HERE, "pretrained_only_forward.safetensors"),
               metadata={"generator": made_by + " model=pretrained_only"})
 
-    # 4. Sanity: every saved directory reloads to the same outputs.
+    # 4. Training: loss and every gradient on the reference batch, then the weights after
+    # ADAMW_STEPS optimizer steps done the way Trainer does them (see train_fixture).
+    train_fixture(tiny, ids, mask, types, made_by)
+
+    # 5. Sanity: every saved directory reloads to the same outputs.
     ref = load_file(os.path.join(HERE, "tiny_forward.safetensors"))
     assert torch.equal(ref["input_ids"], i32(ids))
     for d in ("tiny", "tiny_bin"):

@@ -1,0 +1,63 @@
+/* Whole-tensor vector ops of training: AdamW, sum of squares (gradient norm),
+ * y += x, and the blocked transpose that the backward GEMMs use. */
+#include "cpu/cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Below this many elements a thread team costs more than it saves. */
+#define PAR_MIN 16384
+#define TB 32  /* transpose tile: 32 x 32 floats, 4 KiB each way, stays in L1 */
+
+void qb_cpu_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s)
+{
+    /* The same float operations, in the same order, as torch's single-tensor AdamW. */
+    const float decay = 1.0f - s->lr * s->weight_decay, step_size = s->lr / s->bc1;
+    const float b1 = s->beta1, b2 = s->beta2;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        const float gi = g[i] * s->grad_scale;
+        w[i] *= decay;
+        m[i] = m[i] * b1 + gi * (1.0f - b1);
+        v[i] = v[i] * b2 + gi * gi * (1.0f - b2);
+        const float denom = sqrtf(v[i]) / s->bc2_sqrt + s->eps;
+        w[i] += -step_size * (m[i] / denom);
+    }
+}
+
+double qb_cpu_sumsq(const float *x, size_t n)
+{
+    /* Fixed chunks summed in order: the same result for any thread count. */
+    const size_t chunk = 8192;
+    const long chunks = (long)((n + chunk - 1) / chunk);
+    double total = 0.0;
+#pragma omp parallel for schedule(static) ordered if (n >= PAR_MIN)
+    for (long c = 0; c < chunks; c++) {
+        const size_t lo = (size_t)c * chunk, hi = n - lo < chunk ? n : lo + chunk;
+        double s = 0.0;
+        for (size_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+#pragma omp ordered
+        total += s;
+    }
+    return total;
+}
+
+void qb_cpu_add(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void qb_cpu_transpose(float *dst, const float *src, int R, int C)
+{
+    const int rb = (R + TB - 1) / TB;
+#pragma omp parallel for schedule(static) if ((double)R * C >= PAR_MIN)
+    for (int bi = 0; bi < rb; bi++) {
+        const int r0 = bi * TB, r1 = r0 + TB < R ? r0 + TB : R;
+        for (int c0 = 0; c0 < C; c0 += TB) {
+            const int c1 = c0 + TB < C ? c0 + TB : C;
+            for (int r = r0; r < r1; r++)
+                for (int c = c0; c < c1; c++) dst[(size_t)c * R + r] = src[(size_t)r * C + c];
+        }
+    }
+}
