@@ -11,6 +11,7 @@ int qb_cmd_predict(int argc, char **argv);
 int qb_cmd_init(int argc, char **argv);
 int qb_cmd_tokenize(int argc, char **argv);
 int qb_cmd_demo(int argc, char **argv);
+int qb_cmd_train(int argc, char **argv);
 
 /* "qbert CMD: MESSAGE" on stderr; returns 1 (the exit status of a failed command). */
 int qb_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -27,7 +28,5 @@ int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, co
  * --threads) options shared by the commands; return 1 when argv[*i] was one. */
 int qb_cli_data_option(int argc, char **argv, int *i, qb_data_options *o, int *bad);
 int qb_cli_engine_option(const char *cmd, int argc, char **argv, int *i, qb_engine_options *o, int *bad);
-/* Writes vocab.txt (the given text) and a lowercasing tokenizer_config.json into dir. */
-qb_status qb_cli_write_tokenizer_files(const char *dir, const char *vocab, size_t len);
 
 #endif

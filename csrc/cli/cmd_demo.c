@@ -47,7 +47,7 @@ static qb_status write_model(const char *dir, const qb_dataset *train, uint64_t 
     if (!(st = qb_model_init_random(cfg, seed, &m))) {
         *cfg = (qb_config){0};  /* the model owns the label strings now */
         st = qb_model_save(&m, dir);
-        if (!st) st = qb_cli_write_tokenizer_files(dir, vocab, vlen);
+        if (!st) st = qb_tokenizer_write_files(dir, vocab, vlen);
         if (!st)
             printf("model: bert-tiny (%d layers x %d hidden, %zu parameters), vocabulary of %d tokens -> %s\n",
                    m.cfg.num_layers, m.cfg.hidden_size, qb_model_param_count(&m), lines, dir);

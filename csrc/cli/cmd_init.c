@@ -21,17 +21,6 @@ static void usage(FILE *f)
 }
 
 /* Writes vocab.txt and a tokenizer_config.json (lowercasing, as both presets do). */
-qb_status qb_cli_write_tokenizer_files(const char *dir, const char *vocab, size_t len)
-{
-    static const char tok_config[] = "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true\n}\n";
-    char path[4096];
-    qb_status st = qb_path_join(path, sizeof path, dir, "vocab.txt");
-    if (!st) st = qb_write_file_atomic(path, vocab, len);
-    if (!st) st = qb_path_join(path, sizeof path, dir, "tokenizer_config.json");
-    if (!st) st = qb_write_file_atomic(path, tok_config, sizeof tok_config - 1);
-    return st;
-}
-
 int qb_cmd_init(int argc, char **argv)
 {
     const char *preset = NULL, *config = NULL, *out = NULL, *vocab_path = NULL, *seed_s = NULL;
@@ -79,7 +68,7 @@ int qb_cmd_init(int argc, char **argv)
         qb_config_free(&cfg);
     } else {
         st = qb_model_save(&m, out);
-        if (!st && vocab) st = qb_cli_write_tokenizer_files(out, vocab, vlen);
+        if (!st && vocab) st = qb_tokenizer_write_files(out, vocab, vlen);
         if (!st)
             fprintf(stderr, "wrote %s: %d layers x %d hidden, %zu parameters%s\n", out, m.cfg.num_layers,
                     m.cfg.hidden_size, qb_model_param_count(&m), vocab ? "" : " (no vocab.txt: --vocab adds one)");

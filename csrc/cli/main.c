@@ -16,6 +16,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"demo", qb_cmd_demo, "run the end-to-end demo on the embedded sample data"},
+    {"train", qb_cmd_train, "fine-tune or train a classifier from an INI file"},
     {"eval", qb_cmd_eval, "evaluate a model on a labelled TSV/CSV file"},
     {"predict", qb_cmd_predict, "classify texts from stdin, JSON lines on stdout"},
     {"init", qb_cmd_init, "write a randomly initialised model directory"},

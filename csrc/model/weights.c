@@ -204,13 +204,30 @@ qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t se
     return st;
 }
 
+/* Replaces the config's labels by `names` (n of them). */
+static qb_status set_labels(qb_config *cfg, const char *const *names, int n)
+{
+    for (int i = 0; i < QB_MAX_LABELS; i++) free(cfg->id2label[i]), cfg->id2label[i] = NULL;
+    cfg->num_labels = n;
+    for (int i = 0; i < n; i++)
+        if (!(cfg->id2label[i] = qb_strdup(names[i]))) return qb_fail(QB_ENOMEM, "cannot copy label names");
+    return QB_OK;
+}
+
 qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m)
+{
+    return qb_model_load_labels(dir, NULL, 0, seed, m);
+}
+
+qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n_labels, uint64_t seed,
+                               qb_model *m)
 {
     char path[4096];
     qb_config cfg;
     qb_weights w = {0};
     qb_status st = qb_path_join(path, sizeof path, dir, "config.json");
     if (st || (st = qb_config_load(path, &cfg))) return st;
+    if (labels && (st = set_labels(&cfg, labels, n_labels))) goto fail;
     if ((st = qb_path_join(path, sizeof path, dir, "model.safetensors"))) goto fail;
     if (qb_file_exists(path)) {
         st = qb_safetensors_load(path, true, &w);

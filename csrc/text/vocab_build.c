@@ -175,3 +175,14 @@ qb_status qb_vocab_build(const char *const *texts, int n, int max_words, char **
     *out_len = len;
     return QB_OK;
 }
+
+qb_status qb_tokenizer_write_files(const char *dir, const char *vocab, size_t len)
+{
+    static const char tok_config[] = "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": true\n}\n";
+    char path[4096];
+    qb_status st = qb_path_join(path, sizeof path, dir, "vocab.txt");
+    if (!st) st = qb_write_file_atomic(path, vocab, len);
+    if (!st) st = qb_path_join(path, sizeof path, dir, "tokenizer_config.json");
+    if (!st) st = qb_write_file_atomic(path, tok_config, sizeof tok_config - 1);
+    return st;
+}

@@ -57,6 +57,11 @@ typedef struct {
  * classifier is initialised from `seed` (normal(0, initializer_range), zero bias)
  * with a warning; any other missing tensor or a shape mismatch is an error. */
 qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m);
+/* The same with the labels given (fine-tuning a checkpoint for new classes): the
+ * config's num_labels and id2label are replaced before the weights are bound, so a
+ * checkpoint without a classifier gets one of n_labels rows; labels NULL: as saved. */
+qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n_labels, uint64_t seed,
+                               qb_model *m);
 /* Takes ownership of cfg and the tensors of w (moved into m). */
 qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
                                 const char *source, qb_model *m);

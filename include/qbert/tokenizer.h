@@ -58,5 +58,8 @@ void qb_encoding_free(qb_encoding *e);
  * tokens, every character of `texts` (bare and "##"-continued), then up to
  * max_words of the most frequent lowercased words. *out is malloc'ed. */
 qb_status qb_vocab_build(const char *const *texts, int n, int max_words, char **out, size_t *out_len);
+/* Writes vocab.txt (the given text) and a lowercasing tokenizer_config.json into dir,
+ * atomically, so that dir loads as a tokenizer here and in Hugging Face. */
+qb_status qb_tokenizer_write_files(const char *dir, const char *vocab, size_t len);
 
 #endif

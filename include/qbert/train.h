@@ -3,6 +3,9 @@
 #ifndef QBERT_TRAIN_H
 #define QBERT_TRAIN_H
 
+#include <stdio.h>
+
+#include "qbert/data.h"
 #include "qbert/model.h"
 
 struct qb_backend;
@@ -43,5 +46,80 @@ double qb_grad_norm(const struct qb_backend *be, const qb_model *grads);
  * non-finite norm changes nothing and returns QB_ENUMERIC. Does not zero grads. */
 qb_status qb_adamw_step(qb_adamw *o, const struct qb_backend *be, qb_model *model,
                         const qb_model *grads, double *grad_norm, float *lr);
+
+
+/* A training run, as the INI file describes it (shared/DESIGN.md section 6).
+ * Strings are fixed buffers; "" means unset. */
+#define QB_PATH_MAX 1024
+#define QB_MAX_SEEDS 16
+
+typedef enum { QB_METRIC_F1, QB_METRIC_ACCURACY, QB_METRIC_PRECISION, QB_METRIC_RECALL,
+               QB_METRIC_LOSS } qb_metric;
+
+typedef struct {
+    /* [model] */
+    char model_path[QB_PATH_MAX];  /* HF directory, or "" with a preset */
+    char preset[32];               /* bert-tiny | indobert-base-p2: a randomly initialised model */
+    char vocab[QB_PATH_MAX];       /* with a preset: vocab.txt, or "" to build one from train */
+    int vocab_words;               /* words kept when the vocabulary is built (3000) */
+    /* [data]: paths, or "embedded:NAME" for the sample set inside the binary */
+    char train[QB_PATH_MAX], valid[QB_PATH_MAX], test[QB_PATH_MAX];
+    qb_data_format format;
+    char text_column[64], label_column[64];
+    char labels[QB_MAX_LABELS][32];  /* names, id = index; n_labels 0: from the model's config */
+    int n_labels;
+    int max_length;
+    bool lowercase, remove_non_alpha, remove_stopwords;
+    /* [train] */
+    qb_optim_config optim;         /* lr, weight decay, max_grad_norm (betas/eps: defaults) */
+    float warmup_ratio;            /* used when warmup_steps is 0 */
+    int64_t warmup_steps;
+    int batch_size, epochs, grad_accum;
+    int64_t max_steps;             /* > 0: stop after this many optimizer steps (overrides epochs) */
+    uint64_t seeds[QB_MAX_SEEDS];  /* seed = S is seeds = S */
+    int n_seeds;
+    int eval_every;                /* 0: each epoch; N: every N optimizer steps (and at the end) */
+    qb_metric metric_for_best;
+    bool pad_to_max_length;        /* padding = max_length (else dynamic, to the longest row) */
+    bool group_by_length;          /* length-bucketed batches (default on) */
+    bool dropout;                  /* dropout rates from config.json (on), or all off */
+    bool skip_nan;                 /* on_nan = skip: drop a non-finite step; stop (default) */
+    int checkpoint_every;          /* N > 0: also every N optimizer steps */
+    int log_every;                 /* progress/log line every N optimizer steps (JSONL: every step) */
+    /* [device] */
+    int device;                    /* type = cpu (0), the only backend of this build */
+    int threads;                   /* 0: OpenMP default */
+    /* [output] */
+    char output_dir[QB_PATH_MAX];
+} qb_train_config;
+
+void qb_train_default_config(qb_train_config *c);
+/* Reads an INI file over the current contents of c. Unknown sections or keys, bad
+ * values and syntax errors fail with "FILE:LINE: ..." naming the allowed values. */
+qb_status qb_train_config_load(const char *path, qb_train_config *c);
+qb_status qb_train_config_parse(const char *text, const char *name, qb_train_config *c);
+/* One "section.key=value" override (qbert train --set). */
+qb_status qb_train_config_set(qb_train_config *c, const char *assignment);
+/* Checks the combination (a model source, a train file, an output dir ...). */
+qb_status qb_train_config_validate(const qb_train_config *c);
+/* The effective configuration as INI text (written beside the outputs). malloc'ed. */
+char *qb_train_config_to_ini(const qb_train_config *c);
+
+/* How to run (not part of the INI: the same config trains the same model). */
+typedef struct {
+    const char *resume;           /* a checkpoint directory, or an output dir (its latest) */
+    int64_t stop_after;           /* > 0: checkpoint and stop after this many optimizer steps */
+    volatile const int *stop;     /* set asynchronously (SIGINT): checkpoint at the next step, stop */
+    FILE *progress;               /* progress lines (stderr when NULL) */
+    FILE *report;                 /* reports and the summary (stdout when NULL) */
+} qb_train_options;
+
+/* Runs the configured training: one run per seed (in OUTPUT/seed-S when there are
+ * several, then summary.json / summary.md with mean and std), each writing the best
+ * model as a Hugging Face directory, metrics.json, train_log.jsonl, the test report
+ * and confusion matrix, and checkpoints. Returns QB_EINTERRUPTED when stopped by
+ * options->stop or stop_after (a checkpoint was written), QB_ENUMERIC when a
+ * non-finite loss or gradient stopped it. */
+qb_status qb_train_run(const qb_train_config *c, const qb_train_options *o);
 
 #endif

@@ -1,0 +1,806 @@
+/* The trainer: fine-tuning as Hugging Face Trainer does it (see optim.c for the
+ * optimizer), driven by a qb_train_config.
+ *
+ * A run (one seed) in OUT:
+ *   config.ini          the effective configuration (written first: proves OUT is writable)
+ *   model/              the best model so far, a Hugging Face directory (+ tokenizer files)
+ *   checkpoints/        latest (a file naming the newest) and step-N/ (model, optimizer
+ *                       moments, data order, state.json); a new one is complete before
+ *                       `latest` points at it, and only then is the previous removed
+ *   train_log.jsonl     one line per optimizer step, one per evaluation
+ *   metrics.json        evaluations, per-epoch timings, the best, the test scores
+ *   report.txt, test_metrics.json, confusion.svg   the test set with the best model
+ * Resume restores weights, moments, step, epoch, position in the epoch's stored batch
+ * order and the micro-batch counter (which numbers the dropout streams), so the
+ * continued run computes exactly what the uninterrupted one would have. */
+#include "train/internal.h"
+
+#include "backend/backend.h"
+#include "data/sample.h"
+#include "qbert/io.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Every path the trainer builds is an output or model directory (at most
+ * QB_PATH_MAX bytes, from the config) plus a short file name. */
+#define PATHBUF 4096
+
+static void join(char *buf, const char *dir, const char *name)
+{
+    /* Cannot overflow PATHBUF (see above); qb_path_join would report it. */
+    if (qb_path_join(buf, PATHBUF, dir, name)) buf[0] = '\0';
+}
+
+typedef struct {
+    const qb_train_config *c;
+    const qb_train_options *o;
+    FILE *progress, *report;
+    uint64_t seed;
+    char dir[PATHBUF], model_dir[PATHBUF], ckpt_root[PATHBUF];
+    const qb_backend *be;
+    qb_tokenizer *tok;
+    qb_model model, grads;
+    qb_adamw opt;
+    qb_activations *acts;
+    qb_split train, valid, test;
+    const char *labels[QB_MAX_LABELS];  /* names for reports, or NULL */
+    int pad_id;
+    qb_epoch_plan plan;
+    qb_batch_buf bb;
+    /* position */
+    int64_t step, total_steps, steps_per_epoch;
+    int epochs, epoch, batch;
+    int64_t micro;
+    /* results */
+    bool has_best;
+    double best;
+    int64_t best_step;
+    int best_epoch, skipped;
+    cJSON *history, *epoch_times;
+    double train_seconds;
+    FILE *log;
+    char last_ckpt[PATHBUF];
+} run;
+
+static qb_status mkdirs(const char *path)
+{
+    char buf[QB_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return qb_fail(QB_EINVAL, "%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return qb_fail(QB_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+            if (!c) break;
+            *p = c;
+        }
+    }
+    return QB_OK;
+}
+
+static qb_status remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? QB_OK : qb_fail(QB_EIO, "%s: cannot open: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[PATHBUF];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);  /* checkpoints hold plain files only */
+    }
+    closedir(d);
+    return rmdir(dir) == 0 ? QB_OK : qb_fail(QB_EIO, "%s: cannot remove: %s", dir, strerror(errno));
+}
+
+static qb_status copy_file(const char *src, const char *dst)
+{
+    char *data;
+    size_t len;
+    qb_status st = qb_read_file(src, &data, &len);
+    if (st) return st;
+    st = qb_write_file_atomic(dst, data, len);
+    free(data);
+    return st;
+}
+
+/* ---- data ---- */
+
+/* n_labels: the model's label count (labels by name when [data] labels is set). */
+static qb_status load_data(run *r, const char *path, int n_labels, qb_dataset *d)
+{
+    const qb_train_config *c = r->c;
+    qb_data_options o;
+    qb_data_default_options(&o);
+    o.format = c->format;
+    o.text_column = c->text_column;
+    o.label_column = c->label_column;
+    o.label_names = c->n_labels ? r->labels : NULL;
+    o.n_labels = n_labels;
+    o.lowercase = c->lowercase;
+    o.remove_non_alpha = c->remove_non_alpha;
+    o.remove_stopwords = c->remove_stopwords;
+    if (strncmp(path, "embedded:", 9) == 0) {
+        size_t len;
+        const char *buf = qb_sample_data(path + 9, &len);
+        if (!buf) return qb_fail(QB_ENOTFOUND, "%s: no such embedded data (train.tsv, valid.tsv, test.tsv)", path);
+        return qb_dataset_load_buffer(path, buf, len, &o, d);
+    }
+    return qb_dataset_load(path, &o, d);
+}
+
+static qb_status load_split(run *r, const char *path, qb_split *s)
+{
+    qb_dataset d = {0};
+    qb_status st = load_data(r, path, r->model.cfg.num_labels, &d);
+    if (!st) st = qb_split_build(r->tok, &d, r->c->max_length, r->model.cfg.num_labels, s);
+    qb_dataset_free(&d);
+    return st;
+}
+
+/* ---- model ---- */
+
+static qb_status build_preset(run *r)
+{
+    const qb_train_config *c = r->c;
+    qb_config cfg;
+    qb_status st = qb_config_preset(c->preset, &cfg);
+    if (st) return st;
+    char *vocab = NULL;
+    size_t vlen = 0;
+    if (c->vocab[0]) {
+        st = qb_read_file(c->vocab, &vocab, &vlen);
+    } else {
+        /* A vocabulary built from the training texts (a model trained from scratch). */
+        qb_dataset d = {0};
+        st = load_data(r, c->train, c->n_labels ? c->n_labels : 2, &d);
+        if (!st) st = qb_vocab_build((const char *const *)d.texts, d.count, c->vocab_words, &vocab, &vlen);
+        qb_dataset_free(&d);
+    }
+    if (!st) st = qb_tokenizer_write_files(r->model_dir, vocab, vlen);
+    free(vocab);
+    if (!st) st = qb_tokenizer_load(r->model_dir, &r->tok);
+    if (!st) {
+        cfg.vocab_size = qb_tokenizer_vocab_size(r->tok);
+        for (int i = 0; i < QB_MAX_LABELS; i++) free(cfg.id2label[i]), cfg.id2label[i] = NULL;
+        cfg.num_labels = c->n_labels ? c->n_labels : 2;
+        for (int i = 0; i < c->n_labels && !st; i++)
+            if (!(cfg.id2label[i] = qb_strdup(c->labels[i]))) st = qb_fail(QB_ENOMEM, "label names");
+    }
+    if (!st && !(st = qb_model_init_random(&cfg, r->seed, &r->model))) return QB_OK;
+    qb_config_free(&cfg);
+    return st;
+}
+
+static qb_status build_model(run *r)
+{
+    const qb_train_config *c = r->c;
+    for (int i = 0; i < c->n_labels; i++) r->labels[i] = c->labels[i];
+    if (c->preset[0]) return build_preset(r);
+    qb_status st = qb_model_load_labels(c->model_path, c->n_labels ? r->labels : NULL, c->n_labels, r->seed, &r->model);
+    if (!st) st = qb_tokenizer_load(c->model_path, &r->tok);
+    /* The tokenizer travels with the model: copy the files HF reads. */
+    static const char *const files[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && !st; i++) {
+        char src[PATHBUF], dst[PATHBUF];
+        snprintf(src, sizeof src, "%s/%s", c->model_path, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", r->model_dir, files[i]);
+        if (qb_file_exists(src)) st = copy_file(src, dst);
+    }
+    if (!st && !c->n_labels)
+        for (int i = 0; i < r->model.cfg.num_labels; i++) r->labels[i] = r->model.cfg.id2label[i];
+    return st;
+}
+
+/* ---- checkpoints ---- */
+
+static qb_status add_view(qb_weights *w, const char *prefix, const char *name, qb_tensor t)
+{
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    t.owned = false;
+    return qb_weights_add(w, full, t);
+}
+
+static qb_tensor i32_view(int32_t *data, int64_t n)
+{
+    qb_tensor t = {.dtype = QB_I32, .device = QB_DEV_CPU, .ndim = 1, .shape = {n}, .data = data, .owned = false};
+    return t;
+}
+
+static cJSON *state_json(const run *r)
+{
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddNumberToObject(s, "step", (double)r->step);
+    cJSON_AddNumberToObject(s, "epoch", r->epoch);
+    cJSON_AddNumberToObject(s, "batch", r->batch);
+    cJSON_AddNumberToObject(s, "micro_batches", (double)r->micro);
+    cJSON_AddNumberToObject(s, "optimizer_step", (double)r->opt.step);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    cJSON_AddStringToObject(s, "seed", seed);
+    cJSON_AddNumberToObject(s, "total_steps", (double)r->total_steps);
+    cJSON_AddNumberToObject(s, "train_examples", r->train.n);
+    cJSON_AddBoolToObject(s, "has_best", r->has_best);
+    cJSON_AddNumberToObject(s, "best", r->has_best ? r->best : 0);
+    cJSON_AddNumberToObject(s, "best_step", (double)r->best_step);
+    cJSON_AddNumberToObject(s, "best_epoch", r->best_epoch);
+    cJSON_AddNumberToObject(s, "skipped_steps", r->skipped);
+    cJSON_AddNumberToObject(s, "train_seconds", r->train_seconds);
+    cJSON_AddItemToObject(s, "history", cJSON_Duplicate(r->history, true));
+    cJSON_AddItemToObject(s, "epoch_times", cJSON_Duplicate(r->epoch_times, true));
+    return s;
+}
+
+static qb_status checkpoint_save(run *r)
+{
+    char name[64], tmp[PATHBUF], final[PATHBUF], path[PATHBUF];
+    snprintf(name, sizeof name, "step-%lld.tmp", (long long)r->step);
+    join(tmp, r->ckpt_root, name);
+    name[strlen(name) - 4] = '\0';  /* step-N */
+    join(final, r->ckpt_root, name);
+    remove_tree(tmp);
+    qb_status st = mkdirs(tmp);
+    if (!st) st = qb_model_save(&r->model, tmp);
+    qb_weights w = {0};
+    for (int i = 0; i < r->opt.m.weights.count && !st; i++) {
+        st = add_view(&w, "exp_avg.", r->opt.m.weights.names[i], r->opt.m.weights.tensors[i]);
+        if (!st) st = add_view(&w, "exp_avg_sq.", r->opt.v.weights.names[i], r->opt.v.weights.tensors[i]);
+    }
+    if (!st) st = add_view(&w, "data.", "order", i32_view(r->plan.order, r->plan.n));
+    if (!st) st = add_view(&w, "data.", "starts", i32_view(r->plan.starts, r->plan.n_batches + 1));
+    join(path, tmp, "optimizer.safetensors");
+    if (!st) st = qb_safetensors_save(path, &w, NULL);
+    qb_weights_free(&w);
+    cJSON *s = state_json(r);
+    join(path, tmp, "state.json");
+    if (!st) st = s ? qb_json_write_file(path, s) : qb_fail(QB_ENOMEM, "checkpoint state");
+    cJSON_Delete(s);
+    if (!st && strcmp(final, r->last_ckpt) == 0) st = remove_tree(final);  /* same step saved again */
+    if (!st && rename(tmp, final) != 0) st = qb_fail(QB_EIO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    join(path, r->ckpt_root, "latest");
+    if (!st) st = qb_write_file_atomic(path, name, strlen(name));
+    if (st) return qb_fail_context(st, "writing checkpoint %s", final);
+    if (r->last_ckpt[0] && strcmp(r->last_ckpt, final) != 0) remove_tree(r->last_ckpt);
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", final);
+    return QB_OK;
+}
+
+static qb_status json_int(const cJSON *s, const char *key, const char *where, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, key);
+    if (!cJSON_IsNumber(v)) return qb_fail(QB_EFORMAT, "%s: \"%s\" is missing or not a number", where, key);
+    *out = v->valuedouble;
+    return QB_OK;
+}
+
+/* Copies tensor `name` of w into dst (n floats / ints), checking the size. */
+static qb_status take(const qb_weights *w, const char *name, void *dst, int64_t n, qb_dtype dtype, const char *where)
+{
+    int i = qb_weights_find(w, name);
+    if (i < 0) return qb_fail(QB_EFORMAT, "%s: no tensor %s", where, name);
+    const qb_tensor *t = &w->tensors[i];
+    if (t->dtype != dtype || qb_tensor_numel(t) != n)
+        return qb_fail(QB_EFORMAT, "%s: %s has %lld elements of %s, expected %lld of %s", where, name,
+                       (long long)qb_tensor_numel(t), qb_dtype_name(t->dtype), (long long)n, qb_dtype_name(dtype));
+    memcpy(dst, t->data, qb_tensor_nbytes(t));
+    return QB_OK;
+}
+
+static qb_status checkpoint_load(run *r, const char *arg)
+{
+    char dir[PATHBUF], path[PATHBUF];
+    snprintf(path, sizeof path, "%s/checkpoints/latest", arg);
+    char *latest = NULL;
+    size_t len;
+    if (qb_file_exists(path) && !qb_read_file(path, &latest, &len)) {
+        snprintf(dir, sizeof dir, "%s/checkpoints/%s", arg, latest);
+        free(latest);
+    } else {
+        snprintf(dir, sizeof dir, "%s", arg);
+    }
+    join(path, dir, "state.json");
+    char *text;
+    qb_status st = qb_read_file(path, &text, &len);
+    if (st) return qb_fail_context(st, "--resume %s: not a checkpoint (or an output directory with one)", arg);
+    cJSON *s = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(s)) {
+        cJSON_Delete(s);
+        return qb_fail(QB_EFORMAT, "%s: not a JSON object", path);
+    }
+    double v[9];
+    const char *keys[] = {"step", "epoch", "batch", "micro_batches", "optimizer_step", "train_examples",
+                          "best", "best_step", "best_epoch"};
+    for (int i = 0; i < 9 && !st; i++) st = json_int(s, keys[i], path, &v[i]);
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(s, "seed");
+    if (!st && (!cJSON_IsString(seed) || strtoull(seed->valuestring, NULL, 10) != r->seed))
+        st = qb_fail(QB_EINVAL, "%s: the checkpoint is of another seed than train.seed = %llu", path,
+                     (unsigned long long)r->seed);
+    if (!st && (int)v[5] != r->train.n)
+        st = qb_fail(QB_EINVAL, "%s: the checkpoint was trained on %d examples, the training file has %d", path,
+                     (int)v[5], r->train.n);
+    if (!st) {
+        r->step = (int64_t)v[0], r->epoch = (int)v[1], r->batch = (int)v[2], r->micro = (int64_t)v[3];
+        r->opt.step = (int64_t)v[4];
+        r->has_best = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "has_best"));
+        r->best = v[6], r->best_step = (int64_t)v[7], r->best_epoch = (int)v[8];
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(s, "skipped_steps");
+        r->skipped = cJSON_IsNumber(x) ? x->valueint : 0;
+        x = cJSON_GetObjectItemCaseSensitive(s, "train_seconds");
+        r->train_seconds = cJSON_IsNumber(x) ? x->valuedouble : 0;
+        cJSON *h = cJSON_DetachItemFromObjectCaseSensitive(s, "history");
+        cJSON *e = cJSON_DetachItemFromObjectCaseSensitive(s, "epoch_times");
+        if (cJSON_IsArray(h)) cJSON_Delete(r->history), r->history = h; else cJSON_Delete(h);
+        if (cJSON_IsArray(e)) cJSON_Delete(r->epoch_times), r->epoch_times = e; else cJSON_Delete(e);
+    }
+    cJSON_Delete(s);
+    if (st) return st;
+
+    qb_weights w = {0};
+    join(path, dir, "model.safetensors");
+    if (!(st = qb_safetensors_load(path, true, &w))) {
+        for (int i = 0; i < r->model.weights.count && !st; i++) {
+            qb_tensor *t = &r->model.weights.tensors[i];
+            st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
+        }
+    }
+    qb_weights_free(&w);
+    join(path, dir, "optimizer.safetensors");
+    if (!st && !(st = qb_safetensors_load(path, false, &w))) {
+        char name[256];
+        for (int i = 0; i < r->opt.m.weights.count && !st; i++) {
+            qb_tensor *m = &r->opt.m.weights.tensors[i], *vv = &r->opt.v.weights.tensors[i];
+            snprintf(name, sizeof name, "exp_avg.%s", r->opt.m.weights.names[i]);
+            st = take(&w, name, m->data, qb_tensor_numel(m), QB_F32, path);
+            snprintf(name, sizeof name, "exp_avg_sq.%s", r->opt.v.weights.names[i]);
+            if (!st) st = take(&w, name, vv->data, qb_tensor_numel(vv), QB_F32, path);
+        }
+        int si = qb_weights_find(&w, "data.starts");
+        if (!st && si < 0) st = qb_fail(QB_EFORMAT, "%s: no tensor data.starts", path);
+        if (!st) {
+            const int64_t nb1 = qb_tensor_numel(&w.tensors[si]);
+            qb_epoch_plan_free(&r->plan);
+            r->plan.order = malloc(sizeof(int32_t) * (size_t)r->train.n);
+            r->plan.starts = malloc(sizeof(int32_t) * (size_t)(nb1 > 0 ? nb1 : 1));
+            r->plan.n = r->train.n, r->plan.n_batches = (int)nb1 - 1;
+            if (!r->plan.order || !r->plan.starts) st = qb_fail(QB_ENOMEM, "data order");
+            if (!st) st = take(&w, "data.order", r->plan.order, r->train.n, QB_I32, path);
+            if (!st) st = take(&w, "data.starts", r->plan.starts, nb1, QB_I32, path);
+            /* A hostile file must not index outside the split. */
+            for (int i = 0; i < r->plan.n && !st; i++)
+                if (r->plan.order[i] < 0 || r->plan.order[i] >= r->train.n) st = qb_fail(QB_EFORMAT, "%s: bad data.order", path);
+            for (int b = 0; b <= r->plan.n_batches && !st; b++)
+                if (r->plan.starts[b] < 0 || r->plan.starts[b] > r->plan.n || (b && r->plan.starts[b] <= r->plan.starts[b - 1]))
+                    st = qb_fail(QB_EFORMAT, "%s: bad data.starts", path);
+            if (!st && (r->batch < 0 || r->batch > r->plan.n_batches)) st = qb_fail(QB_EFORMAT, "%s: bad batch index", dir);
+        }
+    }
+    qb_weights_free(&w);
+    if (!st) {
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", dir);
+        fprintf(r->progress, "resuming from %s: step %lld, epoch %d, batch %d\n", dir, (long long)r->step,
+                r->epoch + 1, r->batch);
+    }
+    return st;
+}
+
+/* ---- evaluation and logging ---- */
+
+static double metric_value(const qb_train_config *c, const qb_metrics *m, double loss)
+{
+    switch (c->metric_for_best) {
+    case QB_METRIC_ACCURACY: return m->accuracy;
+    case QB_METRIC_PRECISION: return m->weighted_p;
+    case QB_METRIC_RECALL: return m->weighted_r;
+    case QB_METRIC_LOSS: return loss;
+    case QB_METRIC_F1: break;
+    }
+    return m->weighted_f1;
+}
+
+static const char *metric_name(qb_metric m)
+{
+    static const char *const names[] = {"f1", "accuracy", "precision", "recall", "loss"};
+    return names[m];
+}
+
+static qb_status save_best(run *r)
+{
+    return qb_model_save(&r->model, r->model_dir);
+}
+
+static qb_status evaluate(run *r)
+{
+    if (!r->valid.n) return QB_OK;
+    qb_metrics m = {0};
+    double loss;
+    qb_status st = qb_evaluate_split(&r->model, r->be, &r->valid, r->c->batch_size, r->pad_id, &m, &loss);
+    if (st) return st;
+    const double v = metric_value(r->c, &m, loss);
+    const bool lower = r->c->metric_for_best == QB_METRIC_LOSS;
+    const bool better = !r->has_best || (lower ? v < r->best : v > r->best);
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "step", (double)r->step);
+    cJSON_AddNumberToObject(e, "epoch", r->epoch + 1);
+    cJSON_AddNumberToObject(e, "loss", loss);
+    cJSON_AddNumberToObject(e, "accuracy", m.accuracy);
+    cJSON_AddNumberToObject(e, "precision", m.weighted_p);
+    cJSON_AddNumberToObject(e, "recall", m.weighted_r);
+    cJSON_AddNumberToObject(e, "f1", m.weighted_f1);
+    cJSON_AddItemToArray(r->history, e);
+    char *line = cJSON_PrintUnformatted(e);
+    if (line) fprintf(r->log, "{\"eval\":\"valid\",%s\n", line + 1), free(line);
+    fflush(r->log);
+    fprintf(r->progress, "%seval  step %lld (epoch %d): loss %.4f  accuracy %.4f  precision %.4f  recall %.4f  f1 %.4f%s\n",
+            "", (long long)r->step, r->epoch + 1, loss, m.accuracy, m.weighted_p, m.weighted_r, m.weighted_f1,
+            better ? "  (best so far)" : "");
+    qb_metrics_free(&m);
+    if (better) {
+        r->has_best = true, r->best = v, r->best_step = r->step, r->best_epoch = r->epoch + 1;
+        if ((st = save_best(r))) return st;
+    }
+    return QB_OK;
+}
+
+static void format_eta(double s, char *buf, size_t cap)
+{
+    if (!isfinite(s) || s < 0) snprintf(buf, cap, "?");
+    else if (s >= 3600) snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+/* ---- the loop ---- */
+
+static qb_status stop_for_nan(run *r, const char *what, double value)
+{
+    return qb_fail(QB_ENUMERIC, "step %lld (epoch %d, batch %d): %s is %g; stopped (train.on_nan = stop); %s%s",
+                   (long long)r->step + 1, r->epoch + 1, r->batch, what, value,
+                   r->last_ckpt[0] ? "the last good checkpoint is " : "no checkpoint had been written yet",
+                   r->last_ckpt);
+}
+
+static void zero_grads(run *r)
+{
+    for (int i = 0; i < r->grads.weights.count; i++)
+        r->be->zero(r->grads.weights.tensors[i].data, qb_tensor_nbytes(&r->grads.weights.tensors[i]));
+}
+
+static qb_status train_loop(run *r)
+{
+    const qb_train_config *c = r->c;
+    const qb_config *mc = &r->model.cfg;
+    qb_dropout_plan drop = {c->dropout ? mc->hidden_dropout : 0, c->dropout ? mc->attention_dropout : 0, r->seed, 0};
+    const uint64_t sites = qb_dropout_sites(mc);
+    qb_status st = QB_OK;
+    double loss_sum = 0;
+    int loss_n = 0, group = 0, samples = 0;
+    bool bad_loss = false;
+    double bad_value = 0;
+    const bool tty = isatty(fileno(r->progress));
+    for (; r->epoch < r->epochs && r->step < r->total_steps; r->epoch++, r->batch = 0) {
+        if (r->batch == 0) {  /* a fresh epoch (on resume, the stored plan is used) */
+            qb_epoch_plan_free(&r->plan);
+            if ((st = qb_epoch_plan_make(&r->train, c->batch_size, c->group_by_length, r->seed, r->epoch, &r->plan)))
+                return st;
+        }
+        double t_epoch = qb_now(), t_last = t_epoch;
+        int epoch_samples = 0;
+        /* r->batch is the next batch to run: a checkpoint taken between steps resumes there. */
+        while (r->batch < r->plan.n_batches) {
+            const int bi = r->batch++;
+            const int lo = r->plan.starts[bi], n = r->plan.starts[bi + 1] - lo;
+            if ((st = qb_batch_fill(&r->bb, &r->train, r->plan.order + lo, n,
+                                    c->pad_to_max_length ? c->max_length : 0, r->pad_id)))
+                return st;
+            drop.stream = (uint64_t)r->micro * sites;
+            float loss;
+            st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, &drop, 1.0f / ((float)n * c->grad_accum),
+                                           &r->grads, &loss, NULL);
+            if (st) return st;
+            r->micro++;
+            group++, samples += n, epoch_samples += n;
+            if (!isfinite(loss)) bad_loss = true, bad_value = loss;
+            loss_sum += loss, loss_n++;
+            /* An optimizer step after grad_accum micro-batches, or at the end of the epoch. */
+            const bool epoch_end = r->batch == r->plan.n_batches;
+            if (group < c->grad_accum && !epoch_end) continue;
+            group = 0;
+            double norm = 0;
+            float lr = qb_lr_at(&r->opt.cfg, r->opt.step);
+            if (bad_loss) {
+                st = qb_fail(QB_ENUMERIC, "loss");
+            } else {
+                st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
+                bad_value = norm;
+            }
+            zero_grads(r);
+            if (st == QB_ENUMERIC) {
+                if (!c->skip_nan) return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_value);
+                qb_log(QB_LOG_WARN, "step %lld (epoch %d, batch %d): non-finite %s; step skipped (train.on_nan = skip)",
+                       (long long)r->step + 1, r->epoch + 1, r->batch, bad_loss ? "loss" : "gradient norm");
+                r->skipped++;
+                bad_loss = false, loss_sum = 0, loss_n = 0, samples = 0;
+                continue;
+            }
+            if (st) return st;
+            r->step++;
+            const double now = qb_now(), dt = now - t_last;
+            r->train_seconds += dt;
+            t_last = now;
+            const double sps = samples / (dt > 0 ? dt : 1e-9);
+            fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g}\n",
+                    (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, loss_sum / loss_n, lr,
+                    norm, sps);
+            if (r->step % c->log_every == 0 || r->step == r->total_steps) {
+                const double spent = now - t_epoch, rate = epoch_samples / (spent > 0 ? spent : 1e-9);
+                char eta[32];
+                format_eta(r->train_seconds / (double)r->step * (double)(r->total_steps - r->step), eta, sizeof eta);
+                fprintf(r->progress, "%sepoch %d/%d  step %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s%s",
+                        tty ? "\r" : "", r->epoch + 1, r->epochs, (long long)r->step, (long long)r->total_steps,
+                        loss_sum / loss_n, lr, rate, eta, tty ? "   " : "\n");
+                fflush(r->progress);
+            }
+            loss_sum = 0, loss_n = 0, samples = 0;
+            const bool at_end = r->step == r->total_steps;
+            bool eval_now = c->eval_every > 0 && (r->step % c->eval_every == 0 || at_end);
+            if (epoch_end || at_end) {
+                /* Epoch time: training only (evaluation and checkpoints excluded). */
+                cJSON *e = cJSON_CreateObject();
+                const double spent = qb_now() - t_epoch;
+                cJSON_AddNumberToObject(e, "epoch", r->epoch + 1);
+                cJSON_AddNumberToObject(e, "train_seconds", spent);
+                cJSON_AddNumberToObject(e, "samples", epoch_samples);
+                cJSON_AddNumberToObject(e, "samples_per_second", epoch_samples / (spent > 0 ? spent : 1e-9));
+                cJSON_AddItemToArray(r->epoch_times, e);
+                eval_now = eval_now || c->eval_every == 0;
+            }
+            if (eval_now || (c->checkpoint_every && r->step % c->checkpoint_every == 0)) {
+                if (tty) fputc('\n', r->progress);
+                if (eval_now && (st = evaluate(r))) return st;
+                if ((st = checkpoint_save(r))) return st;
+                t_last = qb_now();
+            }
+            const bool stop = (r->o->stop && *r->o->stop) || (r->o->stop_after > 0 && r->step >= r->o->stop_after);
+            if (stop && !at_end) {
+                if (tty) fputc('\n', r->progress);
+                if (!(st = checkpoint_save(r)))
+                    st = qb_fail(QB_EINTERRUPTED, "stopped at step %lld; resume with --resume %s", (long long)r->step, r->dir);
+                return st;
+            }
+            if (at_end) break;
+        }
+    }
+    return QB_OK;
+}
+
+/* ---- outputs ---- */
+
+static cJSON *scores_json(const qb_metrics *m, double loss)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "accuracy", m->accuracy);
+    cJSON_AddNumberToObject(o, "precision", m->weighted_p);
+    cJSON_AddNumberToObject(o, "recall", m->weighted_r);
+    cJSON_AddNumberToObject(o, "f1", m->weighted_f1);
+    cJSON_AddNumberToObject(o, "loss", loss);
+    return o;
+}
+
+/* Test with the best model, reports, metrics.json. *test_out gets the scores. */
+static qb_status finish(run *r, cJSON **test_out)
+{
+    char path[PATHBUF];
+    qb_status st = QB_OK;
+    if (!r->has_best) {
+        if ((st = save_best(r))) return st;  /* no validation set: the last model */
+    } else {
+        qb_weights w = {0};
+        join(path, r->model_dir, "model.safetensors");
+        if (!(st = qb_safetensors_load(path, true, &w)))
+            for (int i = 0; i < r->model.weights.count && !st; i++) {
+                qb_tensor *t = &r->model.weights.tensors[i];
+                st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
+            }
+        qb_weights_free(&w);
+        if (st) return st;
+    }
+    cJSON *root = cJSON_CreateObject();
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    cJSON_AddStringToObject(root, "seed", seed);
+    cJSON_AddNumberToObject(root, "steps", (double)r->step);
+    cJSON_AddNumberToObject(root, "skipped_steps", r->skipped);
+    cJSON_AddNumberToObject(root, "train_examples", r->train.n);
+    cJSON_AddNumberToObject(root, "train_seconds", r->train_seconds);
+    cJSON_AddNumberToObject(root, "threads", omp_get_max_threads());
+    cJSON *best = cJSON_AddObjectToObject(root, "best");
+    cJSON_AddStringToObject(best, "metric", metric_name(r->c->metric_for_best));
+    if (r->has_best) {
+        cJSON_AddNumberToObject(best, "value", r->best);
+        cJSON_AddNumberToObject(best, "step", (double)r->best_step);
+        cJSON_AddNumberToObject(best, "epoch", r->best_epoch);
+    }
+    cJSON_AddItemToObject(root, "valid_history", cJSON_Duplicate(r->history, true));
+    cJSON_AddItemToObject(root, "epochs", cJSON_Duplicate(r->epoch_times, true));
+    if (r->test.n) {
+        qb_metrics m = {0};
+        double loss;
+        if (!(st = qb_evaluate_split(&r->model, r->be, &r->test, r->c->batch_size, r->pad_id, &m, &loss))) {
+            cJSON_AddItemToObject(root, "test", scores_json(&m, loss));
+            *test_out = scores_json(&m, loss);
+            fprintf(r->report, "\ntest set (%d examples), best model (step %lld):\n", r->test.n, (long long)r->best_step);
+            qb_metrics_print(r->report, &m, r->labels);
+            join(path, r->dir, "report.txt");
+            FILE *f = fopen(path, "w");
+            if (f) qb_metrics_print(f, &m, r->labels), fclose(f);
+            else st = qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
+            cJSON *tm = qb_metrics_to_json(&m, r->labels);
+            join(path, r->dir, "test_metrics.json");
+            if (!st) st = tm ? qb_json_write_file(path, tm) : qb_fail(QB_ENOMEM, "test metrics");
+            cJSON_Delete(tm);
+            char *svg = qb_confusion_svg(&m, r->labels, "test set, best model");
+            join(path, r->dir, "confusion.svg");
+            if (!st) st = svg ? qb_svg_write(path, svg) : qb_fail(QB_ENOMEM, "confusion svg");
+            free(svg);
+        }
+        qb_metrics_free(&m);
+    }
+    join(path, r->dir, "metrics.json");
+    if (!st) st = qb_json_write_file(path, root);
+    cJSON_Delete(root);
+    return st;
+}
+
+static void run_free(run *r)
+{
+    qb_split_free(&r->train), qb_split_free(&r->valid), qb_split_free(&r->test);
+    qb_epoch_plan_free(&r->plan);
+    qb_batch_buf_free(&r->bb);
+    qb_activations_free(r->acts);
+    qb_adamw_free(&r->opt);
+    qb_model_free(&r->grads);
+    qb_model_free(&r->model);
+    qb_tokenizer_free(r->tok);
+    cJSON_Delete(r->history);
+    cJSON_Delete(r->epoch_times);
+    if (r->log) fclose(r->log);
+}
+
+/* Everything that can fail on bad input happens here, before the first step. */
+static qb_status setup(run *r)
+{
+    const qb_train_config *c = r->c;
+    char path[PATHBUF];
+    join(r->model_dir, r->dir, "model");
+    join(r->ckpt_root, r->dir, "checkpoints");
+    qb_status st = mkdirs(r->dir);
+    char *ini = qb_train_config_to_ini(c);
+    join(path, r->dir, "config.ini");
+    if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
+    free(ini);
+    if (!st) st = mkdirs(r->model_dir);
+    if (!st) st = mkdirs(r->ckpt_root);
+    if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
+    if ((st = build_model(r))) return st;
+    r->pad_id = qb_tokenizer_pad_id(r->tok);
+    if (c->max_length > r->model.cfg.max_position)
+        return qb_fail(QB_EINVAL, "data.max_length = %d exceeds the model's max_position_embeddings %d",
+                       c->max_length, r->model.cfg.max_position);
+    if ((st = load_split(r, c->train, &r->train))) return st;
+    if (c->valid[0] && (st = load_split(r, c->valid, &r->valid))) return st;
+    if (c->test[0] && (st = load_split(r, c->test, &r->test))) return st;
+    if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
+    if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
+    /* Steps: from the first epoch's batch count (length grouping can add a few). */
+    if ((st = qb_epoch_plan_make(&r->train, c->batch_size, c->group_by_length, r->seed, 0, &r->plan))) return st;
+    r->steps_per_epoch = (r->plan.n_batches + c->grad_accum - 1) / c->grad_accum;
+    r->total_steps = c->max_steps > 0 ? c->max_steps : (int64_t)c->epochs * r->steps_per_epoch;
+    r->epochs = c->max_steps > 0 ? (int)((c->max_steps + r->steps_per_epoch - 1) / r->steps_per_epoch) : c->epochs;
+    qb_optim_config oc = c->optim;
+    oc.total_steps = r->total_steps;
+    oc.warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : (int64_t)ceil(c->warmup_ratio * (double)r->total_steps);
+    if ((st = qb_adamw_init(&r->opt, &r->model, &oc))) return st;
+    r->history = cJSON_CreateArray();
+    r->epoch_times = cJSON_CreateArray();
+    if (!r->history || !r->epoch_times) return qb_fail(QB_ENOMEM, "history");
+    if (r->o->resume && (st = checkpoint_load(r, r->o->resume))) return st;
+    join(path, r->dir, "train_log.jsonl");
+    if (!(r->log = fopen(path, r->o->resume ? "a" : "w"))) return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
+    fprintf(r->progress, "train: %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "
+            "valid %d, test %d; model %s (%zu parameters), seed %llu, %d threads\n",
+            r->train.n, r->plan.n_batches, c->batch_size, (long long)r->total_steps, r->epochs,
+            (long long)oc.warmup_steps, r->valid.n, r->test.n, c->preset[0] ? c->preset : c->model_path,
+            qb_model_param_count(&r->model), (unsigned long long)r->seed, omp_get_max_threads());
+    return QB_OK;
+}
+
+static qb_status run_one(const qb_train_config *c, const qb_train_options *o, uint64_t seed, const char *dir,
+                         cJSON **test_out)
+{
+    run r;
+    memset(&r, 0, sizeof r);
+    r.c = c, r.o = o, r.seed = seed, r.be = qb_backend_cpu();
+    r.progress = o->progress ? o->progress : stderr;
+    r.report = o->report ? o->report : stdout;
+    snprintf(r.dir, sizeof r.dir, "%s", dir);
+    qb_status st = setup(&r);
+    if (!st) st = train_loop(&r);
+    if (!st) st = finish(&r, test_out);
+    if (!st)
+        fprintf(r.report, "\nwrote %s: model/ (best: %s %.4f at step %lld), metrics.json, train_log.jsonl, report.txt, confusion.svg\n",
+                r.dir, metric_name(c->metric_for_best), r.best, (long long)r.best_step);
+    run_free(&r);
+    return st;
+}
+
+/* mean and sample std of every test score over the seeds -> summary.json / .md */
+static qb_status summarize(const qb_train_config *c, cJSON **tests, FILE *report)
+{
+    static const char *const keys[] = {"accuracy", "precision", "recall", "f1", "loss"};
+    cJSON *root = cJSON_CreateObject();
+    char md[4096];
+    int n = 0;
+    n += snprintf(md + n, sizeof md - n, "| metric | mean ± std |");
+    for (int s = 0; s < c->n_seeds; s++) n += snprintf(md + n, sizeof md - n, " seed %llu |", (unsigned long long)c->seeds[s]);
+    n += snprintf(md + n, sizeof md - n, "\n|---|---|");
+    for (int s = 0; s < c->n_seeds; s++) n += snprintf(md + n, sizeof md - n, "---|");
+    n += snprintf(md + n, sizeof md - n, "\n");
+    for (int k = 0; k < 5; k++) {
+        double sum = 0, sq = 0, v[QB_MAX_SEEDS];
+        for (int s = 0; s < c->n_seeds; s++) {
+            const cJSON *x = tests[s] ? cJSON_GetObjectItemCaseSensitive(tests[s], keys[k]) : NULL;
+            v[s] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+            sum += v[s];
+        }
+        const double mean = sum / c->n_seeds;
+        for (int s = 0; s < c->n_seeds; s++) sq += (v[s] - mean) * (v[s] - mean);
+        const double sd = c->n_seeds > 1 ? sqrt(sq / (c->n_seeds - 1)) : 0;
+        cJSON *e = cJSON_AddObjectToObject(root, keys[k]);
+        cJSON_AddNumberToObject(e, "mean", mean);
+        cJSON_AddNumberToObject(e, "std", sd);
+        cJSON *per = cJSON_AddArrayToObject(e, "per_seed");
+        for (int s = 0; s < c->n_seeds; s++) cJSON_AddItemToArray(per, cJSON_CreateNumber(v[s]));
+        n += snprintf(md + n, sizeof md - n, "| %s | %.4f ± %.4f |", keys[k], mean, sd);
+        for (int s = 0; s < c->n_seeds; s++) n += snprintf(md + n, sizeof md - n, " %.4f |", v[s]);
+        n += snprintf(md + n, sizeof md - n, "\n");
+    }
+    fprintf(report, "\ntest set over %d seeds (sample std):\n%s", c->n_seeds, md);
+    char path[PATHBUF];
+    join(path, c->output_dir, "summary.json");
+    qb_status st = qb_json_write_file(path, root);
+    join(path, c->output_dir, "summary.md");
+    if (!st) st = qb_write_file_atomic(path, md, strlen(md));
+    cJSON_Delete(root);
+    return st;
+}
+
+qb_status qb_train_run(const qb_train_config *c, const qb_train_options *opts)
+{
+    qb_train_options o = opts ? *opts : (qb_train_options){0};
+    qb_status st = qb_train_config_validate(c);
+    if (st) return st;
+    if (o.resume && c->n_seeds > 1)
+        return qb_fail(QB_EINVAL, "--resume continues one run: pick its seed and directory with "
+                       "--set train.seed=S --set output.dir=%s/seed-S", c->output_dir);
+    if (c->threads > 0) omp_set_num_threads(c->threads);
+    cJSON *tests[QB_MAX_SEEDS] = {0};
+    for (int s = 0; s < c->n_seeds && !st; s++) {
+        char dir[PATHBUF];
+        if (c->n_seeds > 1) snprintf(dir, sizeof dir, "%s/seed-%llu", c->output_dir, (unsigned long long)c->seeds[s]);
+        else snprintf(dir, sizeof dir, "%s", c->output_dir);
+        st = run_one(c, &o, c->seeds[s], dir, &tests[s]);
+    }
+    if (!st && c->n_seeds > 1) st = summarize(c, tests, o.report ? o.report : stdout);
+    for (int s = 0; s < c->n_seeds; s++) cJSON_Delete(tests[s]);
+    return st;
+}
