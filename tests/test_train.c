@@ -14,6 +14,7 @@
 #include "qbert/train.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -225,6 +226,368 @@ static void test_adamw(const qb_weights *tr)
     qb_model_free(&m);
 }
 
+static void zero_grads(qb_model *g)
+{
+    for (int k = 0; k < g->weights.count; k++)
+        memset(g->weights.tensors[k].data, 0, qb_tensor_nbytes(&g->weights.tensors[k]));
+}
+
+/* One forward_backward of the mean loss into freshly zeroed grads. */
+static qb_status step(const qb_model *m, qb_activations *a, const qb_batch *b,
+                      const qb_dropout_plan *drop, qb_model *g, float *loss, float *logits)
+{
+    zero_grads(g);
+    return qb_model_forward_backward(m, a, b, drop, 1.0f / b->B, g, loss, logits);
+}
+
+/* Padding to a fixed length (T = 16 -> 40 with [PAD] columns, mask 0) leaves the
+ * logits, the loss and every gradient unchanged: the trainer's fixed-length mode. */
+static void test_padding(const qb_weights *fwd, const qb_weights *tr)
+{
+    const qb_backend *be = qb_backend_cpu();
+    qb_model m = load_tiny(), g0, g1;
+    const qb_batch b = ref_batch(fwd, tr);
+    const int TP = 40, B = b.B, K = m.cfg.num_labels;
+    CHECK(b.T == 16 && TP <= m.cfg.max_position && m.cfg.pad_token_id == 0);
+    int32_t *ids = malloc(sizeof(int32_t) * 3 * (size_t)B * TP), *types = ids + B * TP,
+            *mask = types + B * TP;
+    for (int r = 0; r < B; r++)
+        for (int t = 0; t < TP; t++) {
+            const bool in = t < b.T;
+            ids[r * TP + t] = in ? b.ids[r * b.T + t] : m.cfg.pad_token_id;
+            types[r * TP + t] = in ? b.types[r * b.T + t] : 0;
+            mask[r * TP + t] = in ? b.mask[r * b.T + t] : 0;
+        }
+    const qb_batch bp = {ids, types, mask, b.labels, B, TP};
+    qb_activations *a;
+    CHECK(qb_model_zeros_like(&m, &g0) == QB_OK && qb_model_zeros_like(&m, &g1) == QB_OK);
+    CHECK(qb_activations_new(&m, be, true, &a) == QB_OK);
+    float loss0 = 0, loss1 = 0, *logits0 = malloc(sizeof(float) * 2 * (size_t)B * K), *logits1 = logits0 + B * K;
+    CHECKF(step(&m, a, &b, NULL, &g0, &loss0, logits0) == QB_OK, "%s", qb_error());
+    CHECKF(step(&m, a, &bp, NULL, &g1, &loss1, logits1) == QB_OK, "%s", qb_error());
+    CHECKF(fabsf(loss1 - loss0) <= 1e-6f * fabsf(loss0), "padded loss %.9g vs %.9g", loss1, loss0);
+    const double el = rel_l2(logits1, logits0, (size_t)B * K);
+    CHECKF(el <= 1e-6, "padded logits: rel err %.3g", el);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int k = 0; k < g0.weights.count; k++) {
+        const qb_tensor *t0 = &g0.weights.tensors[k], *t1 = &g1.weights.tensors[k];
+        const size_t n = (size_t)qb_tensor_numel(t0);
+        if (zero_grad_param(tr, g0.weights.names[k])) {  /* key biases: noise both sides */
+            CHECK(max_abs(t1->data, n) <= 1e-6 * grad_scale_of(tr));
+            continue;
+        }
+        const double e = rel_l2(t1->data, t0->data, n);
+        CHECKF(e <= 1e-5, "padded %s: rel err %.3g", g0.weights.names[k], e);
+        if (e > worst) worst = e, worst_name = g0.weights.names[k];
+    }
+    printf("padding 16 -> %d: loss %.9g vs %.9g, logits rel err %.3g, worst gradient rel err %.3g (%s)\n",
+           TP, loss1, loss0, el, worst, worst > 0 ? worst_name : "all bit-identical");
+    free(ids);
+    free(logits0);
+    qb_activations_free(a);
+    qb_model_free(&g0);
+    qb_model_free(&g1);
+    qb_model_free(&m);
+}
+
+static size_t count_diff(const float *x, const float *y, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += x[i] != y[i];
+    return c;
+}
+
+static void fill_ones(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+}
+
+/* Dropout masks: the rate and scale are right, a mask is a pure function of
+ * (seed, stream, element index) as backend.h defines it (split buffers, any thread
+ * count and the backward recompute all draw the same one), and p = 0 is a no-op. */
+static void test_dropout_masks(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    const size_t n = 1000003;  /* not a multiple of 4 nor of the 4096 chunk */
+    const float p = 0.1f, scale = 1.0f / (1.0f - p);
+    const qb_dropout d = {p, 7, 3};
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    fill_ones(x, n);
+    be->dropout(x, n, &d);
+    size_t kept = 0, other = 0;
+    for (size_t i = 0; i < n; i++) kept += x[i] == scale, other += x[i] != scale && x[i] != 0.0f;
+    const double frac = (double)kept / n;
+    CHECKF(fabs(frac - (1.0 - p)) <= 0.003, "kept fraction %.5f", frac);
+    CHECKF(other == 0, "%zu elements neither 0 nor 1 / (1 - p)", other);
+    /* The documented formula, element by element on a sample (what a GPU reproduces). */
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i += 997) {
+        uint32_t r[4];
+        qb_philox4x32(d.seed, i / 4, d.stream, r);
+        const bool keep = (float)(r[i % 4] >> 8) * (1.0f / 16777216.0f) >= p;
+        wrong += x[i] != (keep ? scale : 0.0f);
+    }
+    CHECKF(wrong == 0, "%zu sampled elements differ from Philox(seed, i / 4, stream)[i %% 4]", wrong);
+    /* Same (seed, stream): bit-identical. */
+    fill_ones(y, n);
+    be->dropout(y, n, &d);
+    CHECK(memcmp(x, y, sizeof(float) * n) == 0);
+    /* Another stream, another seed: another mask (about 2 p (1 - p) = 18% differ). */
+    const qb_dropout other_stream = {p, 7, 4}, other_seed = {p, 8, 3};
+    fill_ones(y, n);
+    be->dropout(y, n, &other_stream);
+    const size_t ds = count_diff(x, y, n);
+    fill_ones(y, n);
+    be->dropout(y, n, &other_seed);
+    const size_t dk = count_diff(x, y, n);
+    CHECKF(ds > n / 8 && dk > n / 8, "other stream: %zu differ, other seed: %zu differ", ds, dk);
+    /* Split at offsets that cut Philox blocks and chunks: the same mask. */
+    const size_t cut[] = {0, 1, 12345, 600001, 999999, n};
+    fill_ones(y, n);
+    for (int c = 0; c + 1 < (int)(sizeof cut / sizeof cut[0]); c++)
+        qb_cpu_dropout_at(y + cut[c], cut[c + 1] - cut[c], cut[c], &d);
+    CHECK(memcmp(x, y, sizeof(float) * n) == 0);
+    /* Thread count: 1 vs 2 threads. */
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    fill_ones(y, n);
+    be->dropout(y, n, &d);
+    const bool same1 = memcmp(x, y, sizeof(float) * n) == 0;
+    omp_set_num_threads(2);
+    fill_ones(y, n);
+    be->dropout(y, n, &d);
+    const bool same2 = memcmp(x, y, sizeof(float) * n) == 0;
+    omp_set_num_threads(threads);
+    CHECK(same1 && same2);
+    /* p = 0 and a NULL plan leave arbitrary data untouched. */
+    for (size_t i = 0; i < n; i++) x[i] = y[i] = (float)i * 0.25f - 3.0f;
+    const qb_dropout off = {0.0f, 7, 3};
+    be->dropout(y, n, &off);
+    be->dropout(y, n, NULL);
+    qb_cpu_dropout_at(y, n, 5, &off);
+    qb_cpu_dropout_at(y, n, 5, NULL);
+    CHECK(memcmp(x, y, sizeof(float) * n) == 0);
+    printf("dropout p=%.1f over %zu: kept fraction %.5f, kept value %.9g; other stream/seed change "
+           "%.1f%%/%.1f%%\n", p, n, frac, scale, 100.0 * ds / n, 100.0 * dk / n);
+    free(x);
+    free(y);
+}
+
+/* Parameters perturbed along a direction: w = w0 + s * dir, over every tensor. */
+typedef struct {
+    qb_model *m;
+    float *w0, *dir;  /* (total), concatenated in m->weights order */
+    size_t total;
+} fd_harness;
+
+static void fd_move(fd_harness *h, float s)
+{
+    size_t off = 0;
+    for (int k = 0; k < h->m->weights.count; k++) {
+        const qb_tensor *t = &h->m->weights.tensors[k];
+        float *w = t->data;
+        for (int64_t i = 0; i < qb_tensor_numel(t); i++, off++) w[i] = h->w0[off] + s * h->dir[off];
+    }
+}
+
+/* (L(w + eps d) - L(w - eps d)) / (2 eps) under `drop`; scratch takes the gradients. */
+static double fd_slope(fd_harness *h, qb_activations *a, const qb_batch *b, const qb_dropout_plan *drop,
+                       qb_model *scratch, float eps)
+{
+    float lp = 0, lm = 0;
+    fd_move(h, eps);
+    CHECK(step(h->m, a, b, drop, scratch, &lp, NULL) == QB_OK);
+    fd_move(h, -eps);
+    CHECK(step(h->m, a, b, drop, scratch, &lm, NULL) == QB_OK);
+    fd_move(h, 0.0f);
+    return ((double)lp - lm) / (2.0 * eps);
+}
+
+/* g . dir, g given tensor by tensor in the order of m->weights (names[k] may map
+ * into a fixture: then prefix is prepended and the tensor found there). */
+static double dot_dir(const fd_harness *h, const qb_weights *g, const char *prefix)
+{
+    double s = 0;
+    size_t off = 0;
+    for (int k = 0; k < h->m->weights.count; k++) {
+        const int64_t n = qb_tensor_numel(&h->m->weights.tensors[k]);
+        const float *gk;
+        if (prefix) {
+            char name[160];
+            snprintf(name, sizeof name, "%s%s", prefix, h->m->weights.names[k]);
+            gk = fix(g, name)->data;
+        } else {
+            gk = g->tensors[k].data;
+        }
+        for (int64_t i = 0; i < n; i++, off++) s += (double)gk[i] * h->dir[off];
+    }
+    return s;
+}
+
+/* Dropout inside the model: a plan gives bit-identical steps, another stream another
+ * loss, and the gradient with dropout on is the derivative of the loss with the same
+ * masks (central finite differences along random directions); the same harness with
+ * dropout off agrees with HF's golden gradient, and with the wrong masks it fails. */
+static void test_dropout_model(const qb_weights *fwd, const qb_weights *tr)
+{
+    const qb_backend *be = qb_backend_cpu();
+    qb_model m = load_tiny(), g, g2, scratch;
+    const qb_batch b = ref_batch(fwd, tr);
+    const qb_dropout_plan plan = {m.cfg.hidden_dropout, m.cfg.attention_dropout, 7, 0};
+    CHECK(plan.hidden == 0.1f && plan.attention == 0.1f);
+    qb_activations *a;
+    CHECK(qb_model_zeros_like(&m, &g) == QB_OK && qb_model_zeros_like(&m, &g2) == QB_OK &&
+          qb_model_zeros_like(&m, &scratch) == QB_OK);
+    CHECK(qb_activations_new(&m, be, true, &a) == QB_OK);
+
+    /* (a) The same plan twice: bit-identical loss and gradients. */
+    float loss = 0, loss2 = 0, loss_off = 0, loss_next = 0, loss_seed = 0;
+    CHECKF(step(&m, a, &b, &plan, &g, &loss, NULL) == QB_OK, "%s", qb_error());
+    CHECKF(step(&m, a, &b, &plan, &g2, &loss2, NULL) == QB_OK, "%s", qb_error());
+    CHECK(memcmp(&loss, &loss2, sizeof loss) == 0);
+    int same = 0;
+    for (int k = 0; k < g.weights.count; k++)
+        same += memcmp(g.weights.tensors[k].data, g2.weights.tensors[k].data,
+                       qb_tensor_nbytes(&g.weights.tensors[k])) == 0;
+    CHECKF(same == g.weights.count, "%d of %d gradient tensors differ between identical steps",
+           g.weights.count - same, g.weights.count);
+    /* (b) Another stream (the next step's, disjoint) or seed: another loss; no plan: another. */
+    const qb_dropout_plan next = {plan.hidden, plan.attention, plan.seed, plan.stream + qb_dropout_sites(&m.cfg)};
+    const qb_dropout_plan seed8 = {plan.hidden, plan.attention, 8, plan.stream};
+    CHECK(step(&m, a, &b, &next, &scratch, &loss_next, NULL) == QB_OK);
+    CHECK(step(&m, a, &b, &seed8, &scratch, &loss_seed, NULL) == QB_OK);
+    CHECK(step(&m, a, &b, NULL, &g2, &loss_off, NULL) == QB_OK);  /* g2: dropout-off gradient */
+    CHECKF(fabsf(loss_next - loss) > 1e-4f && fabsf(loss_seed - loss) > 1e-4f && fabsf(loss_off - loss) > 1e-4f,
+           "loss %.7g: next stream %.7g, seed 8 %.7g, no dropout %.7g", loss, loss_next, loss_seed, loss_off);
+    printf("dropout: loss %.7g (plan seed 7 stream 0, twice identical), %.7g (stream %llu), %.7g (seed 8), "
+           "%.7g (off)\n", loss, loss_next, (unsigned long long)next.stream, loss_seed, loss_off);
+    /* With 2 threads or 1: the same masks (results equal to rounding at most). */
+    const int threads = omp_get_max_threads();
+    float loss_t1 = 0, loss_t2 = 0;
+    omp_set_num_threads(1);
+    CHECK(step(&m, a, &b, &plan, &scratch, &loss_t1, NULL) == QB_OK);
+    omp_set_num_threads(2);
+    CHECK(step(&m, a, &b, &plan, &scratch, &loss_t2, NULL) == QB_OK);
+    omp_set_num_threads(threads);
+    CHECKF(fabsf(loss_t1 - loss) <= 1e-6f * loss && fabsf(loss_t2 - loss) <= 1e-6f * loss,
+           "loss with 1 / 2 threads %.9g / %.9g vs %.9g", loss_t1, loss_t2, loss);
+
+    /* (c) Finite differences along 9 directions: 3 over all parameters at once, then
+     * one per chosen tensor; elements N(0, 1), eps 1e-3. Float32 rounding of the loss
+     * (~1e-7 of ~1.1) costs ~1e-4 of a slope of ~1e-1 and the O(eps^2) truncation is
+     * smaller still, so 1e-2 leaves a wide margin yet is 10x below the 1 / (1 - p) - 1
+     * = 11% a lost dropout scale in the backward would cost, and far below the error
+     * of the wrong masks (checked). */
+    fd_harness h = {&m, NULL, NULL, 0};
+    for (int k = 0; k < m.weights.count; k++) h.total += (size_t)qb_tensor_numel(&m.weights.tensors[k]);
+    h.w0 = malloc(sizeof(float) * h.total);
+    h.dir = malloc(sizeof(float) * h.total);
+    size_t off = 0;
+    for (int k = 0; k < m.weights.count; k++) {
+        const qb_tensor *t = &m.weights.tensors[k];
+        memcpy(h.w0 + off, t->data, qb_tensor_nbytes(t));
+        off += (size_t)qb_tensor_numel(t);
+    }
+    const char *only[] = {NULL, NULL, NULL, "bert.embeddings.word_embeddings.weight",
+                          "bert.encoder.layer.0.attention.output.LayerNorm.weight",
+                          "bert.encoder.layer.1.attention.self.query.weight",
+                          "bert.encoder.layer.0.intermediate.dense.weight",
+                          "bert.pooler.dense.weight", "classifier.weight"};
+    const int ndir = (int)(sizeof only / sizeof only[0]);  /* <= 16 */
+    const float eps = 1e-3f;
+    double worst_on = 0, worst_off = 0, worst_hf = 0, wrong[16];
+    int caught = 0;  /* directions along which the wrong masks fail the 1e-2 bound */
+    qb_rng rng;
+    qb_rng_init(&rng, 1234);
+    for (int r = 0; r < ndir; r++) {
+        const int sel = only[r] ? qb_weights_find(&m.weights, only[r]) : -1;
+        CHECKF(!only[r] || sel >= 0, "no tensor %s", only[r]);
+        off = 0;
+        for (int k = 0; k < m.weights.count; k++) {
+            const int64_t n = qb_tensor_numel(&m.weights.tensors[k]);
+            for (int64_t i = 0; i < n; i++, off++)
+                h.dir[off] = !only[r] || k == sel ? qb_rng_normal(&rng, 0.0f, 1.0f) : 0.0f;
+        }
+        const double gd = dot_dir(&h, &g.weights, NULL), fd = fd_slope(&h, a, &b, &plan, &scratch, eps);
+        const double fd_wrong = fd_slope(&h, a, &b, &next, &scratch, eps);
+        const double gd_off = dot_dir(&h, &g2.weights, NULL), gd_hf = dot_dir(&h, tr, "grad.");
+        const double fd_off = fd_slope(&h, a, &b, NULL, &scratch, eps);
+        const double e_on = fabs(fd - gd) / fabs(gd), e_wrong = fabs(fd_wrong - gd) / fabs(gd);
+        const double e_off = fabs(fd_off - gd_off) / fabs(gd_off), e_hf = fabs(fd_off - gd_hf) / fabs(gd_hf);
+        CHECKF(e_on < 1e-2, "direction %d (%s): dropout on, g.d %.7g vs FD %.7g (rel %.3g)", r,
+               only[r] ? only[r] : "all", gd, fd, e_on);
+        CHECKF(e_off < 1e-2 && e_hf < 1e-2, "direction %d (%s): dropout off, g.d %.7g, HF g.d %.7g vs "
+               "FD %.7g", r, only[r] ? only[r] : "all", gd_off, gd_hf, fd_off);
+        printf("  FD %-55s g.d %+.6f: dropout rel err %.2e (wrong masks %.2e), off %.2e (HF %.2e)\n",
+               only[r] ? only[r] : "all parameters", gd, e_on, e_wrong, e_off, e_hf);
+        worst_on = fmax(worst_on, e_on), worst_off = fmax(worst_off, e_off);
+        worst_hf = fmax(worst_hf, e_hf), wrong[r] = e_wrong, caught += e_wrong >= 1e-2;
+    }
+    /* The bound can fail: the next step's masks miss it along (nearly) every direction
+     * (one may agree by chance: a single tensor's slope can move little). */
+    CHECKF(caught >= ndir - 1, "the wrong masks pass the FD check along %d of %d directions",
+           ndir - caught, ndir);
+    double sorted[16];
+    memcpy(sorted, wrong, sizeof(double) * (size_t)ndir);
+    for (int i = 1; i < ndir; i++)
+        for (int j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+            const double t = sorted[j];
+            sorted[j] = sorted[j - 1], sorted[j - 1] = t;
+        }
+    printf("finite differences, %d directions, eps %g: worst rel err %.3g with dropout, %.3g without "
+           "(%.3g vs HF); wrong masks: median rel err %.3g, %d of %d directions caught\n", ndir, eps,
+           worst_on, worst_off, worst_hf, sorted[ndir / 2], caught, ndir);
+    free(h.w0);
+    free(h.dir);
+    qb_activations_free(a);
+    qb_model_free(&scratch);
+    qb_model_free(&g2);
+    qb_model_free(&g);
+    qb_model_free(&m);
+}
+
+/* Bad input fails before any kernel runs: a label outside [0, K) is QB_EINVAL naming
+ * the label and its row, inference activations are refused; grads stay untouched. */
+static void test_errors(const qb_weights *fwd, const qb_weights *tr)
+{
+    const qb_backend *be = qb_backend_cpu();
+    qb_model m = load_tiny(), g;
+    qb_batch b = ref_batch(fwd, tr);
+    int32_t labels[4];
+    CHECK(b.B == 4);
+    memcpy(labels, b.labels, sizeof labels);
+    b.labels = labels;
+    qb_activations *a, *inf;
+    CHECK(qb_model_zeros_like(&m, &g) == QB_OK);
+    CHECK(qb_activations_new(&m, be, true, &a) == QB_OK);
+    CHECK(qb_activations_new(&m, be, false, &inf) == QB_OK);
+    float loss = 0;
+    labels[2] = m.cfg.num_labels;
+    qb_status st = qb_model_forward_backward(&m, a, &b, NULL, 0.25f, &g, &loss, NULL);
+    CHECKF(st == QB_EINVAL && strstr(qb_error(), "label 3") && strstr(qb_error(), "row 2"), "%d: %s", st,
+           qb_error());
+    memcpy(labels, fix(tr, "labels")->data, sizeof labels);
+    labels[1] = -1;
+    st = qb_model_forward_backward(&m, a, &b, NULL, 0.25f, &g, &loss, NULL);
+    CHECKF(st == QB_EINVAL && strstr(qb_error(), "label -1") && strstr(qb_error(), "row 1"), "%d: %s", st,
+           qb_error());
+    memcpy(labels, fix(tr, "labels")->data, sizeof labels);
+    st = qb_model_forward_backward(&m, inf, &b, NULL, 0.25f, &g, &loss, NULL);
+    CHECKF(st == QB_EINVAL && strstr(qb_error(), "training"), "%d: %s", st, qb_error());
+    int touched = 0;
+    for (int k = 0; k < g.weights.count; k++)
+        touched += max_abs(g.weights.tensors[k].data, (size_t)qb_tensor_numel(&g.weights.tensors[k])) != 0;
+    CHECKF(touched == 0, "%d gradient tensors written by failed calls", touched);
+    /* The same activations still work afterwards. */
+    CHECK(qb_model_forward_backward(&m, a, &b, NULL, 0.25f, &g, &loss, NULL) == QB_OK);
+    printf("errors: bad label and inference activations rejected; then loss %.7g\n", loss);
+    qb_activations_free(inf);
+    qb_activations_free(a);
+    qb_model_free(&g);
+    qb_model_free(&m);
+}
+
 int main(void)
 {
     qb_weights fwd = {0}, tr = {0};
@@ -235,6 +598,10 @@ int main(void)
     }
     test_gradients(&fwd, &tr);
     test_adamw(&tr);
+    test_padding(&fwd, &tr);
+    test_dropout_masks();
+    test_dropout_model(&fwd, &tr);
+    test_errors(&fwd, &tr);
     qb_weights_free(&fwd);
     qb_weights_free(&tr);
     return check_summary("test_train");

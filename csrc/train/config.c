@@ -237,6 +237,10 @@ static qb_status set_key(qb_train_config *c, const char *section, const char *na
     }
     case K_LABELS: {
         char *items[QB_MAX_LABELS];
+        if (!*v) {  /* empty: integer labels, the model's own names */
+            c->n_labels = 0;
+            return QB_OK;
+        }
         int n = split_list(value, items, QB_MAX_LABELS);
         if (n < 2) return qb_fail(QB_EINVAL, "%s.%s: expected a comma list of 2 to %d label names", section, name, QB_MAX_LABELS);
         for (int i = 0; i < n; i++) {

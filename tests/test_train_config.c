@@ -1,0 +1,126 @@
+/* The trainer's INI configuration: configs/train_defaults.ini says exactly what the
+ * code's defaults are; the shipped experiments parse; every error names FILE:LINE
+ * (or the --set argument) and what was expected; the INI written beside a run reads
+ * back to the same configuration. */
+#include "check.h"
+
+#include "qbert/train.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static qb_status parse(const char *text, qb_train_config *c)
+{
+    qb_train_default_config(c);
+    return qb_train_config_parse(text, "t.ini", c);
+}
+
+/* The text must fail, with every one of `needles` in the message. */
+static void expect_error(const char *text, const char *n1, const char *n2)
+{
+    qb_train_config c;
+    qb_status st = parse(text, &c);
+    const char *msg = st ? qb_error() : "";
+    CHECKF(st == QB_EINVAL && strstr(msg, n1) && (!n2 || strstr(msg, n2)), "for \"%s\": status %d, message \"%s\"",
+           text, st, msg);
+}
+
+static void test_defaults_file(void)
+{
+    qb_train_config code, file;
+    qb_train_default_config(&code);
+    qb_train_default_config(&file);
+    qb_status st = qb_train_config_load("../configs/train_defaults.ini", &file);
+    CHECKF(st == QB_OK, "%s", qb_error());
+    CHECK(memcmp(&code, &file, sizeof code) == 0);
+    /* ... and the comparison is not vacuous: the file sets these to the same values. */
+    file.batch_size = 17;
+    CHECK(memcmp(&code, &file, sizeof code) != 0);
+}
+
+static void test_experiments(void)
+{
+    const char *files[] = {"../experiments/smsa_finetune.ini", "../experiments/minilm_smsa.ini"};
+    for (int i = 0; i < 2; i++) {
+        qb_train_config c;
+        qb_train_default_config(&c);
+        qb_status st = qb_train_config_load(files[i], &c);
+        CHECKF(st == QB_OK, "%s: %s", files[i], qb_error());
+        CHECK(qb_train_config_validate(&c) == QB_OK);
+        /* The research hyper-parameters. */
+        CHECK(c.optim.lr == 2e-5f && c.batch_size == 16 && c.epochs == 3 && c.optim.weight_decay == 0.01f);
+        CHECK(c.max_length == 128 && c.metric_for_best == QB_METRIC_F1 && c.n_labels == 3);
+        CHECK(strcmp(c.labels[0], "positive") == 0 && strcmp(c.labels[1], "neutral") == 0 &&
+              strcmp(c.labels[2], "negative") == 0);
+    }
+}
+
+static void test_values(void)
+{
+    qb_train_config c;
+    CHECK(parse("[train]\nseeds = 42, 123,456\neval_every = 50\npadding = max_length\non_nan = skip\n"
+                "metric_for_best = loss\n[data]\nformat = csv\nlabels = a,b\n", &c) == QB_OK);
+    CHECK(c.n_seeds == 3 && c.seeds[0] == 42 && c.seeds[1] == 123 && c.seeds[2] == 456);
+    CHECK(c.eval_every == 50 && c.pad_to_max_length && c.skip_nan && c.metric_for_best == QB_METRIC_LOSS);
+    CHECK(c.format == QB_FORMAT_CSV && c.n_labels == 2 && strcmp(c.labels[1], "b") == 0);
+    CHECK(parse("[train]\nseed = 7\neval_every = epoch\n", &c) == QB_OK && c.n_seeds == 1 && c.seeds[0] == 7 &&
+          c.eval_every == 0);
+    CHECK(qb_train_config_set(&c, "train.learning_rate=3e-5") == QB_OK && c.optim.lr == 3e-5f);
+    CHECK(qb_train_config_set(&c, " output.dir = runs/x ") == QB_OK && strcmp(c.output_dir, "runs/x") == 0);
+
+    /* to_ini -> parse is the identity. */
+    char *ini = qb_train_config_to_ini(&c);
+    qb_train_config back;
+    CHECK(ini && parse(ini, &back) == QB_OK);
+    CHECK(memcmp(&c, &back, sizeof c) == 0);
+    free(ini);
+}
+
+static void test_errors(void)
+{
+    expect_error("[train]\nbatch_size = 16\nlearnig_rate = 1e-5\n", "t.ini:3:", "unknown key \"learnig_rate\"");
+    expect_error("[train]\nlearnig_rate = 1e-5\n", "learning_rate", NULL);  /* lists the allowed keys */
+    expect_error("[trainer]\nepochs = 1\n", "t.ini:2:", "unknown section [trainer]");
+    expect_error("[train]\nbatch_size = lots\n", "t.ini:2:", "expected an integer");
+    expect_error("[train]\nbatch_size = 0\n", "t.ini:2:", "[1, 65536]");
+    expect_error("[train]\nlearning_rate = -1\n", "t.ini:2:", "expected a number");
+    expect_error("[train]\nlearning_rate = nan\n", "t.ini:2:", NULL);
+    expect_error("[train]\nmetric_for_best = auc\n", "t.ini:2:", "f1 accuracy precision recall loss");
+    expect_error("[train]\non_nan = ignore\n", "t.ini:2:", "stop skip");
+    expect_error("[train]\nseeds = 1,,2\n", "t.ini:2:", NULL);
+    expect_error("[train]\nseeds = 1,-2\n", "t.ini:2:", "not a non-negative integer");
+    expect_error("[train]\neval_every = sometimes\n", "t.ini:2:", "epoch");
+    expect_error("[data]\nlowercase = maybe\n", "t.ini:2:", "true or false");
+    expect_error("[data]\nlabels = a, a\n", "t.ini:2:", "twice");
+    expect_error("[data]\nlabels = a\n", "t.ini:2:", "2 to");
+    expect_error("[device]\ntype = tpu\n", "t.ini:2:", "cpu");
+    expect_error("[train]\nthis line has no equals sign\n", "t.ini:2:", "syntax error");
+
+    qb_train_config c;
+    qb_train_default_config(&c);
+    CHECK(qb_train_config_set(&c, "train.nosuch=1") == QB_EINVAL && strstr(qb_error(), "--set train.nosuch=1") &&
+          strstr(qb_error(), "unknown key"));
+    CHECK(qb_train_config_set(&c, "epochs=1") == QB_EINVAL && strstr(qb_error(), "section.key=value"));
+    CHECK(qb_train_config_load("no/such/file.ini", &c) != QB_OK && strstr(qb_error(), "no/such/file.ini"));
+
+    /* Combinations. */
+    qb_train_default_config(&c);
+    CHECK(qb_train_config_validate(&c) == QB_EINVAL && strstr(qb_error(), "[model]"));
+    CHECK(qb_train_config_set(&c, "model.preset=bert-tiny") == QB_OK);
+    CHECK(qb_train_config_validate(&c) == QB_EINVAL && strstr(qb_error(), "train"));
+    CHECK(qb_train_config_set(&c, "data.train=x.tsv") == QB_OK);
+    CHECK(qb_train_config_validate(&c) == QB_EINVAL && strstr(qb_error(), "[output]"));
+    CHECK(qb_train_config_set(&c, "output.dir=o") == QB_OK && qb_train_config_validate(&c) == QB_OK);
+    CHECK(qb_train_config_set(&c, "model.path=m") == QB_OK);
+    CHECK(qb_train_config_validate(&c) == QB_EINVAL && strstr(qb_error(), "exactly one"));
+}
+
+int main(void)
+{
+    qb_log_set_level(QB_LOG_ERROR);
+    test_defaults_file();
+    test_experiments();
+    test_values();
+    test_errors();
+    return check_summary("test_train_config");
+}
