@@ -42,6 +42,8 @@ def parse_args():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N train lines")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="Trainer's LengthGroupedSampler (length-bucketed batches; default random order)")
     p.add_argument("--out", help="write the result JSON here")
     return p.parse_args()
 
@@ -119,9 +121,22 @@ def cpu_name():
     return platform.processor()
 
 
+def blas_libs():
+    """BLAS actually mapped into this process. Debian's torch 1.13 uses whatever
+    libblas.so.3 resolves to; the default (netlib reference BLAS) is ~20x slower
+    than OpenBLAS -- see README.md for the LD_LIBRARY_PATH switch."""
+    with open("/proc/self/maps") as f:
+        paths = {l.split()[-1] for l in f if "blas" in l.rsplit("/", 1)[-1]}
+    return sorted(os.path.realpath(p) for p in paths)
+
+
 def main():
     a = parse_args()
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)  # also sets OpenMP threads (OpenBLAS-openmp follows)
+    blas = blas_libs()
+    print("BLAS:", " ".join(blas))
+    if not any("openblas" in p or "mkl" in p or "blis" in p for p in blas):
+        print("WARNING: reference BLAS in use; timings are not representative", file=sys.stderr)
     set_seed(a.seed)  # before from_pretrained: seeds the fresh classifier head init
 
     tok = AutoTokenizer.from_pretrained(a.model)
@@ -156,6 +171,7 @@ def main():
         use_cpu=True,                    # 4.40 name; no_cuda is deprecated
         report_to=[],
         disable_tqdm=True,
+        group_by_length=a.group_by_length,  # shuffled mega-batches of 50x16 sorted by length
     )
     timer = Timer()
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=valid,
@@ -188,13 +204,14 @@ def main():
         "epochs": epochs, "best_epoch": best_epoch, "test": test_m,
         "train_seconds_total": sum(timer.train_seconds),  # training only, no eval
         "trainer_train_wall_seconds": train_wall, "test_seconds": test_seconds,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "blas": blas,
         "hyperparameters": {"lr": a.lr, "batch": a.batch, "epochs": a.epochs,
                             "weight_decay": a.weight_decay, "warmup_steps": 0,
                             "max_grad_norm": 1.0, "max_length": a.max_length,
                             "seed": a.seed, "schedule": "linear", "optimizer": "adamw_torch",
                             "adam_betas": [0.9, 0.999], "adam_eps": 1e-8,
-                            "padding": "dynamic (per batch)"},
+                            "padding": "dynamic (per batch)",
+                            "group_by_length": a.group_by_length},
         "cpu": cpu_name(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -166,25 +166,50 @@ void qb_tokenizer_default_options(qb_tokenizer_options *o)
     o->max_chars_per_word = 100;
 }
 
-qb_status qb_tokenizer_load_vocab(const char *vocab_path, const qb_tokenizer_options *o, qb_tokenizer **out)
+/* text: a malloc'ed, NUL-terminated vocab of len bytes, owned by the tokenizer from here. */
+static qb_status load_vocab_text(char *text, size_t len, const char *name, const qb_tokenizer_options *o,
+                                 qb_tokenizer **out)
 {
     *out = NULL;
+    qb_status st = QB_OK;
     if (o->strip_accents < -1 || o->strip_accents > 1)
-        return qb_fail(QB_EINVAL, "tokenizer options: strip_accents must be -1, 0 or 1, got %d", o->strip_accents);
-    if (o->max_chars_per_word < 1)
-        return qb_fail(QB_EINVAL, "tokenizer options: max_chars_per_word must be >= 1, got %d", o->max_chars_per_word);
-    qb_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return qb_fail(QB_ENOMEM, "cannot allocate a tokenizer");
-    t->opt = *o;
-    size_t len;
-    qb_status st = qb_read_file(vocab_path, &t->text, &len);
-    if (!st) st = vocab_build(t, vocab_path, len);
+        st = qb_fail(QB_EINVAL, "tokenizer options: strip_accents must be -1, 0 or 1, got %d", o->strip_accents);
+    else if (o->max_chars_per_word < 1)
+        st = qb_fail(QB_EINVAL, "tokenizer options: max_chars_per_word must be >= 1, got %d", o->max_chars_per_word);
+    qb_tokenizer *t = st ? NULL : calloc(1, sizeof *t);
+    if (!st && !t) st = qb_fail(QB_ENOMEM, "cannot allocate a tokenizer");
     if (st) {
+        free(text);
+        return st;
+    }
+    t->opt = *o;
+    t->text = text;
+    if ((st = vocab_build(t, name, len))) {
         qb_tokenizer_free(t);
         return st;
     }
     *out = t;
     return QB_OK;
+}
+
+qb_status qb_tokenizer_load_vocab(const char *vocab_path, const qb_tokenizer_options *o, qb_tokenizer **out)
+{
+    char *text;
+    size_t len;
+    *out = NULL;
+    qb_status st = qb_read_file(vocab_path, &text, &len);
+    return st ? st : load_vocab_text(text, len, vocab_path, o, out);
+}
+
+qb_status qb_tokenizer_from_vocab(const char *vocab, size_t len, const char *name, const qb_tokenizer_options *o,
+                                  qb_tokenizer **out)
+{
+    char *text = malloc(len + 1);
+    *out = NULL;
+    if (!text) return qb_fail(QB_ENOMEM, "cannot copy a %zu-byte vocabulary", len);
+    memcpy(text, vocab, len);
+    text[len] = '\0';
+    return load_vocab_text(text, len, name, o, out);
 }
 
 /* A boolean key of tokenizer_config.json: absent or null keeps *value. */

@@ -68,6 +68,8 @@ typedef struct {
     double train_seconds;
     FILE *log;
     char last_ckpt[PATHBUF];
+    char *vocab_text;  /* a preset's vocab.txt (read or built), written beside the model */
+    size_t vocab_len;
 } run;
 
 static qb_status mkdirs(const char *path)
@@ -102,6 +104,23 @@ static qb_status remove_tree(const char *dir)
     return rmdir(dir) == 0 ? QB_OK : qb_fail(QB_EIO, "%s: cannot remove: %s", dir, strerror(errno));
 }
 
+/* A fresh run in an old output directory: its checkpoints belong to the old run. */
+static void clear_checkpoints(const char *root)
+{
+    DIR *d = opendir(root);
+    if (!d) return;
+    struct dirent *e;
+    char path[PATHBUF];
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "step-", 5) != 0) continue;
+        join(path, root, e->d_name);
+        remove_tree(path);
+    }
+    closedir(d);
+    join(path, root, "latest");
+    unlink(path);
+}
+
 static qb_status copy_file(const char *src, const char *dst)
 {
     char *data;
@@ -115,8 +134,9 @@ static qb_status copy_file(const char *src, const char *dst)
 
 /* ---- data ---- */
 
-/* n_labels: the model's label count (labels by name when [data] labels is set). */
-static qb_status load_data(run *r, const char *path, int n_labels, qb_dataset *d)
+/* Labels by name when [data] labels is set, else integers (their range is checked
+ * against the model when the split is built). */
+static qb_status load_data(run *r, const char *path, qb_dataset *d)
 {
     const qb_train_config *c = r->c;
     qb_data_options o;
@@ -125,7 +145,7 @@ static qb_status load_data(run *r, const char *path, int n_labels, qb_dataset *d
     o.text_column = c->text_column;
     o.label_column = c->label_column;
     o.label_names = c->n_labels ? r->labels : NULL;
-    o.n_labels = n_labels;
+    o.n_labels = c->n_labels;
     o.lowercase = c->lowercase;
     o.remove_non_alpha = c->remove_non_alpha;
     o.remove_stopwords = c->remove_stopwords;
@@ -138,37 +158,19 @@ static qb_status load_data(run *r, const char *path, int n_labels, qb_dataset *d
     return qb_dataset_load(path, &o, d);
 }
 
-static qb_status load_split(run *r, const char *path, qb_split *s)
-{
-    qb_dataset d = {0};
-    qb_status st = load_data(r, path, r->model.cfg.num_labels, &d);
-    if (!st) st = qb_split_build(r->tok, &d, r->c->max_length, r->model.cfg.num_labels, s);
-    qb_dataset_free(&d);
-    return st;
-}
-
-/* ---- model ---- */
-
-static qb_status build_preset(run *r)
+static qb_status build_preset(run *r, const qb_dataset *train)
 {
     const qb_train_config *c = r->c;
     qb_config cfg;
     qb_status st = qb_config_preset(c->preset, &cfg);
     if (st) return st;
-    char *vocab = NULL;
-    size_t vlen = 0;
-    if (c->vocab[0]) {
-        st = qb_read_file(c->vocab, &vocab, &vlen);
-    } else {
-        /* A vocabulary built from the training texts (a model trained from scratch). */
-        qb_dataset d = {0};
-        st = load_data(r, c->train, c->n_labels ? c->n_labels : 2, &d);
-        if (!st) st = qb_vocab_build((const char *const *)d.texts, d.count, c->vocab_words, &vocab, &vlen);
-        qb_dataset_free(&d);
-    }
-    if (!st) st = qb_tokenizer_write_files(r->model_dir, vocab, vlen);
-    free(vocab);
-    if (!st) st = qb_tokenizer_load(r->model_dir, &r->tok);
+    if (c->vocab[0]) /* a vocab.txt, or one built from the training texts (from scratch) */
+        st = qb_read_file(c->vocab, &r->vocab_text, &r->vocab_len);
+    else
+        st = qb_vocab_build((const char *const *)train->texts, train->count, c->vocab_words, &r->vocab_text, &r->vocab_len);
+    qb_tokenizer_options to;
+    qb_tokenizer_default_options(&to);  /* lowercasing, as the tokenizer_config.json written beside it says */
+    if (!st) st = qb_tokenizer_from_vocab(r->vocab_text, r->vocab_len, c->vocab[0] ? c->vocab : "built vocabulary", &to, &r->tok);
     if (!st) {
         cfg.vocab_size = qb_tokenizer_vocab_size(r->tok);
         for (int i = 0; i < QB_MAX_LABELS; i++) free(cfg.id2label[i]), cfg.id2label[i] = NULL;
@@ -181,23 +183,30 @@ static qb_status build_preset(run *r)
     return st;
 }
 
-static qb_status build_model(run *r)
+/* The model and its tokenizer, in memory (nothing is written yet). */
+static qb_status build_model(run *r, const qb_dataset *train)
 {
     const qb_train_config *c = r->c;
-    for (int i = 0; i < c->n_labels; i++) r->labels[i] = c->labels[i];
-    if (c->preset[0]) return build_preset(r);
+    if (c->preset[0]) return build_preset(r, train);
     qb_status st = qb_model_load_labels(c->model_path, c->n_labels ? r->labels : NULL, c->n_labels, r->seed, &r->model);
     if (!st) st = qb_tokenizer_load(c->model_path, &r->tok);
-    /* The tokenizer travels with the model: copy the files HF reads. */
+    if (!st && !c->n_labels)
+        for (int i = 0; i < r->model.cfg.num_labels; i++) r->labels[i] = r->model.cfg.id2label[i];
+    return st;
+}
+
+/* The best model so far, with the tokenizer files that travel with it. */
+static qb_status save_best(run *r)
+{
+    qb_status st = qb_model_save(&r->model, r->model_dir);
+    if (st || r->c->preset[0]) return st ? st : qb_tokenizer_write_files(r->model_dir, r->vocab_text, r->vocab_len);
     static const char *const files[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0] && !st; i++) {
         char src[PATHBUF], dst[PATHBUF];
-        snprintf(src, sizeof src, "%s/%s", c->model_path, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", r->model_dir, files[i]);
+        join(src, r->c->model_path, files[i]);
+        join(dst, r->model_dir, files[i]);
         if (qb_file_exists(src)) st = copy_file(src, dst);
     }
-    if (!st && !c->n_labels)
-        for (int i = 0; i < r->model.cfg.num_labels; i++) r->labels[i] = r->model.cfg.id2label[i];
     return st;
 }
 
@@ -270,7 +279,10 @@ static qb_status checkpoint_save(run *r)
     join(path, r->ckpt_root, "latest");
     if (!st) st = qb_write_file_atomic(path, name, strlen(name));
     if (st) return qb_fail_context(st, "writing checkpoint %s", final);
-    if (r->last_ckpt[0] && strcmp(r->last_ckpt, final) != 0) remove_tree(r->last_ckpt);
+    /* The previous one goes, unless it is a resume source outside this run's directory. */
+    if (r->last_ckpt[0] && strcmp(r->last_ckpt, final) != 0 &&
+        strncmp(r->last_ckpt, r->ckpt_root, strlen(r->ckpt_root)) == 0)
+        remove_tree(r->last_ckpt);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", final);
     return QB_OK;
 }
@@ -414,11 +426,6 @@ static const char *metric_name(qb_metric m)
     return names[m];
 }
 
-static qb_status save_best(run *r)
-{
-    return qb_model_save(&r->model, r->model_dir);
-}
-
 static qb_status evaluate(run *r)
 {
     if (!r->valid.n) return QB_OK;
@@ -541,6 +548,7 @@ static qb_status train_loop(run *r)
             fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g}\n",
                     (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, loss_sum / loss_n, lr,
                     norm, sps);
+            fflush(r->log);
             if (r->step % c->log_every == 0 || r->step == r->total_steps) {
                 const double spent = now - t_epoch, rate = epoch_samples / (spent > 0 ? spent : 1e-9);
                 char eta[32];
@@ -671,34 +679,44 @@ static void run_free(run *r)
     qb_model_free(&r->grads);
     qb_model_free(&r->model);
     qb_tokenizer_free(r->tok);
+    free(r->vocab_text);
     cJSON_Delete(r->history);
     cJSON_Delete(r->epoch_times);
     if (r->log) fclose(r->log);
 }
 
-/* Everything that can fail on bad input happens here, before the first step. */
+/* Everything that can fail on bad input happens here, before the first step, and
+ * before anything is written: a failed start leaves an old run's directory as it was. */
 static qb_status setup(run *r)
 {
     const qb_train_config *c = r->c;
     char path[PATHBUF];
     join(r->model_dir, r->dir, "model");
     join(r->ckpt_root, r->dir, "checkpoints");
-    qb_status st = mkdirs(r->dir);
-    char *ini = qb_train_config_to_ini(c);
-    join(path, r->dir, "config.ini");
-    if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
-    free(ini);
-    if (!st) st = mkdirs(r->model_dir);
-    if (!st) st = mkdirs(r->ckpt_root);
-    if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
-    if ((st = build_model(r))) return st;
+    for (int i = 0; i < c->n_labels; i++) r->labels[i] = c->labels[i];
+    qb_dataset d[3] = {{0}};
+    const char *files[3] = {c->train, c->valid, c->test};
+    qb_split *splits[3] = {&r->train, &r->valid, &r->test};
+    qb_status st = QB_OK;
+    for (int i = 0; i < 3 && !st; i++)
+        if (files[i][0]) st = load_data(r, files[i], &d[i]);
+    if (!st) st = build_model(r, &d[0]);
+    for (int i = 0; i < 3 && !st; i++)
+        if (files[i][0]) st = qb_split_build(r->tok, &d[i], c->max_length, r->model.cfg.num_labels, splits[i]);
+    for (int i = 0; i < 3; i++) qb_dataset_free(&d[i]);
+    if (st) return st;
     r->pad_id = qb_tokenizer_pad_id(r->tok);
     if (c->max_length > r->model.cfg.max_position)
         return qb_fail(QB_EINVAL, "data.max_length = %d exceeds the model's max_position_embeddings %d",
                        c->max_length, r->model.cfg.max_position);
-    if ((st = load_split(r, c->train, &r->train))) return st;
-    if (c->valid[0] && (st = load_split(r, c->valid, &r->valid))) return st;
-    if (c->test[0] && (st = load_split(r, c->test, &r->test))) return st;
+    st = mkdirs(r->dir);
+    if (!st) st = mkdirs(r->model_dir);
+    if (!st) st = mkdirs(r->ckpt_root);
+    char *ini = st ? NULL : qb_train_config_to_ini(c);
+    join(path, r->dir, "config.ini");
+    if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
+    free(ini);
+    if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
     /* Steps: from the first epoch's batch count (length grouping can add a few). */
@@ -714,6 +732,7 @@ static qb_status setup(run *r)
     r->epoch_times = cJSON_CreateArray();
     if (!r->history || !r->epoch_times) return qb_fail(QB_ENOMEM, "history");
     if (r->o->resume && (st = checkpoint_load(r, r->o->resume))) return st;
+    if (!r->o->resume) clear_checkpoints(r->ckpt_root);
     join(path, r->dir, "train_log.jsonl");
     if (!(r->log = fopen(path, r->o->resume ? "a" : "w"))) return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(r->progress, "train: %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "

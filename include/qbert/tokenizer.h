@@ -24,6 +24,9 @@ void qb_tokenizer_default_options(qb_tokenizer_options *o);
 qb_status qb_tokenizer_load(const char *model_dir, qb_tokenizer **out);
 qb_status qb_tokenizer_load_vocab(const char *vocab_path, const qb_tokenizer_options *o,
                                   qb_tokenizer **out);
+/* The same from a vocab.txt text in memory (`name` is used in messages). */
+qb_status qb_tokenizer_from_vocab(const char *vocab, size_t len, const char *name, const qb_tokenizer_options *o,
+                                  qb_tokenizer **out);
 void qb_tokenizer_free(qb_tokenizer *t);
 int qb_tokenizer_vocab_size(const qb_tokenizer *t);
 int qb_tokenizer_token_id(const qb_tokenizer *t, const char *token); /* -1 if absent */
