@@ -151,6 +151,12 @@ static void test_gradients(const qb_weights *fwd, const qb_weights *tr)
     qb_model_free(&m);
 }
 
+static void zero_grads(qb_model *g)
+{
+    for (int k = 0; k < g->weights.count; k++)
+        memset(g->weights.tensors[k].data, 0, qb_tensor_nbytes(&g->weights.tensors[k]));
+}
+
 static void test_adamw(const qb_weights *tr)
 {
     const qb_backend *be = qb_backend_cpu();
@@ -186,8 +192,7 @@ static void test_adamw(const qb_weights *tr)
         CHECKF(fabs(norm - ref_norm[s]) <= 1e-4 * ref_norm[s], "step %d grad norm %.7g vs HF %.7g", s,
                norm, ref_norm[s]);
         clipped += norm > oc.max_grad_norm;
-        for (int k = 0; k < g.weights.count; k++)
-            memset(g.weights.tensors[k].data, 0, qb_tensor_nbytes(&g.weights.tensors[k]));
+        zero_grads(&g);
     }
     CHECK(clipped > 0 && clipped < oc.total_steps);  /* both branches of clipping ran */
     double worst = 0, moved = 0;
@@ -224,12 +229,6 @@ static void test_adamw(const qb_weights *tr)
     qb_adamw_free(&opt);
     qb_model_free(&g);
     qb_model_free(&m);
-}
-
-static void zero_grads(qb_model *g)
-{
-    for (int k = 0; k < g->weights.count; k++)
-        memset(g->weights.tensors[k].data, 0, qb_tensor_nbytes(&g->weights.tensors[k]));
 }
 
 /* One forward_backward of the mean loss into freshly zeroed grads. */

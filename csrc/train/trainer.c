@@ -308,6 +308,19 @@ static qb_status take(const qb_weights *w, const char *name, void *dst, int64_t 
     return QB_OK;
 }
 
+/* Every parameter of the model from a model.safetensors (a checkpoint's, or the best). */
+static qb_status load_weights(run *r, const char *path)
+{
+    qb_weights w = {0};
+    qb_status st = qb_safetensors_load(path, true, &w);
+    for (int i = 0; i < r->model.weights.count && !st; i++) {
+        qb_tensor *t = &r->model.weights.tensors[i];
+        st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
+    }
+    qb_weights_free(&w);
+    return st;
+}
+
 static qb_status checkpoint_load(run *r, const char *arg)
 {
     char dir[PATHBUF], path[PATHBUF];
@@ -358,15 +371,9 @@ static qb_status checkpoint_load(run *r, const char *arg)
     cJSON_Delete(s);
     if (st) return st;
 
-    qb_weights w = {0};
     join(path, dir, "model.safetensors");
-    if (!(st = qb_safetensors_load(path, true, &w))) {
-        for (int i = 0; i < r->model.weights.count && !st; i++) {
-            qb_tensor *t = &r->model.weights.tensors[i];
-            st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
-        }
-    }
-    qb_weights_free(&w);
+    st = load_weights(r, path);
+    qb_weights w = {0};
     join(path, dir, "optimizer.safetensors");
     if (!st && !(st = qb_safetensors_load(path, false, &w))) {
         char name[256];
@@ -523,23 +530,20 @@ static qb_status train_loop(run *r)
             if (group < c->grad_accum && !epoch_end) continue;
             group = 0;
             double norm = 0;
-            float lr = qb_lr_at(&r->opt.cfg, r->opt.step);
-            if (bad_loss) {
-                st = qb_fail(QB_ENUMERIC, "loss");
-            } else {
-                st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
-                bad_value = norm;
-            }
+            float lr = 0;
+            if (!bad_loss) st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
+            if (st && st != QB_ENUMERIC) return st;
             zero_grads(r);
-            if (st == QB_ENUMERIC) {
-                if (!c->skip_nan) return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_value);
+            if (bad_loss || st == QB_ENUMERIC) {
+                if (!c->skip_nan)
+                    return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_loss ? bad_value : norm);
                 qb_log(QB_LOG_WARN, "step %lld (epoch %d, batch %d): non-finite %s; step skipped (train.on_nan = skip)",
                        (long long)r->step + 1, r->epoch + 1, r->batch, bad_loss ? "loss" : "gradient norm");
                 r->skipped++;
+                st = QB_OK;
                 bad_loss = false, loss_sum = 0, loss_n = 0, samples = 0;
                 continue;
             }
-            if (st) return st;
             r->step++;
             const double now = qb_now(), dt = now - t_last;
             r->train_seconds += dt;
@@ -612,15 +616,8 @@ static qb_status finish(run *r, cJSON **test_out)
     if (!r->has_best) {
         if ((st = save_best(r))) return st;  /* no validation set: the last model */
     } else {
-        qb_weights w = {0};
         join(path, r->model_dir, "model.safetensors");
-        if (!(st = qb_safetensors_load(path, true, &w)))
-            for (int i = 0; i < r->model.weights.count && !st; i++) {
-                qb_tensor *t = &r->model.weights.tensors[i];
-                st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
-            }
-        qb_weights_free(&w);
-        if (st) return st;
+        if ((st = load_weights(r, path))) return st;
     }
     cJSON *root = cJSON_CreateObject();
     char seed[32];
