@@ -57,6 +57,21 @@ static double rel_err(const float *got, const double *ref, size_t n)
     return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
 }
 
+/* rel_err with the norm of ref floored at that of an all-ones vector: for short
+ * outputs whose values can be tiny by chance (gelu(-7) is ~1e-11, computed from
+ * 1 + erf(-4.9) where float has no digits left), a plain relative error would
+ * measure that chance, not the kernel. */
+static double rel_err_floor1(const float *got, const double *ref, size_t n)
+{
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        e += d * d;
+        r += ref[i] * ref[i];
+    }
+    return sqrt(e) / fmax(sqrt(r), sqrt((double)n));
+}
+
 /* ---- instruction set selection ---- */
 
 static qb_isa best_available(void)
@@ -110,6 +125,15 @@ static void test_isa_selection(void)
 
 /* ---- GEMM ---- */
 
+/* The scalar reference in the nn.Linear layout. */
+static void ref_linear(float *y, const float *x, const float *w, const float *b, int M, int N,
+                       int K)
+{
+    const qb_gemm_f32 g = {.y = y, .x = x, .w = w, .b = b, .M = M, .N = N, .K = K,
+                           .ldy = (size_t)N, .ldx = (size_t)K, .ldw = (size_t)K};
+    qb_gemm_f32_scalar(&g);
+}
+
 /* The scalar reference itself against a double loop written here. */
 static void test_scalar_reference(void)
 {
@@ -126,7 +150,7 @@ static void test_scalar_reference(void)
                 ref[m * N + n] = acc;
             }
         }
-        qb_linear_f32_scalar(y, x, w, b, M, N, K);
+        ref_linear(y, x, w, b, M, N, K);
         double e = rel_err(y, ref, (size_t)M * N);
         CHECKF(e <= 1e-7, "scalar reference M=%d N=%d K=%d: rel err %.3g", M, N, K, e);
         free(x), free(w), free(b), free(y), free(ref);
@@ -164,8 +188,8 @@ static void check_linear_shape(int M, int N, int K, double *worst)
     float *x = rand_floats((size_t)M * K, -1, 1), *w = rand_floats((size_t)N * K, -1, 1);
     float *b = rand_floats(N, -1, 1);
     float *ref_b = xmalloc((size_t)M * N * sizeof *ref_b), *ref = xmalloc((size_t)M * N * sizeof *ref);
-    qb_linear_f32_scalar(ref_b, x, w, b, M, N, K);
-    qb_linear_f32_scalar(ref, x, w, NULL, M, N, K);
+    ref_linear(ref_b, x, w, b, M, N, K);
+    ref_linear(ref, x, w, NULL, M, N, K);
     /* sum over m, n, k of (x[m,k] w[n,k])^2, and the same plus M * sum of b^2 */
     double sq = 0.0, sq_b = 0.0;
     for (int k = 0; k < K; k++) {
@@ -241,6 +265,108 @@ static void test_linear_threads(void)
     qb_cpu_set_isa(best_available());
 }
 
+/* Every operand layout of qb_cpu_gemm (x and/or w stored transposed, leading
+ * dimensions wider than the matrix, accumulation into y), on every ISA including the
+ * scalar reference, against a double loop over the logical matrices written here.
+ * The padding columns of y must keep their sentinel. */
+static void check_gemm_layout(int M, int N, int K, int x_t, int w_t, int acc, double *worst)
+{
+    const int PAD = 3;
+    float *X = rand_floats((size_t)M * K, -1, 1), *W = rand_floats((size_t)N * K, -1, 1);
+    float *b = rand_floats(N, -1, 1), *y0 = rand_floats((size_t)M * N, -1, 1);
+    const size_t ldx = (size_t)(x_t ? M : K) + PAD, ldw = (size_t)(w_t ? N : K) + PAD;
+    const size_t ldy = (size_t)N + PAD;
+    float *x = rand_floats((size_t)(x_t ? K : M) * ldx, -1, 1);
+    float *w = rand_floats((size_t)(w_t ? K : N) * ldw, -1, 1);
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++)
+            x[x_t ? (size_t)k * ldx + m : (size_t)m * ldx + k] = X[(size_t)m * K + k];
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            w[w_t ? (size_t)k * ldw + n : (size_t)n * ldw + k] = W[(size_t)n * K + k];
+    double *ref = xmalloc((size_t)M * N * sizeof *ref);
+    for (int m = 0; m < M; m++) {
+        for (int n = 0; n < N; n++) {
+            double s = acc ? y0[(size_t)m * N + n] : b[n];
+            for (int k = 0; k < K; k++) s += (double)X[(size_t)m * K + k] * W[(size_t)n * K + k];
+            ref[(size_t)m * N + n] = s;
+        }
+    }
+    float *y = xmalloc((size_t)M * ldy * sizeof *y), *got = xmalloc((size_t)M * N * sizeof *got);
+    for (int i = -1; i < n_isas; i++) {  /* -1: the scalar reference, called directly */
+        for (int m = 0; m < M; m++)
+            for (size_t n = 0; n < ldy; n++)
+                y[m * ldy + n] = (int)n < N && acc ? y0[(size_t)m * N + n] : SENTINEL;
+        const qb_gemm_f32 g = {.y = y, .x = x, .w = w, .b = acc ? NULL : b, .M = M, .N = N,
+                               .K = K, .ldy = ldy, .ldx = ldx, .ldw = ldw, .x_t = x_t,
+                               .w_t = w_t, .accumulate = acc};
+        if (i < 0) {
+            qb_gemm_f32_scalar(&g);
+        } else {
+            qb_cpu_set_isa(isas[i]);
+            qb_cpu_gemm(&g);
+        }
+        int pad_ok = 1;
+        for (int m = 0; m < M; m++) {
+            memcpy(got + (size_t)m * N, y + m * ldy, (size_t)N * sizeof *got);
+            for (size_t n = (size_t)N; n < ldy; n++) pad_ok &= y[m * ldy + n] == SENTINEL;
+        }
+        const char *name = i < 0 ? "reference" : qb_isa_name(isas[i]);
+        double e = rel_err(got, ref, (size_t)M * N);
+        CHECKF(e <= TOL, "gemm %s M=%d N=%d K=%d x_t=%d w_t=%d acc=%d: rel err %.3g", name, M,
+               N, K, x_t, w_t, acc, e);
+        CHECKF(pad_ok, "gemm %s M=%d N=%d K=%d x_t=%d w_t=%d acc=%d: wrote into padding", name,
+               M, N, K, x_t, w_t, acc);
+        if (i >= 0 && e > worst[i]) worst[i] = e;
+    }
+    free(X), free(W), free(b), free(y0), free(x), free(w), free(ref), free(y), free(got);
+}
+
+static void test_gemm_layouts(void)
+{
+    static const int shapes[][3] = {{1, 1, 1},    {5, 7, 3},     {13, 33, 257}, {64, 100, 31},
+                                    {145, 40, 513}, {96, 384, 64}, {7, 17, 0},    {300, 130, 600}};
+    double worst[3] = {0};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int layout = 0; layout < 8; layout++)
+            check_gemm_layout(shapes[s][0], shapes[s][1], shapes[s][2], layout & 1, layout >> 1 & 1,
+                              layout >> 2, worst);
+    for (int i = 0; i < n_isas; i++)
+        printf("gemm layouts %-6s: worst relative L2 error %.3g\n", qb_isa_name(isas[i]), worst[i]);
+    qb_cpu_set_isa(best_available());
+}
+
+/* ---- dropout ---- */
+
+/* The AVX2 Philox mask equals the scalar one bit for bit: random seeds, streams and
+ * rates, starting indices that are not block-aligned, lengths that are not multiples
+ * of the 32 elements the vector code draws at once, and a block counter whose low
+ * word wraps inside a vector (the carry into the high word). */
+static void test_dropout(void)
+{
+    if (!qb_cpu_isa_available(QB_ISA_AVX2)) {
+        printf("dropout: no AVX2 on this CPU, skipped\n");
+        return;
+    }
+    const uint64_t firsts[] = {0, 1, 3, 4, 4 * (uint64_t)UINT32_MAX - 9, 12345678901ull};
+    const size_t lens[] = {0, 1, 5, 31, 32, 33, 100, 4099};
+    for (size_t fi = 0; fi < sizeof firsts / sizeof firsts[0]; fi++) {
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const size_t n = lens[li];
+            const qb_dropout d = {0.05f + 0.9f * qb_rng_uniform(&rng),
+                                  (uint64_t)qb_rng_u32(&rng) << 32 | qb_rng_u32(&rng),
+                                  (uint64_t)qb_rng_u32(&rng) << 20 | qb_rng_u32(&rng)};
+            float *a = rand_floats(n, -1, 1), *b = xmalloc((n ? n : 1) * sizeof *b);
+            memcpy(b, a, n * sizeof *b);
+            qb_dropout_scalar(a, n, firsts[fi], &d);
+            qb_dropout_avx2(b, n, firsts[fi], &d);
+            CHECKF(memcmp(a, b, n * sizeof *a) == 0, "dropout avx2 first=%llu n=%zu p=%g differs",
+                   (unsigned long long)firsts[fi], n, d.p);
+            free(a), free(b);
+        }
+    }
+}
+
 /* ---- LayerNorm, GELU, tanh, softmax ---- */
 
 static void test_layernorm(void)
@@ -289,54 +415,82 @@ static void test_layernorm(void)
     }
 }
 
+/* GELU forward and backward and tanh on every ISA (the AVX2 path runs libmvec),
+ * against double formulas; sizes that are not a multiple of the vector width. */
 static void test_activations(void)
 {
-    const size_t n = 10007;
-    float *x = rand_floats(n, -8, 8), *y = xmalloc(n * sizeof *y);
-    double *ref = xmalloc(n * sizeof *ref);
-    x[0] = 0.0f, x[1] = -30.0f, x[2] = 30.0f;
-    memcpy(y, x, n * sizeof *y);
-    for (size_t i = 0; i < n; i++) ref[i] = 0.5 * x[i] * (1.0 + erf(x[i] / sqrt(2.0)));
-    qb_cpu_gelu(y, y, n);
-    double e = rel_err(y, ref, n);
-    CHECKF(e <= TOL, "gelu: rel err %.3g", e);
-    CHECK(y[0] == 0.0f && y[1] == 0.0f && y[2] == 30.0f);
-    /* Exact erf, not the tanh approximation (they differ by ~1e-4 near x = -2). */
-    float at = -2.0f;
-    qb_cpu_gelu(&at, &at, 1);
-    CHECKF(fabs(at - (-0.0455002638963584)) < 1e-6, "gelu(-2) = %.9g", at);
-
-    memcpy(y, x, n * sizeof *y);
-    for (size_t i = 0; i < n; i++) ref[i] = tanh((double)x[i]);
-    qb_cpu_tanh(y, n);
-    e = rel_err(y, ref, n);
-    CHECKF(e <= TOL, "tanh: rel err %.3g", e);
-    free(x), free(y), free(ref);
+    static const size_t sizes[] = {1, 7, 9, 10007, 40003};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const size_t n = sizes[si];
+        float *x = rand_floats(n, -8, 8), *dy = rand_floats(n, -1, 1), *y = xmalloc(n * sizeof *y);
+        double *ref = xmalloc(n * sizeof *ref), *dref = xmalloc(n * sizeof *dref);
+        if (n > 4) x[0] = 0.0f, x[1] = -30.0f, x[2] = 30.0f, x[3] = -200.0f;
+        for (size_t i = 0; i < n; i++) {
+            const double a = x[i], cdf = 0.5 * (1.0 + erf(a / sqrt(2.0)));
+            ref[i] = a * cdf;
+            dref[i] = dy[i] * (cdf + a * exp(-0.5 * a * a) / sqrt(2.0 * M_PI));
+        }
+        for (int i = 0; i < n_isas; i++) {
+            qb_cpu_set_isa(isas[i]);
+            const char *name = qb_isa_name(isas[i]);
+            memcpy(y, x, n * sizeof *y);
+            qb_cpu_gelu(y, y, n);
+            double e = rel_err_floor1(y, ref, n);
+            CHECKF(e <= TOL, "gelu %s n=%zu: rel err %.3g", name, n, e);
+            if (n > 4)
+                CHECKF(y[0] == 0.0f && y[1] == 0.0f && y[2] == 30.0f && y[3] == 0.0f,
+                       "gelu %s: %g %g %g %g", name, y[0], y[1], y[2], y[3]);
+            /* Exact erf, not the tanh approximation (they differ by ~1e-4 near x = -2). */
+            float at = -2.0f;
+            qb_cpu_gelu(&at, &at, 1);
+            CHECKF(fabs(at - (-0.0455002638963584)) < 1e-6, "gelu %s (-2) = %.9g", name, at);
+            qb_cpu_gelu_backward(y, dy, x, n);
+            e = rel_err_floor1(y, dref, n);
+            CHECKF(e <= TOL, "gelu backward %s n=%zu: rel err %.3g", name, n, e);
+        }
+        memcpy(y, x, n * sizeof *y);
+        for (size_t i = 0; i < n; i++) ref[i] = tanh((double)x[i]);
+        qb_cpu_tanh(y, n);
+        double e = rel_err_floor1(y, ref, n);
+        CHECKF(e <= TOL, "tanh: rel err %.3g", e);
+        free(x), free(dy), free(y), free(ref), free(dref);
+    }
+    qb_cpu_set_isa(best_available());
 }
 
+/* Row softmax on every ISA: rows not a multiple of the vector width, a fully masked
+ * row (uniform), a row whose exp would overflow without the max shift, and scores
+ * far below the maximum (exactly 0). */
 static void test_softmax(void)
 {
-    static const int Ns[] = {1, 2, 17, 128, 1000};
+    static const int Ns[] = {1, 2, 7, 17, 128, 1000};
     const int M = 4;
     for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
         int N = Ns[ni];
         size_t n = (size_t)M * N;
-        float *x = rand_floats(n, -10, 10);
-        for (int i = 0; i < N; i++) x[3 * N + i] = -FLT_MAX;  /* a fully masked row */
-        x[2 * N] = 80.0f;                                      /* exp(80) overflows float */
+        float *x0 = rand_floats(n, -10, 10), *x = xmalloc(n * sizeof *x);
+        for (int i = 0; i < N; i++) x0[3 * N + i] = -FLT_MAX;  /* a fully masked row */
+        x0[2 * N] = 80.0f;                                      /* exp(80) overflows float */
+        if (N > 1) x0[N + 1] = -FLT_MAX;                        /* one masked key */
         double *ref = xmalloc(n * sizeof *ref);
         for (int m = 0; m < M; m++) {
             double mx = -INFINITY, s = 0.0;
-            for (int i = 0; i < N; i++) mx = fmax(mx, x[m * N + i]);
-            for (int i = 0; i < N; i++) s += exp(x[m * N + i] - mx);
-            for (int i = 0; i < N; i++) ref[m * N + i] = exp(x[m * N + i] - mx) / s;
+            for (int i = 0; i < N; i++) mx = fmax(mx, x0[m * N + i]);
+            for (int i = 0; i < N; i++) s += exp(x0[m * N + i] - mx);
+            for (int i = 0; i < N; i++) ref[m * N + i] = exp(x0[m * N + i] - mx) / s;
         }
-        qb_cpu_softmax(x, M, N);
-        double e = rel_err(x, ref, n);
-        CHECKF(e <= TOL, "softmax N=%d: rel err %.3g", N, e);
-        for (int i = 0; i < N; i++) CHECK(fabs(x[3 * N + i] - 1.0 / N) <= 1e-6 / N);
-        free(x), free(ref);
+        for (int i = 0; i < n_isas; i++) {
+            qb_cpu_set_isa(isas[i]);
+            memcpy(x, x0, n * sizeof *x);
+            qb_cpu_softmax(x, M, N);
+            double e = rel_err(x, ref, n);
+            CHECKF(e <= TOL, "softmax %s N=%d: rel err %.3g", qb_isa_name(isas[i]), N, e);
+            for (int j = 0; j < N; j++) CHECK(fabs(x[3 * N + j] - 1.0 / N) <= 1e-6 / N);
+            if (N > 1) CHECK(x[N + 1] == 0.0f);
+        }
+        free(x0), free(x), free(ref);
     }
+    qb_cpu_set_isa(best_available());
 }
 
 /* ---- attention ---- */
@@ -513,6 +667,8 @@ int main(void)
     test_scalar_reference();
     test_linear();
     test_linear_threads();
+    test_gemm_layouts();
+    test_dropout();
     test_layernorm();
     test_activations();
     test_softmax();

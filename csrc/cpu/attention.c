@@ -4,11 +4,11 @@
  *   P = softmax(S) row-wise in FP32,  P' = dropout(P),  O (T, D) = P' V.
  * The additive mask (not a "skip the key") is kept on purpose: a fully padded row
  * then has all scores equal to -FLT_MAX and attends uniformly to every key, exactly
- * like HF. Every product goes through the dispatched GEMM in its nn.Linear layout
- * (x (M, K) . w (N, K)^T), so operands are gathered per head into contiguous
- * per-thread scratch, transposed where the layout asks for it. OpenMP runs over the
- * B*H heads; the GEMMs inside stay on their thread, and each head writes only its
- * own slice of the outputs, so results do not depend on the thread count.
+ * like HF. Every product goes through the dispatched GEMM, reading the heads of q, k,
+ * v, dout (row stride H*D) in place and writing its head of the outputs in place;
+ * the only scratch is a thread's T x T score matrices. OpenMP runs over the B*H
+ * heads; the GEMMs inside stay on their thread, and each head writes only its own
+ * slice of the outputs, so results do not depend on the thread count.
  * Backward keeps P from the forward (B*H*T*T floats) and recomputes the dropout
  * mask from its Philox index:
  *   dV = P'^T dO,  dP' = dO V^T,  dP = dropout(dP'),
@@ -38,23 +38,14 @@ static void fill_nan(float *p, size_t n)
     for (size_t i = 0; i < n; i++) p[i] = NAN;
 }
 
-/* Head (b, h) of x (B, T, H*D) -> row-major (T, D) in dst and, when dst_t is not
- * NULL, its transpose (D, T) in dst_t. */
-static void gather(float *dst, float *dst_t, const float *x, size_t base, int T, int D, size_t C)
+/* y (M, N; row stride ldy) = x (M, K) . w (N, K)^T on this thread, x and w read with
+ * row stride ldx, ldw and stored transposed when x_t / w_t is set. */
+static void head_gemm(float *y, size_t ldy, const float *x, size_t ldx, int x_t, const float *w,
+                      size_t ldw, int w_t, int M, int N, int K)
 {
-    for (int t = 0; t < T; t++) {
-        for (int d = 0; d < D; d++) {
-            const float val = x[base + t * C + d];
-            if (dst) dst[(size_t)t * D + d] = val;
-            if (dst_t) dst_t[(size_t)d * T + t] = val;
-        }
-    }
-}
-
-static void scatter(float *x, const float *src, size_t base, int T, int D, size_t C)
-{
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < D; d++) x[base + t * C + d] = src[(size_t)t * D + d];
+    const qb_gemm_f32 g = {.y = y, .x = x, .w = w, .M = M, .N = N, .K = K, .ldy = ldy,
+                           .ldx = ldx, .ldw = ldw, .x_t = x_t, .w_t = w_t};
+    qb_cpu_gemm(&g);
 }
 
 void qb_cpu_attention(float *out, float *probs, const float *q, const float *k, const float *v,
@@ -62,8 +53,8 @@ void qb_cpu_attention(float *out, float *probs, const float *q, const float *k, 
 {
     const int heads = B * H;
     if (heads <= 0 || T <= 0 || D <= 0) return;
-    const size_t C = (size_t)H * D, td = (size_t)T * D, tt = (size_t)T * T;
-    const size_t per_thread = 4 * td + tt;  /* q, k, v^T, o heads + scores */
+    const size_t C = (size_t)H * D, tt = (size_t)T * T;
+    const size_t per_thread = tt;  /* scores */
     int nt;
     float *ws = head_scratch("attention", B, T, H, D, heads, per_thread, &nt);
     if (!ws) {
@@ -75,13 +66,9 @@ void qb_cpu_attention(float *out, float *probs, const float *q, const float *k, 
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int bh = 0; bh < heads; bh++) {
         const int b = bh / H, h = bh % H;
-        float *qh = ws + (size_t)omp_get_thread_num() * per_thread;
-        float *kh = qh + td, *vt = kh + td, *oh = vt + td, *s = oh + td;
+        float *s = ws + (size_t)omp_get_thread_num() * per_thread;
         const size_t base = (size_t)b * T * C + (size_t)h * D;  /* element (b, 0, h*D) */
-        gather(qh, NULL, q, base, T, D, C);
-        gather(kh, NULL, k, base, T, D, C);
-        gather(NULL, vt, v, base, T, D, C);
-        qb_cpu_linear(s, qh, kh, NULL, T, T, D);
+        head_gemm(s, T, q + base, C, 0, k + base, C, 0, T, T, D);      /* S = Q K^T */
         const int32_t *mb = mask + (size_t)b * T;
         for (int i = 0; i < T; i++) {
             float *si = s + (size_t)i * T;
@@ -90,8 +77,7 @@ void qb_cpu_attention(float *out, float *probs, const float *q, const float *k, 
         qb_cpu_softmax(s, T, T);
         if (probs) memcpy(probs + (size_t)bh * tt, s, tt * sizeof *s);
         qb_cpu_dropout_at(s, tt, (uint64_t)bh * tt, drop);
-        qb_cpu_linear(oh, s, vt, NULL, T, D, T);
-        scatter(out, oh, base, T, D, C);
+        head_gemm(out + base, C, s, T, 0, v + base, C, 1, T, D, T);    /* O = P' V */
     }
     qb_free(ws);
 }
@@ -102,9 +88,8 @@ void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
 {
     const int heads = B * H;
     if (heads <= 0 || T <= 0 || D <= 0) return;
-    const size_t C = (size_t)H * D, td = (size_t)T * D, tt = (size_t)T * T;
-    /* Per thread: q, k, v, dO heads; q^T, k^T, dO^T; dq, dk, dv heads; P', P'^T, dP, dS^T. */
-    const size_t per_thread = 10 * td + 4 * tt;
+    const size_t C = (size_t)H * D, tt = (size_t)T * T;
+    const size_t per_thread = 2 * tt;  /* P', dP */
     int nt;
     float *ws = head_scratch("attention backward", B, T, H, D, heads, per_thread, &nt);
     if (!ws) {
@@ -117,23 +102,14 @@ void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int bh = 0; bh < heads; bh++) {
         const int b = bh / H, h = bh % H;
-        float *qh = ws + (size_t)omp_get_thread_num() * per_thread;
-        float *kh = qh + td, *vh = kh + td, *doh = vh + td, *qt = doh + td, *kt = qt + td;
-        float *dot = kt + td, *dqh = dot + td, *dkh = dqh + td, *dvh = dkh + td;
-        float *pd = dvh + td, *pdt = pd + tt, *dp = pdt + tt, *dst = dp + tt;
+        float *pd = ws + (size_t)omp_get_thread_num() * per_thread, *dp = pd + tt;
         const size_t base = (size_t)b * T * C + (size_t)h * D;
         const float *P = probs + (size_t)bh * tt;
-        gather(qh, qt, q, base, T, D, C);
-        gather(kh, kt, k, base, T, D, C);
-        gather(vh, NULL, v, base, T, D, C);
-        gather(doh, dot, dout, base, T, D, C);
-
         memcpy(pd, P, tt * sizeof *pd);
-        qb_cpu_dropout_at(pd, tt, (uint64_t)bh * tt, drop);        /* P' */
-        qb_cpu_transpose(pdt, pd, T, T);
-        qb_cpu_linear(dvh, pdt, dot, NULL, T, D, T);                /* dV = P'^T dO */
-        qb_cpu_linear(dp, doh, vh, NULL, T, T, D);                  /* dP' = dO V^T */
-        qb_cpu_dropout_at(dp, tt, (uint64_t)bh * tt, drop);        /* dP */
+        qb_cpu_dropout_at(pd, tt, (uint64_t)bh * tt, drop);                 /* P' */
+        head_gemm(dv + base, C, pd, T, 1, dout + base, C, 1, T, D, T);      /* dV = P'^T dO */
+        head_gemm(dp, T, dout + base, C, 0, v + base, C, 0, T, T, D);       /* dP' = dO V^T */
+        qb_cpu_dropout_at(dp, tt, (uint64_t)bh * tt, drop);                 /* dP */
         for (int i = 0; i < T; i++) {
             const float *pi = P + (size_t)i * T;
             float *di = dp + (size_t)i * T;
@@ -141,12 +117,8 @@ void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
             for (int j = 0; j < T; j++) dot_pd += (double)pi[j] * di[j];
             for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - (float)dot_pd) * inv_sqrt_d;
         }
-        qb_cpu_linear(dqh, dp, kt, NULL, T, D, T);                  /* dQ = dS K */
-        qb_cpu_transpose(dst, dp, T, T);
-        qb_cpu_linear(dkh, dst, qt, NULL, T, D, T);                 /* dK = dS^T Q */
-        scatter(dq, dqh, base, T, D, C);
-        scatter(dk, dkh, base, T, D, C);
-        scatter(dv, dvh, base, T, D, C);
+        head_gemm(dq + base, C, dp, T, 0, k + base, C, 1, T, D, T);         /* dQ = dS K */
+        head_gemm(dk + base, C, dp, T, 1, q + base, C, 1, T, D, T);         /* dK = dS^T Q */
     }
     qb_free(ws);
 }

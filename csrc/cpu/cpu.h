@@ -29,14 +29,29 @@ qb_status qb_isa_parse(const char *name, qb_isa *isa);
  * is used. qb_cpu_isa() applies it once to getenv("QBERT_ISA"). */
 qb_isa qb_cpu_isa_resolve(const char *value);
 
-/* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL. Threaded with OpenMP;
- * results do not depend on the thread count. Should its packing memory not be
- * available, an error is logged and the scalar reference computes y. */
+/* The FP32 GEMM behind linear, its backward and attention:
+ *   y (M, N) = x (M, K) . w (N, K)^T + b (N)      (b may be NULL)
+ *   y (M, N) += x (M, K) . w (N, K)^T             (accumulate; b must be NULL)
+ * Matrices are row-major with their own leading dimensions (ldy >= N, ...), so a
+ * head of a (B, T, H*D) tensor is used in place. x_t: x is stored transposed,
+ * (K, M) with row stride ldx >= M; w_t likewise, stored (K, N) with ldw >= N.
+ * Threaded with OpenMP (on the calling thread inside a parallel region); results do
+ * not depend on the thread count. Should its packing memory not be available, an
+ * error is logged and the scalar reference computes y. */
+typedef struct {
+    float *y;
+    const float *x, *w, *b;
+    int M, N, K;
+    size_t ldy, ldx, ldw;
+    int x_t, w_t, accumulate;
+} qb_gemm_f32;
+void qb_cpu_gemm(const qb_gemm_f32 *g);
+/* The per-ISA kernels behind qb_cpu_gemm (same contract). */
+void qb_gemm_f32_scalar(const qb_gemm_f32 *g);
+void qb_gemm_f32_avx2(const qb_gemm_f32 *g);
+void qb_gemm_f32_avx512(const qb_gemm_f32 *g);
+/* The nn.Linear case: y (M, N) = x (M, K) . w (N, K)^T + b (N), all contiguous. */
 void qb_cpu_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
-/* The per-ISA kernels behind qb_cpu_linear (same contract). */
-void qb_linear_f32_scalar(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
-void qb_linear_f32_avx2(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
-void qb_linear_f32_avx512(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
 
 /* Internal to the GEMM files: the cache-blocked, packed, OpenMP driver in gemm.c
  * and the per-ISA register tiles it runs (see gemm.c for the design). */
@@ -47,12 +62,28 @@ typedef struct {
     void (*tile)(int kc, const float *xp, const float *wp, float *c, size_t ldc);
     /* wp (kc, nr) <- n <= nr rows of w (row stride ldw), columns [0, kc), zero-padded. */
     void (*pack_w)(float *wp, const float *w, size_t ldw, int n, int kc, int nr);
+    /* xp (kc, mr) <- m <= mr rows of x (row stride ldx), columns [0, kc), zero-padded;
+     * may write up to QB_GEMM_PACK_X_SLACK floats past the panel. */
+    void (*pack_x)(float *xp, const float *x, size_t ldx, int m, int kc, int mr);
 } qb_gemm_f32_kernel;
-void qb_gemm_f32_blocked(const qb_gemm_f32_kernel *kern, float *y, const float *x,
-                         const float *w, const float *b, int M, int N, int K);
-/* The pack_w of both SIMD paths: wp[k * nr + j] = w[j * ldw + k], rows n..nr-1 zero,
- * with 8x8 AVX2 transposes (every AVX-512 CPU has AVX2); nr a multiple of 8. */
+#define QB_GEMM_PACK_X_SLACK 8
+void qb_gemm_f32_blocked(const qb_gemm_f32_kernel *kern, const qb_gemm_f32 *g);
+/* The packers of both SIMD paths, with 8x8 AVX2 transposes (every AVX-512 CPU has
+ * AVX2): wp[k * nr + j] = w[j * ldw + k], rows n..nr-1 zero, nr a multiple of 8;
+ * xp[k * mr + i] = x[i * ldx + k], rows m..mr-1 zero, mr <= 8. */
 void qb_gemm_f32_pack_w_avx2(float *wp, const float *w, size_t ldw, int n, int kc, int nr);
+void qb_gemm_f32_pack_x_avx2(float *xp, const float *x, size_t ldx, int m, int kc, int mr);
+
+/* AVX2 + libmvec loops (vmath_avx2.c) behind gelu, gelu_backward and softmax. */
+void qb_gelu_avx2(float *y, const float *x, size_t n);
+void qb_gelu_backward_avx2(float *dx, const float *dy, const float *x, size_t n);
+/* One row r (n >= 1) in place. */
+void qb_softmax_row_avx2(float *r, int n);
+
+/* The mask of qb_cpu_dropout_at, scalar (the reference) and AVX2 (8 Philox blocks
+ * at a time, the same bits); p > 0. */
+void qb_dropout_scalar(float *x, size_t n, uint64_t first, const qb_dropout *d);
+void qb_dropout_avx2(float *x, size_t n, uint64_t first, const qb_dropout *d);
 
 /* The kernels behind the backend op table: see csrc/backend/backend.h for each
  * contract (shapes, aliasing, accumulation); the notes here are CPU specifics. */
@@ -90,9 +121,13 @@ void qb_cpu_xent(float *losses, float *dlogits, const float *logits, const int32
                  int B, int K, float grad_scale);
 void qb_cpu_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s);
 double qb_cpu_sumsq(const float *x, size_t n);
+void qb_cpu_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group,
+                              int bits);
+void qb_cpu_fake_quant(float *y, const float *x, size_t n, float scale, int bits);
+void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,
+                                int bits);
+void qb_cpu_minmax(float out[2], const float *x, size_t n);
 void qb_cpu_add(float *y, const float *x, size_t n);
-/* dst (C, R) = src (R, C)^T, in 32 x 32 tiles. */
-void qb_cpu_transpose(float *dst, const float *src, int R, int C);
 /* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */
 void qb_cpu_softmax(float *x, int M, int N);
 

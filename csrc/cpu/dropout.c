@@ -1,7 +1,8 @@
 /* Dropout masks from Philox (see qb_dropout in backend/backend.h): element i of a
  * site uses word i % 4 of the block Philox4x32(seed, counter = (i / 4, stream)).
  * The same call applies the mask forward (to activations) and backward (to their
- * gradients): nothing is stored between the two passes. */
+ * gradients): nothing is stored between the two passes. With AVX2, dropout_avx2.c
+ * draws 8 blocks at once and gives the same mask bit for bit. */
 #include "cpu/cpu.h"
 
 /* Below this many elements a thread team costs more than it saves. */
@@ -13,9 +14,8 @@ static inline float keep_scale(uint32_t r, float p, float scale)
     return (float)(r >> 8) * (1.0f / 16777216.0f) >= p ? scale : 0.0f;
 }
 
-void qb_cpu_dropout_at(float *x, size_t n, uint64_t first, const qb_dropout *d)
+void qb_dropout_scalar(float *x, size_t n, uint64_t first, const qb_dropout *d)
 {
-    if (!d || d->p <= 0.0f) return;
     const float scale = 1.0f / (1.0f - d->p);
     uint32_t r[4];
     uint64_t block = UINT64_MAX;
@@ -27,6 +27,15 @@ void qb_cpu_dropout_at(float *x, size_t n, uint64_t first, const qb_dropout *d)
         }
         x[i] *= keep_scale(r[idx % 4], d->p, scale);
     }
+}
+
+void qb_cpu_dropout_at(float *x, size_t n, uint64_t first, const qb_dropout *d)
+{
+    if (!d || d->p <= 0.0f) return;
+    if (qb_cpu_isa() != QB_ISA_SCALAR)
+        qb_dropout_avx2(x, n, first, d);
+    else
+        qb_dropout_scalar(x, n, first, d);
 }
 
 void qb_cpu_dropout(float *x, size_t n, const qb_dropout *d)

@@ -1,5 +1,5 @@
 /* AVX2 + FMA register tile for the blocked FP32 GEMM (driver and design in gemm.c),
- * and the transposing w packer that the AVX-512 path shares.
+ * and the transposing packers that the AVX-512 path shares.
  *
  * Tile 6 x 16: 12 ymm accumulators (6 rows x 2 vectors of 8 columns), 2 registers
  * for the w row and 1 for the broadcast x value, 15 of the 16. Per k: 2 loads, 6
@@ -40,11 +40,10 @@ static void tile_6x16(int kc, const float *xp, const float *wp, float *c, size_t
     }
 }
 
-/* dst rows i = 0..7 (stride ldd) <- column i of the 8 x 8 block at src (row stride lds). */
-static void transpose_8x8(float *dst, size_t ldd, const float *src, size_t lds)
+/* r[i] <- column i of the 8 x 8 block held in r (rows r[0..7]), in registers. */
+static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
 {
-    __m256 r[8], t[8], s[8];
-    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+    __m256 t[8], s[8];
     for (int i = 0; i < 8; i += 2) {
         t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);     /* a0 b0 a1 b1 | a4 b4 a5 b5 */
         t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]); /* a2 b2 a3 b3 | a6 b6 a7 b7 */
@@ -56,8 +55,8 @@ static void transpose_8x8(float *dst, size_t ldd, const float *src, size_t lds)
         s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
     }
     for (int i = 0; i < 4; i++) {
-        _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(s[i], s[i + 4], 0x20));
-        _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(s[i], s[i + 4], 0x31));
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
     }
 }
 
@@ -65,9 +64,14 @@ void qb_gemm_f32_pack_w_avx2(float *wp, const float *w, size_t ldw, int n, int k
 {
     int k = 0;
     if (n == nr) {
-        for (; k + 8 <= kc; k += 8)
-            for (int j = 0; j < nr; j += 8)
-                transpose_8x8(wp + (size_t)k * nr + j, (size_t)nr, w + j * ldw + k, ldw);
+        for (; k + 8 <= kc; k += 8) {
+            for (int j = 0; j < nr; j += 8) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(w + (j + i) * ldw + k);
+                transpose8(r);
+                for (int i = 0; i < 8; i++) _mm256_storeu_ps(wp + (size_t)(k + i) * nr + j, r[i]);
+            }
+        }
     }
     /* A short panel at the end of N, or the last kc % 8 columns: element by element. */
     for (; k < kc; k++) {
@@ -76,10 +80,26 @@ void qb_gemm_f32_pack_w_avx2(float *wp, const float *w, size_t ldw, int n, int k
     }
 }
 
-static const qb_gemm_f32_kernel avx2_kernel = {MR, NR, tile_6x16, qb_gemm_f32_pack_w_avx2};
-
-void qb_linear_f32_avx2(float *y, const float *x, const float *w, const float *b, int M, int N,
-                        int K)
+void qb_gemm_f32_pack_x_avx2(float *xp, const float *x, size_t ldx, int m, int kc, int mr)
 {
-    qb_gemm_f32_blocked(&avx2_kernel, y, x, w, b, M, N, K);
+    int k = 0;
+    /* 8 k at a time: the m <= 8 rows (zero rows below) transposed in registers; row k
+     * of the panel is the first mr lanes of vector k. Each 8-lane store also writes
+     * 8 - mr zeros past its row, which the next store (k + 1) overwrites; the last
+     * one's spill lands in the caller's slack (QB_GEMM_PACK_X_SLACK). */
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = i < m ? _mm256_loadu_ps(x + i * ldx + k) : _mm256_setzero_ps();
+        transpose8(r);
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(xp + (size_t)(k + i) * mr, r[i]);
+    }
+    for (; k < kc; k++) {
+        for (int i = 0; i < m; i++) xp[(size_t)k * mr + i] = x[i * ldx + k];
+        for (int i = m; i < mr; i++) xp[(size_t)k * mr + i] = 0.0f;
+    }
 }
+
+static const qb_gemm_f32_kernel avx2_kernel = {MR, NR, tile_6x16, qb_gemm_f32_pack_w_avx2,
+                                             qb_gemm_f32_pack_x_avx2};
+
+void qb_gemm_f32_avx2(const qb_gemm_f32 *g) { qb_gemm_f32_blocked(&avx2_kernel, g); }

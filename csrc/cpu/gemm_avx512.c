@@ -4,7 +4,7 @@
  * registers. Per k: 2 loads, 8 broadcasts, 16 independent FMAs, enough for 2 FMA
  * ports x 4 cycles of latency.
  * 8 rows rather than 12-14: BERT's M = B*T is a multiple of 8, so no rows of the
- * tile are wasted there. w is packed by the AVX2 packer. Compiled with
+ * tile are wasted there. x and w are packed by the AVX2 packers. Compiled with
  * -mavx512f -mavx512bw -mavx512vl -mfma; called only after a CPUID check. */
 #include "cpu/cpu.h"
 
@@ -36,10 +36,7 @@ static void tile_8x32(int kc, const float *xp, const float *wp, float *c, size_t
     }
 }
 
-static const qb_gemm_f32_kernel avx512_kernel = {MR, NR, tile_8x32, qb_gemm_f32_pack_w_avx2};
+static const qb_gemm_f32_kernel avx512_kernel = {MR, NR, tile_8x32, qb_gemm_f32_pack_w_avx2,
+                                               qb_gemm_f32_pack_x_avx2};
 
-void qb_linear_f32_avx512(float *y, const float *x, const float *w, const float *b, int M,
-                          int N, int K)
-{
-    qb_gemm_f32_blocked(&avx512_kernel, y, x, w, b, M, N, K);
-}
+void qb_gemm_f32_avx512(const qb_gemm_f32 *g) { qb_gemm_f32_blocked(&avx512_kernel, g); }

@@ -1,54 +1,35 @@
 /* Backward of the nn.Linear product y (M, N) = x (M, K) . w (N, K)^T + b:
- *   dx (M, K) = dy (M, N) . w (N, K)        -> qb_cpu_linear(dx, dy, w^T (K, N))
- *   dw (N, K) += dy^T (N, M) . x (M, K)      -> qb_cpu_linear(tmp, dy^T, x^T (K, M)), then +=
+ *   dx (M, K) = dy (M, N) . w (N, K)   -> GEMM with w stored transposed ((N, K) holds
+ *                                         the (K, N) operand's transpose)
+ *   dw (N, K) += dy^T (N, M) . x (M, K) -> GEMM with both operands stored transposed,
+ *                                         accumulating into dw
  *   db (N) += column sums of dy.
- * Both products reuse the forward's blocked GEMM, which wants its operands in the
- * nn.Linear layout, so the transposed operands are first copied: O(MN + NK + MK)
- * extra memory traffic against O(MNK) arithmetic. dw accumulates (gradient
- * accumulation over micro-batches), hence the product goes to scratch first. Every
- * step is deterministic for any thread count (the GEMM is; db sums columns in
- * row order). If scratch cannot be allocated the error is logged and the outputs
- * are set to NaN, which the trainer's non-finite gradient check then reports. */
+ * The GEMM packs transposed operands directly (gemm.c), so nothing is copied or
+ * allocated here. Every step is deterministic for any thread count (the GEMM is;
+ * db sums each column in row order). */
 #include "cpu/cpu.h"
 
-#include <math.h>
-
-static void fill_nan(float *p, size_t n)
-{
-    if (p)
-        for (size_t i = 0; i < n; i++) p[i] = NAN;
-}
+#define DB_COLS 64  /* columns of dy summed together by one thread, in double */
 
 void qb_cpu_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, int M, int N, int K)
 {
-    const size_t mn = (size_t)M * N, nk = (size_t)N * K, mk = (size_t)M * K;
-    float *scratch = qb_malloc(sizeof(float) * (mn + nk + mk + nk));
-    if (!scratch) {
-        qb_log(QB_LOG_ERROR, "linear backward M=%d N=%d K=%d: out of memory; gradients set to NaN", M, N, K);
-        fill_nan(dx, mk);
-        fill_nan(dw, nk);
-        fill_nan(db, (size_t)N);
-        return;
-    }
-    float *dyt = scratch, *wt = dyt + mn, *xt = wt + nk, *tmp = xt + mk;
     if (dx) {
-        qb_cpu_transpose(wt, w, N, K);   /* (K, N) */
-        qb_cpu_linear(dx, dy, wt, NULL, M, K, N);
+        const qb_gemm_f32 g = {.y = dx, .x = dy, .w = w, .M = M, .N = K, .K = N,
+                               .ldy = (size_t)K, .ldx = (size_t)N, .ldw = (size_t)K, .w_t = 1};
+        qb_cpu_gemm(&g);
     }
-    qb_cpu_transpose(dyt, dy, M, N);     /* (N, M) */
-    qb_cpu_transpose(xt, x, M, K);       /* (K, M) */
-    qb_cpu_linear(tmp, dyt, xt, NULL, N, K, M);
-    qb_cpu_add(dw, tmp, nk);
+    const qb_gemm_f32 g = {.y = dw, .x = dy, .w = x, .M = N, .N = K, .K = M, .ldy = (size_t)K,
+                           .ldx = (size_t)N, .ldw = (size_t)K, .x_t = 1, .w_t = 1, .accumulate = 1};
+    qb_cpu_gemm(&g);
     if (db) {
-        /* dy^T is (N, M): each bias gradient is a contiguous row sum, in order. */
-#pragma omp parallel for schedule(static) if (mn >= 65536)
-        for (int n = 0; n < N; n++) {
-            const float *r = dyt + (size_t)n * M;
-            double s = 0.0;
-            for (int m = 0; m < M; m++) s += r[m];
-            db[n] += (float)s;
+#pragma omp parallel for schedule(static) if ((double)M * N >= 65536.0)
+        for (int n0 = 0; n0 < N; n0 += DB_COLS) {
+            const int nn = N - n0 < DB_COLS ? N - n0 : DB_COLS;
+            double s[DB_COLS] = {0};
+            for (int m = 0; m < M; m++)
+                for (int j = 0; j < nn; j++) s[j] += dy[(size_t)m * N + n0 + j];
+            for (int j = 0; j < nn; j++) db[n0 + j] += (float)s[j];
         }
     }
-    qb_free(scratch);
 }

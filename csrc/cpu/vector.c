@@ -1,13 +1,11 @@
-/* Whole-tensor vector ops of training: AdamW, sum of squares (gradient norm),
- * y += x, and the blocked transpose that the backward GEMMs use. */
+/* Whole-tensor vector ops of training: AdamW, sum of squares (gradient norm) and
+ * y += x. */
 #include "cpu/cpu.h"
 
 #include <math.h>
-#include <string.h>
 
 /* Below this many elements a thread team costs more than it saves. */
 #define PAR_MIN 16384
-#define TB 32  /* transpose tile: 32 x 32 floats, 4 KiB each way, stays in L1 */
 
 void qb_cpu_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s)
 {
@@ -46,18 +44,4 @@ void qb_cpu_add(float *y, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
-}
-
-void qb_cpu_transpose(float *dst, const float *src, int R, int C)
-{
-    const int rb = (R + TB - 1) / TB;
-#pragma omp parallel for schedule(static) if ((double)R * C >= PAR_MIN)
-    for (int bi = 0; bi < rb; bi++) {
-        const int r0 = bi * TB, r1 = r0 + TB < R ? r0 + TB : R;
-        for (int c0 = 0; c0 < C; c0 += TB) {
-            const int c1 = c0 + TB < C ? c0 + TB : C;
-            for (int r = r0; r < r1; r++)
-                for (int c = c0; c < c1; c++) dst[(size_t)c * R + r] = src[(size_t)r * C + c];
-        }
-    }
 }
