@@ -86,6 +86,22 @@ typedef struct qb_backend {
     double (*sumsq)(const float *x, size_t n);
     /* y (n) += x (n). */
     void (*add)(float *y, const float *x, size_t n);
+    /* Fake quantization (QAT), symmetric, b = 4 or 8 bits: qmin = -2^(b-1),
+     * qmax = 2^(b-1) - 1, q(x) = clamp(rint(x / s), qmin, qmax) s, half to even.
+     * Weights w (N, K): one scale per group of `group` columns of a row (group = K:
+     * per output channel; group divides K), scales (N, K / group) = absmax / qmax,
+     * y = q(w) (an all-zero group stays 0). Every weight is inside its clip range, so
+     * the weight gradient passes unchanged (no backward op). y may alias w. */
+    void (*fake_quant_weight)(float *y, float *scales, const float *w, int N, int K, int group,
+                              int bits);
+    /* Activations x (n), one scale s > 0: y = q(x). y may alias x. */
+    void (*fake_quant)(float *y, const float *x, size_t n, float scale, int bits);
+    /* Clipped straight-through estimator: dx = dy where qmin <= rint(x / s) <= qmax,
+     * else 0 (torch's rule). dx may alias dy. */
+    void (*fake_quant_backward)(float *dx, const float *dy, const float *x, size_t n, float scale,
+                                int bits);
+    /* out[0] = min, out[1] = max of x (n): the statistic of the activation observers. */
+    void (*minmax)(float out[2], const float *x, size_t n);
     /* Sets bytes of backend memory to zero. */
     void (*zero)(void *p, size_t bytes);
     /* Copies between host and backend memory (plain memcpy on the CPU). */

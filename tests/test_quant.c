@@ -1,0 +1,184 @@
+/* Quantization tests: the fake-quant ops of QAT (forward and clipped straight-through
+ * backward) against direct formulas written here, on random inputs and on values
+ * exactly at the clip boundaries and rounding ties; the STE against finite
+ * differences of its rounding-free surrogate; the observers' min/max.
+ * Inputs are fresh random numbers each run; QBERT_TEST_SEED=N replays a run. */
+#include "check.h"
+
+#include <math.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "qbert/core.h"
+
+static qb_rng rng;
+
+static float *rand_floats(size_t n, float lo, float hi)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) exit(1);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * qb_rng_uniform(&rng);
+    return p;
+}
+
+/* The formula of the ops, written out: clamp(rint(x * (1/s)), qmin, qmax) * s. */
+static float direct_q(float x, float s, int bits)
+{
+    const double qmax = (1 << (bits - 1)) - 1, qmin = -qmax - 1;
+    double q = nearbyint((double)(x * (1.0f / s)));
+    q = q < qmin ? qmin : q > qmax ? qmax : q;
+    return (float)(q * s);
+}
+
+static void test_fake_quant_weight(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    const int cases[][4] = {{8, 768, 768, 768}, {8, 5, 33, 33}, {4, 16, 128, 64}, {4, 3, 64, 64},
+                            {4, 7, 96, 32}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int bits = cases[c][0], N = cases[c][1], K = cases[c][2], G = cases[c][3];
+        const int groups = K / G;
+        const size_t n = (size_t)N * K;
+        float *w = rand_floats(n, -0.2f, 0.2f), *y = malloc(n * sizeof *y);
+        float *scales = malloc((size_t)N * groups * sizeof *scales);
+        memset(w, 0, (size_t)G * sizeof *w);  /* an all-zero group */
+        be->fake_quant_weight(y, scales, w, N, K, G, bits);
+        const float qmax = (float)((1 << (bits - 1)) - 1);
+        int bad = 0, levels_ok = 1;
+        for (int r = 0; r < N; r++) {
+            for (int g = 0; g < groups; g++) {
+                const float *wg = w + (size_t)r * K + (size_t)g * G, *yg = y + (size_t)r * K + (size_t)g * G;
+                float amax = 0.0f;
+                for (int k = 0; k < G; k++) amax = fmaxf(amax, fabsf(wg[k]));
+                const float s = amax / qmax;
+                bad += scales[(size_t)r * groups + g] != s;
+                for (int k = 0; k < G; k++) {
+                    const float want = s == 0.0f ? 0.0f : direct_q(wg[k], s, bits);
+                    bad += yg[k] != want;
+                    /* on the grid, and within half a step of w */
+                    if (s > 0.0f) {
+                        const double q = yg[k] / s;
+                        /* half a step, plus float rounding of w * (1/s) and of q s at ties */
+                        levels_ok &= fabs(q - nearbyint(q)) < 1e-3 && fabs(q) <= qmax + 1e-3 &&
+                                     fabs(yg[k] - wg[k]) <= 0.5 * s * (1 + 1e-4);
+                    }
+                }
+            }
+        }
+        CHECKF(bad == 0, "fake_quant_weight bits=%d N=%d K=%d group=%d: %d mismatches", bits, N,
+               K, G, bad);
+        CHECKF(levels_ok, "fake_quant_weight bits=%d N=%d K=%d group=%d: off the grid", bits, N, K, G);
+        CHECK(scales[0] == 0.0f && y[0] == 0.0f && y[G - 1] == 0.0f);
+        /* in place */
+        be->fake_quant_weight(w, scales, w, N, K, G, bits);
+        CHECK(memcmp(w, y, n * sizeof *w) == 0);
+        free(w), free(y), free(scales);
+    }
+}
+
+static void test_fake_quant_act(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    for (int bits = 4; bits <= 8; bits += 4) {
+        const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f;
+        /* A power-of-two scale makes x * (1/s) exact, so the boundary values below are
+         * exactly where they claim to be. */
+        const float s = 0.0625f;
+        const float edge[] = {qmax * s,          qmin * s,          (qmax + 0.5f) * s,
+                              (qmin - 0.5f) * s, (qmax + 0.49f) * s, (qmin - 0.51f) * s,
+                              2.5f * s,          -3.5f * s,          0.0f, 1e30f, -1e30f};
+        /* q = rint(x / s): qmax, qmin, qmax + 1 (tie to even: 128 or 8 -> outside),
+         * qmin (tie -128.5 -> -128, -8.5 -> -8: inside), qmax, qmin - 1, 2, -4, 0, out, out */
+        const int passes[] = {1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0};
+        const size_t ne = sizeof edge / sizeof edge[0], n = 10000 + ne;
+        float *x = rand_floats(n, (qmin - 20) * s, (qmax + 20) * s), *dy = rand_floats(n, -1, 1);
+        memcpy(x, edge, sizeof edge);
+        float *y = malloc(n * sizeof *y), *dx = malloc(n * sizeof *dx);
+        be->fake_quant(y, x, n, s, bits);
+        be->fake_quant_backward(dx, dy, x, n, s, bits);
+        int bad = 0, bad_grad = 0;
+        for (size_t i = 0; i < n; i++) {
+            bad += y[i] != direct_q(x[i], s, bits);
+            const double q = nearbyint((double)x[i] / s);
+            const float want = q >= qmin && q <= qmax ? dy[i] : 0.0f;
+            bad_grad += dx[i] != want;
+        }
+        CHECKF(bad == 0, "fake_quant bits=%d: %d mismatches", bits, bad);
+        CHECKF(bad_grad == 0, "fake_quant_backward bits=%d: %d mismatches", bits, bad_grad);
+        for (size_t i = 0; i < ne; i++)
+            CHECKF((dx[i] == dy[i]) == passes[i], "bits=%d edge %zu (x/s = %g): gradient %s", bits,
+                   i, (double)(edge[i] / s), passes[i] ? "blocked" : "passed");
+        CHECK(y[0] == qmax * s && y[1] == qmin * s && y[2] == qmax * s && y[6] == 2.0f * s &&
+              y[7] == -4.0f * s && y[9] == qmax * s && y[10] == qmin * s);
+
+        /* A random, non-power-of-two scale too. */
+        const float s2 = 0.01f + qb_rng_uniform(&rng);
+        for (size_t i = 0; i < n; i++) x[i] = (qmin - 10) * s2 + (qmax - qmin + 20) * s2 * qb_rng_uniform(&rng);
+        be->fake_quant(y, x, n, s2, bits);
+        bad = 0;
+        for (size_t i = 0; i < n; i++) bad += y[i] != direct_q(x[i], s2, bits);
+        CHECKF(bad == 0, "fake_quant bits=%d s=%g: %d mismatches", bits, s2, bad);
+        /* in place */
+        memcpy(dx, x, n * sizeof *dx);
+        be->fake_quant(dx, dx, n, s2, bits);
+        CHECK(memcmp(dx, y, n * sizeof *y) == 0);
+        free(x), free(dy), free(y), free(dx);
+    }
+}
+
+/* The STE is the gradient of the rounding-free surrogate of q: clamp(x, lo, hi) with
+ * lo = (qmin - 1/2) s and hi = (qmax + 1/2) s, the interval where rint(x / s) is in
+ * range. Compare with central differences of L = sum c_i clamp(x_i) at points away
+ * from the surrogate's kinks. */
+static void test_ste_finite_differences(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    const int bits = 8, n = 2000;
+    const float s = 0.03f, lo = -128.5f * s, hi = 127.5f * s;
+    const double h = 1e-3;
+    float *x = rand_floats(n, 2 * lo, 2 * hi), *c = rand_floats(n, -1, 1), *dx = malloc(n * sizeof *dx);
+    for (int i = 0; i < n; i++)
+        if (fabs(x[i] - lo) < 2 * h || fabs(x[i] - hi) < 2 * h) x[i] = 0.5f * x[i];
+    be->fake_quant_backward(dx, c, x, n, s, bits);
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        const double xp = fmin(fmax(x[i] + h, lo), hi), xm = fmin(fmax(x[i] - h, lo), hi);
+        const double fd = c[i] * (xp - xm) / (2 * h);
+        worst = fmax(worst, fabs(fd - dx[i]));
+    }
+    CHECKF(worst < 1e-6, "STE vs finite differences: worst |diff| %.3g", worst);
+    free(x), free(c), free(dx);
+}
+
+static void test_minmax(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    const size_t sizes[] = {1, 17, 100003};
+    for (size_t si = 0; si < 3; si++) {
+        const size_t n = sizes[si];
+        float *x = rand_floats(n, -3, 5), out[2];
+        float lo = x[0], hi = x[0];
+        for (size_t i = 1; i < n; i++) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+        be->minmax(out, x, n);
+        CHECKF(out[0] == lo && out[1] == hi, "minmax n=%zu: got %g %g, want %g %g", n, out[0],
+               out[1], lo, hi);
+        free(x);
+    }
+}
+
+int main(void)
+{
+    const char *seed_env = getenv("QBERT_TEST_SEED");
+    uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10)
+                                          : (uint64_t)time(NULL) * 1000003u + (uint64_t)getpid();
+    printf("seed %llu (replay with QBERT_TEST_SEED=%llu)\n", (unsigned long long)seed,
+           (unsigned long long)seed);
+    qb_rng_init(&rng, seed);
+    test_fake_quant_weight();
+    test_fake_quant_act();
+    test_ste_finite_differences();
+    test_minmax();
+    return check_summary("test_quant");
+}
