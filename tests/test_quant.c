@@ -1,7 +1,9 @@
 /* Quantization tests: the fake-quant ops of QAT (forward and clipped straight-through
  * backward) against direct formulas written here, on random inputs and on values
  * exactly at the clip boundaries and rounding ties; the STE against finite
- * differences of its rounding-free surrogate; the observers' min/max.
+ * differences of its rounding-free surrogate; the observers' min/max; the per-token
+ * activation quantizer; the INT8 GEMM, every SIMD path bit-identical to the scalar
+ * reference, which is checked against exact integer sums computed here.
  * Inputs are fresh random numbers each run; QBERT_TEST_SEED=N replays a run. */
 #include "check.h"
 
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "cpu/cpu.h"
 #include "qbert/core.h"
 
 static qb_rng rng;
@@ -168,6 +171,87 @@ static void test_minmax(void)
     }
 }
 
+static int8_t *rand_s8(size_t n, int lo, int hi)
+{
+    int8_t *p = malloc(n ? n : 1);
+    if (!p) exit(1);
+    for (size_t i = 0; i < n; i++) p[i] = (int8_t)(lo + (int)(qb_rng_u32(&rng) % (unsigned)(hi - lo + 1)));
+    return p;
+}
+
+static void test_quantize_rows(void)
+{
+    const int M = 7, K = 300;
+    float *x = rand_floats((size_t)M * K, -3, 3), sc[7];
+    memset(x + 2 * K, 0, K * sizeof *x);  /* a zero row */
+    x[3 * K + 5] = 10.0f;                  /* an outlier sets its row's scale */
+    int8_t *q = malloc((size_t)M * K);
+    qb_quantize_rows_s8(q, sc, x, M, K);
+    int bad = 0;
+    for (int m = 0; m < M; m++) {
+        float amax = 0.0f;
+        for (int k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[m * K + k]));
+        bad += sc[m] != amax / 127.0f;
+        for (int k = 0; k < K; k++) {
+            const float v = x[m * K + k];
+            const int want = sc[m] > 0.0f ? (int)nearbyintf(v * (1.0f / sc[m])) : 0;
+            bad += q[m * K + k] != want || q[m * K + k] < -127 ||
+                   (sc[m] > 0.0f && fabsf(q[m * K + k] * sc[m] - v) > 0.5001f * sc[m]);
+        }
+    }
+    CHECKF(bad == 0, "quantize_rows_s8: %d mismatches", bad);
+    CHECK(sc[2] == 0.0f && q[2 * K] == 0 && q[3 * K + 5] == 127);
+    free(x), free(q);
+}
+
+/* One shape: the scalar reference against exact sums, then every other path against
+ * the reference bit for bit (GELU: within 1e-6, the erf differs). */
+static void check_gemm_s8(int M, int N, int K, int extreme)
+{
+    int8_t *xq = extreme ? rand_s8((size_t)M * K, -128, -127) : rand_s8((size_t)M * K, -127, 127);
+    int8_t *wq = extreme ? rand_s8((size_t)N * K, -128, -128) : rand_s8((size_t)N * K, -127, 127);
+    float *sx = rand_floats(M, 0.001f, 0.1f), *sw = rand_floats(N, 0.001f, 0.1f);
+    float *b = rand_floats(N, -1, 1);
+    float *ref = malloc((size_t)M * N * sizeof *ref), *y = malloc((size_t)M * N * sizeof *y);
+    float *ref_g = malloc((size_t)M * N * sizeof *ref_g);
+    qb_gemm_s8_scalar(ref, xq, sx, wq, sw, b, M, N, K, 0);
+    int bad = 0;
+    for (int m = 0; m < M; m++) {
+        for (int n = 0; n < N; n++) {
+            long long acc = 0;
+            for (int k = 0; k < K; k++) acc += (long long)xq[(size_t)m * K + k] * wq[(size_t)n * K + k];
+            bad += ref[(size_t)m * N + n] != (float)acc * (sx[m] * sw[n]) + b[n];
+        }
+    }
+    CHECKF(bad == 0, "gemm_s8 scalar M=%d N=%d K=%d: %d differ from exact sums", M, N, K, bad);
+    qb_gemm_s8_scalar(ref_g, xq, sx, wq, sw, NULL, M, N, K, 1);
+    if (qb_cpu_isa_available(QB_ISA_AVX2)) {
+        qb_s8_packed wp;
+        CHECK(qb_s8_pack(&wp, wq, N, K) == QB_OK);
+        qb_gemm_s8_avx2(y, xq, sx, &wp, sw, b, M, N, K, 0);
+        CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_s8 avx2 M=%d N=%d K=%d: not bit-identical", M, N, K);
+        qb_gemm_s8_avx2(y, xq, sx, &wp, sw, NULL, M, N, K, 1);
+        double e = 0.0;
+        for (size_t i = 0; i < (size_t)M * N; i++) e = fmax(e, fabs(y[i] - ref_g[i]) / fmax(1.0, fabs(ref_g[i])));
+        CHECKF(e <= 1e-6, "gemm_s8 avx2 + gelu M=%d N=%d K=%d: max rel diff %.3g", M, N, K, e);
+        qb_s8_packed_free(&wp);
+    }
+    free(xq), free(wq), free(sx), free(sw), free(b), free(ref), free(y), free(ref_g);
+}
+
+static void test_gemm_s8(void)
+{
+    static const int Ms[] = {1, 5, 6, 7, 13, 128};
+    static const int Ns[] = {1, 15, 16, 17, 100};
+    static const int Ks[] = {1, 2, 3, 31, 64, 769};
+    for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
+        for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++)
+            for (size_t d = 0; d < sizeof Ks / sizeof Ks[0]; d++) check_gemm_s8(Ms[a], Ns[c], Ks[d], 0);
+    check_gemm_s8(64, 768, 768, 0);
+    check_gemm_s8(3, 40, 3072, 1);  /* -128 x -128 everywhere: the largest sums, no overflow */
+    if (!qb_cpu_isa_available(QB_ISA_AVX2)) printf("gemm_s8: no AVX2 on this CPU, SIMD path skipped\n");
+}
+
 int main(void)
 {
     const char *seed_env = getenv("QBERT_TEST_SEED");
@@ -180,5 +264,7 @@ int main(void)
     test_fake_quant_act();
     test_ste_finite_differences();
     test_minmax();
+    test_quantize_rows();
+    test_gemm_s8();
     return check_summary("test_quant");
 }

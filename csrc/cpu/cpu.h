@@ -85,6 +85,35 @@ void qb_softmax_row_avx2(float *r, int n);
 void qb_dropout_scalar(float *x, size_t n, uint64_t first, const qb_dropout *d);
 void qb_dropout_avx2(float *x, size_t n, uint64_t first, const qb_dropout *d);
 
+/* ---- INT8 GEMM (gemm_s8.c: contract, scalar reference, packing, dispatch) ---- */
+
+/* Per-token symmetric quantization: scale[m] = absmax of row m / 127 (0 for a zero
+ * row), q (M, K) = rint(x / scale) in [-127, 127]. */
+void qb_quantize_rows_s8(int8_t *q, float *scale, const float *x, int M, int K);
+/* s8 weights (N, K) packed for the SIMD tile: panels of QB_S8_NR columns, k in pairs
+ * (Kp = K rounded up to even), byte ((panel * Kp/2 + k/2) * NR + column) * 2 + k%2,
+ * zero past N and K. */
+#define QB_S8_NR 16
+typedef struct {
+    int N, K, Kp;
+    int8_t *data;
+} qb_s8_packed;
+qb_status qb_s8_pack(qb_s8_packed *p, const int8_t *wq, int N, int K);
+void qb_s8_packed_free(qb_s8_packed *p);
+/* y (M, N) = (xq (M, K) . wq (N, K)^T, exact int32) * (sx[m] * sw[n]) + b[n] (b may be
+ * NULL), then GELU when gelu is set. The SIMD path (any ISA but scalar) reads the
+ * packed weights wp; the scalar one reads wq. Results are bit-identical across paths
+ * without GELU. */
+void qb_cpu_gemm_s8(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
+                    const qb_s8_packed *wp, const float *sw, const float *b, int M, int N, int K,
+                    int gelu);
+void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
+                       const float *sw, const float *b, int M, int N, int K, int gelu);
+void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_packed *wp,
+                     const float *sw, const float *b, int M, int N, int K, int gelu);
+/* Exact GELU over n elements with libm's erff (the reference loop). */
+void qb_gelu_scalar(float *y, const float *x, size_t n);
+
 /* The kernels behind the backend op table: see csrc/backend/backend.h for each
  * contract (shapes, aliasing, accumulation); the notes here are CPU specifics. */
 

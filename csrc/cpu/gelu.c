@@ -10,7 +10,7 @@
 #define PAR_MIN 16384
 #define CHUNK 4096  /* elements per parallel work item */
 
-static void gelu_scalar(float *y, const float *x, size_t n)
+void qb_gelu_scalar(float *y, const float *x, size_t n)
 {
     const float inv_sqrt2 = (float)M_SQRT1_2;
     for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * inv_sqrt2));
@@ -37,7 +37,7 @@ void qb_cpu_gelu(float *y, const float *x, size_t n)
         if (avx2)
             qb_gelu_avx2(y + i, x + i, len);
         else
-            gelu_scalar(y + i, x + i, len);
+            qb_gelu_scalar(y + i, x + i, len);
     }
 }
 

@@ -1,0 +1,86 @@
+/* AVX2 tile of the INT8 GEMM (contract and epilogue in gemm_s8.c).
+ *
+ * AVX2 has no 8-bit dot product that is both exact and fast: vpmaddubsw (u8 x s8)
+ * saturates its 16-bit pair sums, which real weights and activations can reach, so
+ * this path sign-extends both operands to 16 bits and uses vpmaddwd (s16 x s16 pair
+ * sums into s32, exact). Weights are packed at load as k pairs per column
+ * (qb_s8_pack: 16 columns x 2 k = 32 bytes per k pair), widened with vpmovsxbw as
+ * they are loaded; activations are widened once per call into (M, K/2) int32 words,
+ * each a pair of s16, so that a row's pair is one broadcast.
+ * Tile 6 x 16: 12 ymm int32 accumulators, 2 for the widened weights, 1 for the
+ * broadcast pair. Per k pair: 2 loads, 6 broadcasts, 12 vpmaddwd + 12 vpaddd for
+ * 192 multiply-adds. Threads split the (row block, column panel) grid statically.
+ * Compiled with -mavx2 -mfma -ffp-contract=off; called only after a CPUID check. */
+#include "cpu/cpu.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 6
+#define NR QB_S8_NR
+
+/* acc (MR x NR int32) = xw (MR rows of kp pairs, row stride ldx words) . the panel. */
+static void tile(int kp, const int32_t *xw, size_t ldx, const int8_t *wp, __m256i acc[MR][2])
+{
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int kk = 0; kk < kp; kk++) {
+        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wp));
+        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wp + 16)));
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            const __m256i xb = _mm256_set1_epi32(xw[r * ldx + kk]);
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(w0, xb));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(w1, xb));
+        }
+        wp += 2 * NR;
+    }
+}
+
+void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_packed *wp,
+                     const float *sw, const float *b, int M, int N, int K, int gelu)
+{
+    if (M <= 0 || N <= 0) return;
+    const int kp = wp->Kp / 2, row_blocks = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
+    /* Widened activations, rows padded to a whole tile with zeros. */
+    const size_t ldx = (size_t)kp;
+    int32_t *xw = qb_malloc((size_t)row_blocks * MR * ldx * sizeof *xw);
+    if (!xw) {
+        qb_log(QB_LOG_ERROR, "int8 gemm %dx%dx%d: cannot allocate the widened activations; output "
+               "set to NaN", M, N, K);
+        for (size_t i = 0; i < (size_t)M * N; i++) y[i] = __builtin_nanf("");
+        return;
+    }
+    for (int m = 0; m < row_blocks * MR; m++) {
+        for (int kk = 0; kk < kp; kk++) {
+            const int k = 2 * kk;
+            const int16_t lo = m < M ? xq[(size_t)m * K + k] : 0;
+            const int16_t hi = m < M && k + 1 < K ? xq[(size_t)m * K + k + 1] : 0;
+            xw[m * ldx + kk] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
+        }
+    }
+    const long tiles = (long)row_blocks * panels;
+#pragma omp parallel for schedule(static) if ((double)M * N * K >= 32768.0)
+    for (long t = 0; t < tiles; t++) {
+        const int rb = (int)(t % row_blocks), pn = (int)(t / row_blocks);
+        const int m0 = rb * MR, n0 = pn * NR, nn = N - n0 < NR ? N - n0 : NR;
+        __m256i acc[MR][2];
+        tile(kp, xw + m0 * ldx, ldx, wp->data + (size_t)pn * kp * 2 * NR, acc);
+        float sw_pad[NR] = {0}, b_pad[NR] = {0};
+        memcpy(sw_pad, sw + n0, (size_t)nn * sizeof *sw);
+        if (b) memcpy(b_pad, b + n0, (size_t)nn * sizeof *b);
+        for (int r = 0; r < MR && m0 + r < M; r++) {
+            const __m256 s = _mm256_set1_ps(sx[m0 + r]);
+            float out[NR];
+            for (int h = 0; h < 2; h++) {
+                /* (float)acc * (sx * sw) + b, as in the scalar reference */
+                const __m256 scale = _mm256_mul_ps(s, _mm256_loadu_ps(sw_pad + 8 * h));
+                const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][h]), scale);
+                _mm256_storeu_ps(out + 8 * h, _mm256_add_ps(v, _mm256_loadu_ps(b_pad + 8 * h)));
+            }
+            float *yr = y + (size_t)(m0 + r) * N + n0;
+            memcpy(yr, out, (size_t)nn * sizeof *yr);
+            if (gelu) qb_gelu_avx2(yr, yr, (size_t)nn);
+        }
+    }
+    qb_free(xw);
+}
