@@ -2,6 +2,20 @@
 #ifndef QBERT_BENCH_H
 #define QBERT_BENCH_H
 
+#include <stddef.h>
+
 int qb_bench_latency(int argc, char **argv);
+int qb_bench_gemm(int argc, char **argv);
+
+/* util.c: "1,2,3" -> out (each 1..100000; returns the count, -1 if malformed);
+ * an integer >= lo (returns 0 if malformed); the CPU's model name. */
+int qb_bench_parse_list(const char *s, int *out, int cap);
+int qb_bench_parse_int(const char *s, int lo, int *out);
+void qb_bench_cpu_name(char *buf, size_t cap);
+
+/* peak_avx2.c: one thread's multiply-adds per second over `iters` loop trips of
+ * independent AVX2 FMAs (fp32) or vpmaddwd + vpaddd pairs (int8 via s16). */
+double qb_bench_peak_fma(long iters);
+double qb_bench_peak_madd16(long iters);
 
 #endif

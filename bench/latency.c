@@ -33,47 +33,6 @@ static void usage(FILE *f)
             "example: qbert-bench latency --preset indobert-base-p2 --seq 32,64,128 --batch 1,32 --json cpu.json\n");
 }
 
-static int parse_list(const char *s, int *out, int cap)
-{
-    int n = 0;
-    while (*s && n < cap) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 100000) return -1;
-        out[n++] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
-        s = end;
-    }
-    return *s ? -1 : n;
-}
-
-static int parse_int(const char *s, int lo, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > 1000000) return 0;
-    *out = (int)v;
-    return 1;
-}
-
-static void cpu_name(char *buf, size_t cap)
-{
-    snprintf(buf, cap, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && colon) {
-            snprintf(buf, cap, "%s", colon + 2);
-            buf[strcspn(buf, "\n")] = '\0';
-            break;
-        }
-    }
-    fclose(f);
-}
-
 int qb_bench_latency(int argc, char **argv)
 {
     const char *model_dir = NULL, *preset = NULL, *json_path = NULL;
@@ -88,11 +47,11 @@ int qb_bench_latency(int argc, char **argv)
         } else if (strcmp(a, "--model") == 0) model_dir = v;
         else if (strcmp(a, "--preset") == 0) preset = v;
         else if (strcmp(a, "--json") == 0) json_path = v;
-        else if (strcmp(a, "--seq") == 0) ok = v && (n_seq = parse_list(v, seqs, 16)) > 0;
-        else if (strcmp(a, "--batch") == 0) ok = v && (n_batch = parse_list(v, batches, 16)) > 0;
-        else if (strcmp(a, "--warmup") == 0) ok = v && parse_int(v, 0, &warmup);
-        else if (strcmp(a, "--runs") == 0) ok = v && parse_int(v, 1, &runs);
-        else if (strcmp(a, "--threads") == 0) ok = v && parse_int(v, 0, &threads);
+        else if (strcmp(a, "--seq") == 0) ok = v && (n_seq = qb_bench_parse_list(v, seqs, 16)) > 0;
+        else if (strcmp(a, "--batch") == 0) ok = v && (n_batch = qb_bench_parse_list(v, batches, 16)) > 0;
+        else if (strcmp(a, "--warmup") == 0) ok = v && qb_bench_parse_int(v, 0, &warmup);
+        else if (strcmp(a, "--runs") == 0) ok = v && qb_bench_parse_int(v, 1, &runs);
+        else if (strcmp(a, "--threads") == 0) ok = v && qb_bench_parse_int(v, 0, &threads);
         else {
             fprintf(stderr, "qbert-bench latency: unknown option \"%s\"\n", a);
             return 2;
@@ -135,7 +94,7 @@ int qb_bench_latency(int argc, char **argv)
     const qb_config *c = &m.cfg;
     const qb_backend *be = qb_backend_cpu();
     char cpu[256];
-    cpu_name(cpu, sizeof cpu);
+    qb_bench_cpu_name(cpu, sizeof cpu);
     int nthreads = omp_get_max_threads();
     printf("qbert-bench latency: %s | %d layers x %d hidden | CPU FP32 %s | %d threads | %s\n",
            model_dir ? model_dir : preset, c->num_layers, c->hidden_size, qb_isa_name(qb_cpu_isa()), nthreads, cpu);

@@ -1,0 +1,165 @@
+/* qbert-bench gemm: the CPU GEMM kernels at BERT shapes, FP32 (qb_cpu_linear) and
+ * INT8 (qb_cpu_gemm_s8 with pre-packed weights; the per-token quantization of x is
+ * timed separately, as it is fused into the producer in the engine), each as
+ * multiply-adds per second and as a fraction of the machine's measured ceiling
+ * (peak_avx2.c: the rate of the tile's own instruction with no memory traffic,
+ * summed over the threads). Inputs are random; each point is the median of `runs`
+ * timed calls after `warmup` untimed ones. */
+#include "bench.h"
+#include "cpu/cpu.h"
+#include "qbert/metrics.h"
+
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert-bench gemm [options]\n"
+            "  --m LIST       rows M (tokens = batch x sequence; default 128,4096)\n"
+            "  --warmup N     untimed calls per point (default 3)\n"
+            "  --runs N       timed calls per point (default 10)\n"
+            "  --threads N    OpenMP threads (default: all cores)\n"
+            "  --json FILE    write the table as JSON\n"
+            "shapes: (N, K) = (768, 768), (3072, 768), (768, 3072): BERT-base's Linear layers\n");
+}
+
+typedef struct {
+    float *y, *x, *w, *b, *sx, *sw;
+    int8_t *xq, *wq;
+    qb_s8_packed wp;
+    int M, N, K;
+} problem;
+
+static double median_ms(int warmup, int runs, int kind, problem *p)
+{
+    double *t = malloc((size_t)runs * sizeof *t);
+    if (!t) return -1.0;
+    for (int r = -warmup; r < runs; r++) {
+        const double t0 = omp_get_wtime();
+        if (kind == 0)
+            qb_cpu_linear(p->y, p->x, p->w, p->b, p->M, p->N, p->K);
+        else if (kind == 1)
+            qb_cpu_gemm_s8(p->y, p->xq, p->sx, p->wq, &p->wp, p->sw, p->b, p->M, p->N, p->K, 0);
+        else
+            qb_quantize_rows_s8(p->xq, p->sx, p->x, p->M, p->K);
+        if (r >= 0) t[r] = 1e3 * (omp_get_wtime() - t0);
+    }
+    qb_latency_stats s;
+    const qb_status st = qb_latency_compute(t, runs, &s);
+    free(t);
+    return st ? -1.0 : s.median;
+}
+
+int qb_bench_gemm(int argc, char **argv)
+{
+    int ms[16] = {128, 4096}, n_m = 2, warmup = 3, runs = 10, threads = 0;
+    const char *json_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = v != NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--json") == 0) json_path = v;
+        else if (strcmp(a, "--m") == 0) ok = v && (n_m = qb_bench_parse_list(v, ms, 16)) > 0;
+        else if (strcmp(a, "--warmup") == 0) ok = v && qb_bench_parse_int(v, 0, &warmup);
+        else if (strcmp(a, "--runs") == 0) ok = v && qb_bench_parse_int(v, 1, &runs);
+        else if (strcmp(a, "--threads") == 0) ok = v && qb_bench_parse_int(v, 0, &threads);
+        else {
+            fprintf(stderr, "qbert-bench gemm: unknown option \"%s\"\n", a);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "qbert-bench gemm: bad or missing value for %s\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+    if (qb_cpu_isa() == QB_ISA_SCALAR) {
+        fprintf(stderr, "qbert-bench gemm: needs the AVX2 path (this CPU lacks it, or QBERT_ISA=scalar)\n");
+        return 1;
+    }
+    const int nt = omp_get_max_threads();
+    double peak_f32 = 0, peak_s8 = 0;
+    const long iters = 20000000;
+#pragma omp parallel reduction(+ : peak_f32, peak_s8)
+    {
+        peak_f32 += qb_bench_peak_fma(iters);
+        peak_s8 += qb_bench_peak_madd16(iters);
+    }
+    char cpu[256];
+    qb_bench_cpu_name(cpu, sizeof cpu);
+    printf("qbert-bench gemm: %s | %d threads | GEMM %s\n", cpu, nt, qb_isa_name(qb_cpu_isa()));
+    printf("measured ceilings: fp32 FMA %.1f G multiply-adds/s, int8 (vpmaddwd) %.1f G multiply-adds/s\n\n",
+           peak_f32 / 1e9, peak_s8 / 1e9);
+    printf("%5s %5s %5s | %9s %9s %6s | %9s %9s %6s | %8s %9s\n", "M", "N", "K", "fp32 ms", "GMAC/s",
+           "%peak", "int8 ms", "GMAC/s", "%peak", "speedup", "quant ms");
+    cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
+    cJSON_AddStringToObject(root, "cpu", cpu);
+    cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
+    cJSON_AddNumberToObject(root, "threads", nt);
+    cJSON_AddNumberToObject(root, "peak_fp32_macs_per_s", peak_f32);
+    cJSON_AddNumberToObject(root, "peak_int8_macs_per_s", peak_s8);
+    static const int shapes[][2] = {{768, 768}, {3072, 768}, {768, 3072}};
+    qb_rng rng;
+    qb_rng_init(&rng, 42);
+    int rc = 0;
+    for (int mi = 0; mi < n_m && !rc; mi++) {
+        for (int si = 0; si < 3 && !rc; si++) {
+            problem p = {.M = ms[mi], .N = shapes[si][0], .K = shapes[si][1]};
+            const size_t mk = (size_t)p.M * p.K, nk = (size_t)p.N * p.K;
+            p.y = qb_malloc((size_t)p.M * p.N * sizeof *p.y), p.x = qb_malloc(mk * sizeof *p.x);
+            p.w = qb_malloc(nk * sizeof *p.w), p.b = qb_malloc((size_t)p.N * sizeof *p.b);
+            p.sx = qb_malloc((size_t)p.M * sizeof *p.sx), p.sw = qb_malloc((size_t)p.N * sizeof *p.sw);
+            p.xq = qb_malloc(mk), p.wq = qb_malloc(nk);
+            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.xq || !p.wq) {
+                fprintf(stderr, "qbert-bench gemm: out of memory\n");
+                rc = 1;
+            } else {
+                for (size_t i = 0; i < mk; i++) p.x[i] = qb_rng_normal(&rng, 0, 1);
+                for (size_t i = 0; i < nk; i++) p.w[i] = qb_rng_normal(&rng, 0, 0.02f);
+                for (int n = 0; n < p.N; n++) p.b[n] = 0.01f;
+                qb_quantize_rows_s8(p.wq, p.sw, p.w, p.N, p.K);  /* per-channel = per row of w */
+                qb_quantize_rows_s8(p.xq, p.sx, p.x, p.M, p.K);
+                if (qb_s8_pack(&p.wp, p.wq, p.N, p.K)) {
+                    fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
+                    rc = 1;
+                }
+            }
+            if (!rc) {
+                const double macs = (double)p.M * p.N * p.K;
+                const double f = median_ms(warmup, runs, 0, &p), q = median_ms(warmup, runs, 1, &p);
+                const double qt = median_ms(warmup, runs, 2, &p);
+                const double rf = macs / f * 1e3, rq = macs / q * 1e3;
+                printf("%5d %5d %5d | %9.3f %9.1f %5.0f%% | %9.3f %9.1f %5.0f%% | %7.2fx %9.3f\n", p.M, p.N,
+                       p.K, f, rf / 1e9, 100 * rf / peak_f32, q, rq / 1e9, 100 * rq / peak_s8, f / q, qt);
+                cJSON *row = cJSON_CreateObject();
+                cJSON_AddNumberToObject(row, "M", p.M);
+                cJSON_AddNumberToObject(row, "N", p.N);
+                cJSON_AddNumberToObject(row, "K", p.K);
+                cJSON_AddNumberToObject(row, "fp32_ms", f);
+                cJSON_AddNumberToObject(row, "fp32_macs_per_s", rf);
+                cJSON_AddNumberToObject(row, "fp32_fraction_of_peak", rf / peak_f32);
+                cJSON_AddNumberToObject(row, "int8_ms", q);
+                cJSON_AddNumberToObject(row, "int8_macs_per_s", rq);
+                cJSON_AddNumberToObject(row, "int8_fraction_of_peak", rq / peak_s8);
+                cJSON_AddNumberToObject(row, "quantize_x_ms", qt);
+                cJSON_AddItemToArray(rows, row);
+            }
+            qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw);
+            qb_free(p.xq), qb_free(p.wq);
+            qb_s8_packed_free(&p.wp);
+        }
+    }
+    if (!rc && json_path && qb_json_write_file(json_path, root)) {
+        fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
+        rc = 1;
+    }
+    cJSON_Delete(root);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/* The machine's measured ceilings for the GEMM benchmark: one thread's rate of
+ * independent AVX2 instructions with no memory traffic, for the instruction each
+ * GEMM tile is built on:
+ *   fp32: vfmadd231ps ymm, 8 multiply-adds each;
+ *   int8 (s16 path): vpmaddwd ymm + vpaddd ymm, 16 multiply-adds per pair.
+ * 12 independent accumulator chains hide the latencies, as the tiles do. The loops
+ * live in their own functions without calls, so the chains stay in registers, and
+ * their results are returned, so they cannot be dropped. The result is
+ * multiply-adds per second of one thread; compiled with -mavx2 -mfma. */
+#include "bench.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#define CHAINS 12
+
+static __attribute__((noinline)) float fma_loop(long iters)
+{
+    __m256 acc[CHAINS];
+    const __m256 a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f);
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
+    for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 12
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+    }
+    __m256 s = acc[0];
+    for (int c = 1; c < CHAINS; c++) s = _mm256_add_ps(s, acc[c]);
+    return _mm256_cvtss_f32(s);
+}
+
+static __attribute__((noinline)) int madd_loop(long iters)
+{
+    __m256i acc[CHAINS];
+    const __m256i a = _mm256_set1_epi32(1), b = _mm256_set1_epi16(-2);
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_epi32(c);
+    for (long i = 0; i < iters; i++) {
+        /* madd reads the chain, so it cannot be hoisted; the values wrap harmlessly */
+#pragma GCC unroll 12
+        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_add_epi32(_mm256_madd_epi16(acc[c], b), a);
+    }
+    __m256i s = acc[0];
+    for (int c = 1; c < CHAINS; c++) s = _mm256_add_epi32(s, acc[c]);
+    return _mm256_cvtsi256_si32(s);
+}
+
+double qb_bench_peak_fma(long iters)
+{
+    const double t0 = omp_get_wtime();
+    volatile float sink = fma_loop(iters);
+    (void)sink;
+    return (double)iters * CHAINS * 8 / (omp_get_wtime() - t0);
+}
+
+double qb_bench_peak_madd16(long iters)
+{
+    const double t0 = omp_get_wtime();
+    volatile int sink = madd_loop(iters);
+    (void)sink;
+    return (double)iters * CHAINS * 16 / (omp_get_wtime() - t0);
+}
