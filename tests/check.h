@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 
 static int check_pass, check_fail;
 
@@ -29,6 +31,17 @@ static int check_pass, check_fail;
             fputc('\n', stderr);                                                      \
         }                                                                             \
     } while (0)
+
+/* The seed of a test's random inputs: fresh each run (time and pid), or
+ * QBERT_TEST_SEED=N to replay one; printed either way. */
+static inline unsigned long long check_seed(void)
+{
+    const char *env = getenv("QBERT_TEST_SEED");
+    unsigned long long seed = env && *env ? strtoull(env, NULL, 10)
+                                          : (unsigned long long)time(NULL) * 1000003u + (unsigned long long)getpid();
+    printf("seed %llu (replay with QBERT_TEST_SEED=%llu)\n", seed, seed);
+    return seed;
+}
 
 static inline int check_summary(const char *name)
 {

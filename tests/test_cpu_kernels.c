@@ -11,8 +11,6 @@
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "backend/backend.h"
 #include "cpu/cpu.h"
@@ -45,8 +43,8 @@ static float *rand_floats(size_t n, float lo, float hi)
     return p;
 }
 
-/* ||got - ref|| / ||ref|| (absolute when ref is all zero). */
-static double rel_err(const float *got, const double *ref, size_t n)
+/* ||got - ref|| / max(||ref||, floor); a zero ref with floor 0 gives the absolute error. */
+static double rel_err_at_least(const float *got, const double *ref, size_t n, double floor)
 {
     double e = 0.0, r = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -54,7 +52,13 @@ static double rel_err(const float *got, const double *ref, size_t n)
         e += d * d;
         r += ref[i] * ref[i];
     }
-    return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
+    r = fmax(sqrt(r), floor);
+    return sqrt(e) / (r > 0.0 ? r : 1.0);
+}
+
+static double rel_err(const float *got, const double *ref, size_t n)
+{
+    return rel_err_at_least(got, ref, n, 0.0);
 }
 
 /* rel_err with the norm of ref floored at that of an all-ones vector: for short
@@ -63,13 +67,7 @@ static double rel_err(const float *got, const double *ref, size_t n)
  * measure that chance, not the kernel. */
 static double rel_err_floor1(const float *got, const double *ref, size_t n)
 {
-    double e = 0.0, r = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)got[i] - ref[i];
-        e += d * d;
-        r += ref[i] * ref[i];
-    }
-    return sqrt(e) / fmax(sqrt(r), sqrt((double)n));
+    return rel_err_at_least(got, ref, n, sqrt((double)n));
 }
 
 /* ---- instruction set selection ---- */
@@ -650,12 +648,7 @@ int main(void)
     setenv("QBERT_ISA", "scalar", 1);
     CHECK(qb_cpu_isa() == QB_ISA_SCALAR);
 
-    const char *seed_env = getenv("QBERT_TEST_SEED");
-    uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10)
-                                          : (uint64_t)time(NULL) * 1000003u + (uint64_t)getpid();
-    printf("seed %llu (replay with QBERT_TEST_SEED=%llu)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
-    qb_rng_init(&rng, seed);
+    qb_rng_init(&rng, check_seed());
 
     for (int i = QB_ISA_SCALAR; i <= QB_ISA_AVX512; i++)
         if (qb_cpu_isa_available((qb_isa)i)) isas[n_isas++] = (qb_isa)i;

@@ -9,8 +9,6 @@
 
 #include <math.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "backend/backend.h"
 #include "cpu/cpu.h"
@@ -254,12 +252,7 @@ static void test_gemm_s8(void)
 
 int main(void)
 {
-    const char *seed_env = getenv("QBERT_TEST_SEED");
-    uint64_t seed = seed_env && *seed_env ? strtoull(seed_env, NULL, 10)
-                                          : (uint64_t)time(NULL) * 1000003u + (uint64_t)getpid();
-    printf("seed %llu (replay with QBERT_TEST_SEED=%llu)\n", (unsigned long long)seed,
-           (unsigned long long)seed);
-    qb_rng_init(&rng, seed);
+    qb_rng_init(&rng, check_seed());
     test_fake_quant_weight();
     test_fake_quant_act();
     test_ste_finite_differences();
