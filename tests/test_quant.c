@@ -2,8 +2,9 @@
  * backward) against direct formulas written here, on random inputs and on values
  * exactly at the clip boundaries and rounding ties; the STE against finite
  * differences of its rounding-free surrogate; the observers' min/max; the per-token
- * activation quantizer; the INT8 GEMM, every SIMD path bit-identical to the scalar
- * reference, which is checked against exact integer sums computed here.
+ * activation quantizer; INT4 per-group quantization and nibble packing; the INT8
+ * and W4A8 GEMMs, every SIMD path bit-identical to the scalar reference, which is
+ * checked against exact integer sums computed here.
  * Inputs are fresh random numbers each run; QBERT_TEST_SEED=N replays a run. */
 #include "check.h"
 
@@ -13,6 +14,7 @@
 #include "backend/backend.h"
 #include "cpu/cpu.h"
 #include "qbert/core.h"
+#include "qbert/quant.h"
 
 static qb_rng rng;
 
@@ -250,6 +252,88 @@ static void test_gemm_s8(void)
     if (!qb_cpu_isa_available(QB_ISA_AVX2)) printf("gemm_s8: no AVX2 on this CPU, SIMD path skipped\n");
 }
 
+static void test_int4_format(void)
+{
+    /* Packing: every value of [-8, 7], odd and even counts, low nibble first. */
+    int8_t q[33], back[33];
+    uint8_t packed[17];
+    for (int i = 0; i < 33; i++) q[i] = (int8_t)(i % 16 - 8);
+    for (size_t n = 0; n <= 33; n++) {
+        memset(packed, 0xAA, sizeof packed);
+        qb_int4_pack(packed, q, n);
+        qb_int4_unpack(back, packed, n);
+        CHECKF(memcmp(q, back, n) == 0, "int4 pack/unpack n=%zu", n);
+        if (n % 2) CHECKF((packed[n / 2] >> 4) == 0, "int4 pack n=%zu: odd tail's high nibble not 0", n);
+    }
+    qb_int4_pack(packed, (const int8_t[]){-8, 7}, 2);
+    CHECK(packed[0] == 0x78);
+    qb_int4_pack(packed, (const int8_t[]){-1, 1}, 2);
+    CHECK(packed[0] == 0x1F);
+
+    /* Per-group quantization = the fake-quant op with 4 bits, as integers. */
+    const int N = 5, K = 128, G = 64;
+    float *w = rand_floats((size_t)N * K, -1, 1), *fq = malloc((size_t)N * K * sizeof *fq);
+    float sc[10], sc2[10];
+    int8_t *qi = malloc((size_t)N * K);
+    CHECK(qb_quantize_groups_s4(qi, sc, w, N, K, G) == QB_OK);
+    qb_backend_cpu()->fake_quant_weight(fq, sc2, w, N, K, G, 4);
+    int bad = memcmp(sc, sc2, sizeof sc) != 0;
+    for (int i = 0; i < N * K; i++) bad += qi[i] < -8 || qi[i] > 7 || (float)qi[i] * sc[i / G] != fq[i];
+    CHECKF(bad == 0, "quantize_groups_s4 vs fake_quant_weight: %d mismatches", bad);
+    CHECK(qb_quantize_groups_s4(qi, sc, w, N, K, 48) == QB_EINVAL && strstr(qb_error(), "48"));
+    CHECK(qb_quantize_groups_s4(qi, sc, w, N, K, 0) == QB_EINVAL);
+    free(w), free(fq), free(qi);
+}
+
+static void check_gemm_s4(int M, int N, int K, int G)
+{
+    const int groups = K / G;
+    int8_t *xq = rand_s8((size_t)M * K, -128, 127), *wq = rand_s8((size_t)N * K, -8, 7);
+    float *sx = rand_floats(M, 0.001f, 0.1f), *sw = rand_floats((size_t)N * groups, 0.001f, 0.1f);
+    float *b = rand_floats(N, -1, 1);
+    float *ref = malloc((size_t)M * N * sizeof *ref), *y = malloc((size_t)M * N * sizeof *y);
+    qb_gemm_s4_scalar(ref, xq, sx, wq, sw, b, M, N, K, G);
+    int bad = 0;
+    for (int m = 0; m < M; m++) {
+        for (int n = 0; n < N; n++) {
+            float f = 0.0f;
+            for (int g = 0; g < groups; g++) {
+                long long acc = 0;
+                for (int k = g * G; k < (g + 1) * G; k++) acc += (long long)xq[(size_t)m * K + k] * wq[(size_t)n * K + k];
+                f += (float)acc * sw[(size_t)n * groups + g];
+            }
+            bad += ref[(size_t)m * N + n] != f * sx[m] + b[n];
+        }
+    }
+    CHECKF(bad == 0, "gemm_s4 scalar M=%d N=%d K=%d G=%d: %d differ from exact sums", M, N, K, G, bad);
+    if (qb_cpu_isa_available(QB_ISA_AVX2)) {
+        qb_s4_packed wp;
+        CHECK(qb_s4_pack(&wp, wq, sw, N, K, G) == QB_OK);
+        qb_gemm_s4_avx2(y, xq, sx, &wp, b, M, N, K);
+        CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_s4 avx2 M=%d N=%d K=%d G=%d: not bit-identical", M, N, K, G);
+        qb_gemm_s4_avx2(y, xq, sx, &wp, NULL, M, N, K);
+        qb_gemm_s4_scalar(ref, xq, sx, wq, sw, NULL, M, N, K, G);
+        CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_s4 avx2 no bias M=%d N=%d K=%d G=%d", M, N, K, G);
+        qb_s4_packed_free(&wp);
+    }
+    free(xq), free(wq), free(sx), free(sw), free(b), free(ref), free(y);
+}
+
+static void test_gemm_s4(void)
+{
+    static const int Ms[] = {1, 3, 4, 5, 33};
+    static const int Ns[] = {1, 15, 16, 17, 40};
+    static const int KG[][2] = {{2, 2}, {64, 64}, {128, 32}, {192, 64}, {768, 128}};
+    for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
+        for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++)
+            for (size_t d = 0; d < sizeof KG / sizeof KG[0]; d++) check_gemm_s4(Ms[a], Ns[c], KG[d][0], KG[d][1]);
+    check_gemm_s4(64, 768, 768, 64);
+    qb_s4_packed wp;
+    int8_t wq[64] = {0};
+    float sw[2] = {1, 1};
+    CHECK(qb_s4_pack(&wp, wq, sw, 1, 64, 24) == QB_EINVAL && strstr(qb_error(), "24"));
+}
+
 int main(void)
 {
     qb_rng_init(&rng, check_seed());
@@ -259,5 +343,7 @@ int main(void)
     test_minmax();
     test_quantize_rows();
     test_gemm_s8();
+    test_int4_format();
+    test_gemm_s4();
     return check_summary("test_quant");
 }

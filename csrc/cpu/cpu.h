@@ -111,6 +111,35 @@ void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t
                        const float *sw, const float *b, int M, int N, int K, int gelu);
 void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_packed *wp,
                      const float *sw, const float *b, int M, int N, int K, int gelu);
+/* The activations of the SIMD tiles: xq (M, K) as (rows, (K + 1) / 2) int32 words,
+ * word (m, kk) holding the s16 pair (xq[m, 2kk], xq[m, 2kk + 1]) (0 past K, and in
+ * rows M .. rows - 1). qb_malloc'ed; NULL when out of memory. */
+int32_t *qb_widen_pairs_s8(const int8_t *xq, int M, int K, int rows);
+
+/* ---- W4A8 GEMM (gemm_s4.c): INT4 weights per group, INT8 activations per token ---- */
+
+/* Weights packed for the tile: per panel of QB_S4_NR columns and per k pair, one
+ * byte per column (low nibble k, high nibble k + 1); scales per panel as
+ * (groups, NR). group even and dividing K. */
+#define QB_S4_NR 16
+typedef struct {
+    int N, K, group;
+    uint8_t *data;
+    float *scales;
+} qb_s4_packed;
+/* wq (N, K) values in [-8, 7], sw (N, K / group). */
+qb_status qb_s4_pack(qb_s4_packed *p, const int8_t *wq, const float *sw, int N, int K, int group);
+void qb_s4_packed_free(qb_s4_packed *p);
+/* y (M, N) = (sum over groups, in order, of (float)(int32 group sum) * sw[n, g]) * sx[m]
+ * + b[n]. The SIMD path reads wp (bit-identical); the scalar one wq and sw. */
+void qb_cpu_gemm_s4(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
+                    const qb_s4_packed *wp, const float *sw, const float *b, int M, int N, int K,
+                    int group);
+void qb_gemm_s4_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
+                       const float *sw, const float *b, int M, int N, int K, int group);
+void qb_gemm_s4_avx2(float *y, const int8_t *xq, const float *sx, const qb_s4_packed *wp,
+                     const float *b, int M, int N, int K);
+
 /* Exact GELU over n elements with libm's erff (the reference loop). */
 void qb_gelu_scalar(float *y, const float *x, size_t n);
 

@@ -49,6 +49,22 @@ void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t
     }
 }
 
+int32_t *qb_widen_pairs_s8(const int8_t *xq, int M, int K, int rows)
+{
+    const size_t kp = (size_t)(K + 1) / 2;
+    int32_t *xw = qb_malloc((size_t)rows * kp * sizeof *xw);
+    if (!xw) return NULL;
+    for (int m = 0; m < rows; m++) {
+        for (size_t kk = 0; kk < kp; kk++) {
+            const size_t k = 2 * kk;
+            const int16_t lo = m < M ? xq[(size_t)m * K + k] : 0;
+            const int16_t hi = m < M && k + 1 < (size_t)K ? xq[(size_t)m * K + k + 1] : 0;
+            xw[m * kp + kk] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
+        }
+    }
+    return xw;
+}
+
 qb_status qb_s8_pack(qb_s8_packed *p, const int8_t *wq, int N, int K)
 {
     memset(p, 0, sizeof *p);

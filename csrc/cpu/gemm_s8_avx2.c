@@ -41,22 +41,13 @@ void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_pa
 {
     if (M <= 0 || N <= 0) return;
     const int kp = wp->Kp / 2, row_blocks = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
-    /* Widened activations, rows padded to a whole tile with zeros. */
     const size_t ldx = (size_t)kp;
-    int32_t *xw = qb_malloc((size_t)row_blocks * MR * ldx * sizeof *xw);
+    int32_t *xw = qb_widen_pairs_s8(xq, M, K, row_blocks * MR);
     if (!xw) {
         qb_log(QB_LOG_ERROR, "int8 gemm %dx%dx%d: cannot allocate the widened activations; output "
                "set to NaN", M, N, K);
         for (size_t i = 0; i < (size_t)M * N; i++) y[i] = __builtin_nanf("");
         return;
-    }
-    for (int m = 0; m < row_blocks * MR; m++) {
-        for (int kk = 0; kk < kp; kk++) {
-            const int k = 2 * kk;
-            const int16_t lo = m < M ? xq[(size_t)m * K + k] : 0;
-            const int16_t hi = m < M && k + 1 < K ? xq[(size_t)m * K + k + 1] : 0;
-            xw[m * ldx + kk] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16);
-        }
     }
     const long tiles = (long)row_blocks * panels;
 #pragma omp parallel for schedule(static) if ((double)M * N * K >= 32768.0)
