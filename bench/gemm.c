@@ -1,5 +1,6 @@
-/* qbert-bench gemm: the CPU GEMM kernels at BERT shapes, FP32 (qb_cpu_linear) and
- * INT8 (qb_cpu_gemm_s8 with pre-packed weights; the per-token quantization of x is
+/* qbert-bench gemm: the CPU GEMM kernels at BERT shapes, FP32 (qb_cpu_linear), INT8
+ * (qb_cpu_gemm_s8) and W4A8 (qb_cpu_gemm_s4, group 64), both with weights packed once
+ * beforehand (the per-token quantization of x is
  * timed separately, as it is fused into the producer in the engine), each as
  * multiply-adds per second and as a fraction of the machine's measured ceiling
  * (peak_avx2.c: the rate of the tile's own instruction with no memory traffic,
@@ -8,6 +9,7 @@
 #include "bench.h"
 #include "cpu/cpu.h"
 #include "qbert/metrics.h"
+#include "qbert/quant.h"
 
 #include <cjson/cJSON.h>
 #include <omp.h>
@@ -27,10 +29,14 @@ static void usage(FILE *f)
             "shapes: (N, K) = (768, 768), (3072, 768), (768, 3072): BERT-base's Linear layers\n");
 }
 
+#define GROUP 64  /* INT4 group size */
+
 typedef struct {
     float *y, *x, *w, *b, *sx, *sw;
-    int8_t *xq, *wq;
+    int8_t *xq, *wq, *w4;
+    float *sw4;
     qb_s8_packed wp;
+    qb_s4_packed wp4;
     int M, N, K;
 } problem;
 
@@ -44,6 +50,8 @@ static double median_ms(int warmup, int runs, int kind, problem *p)
             qb_cpu_linear(p->y, p->x, p->w, p->b, p->M, p->N, p->K);
         else if (kind == 1)
             qb_cpu_gemm_s8(p->y, p->xq, p->sx, p->wq, &p->wp, p->sw, p->b, p->M, p->N, p->K, 0);
+        else if (kind == 2)
+            qb_cpu_gemm_s4(p->y, p->xq, p->sx, p->w4, &p->wp4, p->sw4, p->b, p->M, p->N, p->K, GROUP);
         else
             qb_quantize_rows_s8(p->xq, p->sx, p->x, p->M, p->K);
         if (r >= 0) t[r] = 1e3 * (omp_get_wtime() - t0);
@@ -97,8 +105,9 @@ int qb_bench_gemm(int argc, char **argv)
     printf("qbert-bench gemm: %s | %d threads | GEMM %s\n", cpu, nt, qb_isa_name(qb_cpu_isa()));
     printf("measured ceilings: fp32 FMA %.1f G multiply-adds/s, int8 (vpmaddwd) %.1f G multiply-adds/s\n\n",
            peak_f32 / 1e9, peak_s8 / 1e9);
-    printf("%5s %5s %5s | %9s %9s %6s | %9s %9s %6s | %8s %9s\n", "M", "N", "K", "fp32 ms", "GMAC/s",
-           "%peak", "int8 ms", "GMAC/s", "%peak", "speedup", "quant ms");
+    printf("%5s %5s %5s | %8s %7s %5s | %8s %7s %5s %6s | %8s %7s %6s | %8s\n", "M", "N", "K", "fp32 ms",
+           "GMAC/s", "%peak", "int8 ms", "GMAC/s", "%peak", "x fp32", "int4 ms", "GMAC/s", "x fp32",
+           "quant ms");
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
     cJSON_AddStringToObject(root, "cpu", cpu);
     cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
@@ -116,8 +125,9 @@ int qb_bench_gemm(int argc, char **argv)
             p.y = qb_malloc((size_t)p.M * p.N * sizeof *p.y), p.x = qb_malloc(mk * sizeof *p.x);
             p.w = qb_malloc(nk * sizeof *p.w), p.b = qb_malloc((size_t)p.N * sizeof *p.b);
             p.sx = qb_malloc((size_t)p.M * sizeof *p.sx), p.sw = qb_malloc((size_t)p.N * sizeof *p.sw);
-            p.xq = qb_malloc(mk), p.wq = qb_malloc(nk);
-            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.xq || !p.wq) {
+            p.xq = qb_malloc(mk), p.wq = qb_malloc(nk), p.w4 = qb_malloc(nk);
+            p.sw4 = qb_malloc(nk / GROUP * sizeof *p.sw4);
+            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.xq || !p.wq || !p.w4 || !p.sw4) {
                 fprintf(stderr, "qbert-bench gemm: out of memory\n");
                 rc = 1;
             } else {
@@ -126,7 +136,8 @@ int qb_bench_gemm(int argc, char **argv)
                 for (int n = 0; n < p.N; n++) p.b[n] = 0.01f;
                 qb_quantize_rows_s8(p.wq, p.sw, p.w, p.N, p.K);  /* per-channel = per row of w */
                 qb_quantize_rows_s8(p.xq, p.sx, p.x, p.M, p.K);
-                if (qb_s8_pack(&p.wp, p.wq, p.N, p.K)) {
+                if (qb_s8_pack(&p.wp, p.wq, p.N, p.K) || qb_quantize_groups_s4(p.w4, p.sw4, p.w, p.N, p.K, GROUP) ||
+                    qb_s4_pack(&p.wp4, p.w4, p.sw4, p.N, p.K, GROUP)) {
                     fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
                     rc = 1;
                 }
@@ -134,10 +145,11 @@ int qb_bench_gemm(int argc, char **argv)
             if (!rc) {
                 const double macs = (double)p.M * p.N * p.K;
                 const double f = median_ms(warmup, runs, 0, &p), q = median_ms(warmup, runs, 1, &p);
-                const double qt = median_ms(warmup, runs, 2, &p);
-                const double rf = macs / f * 1e3, rq = macs / q * 1e3;
-                printf("%5d %5d %5d | %9.3f %9.1f %5.0f%% | %9.3f %9.1f %5.0f%% | %7.2fx %9.3f\n", p.M, p.N,
-                       p.K, f, rf / 1e9, 100 * rf / peak_f32, q, rq / 1e9, 100 * rq / peak_s8, f / q, qt);
+                const double q4 = median_ms(warmup, runs, 2, &p), qt = median_ms(warmup, runs, 3, &p);
+                const double rf = macs / f * 1e3, rq = macs / q * 1e3, r4 = macs / q4 * 1e3;
+                printf("%5d %5d %5d | %8.3f %7.1f %4.0f%% | %8.3f %7.1f %4.0f%% %5.2fx | %8.3f %7.1f %5.2fx | %8.3f\n",
+                       p.M, p.N, p.K, f, rf / 1e9, 100 * rf / peak_f32, q, rq / 1e9, 100 * rq / peak_s8, f / q,
+                       q4, r4 / 1e9, f / q4, qt);
                 cJSON *row = cJSON_CreateObject();
                 cJSON_AddNumberToObject(row, "M", p.M);
                 cJSON_AddNumberToObject(row, "N", p.N);
@@ -148,12 +160,16 @@ int qb_bench_gemm(int argc, char **argv)
                 cJSON_AddNumberToObject(row, "int8_ms", q);
                 cJSON_AddNumberToObject(row, "int8_macs_per_s", rq);
                 cJSON_AddNumberToObject(row, "int8_fraction_of_peak", rq / peak_s8);
+                cJSON_AddNumberToObject(row, "int4_ms", q4);
+                cJSON_AddNumberToObject(row, "int4_macs_per_s", r4);
+                cJSON_AddNumberToObject(row, "int4_group", GROUP);
                 cJSON_AddNumberToObject(row, "quantize_x_ms", qt);
                 cJSON_AddItemToArray(rows, row);
             }
             qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw);
-            qb_free(p.xq), qb_free(p.wq);
+            qb_free(p.xq), qb_free(p.wq), qb_free(p.w4), qb_free(p.sw4);
             qb_s8_packed_free(&p.wp);
+            qb_s4_packed_free(&p.wp4);
         }
     }
     if (!rc && json_path && qb_json_write_file(json_path, root)) {
