@@ -64,20 +64,19 @@ static double median_ms(int warmup, int runs, int kind, problem *p)
 
 int qb_bench_gemm(int argc, char **argv)
 {
-    int ms[16] = {128, 4096}, n_m = 2, warmup = 3, runs = 10, threads = 0;
-    const char *json_path = NULL;
+    int ms[16] = {128, 4096}, n_m = 2;
+    qb_bench_common o = {.warmup = 3, .runs = 10};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = v != NULL;
-        if (strcmp(a, "--help") == 0) {
+        if (qb_bench_common_option(a, v, &o, &ok)) {
+            /* --json, --warmup, --runs, --threads: stored in o */
+        } else if (strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
-        } else if (strcmp(a, "--json") == 0) json_path = v;
-        else if (strcmp(a, "--m") == 0) ok = v && (n_m = qb_bench_parse_list(v, ms, 16)) > 0;
-        else if (strcmp(a, "--warmup") == 0) ok = v && qb_bench_parse_int(v, 0, &warmup);
-        else if (strcmp(a, "--runs") == 0) ok = v && qb_bench_parse_int(v, 1, &runs);
-        else if (strcmp(a, "--threads") == 0) ok = v && qb_bench_parse_int(v, 0, &threads);
-        else {
+        } else if (strcmp(a, "--m") == 0) {
+            ok = v && (n_m = qb_bench_parse_list(v, ms, 16)) > 0;
+        } else {
             fprintf(stderr, "qbert-bench gemm: unknown option \"%s\"\n", a);
             return 2;
         }
@@ -87,7 +86,9 @@ int qb_bench_gemm(int argc, char **argv)
         }
         i++;
     }
-    if (threads > 0) omp_set_num_threads(threads);
+    const int warmup = o.warmup, runs = o.runs;
+    const char *json_path = o.json;
+    if (o.threads > 0) omp_set_num_threads(o.threads);
     if (qb_cpu_isa() == QB_ISA_SCALAR) {
         fprintf(stderr, "qbert-bench gemm: needs the AVX2 path (this CPU lacks it, or QBERT_ISA=scalar)\n");
         return 1;

@@ -35,23 +35,21 @@ static void usage(FILE *f)
 
 int qb_bench_latency(int argc, char **argv)
 {
-    const char *model_dir = NULL, *preset = NULL, *json_path = NULL;
+    const char *model_dir = NULL, *preset = NULL;
     int seqs[16] = {32, 64, 128}, n_seq = 3, batches[16] = {1, 32}, n_batch = 2;
-    int warmup = 5, runs = 20, threads = 0;
+    qb_bench_common o = {.warmup = 5, .runs = 20};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = v != NULL;
-        if (strcmp(a, "--help") == 0) {
+        if (qb_bench_common_option(a, v, &o, &ok)) {
+            /* --json, --warmup, --runs, --threads: stored in o */
+        } else if (strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
         } else if (strcmp(a, "--model") == 0) model_dir = v;
         else if (strcmp(a, "--preset") == 0) preset = v;
-        else if (strcmp(a, "--json") == 0) json_path = v;
         else if (strcmp(a, "--seq") == 0) ok = v && (n_seq = qb_bench_parse_list(v, seqs, 16)) > 0;
         else if (strcmp(a, "--batch") == 0) ok = v && (n_batch = qb_bench_parse_list(v, batches, 16)) > 0;
-        else if (strcmp(a, "--warmup") == 0) ok = v && qb_bench_parse_int(v, 0, &warmup);
-        else if (strcmp(a, "--runs") == 0) ok = v && qb_bench_parse_int(v, 1, &runs);
-        else if (strcmp(a, "--threads") == 0) ok = v && qb_bench_parse_int(v, 0, &threads);
         else {
             fprintf(stderr, "qbert-bench latency: unknown option \"%s\"\n", a);
             return 2;
@@ -66,7 +64,9 @@ int qb_bench_latency(int argc, char **argv)
         fprintf(stderr, "qbert-bench latency: give exactly one of --model and --preset\n");
         return 2;
     }
-    if (threads > 0) omp_set_num_threads(threads);
+    const int warmup = o.warmup, runs = o.runs;
+    const char *json_path = o.json;
+    if (o.threads > 0) omp_set_num_threads(o.threads);
 
     qb_model m;
     double size_mb;

@@ -47,3 +47,19 @@ void qb_bench_cpu_name(char *buf, size_t cap)
     }
     fclose(f);
 }
+
+int qb_bench_common_option(const char *name, const char *value, qb_bench_common *c, int *ok)
+{
+    *ok = value != NULL;
+    if (strcmp(name, "--json") == 0)
+        c->json = value;
+    else if (strcmp(name, "--warmup") == 0)
+        *ok = value && qb_bench_parse_int(value, 0, &c->warmup);
+    else if (strcmp(name, "--runs") == 0)
+        *ok = value && qb_bench_parse_int(value, 1, &c->runs);
+    else if (strcmp(name, "--threads") == 0)
+        *ok = value && qb_bench_parse_int(value, 0, &c->threads);
+    else
+        return 0;
+    return 1;
+}

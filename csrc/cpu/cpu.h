@@ -113,8 +113,9 @@ void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_pa
                      const float *sw, const float *b, int M, int N, int K, int gelu);
 /* The activations of the SIMD tiles: xq (M, K) as (rows, (K + 1) / 2) int32 words,
  * word (m, kk) holding the s16 pair (xq[m, 2kk], xq[m, 2kk + 1]) (0 past K, and in
- * rows M .. rows - 1). qb_malloc'ed; NULL when out of memory. */
-int32_t *qb_widen_pairs_s8(const int8_t *xq, int M, int K, int rows);
+ * rows M .. rows - 1). qb_malloc'ed. Out of memory: logs (naming `what`), sets the
+ * GEMM's output y (M, N) to NaN and returns NULL. */
+int32_t *qb_widen_pairs_s8(const char *what, float *y, int N, const int8_t *xq, int M, int K, int rows);
 
 /* ---- W4A8 GEMM (gemm_s4.c): INT4 weights per group, INT8 activations per token ---- */
 

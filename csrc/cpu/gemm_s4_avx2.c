@@ -31,13 +31,8 @@ void qb_gemm_s4_avx2(float *y, const int8_t *xq, const float *sx, const qb_s4_pa
     if (M <= 0 || N <= 0) return;
     const int kp = K / 2, group = wp->group, groups = K / group;
     const int row_blocks = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
-    int32_t *xw = qb_widen_pairs_s8(xq, M, K, row_blocks * MR);
-    if (!xw) {
-        qb_log(QB_LOG_ERROR, "int4 gemm %dx%dx%d: cannot allocate the widened activations; output "
-               "set to NaN", M, N, K);
-        for (size_t i = 0; i < (size_t)M * N; i++) y[i] = __builtin_nanf("");
-        return;
-    }
+    int32_t *xw = qb_widen_pairs_s8("int4 gemm", y, N, xq, M, K, row_blocks * MR);
+    if (!xw) return;
     const long tiles = (long)row_blocks * panels;
 #pragma omp parallel for schedule(static) if ((double)M * N * K >= 32768.0)
     for (long t = 0; t < tiles; t++) {

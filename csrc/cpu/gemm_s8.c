@@ -49,11 +49,16 @@ void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t
     }
 }
 
-int32_t *qb_widen_pairs_s8(const int8_t *xq, int M, int K, int rows)
+int32_t *qb_widen_pairs_s8(const char *what, float *y, int N, const int8_t *xq, int M, int K, int rows)
 {
     const size_t kp = (size_t)(K + 1) / 2;
     int32_t *xw = qb_malloc((size_t)rows * kp * sizeof *xw);
-    if (!xw) return NULL;
+    if (!xw) {
+        qb_log(QB_LOG_ERROR, "%s %dx%dx%d: cannot allocate the widened activations; output set to NaN",
+               what, M, N, K);
+        for (size_t i = 0; i < (size_t)M * N; i++) y[i] = NAN;
+        return NULL;
+    }
     for (int m = 0; m < rows; m++) {
         for (size_t kk = 0; kk < kp; kk++) {
             const size_t k = 2 * kk;
