@@ -87,8 +87,15 @@ void qb_dropout_avx2(float *x, size_t n, uint64_t first, const qb_dropout *d);
 
 /* ---- INT8 GEMM (gemm_s8.c: contract, scalar reference, packing, dispatch) ---- */
 
+/* Symmetric quantization of w (N, K) per group of `group` columns of each row (group
+ * divides K; group = K: per row), b = 4 or 8 bits: scales (N, K / group) = absmax /
+ * qmax, values clamp(rint(w * (1 / scale)), -2^(b-1), qmax) (0 in an all-zero group),
+ * written as integers to q and/or dequantized (value * scale) to y; either may be
+ * NULL, and y may alias w. fake_quant_weight is this with y only. */
+void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, int N, int K,
+                            int group, int bits);
 /* Per-token symmetric quantization: scale[m] = absmax of row m / 127 (0 for a zero
- * row), q (M, K) = rint(x / scale) in [-127, 127]. */
+ * row), q (M, K) = rint(x / scale) in [-127, 127]: qb_cpu_quantize_groups per row. */
 void qb_quantize_rows_s8(int8_t *q, float *scale, const float *x, int M, int K);
 /* s8 weights (N, K) packed for the SIMD tile: panels of QB_S8_NR columns, k in pairs
  * (Kp = K rounded up to even), byte ((panel * Kp/2 + k/2) * NR + column) * 2 + k%2,

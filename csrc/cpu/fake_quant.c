@@ -1,4 +1,7 @@
-/* Fake quantization for quantization-aware training, and the observers' statistic.
+/* Fake quantization for quantization-aware training, the observers' statistic, and
+ * the one per-group quantizer that both fake-quant weights and true INT8 / INT4
+ * weights and activations come from (so a QAT model's weights are exactly the
+ * integers its low-bit file stores).
  * Symmetric, b bits: qmin = -2^(b-1), qmax = 2^(b-1) - 1, and
  *   q(x) = clamp(rint(x * (1 / s)), qmin, qmax) * s
  * with rint rounding half to even, as torch.fake_quantize_per_tensor_affine does
@@ -18,13 +21,8 @@
 
 static float qmax_of(int bits) { return (float)((1 << (bits - 1)) - 1); }
 
-static float quant(float x, float s, float inv, float qmin, float qmax)
-{
-    return fminf(fmaxf(rintf(x * inv), qmin), qmax) * s;
-}
-
-void qb_cpu_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group,
-                              int bits)
+void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, int N, int K,
+                            int group, int bits)
 {
     const float qmax = qmax_of(bits), qmin = -qmax - 1.0f;
     const int groups = K / group;
@@ -36,21 +34,29 @@ void qb_cpu_fake_quant_weight(float *y, float *scales, const float *w, int N, in
             for (int k = 0; k < group; k++) amax = fmaxf(amax, fabsf(w[o + k]));
             const float s = amax / qmax;
             scales[(size_t)n * groups + gi] = s;
-            if (s == 0.0f) {  /* an all-zero group: nothing to scale, stays 0 */
-                for (int k = 0; k < group; k++) y[o + k] = 0.0f;
-                continue;
+            /* An all-zero group has nothing to scale: it stays 0. Otherwise each value
+             * is read before its output is written, so y may alias w. */
+            const float inv = s > 0.0f ? 1.0f / s : 0.0f;
+            for (int k = 0; k < group; k++) {
+                const float v = s > 0.0f ? fminf(fmaxf(rintf(w[o + k] * inv), qmin), qmax) : 0.0f;
+                if (q) q[o + k] = (int8_t)v;
+                if (y) y[o + k] = v * s;
             }
-            const float inv = 1.0f / s;
-            for (int k = 0; k < group; k++) y[o + k] = quant(w[o + k], s, inv, qmin, qmax);
         }
     }
+}
+
+void qb_cpu_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group,
+                              int bits)
+{
+    qb_cpu_quantize_groups(NULL, y, scales, w, N, K, group, bits);
 }
 
 void qb_cpu_fake_quant(float *y, const float *x, size_t n, float scale, int bits)
 {
     const float qmax = qmax_of(bits), qmin = -qmax - 1.0f, inv = 1.0f / scale;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] = quant(x[i], scale, inv, qmin, qmax);
+    for (size_t i = 0; i < n; i++) y[i] = fminf(fmaxf(rintf(x[i] * inv), qmin), qmax) * scale;
 }
 
 void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,

@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "qbert/quant.h"
+
 void qb_gemm_s4_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
                        const float *sw, const float *b, int M, int N, int K, int group)
 {
@@ -32,8 +34,8 @@ void qb_gemm_s4_scalar(float *y, const int8_t *xq, const float *sx, const int8_t
 qb_status qb_s4_pack(qb_s4_packed *p, const int8_t *wq, const float *sw, int N, int K, int group)
 {
     memset(p, 0, sizeof *p);
-    if (group <= 0 || group % 2 != 0 || K % group != 0)
-        return qb_fail(QB_EINVAL, "INT4 group size %d must be even and divide the row length %d", group, K);
+    const qb_status st = qb_int4_check_group(group, K);
+    if (st) return st;
     const int panels = (N + QB_S4_NR - 1) / QB_S4_NR, groups = K / group;
     p->N = N, p->K = K, p->group = group;
     p->data = qb_malloc((size_t)panels * (K / 2) * QB_S4_NR);

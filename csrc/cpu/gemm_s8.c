@@ -22,15 +22,7 @@
 
 void qb_quantize_rows_s8(int8_t *q, float *scale, const float *x, int M, int K)
 {
-#pragma omp parallel for schedule(static) if ((double)M * K >= PAR_MIN_MACS)
-    for (int m = 0; m < M; m++) {
-        const float *r = x + (size_t)m * K;
-        float amax = 0.0f;
-        for (int k = 0; k < K; k++) amax = fmaxf(amax, fabsf(r[k]));
-        const float s = amax / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
-        scale[m] = s;
-        for (int k = 0; k < K; k++) q[(size_t)m * K + k] = (int8_t)rintf(r[k] * inv);
-    }
+    qb_cpu_quantize_groups(q, NULL, scale, x, M, K, K, 8);
 }
 
 void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,

@@ -2,24 +2,20 @@
  * files (include/qbert/quant.h). */
 #include "qbert/quant.h"
 
-#include <math.h>
+#include "cpu/cpu.h"
+
+qb_status qb_int4_check_group(int group, int K)
+{
+    if (group <= 0 || group % 2 != 0 || K % group != 0)
+        return qb_fail(QB_EINVAL, "INT4 group size %d must be even and divide the row length %d", group, K);
+    return QB_OK;
+}
 
 qb_status qb_quantize_groups_s4(int8_t *q, float *scales, const float *w, int N, int K, int group)
 {
-    if (group <= 0 || K % group != 0 || group % 2 != 0)
-        return qb_fail(QB_EINVAL, "INT4 group size %d must be even and divide the row length %d", group, K);
-    const int groups = K / group;
-    for (int n = 0; n < N; n++) {
-        for (int g = 0; g < groups; g++) {
-            const size_t o = (size_t)n * K + (size_t)g * group;
-            float amax = 0.0f;
-            for (int k = 0; k < group; k++) amax = fmaxf(amax, fabsf(w[o + k]));
-            const float s = amax / 7.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
-            scales[(size_t)n * groups + g] = s;
-            for (int k = 0; k < group; k++) q[o + k] = (int8_t)fminf(fmaxf(rintf(w[o + k] * inv), -8.0f), 7.0f);
-        }
-    }
-    return QB_OK;
+    const qb_status st = qb_int4_check_group(group, K);
+    if (!st) qb_cpu_quantize_groups(q, NULL, scales, w, N, K, group, 4);
+    return st;
 }
 
 void qb_int4_pack(uint8_t *dst, const int8_t *q, size_t n)

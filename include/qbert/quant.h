@@ -6,6 +6,9 @@
 
 #include "qbert/core.h"
 
+/* QB_OK when `group` can group rows of length K for INT4 (even, dividing K); else
+ * QB_EINVAL naming both. */
+qb_status qb_int4_check_group(int group, int K);
 /* Per-group INT4 quantization of w (N, K), group dividing K: scales (N, K / group) =
  * absmax / 7 of each group, q (N, K) = clamp(rint(w / scale), -8, 7) (0 for an
  * all-zero group), the same numbers as fake_quant_weight with 4 bits. QB_EINVAL
