@@ -7,28 +7,13 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
-QBERT = os.environ.get("QBERT_BIN") or (sys.argv[1] if len(sys.argv) > 1 else None)
+from testutil import QBERT, check, qbert, summary, write
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
-
-
-def qbert(*args, stdin=None):
-    p = subprocess.run([QBERT, *args], input=stdin, capture_output=True)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
 def read_safetensors(path):
@@ -62,14 +47,7 @@ def main():
         run(tmp)
     finally:
         shutil.rmtree(tmp)
-    print("cli_test: %d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
-    return path
+    return summary("cli_test")
 
 
 def copy_model(src, dst):

@@ -20,44 +20,15 @@ import sys
 import tempfile
 import time
 
-QBERT = os.environ.get("QBERT_BIN") or (sys.argv[1] if len(sys.argv) > 1 else None)
+import testutil
+from testutil import QBERT, TIMEOUT, check, qbert, sanitizer_clean, write
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE = os.path.join(HERE, "..", "data", "sample")
 LABELS = ("positive", "neutral", "negative")
-TIMEOUT = 300  # per command: generous for the ASan build (about 5x slower)
 # OpenMP threads that spin while waiting (libgomp's default) fight over a shared, busy
 # machine: a run can take 10x longer. Sleeping threads change no result.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL:", what)
-    return cond
-
-
-def sanitizer_clean(args, err):
-    """A sanitizer report fails the test even where the exit status was the expected 1."""
-    return check(not any(s in err for s in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")),
-                 "%s: sanitizer report:\n%s" % (" ".join(args), err[-3000:]))
-
-
-def qbert(*args):
-    p = subprocess.run([QBERT, *args], capture_output=True, timeout=TIMEOUT)
-    err = p.stderr.decode("utf-8", "replace")
-    sanitizer_clean(args, err)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), err
-
-
-def write(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
 
 
 def read_bytes(path):
@@ -531,9 +502,9 @@ def main():
 
         def timed(name, fn, *args):
             t = time.monotonic()
-            before = failed
+            before = testutil.counts["failed"]
             fn(*args)
-            print("%-8s %5.1f s%s" % (name, time.monotonic() - t, "  FAILED" if failed > before else ""))
+            print("%-8s %5.1f s%s" % (name, time.monotonic() - t, "  FAILED" if testutil.counts["failed"] > before else ""))
             sys.stdout.flush()
 
         timed("errors", test_errors, tmp, train)
@@ -547,8 +518,7 @@ def main():
         timed("nan", test_nan, tmp)
         timed("padding", test_padding, tmp, cfg)
         timed("seeds", test_seeds, tmp, cfg)
-    print("train_test: %d passed, %d failed (%.1f s)" % (passed, failed, time.monotonic() - t0))
-    return 1 if failed else 0
+    return testutil.summary("train_test", " (%.1f s)" % (time.monotonic() - t0))
 
 
 if __name__ == "__main__":

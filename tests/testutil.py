@@ -1,0 +1,46 @@
+"""Helpers shared by the end-to-end tests (cli_test.py, train_test.py): the qbert binary
+($QBERT_BIN or argv[1]), pass/fail counting, running the binary (a sanitizer report in
+its stderr fails a check even where the exit status was the expected one), writing
+files. Standard library only."""
+import os
+import subprocess
+import sys
+
+QBERT = os.environ.get("QBERT_BIN") or (sys.argv[1] if len(sys.argv) > 1 else None)
+TIMEOUT = 300  # per command: generous for the ASan build (about 5x slower)
+counts = {"passed": 0, "failed": 0}
+
+
+def check(cond, what):
+    if cond:
+        counts["passed"] += 1
+    else:
+        counts["failed"] += 1
+        print("FAIL:", what)
+    return cond
+
+
+def sanitizer_clean(args, err):
+    return check(not any(s in err for s in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")),
+                 "%s: sanitizer report:\n%s" % (" ".join(args), err[-3000:]))
+
+
+def qbert(*args, stdin=None):
+    """(exit status, stdout, stderr) of QBERT args..., stdin bytes or None."""
+    p = subprocess.run([QBERT, *args], input=stdin, capture_output=True, timeout=TIMEOUT)
+    err = p.stderr.decode("utf-8", "replace")
+    sanitizer_clean(args, err)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), err
+
+
+def write(path, data):
+    """Writes str (as UTF-8) or bytes; returns path."""
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def summary(name, extra=""):
+    """Prints "NAME: N passed, N failed" and returns the exit status."""
+    print("%s: %d passed, %d failed%s" % (name, counts["passed"], counts["failed"], extra))
+    return 1 if counts["failed"] else 0
