@@ -26,10 +26,10 @@
  *     chosen from the shape (small M splits N, large M splits M). Each thread packs
  *     its own panels, so there are no barriers.
  * Determinism. Every element of y is ((b + S0) + S1) + ... (b: the bias, 0, or the
- * old y) where Si is the FMA sum,
- * in k order from zero, of K slice i (slices always start at k = 0, 256, ...),
- * computed by the same tile code whatever the thread grid and whether its tile is
- * full or an edge copy: results do not depend on the number of threads. */
+ * old y) where Si is the FMA sum, in k order from zero, of K slice i (slices always
+ * start at k = 0, 256, ...), computed by the same tile code whatever the thread grid
+ * and whether its tile is full or an edge copy: results do not depend on the number
+ * of threads. */
 #include "cpu/cpu.h"
 
 #include <math.h>
