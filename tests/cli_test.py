@@ -10,7 +10,7 @@ import struct
 import sys
 import tempfile
 
-from testutil import QBERT, check, qbert, summary, write
+from testutil import QBERT, check, expect_error, qbert, summary, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
@@ -30,12 +30,6 @@ def read_safetensors(path):
         fmt = {"F32": "f", "I32": "i"}[t["dtype"]]
         out[name] = (t["shape"], struct.unpack("<%d%s" % (len(raw) // 4, fmt), raw))
     return out
-
-
-def expect_error(args, code, needles, stdin=None, what=None):
-    rc, out, err = qbert(*args, stdin=stdin)
-    ok = rc == code and all(n in err for n in needles)
-    check(ok, "%s: exit %d (want %d), stderr %r lacks %r" % (what or args, rc, code, err.strip(), needles))
 
 
 def main():

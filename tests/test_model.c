@@ -44,7 +44,7 @@ static float *run(const qb_model *m, const qb_weights *ref, float **hidden, floa
     const qb_tensor *ids = ref_tensor(ref, "input_ids");
     int B = (int)ids->shape[0], T = (int)ids->shape[1];
     float *logits = malloc(sizeof(float) * (size_t)B * m->cfg.num_labels);
-    qb_forward_trace tr = {hidden, pooled};
+    qb_forward_trace tr = {.hidden = hidden, .pooled = pooled};
     qb_status st = qb_model_forward(m, qb_backend_cpu(), ids->data, ref_tensor(ref, "token_type_ids")->data,
                                     ref_tensor(ref, "attention_mask")->data, B, T, logits, &tr);
     CHECKF(st == QB_OK, "%s", qb_error());

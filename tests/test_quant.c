@@ -179,14 +179,9 @@ static int8_t *rand_s8(size_t n, int lo, int hi)
     return p;
 }
 
-static void test_quantize_rows(void)
+/* Mismatches of per-token quantization (q, sc) of x (M, K) against the formula. */
+static int rows_mismatches(const int8_t *q, const float *sc, const float *x, int M, int K)
 {
-    const int M = 7, K = 300;
-    float *x = rand_floats((size_t)M * K, -3, 3), sc[7];
-    memset(x + 2 * K, 0, K * sizeof *x);  /* a zero row */
-    x[3 * K + 5] = 10.0f;                  /* an outlier sets its row's scale */
-    int8_t *q = malloc((size_t)M * K);
-    qb_quantize_rows_s8(q, sc, x, M, K);
     int bad = 0;
     for (int m = 0; m < M; m++) {
         float amax = 0.0f;
@@ -199,9 +194,31 @@ static void test_quantize_rows(void)
                    (sc[m] > 0.0f && fabsf(q[m * K + k] * sc[m] - v) > 0.5001f * sc[m]);
         }
     }
-    CHECKF(bad == 0, "quantize_rows_s8: %d mismatches", bad);
-    CHECK(sc[2] == 0.0f && q[2 * K] == 0 && q[3 * K + 5] == 127);
-    free(x), free(q);
+    return bad;
+}
+
+/* The scalar per-token quantizer and the AVX2 one against the formula, on row
+ * lengths around the 16-value step of the SIMD loop. */
+static void test_quantize_rows(void)
+{
+    static const int Ks[] = {300, 7, 16, 23, 33};
+    for (size_t t = 0; t < sizeof Ks / sizeof *Ks; t++) {
+        const int M = 7, K = Ks[t];
+        float *x = rand_floats((size_t)M * K, -3, 3), sc[7];
+        memset(x + 2 * K, 0, K * sizeof *x);  /* a zero row */
+        x[3 * K + 5] = 10.0f;                  /* an outlier sets its row's scale */
+        x[4 * K + 1] = 127.0f, x[4 * K] = 2.5f, x[4 * K + 2] = -3.5f;  /* scale 1: two ties, to even */
+        int8_t *q = malloc((size_t)M * K);
+        qb_cpu_quantize_groups(q, NULL, sc, x, M, K, K, 8);
+        CHECKF(rows_mismatches(q, sc, x, M, K) == 0, "quantize_rows scalar K=%d", K);
+        CHECK(sc[2] == 0.0f && q[2 * K] == 0 && q[3 * K + 5] == 127 && q[4 * K] == 2 && q[4 * K + 2] == -4);
+        if (qb_cpu_isa_available(QB_ISA_AVX2)) {
+            memset(q, 99, (size_t)M * K);
+            qb_quantize_rows_s8_avx2(q, sc, x, M, K);
+            CHECKF(rows_mismatches(q, sc, x, M, K) == 0, "quantize_rows AVX2 K=%d", K);
+        }
+        free(x), free(q);
+    }
 }
 
 /* One shape: the scalar reference against exact sums, then every other path against

@@ -33,6 +33,13 @@ def qbert(*args, stdin=None):
     return p.returncode, p.stdout.decode("utf-8", "replace"), err
 
 
+def expect_error(args, code, needles, stdin=None, what=None):
+    """QBERT args... must exit with `code` and a stderr holding every string of needles."""
+    rc, out, err = qbert(*args, stdin=stdin)
+    ok = rc == code and all(n in err for n in needles)
+    check(ok, "%s: exit %d (want %d), stderr %r lacks %r" % (what or args, rc, code, err.strip(), needles))
+
+
 def write(path, data):
     """Writes str (as UTF-8) or bytes; returns path."""
     with open(path, "wb") as f:

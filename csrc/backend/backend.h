@@ -6,8 +6,7 @@
 #ifndef QBERT_BACKEND_H
 #define QBERT_BACKEND_H
 
-#include <stddef.h>
-#include <stdint.h>
+#include "qbert/core.h"
 
 /* Dropout at one site of one step: element i of the site is kept (and scaled by
  * 1 / (1 - p)) when the 24-bit uniform of word i of Philox4x32(key = seed,
@@ -27,12 +26,23 @@ typedef struct {
     float bc1, bc2_sqrt;  /* 1 - beta1^step, sqrt(1 - beta2^step) */
 } qb_adamw_args;
 
+struct qb_qlinear;
+
 typedef struct qb_backend {
     const char *name;
     void *(*alloc)(size_t bytes);   /* NULL on failure */
     void (*free)(void *p);
     /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout). */
     void (*linear)(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+    /* The quantized Linear q (include/qbert/quant.h): y (M, N) = x (M, K) . W^T + b,
+     * then exact GELU when gelu is set. INT8 / W4A8: x is quantized per token (or with
+     * q->act_scale, clamped to [-128, 127]), the product is exact in int32, scaled by
+     * input x weight scales; weight-only (act_f32): x times the dequantized weights.
+     * The prepared layout is used when present, else the scalar reference. */
+    void (*linear_q)(float *y, const float *x, const struct qb_qlinear *q, const float *b, int M,
+                     int gelu);
+    /* Lays q's weights out for this backend once (q->prepared, q->release). */
+    qb_status (*qlinear_prepare)(struct qb_qlinear *q);
     /* Backward of linear: dx (M, K) = dy (M, N) . w (N, K) (overwritten; NULL skips it),
      * dw (N, K) += dy^T x, db (N) += column sums of dy (db may be NULL). */
     void (*linear_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,

@@ -19,6 +19,7 @@ static const struct {
     {"train", qb_cmd_train, "fine-tune or train a classifier from an INI file"},
     {"eval", qb_cmd_eval, "evaluate a model on a labelled TSV/CSV file"},
     {"predict", qb_cmd_predict, "classify texts from stdin, JSON lines on stdout"},
+    {"quantize", qb_cmd_quantize, "write a low-bit (fp16/bf16/int8/int4) model directory"},
     {"init", qb_cmd_init, "write a randomly initialised model directory"},
     {"tokenize", qb_cmd_tokenize, "print the token ids of texts from stdin"},
 };

@@ -69,6 +69,23 @@ void qb_tensor_free(qb_tensor *t)
     t->owned = false;
 }
 
+qb_status qb_tensor_to_f32(qb_tensor *t)
+{
+    if (t->dtype == QB_F32) return QB_OK;
+    if (t->dtype != QB_F16 && t->dtype != QB_BF16)
+        return qb_fail(QB_EINVAL, "cannot widen a %s tensor to F32", qb_dtype_name(t->dtype));
+    qb_tensor f;
+    qb_status st = qb_tensor_alloc(&f, QB_F32, t->ndim, t->shape);
+    if (st) return st;
+    const uint16_t *h = t->data;
+    float *d = f.data;
+    const int64_t n = qb_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++) d[i] = t->dtype == QB_F16 ? qb_f16_to_f32(h[i]) : qb_bf16_to_f32(h[i]);
+    qb_tensor_free(t);
+    *t = f;
+    return QB_OK;
+}
+
 const char *qb_shape_str(const qb_tensor *t, char *buf, size_t cap)
 {
     size_t n = (size_t)snprintf(buf, cap, "[");
@@ -162,6 +179,15 @@ int qb_weights_find(const qb_weights *w, const char *name)
     for (int i = 0; i < w->count; i++)
         if (strcmp(w->names[i], name) == 0) return i;
     return -1;
+}
+
+void qb_weights_take(qb_weights *w, int i, qb_tensor *t)
+{
+    *t = w->tensors[i];
+    free(w->names[i]);
+    memmove(w->names + i, w->names + i + 1, (size_t)(w->count - i - 1) * sizeof *w->names);
+    memmove(w->tensors + i, w->tensors + i + 1, (size_t)(w->count - i - 1) * sizeof *w->tensors);
+    w->count--;
 }
 
 void qb_weights_free(qb_weights *w)

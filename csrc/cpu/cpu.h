@@ -87,6 +87,11 @@ void qb_dropout_avx2(float *x, size_t n, uint64_t first, const qb_dropout *d);
 
 /* ---- INT8 GEMM (gemm_s8.c: contract, scalar reference, packing, dispatch) ---- */
 
+/* fmaxf / fminf for the quantizers, inlined (libm's are calls): a NaN `a` gives b,
+ * as x86 maxps / minps do with b as their second operand, so SIMD paths match. */
+static inline float qb_maxf(float a, float b) { return a > b ? a : b; }
+static inline float qb_minf(float a, float b) { return a < b ? a : b; }
+
 /* Symmetric quantization of w (N, K) per group of `group` columns of each row (group
  * divides K; group = K: per row), b = 4 or 8 bits: scales (N, K / group) = absmax /
  * qmax, values clamp(rint(w * (1 / scale)), -2^(b-1), qmax) (0 in an all-zero group),
@@ -95,8 +100,13 @@ void qb_dropout_avx2(float *x, size_t n, uint64_t first, const qb_dropout *d);
 void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, int N, int K,
                             int group, int bits);
 /* Per-token symmetric quantization: scale[m] = absmax of row m / 127 (0 for a zero
- * row), q (M, K) = rint(x / scale) in [-127, 127]: qb_cpu_quantize_groups per row. */
+ * row), q (M, K) = rint(x / scale) in [-127, 127]: qb_cpu_quantize_groups per row
+ * (the AVX2 variant gives the same bits). */
 void qb_quantize_rows_s8(int8_t *q, float *scale, const float *x, int M, int K);
+void qb_quantize_rows_s8_avx2(int8_t *q, float *scale, const float *x, int M, int K);
+/* Static per-tensor quantization: q (n) = clamp(rint(x * (1 / scale)), -128, 127), the
+ * integers of fake_quant with 8 bits. */
+void qb_quantize_tensor_s8(int8_t *q, const float *x, size_t n, float scale);
 /* s8 weights (N, K) packed for the SIMD tile: panels of QB_S8_NR columns, k in pairs
  * (Kp = K rounded up to even), byte ((panel * Kp/2 + k/2) * NR + column) * 2 + k%2,
  * zero past N and K. */
@@ -193,6 +203,12 @@ void qb_cpu_fake_quant(float *y, const float *x, size_t n, float scale, int bits
 void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,
                                 int bits);
 void qb_cpu_minmax(float out[2], const float *x, size_t n);
+/* Quantized Linear (linear_q.c): the INT8 / W4A8 / weight-only paths above behind one
+ * op; prepare packs the weights for the SIMD tiles (or dequantizes a weight-only
+ * Linear's) once. */
+void qb_cpu_linear_q(float *y, const float *x, const struct qb_qlinear *q, const float *b, int M,
+                     int gelu);
+qb_status qb_cpu_qlinear_prepare(struct qb_qlinear *q);
 void qb_cpu_add(float *y, const float *x, size_t n);
 /* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */
 void qb_cpu_softmax(float *x, int M, int N);

@@ -21,27 +21,34 @@
 
 static float qmax_of(int bits) { return (float)((1 << (bits - 1)) - 1); }
 
+/* The symmetric quantizer of one group of n values: its scale, and the integers
+ * (q) and/or dequantized values (y). Each value is read before its output is
+ * written, so y may alias w. */
+static float quantize_group(int8_t *q, float *y, const float *w, int n, float qmax)
+{
+    float amax = 0.0f;
+    for (int k = 0; k < n; k++) amax = qb_maxf(fabsf(w[k]), amax);
+    const float s = amax / qmax;
+    /* An all-zero group has nothing to scale: it stays 0. */
+    const float inv = s > 0.0f ? 1.0f / s : 0.0f;
+    for (int k = 0; k < n; k++) {
+        const float v = s > 0.0f ? qb_minf(qb_maxf(rintf(w[k] * inv), -qmax - 1.0f), qmax) : 0.0f;
+        if (q) q[k] = (int8_t)v;
+        if (y) y[k] = v * s;
+    }
+    return s;
+}
+
 void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, int N, int K,
                             int group, int bits)
 {
-    const float qmax = qmax_of(bits), qmin = -qmax - 1.0f;
+    const float qmax = qmax_of(bits);
     const int groups = K / group;
 #pragma omp parallel for schedule(static) if ((size_t)N * K >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         for (int gi = 0; gi < groups; gi++) {
             const size_t o = (size_t)n * K + (size_t)gi * group;
-            float amax = 0.0f;
-            for (int k = 0; k < group; k++) amax = fmaxf(amax, fabsf(w[o + k]));
-            const float s = amax / qmax;
-            scales[(size_t)n * groups + gi] = s;
-            /* An all-zero group has nothing to scale: it stays 0. Otherwise each value
-             * is read before its output is written, so y may alias w. */
-            const float inv = s > 0.0f ? 1.0f / s : 0.0f;
-            for (int k = 0; k < group; k++) {
-                const float v = s > 0.0f ? fminf(fmaxf(rintf(w[o + k] * inv), qmin), qmax) : 0.0f;
-                if (q) q[o + k] = (int8_t)v;
-                if (y) y[o + k] = v * s;
-            }
+            scales[(size_t)n * groups + gi] = quantize_group(q ? q + o : NULL, y ? y + o : NULL, w + o, group, qmax);
         }
     }
 }
@@ -56,7 +63,14 @@ void qb_cpu_fake_quant(float *y, const float *x, size_t n, float scale, int bits
 {
     const float qmax = qmax_of(bits), qmin = -qmax - 1.0f, inv = 1.0f / scale;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] = fminf(fmaxf(rintf(x[i] * inv), qmin), qmax) * scale;
+    for (size_t i = 0; i < n; i++) y[i] = qb_minf(qb_maxf(rintf(x[i] * inv), qmin), qmax) * scale;
+}
+
+void qb_quantize_tensor_s8(int8_t *q, const float *x, size_t n, float scale)
+{
+    const float inv = 1.0f / scale;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) q[i] = (int8_t)qb_minf(qb_maxf(rintf(x[i] * inv), -128.0f), 127.0f);
 }
 
 void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,

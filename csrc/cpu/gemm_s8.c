@@ -22,7 +22,8 @@
 
 void qb_quantize_rows_s8(int8_t *q, float *scale, const float *x, int M, int K)
 {
-    qb_cpu_quantize_groups(q, NULL, scale, x, M, K, K, 8);
+    if (qb_cpu_isa() != QB_ISA_SCALAR) qb_quantize_rows_s8_avx2(q, scale, x, M, K);
+    else qb_cpu_quantize_groups(q, NULL, scale, x, M, K, K, 8);
 }
 
 void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,

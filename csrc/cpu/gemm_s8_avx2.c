@@ -14,6 +14,7 @@
 #include "cpu/cpu.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define MR 6
@@ -69,4 +70,45 @@ void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_pa
         }
     }
     qb_free(xw);
+}
+
+/* The per-token quantizer, 8 lanes at a time: the row's absmax (exact in any order),
+ * then the scalar code's operations lane by lane (vroundps to nearest even is
+ * rintf; maxps / minps take the second operand on NaN as qb_maxf / qb_minf do). */
+void qb_quantize_rows_s8_avx2(int8_t *q, float *scale, const float *x, int M, int K)
+{
+#pragma omp parallel for schedule(static) if ((size_t)M * K >= 16384)
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * K;
+        int8_t *qr = q + (size_t)m * K;
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 amax8 = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= K; k += 8) amax8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xr + k), absmask), amax8);
+        float lanes[8], amax = 0.0f;
+        _mm256_storeu_ps(lanes, amax8);
+        for (int i = 0; i < 8; i++) amax = qb_maxf(lanes[i], amax);
+        for (; k < K; k++) amax = qb_maxf(fabsf(xr[k]), amax);
+        const float s = amax / 127.0f;
+        scale[m] = s;
+        if (!(s > 0.0f)) {
+            memset(qr, 0, (size_t)K);
+            continue;
+        }
+        const float inv = 1.0f / s;
+        const __m256 inv8 = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+        for (k = 0; k + 16 <= K; k += 16) {
+            __m256i v[2];
+            for (int h = 0; h < 2; h++) {
+                const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k + 8 * h), inv8),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                v[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+            }
+            /* 16 int32 -> 16 int8: the packs work per 128-bit lane, the permute restores order. */
+            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8);
+            const __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            _mm_storeu_si128((__m128i *)(qr + k), b8);
+        }
+        for (; k < K; k++) qr[k] = (int8_t)qb_minf(qb_maxf(rintf(xr[k] * inv), -128.0f), 127.0f);
+    }
 }

@@ -1,4 +1,5 @@
-/* The inference session: tokenise, sort by length, batch, forward, softmax. */
+/* The inference session: tokenise, sort by length, batch, forward, softmax. A
+ * quantized model file's Linears are laid out for the backend once, at open. */
 #include "qbert/engine.h"
 
 #include "backend/backend.h"
@@ -38,7 +39,7 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
         free(e);
         return st;
     }
-    if ((st = qb_tokenizer_load(model_dir, &e->tok))) {
+    if ((st = qb_model_prepare(&e->model, e->be)) || (st = qb_tokenizer_load(model_dir, &e->tok))) {
         qb_engine_close(e);
         return st;
     }

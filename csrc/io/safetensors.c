@@ -134,14 +134,42 @@ static qb_status parse_entry(const char *path, const cJSON *item, uint64_t data_
     return QB_OK;
 }
 
-static qb_status check_metadata(const char *path, const cJSON *meta)
+/* Validates "__metadata__" and copies it into out (when not NULL). */
+static qb_status read_metadata(const char *path, const cJSON *meta, qb_meta *out)
 {
     if (!cJSON_IsObject(meta))
         return qb_fail(QB_EFORMAT, "%s: \"__metadata__\" is not an object of strings", path);
-    for (const cJSON *v = meta->child; v; v = v->next)
+    int n = 0;
+    for (const cJSON *v = meta->child; v; v = v->next, n++)
         if (!cJSON_IsString(v))
             return qb_fail(QB_EFORMAT, "%s: \"__metadata__\" key '%.200s' is not a string", path, v->string);
+    if (!out || n == 0) return QB_OK;
+    out->keys = calloc((size_t)n, sizeof *out->keys);
+    out->values = calloc((size_t)n, sizeof *out->values);
+    if (!out->keys || !out->values) return qb_fail(QB_ENOMEM, "%s: cannot copy the metadata", path);
+    for (const cJSON *v = meta->child; v; v = v->next) {
+        const int i = out->count++;
+        out->keys[i] = qb_strdup(v->string);
+        out->values[i] = qb_strdup(v->valuestring);
+        if (!out->keys[i] || !out->values[i]) return qb_fail(QB_ENOMEM, "%s: cannot copy the metadata", path);
+    }
     return QB_OK;
+}
+
+const char *qb_meta_get(const qb_meta *m, const char *key)
+{
+    for (int i = 0; m && i < m->count; i++)
+        if (strcmp(m->keys[i], key) == 0) return m->values[i];
+    return NULL;
+}
+
+void qb_meta_free(qb_meta *m)
+{
+    for (int i = 0; m->keys && i < m->count; i++) free(m->keys[i]);
+    for (int i = 0; m->values && i < m->count; i++) free(m->values[i]);
+    free(m->keys);
+    free(m->values);
+    memset(m, 0, sizeof *m);
 }
 
 static int cmp_entry_name(const void *a, const void *b)
@@ -209,7 +237,7 @@ static qb_status load_entry(const qb_mapped_file *m, const unsigned char *data, 
 }
 
 /* Parses and validates the header, then copies every tensor into `w`. */
-static qb_status load_mapped(const qb_mapped_file *m, bool to_f32, qb_weights *w)
+static qb_status load_mapped(const qb_mapped_file *m, bool to_f32, qb_weights *w, qb_meta *meta)
 {
     const char *path = m->path;
     if (m->size < 8)
@@ -254,7 +282,7 @@ static qb_status load_mapped(const qb_mapped_file *m, bool to_f32, qb_weights *w
     for (const cJSON *v = st ? NULL : root->child; v && !st; v = v->next) {
         if (strcmp(v->string, "__metadata__") == 0) {
             st = nmeta++ ? qb_fail(QB_EFORMAT, "%s: \"__metadata__\" appears twice in the header", path)
-                         : check_metadata(path, v);
+                         : read_metadata(path, v, meta);
         } else {
             st = parse_entry(path, v, data_size, &ents[ntens++]);
         }
@@ -267,21 +295,28 @@ static qb_status load_mapped(const qb_mapped_file *m, bool to_f32, qb_weights *w
     return st;
 }
 
-qb_status qb_safetensors_load(const char *path, bool to_f32, qb_weights *out)
+qb_status qb_safetensors_load_meta(const char *path, bool to_f32, qb_weights *out, qb_meta *meta)
 {
     memset(out, 0, sizeof *out);
+    if (meta) memset(meta, 0, sizeof *meta);
     qb_mapped_file m;
     qb_status st = qb_map_file(&m, path);
     if (st) return st;
     qb_weights w = {0};
-    st = load_mapped(&m, to_f32, &w);
+    st = load_mapped(&m, to_f32, &w, meta);
     qb_unmap_file(&m);
     if (st) {
         qb_weights_free(&w);
+        if (meta) qb_meta_free(meta);
         return st;
     }
     *out = w;
     return QB_OK;
+}
+
+qb_status qb_safetensors_load(const char *path, bool to_f32, qb_weights *out)
+{
+    return qb_safetensors_load_meta(path, to_f32, out, NULL);
 }
 
 /* The safetensors dtype of t: qbert's names are the safetensors ones, except that

@@ -14,6 +14,7 @@
  * before dropout, the GELU input and output. Dropout masks are never stored: site s
  * of a step uses Philox stream (plan.stream + s) and the backward recomputes them. */
 #include "qbert/model.h"
+#include "qbert/quant.h"
 
 #include "backend/backend.h"
 
@@ -213,6 +214,27 @@ static uint64_t site_ffn_out(int l) { return 3 + 3 * (uint64_t)l; }
 static uint64_t site_pooled(int L) { return 1 + 3 * (uint64_t)L; }
 uint64_t qb_dropout_sites(const qb_config *c) { return site_pooled(c->num_layers) + 1; }
 
+/* Linear `index` (qb_config_linears order) of the graph, FP32 or quantized; with
+ * gelu the exact GELU follows (fused into the quantized GEMM's epilogue). */
+static void linear(const qb_backend *be, qb_forward_trace *trace, int index, float *y, const float *x,
+                   const qb_linear_params *p, int M, int N, int K, bool gelu)
+{
+    if (trace && trace->linear_input) trace->linear_input(trace->ctx, index, x, M, K);
+    if (p->q) {
+        be->linear_q(y, x, p->q, p->b, M, gelu);
+        return;
+    }
+    be->linear(y, x, p->w, p->b, M, N, K);
+    if (gelu) be->gelu(y, y, (size_t)M * N);
+}
+
+qb_status qb_model_prepare(qb_model *m, const qb_backend *be)
+{
+    qb_status st = QB_OK;
+    for (int i = 0; i < m->n_qlinear && !st; i++) st = be->qlinear_prepare(&m->qlinear[i]);
+    return st;
+}
+
 /* The forward pass over a batch already uploaded to a; drop NULL = no dropout. */
 static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan *drop,
                     qb_forward_trace *trace)
@@ -234,18 +256,23 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         const qb_layer_params *P = &m->layers[l];
         layer_acts *la = &a->layer[l];
         const float *x = a->x[l];
-        be->linear(la->q, x, P->q.w, P->q.b, M, C, C);
-        be->linear(la->k, x, P->k.w, P->k.b, M, C, C);
-        be->linear(la->v, x, P->v.w, P->v.b, M, C, C);
+        const int li = 6 * l;  /* this layer's first Linear */
+        linear(be, trace, li + 0, la->q, x, &P->q, M, C, C, false);
+        linear(be, trace, li + 1, la->k, x, &P->k, M, C, C, false);
+        linear(be, trace, li + 2, la->v, x, &P->v, M, C, C, false);
         d = site(drop, true, site_attn(l));
         be->attention(la->ctx, la->probs, la->q, la->k, la->v, a->mask, &d, B, T, H, D);
-        be->linear(la->t1, la->ctx, P->attn_out.w, P->attn_out.b, M, C, C);
+        linear(be, trace, li + 3, la->t1, la->ctx, &P->attn_out, M, C, C, false);
         d = site(drop, false, site_attn_out(l));
         be->dropout(la->t1, MC, &d);
         be->layernorm(la->h1, la->t1, la->st1, la->t1, x, P->ln_attn.g, P->ln_attn.b, M, C, eps);
-        be->linear(la->a, la->h1, P->inter.w, P->inter.b, M, I, C);
-        be->gelu(la->g, la->a, (size_t)M * I);
-        be->linear(la->t2, la->g, P->out.w, P->out.b, M, C, I);
+        if (la->a == la->g) {  /* inference: GELU in place, fused where the GEMM can */
+            linear(be, trace, li + 4, la->g, la->h1, &P->inter, M, I, C, true);
+        } else {               /* training keeps the GELU input for the backward */
+            linear(be, trace, li + 4, la->a, la->h1, &P->inter, M, I, C, false);
+            be->gelu(la->g, la->a, (size_t)M * I);
+        }
+        linear(be, trace, li + 5, la->t2, la->g, &P->out, M, C, I, false);
         d = site(drop, false, site_ffn_out(l));
         be->dropout(la->t2, MC, &d);
         be->layernorm(a->x[l + 1], la->t2, la->st2, la->t2, la->h1, P->ln_out.g, P->ln_out.b, M, C, eps);
@@ -254,7 +281,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
 
     /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row. */
     for (int b = 0; b < B; b++) be->copy(a->cls + (size_t)b * C, a->x[L] + (size_t)b * T * C, (size_t)C * 4);
-    be->linear(a->pooled, a->cls, m->pooler.w, m->pooler.b, B, C, C);
+    linear(be, trace, 6 * L, a->pooled, a->cls, &m->pooler, B, C, C, false);
     be->tanh(a->pooled, (size_t)B * C);
     if (trace && trace->pooled) be->to_host(trace->pooled, a->pooled, (size_t)B * C * 4);
     if (a->pooled_d != a->pooled) {
@@ -262,7 +289,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         d = site(drop, false, site_pooled(L));
         be->dropout(a->pooled_d, (size_t)B * C, &d);
     }
-    be->linear(a->logits, a->pooled_d, m->classifier.w, m->classifier.b, B, K, C);
+    linear(be, trace, 6 * L + 1, a->logits, a->pooled_d, &m->classifier, B, K, C, false);
 }
 
 /* The backward pass from a->dlogits; parameter gradients are ADDED to g. */
@@ -349,6 +376,9 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     const qb_config *c = &m->cfg;
     const int B = batch->B, T = batch->T, K = c->num_labels;
     if (!a->train) return qb_fail(QB_EINVAL, "forward_backward needs training activations");
+    if (m->n_qlinear)
+        return qb_fail(QB_EINVAL, "a quantized (%s) model cannot be trained: train the FP32 model (with [qat] "
+                       "for quantization-aware training), then quantize it", m->scheme);
     qb_status st = check_inputs(c, batch->ids, batch->types, batch->mask, batch->labels, B, T);
     if (st || (st = activations_fit(a, c, B, T)) ||
         (st = upload(a, batch->ids, batch->types, batch->mask, batch->labels, B, T)))

@@ -8,6 +8,7 @@
  * "LayerNorm.gamma/beta" spelling (transformers renames them the same way). */
 #include "qbert/io.h"
 #include "qbert/model.h"
+#include "qbert/quant.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ typedef struct {
     int64_t shape[2];
     init_kind init;
     float **dst;
+    const qb_qlinear **qdst;  /* a Linear weight: where a quantized one is bound; else NULL */
     int group;  /* 0 = encoder (required), 1 = pooler, 2 = classifier (may be initialised) */
 } param_spec;
 
@@ -37,6 +39,7 @@ static void spec(param_spec *s, int *n, const char *name, int ndim, int64_t d0, 
     p->shape[1] = d1;
     p->init = init;
     p->dst = dst;
+    p->qdst = NULL;
     p->group = group;
 }
 
@@ -46,6 +49,7 @@ static void spec_linear(param_spec *s, int *n, const char *prefix, int64_t out, 
     char name[96];
     snprintf(name, sizeof name, "%s.weight", prefix);
     spec(s, n, name, 2, out, in, P_NORMAL, &p->w, group);
+    s[*n - 1].qdst = &p->q;
     snprintf(name, sizeof name, "%s.bias", prefix);
     spec(s, n, name, 1, out, 0, P_ZERO, &p->b, group);
 }
@@ -57,6 +61,38 @@ static void spec_ln(param_spec *s, int *n, const char *prefix, int64_t c, qb_ln_
     spec(s, n, name, 1, c, 0, P_ONE, &p->g, 0);
     snprintf(name, sizeof name, "%s.bias", prefix);
     spec(s, n, name, 1, c, 0, P_ZERO, &p->b, 0);
+}
+
+/* The six Linears of an encoder layer, in graph order. */
+static const char *const layer_linear[6] = {
+    "attention.self.query", "attention.self.key", "attention.self.value",
+    "attention.output.dense", "intermediate.dense", "output.dense",
+};
+
+int qb_config_linears(const qb_config *c, qb_linear_info *out)
+{
+    const int C = c->hidden_size, I = c->intermediate_size, L = c->num_layers;
+    for (int i = 0; out && i < 6 * L; i++) {
+        const int j = i % 6;
+        snprintf(out[i].name, sizeof out[i].name, "bert.encoder.layer.%d.%s", i / 6, layer_linear[j]);
+        out[i].N = j == 4 ? I : C;
+        out[i].K = j == 5 ? I : C;
+    }
+    if (out) {
+        out[6 * L] = (qb_linear_info){"bert.pooler.dense", C, C};
+        out[6 * L + 1] = (qb_linear_info){"classifier", c->num_labels, C};
+    }
+    return 6 * L + 2;
+}
+
+const qb_linear_params *qb_model_linear(const qb_model *m, int index)
+{
+    const int L = m->cfg.num_layers;
+    if (index == 6 * L) return &m->pooler;
+    if (index == 6 * L + 1) return &m->classifier;
+    const qb_layer_params *p = &m->layers[index / 6];
+    const qb_linear_params *by[6] = {&p->q, &p->k, &p->v, &p->attn_out, &p->inter, &p->out};
+    return by[index % 6];
 }
 
 /* Fills specs (16 per layer + 9) for m->cfg; returns the count. */
@@ -72,19 +108,28 @@ static int model_specs(qb_model *m, param_spec *s)
         qb_layer_params *L = &m->layers[l];
         char p[96];
 #define LAYER(suffix) (snprintf(p, sizeof p, "bert.encoder.layer.%d.%s", l, suffix), p)
-        spec_linear(s, &n, LAYER("attention.self.query"), C, C, &L->q, 0);
-        spec_linear(s, &n, LAYER("attention.self.key"), C, C, &L->k, 0);
-        spec_linear(s, &n, LAYER("attention.self.value"), C, C, &L->v, 0);
-        spec_linear(s, &n, LAYER("attention.output.dense"), C, C, &L->attn_out, 0);
+        spec_linear(s, &n, LAYER(layer_linear[0]), C, C, &L->q, 0);
+        spec_linear(s, &n, LAYER(layer_linear[1]), C, C, &L->k, 0);
+        spec_linear(s, &n, LAYER(layer_linear[2]), C, C, &L->v, 0);
+        spec_linear(s, &n, LAYER(layer_linear[3]), C, C, &L->attn_out, 0);
         spec_ln(s, &n, LAYER("attention.output.LayerNorm"), C, &L->ln_attn);
-        spec_linear(s, &n, LAYER("intermediate.dense"), I, C, &L->inter, 0);
-        spec_linear(s, &n, LAYER("output.dense"), C, I, &L->out, 0);
+        spec_linear(s, &n, LAYER(layer_linear[4]), I, C, &L->inter, 0);
+        spec_linear(s, &n, LAYER(layer_linear[5]), C, I, &L->out, 0);
         spec_ln(s, &n, LAYER("output.LayerNorm"), C, &L->ln_out);
 #undef LAYER
     }
     spec_linear(s, &n, "bert.pooler.dense", C, C, &m->pooler, 1);
     spec_linear(s, &n, "classifier", c->num_labels, C, &m->classifier, 2);
     return n;
+}
+
+/* The quantized Linear whose weight is `weight_name` ("X.weight" for X in ql), or -1. */
+static int find_qlinear(const qb_qlinears *ql, const char *weight_name)
+{
+    const size_t len = strlen(weight_name) - strlen(".weight");
+    for (int i = 0; ql && i < ql->count; i++)
+        if (strlen(ql->names[i]) == len && strncmp(ql->names[i], weight_name, len) == 0) return i;
+    return -1;
 }
 
 /* Finds a spec's tensor in a checkpoint under any accepted spelling. */
@@ -125,12 +170,18 @@ static qb_status alloc_layers(qb_model *m)
     return m->layers ? QB_OK : qb_fail(QB_ENOMEM, "cannot allocate %d layers", m->cfg.num_layers);
 }
 
-qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
-                                const char *source, qb_model *m)
+/* qb_model_from_weights, with the quantized Linears of ql (may be NULL) moved into m
+ * and bound where their weights would be. */
+static qb_status bind(const qb_config *cfg, qb_weights *w, qb_qlinears *ql, uint64_t seed,
+                      const char *source, qb_model *m)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     qb_status st = alloc_layers(m);
+    if (ql && ql->count) {
+        m->qlinear = ql->q, m->n_qlinear = ql->count;
+        ql->q = NULL;
+    }
     param_spec *specs = st ? NULL : calloc((size_t)spec_count(cfg), sizeof *specs);
     char *used = calloc((size_t)w->count + 1, 1);
     if (!st && (!specs || !used)) st = qb_fail(QB_ENOMEM, "cannot allocate the parameter table");
@@ -140,8 +191,13 @@ qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t se
     const char *initialised[2] = {NULL, NULL};
     for (int s = 0; s < n && !st; s++) {
         param_spec *p = &specs[s];
-        int i = find_param(w, p->name);
+        int i = find_param(w, p->name), qi = i < 0 && p->qdst ? find_qlinear(ql, p->name) : -1;
         qb_tensor t;
+        if (qi >= 0) {
+            *p->qdst = &m->qlinear[qi];
+            *p->dst = NULL;
+            continue;
+        }
         if (i < 0) {
             if (p->group == 0) {
                 st = qb_fail(QB_ENOTFOUND, "%s: missing tensor %s", source, p->name);
@@ -197,11 +253,18 @@ qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t se
     free(specs);
     free(used);
     qb_weights_free(w);
+    if (ql) qb_qlinears_free(ql);
     if (st) {
         m->cfg = (qb_config){0};  /* the caller still owns cfg's strings on failure */
         qb_model_free(m);
     }
     return st;
+}
+
+qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
+                                const char *source, qb_model *m)
+{
+    return bind(cfg, w, NULL, seed, source, m);
 }
 
 /* Replaces the config's labels by `names` (n of them). */
@@ -222,15 +285,27 @@ qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m)
 qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n_labels, uint64_t seed,
                                qb_model *m)
 {
-    char path[4096];
+    char path[4096], scheme[32] = "";
     qb_config cfg;
     qb_weights w = {0};
+    qb_qlinears ql = {0};
     qb_status st = qb_path_join(path, sizeof path, dir, "config.json");
     if (st || (st = qb_config_load(path, &cfg))) return st;
     if (labels && (st = set_labels(&cfg, labels, n_labels))) goto fail;
     if ((st = qb_path_join(path, sizeof path, dir, "model.safetensors"))) goto fail;
     if (qb_file_exists(path)) {
-        st = qb_safetensors_load(path, true, &w);
+        /* Kept as stored: a quantized file's F16 / BF16 tensors are checked against its
+         * scheme before they are widened. */
+        qb_meta meta;
+        if ((st = qb_safetensors_load_meta(path, false, &w, &meta))) goto fail;
+        if (qb_meta_get(&meta, "qbert.format")) {
+            st = qb_quant_unpack(&cfg, &meta, path, &w, &ql);
+            snprintf(scheme, sizeof scheme, "%s", st ? "" : qb_meta_get(&meta, "qbert.scheme"));
+        }
+        qb_meta_free(&meta);
+        for (int i = 0; i < w.count && !st; i++)
+            if (w.tensors[i].dtype == QB_F16 || w.tensors[i].dtype == QB_BF16)
+                st = qb_tensor_to_f32(&w.tensors[i]);
     } else {
         if ((st = qb_path_join(path, sizeof path, dir, "pytorch_model.bin"))) goto fail;
         if (!qb_file_exists(path)) {
@@ -240,11 +315,12 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
         st = qb_torchbin_load(path, &w);
     }
     if (st) goto fail;
-    st = qb_model_from_weights(&cfg, &w, seed, path, m);
-    if (st) goto fail;
+    if ((st = bind(&cfg, &w, &ql, seed, path, m))) goto fail;
+    snprintf(m->scheme, sizeof m->scheme, "%s", scheme);
     return QB_OK;
 fail:
     qb_weights_free(&w);
+    qb_qlinears_free(&ql);
     qb_config_free(&cfg);
     return st;
 }
@@ -299,6 +375,9 @@ qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m)
 qb_status qb_model_save(const qb_model *m, const char *dir)
 {
     char path[4096];
+    if (m->n_qlinear)
+        return qb_fail(QB_EINVAL, "%s: a quantized (%s) model is written by qbert quantize, not saved as FP32",
+                       dir, m->scheme);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return qb_fail(QB_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
     char *json = qb_config_to_json(&m->cfg);
@@ -317,6 +396,8 @@ qb_status qb_model_save(const qb_model *m, const char *dir)
 void qb_model_free(qb_model *m)
 {
     qb_weights_free(&m->weights);
+    for (int i = 0; i < m->n_qlinear; i++) qb_qlinear_free(&m->qlinear[i]);
+    free(m->qlinear);
     free(m->layers);
     qb_config_free(&m->cfg);
     memset(m, 0, sizeof *m);
@@ -326,5 +407,6 @@ size_t qb_model_param_count(const qb_model *m)
 {
     size_t n = 0;
     for (int i = 0; i < m->weights.count; i++) n += (size_t)qb_tensor_numel(&m->weights.tensors[i]);
+    for (int i = 0; i < m->n_qlinear; i++) n += (size_t)m->qlinear[i].N * m->qlinear[i].K;
     return n;
 }

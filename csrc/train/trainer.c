@@ -189,6 +189,9 @@ static qb_status build_model(run *r, const qb_dataset *train)
     const qb_train_config *c = r->c;
     if (c->preset[0]) return build_preset(r, train);
     qb_status st = qb_model_load_labels(c->model_path, c->n_labels ? r->labels : NULL, c->n_labels, r->seed, &r->model);
+    if (!st && r->model.n_qlinear)
+        st = qb_fail(QB_EINVAL, "%s: a quantized (%s) model cannot be trained: start from the FP32 model (with "
+                     "[qat] for quantization-aware training) and quantize the result", c->model_path, r->model.scheme);
     if (!st) st = qb_tokenizer_load(c->model_path, &r->tok);
     if (!st && !c->n_labels)
         for (int i = 0; i < r->model.cfg.num_labels; i++) r->labels[i] = r->model.cfg.id2label[i];

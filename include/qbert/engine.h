@@ -1,5 +1,6 @@
-/* qb_engine: an inference session over one model directory on one backend
- * (CPU FP32 for now): tokenizer + model + batching. Texts are sorted by token
+/* qb_engine: an inference session over one model directory on one backend (the
+ * CPU for now; FP32 or a quantized file from qbert quantize): tokenizer + model +
+ * batching. Texts are sorted by token
  * length and batched with padding to the longest in each batch, so a batch of
  * short texts does not pay for the longest one. */
 #ifndef QBERT_ENGINE_H

@@ -9,19 +9,31 @@
 
 #include "qbert/tensor.h"
 
-/* Loads every tensor of a .safetensors file, in header order, into *out (overwritten:
- * pass an empty list; free it with qb_weights_free; left empty on failure).
- * F16/BF16 tensors are converted to F32 when to_f32 is true; F64 always is (qbert has
- * no f64 tensors); other dtypes (I8, U8, I32, I64) are kept as they are. "__metadata__"
- * is validated (an object of strings) and not returned. */
-qb_status qb_safetensors_load(const char *path, bool to_f32, qb_weights *out);
-
 /* Key/value strings stored under "__metadata__". */
 typedef struct {
     int count;
     const char *const *keys;
     const char *const *values;
 } qb_metadata;
+
+/* Metadata read from a file: owned copies (qb_meta_free). */
+typedef struct {
+    int count;
+    char **keys, **values;
+} qb_meta;
+/* The value of `key`, or NULL. */
+const char *qb_meta_get(const qb_meta *m, const char *key);
+void qb_meta_free(qb_meta *m);
+
+/* Loads every tensor of a .safetensors file, in header order, into *out (overwritten:
+ * pass an empty list; free it with qb_weights_free; left empty on failure).
+ * F16/BF16 tensors are converted to F32 when to_f32 is true; F64 always is (qbert has
+ * no f64 tensors); other dtypes (I8, U8, I32, I64) are kept as they are. "__metadata__"
+ * is validated (an object of strings) and, when meta is not NULL, returned there
+ * (count 0 when the file has none). */
+qb_status qb_safetensors_load_meta(const char *path, bool to_f32, qb_weights *out, qb_meta *meta);
+/* The same without the metadata. */
+qb_status qb_safetensors_load(const char *path, bool to_f32, qb_weights *out);
 
 /* Writes all tensors (CPU; any dtype but QB_I4, which is stored packed as U8) with
  * optional metadata (meta may be NULL); the header lists them in list order. The header

@@ -8,6 +8,8 @@
 
 #define QB_MAX_LABELS 64
 
+struct qb_backend;
+
 typedef struct {
     int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
     int max_position, type_vocab_size, num_labels, pad_token_id;
@@ -29,7 +31,13 @@ void qb_config_free(qb_config *cfg);
 /* Label id of a name, or -1. */
 int qb_config_label_id(const qb_config *cfg, const char *name);
 
-typedef struct { float *w, *b; } qb_linear_params;  /* w (out, in) as nn.Linear, b (out) */
+struct qb_qlinear;
+/* w (out, in) as nn.Linear, b (out). A quantized Linear (a low-bit model file) has
+ * w NULL and its weights in q (include/qbert/quant.h). */
+typedef struct {
+    float *w, *b;
+    const struct qb_qlinear *q;
+} qb_linear_params;
 typedef struct { float *g, *b; } qb_ln_params;      /* (C) */
 
 typedef struct {
@@ -50,7 +58,22 @@ typedef struct {
     qb_linear_params pooler;      /* (C, C) */
     qb_linear_params classifier;  /* (num_labels, C) */
     qb_weights weights;  /* owns every tensor above, under its HF name */
+    struct qb_qlinear *qlinear;  /* (n_qlinear) the quantized Linears, owned */
+    int n_qlinear;
+    char scheme[32];     /* quantization scheme of a low-bit file; "" for FP32 */
 } qb_model;
+
+/* The Linear layers in graph order: per layer query, key, value, attention output,
+ * intermediate, output; then the pooler and the classifier (6 L + 2 in all).
+ * name is the HF prefix ("bert.encoder.layer.0.attention.self.query"); weight (N, K). */
+typedef struct {
+    char name[96];
+    int N, K;
+} qb_linear_info;
+/* Fills out (when not NULL) and returns the count. */
+int qb_config_linears(const qb_config *c, qb_linear_info *out);
+/* The parameters of Linear `index` of that order. */
+const qb_linear_params *qb_model_linear(const qb_model *m, int index);
 
 /* Loads config.json + model.safetensors (or pytorch_model.bin) from a directory.
  * Tensors the classifier does not use are listed once at info level; a missing
@@ -65,24 +88,30 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
 /* Takes ownership of cfg and the tensors of w (moved into m). */
 qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
                                 const char *source, qb_model *m);
+/* Lays out the quantized Linears' weights for the backend (CPU: packed INT8 / INT4
+ * tiles) once; without it they run on the scalar reference path. */
+qb_status qb_model_prepare(qb_model *m, const struct qb_backend *be);
 /* A zero-filled model with m's config and shapes (gradients, optimizer moments):
  * same tensor names, same pointer layout. Its config borrows nothing (no labels). */
 qb_status qb_model_zeros_like(const qb_model *m, qb_model *out);
 /* Random init as transformers does: normal(0, initializer_range) for linear and
  * embedding weights, zero biases, LayerNorm weight 1 bias 0, zero padding row. */
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m);
-/* Writes config.json + model.safetensors into dir (created if needed), atomically. */
+/* Writes config.json + model.safetensors into dir (created if needed), atomically.
+ * FP32 models only (a quantized model is written by qb_quant_save). */
 qb_status qb_model_save(const qb_model *m, const char *dir);
 void qb_model_free(qb_model *m);
 size_t qb_model_param_count(const qb_model *m);
 
-struct qb_backend;
-
 /* Optional outputs of a forward pass, for tests and analysis (CPU pointers, NULL = skip):
- * hidden[l] (B, T, C) for l = 0 (embeddings) .. L, pooled (B, C). */
+ * hidden[l] (B, T, C) for l = 0 (embeddings) .. L, pooled (B, C). linear_input, when
+ * set, sees the input x (M, K) of every Linear (index in qb_config_linears order)
+ * before it runs, in backend memory (host memory on the CPU backend): calibration. */
 typedef struct {
     float **hidden;
     float *pooled;
+    void (*linear_input)(void *ctx, int index, const float *x, int M, int K);
+    void *ctx;
 } qb_forward_trace;
 
 /* logits (B, num_labels) for a padded batch: ids / types / mask (B, T). */

@@ -4,7 +4,9 @@
 #ifndef QBERT_QUANT_H
 #define QBERT_QUANT_H
 
-#include "qbert/core.h"
+#include "qbert/io.h"
+#include "qbert/model.h"
+#include "qbert/tokenizer.h"
 
 /* QB_OK when `group` can group rows of length K for INT4 (even, dividing K); else
  * QB_EINVAL naming both. */
@@ -19,5 +21,120 @@ qb_status qb_quantize_groups_s4(int8_t *q, float *scales, const float *w, int N,
 void qb_int4_pack(uint8_t *dst, const int8_t *q, size_t n);
 /* The inverse: n sign-extended values from (n + 1) / 2 bytes. */
 void qb_int4_unpack(int8_t *q, const uint8_t *src, size_t n);
+
+/* ---- Schemes ---- */
+
+typedef enum { QB_Q_F32, QB_Q_F16, QB_Q_BF16, QB_Q_INT8, QB_Q_INT4 } qb_qprec;
+typedef enum { QB_ACT_DYNAMIC, QB_ACT_STATIC, QB_ACT_F32 } qb_qact;
+
+/* What a scheme does to the Linear layers, the embedding tables and the Linear inputs:
+ *   fp16, bf16       every float tensor stored in half precision (run in FP32)
+ *   int8-dynamic     Linear weights INT8 per output channel, inputs INT8 per token
+ *                    (scale at run time); embedding tables INT8 per row
+ *   int8-static      the same with one input scale per Linear from calibration
+ *   int4             Linear weights INT4 per group of `group` columns (default 64),
+ *                    inputs INT8 per token (W4A8), or FP32 (act = QB_ACT_F32);
+ *                    embedding tables INT4 per group of each row
+ *   int4-tensor      INT4 with one absmax scale per Linear weight (the research
+ *                    notes' per-tensor PTQ); embeddings as int4
+ *   hybrid           per Linear INT4 / INT8 / FP16 (chosen by sensitivity); INT8
+ *                    per-token inputs, embeddings INT8 per row
+ * LayerNorm parameters and biases stay FP32 (fp16/bf16: half). */
+typedef struct {
+    char name[32];
+    qb_qprec linear, embedding;
+    int group;          /* INT4 columns per scale (Linears and embedding rows) */
+    bool tensor_scale;  /* INT4 Linears: one absmax scale per tensor instead */
+    qb_qact act;
+} qb_qscheme;
+
+/* The scheme called `name` (the list above); group 0 takes the default (64). Unknown
+ * names: QB_EINVAL listing the valid ones. */
+qb_status qb_qscheme_get(const char *name, int group, qb_qscheme *out);
+/* "fp32" "fp16" "bf16" "int8" "int4", and back (-1 for an unknown name). */
+const char *qb_qprec_name(qb_qprec p);
+int qb_qprec_parse(const char *name);
+const char *qb_qact_name(qb_qact a);
+
+/* ---- Quantized Linear layers: what a low-bit file's Linear becomes when loaded ---- */
+
+typedef struct qb_qlinear {
+    int bits;               /* 8: one scale per output channel; 4: per group */
+    int N, K, group;        /* weight (N, K); group: columns per scale (K: per channel) */
+    int8_t *wq;             /* (N, K) integers; INT4 unpacked one per byte, in [-8, 7] */
+    float *scales;          /* (N, K / group) */
+    float act_scale;        /* > 0: static per-tensor INT8 input scale; 0: per token */
+    bool act_f32;           /* weight-only: FP32 inputs times the dequantized weights */
+    void *prepared;         /* the backend's layout (CPU: packed tiles); NULL: reference path */
+    void (*release)(struct qb_qlinear *q);  /* frees `prepared` */
+} qb_qlinear;
+
+void qb_qlinear_free(qb_qlinear *q);
+
+/* The quantized Linears of a file being loaded, by name, handed to the model. */
+typedef struct {
+    int count;
+    char **names;           /* "bert.encoder.layer.0.attention.self.query" (no ".weight") */
+    qb_qlinear *q;
+} qb_qlinears;
+
+void qb_qlinears_free(qb_qlinears *l);
+
+/* ---- Calibration: static per-tensor input scales ---- */
+
+typedef enum { QB_CALIB_MINMAX, QB_CALIB_PERCENTILE, QB_CALIB_MSE } qb_calib_method;
+
+typedef struct {
+    qb_calib_method method;
+    double percentile;   /* PERCENTILE: the clip is this percentile of |x| (e.g. 99.99) */
+    int batch_size, max_length;
+} qb_calib_options;
+
+/* "minmax" "percentile" "mse" -> method; -1 for another name. */
+int qb_calib_method_parse(const char *name);
+const char *qb_calib_method_name(qb_calib_method m);
+
+/* Runs the FP32 model m on the CPU over the n texts and sets scales[i] (one per
+ * Linear, qb_config_linears order) = clip_i / 127, where clip_i is chosen from the
+ * |x| of the Linear's inputs (padding positions left out):
+ *   minmax      the largest |x|
+ *   percentile  the given percentile of |x| (a 2048-bin histogram up to the max)
+ *   mse         the clip minimising the expected squared error over that histogram:
+ *               rounding noise s^2 / 12 inside the range, (|x| - clip)^2 beyond it.
+ * An input that is all zero gets scale 1. */
+qb_status qb_calibrate(const qb_model *m, const qb_tokenizer *tok, const char *const *texts, int n,
+                       const qb_calib_options *o, float *scales);
+
+/* ---- Quantized model files (shared/DESIGN.md section 5) ----
+ * One safetensors file. Per Linear X: X.weight is I8 (N, K) with X.weight_scale F32
+ * (N), or U8 (N, K / 2) packed INT4 with X.weight_scale F32 (N, K / group) or (1) per
+ * tensor, or F32 / F16 / BF16 (N, K); X.input_scale F32 (1) with static inputs. The
+ * embedding tables E.weight likewise (INT8: scale per row; INT4: per group of a row).
+ * __metadata__: qbert.format "qbert-quant/1", qbert.scheme, qbert.activations
+ * (dynamic-int8 | static-int8 | fp32), qbert.group_size (of INT4 tensors; int4-tensor
+ * uses it for the embedding tables only), and optionally qbert.calibration and
+ * qbert.layers (per-Linear precision, hybrid). */
+#define QB_QUANT_FORMAT "qbert-quant/1"
+
+/* What to write: the scheme, per-Linear precision (qb_config_linears order; NULL: the
+ * scheme's for all), per-Linear static input scales (NULL unless act is STATIC), and
+ * a note on the calibration (may be NULL). */
+typedef struct {
+    qb_qscheme scheme;
+    const qb_qprec *linear;
+    const float *act_scale;
+    const char *calibration;
+} qb_qplan;
+
+/* Quantizes the FP32 model m by plan into the file `path` (atomic write). */
+qb_status qb_quant_save(const qb_model *m, const qb_qplan *plan, const char *path);
+
+/* Loading: turns the tensors of a quantized file (loaded with to_f32 false) into what
+ * qb_model_from_weights binds: embedding tables and half-precision tensors become F32
+ * in place, quantized Linear weights move (with their scales) into *out. Every
+ * disagreement between the metadata, the config and the tensors is QB_EFORMAT naming
+ * the file and the tensor. */
+qb_status qb_quant_unpack(const qb_config *cfg, const qb_meta *meta, const char *path, qb_weights *w,
+                          qb_qlinears *out);
 
 #endif

@@ -27,6 +27,9 @@ size_t qb_tensor_nbytes(const qb_tensor *t);
 /* Allocates an owned, zeroed CPU tensor. */
 qb_status qb_tensor_alloc(qb_tensor *t, qb_dtype dtype, int ndim, const int64_t *shape);
 void qb_tensor_free(qb_tensor *t);
+/* Widens an F16 or BF16 tensor to F32 in place (exact); F32 is left as it is, any
+ * other dtype is QB_EINVAL. */
+qb_status qb_tensor_to_f32(qb_tensor *t);
 /* "[768, 3072]" into buf. */
 const char *qb_shape_str(const qb_tensor *t, char *buf, size_t cap);
 
@@ -47,6 +50,8 @@ typedef struct {
 qb_status qb_weights_add(qb_weights *w, const char *name, qb_tensor t);
 /* Index of `name`, or -1. */
 int qb_weights_find(const qb_weights *w, const char *name);
+/* Moves tensor i out of the list into *t and removes its entry (later ones move up). */
+void qb_weights_take(qb_weights *w, int i, qb_tensor *t);
 void qb_weights_free(qb_weights *w);
 
 #endif

@@ -1,0 +1,179 @@
+/* qbert quantize: an FP32 model directory in, a low-bit model directory out
+ * (config.json, the tokenizer files, one quantized model.safetensors) that qbert eval
+ * and qbert predict load directly. */
+#include "cli/cli.h"
+
+#include "qbert/quant.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert quantize --model DIR --scheme S --out DIR [options]\n"
+            "  --model DIR            FP32 model directory (config.json, weights, vocab.txt)\n"
+            "  --scheme S             fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor\n"
+            "  --out DIR              output model directory (created; files replaced atomically)\n"
+            "  --group-size N         INT4 columns per scale (default 64)\n"
+            "  --act int8|fp32        INT4 inputs: INT8 per token (W4A8, default) or FP32 (weight-only)\n"
+            "  --calib FILE           int8-static: calibration texts (TSV/CSV; labels optional)\n"
+            "  --calib-samples N      texts taken from the start of FILE (default 256; FILE must have N)\n"
+            "  --calib-method M       minmax | percentile | mse (default percentile)\n"
+            "  --percentile P         of |x| for --calib-method percentile (default 99.99)\n"
+            "  --max-length N --batch N --threads N   calibration batching (defaults 128, 32, all cores)\n"
+            "  --text-column NAME     CSV text column (default text)\n"
+            "example: qbert quantize --model runs/smsa/best --scheme int8-static --calib train.tsv --out runs/smsa/int8\n");
+}
+
+static qb_status copy_file(const char *from_dir, const char *to_dir, const char *name)
+{
+    char src[4096], dst[4096];
+    qb_status st = qb_path_join(src, sizeof src, from_dir, name);
+    if (st || !qb_file_exists(src) || (st = qb_path_join(dst, sizeof dst, to_dir, name))) return st;
+    char *data;
+    size_t len;
+    if ((st = qb_read_file(src, &data, &len))) return st;
+    st = qb_write_file_atomic(dst, data, len);
+    free(data);
+    return st;
+}
+
+/* The first n texts of FILE, for calibration; fewer rows than n is an error. */
+static qb_status calib_texts(const char *path, int n, const qb_config *cfg, const char *text_column,
+                             qb_dataset *d)
+{
+    qb_data_options o;
+    qb_data_default_options(&o);
+    o.allow_unlabelled = true;
+    o.label_names = (const char *const *)cfg->id2label;
+    o.n_labels = cfg->num_labels;
+    if (text_column) o.text_column = text_column;
+    qb_status st = qb_dataset_load(path, &o, d);
+    if (!st && d->count < n) {
+        st = qb_fail(QB_EINVAL, "%s: %d rows, fewer than the %d calibration texts asked for (--calib-samples)",
+                     path, d->count, n);
+        qb_dataset_free(d);
+    }
+    return st;
+}
+
+static double file_mb(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size / 1e6 : 0.0;
+}
+
+int qb_cmd_quantize(int argc, char **argv)
+{
+    const char *model = NULL, *scheme_name = NULL, *out = NULL, *calib = NULL, *act = NULL, *v = NULL;
+    const char *method = "percentile", *text_column = NULL;
+    long group = 0, samples = 256, x;
+    double percentile = 99.99;
+    qb_engine_options eo;
+    qb_engine_default_options(&eo);
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (qb_cli_opt(argc, argv, &i, "--model", &model, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--scheme", &scheme_name, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--out", &out, &bad) || qb_cli_opt(argc, argv, &i, "--calib", &calib, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--act", &act, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--calib-method", &method, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--text-column", &text_column, &bad) ||
+            qb_cli_engine_option("quantize", argc, argv, &i, &eo, &bad))
+            continue;
+        if (qb_cli_opt(argc, argv, &i, "--group-size", &v, &bad)) {
+            if (v && qb_cli_int("quantize", "--group-size", v, 2, 1 << 16, &x)) group = x;
+            else bad = 1;
+        } else if (qb_cli_opt(argc, argv, &i, "--calib-samples", &v, &bad)) {
+            if (v && qb_cli_int("quantize", "--calib-samples", v, 1, 1 << 24, &x)) samples = x;
+            else bad = 1;
+        } else if (qb_cli_opt(argc, argv, &i, "--percentile", &v, &bad)) {
+            char *end;
+            percentile = v ? strtod(v, &end) : 0;
+            if (v && (*end || !(percentile > 0 && percentile <= 100)))
+                bad = qb_cli_fail("quantize", "--percentile must be a number in (0, 100], got \"%s\"", v);
+        } else {
+            bad = qb_cli_fail("quantize", "unknown option \"%s\" (see qbert quantize --help)", argv[i]);
+        }
+    }
+    if (!bad && (!model || !scheme_name || !out))
+        bad = qb_cli_fail("quantize", "--model, --scheme and --out are required (see qbert quantize --help)");
+    qb_qplan plan = {0};
+    if (!bad && qb_qscheme_get(scheme_name, (int)group, &plan.scheme))
+        bad = qb_cli_fail("quantize", "--scheme: %s", qb_error());
+    if (!bad && strcmp(scheme_name, "hybrid") == 0)
+        bad = qb_cli_fail("quantize", "--scheme hybrid is not available yet");
+    if (!bad && act) {
+        if (strcmp(act, "fp32") == 0 && plan.scheme.linear >= QB_Q_INT8) plan.scheme.act = QB_ACT_F32;
+        else if (strcmp(act, "int8") != 0 || plan.scheme.linear < QB_Q_INT8)
+            bad = qb_cli_fail("quantize", "--act must be int8 or fp32, for an integer scheme (got \"%s\" with %s)",
+                              act, scheme_name);
+    }
+    const int calib_method = qb_calib_method_parse(method);
+    if (!bad && calib_method < 0)
+        bad = qb_cli_fail("quantize", "--calib-method must be minmax, percentile or mse, got \"%s\"", method);
+    if (!bad && plan.scheme.act == QB_ACT_STATIC && !calib)
+        bad = qb_cli_fail("quantize", "--scheme %s needs --calib FILE (calibration texts)", scheme_name);
+    if (!bad && calib && plan.scheme.act != QB_ACT_STATIC)
+        bad = qb_cli_fail("quantize", "--calib is only used by int8-static (the scheme is %s)", scheme_name);
+    if (bad) return 2;
+
+    qb_engine *e;
+    if (qb_engine_open(model, &eo, &e)) return qb_cli_fail("quantize", "%s", qb_error());
+    const qb_model *m = qb_engine_model(e);
+    const int n_lin = qb_config_linears(&m->cfg, NULL);
+    float *scales = NULL;
+    char note[512], path[4096];
+    int rc = 1;
+    qb_status st = QB_OK;
+    if (plan.scheme.act == QB_ACT_STATIC) {
+        qb_dataset d;
+        if ((st = calib_texts(calib, (int)samples, &m->cfg, text_column, &d))) goto done;
+        qb_calib_options co = {(qb_calib_method)calib_method, percentile, eo.batch_size, eo.max_length};
+        if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
+        double t0 = qb_now();
+        if (!st) st = qb_calibrate(m, qb_engine_tokenizer(e), (const char *const *)d.texts, (int)samples, &co, scales);
+        qb_dataset_free(&d);
+        if (st) goto done;
+        if (calib_method == QB_CALIB_PERCENTILE)
+            snprintf(note, sizeof note, "percentile %g over the first %ld texts of %s", percentile, samples, calib);
+        else
+            snprintf(note, sizeof note, "%s over the first %ld texts of %s", method, samples, calib);
+        fprintf(stderr, "calibrated %d Linear inputs (%s) in %.1f s\n", n_lin, note, qb_now() - t0);
+        plan.act_scale = scales;
+        plan.calibration = note;
+    }
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
+        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
+        goto done;
+    }
+    static const char *const tokenizer_files[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                                                  "tokenizer.json"};
+    for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files && !st; i++)
+        st = copy_file(model, out, tokenizer_files[i]);
+    char *json = st ? NULL : qb_config_to_json(&m->cfg);
+    if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");
+    if (!st && !(st = qb_path_join(path, sizeof path, out, "config.json")))
+        st = qb_write_file_atomic(path, json, strlen(json));
+    free(json);
+    if (st || (st = qb_path_join(path, sizeof path, out, "model.safetensors")) ||
+        (st = qb_quant_save(m, &plan, path)))
+        goto done;
+    const double fp32 = qb_model_param_count(m) * 4 / 1e6, mb = file_mb(path);
+    printf("wrote %s: %s, %.1f MB = %.1f%% of the %.1f MB of FP32 weights\n", path, plan.scheme.name, mb,
+           100.0 * mb / fp32, fp32);
+    rc = 0;
+done:
+    if (st) qb_cli_fail("quantize", "%s", qb_error());
+    free(scales);
+    qb_engine_close(e);
+    return rc;
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""End-to-end tests of qbert quantize: every scheme written from the golden tiny model is a
+directory that qbert eval and qbert predict load; the file's metadata and dtypes are
+what the scheme says; and the bad-input cases (unknown scheme, missing or short
+calibration file, options that do not fit the scheme, a file whose metadata was edited
+to disagree with its tensors) each exit non-zero with a message naming the problem.
+The numbers (integers, scales, forward pass) are checked in test_quant_model.c.
+Standard library only."""
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+
+from testutil import QBERT, check, expect_error, qbert, summary, write
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = os.path.join(HERE, "golden", "tiny")
+
+
+def header(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def rewrite_metadata(path, **changes):
+    """Rewrites the file's __metadata__ with `changes` (tensors untouched)."""
+    head, body = header(path)
+    head["__metadata__"].update(changes)
+    text = json.dumps(head).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + body)
+
+
+def main():
+    if not QBERT:
+        print("usage: quant_test.py QBERT_BINARY (or QBERT_BIN=...)")
+        return 2
+    tmp = tempfile.mkdtemp(prefix="qbert-quant-")
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp)
+    return summary("quant_test")
+
+
+def run(tmp):
+    with open(os.path.join(HERE, "golden", "tiny_texts.txt"), encoding="utf-8") as f:
+        texts = [t for t in f.read().splitlines() if t.strip()]
+    labels = ["positive", "neutral", "negative"]
+    data = write(os.path.join(tmp, "d.tsv"), "".join("%s\t%s\n" % (t, labels[i % 3]) for i, t in enumerate(texts)))
+    fp32_size = os.path.getsize(os.path.join(TINY, "model.safetensors"))
+
+    # Each scheme: a loadable directory whose tensors have the scheme's dtypes.
+    want_dtype = {"fp16": "F16", "bf16": "BF16", "int8-dynamic": "I8", "int8-static": "I8", "int4": "U8",
+                  "int4-tensor": "U8"}
+    for scheme, dtype in want_dtype.items():
+        out = os.path.join(tmp, scheme)
+        args = ["quantize", "--model", TINY, "--scheme", scheme, "--out", out]
+        if scheme.startswith("int4"):
+            args += ["--group-size", "16"]  # the tiny model's rows are 32 wide
+        if scheme == "int8-static":
+            args += ["--calib", data, "--calib-samples", str(len(texts)), "--calib-method", "mse"]
+        rc, so, err = qbert(*args)
+        if not check(rc == 0, "quantize %s: exit %d: %s" % (scheme, rc, err)):
+            continue
+        check("wrote" in so and scheme in so, "quantize %s prints what it wrote: %r" % (scheme, so))
+        head, _ = header(os.path.join(out, "model.safetensors"))
+        meta = head["__metadata__"]
+        check(meta["qbert.scheme"] == scheme and meta["qbert.format"] == "qbert-quant/1", "%s metadata %r" % (scheme, meta))
+        q = "bert.encoder.layer.0.attention.self.query"
+        check(head[q + ".weight"]["dtype"] == dtype, "%s: query weight is %s" % (scheme, head[q + ".weight"]["dtype"]))
+        check((q + ".input_scale" in head) == (scheme == "int8-static"), "%s: input_scale present iff static" % scheme)
+        if scheme == "int8-static":
+            check("mse" in meta.get("qbert.calibration", ""), "calibration noted: %r" % meta)
+        for f in ("config.json", "vocab.txt"):
+            check(os.path.exists(os.path.join(out, f)), "%s: %s copied" % (scheme, f))
+        size = os.path.getsize(os.path.join(out, "model.safetensors"))
+        check(size < fp32_size, "%s: %d bytes, FP32 %d" % (scheme, size, fp32_size))
+        rc, so, err = qbert("eval", "--model", out, "--data", data)
+        check(rc == 0 and "accuracy" in so, "eval on %s: exit %d %s" % (scheme, rc, err[-300:]))
+        rc, so, err = qbert("predict", "--model", out, stdin="\n".join(texts[:3]).encode())
+        lines = so.strip().splitlines()
+        check(rc == 0 and len(lines) == 3 and all("label" in json.loads(l) for l in lines),
+              "predict on %s: exit %d %r %s" % (scheme, rc, so[:200], err[-300:]))
+
+    # Weight-only INT4 runs with FP32 inputs.
+    out = os.path.join(tmp, "w4")
+    rc, so, err = qbert("quantize", "--model", TINY, "--scheme", "int4", "--group-size", "32", "--act", "fp32",
+                        "--out", out)
+    check(rc == 0 and header(os.path.join(out, "model.safetensors"))[0]["__metadata__"]["qbert.activations"] == "fp32",
+          "int4 --act fp32: exit %d %s" % (rc, err))
+
+    # Bad input.
+    base = ["quantize", "--model", TINY, "--out", os.path.join(tmp, "bad")]
+    expect_error(base + ["--scheme", "int5"], 2, ["unknown quantization scheme \"int5\"", "int8-dynamic"])
+    expect_error(base + ["--scheme", "int8-static"], 2, ["needs --calib"])
+    expect_error(base + ["--scheme", "int8-static", "--calib", data, "--calib-samples", "1000"], 1,
+                 ["d.tsv", "%d rows, fewer than the 1000" % len(texts)])
+    expect_error(base + ["--scheme", "int8-static", "--calib", os.path.join(tmp, "none.tsv")], 1, ["none.tsv"])
+    expect_error(base + ["--scheme", "fp16", "--act", "fp32"], 2, ["--act must be int8 or fp32, for an integer scheme"])
+    expect_error(base + ["--scheme", "int8-dynamic", "--calib", data], 2, ["--calib is only used by int8-static"])
+    expect_error(base + ["--scheme", "int8-static", "--calib", data, "--calib-method", "kl"], 2, ["--calib-method"])
+    expect_error(base + ["--scheme", "int4"], 1, ["group size 64 must be even and divide the row length 32"])
+    expect_error(base + ["--scheme", "int4", "--group-size", "12"], 1, ["group size 12"])
+    expect_error(["quantize", "--model", os.path.join(tmp, "int8-dynamic"), "--scheme", "int4", "--group-size", "16",
+                  "--out", os.path.join(tmp, "again")], 1, ["already quantized (int8-dynamic)"])
+    expect_error(["quantize", "--scheme", "int8-dynamic"], 2, ["--model, --scheme and --out are required"])
+
+    # A file whose metadata disagrees with its tensors: eval names the file and the tensor.
+    edited = shutil.copytree(os.path.join(tmp, "int8-dynamic"), os.path.join(tmp, "edited"))
+    st = os.path.join(edited, "model.safetensors")
+    rewrite_metadata(st, **{"qbert.scheme": "int4"})
+    expect_error(["eval", "--model", edited, "--data", data], 1,
+                 [st, "bert.encoder.layer.0.attention.self.query.weight is stored as int8, the metadata says int4"])
+    rewrite_metadata(st, **{"qbert.scheme": "int8-dynamic", "qbert.activations": "static-int8"})
+    expect_error(["predict", "--model", edited], 1, [st, "static-int8 inputs need"], stdin=b"enak\n")
+    rewrite_metadata(st, **{"qbert.activations": "dynamic-int8", "qbert.scheme": "float7"})
+    expect_error(["eval", "--model", edited, "--data", data], 1, [st, "unknown quantization scheme \"float7\""])
+    # A quantized model cannot be fine-tuned.
+    cfg = write(os.path.join(tmp, "t.ini"), "[model]\npath = %s\n[data]\ntrain = %s\nvalid = %s\n"
+                "labels = positive,neutral,negative\n[train]\nepochs = 1\n"
+                "[output]\ndir = %s\n" % (os.path.join(tmp, "int8-dynamic"), data, data, os.path.join(tmp, "run")))
+    expect_error(["train", cfg], 1, ["quantized (int8-dynamic) model cannot be trained"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,467 @@
+/* Quantized model files: every scheme written from a random FP32 model and loaded
+ * back holds exactly the integers and scales of the one quantizer; the forward pass
+ * of the loaded file against FP32 (weight-only INT4 bit for bit against the FP32
+ * model with fake-quantized weights); calibration against statistics taken from
+ * the forward trace; file sizes against the FP32 file; and files whose metadata and
+ * tensors disagree, each a clear error. */
+#include "check.h"
+
+#include "backend/backend.h"
+#include "cpu/cpu.h"
+#include "qbert/io.h"
+#include "qbert/model.h"
+#include "qbert/quant.h"
+#include "qbert/tokenizer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static char tmpdir[64];
+static uint64_t seed;
+
+static const char *in_tmp(const char *name)
+{
+    static char path[4][256];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(path[k], sizeof path[k], "%s/%s", tmpdir, name);
+    return path[k];
+}
+
+static void tiny_config(qb_config *c, int C, int I, int V)
+{
+    qb_status st = qb_config_preset("bert-tiny", c);
+    if (st) exit(1);
+    c->hidden_size = C, c->intermediate_size = I, c->vocab_size = V, c->max_position = 64;
+}
+
+/* A model directory DIR (config.json) whose weights file the caller writes. */
+static const char *model_dir(const char *name, const qb_config *c)
+{
+    const char *dir = in_tmp(name);
+    mkdir(dir, 0755);
+    char path[300], *json = qb_config_to_json(c);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    qb_status st = qb_write_file_atomic(path, json, strlen(json));
+    free(json);
+    CHECK(st == QB_OK);
+    return dir;
+}
+
+static const char *weights_path(const char *dir)
+{
+    static char path[300];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    return path;
+}
+
+/* Writes m under `scheme` into DIR/model.safetensors and loads it back. */
+static qb_status quantize_load(const qb_model *m, const char *dir, const char *scheme, int group, qb_qact act,
+                               const float *act_scale, qb_model *out)
+{
+    qb_qplan plan = {.act_scale = act_scale};
+    qb_status st = qb_qscheme_get(scheme, group, &plan.scheme);
+    if (!st && act_scale) plan.scheme.act = QB_ACT_STATIC;
+    if (!st && act == QB_ACT_F32) plan.scheme.act = act;
+    if (!st) st = qb_quant_save(m, &plan, weights_path(dir));
+    if (!st) st = qb_model_load(dir, 1, out);
+    return st;
+}
+
+/* Whether a load worked (a failed check otherwise: the caller stops). */
+static bool loaded(qb_status st)
+{
+    CHECKF(st == QB_OK, "%s", qb_error());
+    return st == QB_OK;
+}
+
+static const float *tensor(const qb_model *m, const char *name)
+{
+    const int i = qb_weights_find(&m->weights, name);
+    return i >= 0 ? m->weights.tensors[i].data : NULL;
+}
+
+/* The integers and scales of every Linear and the dequantized embedding tables of
+ * the loaded q against the quantizer run on the FP32 model's tensors. */
+static void check_integers(const qb_model *f, const qb_model *q, int bits, int group, bool per_tensor)
+{
+    const int n_lin = qb_config_linears(&f->cfg, NULL);
+    CHECK(q->n_qlinear == n_lin);
+    int bad = 0;
+    for (int i = 0; i < n_lin && i < q->n_qlinear; i++) {
+        const qb_linear_params *fp = qb_model_linear(f, i), *qp = qb_model_linear(q, i);
+        const qb_qlinear *ql = qp->q;
+        if (!ql || qp->w || ql->bits != bits) {
+            bad++;
+            continue;
+        }
+        const int N = ql->N, K = ql->K, g = bits == 8 || per_tensor ? K : group;
+        int8_t *want = malloc((size_t)N * K);
+        float *sc = malloc((size_t)N * K * sizeof *sc);
+        if (per_tensor) qb_cpu_quantize_groups(want, NULL, sc, fp->w, 1, N * K, N * K, 4);
+        else qb_cpu_quantize_groups(want, NULL, sc, fp->w, N, K, g, bits);
+        bad += ql->group != g || memcmp(want, ql->wq, (size_t)N * K) != 0;
+        for (int j = 0; j < N * (K / g); j++) bad += ql->scales[j] != sc[per_tensor ? 0 : j];
+        for (int n = 0; n < N; n++) bad += qp->b[n] != fp->b[n];
+        free(want), free(sc);
+    }
+    CHECKF(bad == 0, "%d-bit Linears: %d mismatches", bits, bad);
+    /* Embedding tables: per row (INT8) or per group of a row (INT4), dequantized at load. */
+    const float *tabs[3][2] = {{f->word_emb, q->word_emb}, {f->pos_emb, q->pos_emb}, {f->type_emb, q->type_emb}};
+    const int rows[3] = {f->cfg.vocab_size, f->cfg.max_position, f->cfg.type_vocab_size}, C = f->cfg.hidden_size;
+    for (int t = 0; t < 3; t++) {
+        float *y = malloc((size_t)rows[t] * C * sizeof *y), *sc = malloc((size_t)rows[t] * C * sizeof *sc);
+        qb_cpu_quantize_groups(NULL, y, sc, tabs[t][0], rows[t], C, bits == 8 ? C : group, bits);
+        size_t j = 0;
+        while (j < (size_t)rows[t] * C && y[j] == tabs[t][1][j]) j++;
+        CHECKF(j == (size_t)rows[t] * C, "embedding table %d: [%zu] %g != %g", t, j, tabs[t][1][j], y[j]);
+        free(y), free(sc);
+    }
+    CHECK(memcmp(tensor(f, "bert.encoder.layer.1.output.LayerNorm.weight"),
+                 tensor(q, "bert.encoder.layer.1.output.LayerNorm.weight"), (size_t)C * 4) == 0);
+}
+
+/* Relative L2 distance of a (n) from b. */
+static double rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += (a[i] - b[i]) * (double)(a[i] - b[i]), den += (double)b[i] * b[i];
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+enum { B = 3, T = 9 };
+static int32_t ids[B * T], mask[B * T];
+
+/* The last hidden state (B, T, C) of m on the test batch; prepared or not. */
+static float *last_hidden(qb_model *m, bool prepare)
+{
+    const int C = m->cfg.hidden_size, L = m->cfg.num_layers;
+    float **hidden = calloc((size_t)L + 1, sizeof *hidden), logits[B * 3];
+    for (int l = 0; l <= L; l++) hidden[l] = malloc((size_t)B * T * C * sizeof(float));
+    qb_forward_trace tr = {.hidden = hidden};
+    if (prepare) CHECK(qb_model_prepare(m, qb_backend_cpu()) == QB_OK);
+    CHECKF(qb_model_forward(m, qb_backend_cpu(), ids, NULL, mask, B, T, logits, &tr) == QB_OK, "%s", qb_error());
+    float *out = hidden[L];
+    for (int l = 0; l < L; l++) free(hidden[l]);
+    free(hidden);
+    return out;
+}
+
+static void test_schemes(void)
+{
+    qb_config c;
+    tiny_config(&c, 128, 512, 300);
+    qb_model f;
+    CHECK(qb_model_init_random(&c, seed, &f) == QB_OK);
+    /* Pretrained-like scale: random N(0, 0.02) weights make every layer near-linear. */
+    for (int i = 0; i < f.weights.count; i++) {
+        float *d = f.weights.tensors[i].data;
+        for (int64_t j = 0; f.weights.tensors[i].ndim == 2 && j < qb_tensor_numel(&f.weights.tensors[i]); j++)
+            d[j] *= 4.0f;
+    }
+    qb_rng rng;
+    qb_rng_init(&rng, seed + 1);
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(qb_rng_u32(&rng) % (uint32_t)c.vocab_size);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) mask[b * T + t] = t < T - 3 * b;  /* rows of 9, 6 and 3 tokens */
+    const size_t MC = (size_t)B * T * c.hidden_size;
+    float *ref = last_hidden(&f, false);
+    const char *dir = model_dir("schemes", &c);
+    qb_model q;
+
+    /* int8-dynamic: exact integers; the prepared (SIMD) path agrees with the reference
+     * one (the fused GELU's erf differs: tolerance) and both stay near FP32. */
+    if (!loaded(quantize_load(&f, dir, "int8-dynamic", 0, QB_ACT_DYNAMIC, NULL, &q))) return;
+    CHECK(strcmp(q.scheme, "int8-dynamic") == 0);
+    check_integers(&f, &q, 8, 0, false);
+    float *h_ref = last_hidden(&q, false), *h_simd = last_hidden(&q, true);
+    CHECKF(rel_l2(h_simd, h_ref, MC) < 1e-5, "int8 prepared vs reference: %g", rel_l2(h_simd, h_ref, MC));
+    CHECKF(rel_l2(h_ref, ref, MC) < 0.03, "int8-dynamic vs FP32: %g", rel_l2(h_ref, ref, MC));
+    double e8 = rel_l2(h_ref, ref, MC);
+    free(h_ref), free(h_simd);
+    qb_model_free(&q);
+
+    /* int8-static: the scales written are the ones loaded. */
+    const int n_lin = qb_config_linears(&c, NULL);
+    float *act = malloc((size_t)n_lin * sizeof *act);
+    for (int i = 0; i < n_lin; i++) act[i] = 0.05f + 0.001f * i;
+    if (!loaded(quantize_load(&f, dir, "int8-static", 0, QB_ACT_STATIC, act, &q))) return;
+    int bad = 0;
+    for (int i = 0; i < n_lin; i++) bad += qb_model_linear(&q, i)->q->act_scale != act[i];
+    CHECK(bad == 0);
+    check_integers(&f, &q, 8, 0, false);
+    qb_model_free(&q);
+
+    /* int4 per group: exact integers, W4A8 prepared = reference, close to FP32. */
+    if (!loaded(quantize_load(&f, dir, "int4", 32, QB_ACT_DYNAMIC, NULL, &q))) return;
+    check_integers(&f, &q, 4, 32, false);
+    h_ref = last_hidden(&q, false), h_simd = last_hidden(&q, true);
+    CHECKF(rel_l2(h_simd, h_ref, MC) < 1e-5, "int4 prepared vs reference: %g", rel_l2(h_simd, h_ref, MC));
+    double e4 = rel_l2(h_ref, ref, MC);
+    CHECKF(e4 < 0.3 && e4 > e8, "int4 vs FP32: %g (int8 %g)", e4, e8);
+    free(h_ref), free(h_simd);
+    qb_model_free(&q);
+
+    /* int4 per tensor: one scale per Linear weight. */
+    if (!loaded(quantize_load(&f, dir, "int4-tensor", 32, QB_ACT_DYNAMIC, NULL, &q))) return;
+    check_integers(&f, &q, 4, 32, true);
+    qb_model_free(&q);
+
+    /* Weight-only INT4 (FP32 inputs) is the FP32 model with fake-quantized weights and
+     * embedding tables, bit for bit. */
+    if (!loaded(quantize_load(&f, dir, "int4", 32, QB_ACT_F32, NULL, &q))) return;
+    qb_model fq;
+    CHECK(qb_model_zeros_like(&f, &fq) == QB_OK);
+    for (int i = 0; i < f.weights.count; i++) {
+        const qb_tensor *t = &f.weights.tensors[i];
+        memcpy(fq.weights.tensors[i].data, t->data, qb_tensor_nbytes(t));
+    }
+    float *sc = malloc((size_t)c.vocab_size * c.hidden_size * sizeof *sc);
+    for (int i = 0; i < n_lin; i++) {
+        const qb_linear_params *p = qb_model_linear(&fq, i);
+        const qb_qlinear *ql = qb_model_linear(&q, i)->q;
+        qb_cpu_fake_quant_weight(p->w, sc, p->w, ql->N, ql->K, 32, 4);
+    }
+    qb_cpu_fake_quant_weight(fq.word_emb, sc, fq.word_emb, c.vocab_size, c.hidden_size, 32, 4);
+    qb_cpu_fake_quant_weight(fq.pos_emb, sc, fq.pos_emb, c.max_position, c.hidden_size, 32, 4);
+    qb_cpu_fake_quant_weight(fq.type_emb, sc, fq.type_emb, c.type_vocab_size, c.hidden_size, 32, 4);
+    h_ref = last_hidden(&fq, false), h_simd = last_hidden(&q, true);
+    CHECKF(memcmp(h_ref, h_simd, MC * sizeof *h_ref) == 0, "weight-only INT4 vs fake-quant FP32: %g",
+           rel_l2(h_simd, h_ref, MC));
+    free(h_ref), free(h_simd), free(sc);
+    qb_model_free(&fq);
+    qb_model_free(&q);
+
+    /* fp16 / bf16: every tensor rounded once. */
+    static const char *const half[2] = {"fp16", "bf16"};
+    for (int h = 0; h < 2; h++) {
+        if (!loaded(quantize_load(&f, dir, half[h], 0, QB_ACT_F32, NULL, &q))) return;
+        CHECK(q.n_qlinear == 0 && strcmp(q.scheme, half[h]) == 0);
+        bad = 0;
+        for (int i = 0; i < f.weights.count; i++) {
+            const float *a = f.weights.tensors[i].data, *b = tensor(&q, f.weights.names[i]);
+            for (int64_t j = 0; b && j < qb_tensor_numel(&f.weights.tensors[i]); j++)
+                bad += b[j] != (h ? qb_bf16_to_f32(qb_f32_to_bf16(a[j])) : qb_f16_to_f32(qb_f32_to_f16(a[j])));
+            bad += !b;
+        }
+        CHECKF(bad == 0, "%s: %d values differ", half[h], bad);
+        qb_model_free(&q);
+    }
+    free(act);
+    free(ref);
+    qb_model_free(&f);
+}
+
+/* File sizes against the FP32 file of the same model (BERT-like proportions: the
+ * embedding table about a quarter of the weights). */
+static void test_sizes(void)
+{
+    qb_config c;
+    tiny_config(&c, 256, 1024, 2000);
+    qb_model f;
+    CHECK(qb_model_init_random(&c, seed, &f) == QB_OK);
+    const char *fdir = in_tmp("size-fp32");
+    CHECK(qb_model_save(&f, fdir) == QB_OK);
+    struct stat s32, s;
+    stat(weights_path(fdir), &s32);
+    static const char *const schemes[3] = {"int8-dynamic", "int4", "fp16"};
+    static const double limit[3] = {0.26, 0.16, 0.501};
+    for (int i = 0; i < 3; i++) {
+        qb_qplan plan = {0};
+        CHECK(qb_qscheme_get(schemes[i], 0, &plan.scheme) == QB_OK);
+        const char *path = in_tmp("size.safetensors");
+        CHECKF(qb_quant_save(&f, &plan, path) == QB_OK, "%s", qb_error());
+        stat(path, &s);
+        const double r = (double)s.st_size / s32.st_size;
+        printf("%s: %lld bytes = %.2f%% of FP32 (%lld)\n", schemes[i], (long long)s.st_size, 100 * r,
+               (long long)s32.st_size);
+        CHECKF(r <= limit[i], "%s is %.1f%% of FP32 (limit %.0f%%)", schemes[i], 100 * r, 100 * limit[i]);
+    }
+    qb_model_free(&f);
+}
+
+/* A file edited after writing: its load must fail with QB_EFORMAT (or
+ * QB_EUNSUPPORTED) and a message holding `needle`. */
+typedef void (*edit_fn)(qb_weights *w, qb_meta *meta);
+
+static void set_meta(qb_meta *m, const char *key, const char *value)
+{
+    for (int i = 0; i < m->count; i++)
+        if (strcmp(m->keys[i], key) == 0) {
+            free(m->values[i]);
+            m->values[i] = strdup(value);
+            return;
+        }
+    m->keys = realloc(m->keys, (size_t)(m->count + 1) * sizeof *m->keys);
+    m->values = realloc(m->values, (size_t)(m->count + 1) * sizeof *m->values);
+    m->keys[m->count] = strdup(key), m->values[m->count++] = strdup(value);
+}
+
+static void drop_tensor(qb_weights *w, const char *name)
+{
+    qb_tensor t;
+    int i = qb_weights_find(w, name);
+    if (i < 0) return;
+    qb_weights_take(w, i, &t);
+    qb_tensor_free(&t);
+}
+
+#define Q0 "bert.encoder.layer.0.attention.self.query"
+static void e_scheme(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.scheme", "int7"); }
+static void e_format(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.format", "qbert-quant/9"); }
+static void e_act(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.activations", "sometimes"); }
+static void e_says_int4(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.scheme", "int4"); }
+static void e_static(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.activations", "static-int8"); }
+static void e_no_scale(qb_weights *w, qb_meta *m) { drop_tensor(w, Q0 ".weight_scale"); }
+static void e_hybrid(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.scheme", "hybrid"); }
+static void e_layers(qb_weights *w, qb_meta *m) { set_meta(m, "qbert.layers", "int8,int8,int9"); }
+static void e_scale_shape(qb_weights *w, qb_meta *m)
+{
+    w->tensors[qb_weights_find(w, Q0 ".weight_scale")].shape[0] -= 1;  /* data stays bigger: fine to save */
+}
+static void e_scale_nan(qb_weights *w, qb_meta *m)
+{
+    ((float *)w->tensors[qb_weights_find(w, Q0 ".weight_scale")].data)[3] = NAN;
+}
+static void e_input_scale(qb_weights *w, qb_meta *m)
+{
+    qb_tensor t;
+    const int64_t one = 1;
+    qb_tensor_alloc(&t, QB_F32, 1, &one);
+    *(float *)t.data = 0.1f;
+    qb_weights_add(w, Q0 ".input_scale", t);
+}
+static void e_weight_shape(qb_weights *w, qb_meta *m)
+{
+    w->tensors[qb_weights_find(w, Q0 ".weight")].shape[1] /= 2;
+}
+
+static void test_bad_files(void)
+{
+    qb_config c;
+    tiny_config(&c, 64, 128, 50);
+    c.num_layers = 1;
+    qb_model f;
+    CHECK(qb_model_init_random(&c, seed, &f) == QB_OK);
+    const char *dir = model_dir("bad", &c);
+    qb_qplan plan = {0};
+    CHECK(qb_qscheme_get("int8-dynamic", 0, &plan.scheme) == QB_OK);
+    const char *good = in_tmp("good.safetensors");
+    CHECK(qb_quant_save(&f, &plan, good) == QB_OK);
+    static const struct {
+        edit_fn edit;
+        const char *needle;
+    } cases[] = {
+        {e_scheme, "unknown quantization scheme \"int7\""},
+        {e_format, "qbert.format is \"qbert-quant/9\""},
+        {e_act, "qbert.activations \"sometimes\""},
+        {e_says_int4, "is stored as int8, the metadata says int4"},
+        {e_static, "static-int8 inputs need " Q0 ".input_scale"},
+        {e_no_scale, "has no " Q0 ".weight_scale"},
+        {e_hybrid, "a hybrid file needs __metadata__ qbert.layers"},
+        {e_layers, "qbert.layers must list 8 precisions"},
+        {e_scale_shape, Q0 ".weight_scale is F32 [63]; expected F32 [64]"},
+        {e_scale_nan, Q0 ".weight_scale[3] = nan is not a finite scale"},
+        {e_input_scale, Q0 ".input_scale is present but inputs are not static"},
+        {e_weight_shape, "tensor " Q0 ".weight is I8 [64, 32]; the config needs [64, 64]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        qb_weights w;
+        qb_meta meta;
+        CHECK(qb_safetensors_load_meta(good, false, &w, &meta) == QB_OK);
+        cases[i].edit(&w, &meta);
+        qb_metadata md = {meta.count, (const char *const *)meta.keys, (const char *const *)meta.values};
+        CHECKF(qb_safetensors_save(weights_path(dir), &w, &md) == QB_OK, "%s", qb_error());
+        qb_weights_free(&w);
+        qb_meta_free(&meta);
+        qb_model m;
+        qb_status st = qb_model_load(dir, 1, &m);
+        CHECKF((st == QB_EFORMAT || st == QB_EUNSUPPORTED || st == QB_EINVAL) && strstr(qb_error(), cases[i].needle),
+               "case %zu: status %d, message \"%s\" lacks \"%s\"", i, st, qb_error(), cases[i].needle);
+        if (!st) qb_model_free(&m);
+    }
+    /* A quantized model is not trained, saved as FP32, or quantized again. */
+    CHECK(rename(good, weights_path(dir)) == 0);
+    qb_model q;
+    CHECKF(qb_model_load(dir, 1, &q) == QB_OK, "%s", qb_error());
+    CHECK(qb_model_save(&q, in_tmp("resave")) == QB_EINVAL && strstr(qb_error(), "quantized (int8-dynamic)"));
+    CHECK(qb_quant_save(&q, &plan, in_tmp("again.safetensors")) == QB_EINVAL);
+    qb_model_free(&q);
+    /* An INT4 group that does not divide the rows. */
+    CHECK(qb_qscheme_get("int4", 48, &plan.scheme) == QB_OK);
+    CHECK(qb_quant_save(&f, &plan, in_tmp("g48.safetensors")) == QB_EINVAL &&
+          strstr(qb_error(), "group size 48 must be even and divide the row length 64"));
+    CHECK(qb_qscheme_get("int3", 0, &plan.scheme) == QB_EINVAL && strstr(qb_error(), "int8-dynamic"));
+    qb_model_free(&f);
+}
+
+/* Calibration on the golden tiny model: minmax scales against the largest |x| of the
+ * layer-0 input (embedding output, real tokens only) and of the classifier input
+ * (pooled output), both read from the forward trace; the 100th percentile is the
+ * max; percentile and MSE clips lie below it. */
+static void test_calibration(void)
+{
+    qb_model m;
+    qb_tokenizer *tok;
+    if (!loaded(qb_model_load("golden/tiny", 1, &m))) return;
+    if (!loaded(qb_tokenizer_load("golden/tiny", &tok))) return;
+    char *text;
+    size_t len;
+    CHECK(qb_read_file("golden/tiny_texts.txt", &text, &len) == QB_OK);
+    const char *texts[64];
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line && n < 64; line = strtok(NULL, "\n")) texts[n++] = line;
+    const int L = m.cfg.num_layers, C = m.cfg.hidden_size, n_lin = qb_config_linears(&m.cfg, NULL);
+    float *s[4];
+    for (int k = 0; k < 4; k++) s[k] = malloc((size_t)n_lin * sizeof(float));
+    const qb_calib_options opts[4] = {{QB_CALIB_MINMAX, 0, 4, 32}, {QB_CALIB_PERCENTILE, 100.0, 4, 32},
+                                      {QB_CALIB_PERCENTILE, 99.0, 4, 32}, {QB_CALIB_MSE, 0, 4, 32}};
+    for (int k = 0; k < 4; k++) CHECKF(qb_calibrate(&m, tok, texts, n, &opts[k], s[k]) == QB_OK, "%s", qb_error());
+    /* The same texts, one forward over all of them, statistics from the trace. */
+    qb_encoding enc;
+    CHECK(qb_encode_batch(tok, texts, n, 32, false, &enc) == QB_OK);
+    const size_t M = (size_t)enc.batch * enc.seq;
+    float **hidden = calloc((size_t)L + 1, sizeof *hidden), *pooled = malloc((size_t)n * C * sizeof(float));
+    float *logits = malloc((size_t)n * 3 * sizeof(float));
+    for (int l = 0; l <= L; l++) hidden[l] = malloc(M * C * sizeof(float));
+    qb_forward_trace tr = {.hidden = hidden, .pooled = pooled};
+    CHECK(qb_model_forward(&m, qb_backend_cpu(), enc.input_ids, enc.token_type_ids, enc.attention_mask, enc.batch,
+                           enc.seq, logits, &tr) == QB_OK);
+    float a0 = 0, ap = 0;
+    for (size_t r = 0; r < M; r++)
+        for (int c = 0; enc.attention_mask[r] && c < C; c++) a0 = fmaxf(a0, fabsf(hidden[0][r * C + c]));
+    for (size_t i = 0; i < (size_t)n * C; i++) ap = fmaxf(ap, fabsf(pooled[i]));
+    CHECKF(s[0][0] == a0 / 127.0f && s[0][1] == s[0][0] && s[0][2] == s[0][0], "layer 0 input: %g vs %g", s[0][0],
+           a0 / 127.0f);
+    CHECKF(s[0][n_lin - 1] == ap / 127.0f, "classifier input: %g vs %g", s[0][n_lin - 1], ap / 127.0f);
+    int bad = 0;
+    for (int i = 0; i < n_lin; i++)
+        bad += fabsf(s[1][i] - s[0][i]) > 1e-6f * s[0][i] || !(s[2][i] <= s[0][i]) || !(s[3][i] <= s[0][i]) ||
+               !(s[2][i] > 0) || !(s[3][i] > 0);
+    CHECKF(bad == 0, "percentile / MSE clips: %d out of order", bad);
+    for (int l = 0; l <= L; l++) free(hidden[l]);
+    free(hidden), free(pooled), free(logits), free(text);
+    for (int k = 0; k < 4; k++) free(s[k]);
+    qb_encoding_free(&enc);
+    qb_tokenizer_free(tok);
+    qb_model_free(&m);
+}
+
+int main(void)
+{
+    seed = check_seed();
+    qb_log_set_level(QB_LOG_ERROR);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/qbert-qmodel-XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    test_schemes();
+    test_sizes();
+    test_bad_files();
+    test_calibration();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return check_summary("test_quant_model");
+}
