@@ -121,11 +121,61 @@ def run(tmp):
     expect_error(["predict", "--model", edited], 1, [st, "static-int8 inputs need"], stdin=b"enak\n")
     rewrite_metadata(st, **{"qbert.activations": "dynamic-int8", "qbert.scheme": "float7"})
     expect_error(["eval", "--model", edited, "--data", data], 1, [st, "unknown quantization scheme \"float7\""])
+    qat_end_to_end(tmp, data)
+
     # A quantized model cannot be fine-tuned.
     cfg = write(os.path.join(tmp, "t.ini"), "[model]\npath = %s\n[data]\ntrain = %s\nvalid = %s\n"
                 "labels = positive,neutral,negative\n[train]\nepochs = 1\n"
                 "[output]\ndir = %s\n" % (os.path.join(tmp, "int8-dynamic"), data, data, os.path.join(tmp, "run")))
     expect_error(["train", cfg], 1, ["quantized (int8-dynamic) model cannot be trained"])
+
+
+def qat_end_to_end(tmp, data):
+    """QAT on the embedded sample: a run stopped and resumed ends with the same model
+    (weights and observer ranges) as one run straight through; qbert quantize --scheme
+    qat writes it as a static INT8 file that eval loads; bad QAT input."""
+    def cfg(name, extra=""):
+        return write(os.path.join(tmp, name), "[model]\npreset = bert-tiny\n[data]\ntrain = embedded:train.tsv\n"
+                     "valid = embedded:valid.tsv\nlabels = positive, neutral, negative\nmax_length = 32\n"
+                     "[train]\nlearning_rate = 1e-3\nbatch_size = 16\nmax_steps = 6\nlog_every = 1\n"
+                     "[qat]\nenabled = true\n%s" % extra)
+    c8 = cfg("qat8.ini")
+    a, b = os.path.join(tmp, "qat-a"), os.path.join(tmp, "qat-b")
+    rc, so, err = qbert("train", c8, "--set", "output.dir=" + a)
+    if not check(rc == 0 and "qat: INT8 weights per output channel" in err, "QAT train: exit %d %s" % (rc, err[-800:])):
+        return
+    rc, _, err = qbert("train", c8, "--set", "output.dir=" + b, "--stop-after", "3")
+    check(rc == 130, "QAT train --stop-after 3: exit %d %s" % (rc, err[-500:]))
+    rc, _, err = qbert("train", c8, "--set", "output.dir=" + b, "--resume", b)
+    check(rc == 0, "QAT resume: exit %d %s" % (rc, err[-500:]))
+    ha, body_a = header(os.path.join(a, "model", "model.safetensors"))
+    hb, body_b = header(os.path.join(b, "model", "model.safetensors"))
+    check(body_a == body_b and ha["__metadata__"] == hb["__metadata__"],
+          "QAT stopped + resumed = straight through (weights and observer ranges)")
+    check(ha["__metadata__"].get("qbert.qat.weight_bits") == "8" and
+          "bert.pooler.dense.input_range" in ha, "QAT model keeps its settings and ranges: %r" % ha["__metadata__"])
+    out = os.path.join(tmp, "qat-int8")
+    rc, so, err = qbert("quantize", "--model", os.path.join(a, "model"), "--scheme", "qat", "--out", out)
+    if check(rc == 0, "quantize --scheme qat: exit %d %s" % (rc, err)):
+        meta = header(os.path.join(out, "model.safetensors"))[0]["__metadata__"]
+        check(meta["qbert.scheme"] == "qat-int8" and meta["qbert.activations"] == "static-int8", "qat file %r" % meta)
+        rc, so, err = qbert("eval", "--model", out, "--data", data)
+        check(rc == 0 and "accuracy" in so, "eval on the QAT INT8 file: exit %d %s" % (rc, err[-300:]))
+    # INT4 QAT per group: the tiny model's 128-wide rows take groups of 32.
+    c4 = cfg("qat4.ini", "weight_bits = 4\ngroup_size = 32\n")
+    d4 = os.path.join(tmp, "qat4")
+    rc, _, err = qbert("train", c4, "--set", "output.dir=" + d4)
+    check(rc == 0 and "qat: INT4 weights per group of 32" in err, "QAT INT4 train: exit %d %s" % (rc, err[-500:]))
+    rc, so, err = qbert("quantize", "--model", os.path.join(d4, "model"), "--scheme", "qat", "--out", d4 + "-int4")
+    check(rc == 0 and "qat-int4" in so, "quantize --scheme qat (INT4): exit %d %s" % (rc, err))
+    # Bad QAT input.
+    expect_error(["train", cfg("bad_bits.ini", "weight_bits = 6\n")], 1, ["bad_bits.ini:", "weight_bits = \"6\": expected 4 or 8"])
+    expect_error(["train", cfg("bad_group.ini", "weight_bits = 4\ngroup_size = 48\n"), "--set", "output.dir=" +
+                  os.path.join(tmp, "bad-group")], 1, ["[qat]", "group_size 48 must be even and divide the row length 128"])
+    expect_error(["quantize", "--model", TINY, "--scheme", "qat", "--out", os.path.join(tmp, "no-qat")], 1,
+                 ["no QAT state"])
+    expect_error(["quantize", "--model", os.path.join(a, "model"), "--scheme", "qat", "--group-size", "32", "--out",
+                  os.path.join(tmp, "x")], 2, ["--scheme qat takes its settings from the checkpoint"])
 
 
 if __name__ == "__main__":

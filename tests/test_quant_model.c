@@ -450,6 +450,110 @@ static void test_calibration(void)
     qb_model_free(&m);
 }
 
+/* Logits (B, 3) of m on the test batch (inference). */
+static float *logits_of(const qb_model *m)
+{
+    float *logits = malloc(B * 3 * sizeof *logits);
+    CHECKF(qb_model_forward(m, qb_backend_cpu(), ids, NULL, mask, B, T, logits, NULL) == QB_OK, "%s", qb_error());
+    return logits;
+}
+
+/* One forward + backward of m on the test batch (labels 0, 1, 2) into fresh grads. */
+static float train_step(const qb_model *m, qb_model *grads)
+{
+    static const int32_t labels[B] = {0, 1, 2};
+    qb_activations *a;
+    float loss = NAN;
+    CHECK(qb_model_zeros_like(m, grads) == QB_OK);
+    CHECK(qb_activations_new(m, qb_backend_cpu(), true, &a) == QB_OK);
+    qb_batch batch = {ids, NULL, mask, labels, B, T};
+    CHECKF(qb_model_forward_backward(m, a, &batch, NULL, 1.0f / B, grads, &loss, NULL) == QB_OK, "%s", qb_error());
+    qb_activations_free(a);
+    return loss;
+}
+
+/* QAT: observers see the Linear inputs in training only; the straight-through
+ * gradients stay near the FP32 ones; the state survives save / load; and the QAT
+ * model written as a static INT8 / W4A8 file computes what the fake-quantized
+ * model computed (integer GEMMs against FP32 products of the same rounded values). */
+static void test_qat(void)
+{
+    qb_config c;
+    tiny_config(&c, 64, 128, 300);
+    qb_model m, g32, gq;
+    CHECK(qb_model_init_random(&c, seed, &m) == QB_OK);
+    for (int i = 0; i < m.weights.count; i++) {
+        float *d = m.weights.tensors[i].data;
+        for (int64_t j = 0; m.weights.tensors[i].ndim == 2 && j < qb_tensor_numel(&m.weights.tensors[i]); j++)
+            d[j] *= 4.0f;
+    }
+    for (int bits = 8; bits >= 4; bits -= 4) {
+        const qb_qat_settings set = {bits, 8, bits == 4 ? 32 : 0, QB_OBS_EMA, 0.01f, 99.99f, true};
+        const float l32 = train_step(&m, &g32);
+        if (!loaded(qb_qat_new(&m.cfg, &set, &m.qat))) return;
+        const float lq = train_step(&m, &gq);
+        CHECKF(isfinite(lq) && fabsf(lq - l32) < 0.05f * fabsf(l32), "QAT loss %g vs FP32 %g", lq, l32);
+        int unobserved = 0;
+        for (int i = 0; i < 2 * m.qat->n; i++) unobserved += isnan(m.qat->range[i]);
+        CHECK(unobserved == 0);
+        /* Gradients: the same direction as FP32's, not the same numbers. */
+        double dot = 0, n32 = 0, nq = 0, diff = 0;
+        for (int i = 0; i < g32.weights.count; i++) {
+            const float *a = g32.weights.tensors[i].data, *b = gq.weights.tensors[i].data;
+            for (int64_t j = 0; j < qb_tensor_numel(&g32.weights.tensors[i]); j++)
+                dot += (double)a[j] * b[j], n32 += (double)a[j] * a[j], nq += (double)b[j] * b[j],
+                    diff += fabs(a[j] - b[j]);
+        }
+        const double cosine = dot / sqrt(n32 * nq);
+        CHECKF(cosine > 0.9 && diff > 0, "INT%d QAT gradient: cosine %g with FP32's, |diff| %g", bits, cosine, diff);
+        qb_model_free(&g32), qb_model_free(&gq);
+        /* Frozen observers keep their ranges. */
+        float *before = malloc((size_t)m.qat->n * 2 * sizeof *before);
+        memcpy(before, m.qat->range, (size_t)m.qat->n * 2 * sizeof *before);
+        m.qat->observe = false;
+        train_step(&m, &gq);
+        qb_model_free(&gq);
+        CHECK(memcmp(before, m.qat->range, (size_t)m.qat->n * 2 * sizeof *before) == 0);
+        free(before);
+        /* Save / load keeps settings and ranges: the same logits. */
+        const char *dir = in_tmp(bits == 8 ? "qat8" : "qat4");
+        CHECKF(qb_model_save(&m, dir) == QB_OK, "%s", qb_error());
+        qb_model l;
+        if (!loaded(qb_model_load(dir, 1, &l))) return;
+        CHECK(l.qat && memcmp(&l.qat->set, &m.qat->set, sizeof set) == 0 && !l.qat->observe &&
+              memcmp(l.qat->range, m.qat->range, (size_t)m.qat->n * 2 * sizeof(float)) == 0);
+        float *fq = logits_of(&m), *fl = logits_of(&l);
+        CHECK(memcmp(fq, fl, B * 3 * sizeof *fq) == 0);
+        /* Written as trained, loaded, run on the integer kernels: the fake-quant logits. */
+        qb_qplan plan;
+        float *act = malloc((size_t)m.qat->n * sizeof *act);
+        CHECKF(qb_qat_plan(&l, &plan, act) == QB_OK, "%s", qb_error());
+        CHECKF(qb_quant_save(&l, &plan, weights_path(dir)) == QB_OK, "%s", qb_error());
+        qb_model q;
+        if (!loaded(qb_model_load(dir, 1, &q))) return;
+        CHECK(strcmp(q.scheme, bits == 8 ? "qat-int8" : "qat-int4") == 0 && q.n_qlinear == m.qat->n);
+        CHECK(qb_model_prepare(&q, qb_backend_cpu()) == QB_OK);
+        float *fi = logits_of(&q);
+        CHECKF(rel_l2(fi, fq, B * 3) < 1e-4, "INT%d file vs QAT fake-quant logits: %g", bits, rel_l2(fi, fq, B * 3));
+        free(fq), free(fl), free(fi), free(act);
+        qb_model_free(&q), qb_model_free(&l);
+        qb_qat_free(m.qat);
+        m.qat = NULL;
+    }
+    /* Settings without a file layout, and bits QAT does not do. */
+    qb_qat *q;
+    qb_qat_settings bad = {6, 8, 0, QB_OBS_EMA, 0.01f, 99.99f, false};
+    CHECK(qb_qat_new(&m.cfg, &bad, &q) == QB_EINVAL && strstr(qb_error(), "weight_bits must be 4 or 8"));
+    bad.weight_bits = 4, bad.group = 48;
+    CHECK(qb_qat_new(&m.cfg, &bad, &q) == QB_EINVAL && strstr(qb_error(), "group_size 48"));
+    bad.weight_bits = 8, bad.group = 32;
+    qb_qplan plan;
+    float act[32];
+    CHECK(qb_qat_new(&m.cfg, &bad, &m.qat) == QB_OK);
+    CHECK(qb_qat_plan(&m, &plan, act) == QB_EINVAL && strstr(qb_error(), "granularity = channel"));
+    qb_model_free(&m);
+}
+
 int main(void)
 {
     seed = check_seed();
@@ -460,6 +564,7 @@ int main(void)
     test_sizes();
     test_bad_files();
     test_calibration();
+    test_qat();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -40,8 +40,9 @@ static void test_defaults_file(void)
 
 static void test_experiments(void)
 {
-    const char *files[] = {"../experiments/smsa_finetune.ini", "../experiments/minilm_smsa.ini"};
-    for (int i = 0; i < 2; i++) {
+    const char *files[] = {"../experiments/smsa_finetune.ini", "../experiments/minilm_smsa.ini",
+                           "../experiments/smsa_qat_int8.ini", "../experiments/smsa_qat_int4.ini"};
+    for (int i = 0; i < 4; i++) {
         qb_train_config c;
         qb_train_default_config(&c);
         qb_status st = qb_train_config_load(files[i], &c);
@@ -52,6 +53,7 @@ static void test_experiments(void)
         CHECK(c.max_length == 128 && c.metric_for_best == QB_METRIC_F1 && c.n_labels == 3);
         CHECK(strcmp(c.labels[0], "positive") == 0 && strcmp(c.labels[1], "neutral") == 0 &&
               strcmp(c.labels[2], "negative") == 0);
+        CHECK(c.qat_enabled == (i >= 2) && c.qat.weight_bits == (i == 3 ? 4 : 8));
     }
 }
 
@@ -67,6 +69,10 @@ static void test_values(void)
           c.eval_every == 0);
     CHECK(qb_train_config_set(&c, "train.learning_rate=3e-5") == QB_OK && c.optim.lr == 3e-5f);
     CHECK(qb_train_config_set(&c, " output.dir = runs/x ") == QB_OK && strcmp(c.output_dir, "runs/x") == 0);
+    CHECK(parse("[qat]\nenabled = yes\nweight_bits = 4\ngranularity = group\ngroup_size = 32\nobserver = percentile\n"
+                "freeze_observers_after = 100\nembeddings = true\n", &c) == QB_OK);
+    CHECK(c.qat_enabled && c.qat.weight_bits == 4 && c.qat_granularity == 2 && c.qat_group_size == 32 &&
+          c.qat.observer == QB_OBS_PERCENTILE && c.qat_freeze_after == 100 && c.qat.embeddings);
 
     /* to_ini -> parse is the identity. */
     char *ini = qb_train_config_to_ini(&c);
@@ -95,6 +101,10 @@ static void test_errors(void)
     expect_error("[data]\nlabels = a\n", "t.ini:2:", "2 to");
     expect_error("[device]\ntype = tpu\n", "t.ini:2:", "cpu");
     expect_error("[train]\nthis line has no equals sign\n", "t.ini:2:", "syntax error");
+    expect_error("[qat]\nenabled = true\nweight_bits = 6\n", "t.ini:3:", "qat.weight_bits = \"6\": expected 4 or 8");
+    expect_error("[qat]\nact_bits = 4\n", "t.ini:2:", "qat.act_bits = \"4\": expected 8");
+    expect_error("[qat]\nobserver = kl\n", "t.ini:2:", "ema minmax percentile");
+    expect_error("[qat]\ngranularity = tensor\n", "t.ini:2:", "auto channel group");
 
     qb_train_config c;
     qb_train_default_config(&c);

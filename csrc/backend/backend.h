@@ -112,6 +112,10 @@ typedef struct qb_backend {
                                 int bits);
     /* out[0] = min, out[1] = max of x (n): the statistic of the activation observers. */
     void (*minmax)(float out[2], const float *x, size_t n);
+    /* The p-th percentile (0 < p <= 100) of |x| (n), to 1/2048 of the largest |x|:
+     * the upper edge of the histogram bin where the count reaches p% (the percentile
+     * observer's statistic). 0 for an all-zero x. */
+    float (*abs_percentile)(const float *x, size_t n, double p);
     /* Sets bytes of backend memory to zero. */
     void (*zero)(void *p, size_t bytes);
     /* Copies between host and backend memory (plain memcpy on the CPU). */

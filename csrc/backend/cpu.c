@@ -44,6 +44,7 @@ static const qb_backend cpu_backend = {
     .fake_quant = qb_cpu_fake_quant,
     .fake_quant_backward = qb_cpu_fake_quant_backward,
     .minmax = qb_cpu_minmax,
+    .abs_percentile = qb_cpu_abs_percentile,
     .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,

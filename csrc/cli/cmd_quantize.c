@@ -16,7 +16,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: qbert quantize --model DIR --scheme S --out DIR [options]\n"
             "  --model DIR            FP32 model directory (config.json, weights, vocab.txt)\n"
-            "  --scheme S             fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor\n"
+            "  --scheme S             fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | qat\n"
+            "                         (qat: a QAT checkpoint with the input scales it learned)\n"
             "  --out DIR              output model directory (created; files replaced atomically)\n"
             "  --group-size N         INT4 columns per scale (default 64)\n"
             "  --act int8|fp32        INT4 inputs: INT8 per token (W4A8, default) or FP32 (weight-only)\n"
@@ -107,7 +108,11 @@ int qb_cmd_quantize(int argc, char **argv)
     if (!bad && (!model || !scheme_name || !out))
         bad = qb_cli_fail("quantize", "--model, --scheme and --out are required (see qbert quantize --help)");
     qb_qplan plan = {0};
-    if (!bad && qb_qscheme_get(scheme_name, (int)group, &plan.scheme))
+    const bool qat = scheme_name && strcmp(scheme_name, "qat") == 0;
+    if (!bad && qat && (group || act || calib))
+        bad = qb_cli_fail("quantize", "--scheme qat takes its settings from the checkpoint (no --group-size, --act "
+                          "or --calib)");
+    if (!bad && !qat && qb_qscheme_get(scheme_name, (int)group, &plan.scheme))
         bad = qb_cli_fail("quantize", "--scheme: %s", qb_error());
     if (!bad && strcmp(scheme_name, "hybrid") == 0)
         bad = qb_cli_fail("quantize", "--scheme hybrid is not available yet");
@@ -134,7 +139,10 @@ int qb_cmd_quantize(int argc, char **argv)
     char note[512], path[4096];
     int rc = 1;
     qb_status st = QB_OK;
-    if (plan.scheme.act == QB_ACT_STATIC) {
+    if (qat) {
+        if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
+        if (st || (st = qb_qat_plan(m, &plan, scales))) goto done;
+    } else if (plan.scheme.act == QB_ACT_STATIC) {
         qb_dataset d;
         if ((st = calib_texts(calib, (int)samples, &m->cfg, text_column, &d))) goto done;
         qb_calib_options co = {(qb_calib_method)calib_method, percentile, eo.batch_size, eo.max_length};

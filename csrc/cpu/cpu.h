@@ -203,6 +203,7 @@ void qb_cpu_fake_quant(float *y, const float *x, size_t n, float scale, int bits
 void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,
                                 int bits);
 void qb_cpu_minmax(float out[2], const float *x, size_t n);
+float qb_cpu_abs_percentile(const float *x, size_t n, double p);
 /* Quantized Linear (linear_q.c): the INT8 / W4A8 / weight-only paths above behind one
  * op; prepare packs the weights for the SIMD tiles (or dequantizes a weight-only
  * Linear's) once. */

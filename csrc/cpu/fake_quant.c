@@ -96,3 +96,23 @@ void qb_cpu_minmax(float out[2], const float *x, size_t n)
     out[0] = lo;
     out[1] = hi;
 }
+
+float qb_cpu_abs_percentile(const float *x, size_t n, double p)
+{
+    enum { BINS = 2048 };
+    float amax = 0.0f;
+#pragma omp parallel for schedule(static) reduction(max : amax) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) amax = qb_maxf(fabsf(x[i]), amax);
+    if (!(amax > 0.0f) || !isfinite(amax)) return amax > 0.0f ? amax : 0.0f;
+    double hist[BINS] = {0};
+    const float inv = BINS / amax;
+    for (size_t i = 0; i < n; i++) {
+        const float v = fabsf(x[i]) * inv;
+        hist[v < BINS ? (int)v : BINS - 1] += 1.0;  /* the max itself, and NaN, go to the last bin */
+    }
+    const double want = (double)n * p / 100.0;
+    double seen = 0.0;
+    for (int b = 0; b < BINS; b++)
+        if ((seen += hist[b]) >= want) return amax * (float)(b + 1) / BINS;
+    return amax;
+}

@@ -163,6 +163,28 @@ const char *qb_meta_get(const qb_meta *m, const char *key)
     return NULL;
 }
 
+qb_status qb_meta_set(qb_meta *m, const char *key, const char *value)
+{
+    char *v = qb_strdup(value);
+    if (!v) return qb_fail(QB_ENOMEM, "cannot copy metadata");
+    for (int i = 0; i < m->count; i++)
+        if (strcmp(m->keys[i], key) == 0) {
+            free(m->values[i]);
+            m->values[i] = v;
+            return QB_OK;
+        }
+    char **k = realloc(m->keys, (size_t)(m->count + 1) * sizeof *k);
+    if (k) m->keys = k;
+    char **vs = k ? realloc(m->values, (size_t)(m->count + 1) * sizeof *vs) : NULL;
+    if (vs) m->values = vs;
+    if (!vs || !(m->keys[m->count] = qb_strdup(key))) {
+        free(v);
+        return qb_fail(QB_ENOMEM, "cannot copy metadata");
+    }
+    m->values[m->count++] = v;
+    return QB_OK;
+}
+
 void qb_meta_free(qb_meta *m)
 {
     for (int i = 0; m->keys && i < m->count; i++) free(m->keys[i]);

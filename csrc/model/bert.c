@@ -43,6 +43,10 @@ struct qb_activations {
     float *pooled, *pooled_d;/* (B, C) tanh output; after dropout (the classifier input) */
     float *logits, *dlogits, *losses;  /* (B, K), (B, K), (B) */
     int32_t *ids, *types, *mask, *labels;  /* (B, T), labels (B) */
+    /* QAT: the fake-quantized input of each Linear (qb_config_linears order); training
+     * keeps one per Linear for the backward pass, inference shares one scratch. NULL
+     * without QAT. */
+    float **xfq;
     /* training only: gradient scratch */
     float *dx, *dh, *dtmp, *dctx, *dq, *dk, *dv;  /* (M, C) */
     float *da;               /* (M, I) */
@@ -105,6 +109,12 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
     a->losses = carve(cv, (size_t)B * 4);
     a->ids = carve(cv, M * 4), a->types = carve(cv, M * 4), a->mask = carve(cv, M * 4);
     a->labels = carve(cv, (size_t)B * 4);
+    if (!a->xfq) return;
+    float *shared = a->train ? NULL : carve(cv, M * (C > I ? C : I) * 4);
+    for (int i = 0; i < 6 * L + 2; i++) {
+        const size_t bytes = i >= 6 * L ? BC : i % 6 == 5 ? MI : MC;  /* pooler, classifier: (B, C) */
+        a->xfq[i] = shared ? shared : carve(cv, bytes);
+    }
 }
 
 qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train, qb_activations **out)
@@ -114,9 +124,10 @@ qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train
     if (a) {
         a->x = calloc((size_t)L + 1, sizeof *a->x);
         a->layer = calloc((size_t)L, sizeof *a->layer);
+        if (m->qat) a->xfq = calloc((size_t)6 * L + 2, sizeof *a->xfq);
     }
-    if (!a || !a->x || !a->layer) {
-        if (a) free(a->x), free(a->layer);
+    if (!a || !a->x || !a->layer || (m->qat && !a->xfq)) {
+        if (a) free(a->x), free(a->layer), free(a->xfq);
         free(a);
         return qb_fail(QB_ENOMEM, "cannot allocate the activation table");
     }
@@ -132,6 +143,7 @@ void qb_activations_free(qb_activations *a)
     if (a->mem) a->be->free(a->mem);
     free(a->x);
     free(a->layer);
+    free(a->xfq);
     free(a);
 }
 
@@ -215,17 +227,92 @@ static uint64_t site_pooled(int L) { return 1 + 3 * (uint64_t)L; }
 uint64_t qb_dropout_sites(const qb_config *c) { return site_pooled(c->num_layers) + 1; }
 
 /* Linear `index` (qb_config_linears order) of the graph, FP32 or quantized; with
- * gelu the exact GELU follows (fused into the quantized GEMM's epilogue). */
-static void linear(const qb_backend *be, qb_forward_trace *trace, int index, float *y, const float *x,
-                   const qb_linear_params *p, int M, int N, int K, bool gelu)
+ * gelu the exact GELU follows (fused into the quantized GEMM's epilogue). Under QAT
+ * the input is fake-quantized with its observer's scale (the observer first sees
+ * it in training) and the weight is the fake-quantized copy. */
+static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace, int index, float *y,
+                   const float *x, const qb_linear_params *p, int M, int N, int K, bool gelu)
 {
+    const qb_backend *be = a->be;
+    qb_qat *q = m->qat;
     if (trace && trace->linear_input) trace->linear_input(trace->ctx, index, x, M, K);
     if (p->q) {
         be->linear_q(y, x, p->q, p->b, M, gelu);
         return;
     }
-    be->linear(y, x, p->w, p->b, M, N, K);
+    const float *w = p->w;
+    if (q) {
+        const size_t n = (size_t)M * K;
+        if (a->train && q->observe) {
+            float batch[2];
+            if (q->set.observer == QB_OBS_PERCENTILE) {
+                batch[1] = be->abs_percentile(x, n, q->set.percentile);
+                batch[0] = -batch[1];
+            } else {
+                be->minmax(batch, x, n);
+            }
+            qb_qat_observe(q, index, batch);
+        }
+        be->fake_quant(a->xfq[index], x, n, qb_qat_act_scale(q, index), q->set.act_bits);
+        x = a->xfq[index];
+        w = q->wfq[index];
+    }
+    be->linear(y, x, w, p->b, M, N, K);
     if (gelu) be->gelu(y, y, (size_t)M * N);
+}
+
+/* The backward of Linear `index`: dx (NULL: not needed), dW, db from dy and the
+ * forward's input x. Under QAT the product used the fake-quantized input and weight;
+ * the weight gradient passes straight through, the input gradient is clipped where
+ * the input fell outside the representable range. */
+static void linear_backward(const qb_model *m, qb_activations *a, int index, float *dx, qb_linear_params *g,
+                            const float *dy, const float *x, const qb_linear_params *p, int M, int N, int K)
+{
+    const qb_backend *be = a->be;
+    const qb_qat *q = m->qat;
+    be->linear_backward(dx, g->w, g->b, dy, q ? a->xfq[index] : x, q ? q->wfq[index] : p->w, M, N, K);
+    if (q && dx) be->fake_quant_backward(dx, dx, x, (size_t)M * K, qb_qat_act_scale(q, index), q->set.act_bits);
+}
+
+/* QAT: the backend buffers (first use) and the fake-quantized weights and tables
+ * (after the weights changed). */
+static qb_status qat_refresh(const qb_model *m, const qb_backend *be)
+{
+    qb_qat *q = m->qat;
+    if (!q || (!q->stale && q->be == be)) return QB_OK;
+    if (q->be && q->be != be) return qb_fail(QB_EINVAL, "a QAT model runs on one backend (%s)", q->be->name);
+    const qb_config *c = &m->cfg;
+    const int rows[3] = {c->vocab_size, c->max_position, c->type_vocab_size}, C = c->hidden_size, n = q->n;
+    const float *tables[3] = {m->word_emb, m->pos_emb, m->type_emb};
+    qb_linear_info *lin = malloc((size_t)n * sizeof *lin);
+    if (!lin) return qb_fail(QB_ENOMEM, "out of memory");
+    qb_config_linears(c, lin);
+    qb_status st = QB_OK;
+    if (!q->be) {
+        q->be = be;
+        size_t most = (size_t)rows[0] * C;  /* the largest tensor bounds the scales' scratch */
+        if (!(q->wfq = calloc((size_t)n, sizeof *q->wfq))) st = qb_fail(QB_ENOMEM, "out of memory");
+        for (int i = 0; i < n && !st; i++) {
+            const size_t bytes = (size_t)lin[i].N * lin[i].K * 4;
+            if (bytes / 4 > most) most = bytes / 4;
+            if (!(q->wfq[i] = be->alloc(bytes))) st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes of "
+                                                              "fake-quantized %s weights", be->name, bytes, lin[i].name);
+        }
+        for (int t = 0; t < 3 && !st && q->set.embeddings; t++)
+            if (!(q->efq[t] = be->alloc((size_t)rows[t] * C * 4)))
+                st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the fake-quantized embedding tables", be->name);
+        if (!st && !(q->scales = be->alloc(most * 4)))
+            st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the QAT weight scales", be->name);
+    }
+    for (int i = 0; i < n && !st; i++)
+        be->fake_quant_weight(q->wfq[i], q->scales, qb_model_linear(m, i)->w, lin[i].N, lin[i].K,
+                              q->set.group ? q->set.group : lin[i].K, q->set.weight_bits);
+    for (int t = 0; t < 3 && !st && q->set.embeddings; t++)
+        be->fake_quant_weight(q->efq[t], q->scales, tables[t], rows[t], C, q->set.group ? q->set.group : C,
+                              q->set.weight_bits);
+    free(lin);
+    if (!st) q->stale = false;
+    return st;
 }
 
 qb_status qb_model_prepare(qb_model *m, const qb_backend *be)
@@ -246,7 +333,9 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
     const float eps = c->layer_norm_eps;
     const size_t MC = (size_t)M * C;
 
-    be->embedding(a->t0, a->ids, a->types, m->word_emb, m->pos_emb, m->type_emb, B, T, C);
+    const qb_qat *q = m->qat;
+    if (q && q->set.embeddings) be->embedding(a->t0, a->ids, a->types, q->efq[0], q->efq[1], q->efq[2], B, T, C);
+    else be->embedding(a->t0, a->ids, a->types, m->word_emb, m->pos_emb, m->type_emb, B, T, C);
     be->layernorm(a->x[0], NULL, a->st0, a->t0, NULL, m->ln_emb.g, m->ln_emb.b, M, C, eps);
     qb_dropout d = site(drop, false, SITE_EMB);
     be->dropout(a->x[0], MC, &d);
@@ -257,22 +346,22 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         layer_acts *la = &a->layer[l];
         const float *x = a->x[l];
         const int li = 6 * l;  /* this layer's first Linear */
-        linear(be, trace, li + 0, la->q, x, &P->q, M, C, C, false);
-        linear(be, trace, li + 1, la->k, x, &P->k, M, C, C, false);
-        linear(be, trace, li + 2, la->v, x, &P->v, M, C, C, false);
+        linear(m, a, trace, li + 0, la->q, x, &P->q, M, C, C, false);
+        linear(m, a, trace, li + 1, la->k, x, &P->k, M, C, C, false);
+        linear(m, a, trace, li + 2, la->v, x, &P->v, M, C, C, false);
         d = site(drop, true, site_attn(l));
         be->attention(la->ctx, la->probs, la->q, la->k, la->v, a->mask, &d, B, T, H, D);
-        linear(be, trace, li + 3, la->t1, la->ctx, &P->attn_out, M, C, C, false);
+        linear(m, a, trace, li + 3, la->t1, la->ctx, &P->attn_out, M, C, C, false);
         d = site(drop, false, site_attn_out(l));
         be->dropout(la->t1, MC, &d);
         be->layernorm(la->h1, la->t1, la->st1, la->t1, x, P->ln_attn.g, P->ln_attn.b, M, C, eps);
         if (la->a == la->g) {  /* inference: GELU in place, fused where the GEMM can */
-            linear(be, trace, li + 4, la->g, la->h1, &P->inter, M, I, C, true);
+            linear(m, a, trace, li + 4, la->g, la->h1, &P->inter, M, I, C, true);
         } else {               /* training keeps the GELU input for the backward */
-            linear(be, trace, li + 4, la->a, la->h1, &P->inter, M, I, C, false);
+            linear(m, a, trace, li + 4, la->a, la->h1, &P->inter, M, I, C, false);
             be->gelu(la->g, la->a, (size_t)M * I);
         }
-        linear(be, trace, li + 5, la->t2, la->g, &P->out, M, C, I, false);
+        linear(m, a, trace, li + 5, la->t2, la->g, &P->out, M, C, I, false);
         d = site(drop, false, site_ffn_out(l));
         be->dropout(la->t2, MC, &d);
         be->layernorm(a->x[l + 1], la->t2, la->st2, la->t2, la->h1, P->ln_out.g, P->ln_out.b, M, C, eps);
@@ -281,7 +370,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
 
     /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row. */
     for (int b = 0; b < B; b++) be->copy(a->cls + (size_t)b * C, a->x[L] + (size_t)b * T * C, (size_t)C * 4);
-    linear(be, trace, 6 * L, a->pooled, a->cls, &m->pooler, B, C, C, false);
+    linear(m, a, trace, 6 * L, a->pooled, a->cls, &m->pooler, B, C, C, false);
     be->tanh(a->pooled, (size_t)B * C);
     if (trace && trace->pooled) be->to_host(trace->pooled, a->pooled, (size_t)B * C * 4);
     if (a->pooled_d != a->pooled) {
@@ -289,7 +378,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         d = site(drop, false, site_pooled(L));
         be->dropout(a->pooled_d, (size_t)B * C, &d);
     }
-    linear(be, trace, 6 * L + 1, a->logits, a->pooled_d, &m->classifier, B, K, C, false);
+    linear(m, a, trace, 6 * L + 1, a->logits, a->pooled_d, &m->classifier, B, K, C, false);
 }
 
 /* The backward pass from a->dlogits; parameter gradients are ADDED to g. */
@@ -303,18 +392,18 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
 
     /* Head: classifier, pooled dropout, tanh, pooler; the pooler's input gradient goes
      * to the first token of each row of dx, every other row is zero. */
-    be->linear_backward(a->dpool, g->classifier.w, g->classifier.b, a->dlogits, a->pooled_d,
-                        m->classifier.w, B, K, C);
+    linear_backward(m, a, 6 * L + 1, a->dpool, &g->classifier, a->dlogits, a->pooled_d, &m->classifier, B, K, C);
     qb_dropout d = site(drop, false, site_pooled(L));
     be->dropout(a->dpool, BC, &d);
     be->tanh_backward(a->dpool, a->dpool, a->pooled, BC);
-    be->linear_backward(a->dcls, g->pooler.w, g->pooler.b, a->dpool, a->cls, m->pooler.w, B, C, C);
+    linear_backward(m, a, 6 * L, a->dcls, &g->pooler, a->dpool, a->cls, &m->pooler, B, C, C);
     be->zero(a->dx, MC * 4);
     for (int b = 0; b < B; b++) be->copy(a->dx + (size_t)b * T * C, a->dcls + (size_t)b * C, (size_t)C * 4);
 
     /* Layers, last first. dx holds the gradient of the layer's output on entry and of
      * its input on exit. */
     for (int l = L - 1; l >= 0; l--) {
+        const int li = 6 * l;  /* this layer's first Linear */
         const qb_layer_params *P = &m->layers[l];
         qb_layer_params *G = &g->layers[l];
         layer_acts *la = &a->layer[l];
@@ -323,24 +412,24 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
         be->copy(a->dtmp, a->dh, MC * 4);
         d = site(drop, false, site_ffn_out(l));
         be->dropout(a->dtmp, MC, &d);
-        be->linear_backward(a->da, G->out.w, G->out.b, a->dtmp, la->g, P->out.w, M, C, I);
+        linear_backward(m, a, li + 5, a->da, &G->out, a->dtmp, la->g, &P->out, M, C, I);
         be->gelu_backward(a->da, a->da, la->a, (size_t)M * I);
-        be->linear_backward(a->dtmp, G->inter.w, G->inter.b, a->da, la->h1, P->inter.w, M, I, C);
+        linear_backward(m, a, li + 4, a->dtmp, &G->inter, a->da, la->h1, &P->inter, M, I, C);
         be->add(a->dh, a->dtmp, MC);
         /* LayerNorm 1: t1 = dropout(attn_out(ctx)) + x. */
         be->layernorm_backward(a->dx, G->ln_attn.g, G->ln_attn.b, a->dh, la->t1, la->st1, P->ln_attn.g, M, C);
         be->copy(a->dtmp, a->dx, MC * 4);
         d = site(drop, false, site_attn_out(l));
         be->dropout(a->dtmp, MC, &d);
-        be->linear_backward(a->dctx, G->attn_out.w, G->attn_out.b, a->dtmp, la->ctx, P->attn_out.w, M, C, C);
+        linear_backward(m, a, li + 3, a->dctx, &G->attn_out, a->dtmp, la->ctx, &P->attn_out, M, C, C);
         d = site(drop, true, site_attn(l));
         be->attention_backward(a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->probs, &d, B, T, H, D);
         const float *x = a->x[l];
-        be->linear_backward(a->dtmp, G->q.w, G->q.b, a->dq, x, P->q.w, M, C, C);
+        linear_backward(m, a, li + 0, a->dtmp, &G->q, a->dq, x, &P->q, M, C, C);
         be->add(a->dx, a->dtmp, MC);
-        be->linear_backward(a->dtmp, G->k.w, G->k.b, a->dk, x, P->k.w, M, C, C);
+        linear_backward(m, a, li + 1, a->dtmp, &G->k, a->dk, x, &P->k, M, C, C);
         be->add(a->dx, a->dtmp, MC);
-        be->linear_backward(a->dtmp, G->v.w, G->v.b, a->dv, x, P->v.w, M, C, C);
+        linear_backward(m, a, li + 2, a->dtmp, &G->v, a->dv, x, &P->v, M, C, C);
         be->add(a->dx, a->dtmp, MC);
     }
 
@@ -361,7 +450,8 @@ qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_
     if (st) return st;
     qb_activations *a;
     if ((st = qb_activations_new(m, be, false, &a))) return st;
-    if (!(st = activations_fit(a, c, B, T)) && !(st = upload(a, ids, types, mask, NULL, B, T))) {
+    if (!(st = qat_refresh(m, be)) && !(st = activations_fit(a, c, B, T)) &&
+        !(st = upload(a, ids, types, mask, NULL, B, T))) {
         forward(m, a, NULL, trace);
         be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
     }
@@ -380,7 +470,7 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
         return qb_fail(QB_EINVAL, "a quantized (%s) model cannot be trained: train the FP32 model (with [qat] "
                        "for quantization-aware training), then quantize it", m->scheme);
     qb_status st = check_inputs(c, batch->ids, batch->types, batch->mask, batch->labels, B, T);
-    if (st || (st = activations_fit(a, c, B, T)) ||
+    if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, c, B, T)) ||
         (st = upload(a, batch->ids, batch->types, batch->mask, batch->labels, B, T)))
         return st;
     forward(m, a, drop, NULL);

@@ -289,6 +289,7 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
     qb_config cfg;
     qb_weights w = {0};
     qb_qlinears ql = {0};
+    qb_qat *q_state = NULL;
     qb_status st = qb_path_join(path, sizeof path, dir, "config.json");
     if (st || (st = qb_config_load(path, &cfg))) return st;
     if (labels && (st = set_labels(&cfg, labels, n_labels))) goto fail;
@@ -302,6 +303,10 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
             st = qb_quant_unpack(&cfg, &meta, path, &w, &ql);
             snprintf(scheme, sizeof scheme, "%s", st ? "" : qb_meta_get(&meta, "qbert.scheme"));
         }
+        bool qat = false;
+        qb_qat_settings qs;
+        if (!st) st = qb_qat_read_settings(&meta, path, &qs, &qat);
+        if (!st && qat && !(st = qb_qat_new(&cfg, &qs, &q_state))) st = qb_qat_read_ranges(q_state, &cfg, &w, path);
         qb_meta_free(&meta);
         for (int i = 0; i < w.count && !st; i++)
             if (w.tensors[i].dtype == QB_F16 || w.tensors[i].dtype == QB_BF16)
@@ -317,8 +322,10 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
     if (st) goto fail;
     if ((st = bind(&cfg, &w, &ql, seed, path, m))) goto fail;
     snprintf(m->scheme, sizeof m->scheme, "%s", scheme);
+    if ((m->qat = q_state)) m->qat->observe = false;  /* a loaded QAT model is evaluated as trained */
     return QB_OK;
 fail:
+    qb_qat_free(q_state);
     qb_weights_free(&w);
     qb_qlinears_free(&ql);
     qb_config_free(&cfg);
@@ -386,11 +393,21 @@ qb_status qb_model_save(const qb_model *m, const char *dir)
     if (!st) st = qb_write_file_atomic(path, json, strlen(json));
     free(json);
     if (st) return st;
-    static const char *const keys[] = {"format"};
-    static const char *const values[] = {"pt"};  /* what transformers' save_pretrained writes */
-    qb_metadata meta = {1, keys, values};
-    if ((st = qb_path_join(path, sizeof path, dir, "model.safetensors"))) return st;
-    return qb_safetensors_save(path, &m->weights, &meta);
+    /* Views of the parameters, plus a QAT model's observer ranges and settings. */
+    qb_weights w = {0};
+    qb_meta meta = {0};
+    st = qb_meta_set(&meta, "format", "pt");  /* what transformers' save_pretrained writes */
+    for (int i = 0; i < m->weights.count && !st; i++) {
+        qb_tensor view = m->weights.tensors[i];
+        view.owned = false;
+        st = qb_weights_add(&w, m->weights.names[i], view);
+    }
+    if (!st && m->qat) st = qb_qat_write(m->qat, &m->cfg, &w, &meta);
+    qb_metadata md = {meta.count, (const char *const *)meta.keys, (const char *const *)meta.values};
+    if (!st && !(st = qb_path_join(path, sizeof path, dir, "model.safetensors"))) st = qb_safetensors_save(path, &w, &md);
+    qb_weights_free(&w);
+    qb_meta_free(&meta);
+    return st;
 }
 
 void qb_model_free(qb_model *m)
@@ -398,6 +415,7 @@ void qb_model_free(qb_model *m)
     qb_weights_free(&m->weights);
     for (int i = 0; i < m->n_qlinear; i++) qb_qlinear_free(&m->qlinear[i]);
     free(m->qlinear);
+    qb_qat_free(m->qat);
     free(m->layers);
     qb_config_free(&m->cfg);
     memset(m, 0, sizeof *m);

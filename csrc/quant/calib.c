@@ -55,8 +55,8 @@ static void observe(void *ctx, int index, const float *x, int M, int K)
     if (width <= 0) return;
     for (int r = 0; r < M; r++) {
         for (int k = 0; real_row(s, M, r) && k < K; k++) {
-            int b = (int)(fabsf(x[(size_t)r * K + k]) / width);
-            h[b < BINS ? b : BINS - 1] += 1.0;
+            const double v = fabsf(x[(size_t)r * K + k]) / width;
+            h[v < BINS ? (int)v : BINS - 1] += 1.0;  /* the max itself, and NaN, go to the last bin */
         }
     }
 }

@@ -16,6 +16,8 @@ static const qb_qscheme schemes[] = {
     {"int4", QB_Q_INT4, QB_Q_INT4, DEFAULT_GROUP, false, QB_ACT_DYNAMIC},
     {"int4-tensor", QB_Q_INT4, QB_Q_INT4, DEFAULT_GROUP, true, QB_ACT_DYNAMIC},
     {"hybrid", QB_Q_INT8, QB_Q_INT8, DEFAULT_GROUP, false, QB_ACT_DYNAMIC},
+    {"qat-int8", QB_Q_INT8, QB_Q_INT8, DEFAULT_GROUP, false, QB_ACT_STATIC},
+    {"qat-int4", QB_Q_INT4, QB_Q_INT4, DEFAULT_GROUP, false, QB_ACT_STATIC},
 };
 #define N_SCHEMES (int)(sizeof schemes / sizeof schemes[0])
 

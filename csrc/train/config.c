@@ -13,7 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { K_STR, K_INT, K_I64, K_FLOAT, K_BOOL, K_CHOICE, K_SEEDS, K_LABELS, K_EVAL } key_kind;
+/* K_BITS: an int that must be lo or hi (a bit width). */
+typedef enum { K_STR, K_INT, K_I64, K_FLOAT, K_BOOL, K_CHOICE, K_SEEDS, K_LABELS, K_EVAL, K_BITS } key_kind;
 
 typedef struct {
     const char *section, *name;
@@ -68,6 +69,16 @@ static const key_spec KEYS[] = {
     CHOICE("train", "on_nan", skip_nan, "stop|skip", true),
     NUM("train", "checkpoint_every", K_INT, checkpoint_every, 0, 1 << 30),
     NUM("train", "log_every", K_INT, log_every, 1, 1 << 30),
+    NUM("qat", "enabled", K_BOOL, qat_enabled, 0, 0),
+    NUM("qat", "weight_bits", K_BITS, qat.weight_bits, 4, 8),
+    NUM("qat", "act_bits", K_BITS, qat.act_bits, 8, 8),
+    CHOICE("qat", "granularity", qat_granularity, "auto|channel|group", false),
+    NUM("qat", "group_size", K_INT, qat_group_size, 2, 1 << 16),
+    CHOICE("qat", "observer", qat.observer, "ema|minmax|percentile", false),
+    NUM("qat", "ema_constant", K_FLOAT, qat.ema, 1e-6, 1),
+    NUM("qat", "percentile", K_FLOAT, qat.percentile, 50, 100),
+    NUM("qat", "freeze_observers_after", K_I64, qat_freeze_after, 0, 1e15),
+    NUM("qat", "embeddings", K_BOOL, qat.embeddings, 0, 0),
     NUM("device", "threads", K_INT, threads, 0, 4096),
     CHOICE("device", "type", device, "cpu", false),
     STR("output", "dir", output_dir),
@@ -95,6 +106,9 @@ void qb_train_default_config(qb_train_config *c)
     c->group_by_length = true;
     c->dropout = true;
     c->log_every = 10;
+    c->qat = (qb_qat_settings){.weight_bits = 8, .act_bits = 8, .observer = QB_OBS_EMA, .ema = 0.01f,
+                               .percentile = 99.99f};
+    c->qat_group_size = 64;
 }
 
 static const char *trim(char *s)
@@ -173,7 +187,7 @@ static qb_status set_key(qb_train_config *c, const char *section, const char *na
     char list[512];
     if (!k) {
         if (!known)
-            return qb_fail(QB_EINVAL, "unknown section [%s] (expected model, data, train, device or output)", section);
+            return qb_fail(QB_EINVAL, "unknown section [%s] (expected model, data, train, qat, device or output)", section);
         return qb_fail(QB_EINVAL, "unknown key \"%s\" in [%s] (allowed: %s)", name, section,
                        section_keys(section, list, sizeof list));
     }
@@ -195,6 +209,16 @@ static qb_status set_key(qb_train_config *c, const char *section, const char *na
             return qb_fail(QB_EINVAL, "%s.%s = \"%s\": expected an integer in [%.0f, %.0f]", section, name, v, k->lo, k->hi);
         if (k->kind == K_INT) *(int *)field = (int)x;
         else *(int64_t *)field = x;
+        return QB_OK;
+    }
+    case K_BITS: {
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno || (x != k->lo && x != k->hi)) {
+            if (k->lo == k->hi)
+                return qb_fail(QB_EINVAL, "%s.%s = \"%s\": expected %.0f", section, name, v, k->lo);
+            return qb_fail(QB_EINVAL, "%s.%s = \"%s\": expected %.0f or %.0f", section, name, v, k->lo, k->hi);
+        }
+        *(int *)field = (int)x;
         return QB_OK;
     }
     case K_FLOAT: {
@@ -356,7 +380,7 @@ char *qb_train_config_to_ini(const qb_train_config *c)
         PUT("%s = ", k->name);
         switch (k->kind) {
         case K_STR: PUT("%s\n", field); break;
-        case K_INT: PUT("%d\n", *(const int *)field); break;
+        case K_INT: case K_BITS: PUT("%d\n", *(const int *)field); break;
         case K_I64: PUT("%lld\n", (long long)*(const int64_t *)field); break;
         case K_FLOAT: PUT("%.9g\n", *(const float *)field); break;
         case K_BOOL: PUT("%s\n", *(const bool *)field ? "true" : "false"); break;

@@ -320,6 +320,7 @@ static qb_status load_weights(run *r, const char *path)
         qb_tensor *t = &r->model.weights.tensors[i];
         st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
     }
+    if (!st && r->model.qat) st = qb_qat_read_ranges(r->model.qat, &r->model.cfg, &w, path);
     qb_weights_free(&w);
     return st;
 }
@@ -520,6 +521,7 @@ static qb_status train_loop(run *r)
                                     c->pad_to_max_length ? c->max_length : 0, r->pad_id)))
                 return st;
             drop.stream = (uint64_t)r->micro * sites;
+            if (r->model.qat) r->model.qat->observe = !c->qat_freeze_after || r->step < c->qat_freeze_after;
             float loss;
             st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, &drop, 1.0f / ((float)n * c->grad_accum),
                                            &r->grads, &loss, NULL);
@@ -535,6 +537,7 @@ static qb_status train_loop(run *r)
             double norm = 0;
             float lr = 0;
             if (!bad_loss) st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
+            if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
             if (st && st != QB_ENUMERIC) return st;
             zero_grads(r);
             if (bad_loss || st == QB_ENUMERIC) {
@@ -687,6 +690,38 @@ static void run_free(run *r)
 
 /* Everything that can fail on bad input happens here, before the first step, and
  * before anything is written: a failed start leaves an old run's directory as it was. */
+/* [qat]: a fresh QAT state on the model, or the one of a QAT checkpoint being
+ * trained further with the same settings (its observed ranges are kept). Without
+ * [qat] a QAT checkpoint fine-tunes as a plain FP32 model. */
+static qb_status qat_setup(run *r)
+{
+    const qb_train_config *c = r->c;
+    qb_model *m = &r->model;
+    if (!c->qat_enabled) {
+        qb_qat_free(m->qat);
+        m->qat = NULL;
+        return QB_OK;
+    }
+    qb_qat_settings s = c->qat;
+    const bool group = c->qat_granularity == 2 || (c->qat_granularity == 0 && s.weight_bits == 4);
+    s.group = group ? c->qat_group_size : 0;
+    if (m->qat && memcmp(&m->qat->set, &s, sizeof s) == 0) {
+        m->qat->observe = true;
+        return QB_OK;
+    }
+    qb_qat_free(m->qat);
+    m->qat = NULL;
+    qb_status st = qb_qat_new(&m->cfg, &s, &m->qat);
+    if (st) return qb_fail_context(st, "[qat]");
+    char gran[32] = "per output channel", freeze[48] = "";
+    if (group) snprintf(gran, sizeof gran, "per group of %d", s.group);
+    if (c->qat_freeze_after) snprintf(freeze, sizeof freeze, ", frozen after step %lld", (long long)c->qat_freeze_after);
+    fprintf(r->progress, "qat: INT%d weights %s, INT%d inputs per tensor (%s observer%s)%s\n", s.weight_bits, gran,
+            s.act_bits, s.observer == QB_OBS_EMA ? "EMA" : s.observer == QB_OBS_MINMAX ? "min/max" : "percentile",
+            freeze, s.embeddings ? "; embedding tables too" : "");
+    return QB_OK;
+}
+
 static qb_status setup(run *r)
 {
     const qb_train_config *c = r->c;
@@ -717,6 +752,7 @@ static qb_status setup(run *r)
     if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
     free(ini);
     if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
+    if ((st = qat_setup(r))) return st;
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
     /* Steps: from the first epoch's batch count (length grouping can add a few). */

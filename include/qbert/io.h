@@ -23,6 +23,8 @@ typedef struct {
 } qb_meta;
 /* The value of `key`, or NULL. */
 const char *qb_meta_get(const qb_meta *m, const char *key);
+/* Adds or replaces key (copies of both). */
+qb_status qb_meta_set(qb_meta *m, const char *key, const char *value);
 void qb_meta_free(qb_meta *m);
 
 /* Loads every tensor of a .safetensors file, in header order, into *out (overwritten:

@@ -61,6 +61,7 @@ typedef struct {
     struct qb_qlinear *qlinear;  /* (n_qlinear) the quantized Linears, owned */
     int n_qlinear;
     char scheme[32];     /* quantization scheme of a low-bit file; "" for FP32 */
+    struct qb_qat *qat;  /* quantization-aware training state (fake quantization), or NULL */
 } qb_model;
 
 /* The Linear layers in graph order: per layer query, key, value, attention output,

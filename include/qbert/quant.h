@@ -39,6 +39,9 @@ typedef enum { QB_ACT_DYNAMIC, QB_ACT_STATIC, QB_ACT_F32 } qb_qact;
  *                    notes' per-tensor PTQ); embeddings as int4
  *   hybrid           per Linear INT4 / INT8 / FP16 (chosen by sensitivity); INT8
  *                    per-token inputs, embeddings INT8 per row
+ *   qat-int8         a QAT checkpoint's: INT8 weights per channel, static inputs with
+ *                    the scales its observers learned; embeddings INT8 per row
+ *   qat-int4         the same with INT4 weights per group (W4A8, static inputs)
  * LayerNorm parameters and biases stay FP32 (fp16/bf16: half). */
 typedef struct {
     char name[32];
@@ -105,6 +108,57 @@ const char *qb_calib_method_name(qb_calib_method m);
 qb_status qb_calibrate(const qb_model *m, const qb_tokenizer *tok, const char *const *texts, int n,
                        const qb_calib_options *o, float *scales);
 
+/* ---- Quantization-aware training (fake quantization with a straight-through
+ * estimator; shared/DESIGN.md section 7) ---- */
+
+typedef enum { QB_OBS_EMA, QB_OBS_MINMAX, QB_OBS_PERCENTILE } qb_observer;
+
+/* What QAT fake-quantizes and how: every Linear's weight (per output channel, or
+ * per group of `group` columns) and input (per tensor, from an observer), and, with
+ * embeddings, the embedding tables (per row, or per group of a row). */
+typedef struct {
+    int weight_bits, act_bits;  /* 4 or 8; 8 */
+    int group;                  /* columns per weight scale; 0: one per output channel */
+    qb_observer observer;
+    float ema;                  /* EMA: the weight of a new batch (torch's averaging constant) */
+    float percentile;           /* PERCENTILE: of |x| per batch, then averaged like EMA */
+    bool embeddings;
+} qb_qat_settings;
+
+/* A model's QAT state (qb_model.qat): the settings, the observed input range of every
+ * Linear (qb_config_linears order), and backend buffers for the fake-quantized
+ * weights, remade after the weights change (stale). */
+typedef struct qb_qat {
+    qb_qat_settings set;
+    int n;                      /* Linears */
+    float *range;               /* (n, 2) min, max of each Linear's input; NaN until observed */
+    bool observe;               /* training forward passes update the ranges */
+    bool stale;                 /* the weights changed since wfq was made */
+    const struct qb_backend *be;/* the buffers' backend (NULL until the first forward pass) */
+    float **wfq;                /* (n) fake-quantized weights (N, K) */
+    float *efq[3];              /* fake-quantized word, position, type tables (embeddings) */
+    float *scales;              /* scratch for the weight scales */
+} qb_qat;
+
+/* A fresh state for a model of config c (observe on, stale), after checking the
+ * settings (INT4 groups must divide every row). */
+qb_status qb_qat_new(const qb_config *c, const qb_qat_settings *s, qb_qat **out);
+void qb_qat_free(qb_qat *q);
+/* The input scale of Linear i: max(|min|, |max|) / qmax of its range (1 when it is
+ * unobserved or zero), the scale its static INT8 file stores. */
+float qb_qat_act_scale(const qb_qat *q, int i);
+/* Folds one batch's statistic of Linear i's input (min, max) into its range. */
+void qb_qat_observe(qb_qat *q, int i, const float batch[2]);
+
+/* In model files: X.input_range F32 (2) per Linear and __metadata__ qbert.qat.*
+ * (weight_bits, act_bits, group_size, observer, embeddings). write appends views of
+ * the ranges to w and the settings to meta (owned copies); read_settings finds them in
+ * a file's metadata (*found false when the file has none); read_ranges moves the
+ * ranges of w into q (the tensors leave w). */
+qb_status qb_qat_write(const qb_qat *q, const qb_config *c, qb_weights *w, qb_meta *meta);
+qb_status qb_qat_read_settings(const qb_meta *meta, const char *path, qb_qat_settings *s, bool *found);
+qb_status qb_qat_read_ranges(qb_qat *q, const qb_config *c, qb_weights *w, const char *path);
+
 /* ---- Quantized model files (shared/DESIGN.md section 5) ----
  * One safetensors file. Per Linear X: X.weight is I8 (N, K) with X.weight_scale F32
  * (N), or U8 (N, K / 2) packed INT4 with X.weight_scale F32 (N, K / group) or (1) per
@@ -128,6 +182,11 @@ typedef struct {
 
 /* Quantizes the FP32 model m by plan into the file `path` (atomic write). */
 qb_status qb_quant_save(const qb_model *m, const qb_qplan *plan, const char *path);
+
+/* The plan that writes a QAT model as trained: scheme qat-int8 or qat-int4 and one
+ * static input scale per Linear (act_scale, n of them, filled here). QB_EINVAL when
+ * the QAT granularity has no file layout (INT8 per group, INT4 per channel). */
+qb_status qb_qat_plan(const qb_model *m, qb_qplan *plan, float *act_scale);
 
 /* Loading: turns the tensors of a quantized file (loaded with to_f32 false) into what
  * qb_model_from_weights binds: embedding tables and half-precision tensors become F32

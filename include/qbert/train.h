@@ -7,6 +7,7 @@
 
 #include "qbert/data.h"
 #include "qbert/model.h"
+#include "qbert/quant.h"
 
 struct qb_backend;
 
@@ -86,6 +87,13 @@ typedef struct {
     bool skip_nan;                 /* on_nan = skip: drop a non-finite step; stop (default) */
     int checkpoint_every;          /* N > 0: also every N optimizer steps */
     int log_every;                 /* progress/log line every N optimizer steps (JSONL: every step) */
+    /* [qat]: quantization-aware training (fake quantization of every Linear's weight
+     * and input, and optionally of the embedding tables) */
+    bool qat_enabled;
+    qb_qat_settings qat;           /* bits, observer, EMA constant, percentile, embeddings */
+    int qat_granularity;           /* auto (per channel at 8 bits, per group at 4), channel, group */
+    int qat_group_size;            /* columns per weight scale with per-group granularity (64) */
+    int64_t qat_freeze_after;      /* observers stop after this many optimizer steps (0: never) */
     /* [device] */
     int device;                    /* type = cpu (0), the only backend of this build */
     int threads;                   /* 0: OpenMP default */
