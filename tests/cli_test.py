@@ -8,9 +8,8 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 
-from testutil import QBERT, check, expect_error, qbert, summary, write
+from testutil import check, expect_error, main_in_tempdir, qbert, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
@@ -33,15 +32,7 @@ def read_safetensors(path):
 
 
 def main():
-    if not QBERT:
-        print("usage: cli_test.py QBERT_BINARY (or QBERT_BIN=...)")
-        return 2
-    tmp = tempfile.mkdtemp(prefix="qbert-cli-")
-    try:
-        run(tmp)
-    finally:
-        shutil.rmtree(tmp)
-    return summary("cli_test")
+    return main_in_tempdir("cli_test", run)
 
 
 def copy_model(src, dst):

@@ -11,9 +11,8 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 
-from testutil import QBERT, check, expect_error, qbert, summary, write
+from testutil import check, expect_error, main_in_tempdir, qbert, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "golden", "tiny")
@@ -37,15 +36,7 @@ def rewrite_metadata(path, **changes):
 
 
 def main():
-    if not QBERT:
-        print("usage: quant_test.py QBERT_BINARY (or QBERT_BIN=...)")
-        return 2
-    tmp = tempfile.mkdtemp(prefix="qbert-quant-")
-    try:
-        run(tmp)
-    finally:
-        shutil.rmtree(tmp)
-    return summary("quant_test")
+    return main_in_tempdir("quant_test", run)
 
 
 def run(tmp):

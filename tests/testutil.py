@@ -3,8 +3,10 @@
 its stderr fails a check even where the exit status was the expected one), writing
 files. Standard library only."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 QBERT = os.environ.get("QBERT_BIN") or (sys.argv[1] if len(sys.argv) > 1 else None)
 TIMEOUT = 300  # per command: generous for the ASan build (about 5x slower)
@@ -51,3 +53,16 @@ def summary(name, extra=""):
     """Prints "NAME: N passed, N failed" and returns the exit status."""
     print("%s: %d passed, %d failed%s" % (name, counts["passed"], counts["failed"], extra))
     return 1 if counts["failed"] else 0
+
+
+def main_in_tempdir(name, run):
+    """A test script's main: run(tmp) in a fresh temporary directory, then the summary."""
+    if not QBERT:
+        print("usage: %s.py QBERT_BINARY (or QBERT_BIN=...)" % name)
+        return 2
+    tmp = tempfile.mkdtemp(prefix="qbert-%s-" % name)
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp)
+    return summary(name)

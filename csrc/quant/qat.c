@@ -88,19 +88,27 @@ void qb_qat_observe(qb_qat *q, int i, const float batch[2])
 
 /* ---- in model files ---- */
 
+/* "X.input_range" of every Linear X, in order (n of them). malloc'ed; NULL when out of memory. */
+static char (*range_names(const qb_config *c, int n))[128]
+{
+    qb_linear_info *lin = malloc((size_t)n * sizeof *lin);
+    char (*names)[128] = lin ? malloc((size_t)n * sizeof *names) : NULL;
+    if (names) qb_config_linears(c, lin);
+    for (int i = 0; names && i < n; i++) snprintf(names[i], sizeof names[i], "%s.input_range", lin[i].name);
+    free(lin);
+    return names;
+}
+
 qb_status qb_qat_write(const qb_qat *q, const qb_config *c, qb_weights *w, qb_meta *meta)
 {
-    qb_linear_info *lin = malloc((size_t)q->n * sizeof *lin);
-    if (!lin) return qb_fail(QB_ENOMEM, "out of memory");
-    qb_config_linears(c, lin);
+    char (*name)[128] = range_names(c, q->n);
+    if (!name) return qb_fail(QB_ENOMEM, "out of memory");
     qb_status st = QB_OK;
     for (int i = 0; i < q->n && !st; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "%s.input_range", lin[i].name);
         qb_tensor t = {.dtype = QB_F32, .device = QB_DEV_CPU, .ndim = 1, .shape = {2}, .data = q->range + 2 * i};
-        st = qb_weights_add(w, name, t);
+        st = qb_weights_add(w, name[i], t);
     }
-    free(lin);
+    free(name);
     char v[5][32];
     snprintf(v[0], sizeof v[0], "%d", q->set.weight_bits);
     snprintf(v[1], sizeof v[1], "%d", q->set.act_bits);
@@ -153,24 +161,21 @@ qb_status qb_qat_read_settings(const qb_meta *meta, const char *path, qb_qat_set
 
 qb_status qb_qat_read_ranges(qb_qat *q, const qb_config *c, qb_weights *w, const char *path)
 {
-    qb_linear_info *lin = malloc((size_t)q->n * sizeof *lin);
-    if (!lin) return qb_fail(QB_ENOMEM, "out of memory");
-    qb_config_linears(c, lin);
+    char (*name)[128] = range_names(c, q->n);
+    if (!name) return qb_fail(QB_ENOMEM, "out of memory");
     qb_status st = QB_OK;
     for (int i = 0; i < q->n && !st; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "%s.input_range", lin[i].name);
-        const int k = qb_weights_find(w, name);
+        const int k = qb_weights_find(w, name[i]);
         const qb_tensor *t = k >= 0 ? &w->tensors[k] : NULL;
         if (!t || t->dtype != QB_F32 || qb_tensor_numel(t) != 2)
-            st = qb_fail(QB_EFORMAT, "%s: a QAT model needs %s, two F32 values (min, max)", path, name);
+            st = qb_fail(QB_EFORMAT, "%s: a QAT model needs %s, two F32 values (min, max)", path, name[i]);
         if (st) break;
         memcpy(q->range + 2 * i, t->data, 2 * sizeof(float));
         qb_tensor taken;
         qb_weights_take(w, k, &taken);
         qb_tensor_free(&taken);
     }
-    free(lin);
+    free(name);
     q->stale = true;
     return st;
 }
