@@ -520,7 +520,7 @@ static void test_qat(void)
         CHECKF(qb_model_save(&m, dir) == QB_OK, "%s", qb_error());
         qb_model l;
         if (!loaded(qb_model_load(dir, 1, &l))) return;
-        CHECK(l.qat && memcmp(&l.qat->set, &m.qat->set, sizeof set) == 0 && !l.qat->observe &&
+        CHECK(l.qat && qb_qat_settings_equal(&l.qat->set, &m.qat->set) && !l.qat->observe &&
               memcmp(l.qat->range, m.qat->range, (size_t)m.qat->n * 2 * sizeof(float)) == 0);
         float *fq = logits_of(&m), *fl = logits_of(&l);
         CHECK(memcmp(fq, fl, B * 3 * sizeof *fq) == 0);

@@ -64,6 +64,13 @@ void qb_qat_free(qb_qat *q)
     free(q);
 }
 
+bool qb_qat_settings_equal(const qb_qat_settings *a, const qb_qat_settings *b)
+{
+    return a->weight_bits == b->weight_bits && a->act_bits == b->act_bits && a->group == b->group &&
+           a->observer == b->observer && a->ema == b->ema && a->percentile == b->percentile &&
+           a->embeddings == b->embeddings;
+}
+
 float qb_qat_act_scale(const qb_qat *q, int i)
 {
     const float lo = q->range[2 * i], hi = q->range[2 * i + 1];
@@ -109,15 +116,18 @@ qb_status qb_qat_write(const qb_qat *q, const qb_config *c, qb_weights *w, qb_me
         st = qb_weights_add(w, name[i], t);
     }
     free(name);
-    char v[5][32];
+    char v[7][32];
     snprintf(v[0], sizeof v[0], "%d", q->set.weight_bits);
     snprintf(v[1], sizeof v[1], "%d", q->set.act_bits);
     snprintf(v[2], sizeof v[2], "%d", q->set.group);
     snprintf(v[3], sizeof v[3], "%s", observer_names[q->set.observer]);
     snprintf(v[4], sizeof v[4], "%s", q->set.embeddings ? "true" : "false");
-    static const char *const keys[5] = {"qbert.qat.weight_bits", "qbert.qat.act_bits", "qbert.qat.group_size",
-                                        "qbert.qat.observer", "qbert.qat.embeddings"};
-    for (int i = 0; i < 5 && !st; i++) st = qb_meta_set(meta, keys[i], v[i]);
+    snprintf(v[5], sizeof v[5], "%.9g", q->set.ema);
+    snprintf(v[6], sizeof v[6], "%.9g", q->set.percentile);
+    static const char *const keys[7] = {"qbert.qat.weight_bits", "qbert.qat.act_bits", "qbert.qat.group_size",
+                                        "qbert.qat.observer", "qbert.qat.embeddings", "qbert.qat.ema_constant",
+                                        "qbert.qat.percentile"};
+    for (int i = 0; i < 7 && !st; i++) st = qb_meta_set(meta, keys[i], v[i]);
     return st;
 }
 
@@ -139,8 +149,6 @@ qb_status qb_qat_read_settings(const qb_meta *meta, const char *path, qb_qat_set
     *found = qb_meta_get(meta, "qbert.qat.weight_bits") != NULL;
     if (!*found) return QB_OK;
     memset(s, 0, sizeof *s);
-    s->ema = 0.01f;
-    s->percentile = 99.99f;
     qb_status st = meta_int(meta, path, "qbert.qat.weight_bits", 4, 8, &s->weight_bits);
     if (!st) st = meta_int(meta, path, "qbert.qat.act_bits", 8, 8, &s->act_bits);
     if (!st) st = meta_int(meta, path, "qbert.qat.group_size", 0, 1 << 20, &s->group);
@@ -156,6 +164,16 @@ qb_status qb_qat_read_settings(const qb_meta *meta, const char *path, qb_qat_set
     if (st) return st;
     s->observer = (qb_observer)o;
     s->embeddings = strcmp(emb, "true") == 0;
+    const char *num[2] = {qb_meta_get(meta, "qbert.qat.ema_constant"), qb_meta_get(meta, "qbert.qat.percentile")};
+    float *dst[2] = {&s->ema, &s->percentile};
+    for (int i = 0; i < 2; i++) {
+        char *end;
+        const double x = num[i] ? strtod(num[i], &end) : 0;
+        if (!num[i] || !*num[i] || *end || !(x > 0 && x <= 100))
+            return qb_fail(QB_EFORMAT, "%s: __metadata__ %s is \"%.32s\"; expected a number in (0, 100]", path,
+                           i ? "qbert.qat.percentile" : "qbert.qat.ema_constant", num[i] ? num[i] : "(missing)");
+        *dst[i] = (float)x;
+    }
     return QB_OK;
 }
 

@@ -705,7 +705,7 @@ static qb_status qat_setup(run *r)
     qb_qat_settings s = c->qat;
     const bool group = c->qat_granularity == 2 || (c->qat_granularity == 0 && s.weight_bits == 4);
     s.group = group ? c->qat_group_size : 0;
-    if (m->qat && memcmp(&m->qat->set, &s, sizeof s) == 0) {
+    if (m->qat && qb_qat_settings_equal(&m->qat->set, &s)) {
         m->qat->observe = true;
         return QB_OK;
     }

@@ -144,6 +144,8 @@ typedef struct qb_qat {
  * settings (INT4 groups must divide every row). */
 qb_status qb_qat_new(const qb_config *c, const qb_qat_settings *s, qb_qat **out);
 void qb_qat_free(qb_qat *q);
+/* Field by field (the struct has padding: no memcmp). */
+bool qb_qat_settings_equal(const qb_qat_settings *a, const qb_qat_settings *b);
 /* The input scale of Linear i: max(|min|, |max|) / qmax of its range (1 when it is
  * unobserved or zero), the scale its static INT8 file stores. */
 float qb_qat_act_scale(const qb_qat *q, int i);
@@ -151,7 +153,8 @@ float qb_qat_act_scale(const qb_qat *q, int i);
 void qb_qat_observe(qb_qat *q, int i, const float batch[2]);
 
 /* In model files: X.input_range F32 (2) per Linear and __metadata__ qbert.qat.*
- * (weight_bits, act_bits, group_size, observer, embeddings). write appends views of
+ * (weight_bits, act_bits, group_size, observer, embeddings, ema_constant, percentile).
+ * write appends views of
  * the ranges to w and the settings to meta (owned copies); read_settings finds them in
  * a file's metadata (*found false when the file has none); read_ranges moves the
  * ranges of w into q (the tensors leave w). */
