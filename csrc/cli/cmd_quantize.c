@@ -30,19 +30,6 @@ static void usage(FILE *f)
             "example: qbert quantize --model runs/smsa/best --scheme int8-static --calib train.tsv --out runs/smsa/int8\n");
 }
 
-static qb_status copy_file(const char *from_dir, const char *to_dir, const char *name)
-{
-    char src[4096], dst[4096];
-    qb_status st = qb_path_join(src, sizeof src, from_dir, name);
-    if (st || !qb_file_exists(src) || (st = qb_path_join(dst, sizeof dst, to_dir, name))) return st;
-    char *data;
-    size_t len;
-    if ((st = qb_read_file(src, &data, &len))) return st;
-    st = qb_write_file_atomic(dst, data, len);
-    free(data);
-    return st;
-}
-
 /* The first n texts of FILE, for calibration; fewer rows than n is an error. */
 static qb_status calib_texts(const char *path, int n, const qb_config *cfg, const char *text_column,
                              qb_dataset *d)
@@ -163,10 +150,7 @@ int qb_cmd_quantize(int argc, char **argv)
         st = qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
         goto done;
     }
-    static const char *const tokenizer_files[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
-                                                  "tokenizer.json"};
-    for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files && !st; i++)
-        st = copy_file(model, out, tokenizer_files[i]);
+    st = qb_tokenizer_copy_files(model, out);
     char *json = st ? NULL : qb_config_to_json(&m->cfg);
     if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");
     if (!st && !(st = qb_path_join(path, sizeof path, out, "config.json")))

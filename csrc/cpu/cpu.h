@@ -99,6 +99,8 @@ static inline float qb_minf(float a, float b) { return a < b ? a : b; }
  * NULL, and y may alias w. fake_quant_weight is this with y only. */
 void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, int N, int K,
                             int group, int bits);
+/* The inverse: w (N, K) = q times the scale of its group (scales (N, K / group)). */
+void qb_cpu_dequantize_groups(float *w, const int8_t *q, const float *scales, int N, int K, int group);
 /* Per-token symmetric quantization: scale[m] = absmax of row m / 127 (0 for a zero
  * row), q (M, K) = rint(x / scale) in [-127, 127]: qb_cpu_quantize_groups per row
  * (the AVX2 variant gives the same bits). */

@@ -53,6 +53,15 @@ void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, 
     }
 }
 
+void qb_cpu_dequantize_groups(float *w, const int8_t *q, const float *scales, int N, int K, int group)
+{
+    const int groups = K / group;
+#pragma omp parallel for schedule(static) if ((size_t)N * K >= PAR_MIN)
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            w[(size_t)n * K + k] = (float)q[(size_t)n * K + k] * scales[(size_t)n * groups + k / group];
+}
+
 void qb_cpu_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group,
                               int bits)
 {

@@ -34,9 +34,7 @@ static void release(qb_qlinear *q)
 static float *dequantize(const qb_qlinear *q)
 {
     float *w = qb_malloc((size_t)q->N * q->K * sizeof *w);
-    const int groups = q->K / q->group;
-    for (size_t i = 0; w && i < (size_t)q->N * q->K; i++)
-        w[i] = (float)q->wq[i] * q->scales[i / q->K * groups + i % q->K / q->group];
+    if (w) qb_cpu_dequantize_groups(w, q->wq, q->scales, q->N, q->K, q->group);
     return w;
 }
 

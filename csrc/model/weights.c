@@ -85,6 +85,12 @@ int qb_config_linears(const qb_config *c, qb_linear_info *out)
     return 6 * L + 2;
 }
 
+bool qb_is_weight_of(const char *name, const char *linear)
+{
+    const size_t n = strlen(linear);
+    return strncmp(name, linear, n) == 0 && strcmp(name + n, ".weight") == 0;
+}
+
 const qb_linear_params *qb_model_linear(const qb_model *m, int index)
 {
     const int L = m->cfg.num_layers;
@@ -126,9 +132,8 @@ static int model_specs(qb_model *m, param_spec *s)
 /* The quantized Linear whose weight is `weight_name` ("X.weight" for X in ql), or -1. */
 static int find_qlinear(const qb_qlinears *ql, const char *weight_name)
 {
-    const size_t len = strlen(weight_name) - strlen(".weight");
     for (int i = 0; ql && i < ql->count; i++)
-        if (strlen(ql->names[i]) == len && strncmp(ql->names[i], weight_name, len) == 0) return i;
+        if (qb_is_weight_of(weight_name, ql->names[i])) return i;
     return -1;
 }
 

@@ -28,11 +28,8 @@ static bool is_embedding(const char *name)
 /* The Linear whose weight is `name` ("X.weight"), or -1. */
 static int linear_of(const qb_linear_info *lin, int n, const char *name)
 {
-    const size_t len = strlen(name);
-    for (int i = 0; i < n; i++) {
-        const size_t l = strlen(lin[i].name);
-        if (len == l + 7 && strncmp(name, lin[i].name, l) == 0 && strcmp(name + l, ".weight") == 0) return i;
-    }
+    for (int i = 0; i < n; i++)
+        if (qb_is_weight_of(name, lin[i].name)) return i;
     return -1;
 }
 
@@ -311,8 +308,7 @@ static qb_status unpack_embedding(const reader *r, qb_weights *w, const char *na
     qb_tensor f;
     const int64_t shape[2] = {R, C};
     if (!(st = qb_tensor_alloc(&f, QB_F32, 2, shape))) {
-        float *d = f.data;
-        for (size_t i = 0; i < (size_t)R * C; i++) d[i] = (float)q[i] * scales[i / C * (C / g) + i % C / g];
+        qb_cpu_dequantize_groups(f.data, q, scales, R, C, g);
         qb_tensor_free(&w->tensors[wi]);
         w->tensors[wi] = f;
     }

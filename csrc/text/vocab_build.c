@@ -186,3 +186,20 @@ qb_status qb_tokenizer_write_files(const char *dir, const char *vocab, size_t le
     if (!st) st = qb_write_file_atomic(path, tok_config, sizeof tok_config - 1);
     return st;
 }
+
+qb_status qb_tokenizer_copy_files(const char *from_dir, const char *to_dir)
+{
+    static const char *const files[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                                        "tokenizer.json"};
+    qb_status st = QB_OK;
+    for (size_t i = 0; i < sizeof files / sizeof files[0] && !st; i++) {
+        char src[4096], dst[4096], *data;
+        size_t len;
+        if ((st = qb_path_join(src, sizeof src, from_dir, files[i]))) break;
+        if (!qb_file_exists(src)) continue;
+        if ((st = qb_path_join(dst, sizeof dst, to_dir, files[i])) || (st = qb_read_file(src, &data, &len))) break;
+        st = qb_write_file_atomic(dst, data, len);
+        free(data);
+    }
+    return st;
+}

@@ -121,17 +121,6 @@ static void clear_checkpoints(const char *root)
     unlink(path);
 }
 
-static qb_status copy_file(const char *src, const char *dst)
-{
-    char *data;
-    size_t len;
-    qb_status st = qb_read_file(src, &data, &len);
-    if (st) return st;
-    st = qb_write_file_atomic(dst, data, len);
-    free(data);
-    return st;
-}
-
 /* ---- data ---- */
 
 /* Labels by name when [data] labels is set, else integers (their range is checked
@@ -203,14 +192,7 @@ static qb_status save_best(run *r)
 {
     qb_status st = qb_model_save(&r->model, r->model_dir);
     if (st || r->c->preset[0]) return st ? st : qb_tokenizer_write_files(r->model_dir, r->vocab_text, r->vocab_len);
-    static const char *const files[] = {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0] && !st; i++) {
-        char src[PATHBUF], dst[PATHBUF];
-        join(src, r->c->model_path, files[i]);
-        join(dst, r->model_dir, files[i]);
-        if (qb_file_exists(src)) st = copy_file(src, dst);
-    }
-    return st;
+    return qb_tokenizer_copy_files(r->c->model_path, r->model_dir);
 }
 
 /* ---- checkpoints ---- */

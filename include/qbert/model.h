@@ -73,6 +73,8 @@ typedef struct {
 } qb_linear_info;
 /* Fills out (when not NULL) and returns the count. */
 int qb_config_linears(const qb_config *c, qb_linear_info *out);
+/* Whether tensor `name` is the weight of Linear `linear` (linear + ".weight"). */
+bool qb_is_weight_of(const char *name, const char *linear);
 /* The parameters of Linear `index` of that order. */
 const qb_linear_params *qb_model_linear(const qb_model *m, int index);
 

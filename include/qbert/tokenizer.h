@@ -64,5 +64,8 @@ qb_status qb_vocab_build(const char *const *texts, int n, int max_words, char **
 /* Writes vocab.txt (the given text) and a lowercasing tokenizer_config.json into dir,
  * atomically, so that dir loads as a tokenizer here and in Hugging Face. */
 qb_status qb_tokenizer_write_files(const char *dir, const char *vocab, size_t len);
+/* Copies the tokenizer files of a model directory (vocab.txt, tokenizer_config.json,
+ * special_tokens_map.json, tokenizer.json: those present) into to_dir, atomically. */
+qb_status qb_tokenizer_copy_files(const char *from_dir, const char *to_dir);
 
 #endif
