@@ -5,6 +5,7 @@
 
 #include "qbert/data.h"
 #include "qbert/engine.h"
+#include "qbert/quant.h"
 
 int qb_cmd_eval(int argc, char **argv);
 int qb_cmd_predict(int argc, char **argv);
@@ -13,6 +14,7 @@ int qb_cmd_tokenize(int argc, char **argv);
 int qb_cmd_demo(int argc, char **argv);
 int qb_cmd_train(int argc, char **argv);
 int qb_cmd_quantize(int argc, char **argv);
+int qb_cmd_experiment(int argc, char **argv);
 
 /* "qbert CMD: MESSAGE" on stderr; returns 1 (the exit status of a failed command). */
 int qb_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -22,6 +24,9 @@ int qb_cli_opt(int argc, char **argv, int *i, const char *name, const char **val
 /* Parses an integer option value in [lo, hi]; reports and returns 0 on error. */
 int qb_cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, long *out);
 
+/* Classifies n texts with progress on stderr: pred (n) the most probable label, conf
+ * (n) its probability, *seconds the wall time. Returns the exit status. */
+int qb_cli_classify(qb_engine *e, const char *const *texts, int n, int *pred, float *conf, double *seconds);
 /* Classifies a labelled data set and prints the report (and writes JSON / SVG when
  * paths are given). Returns the exit status. */
 int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, const char *svg_path);
@@ -29,5 +34,28 @@ int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, co
  * --threads) options shared by the commands; return 1 when argv[*i] was one. */
 int qb_cli_data_option(int argc, char **argv, int *i, qb_data_options *o, int *bad);
 int qb_cli_engine_option(const char *cmd, int argc, char **argv, int *i, qb_engine_options *o, int *bad);
+
+/* What qbert quantize is asked to write: its options (the experiment's variants use
+ * the same names). */
+typedef struct {
+    const char *scheme;        /* a qb_qscheme_get name, or "qat" (a QAT checkpoint as trained) */
+    int group;                 /* INT4 columns per scale; 0: the default */
+    const char *act;           /* NULL, "int8" or "fp32": INT4 inputs */
+    const char *calib;         /* int8-static: the calibration texts */
+    int calib_samples;
+    const char *calib_method;  /* minmax | percentile | mse */
+    double percentile;
+    const char *text_column;   /* of a CSV calibration file; NULL: "text" */
+} qb_cli_quant_request;
+
+void qb_cli_quant_request_default(qb_cli_quant_request *r);
+/* Checks that r's options fit together (the scheme exists, --act and --calib suit it)
+ * and sets plan->scheme; QB_EINVAL with the message otherwise. */
+qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan);
+/* Quantizes the model open in e (loaded from model_dir) as r and plan (checked) ask,
+ * calibrating first for int8-static, into the directory out (created): config.json,
+ * the tokenizer files and model.safetensors. */
+qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quant_request *r, qb_qplan *plan,
+                          const qb_engine_options *eo, const char *out);
 
 #endif

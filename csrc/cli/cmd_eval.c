@@ -52,26 +52,18 @@ static void progress(int done, int total, void *ctx)
     fflush(stderr);
 }
 
-int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, const char *svg_path)
+int qb_cli_classify(qb_engine *e, const char *const *texts, int n, int *pred, float *conf, double *seconds)
 {
-    const qb_config *cfg = &qb_engine_model(e)->cfg;
-    const int n = d->count, K = cfg->num_labels;
+    const int K = qb_engine_model(e)->cfg.num_labels;
     float *probs = malloc((size_t)n * K * sizeof *probs);
-    int *pred = malloc((size_t)n * sizeof *pred);
-    float *conf = malloc((size_t)n * sizeof *conf);
-    int rc = 1;
-    qb_metrics m = {0};
-    if (!probs || !pred || !conf) {
-        qb_cli_fail("eval", "out of memory for %d predictions", n);
-        goto done;
-    }
+    if (!probs) return qb_cli_fail("eval", "out of memory for %d predictions", n);
     progress_state ps = {qb_now(), -1};
-    double t0 = qb_now();
-    if (qb_engine_classify(e, (const char *const *)d->texts, n, probs, progress, &ps)) {
-        qb_cli_fail("eval", "%s", qb_error());
-        goto done;
+    const double t0 = qb_now();
+    if (qb_engine_classify(e, texts, n, probs, progress, &ps)) {
+        free(probs);
+        return qb_cli_fail("eval", "%s", qb_error());
     }
-    double seconds = qb_now() - t0;
+    *seconds = qb_now() - t0;
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * K;
         int best = 0;
@@ -80,6 +72,24 @@ int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, co
         pred[i] = best;
         conf[i] = p[best];
     }
+    free(probs);
+    return 0;
+}
+
+int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, const char *svg_path)
+{
+    const qb_config *cfg = &qb_engine_model(e)->cfg;
+    const int n = d->count, K = cfg->num_labels;
+    int *pred = malloc((size_t)n * sizeof *pred);
+    float *conf = malloc((size_t)n * sizeof *conf);
+    int rc = 1;
+    double seconds;
+    qb_metrics m = {0};
+    if (!pred || !conf) {
+        qb_cli_fail("eval", "out of memory for %d predictions", n);
+        goto done;
+    }
+    if (qb_cli_classify(e, (const char *const *)d->texts, n, pred, conf, &seconds)) goto done;
     if (qb_metrics_compute(d->labels, pred, conf, n, K, &m)) {
         qb_cli_fail("eval", "%s", qb_error());
         goto done;
@@ -118,7 +128,6 @@ int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, co
     rc = 0;
 done:
     qb_metrics_free(&m);
-    free(probs);
     free(pred);
     free(conf);
     return rc;

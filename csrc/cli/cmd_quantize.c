@@ -49,18 +49,92 @@ static qb_status calib_texts(const char *path, int n, const qb_config *cfg, cons
     return st;
 }
 
-static double file_mb(const char *path)
+void qb_cli_quant_request_default(qb_cli_quant_request *r)
 {
-    struct stat sb;
-    return stat(path, &sb) == 0 ? sb.st_size / 1e6 : 0.0;
+    *r = (qb_cli_quant_request){.calib_samples = 256, .calib_method = "percentile", .percentile = 99.99};
+}
+
+qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan)
+{
+    *plan = (qb_qplan){0};
+    const bool qat = strcmp(r->scheme, "qat") == 0;
+    if (qat && (r->group || r->act || r->calib))
+        return qb_fail(QB_EINVAL, "--scheme qat takes its settings from the checkpoint (no --group-size, --act or "
+                       "--calib)");
+    if (qat) return QB_OK;
+    if (qb_qscheme_get(r->scheme, r->group, &plan->scheme)) return qb_fail(QB_EINVAL, "--scheme: %s", qb_error());
+    if (strcmp(r->scheme, "hybrid") == 0) return qb_fail(QB_EINVAL, "--scheme hybrid is not available yet");
+    if (r->act) {
+        if (strcmp(r->act, "fp32") == 0 && plan->scheme.linear >= QB_Q_INT8) plan->scheme.act = QB_ACT_F32;
+        else if (strcmp(r->act, "int8") != 0 || plan->scheme.linear < QB_Q_INT8)
+            return qb_fail(QB_EINVAL, "--act must be int8 or fp32, for an integer scheme (got \"%s\" with %s)",
+                           r->act, r->scheme);
+    }
+    if (qb_calib_method_parse(r->calib_method) < 0)
+        return qb_fail(QB_EINVAL, "--calib-method must be minmax, percentile or mse, got \"%s\"", r->calib_method);
+    if (plan->scheme.act == QB_ACT_STATIC && !r->calib)
+        return qb_fail(QB_EINVAL, "--scheme %s needs --calib FILE (calibration texts)", r->scheme);
+    if (r->calib && plan->scheme.act != QB_ACT_STATIC)
+        return qb_fail(QB_EINVAL, "--calib is only used by int8-static (the scheme is %s)", r->scheme);
+    return QB_OK;
+}
+
+qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quant_request *r, qb_qplan *plan,
+                          const qb_engine_options *eo, const char *out)
+{
+    const qb_model *m = qb_engine_model(e);
+    const int n_lin = qb_config_linears(&m->cfg, NULL);
+    float *scales = NULL;
+    char note[512], path[4096];
+    qb_status st = QB_OK;
+    if (strcmp(r->scheme, "qat") == 0) {
+        if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
+        if (st || (st = qb_qat_plan(m, plan, scales))) goto done;
+    } else if (plan->scheme.act == QB_ACT_STATIC) {
+        qb_dataset d;
+        if ((st = calib_texts(r->calib, r->calib_samples, &m->cfg, r->text_column, &d))) goto done;
+        const qb_calib_method method = (qb_calib_method)qb_calib_method_parse(r->calib_method);
+        qb_calib_options co = {method, r->percentile, eo->batch_size, eo->max_length};
+        if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
+        double t0 = qb_now();
+        if (!st) st = qb_calibrate(m, qb_engine_tokenizer(e), (const char *const *)d.texts, r->calib_samples, &co, scales);
+        qb_dataset_free(&d);
+        if (st) goto done;
+        if (method == QB_CALIB_PERCENTILE)
+            snprintf(note, sizeof note, "percentile %g over the first %d texts of %s", r->percentile,
+                     r->calib_samples, r->calib);
+        else
+            snprintf(note, sizeof note, "%s over the first %d texts of %s", r->calib_method, r->calib_samples,
+                     r->calib);
+        fprintf(stderr, "calibrated %d Linear inputs (%s) in %.1f s\n", n_lin, note, qb_now() - t0);
+        plan->act_scale = scales;
+        plan->calibration = note;
+    }
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
+        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
+        goto done;
+    }
+    st = qb_tokenizer_copy_files(model_dir, out);
+    char *json = st ? NULL : qb_config_to_json(&m->cfg);
+    if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");
+    if (!st && !(st = qb_path_join(path, sizeof path, out, "config.json")))
+        st = qb_write_file_atomic(path, json, strlen(json));
+    free(json);
+    if (!st && !(st = qb_path_join(path, sizeof path, out, "model.safetensors"))) st = qb_quant_save(m, plan, path);
+done:
+    /* The plan pointed into this call's buffers. */
+    plan->act_scale = NULL;
+    plan->calibration = NULL;
+    free(scales);
+    return st;
 }
 
 int qb_cmd_quantize(int argc, char **argv)
 {
-    const char *model = NULL, *scheme_name = NULL, *out = NULL, *calib = NULL, *act = NULL, *v = NULL;
-    const char *method = "percentile", *text_column = NULL;
-    long group = 0, samples = 256, x;
-    double percentile = 99.99;
+    const char *model = NULL, *out = NULL, *v = NULL;
+    qb_cli_quant_request r;
+    qb_cli_quant_request_default(&r);
+    long x;
     qb_engine_options eo;
     qb_engine_default_options(&eo);
     int bad = 0;
@@ -70,102 +144,46 @@ int qb_cmd_quantize(int argc, char **argv)
             return 0;
         }
         if (qb_cli_opt(argc, argv, &i, "--model", &model, &bad) ||
-            qb_cli_opt(argc, argv, &i, "--scheme", &scheme_name, &bad) ||
-            qb_cli_opt(argc, argv, &i, "--out", &out, &bad) || qb_cli_opt(argc, argv, &i, "--calib", &calib, &bad) ||
-            qb_cli_opt(argc, argv, &i, "--act", &act, &bad) ||
-            qb_cli_opt(argc, argv, &i, "--calib-method", &method, &bad) ||
-            qb_cli_opt(argc, argv, &i, "--text-column", &text_column, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--scheme", &r.scheme, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--out", &out, &bad) || qb_cli_opt(argc, argv, &i, "--calib", &r.calib, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--act", &r.act, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--calib-method", &r.calib_method, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--text-column", &r.text_column, &bad) ||
             qb_cli_engine_option("quantize", argc, argv, &i, &eo, &bad))
             continue;
         if (qb_cli_opt(argc, argv, &i, "--group-size", &v, &bad)) {
-            if (v && qb_cli_int("quantize", "--group-size", v, 2, 1 << 16, &x)) group = x;
+            if (v && qb_cli_int("quantize", "--group-size", v, 2, 1 << 16, &x)) r.group = (int)x;
             else bad = 1;
         } else if (qb_cli_opt(argc, argv, &i, "--calib-samples", &v, &bad)) {
-            if (v && qb_cli_int("quantize", "--calib-samples", v, 1, 1 << 24, &x)) samples = x;
+            if (v && qb_cli_int("quantize", "--calib-samples", v, 1, 1 << 24, &x)) r.calib_samples = (int)x;
             else bad = 1;
         } else if (qb_cli_opt(argc, argv, &i, "--percentile", &v, &bad)) {
             char *end;
-            percentile = v ? strtod(v, &end) : 0;
-            if (v && (*end || !(percentile > 0 && percentile <= 100)))
+            r.percentile = v ? strtod(v, &end) : 0;
+            if (v && (*end || !(r.percentile > 0 && r.percentile <= 100)))
                 bad = qb_cli_fail("quantize", "--percentile must be a number in (0, 100], got \"%s\"", v);
         } else {
             bad = qb_cli_fail("quantize", "unknown option \"%s\" (see qbert quantize --help)", argv[i]);
         }
     }
-    if (!bad && (!model || !scheme_name || !out))
+    if (!bad && (!model || !r.scheme || !out))
         bad = qb_cli_fail("quantize", "--model, --scheme and --out are required (see qbert quantize --help)");
-    qb_qplan plan = {0};
-    const bool qat = scheme_name && strcmp(scheme_name, "qat") == 0;
-    if (!bad && qat && (group || act || calib))
-        bad = qb_cli_fail("quantize", "--scheme qat takes its settings from the checkpoint (no --group-size, --act "
-                          "or --calib)");
-    if (!bad && !qat && qb_qscheme_get(scheme_name, (int)group, &plan.scheme))
-        bad = qb_cli_fail("quantize", "--scheme: %s", qb_error());
-    if (!bad && strcmp(scheme_name, "hybrid") == 0)
-        bad = qb_cli_fail("quantize", "--scheme hybrid is not available yet");
-    if (!bad && act) {
-        if (strcmp(act, "fp32") == 0 && plan.scheme.linear >= QB_Q_INT8) plan.scheme.act = QB_ACT_F32;
-        else if (strcmp(act, "int8") != 0 || plan.scheme.linear < QB_Q_INT8)
-            bad = qb_cli_fail("quantize", "--act must be int8 or fp32, for an integer scheme (got \"%s\" with %s)",
-                              act, scheme_name);
-    }
-    const int calib_method = qb_calib_method_parse(method);
-    if (!bad && calib_method < 0)
-        bad = qb_cli_fail("quantize", "--calib-method must be minmax, percentile or mse, got \"%s\"", method);
-    if (!bad && plan.scheme.act == QB_ACT_STATIC && !calib)
-        bad = qb_cli_fail("quantize", "--scheme %s needs --calib FILE (calibration texts)", scheme_name);
-    if (!bad && calib && plan.scheme.act != QB_ACT_STATIC)
-        bad = qb_cli_fail("quantize", "--calib is only used by int8-static (the scheme is %s)", scheme_name);
+    qb_qplan plan;
+    if (!bad && qb_cli_quant_check(&r, &plan)) bad = qb_cli_fail("quantize", "%s", qb_error());
     if (bad) return 2;
 
     qb_engine *e;
     if (qb_engine_open(model, &eo, &e)) return qb_cli_fail("quantize", "%s", qb_error());
     const qb_model *m = qb_engine_model(e);
-    const int n_lin = qb_config_linears(&m->cfg, NULL);
-    float *scales = NULL;
-    char note[512], path[4096];
-    int rc = 1;
-    qb_status st = QB_OK;
-    if (qat) {
-        if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
-        if (st || (st = qb_qat_plan(m, &plan, scales))) goto done;
-    } else if (plan.scheme.act == QB_ACT_STATIC) {
-        qb_dataset d;
-        if ((st = calib_texts(calib, (int)samples, &m->cfg, text_column, &d))) goto done;
-        qb_calib_options co = {(qb_calib_method)calib_method, percentile, eo.batch_size, eo.max_length};
-        if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
-        double t0 = qb_now();
-        if (!st) st = qb_calibrate(m, qb_engine_tokenizer(e), (const char *const *)d.texts, (int)samples, &co, scales);
-        qb_dataset_free(&d);
-        if (st) goto done;
-        if (calib_method == QB_CALIB_PERCENTILE)
-            snprintf(note, sizeof note, "percentile %g over the first %ld texts of %s", percentile, samples, calib);
-        else
-            snprintf(note, sizeof note, "%s over the first %ld texts of %s", method, samples, calib);
-        fprintf(stderr, "calibrated %d Linear inputs (%s) in %.1f s\n", n_lin, note, qb_now() - t0);
-        plan.act_scale = scales;
-        plan.calibration = note;
+    char path[4096];
+    int rc = 0;
+    if (qb_cli_quantize(e, model, &r, &plan, &eo, out) || qb_path_join(path, sizeof path, out, "model.safetensors")) {
+        rc = qb_cli_fail("quantize", "%s", qb_error());
+    } else {
+        const double fp32 = qb_model_param_count(m) * 4 / 1e6, mb = qb_file_size(path) / 1e6;
+        printf("wrote %s: %s, %.1f MB = %.1f%% of the %.1f MB of FP32 weights\n", path, plan.scheme.name, mb,
+               100.0 * mb / fp32, fp32);
     }
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
-        goto done;
-    }
-    st = qb_tokenizer_copy_files(model, out);
-    char *json = st ? NULL : qb_config_to_json(&m->cfg);
-    if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");
-    if (!st && !(st = qb_path_join(path, sizeof path, out, "config.json")))
-        st = qb_write_file_atomic(path, json, strlen(json));
-    free(json);
-    if (st || (st = qb_path_join(path, sizeof path, out, "model.safetensors")) ||
-        (st = qb_quant_save(m, &plan, path)))
-        goto done;
-    const double fp32 = qb_model_param_count(m) * 4 / 1e6, mb = file_mb(path);
-    printf("wrote %s: %s, %.1f MB = %.1f%% of the %.1f MB of FP32 weights\n", path, plan.scheme.name, mb,
-           100.0 * mb / fp32, fp32);
-    rc = 0;
-done:
-    if (st) qb_cli_fail("quantize", "%s", qb_error());
-    free(scales);
     qb_engine_close(e);
     return rc;
 }

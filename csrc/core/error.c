@@ -11,10 +11,13 @@ static _Thread_local char err_msg[QB_ERR_CAP];
 
 qb_status qb_fail(qb_status code, const char *fmt, ...)
 {
+    /* Formatted apart first: an argument may be qb_error() itself. */
+    char msg[QB_ERR_CAP];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(err_msg, msg, sizeof msg);
     return code;
 }
 

@@ -67,6 +67,12 @@ qb_status qb_read_file(const char *path, char **data, size_t *len)
     return QB_OK;
 }
 
+int64_t qb_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
+}
+
 qb_status qb_write_file_atomic(const char *path, const void *data, size_t len)
 {
     char tmp[4096];

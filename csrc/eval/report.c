@@ -441,6 +441,68 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
     return b.data;
 }
 
+char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const char *const *panels,
+                  const double *values, int n_panels)
+{
+    const double bar_h = 22, gap = 8, panel_w = 230, panel_gap = 36, pad = 20;
+    const double label_fs = 13, value_fs = 11, panel_fs = 14, title_fs = 18;
+    double label_w = 0;
+    for (int r = 0; r < n_rows; r++) label_w = fmax(label_w, est_width(rows[r], label_fs));
+    const double x0 = pad + label_w + 10, y0 = pad + (title ? title_fs + 14 : 0) + panel_fs + 12;
+    const double width = x0 + n_panels * (panel_w + panel_gap) + pad;
+    const double height = y0 + n_rows * (bar_h + gap) + pad;
+    strbuf b = {0};
+    sb_printf(&b,
+              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+              "font-family=\"" SVG_FONT "\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
+              width, height, width, height);
+    if (title) {
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
+                  title_fs);
+        sb_escaped(&b, title);
+        sb_printf(&b, "</text>\n");
+    }
+    for (int r = 0; r < n_rows; r++) {
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" text-anchor=\"end\">", x0 - 10,
+                  y0 + r * (bar_h + gap) + bar_h * 0.5 + label_fs * 0.35, label_fs);
+        sb_escaped(&b, rows[r]);
+        sb_printf(&b, "</text>\n");
+    }
+    for (int p = 0; p < n_panels; p++) {
+        const double *v = values + (size_t)p * n_rows, px = x0 + p * (panel_w + panel_gap);
+        double vmax = 0;
+        for (int r = 0; r < n_rows; r++)
+            if (isfinite(v[r])) vmax = fmax(vmax, v[r]);
+        /* Room on the right of the longest bar for its value. */
+        const double scale = vmax > 0 ? (panel_w - 52) / vmax : 0;
+        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", px, y0 - 12, panel_fs);
+        sb_escaped(&b, panels[p]);
+        sb_printf(&b, "</text>\n<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n", px,
+                  y0 - 4, px, y0 + n_rows * (bar_h + gap) - gap + 4);
+        for (int r = 0; r < n_rows; r++) {
+            const double y = y0 + r * (bar_h + gap);
+            if (!isfinite(v[r])) {
+                sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">n/a</text>\n", px + 4,
+                          y + bar_h * 0.5 + value_fs * 0.35, value_fs);
+                continue;
+            }
+            const double w = fmax(v[r] * scale, 1.0);
+            /* The first row is the baseline the others are compared with: darker. */
+            sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", px, y, w, bar_h,
+                      r == 0 ? "#08306b" : "#6baed6");
+            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\">%.4g</text>\n", px + w + 4,
+                      y + bar_h * 0.5 + value_fs * 0.35, value_fs, v[r]);
+        }
+    }
+    sb_printf(&b, "</svg>\n");
+    if (b.failed) {
+        free(b.data);
+        qb_fail(QB_ENOMEM, "bar chart SVG: out of memory");
+        return NULL;
+    }
+    return b.data;
+}
+
 qb_status qb_svg_write(const char *path, const char *svg)
 {
     return qb_write_file_atomic(path, svg, strlen(svg));

@@ -49,6 +49,8 @@ char *qb_strdup(const char *s);
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). Free with free(). */
 qb_status qb_read_file(const char *path, char **data, size_t *len);
+/* The size in bytes of the file at path; -1 when it cannot be read. */
+int64_t qb_file_size(const char *path);
 /* Writes to PATH.tmp.PID, fsyncs, then renames over PATH: never a half-written file. */
 qb_status qb_write_file_atomic(const char *path, const void *data, size_t len);
 /* Joins dir and name into buf; error when it does not fit. */

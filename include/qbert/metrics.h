@@ -62,6 +62,13 @@ qb_status qb_json_write_file(const char *path, const cJSON *json);
  * row share (white -> blue). title may be NULL. Returns a malloc'ed string (free
  * with free()), or NULL when out of memory (message in qb_error()). */
 char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, const char *title);
+/* A standalone SVG of horizontal bar charts side by side: one panel per series
+ * (panels, n_panels), one bar per row (rows, n_rows; the first, the baseline, drawn
+ * darker), each bar's value printed at its end. values: (n_panels, n_rows); a
+ * non-finite value is drawn as "n/a". Axes start at 0. Returns a malloc'ed string, or
+ * NULL when out of memory. */
+char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const char *const *panels,
+                  const double *values, int n_panels);
 /* Writes an SVG string atomically. */
 qb_status qb_svg_write(const char *path, const char *svg);
 

@@ -1,0 +1,603 @@
+/* qbert experiment FILE.ini: the research notes' comparison table in one command.
+ *
+ * Each [variant NAME] section is one row: the experiment's FP32 model as it is
+ * (scheme = fp32), or a model written by qbert quantize with the section's options
+ * (the option names without their dashes) from the experiment's model or from the
+ * section's own `model` (a QAT checkpoint for scheme = qat). Every row is evaluated
+ * on the test set (accuracy, weighted P/R/F1, average confidence, agreement with the
+ * first row's predictions) and timed; the first row is the baseline that every
+ * difference is taken against. Output under [experiment] out: results.json (all of
+ * it), results.md (the tables, also printed), results.svg (accuracy, size and
+ * latency drawn), and one model directory per quantized row.
+ *
+ * Latency is what a caller of the engine waits for: one qb_engine_classify call on
+ * the first B texts of the test set (tokenisation, forward, softmax), `warmup`
+ * untimed calls and then `runs` timed ones, for each batch size B. */
+#include "cli/cli.h"
+
+#include "qbert/metrics.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { MAX_VARIANTS = 32, MAX_BATCHES = 8, PATH_CAP = 1024 };
+
+typedef struct {
+    char name[64];
+    int line;               /* of its [variant NAME] header */
+    char scheme[32], model[PATH_CAP], act[8], calib_method[16];
+    int group;
+    double percentile;
+} variant;
+
+typedef struct {
+    char model[PATH_CAP], test[PATH_CAP], out[PATH_CAP], calib[PATH_CAP];
+    int max_length, batch, threads, calib_samples;
+    int warmup, runs, batches[MAX_BATCHES], n_batches;
+    variant v[MAX_VARIANTS];
+    int n;
+} experiment;
+
+/* What one row measured. */
+typedef struct {
+    char dir[PATH_CAP];
+    int64_t bytes;          /* the weights file on disk */
+    qb_metrics m;
+    int *pred;              /* (n_test) */
+    double agreement;       /* share of test texts predicted as the baseline predicts them */
+    qb_latency_stats lat[MAX_BATCHES];
+} row;
+
+/* ---- the INI file ---- */
+
+typedef struct {
+    experiment *x;
+    char msg[1024];
+} parse_ctx;
+
+/* Keeps the message for the caller, which prefixes FILE:LINE; 0 stops inih. */
+static int fail_key(parse_ctx *p, const char *section, const char *name, const char *value, const char *why)
+{
+    snprintf(p->msg, sizeof p->msg, "[%s] %s = \"%s\": %s", section, name, value, why);
+    return 0;
+}
+
+static bool set_str(char *dst, size_t cap, const char *v)
+{
+    if (strlen(v) >= cap) return false;
+    strcpy(dst, v);
+    return true;
+}
+
+static bool parse_int(const char *v, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) return false;
+    *out = (int)x;
+    return true;
+}
+
+/* "1, 32": up to MAX_BATCHES sizes in [1, 4096]. */
+static bool parse_batches(const char *v, experiment *x)
+{
+    x->n_batches = 0;
+    const char *s = v;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long b = strtol(s, &end, 10);
+        if (end == s || errno || b < 1 || b > 4096 || x->n_batches == MAX_BATCHES) return false;
+        x->batches[x->n_batches++] = (int)b;
+        s = end;
+        while (*s == ' ' || *s == '\t') s++;
+        if (*s == ',') s++;
+        else if (*s) return false;
+    }
+    return x->n_batches > 0;
+}
+
+static int handle_variant(parse_ctx *p, const char *section, const char *name, const char *v)
+{
+    experiment *x = p->x;
+    variant *r = NULL;
+    for (int i = 0; i < x->n && !r; i++)
+        if (strcmp(x->v[i].name, section + strlen("variant ")) == 0) r = &x->v[i];
+    if (!r) return fail_key(p, section, name, v, "internal: a section the header scan missed");
+    if (strcmp(name, "scheme") == 0) {
+        if (!set_str(r->scheme, sizeof r->scheme, v)) return fail_key(p, section, name, v, "expected a scheme name");
+    } else if (strcmp(name, "model") == 0) {
+        if (!set_str(r->model, sizeof r->model, v)) return fail_key(p, section, name, v, "path too long");
+    } else if (strcmp(name, "group-size") == 0) {
+        if (!parse_int(v, 2, 1 << 16, &r->group)) return fail_key(p, section, name, v, "expected an integer in [2, 65536]");
+    } else if (strcmp(name, "act") == 0) {
+        if (!set_str(r->act, sizeof r->act, v)) return fail_key(p, section, name, v, "expected int8 or fp32");
+    } else if (strcmp(name, "calib-method") == 0) {
+        if (!set_str(r->calib_method, sizeof r->calib_method, v))
+            return fail_key(p, section, name, v, "expected minmax, percentile or mse");
+    } else if (strcmp(name, "percentile") == 0) {
+        char *end;
+        r->percentile = strtod(v, &end);
+        if (!*v || *end || !(r->percentile > 0 && r->percentile <= 100))
+            return fail_key(p, section, name, v, "expected a number in (0, 100]");
+    } else {
+        return fail_key(p, section, name, v, "unknown key; a variant takes scheme, model, group-size, act, calib-method, percentile");
+    }
+    return 1;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *v)
+{
+    parse_ctx *p = user;
+    experiment *x = p->x;
+    if (strncmp(section, "variant ", 8) == 0) return handle_variant(p, section, name, v);
+    /* {section, key, string field or NULL, int field, lo, hi} */
+    const struct {
+        const char *section, *key;
+        char *str;
+        int *num;
+        long lo, hi;
+    } keys[] = {
+        {"experiment", "model", x->model, NULL, 0, 0},
+        {"experiment", "test", x->test, NULL, 0, 0},
+        {"experiment", "out", x->out, NULL, 0, 0},
+        {"experiment", "max_length", NULL, &x->max_length, 3, 8192},
+        {"experiment", "batch", NULL, &x->batch, 1, 100000},
+        {"experiment", "threads", NULL, &x->threads, 0, 4096},
+        {"calibration", "data", x->calib, NULL, 0, 0},
+        {"calibration", "samples", NULL, &x->calib_samples, 1, 1 << 24},
+        {"latency", "warmup", NULL, &x->warmup, 0, 100000},
+        {"latency", "runs", NULL, &x->runs, 1, 100000},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        if (strcmp(section, keys[i].section) != 0 || strcmp(name, keys[i].key) != 0) continue;
+        if (keys[i].str && !set_str(keys[i].str, PATH_CAP, v)) return fail_key(p, section, name, v, "path too long");
+        if (keys[i].num && !parse_int(v, keys[i].lo, keys[i].hi, keys[i].num)) {
+            char range[96];
+            snprintf(range, sizeof range, "expected an integer in [%ld, %ld]", keys[i].lo, keys[i].hi);
+            return fail_key(p, section, name, v, range);
+        }
+        return 1;
+    }
+    if (strcmp(section, "latency") == 0 && strcmp(name, "batches") == 0) {
+        if (!parse_batches(v, x)) return fail_key(p, section, name, v, "expected 1 to 8 batch sizes in [1, 4096], like 1, 32");
+        return 1;
+    }
+    return fail_key(p, section, name, v, "unknown key (sections: [experiment] model test out max_length batch threads, [calibration] data "
+                    "samples, [latency] warmup runs batches, [variant NAME])");
+}
+
+/* The [variant NAME] headers of text, in order, with their lines: inih calls the
+ * handler per key, so it can tell neither an empty section nor a repeated one. The
+ * header syntax is inih's: '[' first on the line (after blanks), the name up to ']'. */
+static qb_status scan_variants(const char *path, const char *text, experiment *x)
+{
+    int line = 1;
+    for (const char *s = text; *s; line++) {
+        const char *end = strchr(s, '\n');
+        const size_t len = end ? (size_t)(end - s) : strlen(s);
+        size_t i = 0;
+        while (i < len && (s[i] == ' ' || s[i] == '\t')) i++;
+        const char *close = memchr(s + i, ']', len - i);
+        if (i + 9 <= len && strncmp(s + i, "[variant ", 9) == 0 && close) {
+            const char *name = s + i + 9;
+            const size_t n = (size_t)(close - name);
+            for (int k = 0; k < x->n; k++)
+                if (strlen(x->v[k].name) == n && strncmp(x->v[k].name, name, n) == 0)
+                    return qb_fail(QB_EINVAL, "%s:%d: [variant %.*s] again (first on line %d): each row needs its own name",
+                                   path, line, (int)n, name, x->v[k].line);
+            if (x->n == MAX_VARIANTS) return qb_fail(QB_EINVAL, "%s:%d: more than %d variants", path, line, MAX_VARIANTS);
+            if (n == 0 || n >= sizeof x->v[0].name || memchr(name, '/', n) || (n <= 2 && strncmp(name, "..", n) == 0))
+                return qb_fail(QB_EINVAL, "%s:%d: a variant name is 1 to 63 characters, no '/', not . or .. (it names a "
+                               "directory)", path, line);
+            variant *v = &x->v[x->n++];
+            *v = (variant){.line = line, .percentile = 99.99};
+            memcpy(v->name, name, n);
+        }
+        if (!end) break;
+        s = end + 1;
+    }
+    return QB_OK;
+}
+
+static qb_status load_experiment(const char *path, experiment *x)
+{
+    *x = (experiment){.max_length = 128, .batch = 32, .calib_samples = 256, .warmup = 5, .runs = 20,
+                      .batches = {1, 32}, .n_batches = 2};
+    char *text;
+    size_t len;
+    qb_status st = qb_read_file(path, &text, &len);
+    if (st) return st;
+    if (strlen(text) != len) {
+        free(text);
+        return qb_fail(QB_EFORMAT, "%s: contains a NUL byte; expected an INI text file", path);
+    }
+    parse_ctx p = {x, ""};
+    if ((st = scan_variants(path, text, x))) {
+        free(text);
+        return st;
+    }
+    const int rc = ini_parse_string(text, handler, &p);
+    if (rc > 0 && p.msg[0]) st = qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, p.msg);
+    else if (rc != 0)
+        st = qb_fail(QB_EINVAL, "%s:%d: syntax error: expected [section], key = value or a ; comment", path, rc);
+    const char *missing = !x->model[0] ? "[experiment] model" : !x->test[0] ? "[experiment] test"
+                          : !x->out[0] ? "[experiment] out" : NULL;
+    if (!st && missing) st = qb_fail(QB_EINVAL, "%s: %s is required", path, missing);
+    if (!st && x->n == 0) st = qb_fail(QB_EINVAL, "%s: no [variant NAME] section; the first one is the baseline", path);
+    for (int i = 0; !st && i < x->n; i++) {
+        variant *v = &x->v[i];
+        char sec[80];
+        snprintf(sec, sizeof sec, "variant %s", v->name);
+        const int line = v->line;
+        if (!v->scheme[0]) st = qb_fail(QB_EINVAL, "%s:%d: [%s] has no scheme = ...", path, line, sec);
+        if (!st && strcmp(v->scheme, "qat") == 0 && !v->model[0])
+            st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = qat needs model = a QAT checkpoint directory", path, line, sec);
+        if (!st && strcmp(v->scheme, "fp32") == 0 && (v->group || v->act[0] || v->calib_method[0]))
+            st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = fp32 is the model as it is: it takes only model", path, line,
+                         sec);
+        if (!st && strcmp(v->scheme, "fp32") != 0) {
+            qb_cli_quant_request r;
+            qb_qplan plan;
+            qb_qscheme s;
+            qb_cli_quant_request_default(&r);
+            r.scheme = v->scheme, r.group = v->group, r.act = v->act[0] ? v->act : NULL;
+            if (v->calib_method[0]) r.calib_method = v->calib_method;
+            /* A static scheme takes the [calibration] texts. */
+            const bool is_static = qb_qscheme_get(v->scheme, v->group, &s) == QB_OK && s.act == QB_ACT_STATIC;
+            if (is_static && !x->calib[0])
+                st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = %s needs [calibration] data = FILE", path, line, sec,
+                             v->scheme);
+            r.calib = is_static ? x->calib : NULL;
+            if (!st && qb_cli_quant_check(&r, &plan))
+                st = qb_fail(QB_EINVAL, "%s:%d: [%s] %s", path, line, sec, qb_error());
+        }
+        if (!st && !v->model[0]) strcpy(v->model, x->model);
+        /* Every model is there before the first row's minutes are spent. */
+        char config[PATH_CAP + 16];
+        snprintf(config, sizeof config, "%s/config.json", v->model);
+        if (!st && !qb_file_exists(config))
+            st = qb_fail(QB_ENOTFOUND, "%s:%d: [%s] model %s: no config.json there (a model directory expected)", path,
+                         line, sec, v->model);
+    }
+    free(text);
+    return st;
+}
+
+/* ---- running a row ---- */
+
+static int64_t weights_bytes(const char *dir)
+{
+    char path[PATH_CAP + 32];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int64_t n = qb_file_size(path);
+    if (n >= 0) return n;
+    snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
+    return qb_file_size(path);
+}
+
+static qb_status time_batches(qb_engine *e, const experiment *x, const qb_dataset *test, row *r)
+{
+    const int K = qb_engine_model(e)->cfg.num_labels;
+    float *probs = malloc((size_t)x->batches[x->n_batches - 1] * K * sizeof *probs);
+    double *ms = malloc((size_t)x->runs * sizeof *ms);
+    qb_status st = probs && ms ? QB_OK : qb_fail(QB_ENOMEM, "out of memory for the latency runs");
+    for (int bi = 0; !st && bi < x->n_batches; bi++) {
+        const int B = x->batches[bi];
+        const char *const *texts = (const char *const *)test->texts;
+        for (int i = 0; !st && i < x->warmup + x->runs; i++) {
+            const double t0 = qb_now();
+            st = qb_engine_classify(e, texts, B, probs, NULL, NULL);
+            if (i >= x->warmup) ms[i - x->warmup] = (qb_now() - t0) * 1e3;
+        }
+        if (!st) st = qb_latency_compute(ms, x->runs, &r->lat[bi]);
+        if (!st)
+            fprintf(stderr, "[experiment]   batch %d: median %.2f ms, p95 %.2f ms over %d runs\n", B, r->lat[bi].median,
+                    r->lat[bi].p95, x->runs);
+    }
+    free(probs);
+    free(ms);
+    return st;
+}
+
+/* Writes the row's model (unless fp32), then evaluates and times it. */
+static qb_status run_row(const experiment *x, const variant *v, const qb_engine_options *eo, const qb_dataset *test,
+                         const qb_config *base, const int *base_pred, row *r)
+{
+    qb_status st = QB_OK;
+    snprintf(r->dir, sizeof r->dir, "%s", v->model);
+    if (strcmp(v->scheme, "fp32") != 0) {
+        if (snprintf(r->dir, sizeof r->dir, "%s/%s", x->out, v->name) >= (int)sizeof r->dir)
+            return qb_fail(QB_EINVAL, "%s/%s: path too long", x->out, v->name);
+        qb_cli_quant_request q;
+        qb_qplan plan;
+        qb_cli_quant_request_default(&q);
+        q.scheme = v->scheme, q.group = v->group, q.act = v->act[0] ? v->act : NULL;
+        q.calib_samples = x->calib_samples, q.percentile = v->percentile;
+        if (v->calib_method[0]) q.calib_method = v->calib_method;
+        qb_qscheme s;
+        if (qb_qscheme_get(v->scheme, v->group, &s) == QB_OK && s.act == QB_ACT_STATIC) q.calib = x->calib;
+        qb_engine *src;
+        if ((st = qb_cli_quant_check(&q, &plan)) || (st = qb_engine_open(v->model, eo, &src))) return st;
+        st = qb_cli_quantize(src, v->model, &q, &plan, eo, r->dir);
+        qb_engine_close(src);
+        if (st) return st;
+    }
+    if ((r->bytes = weights_bytes(r->dir)) < 0)
+        return qb_fail(QB_ENOTFOUND, "%s: no model.safetensors or pytorch_model.bin", r->dir);
+    qb_engine *e;
+    if ((st = qb_engine_open(r->dir, eo, &e))) return st;
+    const qb_config *cfg = &qb_engine_model(e)->cfg;
+    const int n = test->count;
+    /* The test labels are ids of the baseline's label names. */
+    bool same_labels = cfg->num_labels == base->num_labels;
+    for (int k = 0; same_labels && k < cfg->num_labels; k++)
+        same_labels = strcmp(cfg->id2label[k], base->id2label[k]) == 0;
+    if (!same_labels) {
+        qb_engine_close(e);
+        return qb_fail(QB_EINVAL, "%s: its labels (id2label) differ from the baseline's (%s)", r->dir, x->v[0].model);
+    }
+    float *conf = malloc((size_t)n * sizeof *conf);
+    double seconds;
+    if (!(r->pred = malloc((size_t)n * sizeof *r->pred)) || !conf) st = qb_fail(QB_ENOMEM, "out of memory");
+    if (!st && qb_cli_classify(e, (const char *const *)test->texts, n, r->pred, conf, &seconds))
+        st = qb_fail(QB_EIO, "%s: classifying the test set failed", r->dir);
+    if (!st) st = qb_metrics_compute(test->labels, r->pred, conf, n, cfg->num_labels, &r->m);
+    if (!st) {
+        int same = 0;
+        for (int i = 0; i < n; i++) same += r->pred[i] == (base_pred ? base_pred[i] : r->pred[i]);
+        r->agreement = (double)same / n;
+        st = time_batches(e, x, test, r);
+    }
+    free(conf);
+    qb_engine_close(e);
+    return st;
+}
+
+/* ---- reports ---- */
+
+static cJSON *latency_json(const qb_latency_stats *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", s->n);
+    cJSON_AddNumberToObject(o, "mean", s->mean);
+    cJSON_AddNumberToObject(o, "median", s->median);
+    cJSON_AddNumberToObject(o, "std", s->std);
+    cJSON_AddNumberToObject(o, "p95", s->p95);
+    cJSON_AddNumberToObject(o, "min", s->min);
+    cJSON_AddNumberToObject(o, "max", s->max);
+    return o;
+}
+
+static cJSON *results_json(const char *path, const experiment *x, const qb_dataset *test, const row *rows,
+                           const char *const *labels)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "experiment", path);
+    cJSON_AddStringToObject(root, "test", x->test);
+    cJSON_AddNumberToObject(root, "test_texts", test->count);
+    cJSON_AddStringToObject(root, "baseline", x->v[0].name);
+    cJSON *lat = cJSON_AddObjectToObject(root, "latency_protocol");
+    cJSON_AddStringToObject(lat, "timed", "one qb_engine_classify call on the first B test texts: tokenisation, "
+                                          "forward, softmax");
+    cJSON_AddNumberToObject(lat, "warmup", x->warmup);
+    cJSON_AddNumberToObject(lat, "runs", x->runs);
+    cJSON_AddNumberToObject(lat, "threads", x->threads);
+    cJSON_AddNumberToObject(lat, "max_length", x->max_length);
+    cJSON *variants = cJSON_AddArrayToObject(root, "variants");
+    const row *b = &rows[0];
+    for (int i = 0; i < x->n; i++) {
+        const row *r = &rows[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(variants, o);
+        cJSON_AddStringToObject(o, "name", x->v[i].name);
+        cJSON_AddStringToObject(o, "scheme", x->v[i].scheme);
+        cJSON_AddStringToObject(o, "model", r->dir);
+        cJSON_AddNumberToObject(o, "size_bytes", (double)r->bytes);
+        cJSON_AddItemToObject(o, "metrics", qb_metrics_to_json(&r->m, labels));
+        cJSON_AddNumberToObject(o, "agreement_with_baseline", r->agreement);
+        cJSON *l = cJSON_AddObjectToObject(o, "latency_ms");
+        char key[16];
+        for (int k = 0; k < x->n_batches; k++) {
+            snprintf(key, sizeof key, "batch_%d", x->batches[k]);
+            cJSON_AddItemToObject(l, key, latency_json(&r->lat[k]));
+        }
+        /* Differences to the baseline: metric deltas, ratios for size and speed. */
+        cJSON *d = cJSON_AddObjectToObject(o, "vs_baseline");
+        cJSON_AddNumberToObject(d, "accuracy", r->m.accuracy - b->m.accuracy);
+        cJSON_AddNumberToObject(d, "precision_weighted", r->m.weighted_p - b->m.weighted_p);
+        cJSON_AddNumberToObject(d, "recall_weighted", r->m.weighted_r - b->m.weighted_r);
+        cJSON_AddNumberToObject(d, "f1_weighted", r->m.weighted_f1 - b->m.weighted_f1);
+        cJSON_AddNumberToObject(d, "avg_confidence", r->m.avg_confidence - b->m.avg_confidence);
+        cJSON_AddNumberToObject(d, "size_bytes", (double)(r->bytes - b->bytes));
+        cJSON_AddNumberToObject(d, "size_ratio", (double)r->bytes / (double)b->bytes);
+        for (int k = 0; k < x->n_batches; k++) {
+            snprintf(key, sizeof key, "batch_%d", x->batches[k]);
+            cJSON *s = cJSON_AddObjectToObject(d, key);
+            cJSON_AddNumberToObject(s, "mean_ms", r->lat[k].mean - b->lat[k].mean);
+            cJSON_AddNumberToObject(s, "median_ms", r->lat[k].median - b->lat[k].median);
+            cJSON_AddNumberToObject(s, "p95_ms", r->lat[k].p95 - b->lat[k].p95);
+            cJSON_AddNumberToObject(s, "speedup_median", b->lat[k].median / r->lat[k].median);
+        }
+    }
+    return root;
+}
+
+/* "0.7030 (+0.30)": a value and its difference to the baseline, in points for shares. */
+static void cell(FILE *f, double v, double base, bool first)
+{
+    if (first) fprintf(f, " %.4f |", v);
+    else fprintf(f, " %.4f (%+.2f) |", v, 100.0 * (v - base));
+}
+
+static void write_markdown(FILE *f, const experiment *x, const qb_dataset *test, const row *rows)
+{
+    const row *b = &rows[0];
+    fprintf(f, "Test set: %s (%d texts). Differences to %s in parentheses, in points.\n\n",
+            x->test, test->count, x->v[0].name);
+    fprintf(f, "| variant | scheme | accuracy | F1 (weighted) | precision (w) | recall (w) | avg confidence | "
+               "agreement | size MB | size vs %s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            x->v[0].name);
+    for (int i = 0; i < x->n; i++) {
+        const row *r = &rows[i];
+        fprintf(f, "| %s | %s |", x->v[i].name, x->v[i].scheme);
+        cell(f, r->m.accuracy, b->m.accuracy, i == 0);
+        cell(f, r->m.weighted_f1, b->m.weighted_f1, i == 0);
+        cell(f, r->m.weighted_p, b->m.weighted_p, i == 0);
+        cell(f, r->m.weighted_r, b->m.weighted_r, i == 0);
+        cell(f, r->m.avg_confidence, b->m.avg_confidence, i == 0);
+        fprintf(f, " %.4f | %.4g | %.1f%% |\n", r->agreement, r->bytes / 1e6, 100.0 * r->bytes / b->bytes);
+    }
+    for (int k = 0; k < x->n_batches; k++) {
+        char threads[32] = "all cores";
+        if (x->threads) snprintf(threads, sizeof threads, "%d threads", x->threads);
+        fprintf(f, "\nLatency, batch %d (ms; warm-up %d, %d runs; %s):\n\n", x->batches[k], x->warmup, x->runs,
+                threads);
+        fprintf(f, "| variant | mean | std | median | p95 | speedup (median) | texts/s |\n|---|---|---|---|---|---|---|\n");
+        for (int i = 0; i < x->n; i++) {
+            const qb_latency_stats *s = &rows[i].lat[k];
+            fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.1f |\n", x->v[i].name, s->mean, s->std, s->median,
+                    s->p95, b->lat[k].median / s->median, x->batches[k] * 1e3 / s->median);
+        }
+    }
+}
+
+static qb_status write_reports(const char *path, const experiment *x, const qb_dataset *test, const row *rows,
+                               const char *const *labels)
+{
+    char file[PATH_CAP + 32];
+    cJSON *root = results_json(path, x, test, rows, labels);
+    snprintf(file, sizeof file, "%s/results.json", x->out);
+    qb_status st = root ? qb_json_write_file(file, root) : qb_fail(QB_ENOMEM, "out of memory building JSON");
+    cJSON_Delete(root);
+    if (st) return st;
+
+    char *md = NULL;
+    size_t md_len = 0;
+    FILE *f = open_memstream(&md, &md_len);
+    if (!f) return qb_fail(QB_ENOMEM, "out of memory for the Markdown table");
+    write_markdown(f, x, test, rows);
+    fclose(f);
+    snprintf(file, sizeof file, "%s/results.md", x->out);
+    st = qb_write_file_atomic(file, md, md_len);
+    if (!st) printf("\n%s", md);
+    free(md);
+    if (st) return st;
+
+    /* Panels: accuracy, size, then the median latency of each batch size. */
+    const int n_panels = 2 + x->n_batches;
+    const char *names[MAX_VARIANTS];
+    char titles[2 + MAX_BATCHES][48];
+    const char *panels[2 + MAX_BATCHES];
+    double *v = malloc((size_t)n_panels * x->n * sizeof *v);
+    if (!v) return qb_fail(QB_ENOMEM, "out of memory for the chart");
+    snprintf(titles[0], sizeof titles[0], "accuracy");
+    snprintf(titles[1], sizeof titles[1], "size on disk (MB)");
+    for (int k = 0; k < x->n_batches; k++)
+        snprintf(titles[2 + k], sizeof titles[2 + k], "median ms, batch %d", x->batches[k]);
+    for (int p = 0; p < n_panels; p++) panels[p] = titles[p];
+    for (int i = 0; i < x->n; i++) {
+        names[i] = x->v[i].name;
+        v[i] = rows[i].m.accuracy;
+        v[x->n + i] = rows[i].bytes / 1e6;
+        for (int k = 0; k < x->n_batches; k++) v[(size_t)(2 + k) * x->n + i] = rows[i].lat[k].median;
+    }
+    char title[PATH_CAP + 64];
+    snprintf(title, sizeof title, "%s: %d test texts", path, test->count);
+    char *svg = qb_bars_svg(title, names, x->n, panels, v, n_panels);
+    free(v);
+    if (!svg) return qb_fail(QB_ENOMEM, "out of memory drawing the chart");
+    snprintf(file, sizeof file, "%s/results.svg", x->out);
+    st = qb_svg_write(file, svg);
+    free(svg);
+    if (!st) fprintf(stderr, "wrote %s/results.json, results.md and results.svg\n", x->out);
+    return st;
+}
+
+/* ---- the command ---- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert experiment FILE.ini\n"
+            "  Evaluates and times every [variant NAME] of FILE (the first one is the baseline) and\n"
+            "  writes results.json, results.md and results.svg to its [experiment] out directory.\n"
+            "  [experiment] model DIR, test FILE, out DIR, max_length (128), batch (32), threads (0: all)\n"
+            "  [calibration] data FILE, samples (256)       texts for int8-static variants\n"
+            "  [latency] warmup (5), runs (20), batches (1, 32)\n"
+            "  [variant NAME] scheme = fp32 | fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | qat,\n"
+            "                 model (default: the experiment's), group-size, act, calib-method, percentile\n"
+            "example: qbert experiment experiments/smsa_ptq.ini\n");
+}
+
+int qb_cmd_experiment(int argc, char **argv)
+{
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc != 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *path = argv[1];
+    experiment *x = calloc(1, sizeof *x);
+    if (!x) return qb_cli_fail("experiment", "out of memory");
+    if (load_experiment(path, x)) {
+        free(x);
+        return qb_cli_fail("experiment", "%s", qb_error());
+    }
+    qb_engine_options eo;
+    qb_engine_default_options(&eo);
+    eo.max_length = x->max_length, eo.batch_size = x->batch, eo.threads = x->threads;
+
+    /* The test set, with the baseline's label names. */
+    qb_config cfg = {0};
+    char cpath[PATH_CAP + 32];
+    snprintf(cpath, sizeof cpath, "%s/config.json", x->v[0].model);
+    qb_dataset test = {0};
+    qb_data_options dop;
+    qb_data_default_options(&dop);
+    qb_status st = qb_config_load(cpath, &cfg);
+    if (!st) {
+        dop.label_names = (const char *const *)cfg.id2label;
+        dop.n_labels = cfg.num_labels;
+        st = qb_dataset_load(x->test, &dop, &test);
+    }
+    if (!st && test.count < x->batches[x->n_batches - 1])
+        st = qb_fail(QB_EINVAL, "[latency] batches: %s has %d texts, fewer than the largest batch (%d)", x->test,
+                     test.count, x->batches[x->n_batches - 1]);
+    if (!st && mkdir(x->out, 0755) != 0 && errno != EEXIST)
+        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", x->out, strerror(errno));
+    row *rows = calloc((size_t)x->n, sizeof *rows);
+    if (!st && !rows) st = qb_fail(QB_ENOMEM, "out of memory");
+    const double t0 = qb_now();
+    for (int i = 0; !st && i < x->n; i++) {
+        const double el = qb_now() - t0;
+        fprintf(stderr, "[experiment] %d/%d %s (%s)  elapsed %.0fs", i + 1, x->n, x->v[i].name, x->v[i].scheme, el);
+        if (i) fprintf(stderr, "  ETA %.0fs", el / i * (x->n - i));
+        fprintf(stderr, "\n");
+        if ((st = run_row(x, &x->v[i], &eo, &test, &cfg, i ? rows[0].pred : NULL, &rows[i])))
+            st = qb_fail(st, "[variant %s]: %s", x->v[i].name, qb_error());
+        else
+            fprintf(stderr, "[experiment]   accuracy %.4f, agreement %.4f, %.1f MB\n", rows[i].m.accuracy,
+                    rows[i].agreement, rows[i].bytes / 1e6);
+    }
+    if (!st) st = write_reports(path, x, &test, rows, (const char *const *)cfg.id2label);
+    for (int i = 0; rows && i < x->n; i++) {
+        qb_metrics_free(&rows[i].m);
+        free(rows[i].pred);
+    }
+    free(rows);
+    qb_dataset_free(&test);
+    qb_config_free(&cfg);
+    free(x);
+    return st ? qb_cli_fail("experiment", "%s: %s", path, qb_error()) : 0;
+}

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""End-to-end test of qbert experiment: an experiment over the golden tiny model (FP32,
+FP16, INT8 dynamic and static, INT4 per group and per tensor, and a QAT INT8 checkpoint
+trained from it here) writes results.json / .md / .svg whose numbers are the ones other
+commands give for the same model directories: qbert eval's metrics, agreement counted
+from qbert predict's labels, the sizes of the files on disk, differences taken against
+the first row. Then the bad-input cases of the INI file, each a non-zero exit naming
+the file, the line or section, and what was expected. Standard library only."""
+import json
+import os
+import struct
+import sys
+import xml.etree.ElementTree as ET
+
+from testutil import check, expect_error, main_in_tempdir, qbert, write
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = os.path.join(HERE, "golden", "tiny")
+LABELS = ["positive", "neutral", "negative"]
+
+
+def main():
+    return main_in_tempdir("experiment_test", run)
+
+
+def labelled_texts(tmp):
+    """24 labelled texts made from the golden tiny texts' words (a test set that is
+    not all one length)."""
+    with open(os.path.join(HERE, "golden", "tiny_texts.txt"), encoding="utf-8") as f:
+        words = f.read().split()
+    rows = ["%s\t%s\n" % (" ".join(words[i:i + 3 + i % 7]), LABELS[i % 3]) for i in range(24)]
+    return write(os.path.join(tmp, "test.tsv"), "".join(rows))
+
+
+def qat_checkpoint(tmp, data):
+    """A QAT INT8 model fine-tuned a few steps from the tiny FP32 model."""
+    cfg = write(os.path.join(tmp, "qat.ini"), "[model]\npath = %s\n[data]\ntrain = %s\nvalid = %s\n"
+                "labels = positive, neutral, negative\nmax_length = 32\n[train]\nlearning_rate = 1e-3\n"
+                "batch_size = 8\nmax_steps = 4\n[qat]\nenabled = true\n[output]\ndir = %s\n"
+                % (TINY, data, data, os.path.join(tmp, "qat")))
+    rc, _, err = qbert("train", cfg)
+    check(rc == 0, "QAT train: exit %d %s" % (rc, err[-500:]))
+    return os.path.join(tmp, "qat", "model")
+
+
+def experiment_ini(tmp, data, qat, out, variants=None, extra=""):
+    if variants is None:
+        variants = ("[variant fp32]\nscheme = fp32\n\n[variant fp16]\nscheme = fp16\n\n"
+                    "[variant int8-dynamic]\nscheme = int8-dynamic\n\n"
+                    "[variant int8-static]\nscheme = int8-static\ncalib-method = minmax\n\n"
+                    "[variant int4-g16]\nscheme = int4\ngroup-size = 16\n\n"
+                    "[variant int4-tensor]\nscheme = int4-tensor\ngroup-size = 16\n\n"
+                    "[variant qat-int8]\nscheme = qat\nmodel = %s\n" % qat)
+    return ("[experiment]\nmodel = %s\ntest = %s\nout = %s\nmax_length = 32\nbatch = 8\nthreads = 1\n\n"
+            "[calibration]\ndata = %s\nsamples = 12\n\n[latency]\nwarmup = 1\nruns = 4\nbatches = 1, 8\n%s\n%s"
+            % (TINY, data, out, data, extra, variants))
+
+
+def metadata(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n))["__metadata__"]
+
+
+def predictions(model, data):
+    with open(data, encoding="utf-8") as f:
+        texts = [line.rsplit("\t", 1)[0] for line in f]
+    rc, so, err = qbert("predict", "--model", model, "--max-length", "32", stdin="\n".join(texts).encode())
+    check(rc == 0, "predict on %s: exit %d %s" % (model, rc, err[-300:]))
+    return [json.loads(line)["label"] for line in so.splitlines()]
+
+
+def run(tmp):
+    data = labelled_texts(tmp)
+    qat = qat_checkpoint(tmp, data)
+    out = os.path.join(tmp, "ex")
+    ini = write(os.path.join(tmp, "ex.ini"), experiment_ini(tmp, data, qat, out))
+    rc, so, err = qbert("experiment", ini)
+    if not check(rc == 0, "experiment: exit %d %s" % (rc, err[-1500:])):
+        return
+    check("[experiment] 7/7 qat-int8" in err and "ETA" in err, "progress lines: %r" % err[-600:])
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        res = json.load(f)
+    names = ["fp32", "fp16", "int8-dynamic", "int8-static", "int4-g16", "int4-tensor", "qat-int8"]
+    rows = res["variants"]
+    check([r["name"] for r in rows] == names and res["baseline"] == "fp32", "rows in the INI's order")
+    check(res["test_texts"] == 24 and res["latency_protocol"]["runs"] == 4, "protocol %r" % res["latency_protocol"])
+    base = rows[0]
+    base_pred = predictions(base["model"], data)
+    for r in rows:
+        name, m = r["name"], r["metrics"]
+        # The model directory is the input model for fp32, else the one written for the row.
+        want_dir = TINY if name == "fp32" else os.path.join(out, name)
+        check(r["model"] == want_dir, "%s: model %s" % (name, r["model"]))
+        weights = os.path.join(want_dir, "model.safetensors")
+        check(r["size_bytes"] == os.path.getsize(weights), "%s: size %d" % (name, r["size_bytes"]))
+        if name != "fp32":
+            scheme = metadata(weights).get("qbert.scheme")
+            want = {"int4-g16": "int4", "qat-int8": "qat-int8"}.get(name, name)
+            check(scheme == want, "%s: the file's scheme is %r" % (name, scheme))
+        # The metrics qbert eval reports for the same directory.
+        ej = os.path.join(tmp, name + ".json")
+        rc, _, err = qbert("eval", "--model", want_dir, "--data", data, "--max-length", "32", "--batch", "8",
+                           "--threads", "1", "--json", ej)
+        if check(rc == 0, "eval %s: exit %d %s" % (name, rc, err[-300:])):
+            with open(ej, encoding="utf-8") as f:
+                e = json.load(f)
+            for k in ("accuracy", "f1_weighted", "precision_weighted", "recall_weighted", "avg_confidence"):
+                check(abs(e[k] - m[k]) < 1e-9, "%s: %s %r, qbert eval says %r" % (name, k, m[k], e[k]))
+        # Agreement with the baseline, counted from qbert predict.
+        pred = predictions(want_dir, data)
+        agree = sum(a == b for a, b in zip(pred, base_pred)) / len(base_pred)
+        check(len(pred) == 24 and abs(r["agreement_with_baseline"] - agree) < 1e-12,
+              "%s: agreement %r, predict gives %r" % (name, r["agreement_with_baseline"], agree))
+        d = r["vs_baseline"]
+        check(abs(d["accuracy"] - (m["accuracy"] - base["metrics"]["accuracy"])) < 1e-12 and
+              abs(d["size_ratio"] - r["size_bytes"] / base["size_bytes"]) < 1e-12, "%s: differences %r" % (name, d))
+        for b in ("batch_1", "batch_8"):
+            s = r["latency_ms"][b]
+            check(s["n"] == 4 and 0 < s["min"] <= s["median"] <= s["p95"] <= s["max"] and
+                  s["min"] <= s["mean"] <= s["max"], "%s %s: latency %r" % (name, b, s))
+            check(abs(d[b]["speedup_median"] - base["latency_ms"][b]["median"] / s["median"]) < 1e-9,
+                  "%s %s: speedup" % (name, b))
+    check(rows[0]["agreement_with_baseline"] == 1.0 and rows[0]["vs_baseline"]["size_ratio"] == 1.0, "baseline row")
+    sizes = {r["name"]: r["vs_baseline"]["size_ratio"] for r in rows}
+    check(sizes["int8-dynamic"] < 0.5 and sizes["int4-g16"] < sizes["int8-dynamic"] < sizes["fp16"] < 1,
+          "sizes shrink with the bits: %r" % sizes)
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as f:
+        md = f.read()
+    check(all("| %s |" % n in md for n in names) and md.count("Latency, batch") == 2 and md in so,
+          "results.md has every row and both latency tables, and is printed")
+    svg = ET.parse(os.path.join(out, "results.svg")).getroot()
+    texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    check(all(n in texts for n in names) and "median ms, batch 8" in texts, "results.svg draws every row")
+
+    bad_input(tmp, data, qat)
+
+
+def bad_input(tmp, data, qat):
+    def bad(name, text, needles):
+        expect_error(["experiment", write(os.path.join(tmp, name), text)], 1, [name] + needles, what=name)
+
+    ok = experiment_ini(tmp, data, qat, os.path.join(tmp, "bad-out"), "[variant fp32]\nscheme = fp32\n")
+    bad("unknown_key.ini", ok.replace("threads = 1", "thread = 1"), [":7:", "[experiment] thread = \"1\": unknown key"])
+    bad("bad_runs.ini", ok.replace("runs = 4", "runs = zero"), [":15:", "[latency] runs = \"zero\": expected an integer in [1, 100000]"])
+    bad("bad_batches.ini", ok.replace("batches = 1, 8", "batches = 1; 8"), ["batches", "like 1, 32"])
+    bad("no_model.ini", ok.replace("model = %s\n" % TINY, "", 1), ["[experiment] model is required"])
+    bad("no_variant.ini", ok.split("[variant")[0], ["no [variant NAME] section"])
+    bad("unknown_scheme.ini", ok + "\n[variant x]\nscheme = int3\n", [":21:", "[variant x]",
+                                                                       "unknown quantization scheme \"int3\""])
+    bad("act_fp16.ini", ok + "\n[variant h]\nscheme = fp16\nact = fp32\n", ["[variant h]", "--act must be int8 or fp32"])
+    bad("dup.ini", ok + "\n[variant fp32]\nscheme = fp16\n", [":21:", "[variant fp32] again (first on line 18)"])
+    bad("empty.ini", ok + "\n[variant nothing]\n", [":21:", "[variant nothing] has no scheme"])
+    bad("qat_no_model.ini", ok + "\n[variant q]\nscheme = qat\n", ["[variant q]", "needs model = a QAT checkpoint"])
+    bad("fp32_opts.ini", ok + "\n[variant f]\nscheme = fp32\ngroup-size = 16\n", ["scheme = fp32 is the model as it is"])
+    no_calib = ok.replace("[calibration]\ndata = %s\n" % data, "[calibration]\n")
+    bad("no_calib.ini", no_calib + "\n[variant s]\nscheme = int8-static\n", ["[variant s]",
+                                                                           "needs [calibration] data = FILE"])
+    bad("slash.ini", ok + "\n[variant a/b]\nscheme = fp16\n", ["no '/'"])
+    bad("missing_model.ini", ok + "\n[variant m]\nscheme = fp16\nmodel = %s\n" % os.path.join(tmp, "nowhere"),
+        [":21:", "[variant m] model", "nowhere: no config.json"])
+    bad("big_batch.ini", ok.replace("batches = 1, 8", "batches = 1, 64"), ["[latency] batches", "24 texts, fewer than the "
+                                                                          "largest batch (64)"])
+    bad("syntax.ini", ok + "\nthis is not ini\n", [":21: syntax error"])
+    expect_error(["experiment", os.path.join(tmp, "none.ini")], 1, ["none.ini", "cannot open"])
+    expect_error(["experiment"], 2, ["usage: qbert experiment FILE.ini"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
