@@ -113,6 +113,7 @@ def run(tmp):
     rewrite_metadata(st, **{"qbert.activations": "dynamic-int8", "qbert.scheme": "float7"})
     expect_error(["eval", "--model", edited, "--data", data], 1, [st, "unknown quantization scheme \"float7\""])
     qat_end_to_end(tmp, data)
+    hybrid_end_to_end(tmp, data, len(texts))
 
     # A quantized model cannot be fine-tuned.
     cfg = write(os.path.join(tmp, "t.ini"), "[model]\npath = %s\n[data]\ntrain = %s\nvalid = %s\n"
@@ -167,6 +168,86 @@ def qat_end_to_end(tmp, data):
                  ["no QAT state"])
     expect_error(["quantize", "--model", os.path.join(a, "model"), "--scheme", "qat", "--group-size", "32", "--out",
                   os.path.join(tmp, "x")], 2, ["--scheme qat takes its settings from the checkpoint"])
+
+
+def tensor_bytes(head, name):
+    a, b = head[name]["data_offsets"]
+    return b - a
+
+
+def hybrid_end_to_end(tmp, data, n):
+    """--scheme hybrid: a budget between all-INT4 and all-FP16 gives a file within it
+    whose Linears have the precisions the report names (and the sizes qbert's byte
+    formula gives); the report's F1 of the chosen model is what qbert eval measures on
+    it; --max-drop 0 keeps F1; bad input."""
+    base = ["quantize", "--model", TINY, "--scheme", "hybrid", "--valid", data, "--valid-samples", str(n),
+            "--group-size", "16"]
+    big = os.path.join(tmp, "hybrid-all16")
+    rc, _, err = qbert(*base, "--budget-mb", "100", "--out", big)
+    if not check(rc == 0 and "sensitivity 14/14" in err, "hybrid, budget 100 MB: exit %d %s" % (rc, err[-800:])):
+        return
+    with open(os.path.join(big, "hybrid_report.json"), encoding="utf-8") as f:
+        rep = json.load(f)
+    lins = rep["linears"]
+    check(len(lins) == 14 and all(l["chosen"] == "fp16" for l in lins) and
+          all(0 <= l["kl_int8"] and 0 <= l["kl_int4"] for l in lins), "a budget above the FP16 file changes nothing")
+    all16 = rep["all_fp16"]["size_bytes"]
+    int4_saving = sum(l["N"] * l["K"] * 2 - (l["N"] * l["K"] // 2 + l["N"] * (l["K"] // 16) * 4) for l in lins)
+    budget = (all16 - int4_saving / 2) / 1e6
+    out = os.path.join(tmp, "hybrid")
+    rc, so, err = qbert(*base, "--budget-mb", "%.6f" % budget, "--out", out)
+    if not check(rc == 0, "hybrid, budget %.6f MB: exit %d %s" % (budget, rc, err[-800:])):
+        return
+    path = os.path.join(out, "model.safetensors")
+    check(os.path.getsize(path) <= budget * 1e6, "hybrid file %d bytes, budget %.0f" % (os.path.getsize(path), budget * 1e6))
+    with open(os.path.join(out, "hybrid_report.json"), encoding="utf-8") as f:
+        rep = json.load(f)
+    chosen = [l["chosen"] for l in rep["linears"]]
+    head, _ = header(path)
+    check(head["__metadata__"]["qbert.scheme"] == "hybrid" and head["__metadata__"]["qbert.layers"] == ",".join(chosen),
+          "qbert.layers = the report's choice: %r" % chosen)
+    check(any(c != "fp16" for c in chosen) and rep["chosen"]["size_bytes"] == os.path.getsize(path), "some Linears lowered")
+    check(sorted(os.listdir(out)) == sorted(os.listdir(os.path.join(tmp, "int8-dynamic")) + ["hybrid_report.json",
+                                                                                        "hybrid_report.md"]),
+          "no candidate left beside the model: %r" % os.listdir(out))
+    dtype = {"fp16": "F16", "int8": "I8", "int4": "U8"}
+    for l, c in zip(rep["linears"], chosen):
+        w = l["name"] + ".weight"
+        stored = tensor_bytes(head, w) + (tensor_bytes(head, l["name"] + ".weight_scale") if c != "fp16" else 0)
+        want = {"fp16": l["N"] * l["K"] * 2, "int8": l["N"] * l["K"] + l["N"] * 4,
+                "int4": l["N"] * l["K"] // 2 + l["N"] * (l["K"] // 16) * 4}[c]
+        check(head[w]["dtype"] == dtype[c] and stored == want, "%s: %s, %d bytes (want %d)" % (w, head[w]["dtype"], stored, want))
+    ej = os.path.join(tmp, "hybrid-eval.json")
+    rc, _, err = qbert("eval", "--model", out, "--data", data, "--json", ej)
+    if check(rc == 0, "eval on the hybrid file: exit %d %s" % (rc, err[-300:])):
+        with open(ej, encoding="utf-8") as f:
+            e = json.load(f)
+        check(abs(e["f1_weighted"] - rep["chosen"]["f1_weighted"]) < 1e-12, "report F1 %r, eval %r" %
+              (rep["chosen"]["f1_weighted"], e["f1_weighted"]))
+    with open(os.path.join(out, "hybrid_report.md"), encoding="utf-8") as f:
+        md = f.read()
+    check(all(l["name"] in md for l in rep["linears"]) and "| chosen |" in md, "hybrid_report.md lists every Linear")
+    d0 = os.path.join(tmp, "hybrid-drop0")
+    rc, _, err = qbert(*base, "--max-drop", "0", "--out", d0)
+    if check(rc == 0, "hybrid --max-drop 0: exit %d %s" % (rc, err[-500:])):
+        with open(os.path.join(d0, "hybrid_report.json"), encoding="utf-8") as f:
+            r0 = json.load(f)
+        check(r0["chosen"]["f1_weighted"] >= r0["fp32"]["f1_weighted"], "--max-drop 0 keeps F1: %r" % r0["chosen"])
+    # Bad input.
+    expect_error(base + ["--budget-mb", "0.001", "--out", os.path.join(tmp, "h-small")], 1,
+                 ["--budget-mb 0.001: even with every Linear INT4 the file is"])
+    expect_error(base[:5] + ["--budget-mb", "1", "--out", os.path.join(tmp, "h")], 2, ["needs --valid FILE"])
+    expect_error(base + ["--budget-mb", "1", "--max-drop", "1", "--out", os.path.join(tmp, "h")], 2,
+                 ["one of --budget-mb MB or --max-drop POINTS"])
+    expect_error(["quantize", "--model", TINY, "--scheme", "int8-dynamic", "--budget-mb", "1", "--out",
+                  os.path.join(tmp, "h")], 2, ["only used by --scheme hybrid"])
+    expect_error(base[:5] + ["--valid", data, "--budget-mb", "1", "--out", os.path.join(tmp, "h")], 1,
+                 ["group size 64 must be even and divide the row length 32"])
+    unlabelled = write(os.path.join(tmp, "unlabelled.tsv"), "enak sekali\nburuk\n")
+    expect_error(base[:5] + ["--valid", unlabelled, "--valid-samples", "2", "--group-size", "16", "--budget-mb", "1",
+                             "--out", os.path.join(tmp, "h")], 1, ["unlabelled.tsv"])
+    expect_error(base[:5] + ["--valid", data, "--valid-samples", "100", "--group-size", "16", "--budget-mb", "1",
+                             "--out", os.path.join(tmp, "h")], 1, ["fewer than the 100 texts asked for (--valid-samples)"])
 
 
 if __name__ == "__main__":

@@ -351,9 +351,63 @@ static void test_gemm_s4(void)
     CHECK(qb_s4_pack(&wp, wq, sw, 1, 64, 24) == QB_EINVAL && strstr(qb_error(), "24"));
 }
 
+/* Hybrid precision: the bytes of each precision, and the greedy path. Each point of
+ * the path is optimal for its size (the greedy over convex hulls solves the LP
+ * relaxation of the multiple-choice knapsack, and its points are integral): no
+ * choice of precisions, among all 3^n, is at most as large with a smaller total
+ * loss. Random instances, including losses that fall from INT8 to INT4 (INT8 then
+ * lies off the hull) and ties. */
+static void test_hybrid_path(void)
+{
+    CHECK(qb_hybrid_weight_bytes(768, 3072, QB_Q_INT8, 64) == 768 * 3072 + 768 * 4);
+    CHECK(qb_hybrid_weight_bytes(768, 3072, QB_Q_INT4, 64) == 768 * 3072 / 2 + 768 * 48 * 4);
+    CHECK(qb_hybrid_weight_bytes(3, 768, QB_Q_F16, 64) == 3 * 768 * 2);
+    enum { N = 5, CHOICES = 243 };
+    int bad = 0, bad_shape = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        double loss[2 * N];
+        int64_t bytes[3 * N];
+        for (int i = 0; i < N; i++) {
+            const int K = 64 << (qb_rng_u32(&rng) % 4), Nr = 8 << (qb_rng_u32(&rng) % 4);
+            bytes[3 * i] = qb_hybrid_weight_bytes(Nr, K, QB_Q_F16, 32);
+            bytes[3 * i + 1] = qb_hybrid_weight_bytes(Nr, K, QB_Q_INT8, 32);
+            bytes[3 * i + 2] = qb_hybrid_weight_bytes(Nr, K, QB_Q_INT4, 32);
+            loss[2 * i] = qb_rng_uniform(&rng) * (trial % 3 == 0 ? 1.0 : 0.1);
+            loss[2 * i + 1] = trial % 5 == 0 ? (double)(qb_rng_u32(&rng) % 3) : loss[2 * i] + qb_rng_uniform(&rng);
+        }
+        qb_hybrid_step steps[2 * N];
+        const int n_steps = qb_hybrid_path(N, loss, bytes, steps);
+        int at[N] = {0};
+        double L = 0;
+        int64_t S = 0;
+        for (int i = 0; i < N; i++) S += bytes[3 * i];
+        for (int k = 0; k < n_steps; k++) {
+            const int i = steps[k].linear, to = steps[k].prec == QB_Q_INT8 ? 1 : 2;
+            bad_shape += to <= at[i];
+            L += (to == 1 ? loss[2 * i] : loss[2 * i + 1]) - (at[i] ? loss[2 * i] : 0.0);
+            S -= bytes[3 * i + at[i]] - bytes[3 * i + to];
+            at[i] = to;
+            for (int c = 0; c < CHOICES; c++) {
+                double l = 0;
+                int64_t s = 0;
+                for (int i2 = 0, code = c; i2 < N; i2++, code /= 3) {
+                    const int o = code % 3;
+                    s += bytes[3 * i2 + o];
+                    l += o ? loss[2 * i2 + o - 1] : 0.0;
+                }
+                bad += s <= S && l < L - 1e-9;
+            }
+        }
+        for (int i = 0; i < N; i++) bad_shape += at[i] != 2;
+    }
+    CHECKF(bad_shape == 0, "hybrid path: %d moves up in precision or Linears not ending at INT4", bad_shape);
+    CHECKF(bad == 0, "hybrid path: %d cases of a smaller-or-equal choice with less loss", bad);
+}
+
 int main(void)
 {
     qb_rng_init(&rng, check_seed());
+    test_hybrid_path();
     test_fake_quant_weight();
     test_fake_quant_act();
     test_ste_finite_differences();

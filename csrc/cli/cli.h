@@ -46,6 +46,10 @@ typedef struct {
     const char *calib_method;  /* minmax | percentile | mse */
     double percentile;
     const char *text_column;   /* of a CSV calibration file; NULL: "text" */
+    const char *valid;         /* hybrid: labelled texts for the sensitivity analysis */
+    int valid_samples;
+    double budget_mb;          /* hybrid: the largest file wanted (> 0), or */
+    double max_drop;           /* the largest weighted-F1 drop against FP32, in points (>= 0; -1: unset) */
 } qb_cli_quant_request;
 
 void qb_cli_quant_request_default(qb_cli_quant_request *r);
@@ -57,5 +61,18 @@ qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan);
  * the tokenizer files and model.safetensors. */
 qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quant_request *r, qb_qplan *plan,
                           const qb_engine_options *eo, const char *out);
+/* The rows of the file at path (TSV/CSV) for calibration (labels optional) or
+ * validation (labelled); fewer than n rows is an error naming `option`. */
+qb_status qb_cli_load_texts(const char *path, int n, const qb_config *cfg, const char *text_column, bool labelled,
+                            const char *option, qb_dataset *d);
+/* Creates the model directory out with the model's config.json and model_dir's
+ * tokenizer files (everything but the weights). */
+qb_status qb_cli_write_model_dir(const qb_model *m, const char *model_dir, const char *out);
+/* --scheme hybrid (cli/quant_hybrid.c): the sensitivity of every Linear at INT8 and
+ * INT4 on r->valid, the choice of precisions for r's budget or accuracy drop, the model
+ * written to out/model.safetensors and the report to out/hybrid_report.{json,md}.
+ * out already holds config.json and the tokenizer. */
+qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb_qplan *plan,
+                                 const qb_engine_options *eo, const char *out);
 
 #endif

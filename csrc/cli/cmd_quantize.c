@@ -16,7 +16,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: qbert quantize --model DIR --scheme S --out DIR [options]\n"
             "  --model DIR            FP32 model directory (config.json, weights, vocab.txt)\n"
-            "  --scheme S             fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | qat\n"
+            "  --scheme S             fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | hybrid | qat\n"
             "                         (qat: a QAT checkpoint with the input scales it learned)\n"
             "  --out DIR              output model directory (created; files replaced atomically)\n"
             "  --group-size N         INT4 columns per scale (default 64)\n"
@@ -25,25 +25,27 @@ static void usage(FILE *f)
             "  --calib-samples N      texts taken from the start of FILE (default 256; FILE must have N)\n"
             "  --calib-method M       minmax | percentile | mse (default percentile)\n"
             "  --percentile P         of |x| for --calib-method percentile (default 99.99)\n"
-            "  --max-length N --batch N --threads N   calibration batching (defaults 128, 32, all cores)\n"
+            "  --valid FILE           hybrid: labelled texts for the per-Linear sensitivity analysis\n"
+            "  --valid-samples N      texts taken from the start of FILE (default 256)\n"
+            "  --budget-mb MB         hybrid: the smallest-loss FP16/INT8/INT4 mix whose file fits MB, or\n"
+            "  --max-drop POINTS      hybrid: the smallest mix whose weighted F1 is within POINTS of FP32\n"
+            "  --max-length N --batch N --threads N   batching of calibration / validation (defaults 128, 32, all cores)\n"
             "  --text-column NAME     CSV text column (default text)\n"
             "example: qbert quantize --model runs/smsa/best --scheme int8-static --calib train.tsv --out runs/smsa/int8\n");
 }
 
-/* The first n texts of FILE, for calibration; fewer rows than n is an error. */
-static qb_status calib_texts(const char *path, int n, const qb_config *cfg, const char *text_column,
-                             qb_dataset *d)
+qb_status qb_cli_load_texts(const char *path, int n, const qb_config *cfg, const char *text_column, bool labelled,
+                            const char *option, qb_dataset *d)
 {
     qb_data_options o;
     qb_data_default_options(&o);
-    o.allow_unlabelled = true;
+    o.allow_unlabelled = !labelled;
     o.label_names = (const char *const *)cfg->id2label;
     o.n_labels = cfg->num_labels;
     if (text_column) o.text_column = text_column;
     qb_status st = qb_dataset_load(path, &o, d);
     if (!st && d->count < n) {
-        st = qb_fail(QB_EINVAL, "%s: %d rows, fewer than the %d calibration texts asked for (--calib-samples)",
-                     path, d->count, n);
+        st = qb_fail(QB_EINVAL, "%s: %d rows, fewer than the %d texts asked for (%s)", path, d->count, n, option);
         qb_dataset_free(d);
     }
     return st;
@@ -51,7 +53,8 @@ static qb_status calib_texts(const char *path, int n, const qb_config *cfg, cons
 
 void qb_cli_quant_request_default(qb_cli_quant_request *r)
 {
-    *r = (qb_cli_quant_request){.calib_samples = 256, .calib_method = "percentile", .percentile = 99.99};
+    *r = (qb_cli_quant_request){.calib_samples = 256, .calib_method = "percentile", .percentile = 99.99,
+                                .valid_samples = 256, .max_drop = -1};
 }
 
 qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan)
@@ -63,7 +66,12 @@ qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan)
                        "--calib)");
     if (qat) return QB_OK;
     if (qb_qscheme_get(r->scheme, r->group, &plan->scheme)) return qb_fail(QB_EINVAL, "--scheme: %s", qb_error());
-    if (strcmp(r->scheme, "hybrid") == 0) return qb_fail(QB_EINVAL, "--scheme hybrid is not available yet");
+    const bool hybrid = strcmp(r->scheme, "hybrid") == 0;
+    if (hybrid && (!r->valid || (r->budget_mb > 0) == (r->max_drop >= 0)))
+        return qb_fail(QB_EINVAL, "--scheme hybrid needs --valid FILE (labelled) and one of --budget-mb MB or "
+                       "--max-drop POINTS");
+    if (!hybrid && (r->valid || r->budget_mb > 0 || r->max_drop >= 0))
+        return qb_fail(QB_EINVAL, "--valid, --budget-mb and --max-drop are only used by --scheme hybrid");
     if (r->act) {
         if (strcmp(r->act, "fp32") == 0 && plan->scheme.linear >= QB_Q_INT8) plan->scheme.act = QB_ACT_F32;
         else if (strcmp(r->act, "int8") != 0 || plan->scheme.linear < QB_Q_INT8)
@@ -79,6 +87,20 @@ qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan)
     return QB_OK;
 }
 
+qb_status qb_cli_write_model_dir(const qb_model *m, const char *model_dir, const char *out)
+{
+    char path[4096];
+    if (mkdir(out, 0755) != 0 && errno != EEXIST)
+        return qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
+    qb_status st = qb_tokenizer_copy_files(model_dir, out);
+    char *json = st ? NULL : qb_config_to_json(&m->cfg);
+    if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");
+    if (!st && !(st = qb_path_join(path, sizeof path, out, "config.json")))
+        st = qb_write_file_atomic(path, json, strlen(json));
+    free(json);
+    return st;
+}
+
 qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quant_request *r, qb_qplan *plan,
                           const qb_engine_options *eo, const char *out)
 {
@@ -92,7 +114,7 @@ qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quan
         if (st || (st = qb_qat_plan(m, plan, scales))) goto done;
     } else if (plan->scheme.act == QB_ACT_STATIC) {
         qb_dataset d;
-        if ((st = calib_texts(r->calib, r->calib_samples, &m->cfg, r->text_column, &d))) goto done;
+        if ((st = qb_cli_load_texts(r->calib, r->calib_samples, &m->cfg, r->text_column, false, "--calib-samples", &d))) goto done;
         const qb_calib_method method = (qb_calib_method)qb_calib_method_parse(r->calib_method);
         qb_calib_options co = {method, r->percentile, eo->batch_size, eo->max_length};
         if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
@@ -110,17 +132,9 @@ qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quan
         plan->act_scale = scales;
         plan->calibration = note;
     }
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
-        goto done;
-    }
-    st = qb_tokenizer_copy_files(model_dir, out);
-    char *json = st ? NULL : qb_config_to_json(&m->cfg);
-    if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");
-    if (!st && !(st = qb_path_join(path, sizeof path, out, "config.json")))
-        st = qb_write_file_atomic(path, json, strlen(json));
-    free(json);
-    if (!st && !(st = qb_path_join(path, sizeof path, out, "model.safetensors"))) st = qb_quant_save(m, plan, path);
+    if ((st = qb_cli_write_model_dir(m, model_dir, out))) goto done;
+    if (strcmp(r->scheme, "hybrid") == 0) st = qb_cli_quantize_hybrid(e, r, plan, eo, out);
+    else if (!(st = qb_path_join(path, sizeof path, out, "model.safetensors"))) st = qb_quant_save(m, plan, path);
 done:
     /* The plan pointed into this call's buffers. */
     plan->act_scale = NULL;
@@ -149,6 +163,7 @@ int qb_cmd_quantize(int argc, char **argv)
             qb_cli_opt(argc, argv, &i, "--act", &r.act, &bad) ||
             qb_cli_opt(argc, argv, &i, "--calib-method", &r.calib_method, &bad) ||
             qb_cli_opt(argc, argv, &i, "--text-column", &r.text_column, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--valid", &r.valid, &bad) ||
             qb_cli_engine_option("quantize", argc, argv, &i, &eo, &bad))
             continue;
         if (qb_cli_opt(argc, argv, &i, "--group-size", &v, &bad)) {
@@ -157,6 +172,19 @@ int qb_cmd_quantize(int argc, char **argv)
         } else if (qb_cli_opt(argc, argv, &i, "--calib-samples", &v, &bad)) {
             if (v && qb_cli_int("quantize", "--calib-samples", v, 1, 1 << 24, &x)) r.calib_samples = (int)x;
             else bad = 1;
+        } else if (qb_cli_opt(argc, argv, &i, "--valid-samples", &v, &bad)) {
+            if (v && qb_cli_int("quantize", "--valid-samples", v, 1, 1 << 24, &x)) r.valid_samples = (int)x;
+            else bad = 1;
+        } else if (qb_cli_opt(argc, argv, &i, "--budget-mb", &v, &bad)) {
+            char *end;
+            r.budget_mb = v ? strtod(v, &end) : 0;
+            if (v && (*end || !(r.budget_mb > 0 && r.budget_mb < 1e9)))
+                bad = qb_cli_fail("quantize", "--budget-mb must be a positive number of megabytes, got \"%s\"", v);
+        } else if (qb_cli_opt(argc, argv, &i, "--max-drop", &v, &bad)) {
+            char *end;
+            r.max_drop = v ? strtod(v, &end) : 0;
+            if (v && (*end || !(r.max_drop >= 0 && r.max_drop <= 100)))
+                bad = qb_cli_fail("quantize", "--max-drop must be points of F1 in [0, 100], got \"%s\"", v);
         } else if (qb_cli_opt(argc, argv, &i, "--percentile", &v, &bad)) {
             char *end;
             r.percentile = v ? strtod(v, &end) : 0;

@@ -59,6 +59,25 @@ const char *qb_qprec_name(qb_qprec p);
 int qb_qprec_parse(const char *name);
 const char *qb_qact_name(qb_qact a);
 
+/* ---- Hybrid precision: FP16 / INT8 / INT4 per Linear ---- */
+
+/* Bytes of an (N, K) Linear weight stored at precision p: the values and their F32
+ * scales (INT8 one per row, INT4 one per group of `group` columns). */
+int64_t qb_hybrid_weight_bytes(int N, int K, qb_qprec p, int group);
+
+typedef struct {
+    int linear;      /* qb_config_linears index */
+    qb_qprec prec;   /* what it moves to: QB_Q_INT8 or QB_Q_INT4 */
+} qb_hybrid_step;
+
+/* The order in which to lower n Linears from FP16 towards INT4, cheapest loss per byte
+ * saved first: loss (n, 2) is each Linear's sensitivity at INT8 and INT4 (FP16 counts
+ * as 0), bytes (n, 3) its weight bytes at FP16, INT8, INT4 (decreasing). A Linear
+ * whose INT8 step costs more per byte than its INT4 step after it goes to INT4 in one
+ * step. steps (capacity 2 n) gets the moves; returns their count (-1: out of memory).
+ * Every prefix of the path is a hybrid choice; the full path ends all INT4. */
+int qb_hybrid_path(int n, const double *loss, const int64_t *bytes, qb_hybrid_step *steps);
+
 /* ---- Quantized Linear layers: what a low-bit file's Linear becomes when loaded ---- */
 
 typedef struct qb_qlinear {
