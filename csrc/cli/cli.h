@@ -7,6 +7,8 @@
 #include "qbert/engine.h"
 #include "qbert/quant.h"
 
+#include <cjson/cJSON.h>
+
 int qb_cmd_eval(int argc, char **argv);
 int qb_cmd_predict(int argc, char **argv);
 int qb_cmd_init(int argc, char **argv);
@@ -30,6 +32,9 @@ int qb_cli_classify(qb_engine *e, const char *const *texts, int n, int *pred, fl
 /* Classifies a labelled data set and prints the report (and writes JSON / SVG when
  * paths are given). Returns the exit status. */
 int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, const char *svg_path);
+/* Writes root as DIR/STEM.json and the Markdown md (md_len bytes) as DIR/STEM.md,
+ * atomically; frees both (either may be NULL: out of memory, reported). */
+qb_status qb_cli_write_reports(const char *dir, const char *stem, cJSON *root, char *md, size_t md_len);
 /* Data (--format, --text-column, preprocessing ...) and engine (--max-length, --batch,
  * --threads) options shared by the commands; return 1 when argv[*i] was one. */
 int qb_cli_data_option(int argc, char **argv, int *i, qb_data_options *o, int *bad);

@@ -133,6 +133,20 @@ done:
     return rc;
 }
 
+qb_status qb_cli_write_reports(const char *dir, const char *stem, cJSON *root, char *md, size_t md_len)
+{
+    char file[4200];
+    snprintf(file, sizeof file, "%s/%s.json", dir, stem);
+    qb_status st = !root ? qb_fail(QB_ENOMEM, "out of memory building %s", file)
+                 : !md   ? qb_fail(QB_ENOMEM, "out of memory writing %s.md", stem)
+                         : qb_json_write_file(file, root);
+    snprintf(file, sizeof file, "%s/%s.md", dir, stem);
+    if (!st) st = qb_write_file_atomic(file, md, md_len);
+    cJSON_Delete(root);
+    free(md);
+    return st;
+}
+
 int qb_cli_data_option(int argc, char **argv, int *i, qb_data_options *o, int *bad)
 {
     const char *v = NULL;

@@ -212,13 +212,8 @@ static qb_status load_experiment(const char *path, experiment *x)
     *x = (experiment){.max_length = 128, .batch = 32, .calib_samples = 256, .warmup = 5, .runs = 20,
                       .batches = {1, 32}, .n_batches = 2};
     char *text;
-    size_t len;
-    qb_status st = qb_read_file(path, &text, &len);
+    qb_status st = qb_read_ini_file(path, &text);
     if (st) return st;
-    if (strlen(text) != len) {
-        free(text);
-        return qb_fail(QB_EFORMAT, "%s: contains a NUL byte; expected an INI text file", path);
-    }
     parse_ctx p = {x, ""};
     if ((st = scan_variants(path, text, x))) {
         free(text);
@@ -472,23 +467,15 @@ static void write_markdown(FILE *f, const experiment *x, const qb_dataset *test,
 static qb_status write_reports(const char *path, const experiment *x, const qb_dataset *test, const row *rows,
                                const char *const *labels)
 {
-    char file[PATH_CAP + 32];
-    cJSON *root = results_json(path, x, test, rows, labels);
-    snprintf(file, sizeof file, "%s/results.json", x->out);
-    qb_status st = root ? qb_json_write_file(file, root) : qb_fail(QB_ENOMEM, "out of memory building JSON");
-    cJSON_Delete(root);
-    if (st) return st;
-
     char *md = NULL;
     size_t md_len = 0;
     FILE *f = open_memstream(&md, &md_len);
-    if (!f) return qb_fail(QB_ENOMEM, "out of memory for the Markdown table");
-    write_markdown(f, x, test, rows);
-    fclose(f);
-    snprintf(file, sizeof file, "%s/results.md", x->out);
-    st = qb_write_file_atomic(file, md, md_len);
-    if (!st) printf("\n%s", md);
-    free(md);
+    if (f) {
+        write_markdown(f, x, test, rows);
+        fclose(f);
+    }
+    if (md) printf("\n%s", md);
+    qb_status st = qb_cli_write_reports(x->out, "results", results_json(path, x, test, rows, labels), md, md_len);
     if (st) return st;
 
     /* Panels: accuracy, size, then the median latency of each batch size. */
@@ -514,6 +501,7 @@ static qb_status write_reports(const char *path, const experiment *x, const qb_d
     char *svg = qb_bars_svg(title, names, x->n, panels, v, n_panels);
     free(v);
     if (!svg) return qb_fail(QB_ENOMEM, "out of memory drawing the chart");
+    char file[PATH_CAP + 32];
     snprintf(file, sizeof file, "%s/results.svg", x->out);
     st = qb_svg_write(file, svg);
     free(svg);

@@ -147,16 +147,13 @@ static qb_status write_report(const ctx *c, const qb_linear_info *lin, int n, co
         cJSON_AddNumberToObject(o, "f1_drop_int4", drop[2 * i + 1]);
         cJSON_AddStringToObject(o, "chosen", qb_qprec_name(prec[i]));
     }
-    char file[4200];
-    snprintf(file, sizeof file, "%s/hybrid_report.json", c->out);
-    qb_status st = qb_json_write_file(file, root);
-    cJSON_Delete(root);
-    if (st) return st;
-
     char *md = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&md, &len);
-    if (!f) return qb_fail(QB_ENOMEM, "out of memory for the report");
+    if (!f) {
+        cJSON_Delete(root);
+        return qb_fail(QB_ENOMEM, "out of memory for the report");
+    }
     fprintf(f, "Hybrid precision on %s (%d texts), %s %g.\n\n", c->r->valid, c->valid->count,
             c->r->budget_mb > 0 ? "budget MB" : "largest F1 drop (points)",
             c->r->budget_mb > 0 ? c->r->budget_mb : c->r->max_drop);
@@ -171,10 +168,7 @@ static qb_status write_report(const ctx *c, const qb_linear_info *lin, int n, co
         fprintf(f, "| %s | %d x %d | %.3g | %.3g | %+.2f | %+.2f | %s |\n", lin[i].name, lin[i].N, lin[i].K, kl[2 * i],
                 kl[2 * i + 1], drop[2 * i], drop[2 * i + 1], qb_qprec_name(prec[i]));
     fclose(f);
-    snprintf(file, sizeof file, "%s/hybrid_report.md", c->out);
-    st = qb_write_file_atomic(file, md, len);
-    free(md);
-    return st;
+    return qb_cli_write_reports(c->out, "hybrid_report", root, md, len);
 }
 
 qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb_qplan *plan,

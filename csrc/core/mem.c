@@ -67,6 +67,18 @@ qb_status qb_read_file(const char *path, char **data, size_t *len)
     return QB_OK;
 }
 
+qb_status qb_read_ini_file(const char *path, char **text)
+{
+    size_t len;
+    qb_status st = qb_read_file(path, text, &len);
+    if (!st && strlen(*text) != len) {
+        free(*text);
+        *text = NULL;
+        st = qb_fail(QB_EFORMAT, "%s: contains a NUL byte; expected an INI text file", path);
+    }
+    return st;
+}
+
 int64_t qb_file_size(const char *path)
 {
     struct stat st;

@@ -326,13 +326,8 @@ qb_status qb_train_config_parse(const char *text, const char *name, qb_train_con
 qb_status qb_train_config_load(const char *path, qb_train_config *c)
 {
     char *text;
-    size_t len;
-    qb_status st = qb_read_file(path, &text, &len);
+    qb_status st = qb_read_ini_file(path, &text);
     if (st) return st;
-    if (strlen(text) != len) {
-        free(text);
-        return qb_fail(QB_EFORMAT, "%s: contains a NUL byte; expected an INI text file", path);
-    }
     st = qb_train_config_parse(text, path, c);
     free(text);
     return st;

@@ -49,6 +49,9 @@ char *qb_strdup(const char *s);
 
 /* Reads a whole file; *data is NUL-terminated (not counted in *len). Free with free(). */
 qb_status qb_read_file(const char *path, char **data, size_t *len);
+/* Reads an INI file's text: a NUL byte in it is QB_EFORMAT (INI parsers would stop
+ * there and ignore the rest). Free with free(). */
+qb_status qb_read_ini_file(const char *path, char **text);
 /* The size in bytes of the file at path; -1 when it cannot be read. */
 int64_t qb_file_size(const char *path);
 /* Writes to PATH.tmp.PID, fsyncs, then renames over PATH: never a half-written file. */
