@@ -207,6 +207,18 @@ static qb_status scan_variants(const char *path, const char *text, experiment *x
     return QB_OK;
 }
 
+/* The qbert quantize request of a variant: its options, and the [calibration] texts
+ * for a static scheme (calib "" when the experiment has none). */
+static void variant_request(const experiment *x, const variant *v, qb_cli_quant_request *r)
+{
+    qb_cli_quant_request_default(r);
+    r->scheme = v->scheme, r->group = v->group, r->act = v->act[0] ? v->act : NULL;
+    r->calib_samples = x->calib_samples, r->percentile = v->percentile;
+    if (v->calib_method[0]) r->calib_method = v->calib_method;
+    qb_qscheme s;
+    if (qb_qscheme_get(v->scheme, v->group, &s) == QB_OK && s.act == QB_ACT_STATIC) r->calib = x->calib;
+}
+
 static qb_status load_experiment(const char *path, experiment *x)
 {
     *x = (experiment){.max_length = 128, .batch = 32, .calib_samples = 256, .warmup = 5, .runs = 20,
@@ -241,16 +253,10 @@ static qb_status load_experiment(const char *path, experiment *x)
         if (!st && strcmp(v->scheme, "fp32") != 0) {
             qb_cli_quant_request r;
             qb_qplan plan;
-            qb_qscheme s;
-            qb_cli_quant_request_default(&r);
-            r.scheme = v->scheme, r.group = v->group, r.act = v->act[0] ? v->act : NULL;
-            if (v->calib_method[0]) r.calib_method = v->calib_method;
-            /* A static scheme takes the [calibration] texts. */
-            const bool is_static = qb_qscheme_get(v->scheme, v->group, &s) == QB_OK && s.act == QB_ACT_STATIC;
-            if (is_static && !x->calib[0])
+            variant_request(x, v, &r);
+            if (r.calib && !r.calib[0])
                 st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = %s needs [calibration] data = FILE", path, line, sec,
                              v->scheme);
-            r.calib = is_static ? x->calib : NULL;
             if (!st && qb_cli_quant_check(&r, &plan))
                 st = qb_fail(QB_EINVAL, "%s:%d: [%s] %s", path, line, sec, qb_error());
         }
@@ -313,12 +319,7 @@ static qb_status run_row(const experiment *x, const variant *v, const qb_engine_
             return qb_fail(QB_EINVAL, "%s/%s: path too long", x->out, v->name);
         qb_cli_quant_request q;
         qb_qplan plan;
-        qb_cli_quant_request_default(&q);
-        q.scheme = v->scheme, q.group = v->group, q.act = v->act[0] ? v->act : NULL;
-        q.calib_samples = x->calib_samples, q.percentile = v->percentile;
-        if (v->calib_method[0]) q.calib_method = v->calib_method;
-        qb_qscheme s;
-        if (qb_qscheme_get(v->scheme, v->group, &s) == QB_OK && s.act == QB_ACT_STATIC) q.calib = x->calib;
+        variant_request(x, v, &q);
         qb_engine *src;
         if ((st = qb_cli_quant_check(&q, &plan)) || (st = qb_engine_open(v->model, eo, &src))) return st;
         st = qb_cli_quantize(src, v->model, &q, &plan, eo, r->dir);
