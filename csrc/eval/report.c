@@ -244,6 +244,16 @@ static void sb_printf(strbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* The built string (the caller frees it), or NULL with "WHAT: out of memory" when an
+ * append failed. */
+static char *sb_finish(strbuf *b, const char *what)
+{
+    if (!b->failed) return b->data;
+    free(b->data);
+    qb_fail(QB_ENOMEM, "%s: out of memory", what);
+    return NULL;
+}
+
 /* Appends s as XML character data / attribute text. Control characters are not
  * allowed in XML 1.0 and become spaces. */
 static void sb_escaped(strbuf *b, const char *s)
@@ -433,12 +443,7 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
                   ticks[i]);
     sb_printf(&b, "</svg>\n");
 
-    if (b.failed) {
-        free(b.data);
-        qb_fail(QB_ENOMEM, "confusion SVG: out of memory");
-        return NULL;
-    }
-    return b.data;
+    return sb_finish(&b, "confusion SVG");
 }
 
 char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const char *const *panels,
@@ -495,12 +500,7 @@ char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const 
         }
     }
     sb_printf(&b, "</svg>\n");
-    if (b.failed) {
-        free(b.data);
-        qb_fail(QB_ENOMEM, "bar chart SVG: out of memory");
-        return NULL;
-    }
-    return b.data;
+    return sb_finish(&b, "bar chart SVG");
 }
 
 qb_status qb_svg_write(const char *path, const char *svg)
