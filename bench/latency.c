@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 static void usage(FILE *f)
@@ -72,15 +71,12 @@ int qb_bench_latency(int argc, char **argv)
     double size_mb;
     const char *size_kind;
     if (model_dir) {
-        char path[4096];
-        struct stat st;
         if (qb_model_load(model_dir, 42, &m)) {
             fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
             return 1;
         }
-        snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
-        if (stat(path, &st) != 0) snprintf(path, sizeof path, "%s/pytorch_model.bin", model_dir);
-        size_mb = stat(path, &st) == 0 ? st.st_size / 1e6 : 0;
+        const int64_t bytes = qb_model_weights_bytes(model_dir);
+        size_mb = bytes >= 0 ? bytes / 1e6 : 0;
         size_kind = "weights file on disk";
     } else {
         qb_config cfg;

@@ -23,9 +23,15 @@ int qb_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(pri
 /* True when argv[i] is the option `name`; takes its value from argv[i+1] into *value
  * (advancing *i). An option given without its value is reported and sets *bad. */
 int qb_cli_opt(int argc, char **argv, int *i, const char *name, const char **value, int *bad);
+/* Parse a whole string, without reporting: an integer in [lo, hi]; a finite number. */
+bool qb_cli_parse_long(const char *value, long lo, long hi, long *out);
+bool qb_cli_parse_real(const char *value, double *out);
 /* Parses an integer option value in [lo, hi]; reports and returns 0 on error. */
 int qb_cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, long *out);
 
+/* pred (n) = the most probable of K labels in each row of probs (n, K); conf (n, or
+ * NULL) its probability. The first label wins a tie. */
+void qb_cli_argmax(const float *probs, int n, int K, int *pred, float *conf);
 /* Classifies n texts with progress on stderr: pred (n) the most probable label, conf
  * (n) its probability, *seconds the wall time. Returns the exit status. */
 int qb_cli_classify(qb_engine *e, const char *const *texts, int n, int *pred, float *conf, double *seconds);

@@ -52,6 +52,18 @@ static void progress(int done, int total, void *ctx)
     fflush(stderr);
 }
 
+void qb_cli_argmax(const float *probs, int n, int K, int *pred, float *conf)
+{
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * K;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (p[k] > p[best]) best = k;
+        pred[i] = best;
+        if (conf) conf[i] = p[best];
+    }
+}
+
 int qb_cli_classify(qb_engine *e, const char *const *texts, int n, int *pred, float *conf, double *seconds)
 {
     const int K = qb_engine_model(e)->cfg.num_labels;
@@ -64,14 +76,7 @@ int qb_cli_classify(qb_engine *e, const char *const *texts, int n, int *pred, fl
         return qb_cli_fail("eval", "%s", qb_error());
     }
     *seconds = qb_now() - t0;
-    for (int i = 0; i < n; i++) {
-        const float *p = probs + (size_t)i * K;
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (p[k] > p[best]) best = k;
-        pred[i] = best;
-        conf[i] = p[best];
-    }
+    qb_cli_argmax(probs, n, K, pred, conf);
     free(probs);
     return 0;
 }

@@ -77,10 +77,8 @@ static bool set_str(char *dst, size_t cap, const char *v)
 
 static bool parse_int(const char *v, long lo, long hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) return false;
+    long x;
+    if (!qb_cli_parse_long(v, lo, hi, &x)) return false;
     *out = (int)x;
     return true;
 }
@@ -123,9 +121,7 @@ static int handle_variant(parse_ctx *p, const char *section, const char *name, c
         if (!set_str(r->calib_method, sizeof r->calib_method, v))
             return fail_key(p, section, name, v, "expected minmax, percentile or mse");
     } else if (strcmp(name, "percentile") == 0) {
-        char *end;
-        r->percentile = strtod(v, &end);
-        if (!*v || *end || !(r->percentile > 0 && r->percentile <= 100))
+        if (!(qb_cli_parse_real(v, &r->percentile) && r->percentile > 0 && r->percentile <= 100))
             return fail_key(p, section, name, v, "expected a number in (0, 100]");
     } else {
         return fail_key(p, section, name, v, "unknown key; a variant takes scheme, model, group-size, act, calib-method, percentile");
@@ -274,16 +270,6 @@ static qb_status load_experiment(const char *path, experiment *x)
 
 /* ---- running a row ---- */
 
-static int64_t weights_bytes(const char *dir)
-{
-    char path[PATH_CAP + 32];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    int64_t n = qb_file_size(path);
-    if (n >= 0) return n;
-    snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
-    return qb_file_size(path);
-}
-
 static qb_status time_batches(qb_engine *e, const experiment *x, const qb_dataset *test, row *r)
 {
     const int K = qb_engine_model(e)->cfg.num_labels;
@@ -326,7 +312,7 @@ static qb_status run_row(const experiment *x, const variant *v, const qb_engine_
         qb_engine_close(src);
         if (st) return st;
     }
-    if ((r->bytes = weights_bytes(r->dir)) < 0)
+    if ((r->bytes = qb_model_weights_bytes(r->dir)) < 0)
         return qb_fail(QB_ENOTFOUND, "%s: no model.safetensors or pytorch_model.bin", r->dir);
     qb_engine *e;
     if ((st = qb_engine_open(r->dir, eo, &e))) return st;

@@ -26,9 +26,8 @@ static int flush_chunk(qb_engine *e, char **lines, int n, float *probs, int echo
         return qb_cli_fail("predict", "%s", qb_error());
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * K;
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (p[k] > p[best]) best = k;
+        int best;
+        qb_cli_argmax(p, 1, K, &best, NULL);
         cJSON *o = cJSON_CreateObject();
         if (!o) return qb_cli_fail("predict", "out of memory");
         if (echo) cJSON_AddStringToObject(o, "text", lines[i]);

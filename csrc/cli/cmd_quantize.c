@@ -176,19 +176,13 @@ int qb_cmd_quantize(int argc, char **argv)
             if (v && qb_cli_int("quantize", "--valid-samples", v, 1, 1 << 24, &x)) r.valid_samples = (int)x;
             else bad = 1;
         } else if (qb_cli_opt(argc, argv, &i, "--budget-mb", &v, &bad)) {
-            char *end;
-            r.budget_mb = v ? strtod(v, &end) : 0;
-            if (v && (*end || !(r.budget_mb > 0 && r.budget_mb < 1e9)))
+            if (v && !(qb_cli_parse_real(v, &r.budget_mb) && r.budget_mb > 0 && r.budget_mb < 1e9))
                 bad = qb_cli_fail("quantize", "--budget-mb must be a positive number of megabytes, got \"%s\"", v);
         } else if (qb_cli_opt(argc, argv, &i, "--max-drop", &v, &bad)) {
-            char *end;
-            r.max_drop = v ? strtod(v, &end) : 0;
-            if (v && (*end || !(r.max_drop >= 0 && r.max_drop <= 100)))
+            if (v && !(qb_cli_parse_real(v, &r.max_drop) && r.max_drop >= 0 && r.max_drop <= 100))
                 bad = qb_cli_fail("quantize", "--max-drop must be points of F1 in [0, 100], got \"%s\"", v);
         } else if (qb_cli_opt(argc, argv, &i, "--percentile", &v, &bad)) {
-            char *end;
-            r.percentile = v ? strtod(v, &end) : 0;
-            if (v && (*end || !(r.percentile > 0 && r.percentile <= 100)))
+            if (v && !(qb_cli_parse_real(v, &r.percentile) && r.percentile > 0 && r.percentile <= 100))
                 bad = qb_cli_fail("quantize", "--percentile must be a number in (0, 100], got \"%s\"", v);
         } else {
             bad = qb_cli_fail("quantize", "unknown option \"%s\" (see qbert quantize --help)", argv[i]);

@@ -5,6 +5,7 @@
 #include "qbert/core.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,17 +57,30 @@ int qb_cli_opt(int argc, char **argv, int *i, const char *name, const char **val
     return 1;
 }
 
-int qb_cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, long *out)
+bool qb_cli_parse_long(const char *value, long lo, long hi, long *out)
 {
     char *end;
     errno = 0;
     long v = strtol(value, &end, 10);
-    if (errno || *value == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "qbert %s: %s must be an integer in [%ld, %ld], got \"%s\"\n", cmd, name, lo, hi, value);
-        return 0;
-    }
+    if (errno || *value == '\0' || *end != '\0' || v < lo || v > hi) return false;
     *out = v;
-    return 1;
+    return true;
+}
+
+bool qb_cli_parse_real(const char *value, double *out)
+{
+    char *end;
+    const double v = strtod(value, &end);
+    if (*value == '\0' || *end != '\0' || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+int qb_cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, long *out)
+{
+    if (qb_cli_parse_long(value, lo, hi, out)) return 1;
+    fprintf(stderr, "qbert %s: %s must be an integer in [%ld, %ld], got \"%s\"\n", cmd, name, lo, hi, value);
+    return 0;
 }
 
 static void set_log_level(void)

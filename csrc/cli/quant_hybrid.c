@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +40,9 @@ typedef struct {
     const char *out;
     const qb_engine_options *eo;
     char dir[4096], path[4200];  /* the candidates' directory (out/.hybrid-candidates), its weights */
-    const qb_dataset *valid;
-    int K;                       /* labels */
+    const char *const *texts;    /* (n) the first n validation texts */
+    const int *labels;           /* (n) */
+    int n, K;                    /* texts, labels */
     float *ref;                  /* (n, K) reference probabilities for the KL */
     float *probs;                /* (n, K) scratch */
     int *pred;
@@ -58,17 +60,12 @@ static double mean_kl(const float *ref, const float *p, int n, int K)
 /* Runs engine e on the validation texts into c->probs and scores them. */
 static qb_status score(ctx *c, qb_engine *e, measured *m)
 {
-    const int n = c->valid->count, K = c->K;
-    qb_status st = qb_engine_classify(e, (const char *const *)c->valid->texts, n, c->probs, NULL, NULL);
+    const int n = c->n, K = c->K;
+    qb_status st = qb_engine_classify(e, c->texts, n, c->probs, NULL, NULL);
     if (st) return st;
-    for (int i = 0; i < n; i++) {
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (c->probs[(size_t)i * K + k] > c->probs[(size_t)i * K + best]) best = k;
-        c->pred[i] = best;
-    }
+    qb_cli_argmax(c->probs, n, K, c->pred, NULL);
     qb_metrics mt;
-    if ((st = qb_metrics_compute(c->valid->labels, c->pred, NULL, n, K, &mt))) return st;
+    if ((st = qb_metrics_compute(c->labels, c->pred, NULL, n, K, &mt))) return st;
     m->accuracy = mt.accuracy;
     m->f1 = mt.weighted_f1;
     qb_metrics_free(&mt);
@@ -76,19 +73,31 @@ static qb_status score(ctx *c, qb_engine *e, measured *m)
     return QB_OK;
 }
 
-/* Writes the hybrid file with per-Linear precisions prec and measures it. */
-static qb_status measure(ctx *c, const qb_qprec *prec, measured *m)
+/* Writes the candidate file with per-Linear precisions prec. */
+static qb_status save(ctx *c, const qb_qprec *prec)
 {
     c->plan->linear = prec;
     qb_status st = qb_quant_save(qb_engine_model(c->e), c->plan, c->path);
     c->plan->linear = NULL;
-    if (st) return st;
+    return st;
+}
+
+/* Measures the candidate file as written. */
+static qb_status measure_written(ctx *c, measured *m)
+{
     m->bytes = qb_file_size(c->path);
     qb_engine *h;
-    if ((st = qb_engine_open(c->dir, c->eo, &h))) return st;
+    qb_status st = qb_engine_open(c->dir, c->eo, &h);
+    if (st) return st;
     st = score(c, h, m);
     qb_engine_close(h);
     return st;
+}
+
+static qb_status measure(ctx *c, const qb_qprec *prec, measured *m)
+{
+    qb_status st = save(c, prec);
+    return st ? st : measure_written(c, m);
 }
 
 /* Removes dir and the files in it (the candidates' directory). */
@@ -121,7 +130,7 @@ static qb_status write_report(const ctx *c, const qb_linear_info *lin, int n, co
 {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "valid", c->r->valid);
-    cJSON_AddNumberToObject(root, "valid_texts", c->valid->count);
+    cJSON_AddNumberToObject(root, "valid_texts", c->n);
     if (c->r->budget_mb > 0) cJSON_AddNumberToObject(root, "budget_mb", c->r->budget_mb);
     else cJSON_AddNumberToObject(root, "max_drop_points", c->r->max_drop);
     cJSON_AddNumberToObject(root, "group_size", c->plan->scheme.group);
@@ -154,7 +163,7 @@ static qb_status write_report(const ctx *c, const qb_linear_info *lin, int n, co
         cJSON_Delete(root);
         return qb_fail(QB_ENOMEM, "out of memory for the report");
     }
-    fprintf(f, "Hybrid precision on %s (%d texts), %s %g.\n\n", c->r->valid, c->valid->count,
+    fprintf(f, "Hybrid precision on %s (%d texts), %s %g.\n\n", c->r->valid, c->n,
             c->r->budget_mb > 0 ? "budget MB" : "largest F1 drop (points)",
             c->r->budget_mb > 0 ? c->r->budget_mb : c->r->max_drop);
     fprintf(f, "| model | accuracy | F1 (weighted) | KL from all-FP16 | size MB |\n|---|---|---|---|---|\n");
@@ -188,13 +197,11 @@ qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb
         free(lin);
         return st;
     }
-    const int rows = valid.count;
-    valid.count = r->valid_samples;  /* the first N rows (restored before freeing) */
-    const int K = m->cfg.num_labels;
-    ctx c = {e, r, plan, out, eo, "", "", &valid, K, NULL, NULL, NULL};
-    float *ref = malloc((size_t)valid.count * K * sizeof *ref);
-    c.probs = malloc((size_t)valid.count * K * sizeof *c.probs);
-    c.pred = malloc((size_t)valid.count * sizeof *c.pred);
+    const int K = m->cfg.num_labels, n_valid = r->valid_samples;  /* the first N rows */
+    ctx c = {e, r, plan, out, eo, "", "", (const char *const *)valid.texts, valid.labels, n_valid, K, NULL, NULL, NULL};
+    float *ref = malloc((size_t)n_valid * K * sizeof *ref);
+    c.probs = malloc((size_t)n_valid * K * sizeof *c.probs);
+    c.pred = malloc((size_t)n_valid * sizeof *c.pred);
     double *kl = malloc((size_t)n * 2 * sizeof *kl), *drop = malloc((size_t)n * 2 * sizeof *drop);
     int64_t *bytes = malloc((size_t)n * 3 * sizeof *bytes);
     qb_hybrid_step *steps = malloc((size_t)n * 2 * sizeof *steps);
@@ -208,14 +215,14 @@ qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb
 
     /* FP32, then the all-FP16 reference; ref holds FP32's probabilities in between. */
     measured fp32 = {0}, all16 = {0}, fin = {0};
-    const size_t nk = (size_t)valid.count * K;
+    const size_t nk = (size_t)n_valid * K;
     if (!st && !(st = score(&c, e, &fp32))) {
         memcpy(ref, c.probs, nk * sizeof *ref);
         apply(prec, n, NULL, 0);
         st = measure(&c, prec, &all16);
     }
     if (!st) {
-        fp32.kl = mean_kl(c.probs, ref, valid.count, K);
+        fp32.kl = mean_kl(c.probs, ref, n_valid, K);
         memcpy(ref, c.probs, nk * sizeof *ref);
         c.ref = ref;
         fprintf(stderr, "[hybrid] FP32: F1 %.4f; every Linear FP16: F1 %.4f, %.2f MB\n", fp32.f1, all16.f1,
@@ -255,10 +262,7 @@ qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb
         }
         for (;; k++) {
             apply(prec, n, steps, k);
-            c.plan->linear = prec;
-            st = qb_quant_save(m, c.plan, c.path);
-            c.plan->linear = NULL;
-            if (st || (size = qb_file_size(c.path)) <= budget || k == n_steps) break;
+            if ((st = save(&c, prec)) || (size = qb_file_size(c.path)) <= budget || k == n_steps) break;
         }
         if (!st && size > budget)
             st = qb_fail(QB_EINVAL, "--budget-mb %g: even with every Linear INT4 the file is %.2f MB", r->budget_mb,
@@ -279,19 +283,16 @@ qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb
         }
         k = lo;
     }
-    if (!st) {
-        apply(prec, n, steps, k);
-        st = measure(&c, prec, &fin);
-    }
+    /* The budget search leaves the chosen file written; bisection may not. */
+    apply(prec, n, steps, k);
+    if (!st) st = r->budget_mb > 0 ? measure_written(&c, &fin) : measure(&c, prec, &fin);
     if (!st && r->budget_mb <= 0 && 100.0 * (fp32.f1 - fin.f1) > r->max_drop)
         st = qb_fail(QB_EINVAL, "--max-drop %g: even with every Linear FP16 the F1 drop is %.2f points", r->max_drop,
                      100.0 * (fp32.f1 - fin.f1));
+    /* The measured candidate becomes the model (same file system: an atomic rename). */
     char final[4200];
-    if (!st && !(st = qb_path_join(final, sizeof final, out, "model.safetensors"))) {
-        plan->linear = prec;
-        st = qb_quant_save(m, plan, final);
-        plan->linear = NULL;
-    }
+    if (!st && !(st = qb_path_join(final, sizeof final, out, "model.safetensors")) && rename(c.path, final) != 0)
+        st = qb_fail(QB_EIO, "%s: cannot move the chosen model to %s: %s", c.path, final, strerror(errno));
     if (!st) st = write_report(&c, lin, n, kl, drop, prec, &fp32, &all16, &fin);
     remove_dir(c.dir);
     if (!st) {
@@ -301,7 +302,6 @@ qb_status qb_cli_quantize_hybrid(qb_engine *e, const qb_cli_quant_request *r, qb
                 "report in %s/hybrid_report.md\n", count[QB_Q_F16], count[QB_Q_INT8], count[QB_Q_INT4], fin.bytes / 1e6,
                 fin.f1, fp32.f1, 100.0 * (fin.f1 - fp32.f1), out);
     }
-    valid.count = rows;
     qb_dataset_free(&valid);
     free(lin), free(ref), free(c.probs), free(c.pred), free(kl), free(drop), free(bytes), free(steps), free(prec);
     return st;

@@ -282,6 +282,15 @@ static qb_status set_labels(qb_config *cfg, const char *const *names, int n)
     return QB_OK;
 }
 
+int64_t qb_model_weights_bytes(const char *dir)
+{
+    char path[4096];
+    if (qb_path_join(path, sizeof path, dir, "model.safetensors")) return -1;
+    const int64_t n = qb_file_size(path);
+    if (n >= 0 || qb_path_join(path, sizeof path, dir, "pytorch_model.bin")) return n;
+    return qb_file_size(path);
+}
+
 qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m)
 {
     return qb_model_load_labels(dir, NULL, 0, seed, m);

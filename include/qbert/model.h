@@ -83,6 +83,9 @@ const qb_linear_params *qb_model_linear(const qb_model *m, int index);
  * classifier is initialised from `seed` (normal(0, initializer_range), zero bias)
  * with a warning; any other missing tensor or a shape mismatch is an error. */
 qb_status qb_model_load(const char *dir, uint64_t seed, qb_model *m);
+/* Bytes of the weights file qb_model_load reads from dir (model.safetensors, else
+ * pytorch_model.bin); -1 when there is neither. */
+int64_t qb_model_weights_bytes(const char *dir);
 /* The same with the labels given (fine-tuning a checkpoint for new classes): the
  * config's num_labels and id2label are replaced before the weights are bound, so a
  * checkpoint without a classifier gets one of n_labels rows; labels NULL: as saved. */
