@@ -89,6 +89,12 @@ int qb_bench_latency(int argc, char **argv)
     }
     const qb_config *c = &m.cfg;
     const qb_backend *be = qb_backend_cpu();
+    /* the quantized Linears' packed weights, as the engine prepares them at load */
+    if (qb_model_prepare(&m, be)) {
+        fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+        qb_model_free(&m);
+        return 1;
+    }
     char cpu[256];
     qb_bench_cpu_name(cpu, sizeof cpu);
     int nthreads = omp_get_max_threads();
