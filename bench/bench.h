@@ -21,8 +21,10 @@ typedef struct {
 int qb_bench_common_option(const char *name, const char *value, qb_bench_common *c, int *ok);
 
 /* peak_avx2.c: one thread's multiply-adds per second over `iters` loop trips of
- * independent AVX2 FMAs (fp32) or vpmaddwd + vpaddd pairs (int8 via s16). */
+ * independent AVX2 FMAs (fp32), vpmaddwd + vpaddd pairs (int8 via s16) or
+ * vpmaddubsw + vpmaddwd + vpaddd triples (int8 via u8). */
 double qb_bench_peak_fma(long iters);
 double qb_bench_peak_madd16(long iters);
+double qb_bench_peak_maddubs(long iters);
 
 #endif

@@ -1,11 +1,13 @@
 /* qbert-bench gemm: the CPU GEMM kernels at BERT shapes, FP32 (qb_cpu_linear), INT8
- * (qb_cpu_gemm_s8) and W4A8 (qb_cpu_gemm_s4, group 64), both with weights packed once
- * beforehand (the per-token quantization of x is
- * timed separately, as it is fused into the producer in the engine), each as
- * multiply-adds per second and as a fraction of the machine's measured ceiling
- * (peak_avx2.c: the rate of the tile's own instruction with no memory traffic,
- * summed over the threads). Inputs are random; each point is the median of `runs`
- * timed calls after `warmup` untimed ones. */
+ * with per-token activations (qb_gemm_u8, the fastest u8 tile of this CPU), INT8 with
+ * a static activation scale (qb_cpu_gemm_s8, the exact 16-bit tile) and W4A8
+ * (qb_cpu_gemm_s4, group 64), the low-bit ones with weights packed once beforehand,
+ * each as multiply-adds per second and as a fraction of the machine's measured
+ * ceiling (peak_avx2.c: the rate of the tile's own instructions with no memory
+ * traffic, summed over the threads). The per-token quantization of x into the u8
+ * layout (allocation included, as the engine does it) is timed on its own.
+ * Inputs are random; each point is the median of `runs` timed calls after `warmup`
+ * untimed ones. */
 #include "bench.h"
 #include "cpu/cpu.h"
 #include "qbert/metrics.h"
@@ -33,8 +35,10 @@ static void usage(FILE *f)
 
 typedef struct {
     float *y, *x, *w, *b, *sx, *sw;
-    int8_t *xq, *wq, *w4;
+    int8_t *xq, *wq, *w4, *xu;
     float *sw4;
+    const qb_u8_kernel *kern;
+    qb_u8_packed wu;
     qb_s8_packed wp;
     qb_s4_packed wp4;
     int M, N, K;
@@ -49,11 +53,13 @@ static double median_ms(int warmup, int runs, int kind, problem *p)
         if (kind == 0)
             qb_cpu_linear(p->y, p->x, p->w, p->b, p->M, p->N, p->K);
         else if (kind == 1)
-            qb_cpu_gemm_s8(p->y, p->xq, p->sx, p->wq, &p->wp, p->sw, p->b, p->M, p->N, p->K, 0);
+            qb_gemm_u8(p->kern, p->y, p->xu, p->sx, &p->wu, p->sw, p->b, p->M, p->N, 0);
         else if (kind == 2)
+            qb_cpu_gemm_s8(p->y, p->xq, p->sx, p->wq, &p->wp, p->sw, p->b, p->M, p->N, p->K, 0);
+        else if (kind == 3)
             qb_cpu_gemm_s4(p->y, p->xq, p->sx, p->w4, &p->wp4, p->sw4, p->b, p->M, p->N, p->K, GROUP);
         else
-            qb_quantize_rows_s8(p->xq, p->sx, p->x, p->M, p->K);
+            qb_free(qb_u8_activations(&p->wu, p->sx, p->x, p->M));
         if (r >= 0) t[r] = 1e3 * (omp_get_wtime() - t0);
     }
     qb_latency_stats s;
@@ -94,27 +100,33 @@ int qb_bench_gemm(int argc, char **argv)
         return 1;
     }
     const int nt = omp_get_max_threads();
-    double peak_f32 = 0, peak_s8 = 0;
+    const qb_u8_kernel *kern = qb_u8_kernel_best();
+    double peak_f32 = 0, peak_s8 = 0, peak_u8 = 0;
     const long iters = 20000000;
-#pragma omp parallel reduction(+ : peak_f32, peak_s8)
+#pragma omp parallel reduction(+ : peak_f32, peak_s8, peak_u8)
     {
         peak_f32 += qb_bench_peak_fma(iters);
         peak_s8 += qb_bench_peak_madd16(iters);
+        peak_u8 += qb_bench_peak_maddubs(iters);
     }
     char cpu[256];
     qb_bench_cpu_name(cpu, sizeof cpu);
-    printf("qbert-bench gemm: %s | %d threads | GEMM %s\n", cpu, nt, qb_isa_name(qb_cpu_isa()));
-    printf("measured ceilings: fp32 FMA %.1f G multiply-adds/s, int8 (vpmaddwd) %.1f G multiply-adds/s\n\n",
-           peak_f32 / 1e9, peak_s8 / 1e9);
-    printf("%5s %5s %5s | %8s %7s %5s | %8s %7s %5s %6s | %8s %7s %6s | %8s\n", "M", "N", "K", "fp32 ms",
-           "GMAC/s", "%peak", "int8 ms", "GMAC/s", "%peak", "x fp32", "int4 ms", "GMAC/s", "x fp32",
-           "quant ms");
+    printf("qbert-bench gemm: %s | %d threads | GEMM %s | dynamic INT8 tile %s\n", cpu, nt,
+           qb_isa_name(qb_cpu_isa()), kern->name);
+    printf("measured ceilings (G multiply-adds/s): fp32 FMA %.1f, int8 u8 (vpmaddubsw) %.1f, int8 s16 (vpmaddwd) %.1f%s\n\n",
+           peak_f32 / 1e9, peak_u8 / 1e9, peak_s8 / 1e9,
+           strcmp(kern->name, "avx2") ? " (the AVX2 ceilings; this CPU runs a VNNI tile)" : "");
+    printf("%5s %5s %5s | %8s %7s %5s | %8s %7s %5s %6s | %8s %7s %5s %6s | %8s %7s %6s | %8s\n", "M", "N", "K",
+           "fp32 ms", "GMAC/s", "%peak", "dyn ms", "GMAC/s", "%peak", "x fp32", "stat ms", "GMAC/s", "%peak",
+           "x fp32", "int4 ms", "GMAC/s", "x fp32", "quant ms");
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
     cJSON_AddStringToObject(root, "cpu", cpu);
     cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
     cJSON_AddNumberToObject(root, "threads", nt);
     cJSON_AddNumberToObject(root, "peak_fp32_macs_per_s", peak_f32);
-    cJSON_AddNumberToObject(root, "peak_int8_macs_per_s", peak_s8);
+    cJSON_AddStringToObject(root, "int8_dynamic_tile", kern->name);
+    cJSON_AddNumberToObject(root, "peak_int8_u8_macs_per_s", peak_u8);
+    cJSON_AddNumberToObject(root, "peak_int8_s16_macs_per_s", peak_s8);
     static const int shapes[][2] = {{768, 768}, {3072, 768}, {768, 3072}};
     qb_rng rng;
     qb_rng_init(&rng, 42);
@@ -135,22 +147,28 @@ int qb_bench_gemm(int argc, char **argv)
                 for (size_t i = 0; i < mk; i++) p.x[i] = qb_rng_normal(&rng, 0, 1);
                 for (size_t i = 0; i < nk; i++) p.w[i] = qb_rng_normal(&rng, 0, 0.02f);
                 for (int n = 0; n < p.N; n++) p.b[n] = 0.01f;
-                qb_quantize_rows_s8(p.wq, p.sw, p.w, p.N, p.K);  /* per-channel = per row of w */
-                qb_quantize_rows_s8(p.xq, p.sx, p.x, p.M, p.K);
-                if (qb_s8_pack(&p.wp, p.wq, p.N, p.K) || qb_quantize_groups_s4(p.w4, p.sw4, p.w, p.N, p.K, GROUP) ||
+                p.kern = kern;
+                qb_quantize_rows(p.wq, (size_t)p.K, p.sw, p.w, p.N, p.K, 8, 0);  /* per-channel = per row of w */
+                qb_quantize_rows(p.xq, (size_t)p.K, p.sx, p.x, p.M, p.K, 8, 0);
+                if (qb_s8_pack(&p.wp, p.wq, p.N, p.K) || qb_u8_pack(&p.wu, p.wq, p.N, p.K) || qb_quantize_groups_s4(p.w4, p.sw4, p.w, p.N, p.K, GROUP) ||
                     qb_s4_pack(&p.wp4, p.w4, p.sw4, p.N, p.K, GROUP)) {
                     fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
+                    rc = 1;
+                } else if (!(p.xu = qb_u8_activations(&p.wu, p.sx, p.x, p.M))) {
+                    fprintf(stderr, "qbert-bench gemm: out of memory\n");
                     rc = 1;
                 }
             }
             if (!rc) {
                 const double macs = (double)p.M * p.N * p.K;
                 const double f = median_ms(warmup, runs, 0, &p), q = median_ms(warmup, runs, 1, &p);
-                const double q4 = median_ms(warmup, runs, 2, &p), qt = median_ms(warmup, runs, 3, &p);
-                const double rf = macs / f * 1e3, rq = macs / q * 1e3, r4 = macs / q4 * 1e3;
-                printf("%5d %5d %5d | %8.3f %7.1f %4.0f%% | %8.3f %7.1f %4.0f%% %5.2fx | %8.3f %7.1f %5.2fx | %8.3f\n",
-                       p.M, p.N, p.K, f, rf / 1e9, 100 * rf / peak_f32, q, rq / 1e9, 100 * rq / peak_s8, f / q,
-                       q4, r4 / 1e9, f / q4, qt);
+                const double qs = median_ms(warmup, runs, 2, &p), q4 = median_ms(warmup, runs, 3, &p);
+                const double qt = median_ms(warmup, runs, 4, &p);
+                const double rf = macs / f * 1e3, rq = macs / q * 1e3, rs = macs / qs * 1e3, r4 = macs / q4 * 1e3;
+                printf("%5d %5d %5d | %8.3f %7.1f %4.0f%% | %8.3f %7.1f %4.0f%% %5.2fx | %8.3f %7.1f %4.0f%% %5.2fx | "
+                       "%8.3f %7.1f %5.2fx | %8.3f\n",
+                       p.M, p.N, p.K, f, rf / 1e9, 100 * rf / peak_f32, q, rq / 1e9, 100 * rq / peak_u8, f / q, qs,
+                       rs / 1e9, 100 * rs / peak_s8, f / qs, q4, r4 / 1e9, f / q4, qt);
                 cJSON *row = cJSON_CreateObject();
                 cJSON_AddNumberToObject(row, "M", p.M);
                 cJSON_AddNumberToObject(row, "N", p.N);
@@ -158,17 +176,21 @@ int qb_bench_gemm(int argc, char **argv)
                 cJSON_AddNumberToObject(row, "fp32_ms", f);
                 cJSON_AddNumberToObject(row, "fp32_macs_per_s", rf);
                 cJSON_AddNumberToObject(row, "fp32_fraction_of_peak", rf / peak_f32);
-                cJSON_AddNumberToObject(row, "int8_ms", q);
-                cJSON_AddNumberToObject(row, "int8_macs_per_s", rq);
-                cJSON_AddNumberToObject(row, "int8_fraction_of_peak", rq / peak_s8);
+                cJSON_AddNumberToObject(row, "int8_dynamic_ms", q);
+                cJSON_AddNumberToObject(row, "int8_dynamic_macs_per_s", rq);
+                cJSON_AddNumberToObject(row, "int8_dynamic_fraction_of_peak", rq / peak_u8);
+                cJSON_AddNumberToObject(row, "int8_static_ms", qs);
+                cJSON_AddNumberToObject(row, "int8_static_macs_per_s", rs);
+                cJSON_AddNumberToObject(row, "int8_static_fraction_of_peak", rs / peak_s8);
                 cJSON_AddNumberToObject(row, "int4_ms", q4);
                 cJSON_AddNumberToObject(row, "int4_macs_per_s", r4);
                 cJSON_AddNumberToObject(row, "int4_group", GROUP);
-                cJSON_AddNumberToObject(row, "quantize_x_ms", qt);
+                cJSON_AddNumberToObject(row, "quantize_x_u8_ms", qt);
                 cJSON_AddItemToArray(rows, row);
             }
             qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw);
-            qb_free(p.xq), qb_free(p.wq), qb_free(p.w4), qb_free(p.sw4);
+            qb_free(p.xq), qb_free(p.wq), qb_free(p.w4), qb_free(p.sw4), qb_free(p.xu);
+            qb_u8_packed_free(&p.wu);
             qb_s8_packed_free(&p.wp);
             qb_s4_packed_free(&p.wp4);
         }

@@ -2,7 +2,8 @@
  * independent AVX2 instructions with no memory traffic, for the instruction each
  * GEMM tile is built on:
  *   fp32: vfmadd231ps ymm, 8 multiply-adds each;
- *   int8 (s16 path): vpmaddwd ymm + vpaddd ymm, 16 multiply-adds per pair.
+ *   int8 (s16 path): vpmaddwd ymm + vpaddd ymm, 16 multiply-adds per pair;
+ *   int8 (u8 path): vpmaddubsw + vpmaddwd (by ones) + vpaddd, 32 per triple.
  * 12 independent accumulator chains hide the latencies, as the tiles do. The loops
  * live in their own functions without calls, so the chains stay in registers, and
  * their results are returned, so they cannot be dropped. The result is
@@ -43,6 +44,32 @@ static __attribute__((noinline)) int madd_loop(long iters)
     return _mm256_cvtsi256_si32(s);
 }
 
+static __attribute__((noinline)) int maddubs_loop(long iters)
+{
+    /* the u8 tile's shape: 6 row operands x 2 weight vectors, 12 accumulators; the
+     * row operands change every trip (a shuffle of x, which changes too, standing in
+     * for the tile's broadcast loads), so no product can be hoisted */
+    __m256i acc[CHAINS];
+    const __m256i w0 = _mm256_set1_epi8(3), w1 = _mm256_set1_epi8(-5), ones = _mm256_set1_epi16(1);
+    const __m256i step = _mm256_set1_epi8(1);
+    __m256i x = _mm256_set1_epi32(0x01020304);
+    for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_epi32(c);
+    for (long i = 0; i < iters; i++) {
+        x = _mm256_add_epi8(x, step);
+        const __m256i xr[6] = {x, _mm256_shuffle_epi32(x, 0x39), _mm256_shuffle_epi32(x, 0x4e),
+                               _mm256_shuffle_epi32(x, 0x93), _mm256_shuffle_epi32(x, 0x1b),
+                               _mm256_shuffle_epi32(x, 0xb1)};
+#pragma GCC unroll 6
+        for (int r = 0; r < 6; r++) {
+            acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(_mm256_maddubs_epi16(xr[r], w0), ones));
+            acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(_mm256_maddubs_epi16(xr[r], w1), ones));
+        }
+    }
+    __m256i s = acc[0];
+    for (int c = 1; c < CHAINS; c++) s = _mm256_add_epi32(s, acc[c]);
+    return _mm256_cvtsi256_si32(s);
+}
+
 double qb_bench_peak_fma(long iters)
 {
     const double t0 = omp_get_wtime();
@@ -57,4 +84,12 @@ double qb_bench_peak_madd16(long iters)
     volatile int sink = madd_loop(iters);
     (void)sink;
     return (double)iters * CHAINS * 16 / (omp_get_wtime() - t0);
+}
+
+double qb_bench_peak_maddubs(long iters)
+{
+    const double t0 = omp_get_wtime();
+    volatile int sink = maddubs_loop(iters);
+    (void)sink;
+    return (double)iters * CHAINS * 32 / (omp_get_wtime() - t0);
 }

@@ -150,6 +150,30 @@ static float *last_hidden(qb_model *m, bool prepare)
     return out;
 }
 
+/* Each prepared (packed, SIMD) Linear of q against its unprepared (scalar reference)
+ * self on fresh inputs, bit for bit (no GELU: the fused one's erf differs). */
+static bool linears_prepared_match_reference(qb_model *q)
+{
+    enum { M = 11 };
+    qb_rng rng;
+    qb_rng_init(&rng, seed + 5);
+    int bad = 0;
+    for (int i = 0; i < q->n_qlinear; i++) {
+        qb_qlinear *ql = &q->qlinear[i];
+        float *x = malloc((size_t)M * ql->K * sizeof *x), *ys = malloc((size_t)M * ql->N * sizeof *ys);
+        float *yr = malloc((size_t)M * ql->N * sizeof *yr);
+        for (int j = 0; j < M * ql->K; j++) x[j] = qb_rng_normal(&rng, 0, 1);
+        qb_backend_cpu()->linear_q(ys, x, ql, NULL, M, 0);
+        void *prepared = ql->prepared;
+        ql->prepared = NULL;
+        qb_backend_cpu()->linear_q(yr, x, ql, NULL, M, 0);
+        ql->prepared = prepared;
+        bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
+        free(x), free(ys), free(yr);
+    }
+    return bad == 0;
+}
+
 static void test_schemes(void)
 {
     qb_config c;
@@ -172,14 +196,18 @@ static void test_schemes(void)
     const char *dir = model_dir("schemes", &c);
     qb_model q;
 
-    /* int8-dynamic: exact integers; the prepared (SIMD) path agrees with the reference
-     * one (the fused GELU's erf differs: tolerance) and both stay near FP32. */
+    /* int8-dynamic: exact integers; each prepared (u8 tile) Linear gives its
+     * reference's bits. End to end the two agree only loosely: the fused GELU's erf
+     * differs in the last bit, and a value that near a rounding boundary lands on the
+     * other integer in the next Linear's input. Both stay near FP32 (within 0.05: the
+     * activations' 7-bit grid, gemm_u8.c, gives about 0.03 here). */
     if (!loaded(quantize_load(&f, dir, "int8-dynamic", 0, QB_ACT_DYNAMIC, NULL, &q))) return;
     CHECK(strcmp(q.scheme, "int8-dynamic") == 0);
     check_integers(&f, &q, 8, 0, false);
     float *h_ref = last_hidden(&q, false), *h_simd = last_hidden(&q, true);
-    CHECKF(rel_l2(h_simd, h_ref, MC) < 1e-5, "int8 prepared vs reference: %g", rel_l2(h_simd, h_ref, MC));
-    CHECKF(rel_l2(h_ref, ref, MC) < 0.03, "int8-dynamic vs FP32: %g", rel_l2(h_ref, ref, MC));
+    CHECK(linears_prepared_match_reference(&q));
+    CHECKF(rel_l2(h_simd, h_ref, MC) < 0.03, "int8 prepared vs reference: %g", rel_l2(h_simd, h_ref, MC));
+    CHECKF(rel_l2(h_ref, ref, MC) < 0.05, "int8-dynamic vs FP32: %g", rel_l2(h_ref, ref, MC));
     double e8 = rel_l2(h_ref, ref, MC);
     free(h_ref), free(h_simd);
     qb_model_free(&q);

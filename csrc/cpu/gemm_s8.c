@@ -20,10 +20,18 @@
 
 #define PAR_MIN_MACS 32768.0
 
-void qb_quantize_rows_s8(int8_t *q, float *scale, const float *x, int M, int K)
+void qb_quantize_rows(int8_t *q, size_t ldq, float *scale, const float *x, int M, int K, int bits, int shift)
 {
-    if (qb_cpu_isa() != QB_ISA_SCALAR) qb_quantize_rows_s8_avx2(q, scale, x, M, K);
-    else qb_cpu_quantize_groups(q, NULL, scale, x, M, K, K, 8);
+    if (qb_cpu_isa() != QB_ISA_SCALAR) {
+        qb_quantize_rows_avx2(q, ldq, scale, x, M, K, bits, shift);
+        return;
+    }
+    for (int m = 0; m < M; m++) {
+        int8_t *qr = q + (size_t)m * ldq;
+        qb_cpu_quantize_groups(qr, NULL, scale + m, x + (size_t)m * K, 1, K, K, bits);
+        for (int k = 0; k < K; k++) qr[k] = (int8_t)(qr[k] + shift);
+        memset(qr + K, shift, ldq - (size_t)K);
+    }
 }
 
 void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,

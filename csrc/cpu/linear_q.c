@@ -1,11 +1,16 @@
 /* The quantized Linear of a low-bit model file on the CPU (backend op linear_q):
- *   INT8        x quantized per token (or with the static scale), exact s8 GEMM,
- *               epilogue x-scale * w-scale + bias (+ GELU) fused in the tile;
- *   INT4 (W4A8) the same activations against nibbles unpacked in registers, one
- *               scale per group, GELU as a separate pass (the W4A8 tile has none);
- *   weight-only FP32 activations times the weights dequantized once at prepare.
- * The activation buffers are allocated per call: they are M x K bytes, small next
- * to the GEMM's M x N x K work. */
+ *   INT8 dynamic x quantized per token to 7 bits, shifted to u8, u8 x s8 tiles
+ *                (gemm_u8.c: why 7 bits), epilogue x-scale * w-scale + bias
+ *                (+ GELU) fused in the tile;
+ *   INT8 static  x quantized with the file's per-tensor 8-bit scale, exact 16-bit
+ *                tile (gemm_s8.c), the same epilogue;
+ *   INT4 (W4A8)  the same activations (7-bit per token, or static) against nibbles
+ *                unpacked in registers, one scale per group, GELU as a separate
+ *                pass (the W4A8 tile has none);
+ *   weight-only  FP32 activations times the weights dequantized once at prepare.
+ * Without packed weights (QBERT_ISA=scalar, or not prepared) the scalar references
+ * compute the same integers. The activation buffers are allocated per call: they are
+ * M x K bytes, small next to the GEMM's M x N x K work. */
 #include "cpu/cpu.h"
 
 #include "qbert/quant.h"
@@ -14,7 +19,8 @@
 #include <stdlib.h>
 
 typedef struct {
-    qb_s8_packed s8;
+    qb_u8_packed u8;  /* INT8 with per-token activations */
+    qb_s8_packed s8;  /* INT8 with a static activation scale */
     qb_s4_packed s4;
     float *w;  /* (N, K) dequantized weights of a weight-only Linear */
 } prepared;
@@ -23,6 +29,7 @@ static void release(qb_qlinear *q)
 {
     prepared *p = q->prepared;
     if (!p) return;
+    qb_u8_packed_free(&p->u8);
     qb_s8_packed_free(&p->s8);
     qb_s4_packed_free(&p->s4);
     qb_free(p->w);
@@ -47,8 +54,10 @@ qb_status qb_cpu_qlinear_prepare(qb_qlinear *q)
     if (q->act_f32) {
         if (!(p->w = dequantize(q)))
             st = qb_fail(QB_ENOMEM, "dequantizing a %d x %d weight: out of memory", q->N, q->K);
-    } else if (q->bits == 8) {
+    } else if (q->bits == 8 && q->act_scale > 0.0f) {
         st = qb_s8_pack(&p->s8, q->wq, q->N, q->K);
+    } else if (q->bits == 8) {
+        st = qb_u8_pack(&p->u8, q->wq, q->N, q->K);
     } else {
         st = qb_s4_pack(&p->s4, q->wq, q->scales, q->N, q->K, q->group);
     }
@@ -80,24 +89,29 @@ void qb_cpu_linear_q(float *y, const float *x, const qb_qlinear *q, const float 
         if (!p) qb_free(w);
         return;
     }
-    int8_t *xq = qb_malloc((size_t)M * K);
+    const qb_u8_kernel *kern = p && p->u8.data ? qb_u8_kernel_best() : NULL;
     float *sx = qb_malloc((size_t)M * sizeof *sx);
-    if (!xq || !sx) {
-        qb_free(xq), qb_free(sx);
+    int8_t *xq = !sx ? NULL : kern ? qb_u8_activations(&p->u8, sx, x, M) : qb_malloc((size_t)M * K);
+    if (!xq) {
+        qb_free(sx);
         fail_nan(y, MN, "the quantized activations", M, q);
         return;
     }
-    if (q->act_scale > 0.0f) {
-        qb_quantize_tensor_s8(xq, x, (size_t)M * K, q->act_scale);
-        for (int m = 0; m < M; m++) sx[m] = q->act_scale;
+    if (kern) {
+        qb_gemm_u8(kern, y, xq, sx, &p->u8, q->scales, b, M, N, gelu);
     } else {
-        qb_quantize_rows_s8(xq, sx, x, M, K);
-    }
-    if (q->bits == 8) {
-        qb_cpu_gemm_s8(y, xq, sx, q->wq, p ? &p->s8 : NULL, q->scales, b, M, N, K, gelu);
-    } else {
-        qb_cpu_gemm_s4(y, xq, sx, q->wq, p ? &p->s4 : NULL, q->scales, b, M, N, K, q->group);
-        if (gelu) qb_cpu_gelu(y, y, MN);
+        if (q->act_scale > 0.0f) {
+            qb_quantize_tensor_s8(xq, x, (size_t)M * K, q->act_scale);
+            for (int m = 0; m < M; m++) sx[m] = q->act_scale;
+        } else {
+            qb_quantize_rows(xq, (size_t)K, sx, x, M, K, QB_DYNAMIC_ACT_BITS, 0);
+        }
+        if (q->bits == 8) {
+            qb_cpu_gemm_s8(y, xq, sx, q->wq, p ? &p->s8 : NULL, q->scales, b, M, N, K, gelu);
+        } else {
+            qb_cpu_gemm_s4(y, xq, sx, q->wq, p ? &p->s4 : NULL, q->scales, b, M, N, K, q->group);
+            if (gelu) qb_cpu_gelu(y, y, MN);
+        }
     }
     qb_free(xq);
     qb_free(sx);

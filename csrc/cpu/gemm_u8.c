@@ -1,0 +1,97 @@
+/* INT8 GEMM for activations quantized per token at run time (int8-dynamic):
+ *   y (M, N) = (sum_k q[m,k] wq[n,k]) * (sx[m] * sw[n]) + b[n]   [then GELU]
+ * the product of gemm_s8.c, with the activations on a 7-bit grid:
+ * sx[m] = absmax of row m / 63 and q in [-63, 63], stored shifted as u = q + 64.
+ *
+ * Why 7 bits: u then lies in [0, 127], so the u8 x s8 products that AVX2 sums in
+ * pairs into 16 bits (vpmaddubsw) stay below saturation even against -128 weights
+ * (2 x 127 x 128 = 32512 < 32767), which makes that instruction, 32 multiply-adds
+ * where the exact 16-bit path (gemm_s8_avx2.c) does 16, exact. fbgemm's reduce_range
+ * does the same. VNNI's vpdpbusd would also be exact with 8 bits, but one grid on
+ * every ISA keeps a model's outputs the same on every machine.
+ * The shift is undone exactly in integers: sum u w = sum q w + 64 colsum(w), and
+ * comp[n] = 64 colsum[n] is computed once at packing. So every path yields the
+ * integers of qb_gemm_s8_scalar on q (the reference), and the epilogue is its float
+ * operations (gemm_s8_avx2.c's, shared), so outputs are bit-identical.
+ *
+ * Layout (also what vpdpbusd reads): weights in panels of QB_U8_NR columns, k in
+ * quads, byte ((panel * Kq/4 + k/4) * NR + column) * 4 + k%4, zero past N and K;
+ * activations (rows, Kq) with rows a multiple of QB_U8_MR_MAX, so that a row's quad
+ * is one 32-bit broadcast. This file: packing, the activation layout, the choice of
+ * tile. The tiles: gemm_u8_avx2.c (vpmaddubsw + vpmaddwd, and the shared driver),
+ * gemm_u8_avxvnni.c (256-bit vpdpbusd), gemm_u8_avx512.c (512-bit vpdpbusd). */
+#include "cpu/cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K)
+{
+    memset(p, 0, sizeof *p);
+    p->N = N, p->K = K, p->Kq = (K + 3) / 4 * 4;
+    const int panels = (N + QB_U8_NR - 1) / QB_U8_NR, kq = p->Kq / 4;
+    const size_t bytes = (size_t)panels * QB_U8_NR * p->Kq;
+    p->data = qb_malloc(bytes);
+    p->comp = qb_malloc((size_t)panels * QB_U8_NR * sizeof *p->comp);
+    if (!p->data || !p->comp) {
+        qb_u8_packed_free(p);
+        return qb_fail(QB_ENOMEM, "packing INT8 weights (%d x %d): cannot allocate %zu bytes", N, K, bytes);
+    }
+    for (int pn = 0; pn < panels; pn++) {
+        for (int j = 0; j < QB_U8_NR; j++) {
+            const int n = pn * QB_U8_NR + j;
+            int32_t colsum = 0;
+            for (int k = 0; k < p->Kq; k++) {
+                const int8_t w = n < N && k < K ? wq[(size_t)n * K + k] : 0;
+                p->data[(((size_t)pn * kq + k / 4) * QB_U8_NR + j) * 4 + k % 4] = w;
+                colsum += w;
+            }
+            p->comp[(size_t)pn * QB_U8_NR + j] = 64 * colsum;
+        }
+    }
+    return QB_OK;
+}
+
+void qb_u8_packed_free(qb_u8_packed *p)
+{
+    qb_free(p->data);
+    qb_free(p->comp);
+    memset(p, 0, sizeof *p);
+}
+
+int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, const float *x, int M)
+{
+    const int rows = (M + QB_U8_MR_MAX - 1) / QB_U8_MR_MAX * QB_U8_MR_MAX;
+    int8_t *u = qb_malloc((size_t)rows * wp->Kq);
+    if (!u) return NULL;
+    qb_quantize_rows(u, (size_t)wp->Kq, sx, x, M, wp->K, QB_DYNAMIC_ACT_BITS, 64);
+    memset(u + (size_t)M * wp->Kq, 64, (size_t)(rows - M) * wp->Kq);  /* rows the tiles read past M */
+    return u;
+}
+
+/* The tiles this CPU can run, slowest first. QBERT_ISA=avx2 leaves out the AVX-512
+ * one; QBERT_VNNI=0 leaves out both VNNI ones (to measure the AVX2 tile on a VNNI
+ * machine). */
+int qb_u8_kernels(const qb_u8_kernel **out, int cap)
+{
+    static const qb_u8_kernel avx2 = {"avx2", QB_U8_MR_AVX2, qb_u8_tile_avx2};
+    static const qb_u8_kernel avxvnni = {"avx-vnni", QB_U8_MR_AVXVNNI, qb_u8_tile_avxvnni};
+    static const qb_u8_kernel avx512 = {"avx512-vnni", QB_U8_MR_AVX512, qb_u8_tile_avx512vnni};
+    const unsigned f = qb_cpu_features();
+    const char *env = getenv("QBERT_VNNI");
+    const int vnni = !(env && strcmp(env, "0") == 0);
+    int n = 0;
+    if (qb_cpu_isa() == QB_ISA_SCALAR) return 0;
+    if (n < cap) out[n++] = &avx2;
+    if (vnni && (f & QB_CPU_AVXVNNI) && n < cap) out[n++] = &avxvnni;
+    const unsigned f512 = QB_CPU_AVX512F | QB_CPU_AVX512BW | QB_CPU_AVX512VNNI;
+    if (vnni && qb_cpu_isa() == QB_ISA_AVX512 && (f & f512) == f512 && n < cap) out[n++] = &avx512;
+    return n;
+}
+
+const qb_u8_kernel *qb_u8_kernel_best(void)
+{
+    const qb_u8_kernel *k[3];
+    const int n = qb_u8_kernels(k, 3);
+    return n ? k[n - 1] : NULL;
+}

@@ -1,0 +1,61 @@
+/* AVX2 tile of the dynamic INT8 GEMM, and the driver every u8 tile runs under
+ * (contract and layout in gemm_u8.c).
+ *
+ * Per k quad and 8 columns: vpmaddubsw multiplies the row's 4 broadcast u8 by the
+ * columns' s8 and sums pairs into s16 (exact for 7-bit u, see gemm_u8.c), vpmaddwd
+ * with ones sums the two pairs into s32, vpaddd accumulates. 3 instructions for 32
+ * multiply-adds, where the 16-bit path (gemm_s8_avx2.c) needs 4 for 16.
+ * Tile 6 x 16: 12 ymm accumulators, 2 weight vectors, the broadcast and the ones.
+ * Threads split the (row block, column panel) grid statically; consecutive tiles of a
+ * thread share the panel, so its weights stay in L1 while rows stream by.
+ * Compiled with -mavx2 -mfma -ffp-contract=off; called only after a CPUID check. */
+#include "cpu/cpu.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define MR QB_U8_MR_AVX2
+#define NR QB_U8_NR
+
+void qb_u8_tile_avx2(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc_out[][QB_U8_NR])
+{
+    __m256i acc[MR][2];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int k = 0; k < kq; k++) {
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)wp);
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wp + 32));
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            int32_t quad;
+            memcpy(&quad, u + r * ldu + 4 * (size_t)k, 4);
+            const __m256i xb = _mm256_set1_epi32(quad);
+            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w0), ones));
+            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w1), ones));
+        }
+        wp += 4 * NR;
+    }
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_si256((__m256i *)acc_out[r], acc[r][0]);
+        _mm256_storeu_si256((__m256i *)(acc_out[r] + 8), acc[r][1]);
+    }
+}
+
+void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx,
+                const qb_u8_packed *wp, const float *sw, const float *b, int M, int N, int gelu)
+{
+    if (M <= 0 || N <= 0) return;
+    const int mr = kern->mr, kq = wp->Kq / 4;
+    const int row_blocks = (M + mr - 1) / mr, panels = (N + NR - 1) / NR;
+    const size_t ldu = (size_t)wp->Kq;
+    const long tiles = (long)row_blocks * panels;
+#pragma omp parallel for schedule(static) if ((double)M * N * wp->K >= 32768.0)
+    for (long t = 0; t < tiles; t++) {
+        const int rb = (int)(t % row_blocks), pn = (int)(t / row_blocks);
+        const int m0 = rb * mr, n0 = pn * NR;
+        int32_t acc[QB_U8_MR_MAX][NR];
+        kern->tile(kq, u + m0 * ldu, ldu, wp->data + (size_t)pn * kq * 4 * NR, acc);
+        qb_q8_epilogue_avx2(y, N, m0, M - m0 < mr ? M - m0 : mr, n0, acc, wp->comp + (size_t)pn * NR, sx, sw, b,
+                            gelu);
+    }
+}
