@@ -35,6 +35,7 @@ static void usage(FILE *f)
 
 typedef struct {
     float *y, *x, *w, *b, *sx, *sw;
+    int32_t *zp;
     int8_t *xq, *wq, *w4, *xu;
     float *sw4;
     const qb_u8_kernel *kern;
@@ -53,13 +54,13 @@ static double median_ms(int warmup, int runs, int kind, problem *p)
         if (kind == 0)
             qb_cpu_linear(p->y, p->x, p->w, p->b, p->M, p->N, p->K);
         else if (kind == 1)
-            qb_gemm_u8(p->kern, p->y, p->xu, p->sx, &p->wu, p->sw, p->b, p->M, p->N, 0);
+            qb_gemm_u8(p->kern, p->y, p->xu, p->sx, p->zp, &p->wu, p->sw, p->b, p->M, p->N, 0);
         else if (kind == 2)
             qb_cpu_gemm_s8(p->y, p->xq, p->sx, p->wq, &p->wp, p->sw, p->b, p->M, p->N, p->K, 0);
         else if (kind == 3)
             qb_cpu_gemm_s4(p->y, p->xq, p->sx, p->w4, &p->wp4, p->sw4, p->b, p->M, p->N, p->K, GROUP);
         else
-            qb_free(qb_u8_activations(&p->wu, p->sx, p->x, p->M));
+            qb_free(qb_u8_activations(&p->wu, p->sx, p->zp, p->x, p->M));
         if (r >= 0) t[r] = 1e3 * (omp_get_wtime() - t0);
     }
     qb_latency_stats s;
@@ -138,9 +139,10 @@ int qb_bench_gemm(int argc, char **argv)
             p.y = qb_malloc((size_t)p.M * p.N * sizeof *p.y), p.x = qb_malloc(mk * sizeof *p.x);
             p.w = qb_malloc(nk * sizeof *p.w), p.b = qb_malloc((size_t)p.N * sizeof *p.b);
             p.sx = qb_malloc((size_t)p.M * sizeof *p.sx), p.sw = qb_malloc((size_t)p.N * sizeof *p.sw);
+            p.zp = qb_malloc((size_t)p.M * sizeof *p.zp);
             p.xq = qb_malloc(mk), p.wq = qb_malloc(nk), p.w4 = qb_malloc(nk);
             p.sw4 = qb_malloc(nk / GROUP * sizeof *p.sw4);
-            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.xq || !p.wq || !p.w4 || !p.sw4) {
+            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.zp || !p.xq || !p.wq || !p.w4 || !p.sw4) {
                 fprintf(stderr, "qbert-bench gemm: out of memory\n");
                 rc = 1;
             } else {
@@ -148,13 +150,13 @@ int qb_bench_gemm(int argc, char **argv)
                 for (size_t i = 0; i < nk; i++) p.w[i] = qb_rng_normal(&rng, 0, 0.02f);
                 for (int n = 0; n < p.N; n++) p.b[n] = 0.01f;
                 p.kern = kern;
-                qb_quantize_rows(p.wq, (size_t)p.K, p.sw, p.w, p.N, p.K, 8, 0);  /* per-channel = per row of w */
-                qb_quantize_rows(p.xq, (size_t)p.K, p.sx, p.x, p.M, p.K, 8, 0);
+                qb_cpu_quantize_groups(p.wq, NULL, p.sw, p.w, p.N, p.K, p.K, 8);  /* per output channel */
+                qb_cpu_quantize_groups(p.xq, NULL, p.sx, p.x, p.M, p.K, p.K, 8);  /* per token, 8 bits */
                 if (qb_s8_pack(&p.wp, p.wq, p.N, p.K) || qb_u8_pack(&p.wu, p.wq, p.N, p.K) || qb_quantize_groups_s4(p.w4, p.sw4, p.w, p.N, p.K, GROUP) ||
                     qb_s4_pack(&p.wp4, p.w4, p.sw4, p.N, p.K, GROUP)) {
                     fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
                     rc = 1;
-                } else if (!(p.xu = qb_u8_activations(&p.wu, p.sx, p.x, p.M))) {
+                } else if (!(p.xu = qb_u8_activations(&p.wu, p.sx, p.zp, p.x, p.M))) {
                     fprintf(stderr, "qbert-bench gemm: out of memory\n");
                     rc = 1;
                 }
@@ -188,7 +190,7 @@ int qb_bench_gemm(int argc, char **argv)
                 cJSON_AddNumberToObject(row, "quantize_x_u8_ms", qt);
                 cJSON_AddItemToArray(rows, row);
             }
-            qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw);
+            qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw), qb_free(p.zp);
             qb_free(p.xq), qb_free(p.wq), qb_free(p.w4), qb_free(p.sw4), qb_free(p.xu);
             qb_u8_packed_free(&p.wu);
             qb_s8_packed_free(&p.wp);

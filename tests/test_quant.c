@@ -2,7 +2,7 @@
  * backward) against direct formulas written here, on random inputs and on values
  * exactly at the clip boundaries and rounding ties; the STE against finite
  * differences of its rounding-free surrogate; the observers' min/max; the per-token
- * activation quantizer (8 bits, and 7 bits shifted into the u8 layout); INT4
+ * activation quantizer (7 bits with a zero point, the u8 tiles' layout); INT4
  * per-group quantization and nibble packing; the INT8 GEMMs (16-bit tile, and every
  * u8 tile the CPU has: AVX2, AVX-VNNI, AVX-512 VNNI) and the W4A8 GEMM, every SIMD
  * path bit-identical to the scalar reference, which is checked against exact
@@ -181,58 +181,62 @@ static int8_t *rand_s8(size_t n, int lo, int hi)
     return p;
 }
 
-/* Mismatches of per-token quantization (q with row stride ldq, shifted by shift;
- * scales sc) of x (M, K) at `bits` against the formula, padding columns included. */
-static int rows_mismatches(const int8_t *q, size_t ldq, const float *sc, const float *x, int M, int K, int bits,
-                           int shift)
+/* Mismatches of the 7-bit per-token quantizer's output (u with row stride ldu, scales
+ * sc, zero points zp) for x (M, K) against its formula written out here, padding
+ * columns included; and rows whose dequantized values miss x by more than half a
+ * step (inside the row's range they cannot). */
+static int u7_mismatches(const int8_t *u, size_t ldu, const float *sc, const int32_t *zp, const float *x, int M,
+                         int K)
 {
-    const int qmax = (1 << (bits - 1)) - 1;
     int bad = 0;
     for (int m = 0; m < M; m++) {
-        float amax = 0.0f;
-        for (int k = 0; k < K; k++) amax = fmaxf(amax, fabsf(x[m * K + k]));
-        bad += sc[m] != amax / (float)qmax;
+        float lo = 0.0f, hi = 0.0f;
+        for (int k = 0; k < K; k++) lo = fminf(lo, x[m * K + k]), hi = fmaxf(hi, x[m * K + k]);
+        const float s = (hi - lo) / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+        const int z = s > 0.0f ? (int)fminf(fmaxf(nearbyintf(-lo * inv), 0.0f), 127.0f) : 0;
+        bad += sc[m] != s || zp[m] != z;
         for (int k = 0; k < K; k++) {
             const float v = x[m * K + k];
-            const int want = sc[m] > 0.0f ? (int)nearbyintf(v * (1.0f / sc[m])) : 0;
-            const int got = q[m * ldq + k] - shift;
-            bad += got != want || got < -qmax || (sc[m] > 0.0f && fabsf(got * sc[m] - v) > 0.5001f * sc[m]);
+            const int want = (int)fminf(fmaxf(nearbyintf(v * inv) + (float)z, 0.0f), 127.0f);
+            bad += u[m * ldu + k] != want || (s > 0.0f && fabsf((float)(u[m * ldu + k] - z) * s - v) > 0.5001f * s);
         }
-        for (size_t k = (size_t)K; k < ldq; k++) bad += q[m * ldq + k] != shift;
+        for (size_t k = (size_t)K; k < ldu; k++) bad += u[m * ldu + k] != z;
     }
     return bad;
 }
 
-/* The per-token quantizer, scalar and AVX2, against the formula: 8 bits unshifted (the
- * W4A8 / static layout) and 7 bits shifted by 64 into a padded row (the u8 tiles'),
- * on row lengths around the 16-value step of the SIMD loop. */
-static void test_quantize_rows(void)
+/* The 7-bit per-token quantizer, scalar and AVX2, against the formula on row lengths
+ * around the 16-value step of the SIMD loop, into padded rows. */
+static void test_quantize_rows_u7(void)
 {
     static const int Ks[] = {300, 7, 16, 23, 33};
-    static const int grids[][3] = {{8, 0, 0}, {7, 64, 5}};  /* bits, shift, row padding */
+    enum { M = 8 };
     for (size_t t = 0; t < sizeof Ks / sizeof *Ks; t++) {
-        for (int g = 0; g < 2; g++) {
-            const int M = 7, K = Ks[t], bits = grids[g][0], shift = grids[g][1], qmax = (1 << (bits - 1)) - 1;
-            const size_t ldq = (size_t)K + (size_t)grids[g][2];
-            float *x = rand_floats((size_t)M * K, -3, 3), sc[7];
-            memset(x + 2 * K, 0, K * sizeof *x);  /* a zero row */
-            x[3 * K + 5] = 10.0f;                  /* an outlier sets its row's scale */
-            /* scale 1: two ties, to even */
-            x[4 * K + 1] = (float)qmax, x[4 * K] = 2.5f, x[4 * K + 2] = -3.5f;
-            int8_t *q = malloc((size_t)M * ldq);
-            for (int isa = QB_ISA_SCALAR; isa <= QB_ISA_AVX2; isa++) {
-                if (!qb_cpu_isa_available((qb_isa)isa)) continue;
-                qb_cpu_set_isa((qb_isa)isa);
-                memset(q, 99, (size_t)M * ldq);
-                qb_quantize_rows(q, ldq, sc, x, M, K, bits, shift);
-                CHECKF(rows_mismatches(q, ldq, sc, x, M, K, bits, shift) == 0, "quantize_rows %s K=%d bits %d",
-                       qb_isa_name(qb_cpu_isa()), K, bits);
-                CHECK(sc[2] == 0.0f && q[2 * ldq] == shift && q[3 * ldq + 5] == qmax + shift &&
-                      q[4 * ldq] == 2 + shift && q[4 * ldq + 2] == -4 + shift);
-            }
-            qb_cpu_set_isa(qb_cpu_isa_resolve(NULL));
-            free(x), free(q);
+        const int K = Ks[t];
+        const size_t ldu = (size_t)K + 5;
+        float *x = rand_floats((size_t)M * K, -3, 3), sc[M];
+        int32_t zp[M];
+        memset(x + 2 * K, 0, K * sizeof *x);                            /* a zero row: scale 0 */
+        x[3 * K + 5] = 10.0f;                                            /* an outlier sets its row's range */
+        for (int k = 0; k < K; k++) x[5 * K + k] = fabsf(x[5 * K + k]);  /* all >= 0: zero point 0 */
+        for (int k = 0; k < K; k++) x[6 * K + k] = -fabsf(x[6 * K + k]); /* all <= 0: zero point 127 */
+        /* scale 1 with zero point 27 (range [-27, 100]), and two ties, to even */
+        for (int k = 0; k < K; k++) x[4 * K + k] = 0.0f;
+        x[4 * K] = -27.0f, x[4 * K + 1] = 100.0f;
+        if (K > 3) x[4 * K + 2] = 2.5f, x[4 * K + 3] = -3.5f;
+        int8_t *u = malloc((size_t)M * ldu);
+        for (int isa = QB_ISA_SCALAR; isa <= QB_ISA_AVX2; isa++) {
+            if (!qb_cpu_isa_available((qb_isa)isa)) continue;
+            qb_cpu_set_isa((qb_isa)isa);
+            memset(u, 99, (size_t)M * ldu);
+            qb_quantize_rows_u7(u, ldu, sc, zp, x, M, K);
+            CHECKF(u7_mismatches(u, ldu, sc, zp, x, M, K) == 0, "quantize_rows_u7 %s K=%d", qb_isa_name(qb_cpu_isa()), K);
+            CHECK(sc[2] == 0.0f && zp[2] == 0 && u[2 * ldu] == 0 && zp[5] == 0 && zp[6] == 127);
+            CHECK(sc[4] == 1.0f && zp[4] == 27 && u[4 * ldu] == 0 && u[4 * ldu + 1] == 127);
+            if (K > 3) CHECK(u[4 * ldu + 2] == 27 + 2 && u[4 * ldu + 3] == 27 - 4);
         }
+        qb_cpu_set_isa(qb_cpu_isa_resolve(NULL));
+        free(x), free(u);
     }
 }
 
@@ -284,38 +288,41 @@ static void test_gemm_s8(void)
     if (!qb_cpu_isa_available(QB_ISA_AVX2)) printf("gemm_s8: no AVX2 on this CPU, SIMD path skipped\n");
 }
 
-/* The dynamic INT8 path on one shape: q in [lo, hi] (within the 7-bit grid), shifted
- * into the u8 layout, through every u8 tile this CPU runs, against the s8 reference on
- * q bit for bit (GELU: within 1e-6). */
-static void check_gemm_u8(int M, int N, int K, int qlo, int qhi, int wlo, int whi)
+/* The dynamic INT8 path on one shape: u in [ulo, uhi] with random zero points in
+ * [zlo, zhi] per row, through every u8 tile this CPU runs, against the s8 reference
+ * on q = u - zp bit for bit (GELU: within 1e-6). */
+static void check_gemm_u8(int M, int N, int K, int ulo, int uhi, int zlo, int zhi, int wlo, int whi)
 {
-    int8_t *xq = rand_s8((size_t)M * K, qlo, qhi), *wq = rand_s8((size_t)N * K, wlo, whi);
+    int8_t *wq = rand_s8((size_t)N * K, wlo, whi), *z8 = rand_s8((size_t)M, zlo, zhi);
+    int8_t *xq = malloc((size_t)M * K);
+    int32_t *zp = malloc((size_t)M * sizeof *zp);
     float *sx = rand_floats(M, 0.001f, 0.1f), *sw = rand_floats(N, 0.001f, 0.1f), *b = rand_floats(N, -1, 1);
     float *ref = malloc((size_t)M * N * sizeof *ref), *ref_g = malloc((size_t)M * N * sizeof *ref_g);
     float *y = malloc((size_t)M * N * sizeof *y);
-    qb_gemm_s8_scalar(ref, xq, sx, wq, sw, b, M, N, K, 0);
-    qb_gemm_s8_scalar(ref_g, xq, sx, wq, sw, NULL, M, N, K, 1);
     qb_u8_packed wp;
     CHECK(qb_u8_pack(&wp, wq, N, K) == QB_OK);
     const int rows = (M + QB_U8_MR_MAX - 1) / QB_U8_MR_MAX * QB_U8_MR_MAX;
-    int8_t *u = malloc((size_t)rows * wp.Kq);
-    memset(u, 64, (size_t)rows * wp.Kq);
-    for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) u[(size_t)m * wp.Kq + k] = (int8_t)(xq[(size_t)m * K + k] + 64);
+    int8_t *u = rand_s8((size_t)rows * wp.Kq, ulo, uhi);
+    for (int m = 0; m < M; m++) {
+        zp[m] = z8[m];
+        for (int k = 0; k < K; k++) xq[(size_t)m * K + k] = (int8_t)(u[(size_t)m * wp.Kq + k] - zp[m]);
+    }
+    qb_gemm_s8_scalar(ref, xq, sx, wq, sw, b, M, N, K, 0);
+    qb_gemm_s8_scalar(ref_g, xq, sx, wq, sw, NULL, M, N, K, 1);
     const qb_u8_kernel *kerns[3];
     const int nk = qb_u8_kernels(kerns, 3);
     for (int i = 0; i < nk; i++) {
         memset(y, 0, (size_t)M * N * sizeof *y);
-        qb_gemm_u8(kerns[i], y, u, sx, &wp, sw, b, M, N, 0);
+        qb_gemm_u8(kerns[i], y, u, sx, zp, &wp, sw, b, M, N, 0);
         CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_u8 %s M=%d N=%d K=%d: not bit-identical",
                kerns[i]->name, M, N, K);
-        qb_gemm_u8(kerns[i], y, u, sx, &wp, sw, NULL, M, N, 1);
+        qb_gemm_u8(kerns[i], y, u, sx, zp, &wp, sw, NULL, M, N, 1);
         double e = 0.0;
         for (size_t j = 0; j < (size_t)M * N; j++) e = fmax(e, fabs(y[j] - ref_g[j]) / fmax(1.0, fabs(ref_g[j])));
         CHECKF(e <= 1e-6, "gemm_u8 %s + gelu M=%d N=%d K=%d: max rel diff %.3g", kerns[i]->name, M, N, K, e);
     }
     qb_u8_packed_free(&wp);
-    free(xq), free(wq), free(sx), free(sw), free(b), free(ref), free(ref_g), free(y), free(u);
+    free(xq), free(wq), free(z8), free(zp), free(sx), free(sw), free(b), free(ref), free(ref_g), free(y), free(u);
 }
 
 static void test_gemm_u8(void)
@@ -326,13 +333,13 @@ static void test_gemm_u8(void)
     for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
         for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++)
             for (size_t d = 0; d < sizeof Ks / sizeof Ks[0]; d++)
-                check_gemm_u8(Ms[a], Ns[c], Ks[d], -64, 63, -128, 127);
-    check_gemm_u8(64, 768, 768, -64, 63, -128, 127);
-    /* the largest pair sums the 16-bit step sees: u = 127 against -128 and against
-     * 127, and u = 0 (q = -64) */
-    check_gemm_u8(9, 40, 3072, 63, 63, -128, -128);
-    check_gemm_u8(9, 40, 3072, 63, 63, 127, 127);
-    check_gemm_u8(9, 40, 3072, -64, -64, -128, -128);
+                check_gemm_u8(Ms[a], Ns[c], Ks[d], 0, 127, 0, 127, -128, 127);
+    check_gemm_u8(64, 768, 768, 0, 127, 0, 127, -128, 127);
+    /* the largest pair sums the 16-bit step sees, u = 127 against -128 and against 127,
+     * with the largest zero-point terms (z = 127, q = 0 and q = -127) */
+    check_gemm_u8(9, 40, 3072, 127, 127, 0, 0, -128, -128);
+    check_gemm_u8(9, 40, 3072, 127, 127, 127, 127, 127, 127);
+    check_gemm_u8(9, 40, 3072, 0, 0, 127, 127, -128, -128);
     const qb_u8_kernel *kerns[3];
     const int nk = qb_u8_kernels(kerns, 3);
     printf("gemm_u8: tiles run:");
@@ -483,7 +490,7 @@ int main(void)
     test_fake_quant_act();
     test_ste_finite_differences();
     test_minmax();
-    test_quantize_rows();
+    test_quantize_rows_u7();
     test_gemm_s8();
     test_gemm_u8();
     test_int4_format();

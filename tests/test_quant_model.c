@@ -199,15 +199,15 @@ static void test_schemes(void)
     /* int8-dynamic: exact integers; each prepared (u8 tile) Linear gives its
      * reference's bits. End to end the two agree only loosely: the fused GELU's erf
      * differs in the last bit, and a value that near a rounding boundary lands on the
-     * other integer in the next Linear's input. Both stay near FP32 (within 0.05: the
-     * activations' 7-bit grid, gemm_u8.c, gives about 0.03 here). */
+     * other integer in the next Linear's input. Both stay near FP32 (within 0.04: the
+     * activations' 7-bit grid, gemm_u8.c, gives 0.023-0.027 here). */
     if (!loaded(quantize_load(&f, dir, "int8-dynamic", 0, QB_ACT_DYNAMIC, NULL, &q))) return;
     CHECK(strcmp(q.scheme, "int8-dynamic") == 0);
     check_integers(&f, &q, 8, 0, false);
     float *h_ref = last_hidden(&q, false), *h_simd = last_hidden(&q, true);
     CHECK(linears_prepared_match_reference(&q));
     CHECKF(rel_l2(h_simd, h_ref, MC) < 0.03, "int8 prepared vs reference: %g", rel_l2(h_simd, h_ref, MC));
-    CHECKF(rel_l2(h_ref, ref, MC) < 0.05, "int8-dynamic vs FP32: %g", rel_l2(h_ref, ref, MC));
+    CHECKF(rel_l2(h_ref, ref, MC) < 0.04, "int8-dynamic vs FP32: %g", rel_l2(h_ref, ref, MC));
     double e8 = rel_l2(h_ref, ref, MC);
     free(h_ref), free(h_simd);
     qb_model_free(&q);

@@ -101,14 +101,6 @@ void qb_cpu_quantize_groups(int8_t *q, float *y, float *scales, const float *w, 
                             int group, int bits);
 /* The inverse: w (N, K) = q times the scale of its group (scales (N, K / group)). */
 void qb_cpu_dequantize_groups(float *w, const int8_t *q, const float *scales, int N, int K, int group);
-/* Per-token symmetric quantization at `bits` (7 or 8): scale[m] = absmax of row m /
- * qmax (0 for a zero row), q[m * ldq + k] = rint(x / scale) + shift for k < K (the
- * integers of qb_cpu_quantize_groups per row), = shift for K <= k < ldq. The integer
- * plus shift must fit int8 (shift 0, or 64 with 7 bits). The AVX2 variant gives the
- * same bits. */
-void qb_quantize_rows(int8_t *q, size_t ldq, float *scale, const float *x, int M, int K, int bits, int shift);
-void qb_quantize_rows_avx2(int8_t *q, size_t ldq, float *scale, const float *x, int M, int K, int bits,
-                           int shift);
 /* Static per-tensor quantization: q (n) = clamp(rint(x * (1 / scale)), -128, 127), the
  * integers of fake_quant with 8 bits. */
 void qb_quantize_tensor_s8(int8_t *q, const float *x, size_t n, float scale);
@@ -141,26 +133,33 @@ int32_t *qb_widen_pairs_s8(const char *what, float *y, int N, const int8_t *xq, 
 
 /* The epilogue of every SIMD INT8 tile (gemm_s8_avx2.c): rows m0 .. m0 + rows - 1
  * and columns n0 .. min(n0 + 16, N) - 1 of y (M, N) from the tile's int32 sums acc
- * (minus comp[j], the u8 path's shift compensation, when comp is not NULL):
- * (float)(acc - comp) * (sx[m] * sw[n]) + b[n], then GELU. */
+ * (minus zp[m] * colsum[j], the u8 path's zero points, when colsum is not NULL):
+ * (float)(acc - zp colsum) * (sx[m] * sw[n]) + b[n], then GELU. */
 void qb_q8_epilogue_avx2(float *y, int N, int m0, int rows, int n0, const int32_t acc[][16],
-                         const int32_t *comp, const float *sx, const float *sw, const float *b, int gelu);
+                         const int32_t *colsum, const int32_t *zp, const float *sx, const float *sw,
+                         const float *b, int gelu);
 
 /* ---- Dynamic INT8 GEMM (gemm_u8.c: 7-bit per-token activations, shifted to u8) ---- */
 
-/* The bits of run-time per-token activation scales on every path (gemm_u8.c: why 7). */
-#define QB_DYNAMIC_ACT_BITS 7
+/* The per-token 7-bit asymmetric activation quantizer (formula in gemm_u8.c): x (M, K)
+ * -> scale (M), zero points zp (M) and u (row stride ldu >= K; u = zp for
+ * K <= k < ldu). The AVX2 variant gives the same bits. */
+void qb_quantize_rows_u7(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K);
+void qb_quantize_rows_u7_avx2(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K);
+/* A row's scale (returned), 1 / scale (0 when the scale is not > 0) and zero point from
+ * its lo = min(x, 0) and hi = max(x, 0): the scalar part both quantizers share. */
+float qb_u7_row_params(float lo, float hi, float *inv, int32_t *z);
 #define QB_U8_NR 16
 #define QB_U8_MR_AVX2 6
 #define QB_U8_MR_AVXVNNI 6
 #define QB_U8_MR_AVX512 8
 #define QB_U8_MR_MAX 8
 /* s8 weights (N, K) packed for the u8 tiles (layout in gemm_u8.c), Kq = K rounded up
- * to 4, comp (panels x NR) = 64 x each column's weight sum (0 past N). */
+ * to 4, colsum (panels x NR) = each column's weight sum (0 past N). */
 typedef struct {
     int N, K, Kq;
     int8_t *data;
-    int32_t *comp;
+    int32_t *colsum;
 } qb_u8_packed;
 qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K);
 void qb_u8_packed_free(qb_u8_packed *p);
@@ -180,13 +179,13 @@ void qb_u8_tile_avx512vnni(int kq, const int8_t *u, size_t ldu, const int8_t *wp
 int qb_u8_kernels(const qb_u8_kernel **out, int cap);
 /* The fastest of them; NULL: use the scalar path (qb_gemm_s8_scalar). */
 const qb_u8_kernel *qb_u8_kernel_best(void);
-/* The activations of x (M, wp->K) for the tiles: per-token 7-bit scales into sx (M),
- * u = q + 64 as (rows, wp->Kq), rows = M rounded up to QB_U8_MR_MAX (padding u = 64,
- * q = 0). qb_malloc'ed; NULL when out of memory. */
-int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, const float *x, int M);
-/* y (M, N) = the s8 product of q = u - 64 with the packed weights, epilogue and GELU as
+/* The activations of x (M, wp->K) for the tiles: qb_quantize_rows_u7 into sx (M), zp
+ * (M) and u (rows, wp->Kq), rows = M rounded up to QB_U8_MR_MAX (padding rows 0).
+ * qb_malloc'ed; NULL when out of memory. */
+int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const float *x, int M);
+/* y (M, N) = the s8 product of q = u - zp with the packed weights, epilogue and GELU as
  * qb_cpu_gemm_s8: bit-identical to qb_gemm_s8_scalar on q (GELU aside). */
-void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx,
+void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx, const int32_t *zp,
                 const qb_u8_packed *wp, const float *sw, const float *b, int M, int N, int gelu);
 
 /* ---- W4A8 GEMM (gemm_s4.c): INT4 weights per group, INT8 activations per token ---- */

@@ -1,8 +1,8 @@
 /* INT8 GEMM for quantized inference: the nn.Linear product with both operands
  * quantized symmetrically,
  *   y (M, N) = (sum_k xq[m,k] wq[n,k]) * (sx[m] * sw[n]) + b[n]   [then GELU]
- * xq (M, K) s8 with one scale per row (per token, computed at run time by
- * qb_quantize_rows_s8), wq (N, K) s8 with one scale per output channel. The sum is
+ * xq (M, K) s8 with one scale per row (a static per-tensor scale, or per token at
+ * run time: gemm_u8.c), wq (N, K) s8 with one scale per output channel. The sum is
  * exact in int32 (|x|, |w| <= 128 and K < 2^16 cannot overflow it), so every path
  * gives the same integers; the epilogue is the same float operations in the same
  * order everywhere (the SIMD file is compiled with -ffp-contract=off, so no FMA
@@ -10,8 +10,8 @@
  * GELU aside (libmvec's erf in the SIMD path, libm's in the scalar one).
  *
  * Weights are packed once, when a model is loaded, into the layout of the tile
- * (qb_s8_pack); this file holds the scalar reference, the packing, the
- * per-token activation quantizer and the dispatch. */
+ * (qb_s8_pack); this file holds the scalar reference, the packing and the
+ * dispatch. */
 #include "cpu/cpu.h"
 
 #include <math.h>
@@ -19,20 +19,6 @@
 #include <string.h>
 
 #define PAR_MIN_MACS 32768.0
-
-void qb_quantize_rows(int8_t *q, size_t ldq, float *scale, const float *x, int M, int K, int bits, int shift)
-{
-    if (qb_cpu_isa() != QB_ISA_SCALAR) {
-        qb_quantize_rows_avx2(q, ldq, scale, x, M, K, bits, shift);
-        return;
-    }
-    for (int m = 0; m < M; m++) {
-        int8_t *qr = q + (size_t)m * ldq;
-        qb_cpu_quantize_groups(qr, NULL, scale + m, x + (size_t)m * K, 1, K, K, bits);
-        for (int k = 0; k < K; k++) qr[k] = (int8_t)(qr[k] + shift);
-        memset(qr + K, shift, ldq - (size_t)K);
-    }
-}
 
 void qb_gemm_s8_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
                        const float *sw, const float *b, int M, int N, int K, int gelu)

@@ -11,8 +11,7 @@
  * broadcast pair. Per k pair: 2 loads, 6 broadcasts, 12 vpmaddwd + 12 vpaddd for
  * 192 multiply-adds. Threads split the (row block, column panel) grid statically.
  * This path serves static (per-tensor, 8-bit) activation scales; per-token ones go
- * through the faster u8 tiles (gemm_u8.c), which share this file's epilogue and
- * quantizer.
+ * through the faster u8 tiles (gemm_u8.c), which share this file's epilogue.
  * Compiled with -mavx2 -mfma -ffp-contract=off; called only after a CPUID check. */
 #include "cpu/cpu.h"
 
@@ -41,21 +40,23 @@ static void tile(int kp, const int32_t *xw, size_t ldx, const int8_t *wp, __m256
 }
 
 void qb_q8_epilogue_avx2(float *y, int N, int m0, int rows, int n0, const int32_t acc[][16],
-                         const int32_t *comp, const float *sx, const float *sw, const float *b, int gelu)
+                         const int32_t *colsum, const int32_t *zp, const float *sx, const float *sw,
+                         const float *b, int gelu)
 {
     const int nn = N - n0 < 16 ? N - n0 : 16;
     float sw_pad[16] = {0}, b_pad[16] = {0};
-    int32_t comp_pad[16] = {0};
+    int32_t colsum_pad[16] = {0};
     memcpy(sw_pad, sw + n0, (size_t)nn * sizeof *sw);
     if (b) memcpy(b_pad, b + n0, (size_t)nn * sizeof *b);
-    if (comp) memcpy(comp_pad, comp, sizeof comp_pad);
+    if (colsum) memcpy(colsum_pad, colsum, sizeof colsum_pad);
     for (int r = 0; r < rows; r++) {
         const __m256 s = _mm256_set1_ps(sx[m0 + r]);
+        const __m256i z = _mm256_set1_epi32(zp ? zp[m0 + r] : 0);
         float out[16];
         for (int h = 0; h < 2; h++) {
-            /* (float)(acc - comp) * (sx * sw) + b, as in the scalar reference */
-            const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc[r] + 8 * h)),
-                                               _mm256_loadu_si256((const __m256i *)(comp_pad + 8 * h)));
+            /* (float)(acc - z colsum) * (sx * sw) + b, as in the scalar reference */
+            const __m256i zc = _mm256_mullo_epi32(z, _mm256_loadu_si256((const __m256i *)(colsum_pad + 8 * h)));
+            const __m256i a = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc[r] + 8 * h)), zc);
             const __m256 scale = _mm256_mul_ps(s, _mm256_loadu_ps(sw_pad + 8 * h));
             const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(a), scale);
             _mm256_storeu_ps(out + 8 * h, _mm256_add_ps(v, _mm256_loadu_ps(b_pad + 8 * h)));
@@ -86,52 +87,7 @@ void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_pa
             _mm256_storeu_si256((__m256i *)sums[r], acc[r][0]);
             _mm256_storeu_si256((__m256i *)(sums[r] + 8), acc[r][1]);
         }
-        qb_q8_epilogue_avx2(y, N, m0, M - m0 < MR ? M - m0 : MR, pn * NR, sums, NULL, sx, sw, b, gelu);
+        qb_q8_epilogue_avx2(y, N, m0, M - m0 < MR ? M - m0 : MR, pn * NR, sums, NULL, NULL, sx, sw, b, gelu);
     }
     qb_free(xw);
-}
-
-/* The per-token quantizer, 8 lanes at a time: the row's absmax (exact in any order),
- * then the scalar code's operations lane by lane (vroundps to nearest even is
- * rintf; maxps / minps take the second operand on NaN as qb_maxf / qb_minf do). */
-void qb_quantize_rows_avx2(int8_t *q, size_t ldq, float *scale, const float *x, int M, int K, int bits,
-                           int shift)
-{
-    const float qmax = (float)((1 << (bits - 1)) - 1);
-#pragma omp parallel for schedule(static) if ((size_t)M * K >= 16384)
-    for (int m = 0; m < M; m++) {
-        const float *xr = x + (size_t)m * K;
-        int8_t *qr = q + (size_t)m * ldq;
-        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-        __m256 amax8 = _mm256_setzero_ps();
-        int k = 0;
-        for (; k + 8 <= K; k += 8) amax8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(xr + k), absmask), amax8);
-        float lanes[8], amax = 0.0f;
-        _mm256_storeu_ps(lanes, amax8);
-        for (int i = 0; i < 8; i++) amax = qb_maxf(lanes[i], amax);
-        for (; k < K; k++) amax = qb_maxf(fabsf(xr[k]), amax);
-        const float s = amax / qmax;
-        scale[m] = s;
-        memset(qr + K, shift, ldq - (size_t)K);
-        if (!(s > 0.0f)) {
-            memset(qr, shift, (size_t)K);
-            continue;
-        }
-        const float inv = 1.0f / s;
-        const __m256 inv8 = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-qmax - 1.0f), hi = _mm256_set1_ps(qmax);
-        const __m128i shift16 = _mm_set1_epi8((char)shift);
-        for (k = 0; k + 16 <= K; k += 16) {
-            __m256i v[2];
-            for (int h = 0; h < 2; h++) {
-                const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k + 8 * h), inv8),
-                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                v[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
-            }
-            /* 16 int32 -> 16 int8: the packs work per 128-bit lane, the permute restores order. */
-            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8);
-            const __m128i b8 = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
-            _mm_storeu_si128((__m128i *)(qr + k), _mm_add_epi8(b8, shift16));
-        }
-        for (; k < K; k++) qr[k] = (int8_t)((int)qb_minf(qb_maxf(rintf(xr[k] * inv), -qmax - 1.0f), qmax) + shift);
-    }
 }

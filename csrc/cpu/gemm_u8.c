@@ -1,29 +1,66 @@
-/* INT8 GEMM for activations quantized per token at run time (int8-dynamic):
+/* INT8 GEMM for activations quantized per token at run time (int8-dynamic, and the
+ * activations of W4A8):
  *   y (M, N) = (sum_k q[m,k] wq[n,k]) * (sx[m] * sw[n]) + b[n]   [then GELU]
- * the product of gemm_s8.c, with the activations on a 7-bit grid:
- * sx[m] = absmax of row m / 63 and q in [-63, 63], stored shifted as u = q + 64.
+ * the product of gemm_s8.c, with the activations on a 7-bit asymmetric grid, as
+ * PyTorch's dynamic quantization with reduce_range: per row, with lo = min(x, 0) and
+ * hi = max(x, 0),
+ *   sx = (hi - lo) / 127,  z = clamp(rint(-lo / sx), 0, 127),
+ *   u = clamp(rint(x / sx) + z, 0, 127),  q = u - z in [-127, 127], x ~ sx q.
+ * (rint rounds half to even; "/ sx" is "* (1 / sx)", as everywhere in qbert.)
  *
- * Why 7 bits: u then lies in [0, 127], so the u8 x s8 products that AVX2 sums in
- * pairs into 16 bits (vpmaddubsw) stay below saturation even against -128 weights
+ * Why 7 bits: u lies in [0, 127], so the u8 x s8 products that AVX2 sums in pairs
+ * into 16 bits (vpmaddubsw) stay below saturation even against -128 weights
  * (2 x 127 x 128 = 32512 < 32767), which makes that instruction, 32 multiply-adds
- * where the exact 16-bit path (gemm_s8_avx2.c) does 16, exact. fbgemm's reduce_range
- * does the same. VNNI's vpdpbusd would also be exact with 8 bits, but one grid on
- * every ISA keeps a model's outputs the same on every machine.
- * The shift is undone exactly in integers: sum u w = sum q w + 64 colsum(w), and
- * comp[n] = 64 colsum[n] is computed once at packing. So every path yields the
- * integers of qb_gemm_s8_scalar on q (the reference), and the epilogue is its float
- * operations (gemm_s8_avx2.c's, shared), so outputs are bit-identical.
+ * where the exact 16-bit path (gemm_s8_avx2.c) does 16, exact. Asymmetric: the 128
+ * levels span [lo, hi] rather than [-absmax, absmax], which wins back most of the
+ * eighth bit on skewed rows (GELU outputs feed the FFN's second Linear). VNNI's
+ * vpdpbusd would be exact with 8 bits, but one grid on every ISA keeps a model's
+ * outputs the same on every machine.
+ * The tiles sum u w; the zero point comes off exactly in integers,
+ * sum q w = sum u w - z colsum(w), with colsum computed once at packing, in the
+ * epilogue (gemm_s8_avx2.c's, shared). So every path yields the integers of
+ * qb_gemm_s8_scalar on q (the reference) and its float operations: bit-identical.
  *
  * Layout (also what vpdpbusd reads): weights in panels of QB_U8_NR columns, k in
  * quads, byte ((panel * Kq/4 + k/4) * NR + column) * 4 + k%4, zero past N and K;
  * activations (rows, Kq) with rows a multiple of QB_U8_MR_MAX, so that a row's quad
- * is one 32-bit broadcast. This file: packing, the activation layout, the choice of
- * tile. The tiles: gemm_u8_avx2.c (vpmaddubsw + vpmaddwd, and the shared driver),
- * gemm_u8_avxvnni.c (256-bit vpdpbusd), gemm_u8_avx512.c (512-bit vpdpbusd). */
+ * is one 32-bit broadcast. This file: the quantizer (scalar reference), packing, the
+ * activation layout, the choice of tile. The tiles: gemm_u8_avx2.c (vpmaddubsw +
+ * vpmaddwd, the driver and the AVX2 quantizer), gemm_u8_avxvnni.c (256-bit
+ * vpdpbusd), gemm_u8_avx512.c (512-bit vpdpbusd). */
 #include "cpu/cpu.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+float qb_u7_row_params(float lo, float hi, float *inv, int32_t *z)
+{
+    const float s = (hi - lo) / 127.0f;
+    *inv = s > 0.0f ? 1.0f / s : 0.0f;
+    /* clamps map NaN to a bound (qb_maxf / qb_minf), so the int conversion is defined */
+    *z = s > 0.0f ? (int32_t)qb_minf(qb_maxf(rintf(-lo * *inv), 0.0f), 127.0f) : 0;
+    return s;
+}
+
+void qb_quantize_rows_u7(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K)
+{
+    if (qb_cpu_isa() != QB_ISA_SCALAR) {
+        qb_quantize_rows_u7_avx2(u, ldu, scale, zp, x, M, K);
+        return;
+    }
+#pragma omp parallel for schedule(static) if ((size_t)M * K >= 16384)
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * K;
+        int8_t *ur = u + (size_t)m * ldu;
+        float lo = 0.0f, hi = 0.0f, inv;
+        for (int k = 0; k < K; k++) lo = qb_minf(xr[k], lo), hi = qb_maxf(xr[k], hi);
+        scale[m] = qb_u7_row_params(lo, hi, &inv, &zp[m]);
+        const float zf = (float)zp[m];
+        for (int k = 0; k < K; k++) ur[k] = (int8_t)qb_minf(qb_maxf(rintf(xr[k] * inv) + zf, 0.0f), 127.0f);
+        memset(ur + K, zp[m], ldu - (size_t)K);
+    }
+}
 
 qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K)
 {
@@ -32,8 +69,8 @@ qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K)
     const int panels = (N + QB_U8_NR - 1) / QB_U8_NR, kq = p->Kq / 4;
     const size_t bytes = (size_t)panels * QB_U8_NR * p->Kq;
     p->data = qb_malloc(bytes);
-    p->comp = qb_malloc((size_t)panels * QB_U8_NR * sizeof *p->comp);
-    if (!p->data || !p->comp) {
+    p->colsum = qb_malloc((size_t)panels * QB_U8_NR * sizeof *p->colsum);
+    if (!p->data || !p->colsum) {
         qb_u8_packed_free(p);
         return qb_fail(QB_ENOMEM, "packing INT8 weights (%d x %d): cannot allocate %zu bytes", N, K, bytes);
     }
@@ -46,7 +83,7 @@ qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K)
                 p->data[(((size_t)pn * kq + k / 4) * QB_U8_NR + j) * 4 + k % 4] = w;
                 colsum += w;
             }
-            p->comp[(size_t)pn * QB_U8_NR + j] = 64 * colsum;
+            p->colsum[(size_t)pn * QB_U8_NR + j] = colsum;
         }
     }
     return QB_OK;
@@ -55,17 +92,17 @@ qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K)
 void qb_u8_packed_free(qb_u8_packed *p)
 {
     qb_free(p->data);
-    qb_free(p->comp);
+    qb_free(p->colsum);
     memset(p, 0, sizeof *p);
 }
 
-int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, const float *x, int M)
+int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const float *x, int M)
 {
     const int rows = (M + QB_U8_MR_MAX - 1) / QB_U8_MR_MAX * QB_U8_MR_MAX;
     int8_t *u = qb_malloc((size_t)rows * wp->Kq);
     if (!u) return NULL;
-    qb_quantize_rows(u, (size_t)wp->Kq, sx, x, M, wp->K, QB_DYNAMIC_ACT_BITS, 64);
-    memset(u + (size_t)M * wp->Kq, 64, (size_t)(rows - M) * wp->Kq);  /* rows the tiles read past M */
+    qb_quantize_rows_u7(u, (size_t)wp->Kq, sx, zp, x, M, wp->K);
+    memset(u + (size_t)M * wp->Kq, 0, (size_t)(rows - M) * wp->Kq);  /* rows the tiles read past M */
     return u;
 }
 

@@ -1,5 +1,5 @@
-/* AVX2 tile of the dynamic INT8 GEMM, and the driver every u8 tile runs under
- * (contract and layout in gemm_u8.c).
+/* AVX2 tile of the dynamic INT8 GEMM, the driver every u8 tile runs under, and the
+ * AVX2 activation quantizer (contract and layout in gemm_u8.c).
  *
  * Per k quad and 8 columns: vpmaddubsw multiplies the row's 4 broadcast u8 by the
  * columns' s8 and sums pairs into s16 (exact for 7-bit u, see gemm_u8.c), vpmaddwd
@@ -12,6 +12,7 @@
 #include "cpu/cpu.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define MR QB_U8_MR_AVX2
@@ -41,7 +42,7 @@ void qb_u8_tile_avx2(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int3
     }
 }
 
-void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx,
+void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx, const int32_t *zp,
                 const qb_u8_packed *wp, const float *sw, const float *b, int M, int N, int gelu)
 {
     if (M <= 0 || N <= 0) return;
@@ -55,7 +56,48 @@ void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float
         const int m0 = rb * mr, n0 = pn * NR;
         int32_t acc[QB_U8_MR_MAX][NR];
         kern->tile(kq, u + m0 * ldu, ldu, wp->data + (size_t)pn * kq * 4 * NR, acc);
-        qb_q8_epilogue_avx2(y, N, m0, M - m0 < mr ? M - m0 : mr, n0, acc, wp->comp + (size_t)pn * NR, sx, sw, b,
-                            gelu);
+        qb_q8_epilogue_avx2(y, N, m0, M - m0 < mr ? M - m0 : mr, n0, acc, wp->colsum + (size_t)pn * NR, zp, sx,
+                            sw, b, gelu);
+    }
+}
+
+/* The 7-bit quantizer of gemm_u8.c, 8 lanes at a time: the row's min and max (exact in
+ * any order), then the scalar code's operations lane by lane (vroundps to nearest
+ * even is rintf; maxps / minps take the second operand on NaN as qb_maxf / qb_minf
+ * do). */
+void qb_quantize_rows_u7_avx2(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K)
+{
+#pragma omp parallel for schedule(static) if ((size_t)M * K >= 16384)
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * K;
+        int8_t *ur = u + (size_t)m * ldu;
+        __m256 lo8 = _mm256_setzero_ps(), hi8 = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= K; k += 8) {
+            const __m256 v = _mm256_loadu_ps(xr + k);
+            lo8 = _mm256_min_ps(v, lo8), hi8 = _mm256_max_ps(v, hi8);
+        }
+        float los[8], his[8], lo = 0.0f, hi = 0.0f, inv;
+        _mm256_storeu_ps(los, lo8), _mm256_storeu_ps(his, hi8);
+        for (int i = 0; i < 8; i++) lo = qb_minf(los[i], lo), hi = qb_maxf(his[i], hi);
+        for (; k < K; k++) lo = qb_minf(xr[k], lo), hi = qb_maxf(xr[k], hi);
+        scale[m] = qb_u7_row_params(lo, hi, &inv, &zp[m]);
+        const float zf = (float)zp[m];
+        const __m256 inv8 = _mm256_set1_ps(inv), z8 = _mm256_set1_ps(zf);
+        const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(127.0f);
+        for (k = 0; k + 16 <= K; k += 16) {
+            __m256i v[2];
+            for (int h = 0; h < 2; h++) {
+                const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k + 8 * h), inv8),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                v[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, z8), zero), top));
+            }
+            /* 16 int32 -> 16 bytes: the packs work per 128-bit lane, the permute restores order. */
+            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8);
+            _mm_storeu_si128((__m128i *)(ur + k),
+                             _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1)));
+        }
+        for (; k < K; k++) ur[k] = (int8_t)qb_minf(qb_maxf(rintf(xr[k] * inv) + zf, 0.0f), 127.0f);
+        memset(ur + K, zp[m], ldu - (size_t)K);
     }
 }

@@ -1,7 +1,7 @@
 /* The quantized Linear of a low-bit model file on the CPU (backend op linear_q):
- *   INT8 dynamic x quantized per token to 7 bits, shifted to u8, u8 x s8 tiles
- *                (gemm_u8.c: why 7 bits), epilogue x-scale * w-scale + bias
- *                (+ GELU) fused in the tile;
+ *   INT8 dynamic x quantized per token to 7 bits with a zero point (u8), u8 x s8
+ *                tiles (gemm_u8.c: why 7 bits), epilogue zero point, x-scale *
+ *                w-scale + bias (+ GELU) fused in the tile;
  *   INT8 static  x quantized with the file's per-tensor 8-bit scale, exact 16-bit
  *                tile (gemm_s8.c), the same epilogue;
  *   INT4 (W4A8)  the same activations (7-bit per token, or static) against nibbles
@@ -91,20 +91,23 @@ void qb_cpu_linear_q(float *y, const float *x, const qb_qlinear *q, const float 
     }
     const qb_u8_kernel *kern = p && p->u8.data ? qb_u8_kernel_best() : NULL;
     float *sx = qb_malloc((size_t)M * sizeof *sx);
-    int8_t *xq = !sx ? NULL : kern ? qb_u8_activations(&p->u8, sx, x, M) : qb_malloc((size_t)M * K);
+    int32_t *zp = qb_malloc((size_t)M * sizeof *zp);
+    int8_t *xq = !sx || !zp ? NULL : kern ? qb_u8_activations(&p->u8, sx, zp, x, M) : qb_malloc((size_t)M * K);
     if (!xq) {
-        qb_free(sx);
+        qb_free(sx), qb_free(zp);
         fail_nan(y, MN, "the quantized activations", M, q);
         return;
     }
     if (kern) {
-        qb_gemm_u8(kern, y, xq, sx, &p->u8, q->scales, b, M, N, gelu);
+        qb_gemm_u8(kern, y, xq, sx, zp, &p->u8, q->scales, b, M, N, gelu);
     } else {
         if (q->act_scale > 0.0f) {
             qb_quantize_tensor_s8(xq, x, (size_t)M * K, q->act_scale);
             for (int m = 0; m < M; m++) sx[m] = q->act_scale;
-        } else {
-            qb_quantize_rows(xq, (size_t)K, sx, x, M, K, QB_DYNAMIC_ACT_BITS, 0);
+        } else {  /* the u8 grid's integers, q = u - zp */
+            qb_quantize_rows_u7(xq, (size_t)K, sx, zp, x, M, K);
+            for (int m = 0; m < M; m++)
+                for (int k = 0; k < K; k++) xq[(size_t)m * K + k] = (int8_t)(xq[(size_t)m * K + k] - zp[m]);
         }
         if (q->bits == 8) {
             qb_cpu_gemm_s8(y, xq, sx, q->wq, p ? &p->s8 : NULL, q->scales, b, M, N, K, gelu);
@@ -115,4 +118,5 @@ void qb_cpu_linear_q(float *y, const float *x, const qb_qlinear *q, const float 
     }
     qb_free(xq);
     qb_free(sx);
+    qb_free(zp);
 }
