@@ -6,8 +6,9 @@
  * with ones sums the two pairs into s32, vpaddd accumulates. 3 instructions for 32
  * multiply-adds, where the 16-bit path (gemm_s8_avx2.c) needs 4 for 16.
  * Tile 6 x 16: 12 ymm accumulators, 2 weight vectors, the broadcast and the ones.
- * Threads split the (row block, column panel) grid statically; consecutive tiles of a
- * thread share the panel, so its weights stay in L1 while rows stream by.
+ * Threads split the (row block, column panel) grid statically, in groups of row
+ * blocks (qb_gemm_u8); consecutive tiles of a thread share the panel, so its weights
+ * stay in L1 while the group's rows stream by from L2.
  * Compiled with -mavx2 -mfma -ffp-contract=off; called only after a CPUID check. */
 #include "cpu/cpu.h"
 
@@ -42,6 +43,11 @@ void qb_u8_tile_avx2(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int3
     }
 }
 
+/* Row blocks per group: a group's activation rows (96 of them with the AVX2 tile, up
+ * to 3072 bytes each) stay in L2 while every weight panel passes over them once, so
+ * weights are read from memory M / 96 times and activations once. */
+#define GROUP_BLOCKS 16
+
 void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx, const int32_t *zp,
                 const qb_u8_packed *wp, const float *sw, const float *b, int M, int N, int gelu)
 {
@@ -49,10 +55,13 @@ void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float
     const int mr = kern->mr, kq = wp->Kq / 4;
     const int row_blocks = (M + mr - 1) / mr, panels = (N + NR - 1) / NR;
     const size_t ldu = (size_t)wp->Kq;
-    const long tiles = (long)row_blocks * panels;
+    const long tiles = (long)row_blocks * panels, group_tiles = (long)GROUP_BLOCKS * panels;
 #pragma omp parallel for schedule(static) if ((double)M * N * wp->K >= 32768.0)
     for (long t = 0; t < tiles; t++) {
-        const int rb = (int)(t % row_blocks), pn = (int)(t / row_blocks);
+        /* group g of row blocks; inside it, panel-major: consecutive tiles share a panel */
+        const int g = (int)(t / group_tiles), rem = (int)(t % group_tiles);
+        const int gsize = row_blocks - g * GROUP_BLOCKS < GROUP_BLOCKS ? row_blocks - g * GROUP_BLOCKS : GROUP_BLOCKS;
+        const int rb = g * GROUP_BLOCKS + rem % gsize, pn = rem / gsize;
         const int m0 = rb * mr, n0 = pn * NR;
         int32_t acc[QB_U8_MR_MAX][NR];
         kern->tile(kq, u + m0 * ldu, ldu, wp->data + (size_t)pn * kq * 4 * NR, acc);
