@@ -4,7 +4,7 @@
  *   fp32: vfmadd231ps ymm, 8 multiply-adds each;
  *   int8 (s16 path): vpmaddwd ymm + vpaddd ymm, 16 multiply-adds per pair;
  *   int8 (u8 path): vpmaddubsw + vpmaddwd (by ones) + vpaddd, 32 per triple.
- * 12 independent accumulator chains hide the latencies, as the tiles do. The loops
+ * 12 accumulators hide the latencies, as in the tiles. The loops
  * live in their own functions without calls, so the chains stay in registers, and
  * their results are returned, so they cannot be dropped. The result is
  * multiply-adds per second of one thread; compiled with -mavx2 -mfma. */
@@ -29,15 +29,29 @@ static __attribute__((noinline)) float fma_loop(long iters)
     return _mm256_cvtss_f32(s);
 }
 
+/* The row operands of both integer loops: 6 per trip, all changing every trip (x
+ * steps, and shuffles of it stand in for the tiles' broadcast loads), so no product
+ * can be hoisted out of the loop and no accumulator feeds a multiply: the loops run
+ * at the instructions' throughput, as the tiles do, not at their latency. */
+#define ROW_OPERANDS(x)                                                                              \
+    {x, _mm256_shuffle_epi32(x, 0x39), _mm256_shuffle_epi32(x, 0x4e), _mm256_shuffle_epi32(x, 0x93), \
+     _mm256_shuffle_epi32(x, 0x1b), _mm256_shuffle_epi32(x, 0xb1)}
+
 static __attribute__((noinline)) int madd_loop(long iters)
 {
+    /* the 16-bit tile's shape: 6 row pairs x 2 widened weight vectors */
     __m256i acc[CHAINS];
-    const __m256i a = _mm256_set1_epi32(1), b = _mm256_set1_epi16(-2);
+    const __m256i w0 = _mm256_set1_epi16(3), w1 = _mm256_set1_epi16(-5), step = _mm256_set1_epi16(1);
+    __m256i x = _mm256_set1_epi32(0x00010002);
     for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_epi32(c);
     for (long i = 0; i < iters; i++) {
-        /* madd reads the chain, so it cannot be hoisted; the values wrap harmlessly */
-#pragma GCC unroll 12
-        for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_add_epi32(_mm256_madd_epi16(acc[c], b), a);
+        x = _mm256_add_epi16(x, step);
+        const __m256i xr[6] = ROW_OPERANDS(x);
+#pragma GCC unroll 6
+        for (int r = 0; r < 6; r++) {
+            acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(xr[r], w0));
+            acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(xr[r], w1));
+        }
     }
     __m256i s = acc[0];
     for (int c = 1; c < CHAINS; c++) s = _mm256_add_epi32(s, acc[c]);
@@ -46,9 +60,7 @@ static __attribute__((noinline)) int madd_loop(long iters)
 
 static __attribute__((noinline)) int maddubs_loop(long iters)
 {
-    /* the u8 tile's shape: 6 row operands x 2 weight vectors, 12 accumulators; the
-     * row operands change every trip (a shuffle of x, which changes too, standing in
-     * for the tile's broadcast loads), so no product can be hoisted */
+    /* the u8 tile's shape: 6 row operands x 2 weight vectors, 12 accumulators */
     __m256i acc[CHAINS];
     const __m256i w0 = _mm256_set1_epi8(3), w1 = _mm256_set1_epi8(-5), ones = _mm256_set1_epi16(1);
     const __m256i step = _mm256_set1_epi8(1);
@@ -56,9 +68,7 @@ static __attribute__((noinline)) int maddubs_loop(long iters)
     for (int c = 0; c < CHAINS; c++) acc[c] = _mm256_set1_epi32(c);
     for (long i = 0; i < iters; i++) {
         x = _mm256_add_epi8(x, step);
-        const __m256i xr[6] = {x, _mm256_shuffle_epi32(x, 0x39), _mm256_shuffle_epi32(x, 0x4e),
-                               _mm256_shuffle_epi32(x, 0x93), _mm256_shuffle_epi32(x, 0x1b),
-                               _mm256_shuffle_epi32(x, 0xb1)};
+        const __m256i xr[6] = ROW_OPERANDS(x);
 #pragma GCC unroll 6
         for (int r = 0; r < 6; r++) {
             acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(_mm256_maddubs_epi16(xr[r], w0), ones));
