@@ -15,21 +15,16 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import time
 
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from latency_stats import stats
+
 
 def parse_points(text):
     return [tuple(int(v) for v in p.split("x")) for p in text.split(",")]
-
-
-def stats(times_ms):
-    s = sorted(times_ms)
-    return {"mean_ms": statistics.fmean(s), "median_ms": statistics.median(s),
-            "std_ms": statistics.pstdev(s), "p95_ms": s[min(len(s) - 1, int(0.95 * len(s)))]}
 
 
 def main():

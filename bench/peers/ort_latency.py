@@ -13,18 +13,13 @@ writes DIR/model.int8.onnx and DIR/ort.json. Needs onnxruntime, onnx and numpy
 import argparse
 import json
 import os
-import statistics
 import time
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-
-def stats(times_ms):
-    s = sorted(times_ms)
-    return {"mean_ms": statistics.fmean(s), "median_ms": statistics.median(s),
-            "std_ms": statistics.pstdev(s), "p95_ms": s[min(len(s) - 1, int(0.95 * len(s)))]}
+from latency_stats import stats
 
 
 def main():
