@@ -301,7 +301,7 @@ static void check_gemm_u8(int M, int N, int K, int ulo, int uhi, int zlo, int zh
     float *y = malloc((size_t)M * N * sizeof *y);
     qb_u8_packed wp;
     CHECK(qb_u8_pack(&wp, wq, N, K) == QB_OK);
-    const int rows = (M + QB_U8_MR_MAX - 1) / QB_U8_MR_MAX * QB_U8_MR_MAX;
+    const int rows = (M + QB_U8_ROW_PAD - 1) / QB_U8_ROW_PAD * QB_U8_ROW_PAD;
     int8_t *u = rand_s8((size_t)rows * wp.Kq, ulo, uhi);
     for (int m = 0; m < M; m++) {
         zp[m] = z8[m];

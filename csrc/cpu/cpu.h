@@ -154,6 +154,9 @@ float qb_u7_row_params(float lo, float hi, float *inv, int32_t *z);
 #define QB_U8_MR_AVXVNNI 6
 #define QB_U8_MR_AVX512 8
 #define QB_U8_MR_MAX 8
+/* Activation rows are padded to a multiple of every tile's mr (6 and 8), so that the
+ * last row block of any tile reads inside the buffer. */
+#define QB_U8_ROW_PAD 24
 /* s8 weights (N, K) packed for the u8 tiles (layout in gemm_u8.c), Kq = K rounded up
  * to 4, colsum (panels x NR) = each column's weight sum (0 past N). */
 typedef struct {
@@ -180,7 +183,7 @@ int qb_u8_kernels(const qb_u8_kernel **out, int cap);
 /* The fastest of them; NULL: use the scalar path (qb_gemm_s8_scalar). */
 const qb_u8_kernel *qb_u8_kernel_best(void);
 /* The activations of x (M, wp->K) for the tiles: qb_quantize_rows_u7 into sx (M), zp
- * (M) and u (rows, wp->Kq), rows = M rounded up to QB_U8_MR_MAX (padding rows 0).
+ * (M) and u (rows, wp->Kq), rows = M rounded up to QB_U8_ROW_PAD (padding rows 0).
  * qb_malloc'ed; NULL when out of memory. */
 int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const float *x, int M);
 /* y (M, N) = the s8 product of q = u - zp with the packed weights, epilogue and GELU as

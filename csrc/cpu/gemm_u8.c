@@ -23,7 +23,7 @@
  *
  * Layout (also what vpdpbusd reads): weights in panels of QB_U8_NR columns, k in
  * quads, byte ((panel * Kq/4 + k/4) * NR + column) * 4 + k%4, zero past N and K;
- * activations (rows, Kq) with rows a multiple of QB_U8_MR_MAX, so that a row's quad
+ * activations (rows, Kq) with rows a multiple of QB_U8_ROW_PAD, so that a row's quad
  * is one 32-bit broadcast. This file: the quantizer (scalar reference), packing, the
  * activation layout, the choice of tile. The tiles: gemm_u8_avx2.c (vpmaddubsw +
  * vpmaddwd, the driver and the AVX2 quantizer), gemm_u8_avxvnni.c (256-bit
@@ -98,7 +98,7 @@ void qb_u8_packed_free(qb_u8_packed *p)
 
 int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const float *x, int M)
 {
-    const int rows = (M + QB_U8_MR_MAX - 1) / QB_U8_MR_MAX * QB_U8_MR_MAX;
+    const int rows = (M + QB_U8_ROW_PAD - 1) / QB_U8_ROW_PAD * QB_U8_ROW_PAD;
     int8_t *u = qb_malloc((size_t)rows * wp->Kq);
     if (!u) return NULL;
     qb_quantize_rows_u7(u, (size_t)wp->Kq, sx, zp, x, M, wp->K);
