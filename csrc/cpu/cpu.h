@@ -150,8 +150,7 @@ void qb_quantize_rows_u7_avx2(int8_t *u, size_t ldu, float *scale, int32_t *zp, 
  * its lo = min(x, 0) and hi = max(x, 0): the scalar part both quantizers share. */
 float qb_u7_row_params(float lo, float hi, float *inv, int32_t *z);
 #define QB_U8_NR 16
-#define QB_U8_MR_AVX2 6
-#define QB_U8_MR_AVXVNNI 6
+#define QB_U8_MR_YMM 6 /* both 256-bit tiles (AVX2, AVX-VNNI) */
 #define QB_U8_MR_AVX512 8
 #define QB_U8_MR_MAX 8
 /* Activation rows are padded to a multiple of every tile's mr (6 and 8), so that the

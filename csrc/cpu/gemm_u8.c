@@ -25,9 +25,9 @@
  * quads, byte ((panel * Kq/4 + k/4) * NR + column) * 4 + k%4, zero past N and K;
  * activations (rows, Kq) with rows a multiple of QB_U8_ROW_PAD, so that a row's quad
  * is one 32-bit broadcast. This file: the quantizer (scalar reference), packing, the
- * activation layout, the choice of tile. The tiles: gemm_u8_avx2.c (vpmaddubsw +
- * vpmaddwd, the driver and the AVX2 quantizer), gemm_u8_avxvnni.c (256-bit
- * vpdpbusd), gemm_u8_avx512.c (512-bit vpdpbusd). */
+ * activation layout, the choice of tile. The tiles: gemm_u8_avx2.c (AVX2 vpmaddubsw +
+ * vpmaddwd and AVX-VNNI 256-bit vpdpbusd, the driver and the AVX2 quantizer),
+ * gemm_u8_avx512.c (512-bit vpdpbusd). */
 #include "cpu/cpu.h"
 
 #include <math.h>
@@ -111,8 +111,8 @@ int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const 
  * machine). */
 int qb_u8_kernels(const qb_u8_kernel **out, int cap)
 {
-    static const qb_u8_kernel avx2 = {"avx2", QB_U8_MR_AVX2, qb_u8_tile_avx2};
-    static const qb_u8_kernel avxvnni = {"avx-vnni", QB_U8_MR_AVXVNNI, qb_u8_tile_avxvnni};
+    static const qb_u8_kernel avx2 = {"avx2", QB_U8_MR_YMM, qb_u8_tile_avx2};
+    static const qb_u8_kernel avxvnni = {"avx-vnni", QB_U8_MR_YMM, qb_u8_tile_avxvnni};
     static const qb_u8_kernel avx512 = {"avx512-vnni", QB_U8_MR_AVX512, qb_u8_tile_avx512vnni};
     const unsigned f = qb_cpu_features();
     const char *env = getenv("QBERT_VNNI");

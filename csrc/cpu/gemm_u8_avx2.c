@@ -1,47 +1,66 @@
-/* AVX2 tile of the dynamic INT8 GEMM, the driver every u8 tile runs under, and the
- * AVX2 activation quantizer (contract and layout in gemm_u8.c).
+/* The 256-bit tiles of the dynamic INT8 GEMM (AVX2 and AVX-VNNI), the driver every u8
+ * tile runs under, and the AVX2 activation quantizer (contract and layout in
+ * gemm_u8.c).
  *
- * Per k quad and 8 columns: vpmaddubsw multiplies the row's 4 broadcast u8 by the
- * columns' s8 and sums pairs into s16 (exact for 7-bit u, see gemm_u8.c), vpmaddwd
- * with ones sums the two pairs into s32, vpaddd accumulates. 3 instructions for 32
- * multiply-adds, where the 16-bit path (gemm_s8_avx2.c) needs 4 for 16.
- * Tile 6 x 16: 12 ymm accumulators, 2 weight vectors, the broadcast and the ones.
+ * One tile loop, two dot steps for 8 columns x one k quad:
+ *   AVX2     vpmaddubsw multiplies the row's 4 broadcast u8 by the columns' s8 and
+ *            sums pairs into s16 (exact for 7-bit u, see gemm_u8.c), vpmaddwd with
+ *            ones sums the two pairs into s32, vpaddd accumulates: 3 instructions for
+ *            32 multiply-adds, where the 16-bit path (gemm_s8_avx2.c) needs 4 for 16;
+ *   AVX-VNNI vpdpbusd (VEX) does the same exactly in one instruction.
+ * Tile 6 x 16: 12 ymm accumulators, 2 weight vectors, the broadcast (and the ones).
  * Threads split the (row block, column panel) grid statically, in groups of row
  * blocks (qb_gemm_u8); consecutive tiles of a thread share the panel, so its weights
  * stay in L1 while the group's rows stream by from L2.
- * Compiled with -mavx2 -mfma -ffp-contract=off; called only after a CPUID check. */
+ * Compiled with -mavx2 -mfma -ffp-contract=off, the VNNI tile with
+ * target("avxvnni") on top; each called only after a CPUID check. */
 #include "cpu/cpu.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#define MR QB_U8_MR_AVX2
+#define MR QB_U8_MR_YMM
 #define NR QB_U8_NR
 
-void qb_u8_tile_avx2(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc_out[][QB_U8_NR])
+/* The 6 x 16 tile around a dot step DOT(acc, xb, w): acc += per s32 lane, the four
+ * products of xb's u8 and w's s8 in that lane. */
+#define TILE_6X16(NAME, DOT)                                                                               \
+    void NAME(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc_out[][QB_U8_NR])          \
+    {                                                                                                      \
+        __m256i acc[MR][2];                                                                                \
+        for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();                      \
+        for (int k = 0; k < kq; k++) {                                                                     \
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)wp);                                    \
+            const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wp + 32));                             \
+            _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)                                           \
+            {                                                                                              \
+                int32_t quad;                                                                              \
+                memcpy(&quad, u + r * ldu + 4 * (size_t)k, 4);                                             \
+                const __m256i xb = _mm256_set1_epi32(quad);                                                \
+                acc[r][0] = DOT(acc[r][0], xb, w0);                                                        \
+                acc[r][1] = DOT(acc[r][1], xb, w1);                                                        \
+            }                                                                                              \
+            wp += 4 * NR;                                                                                  \
+        }                                                                                                  \
+        for (int r = 0; r < MR; r++) {                                                                     \
+            _mm256_storeu_si256((__m256i *)acc_out[r], acc[r][0]);                                         \
+            _mm256_storeu_si256((__m256i *)(acc_out[r] + 8), acc[r][1]);                                   \
+        }                                                                                                  \
+    }
+
+static inline __m256i dot_avx2(__m256i acc, __m256i xb, __m256i w)
 {
-    __m256i acc[MR][2];
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    for (int k = 0; k < kq; k++) {
-        const __m256i w0 = _mm256_loadu_si256((const __m256i *)wp);
-        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wp + 32));
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            int32_t quad;
-            memcpy(&quad, u + r * ldu + 4 * (size_t)k, 4);
-            const __m256i xb = _mm256_set1_epi32(quad);
-            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w0), ones));
-            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w1), ones));
-        }
-        wp += 4 * NR;
-    }
-    for (int r = 0; r < MR; r++) {
-        _mm256_storeu_si256((__m256i *)acc_out[r], acc[r][0]);
-        _mm256_storeu_si256((__m256i *)(acc_out[r] + 8), acc[r][1]);
-    }
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w), _mm256_set1_epi16(1)));
 }
+
+__attribute__((target("avxvnni"))) static inline __m256i dot_avxvnni(__m256i acc, __m256i xb, __m256i w)
+{
+    return _mm256_dpbusd_avx_epi32(acc, xb, w);
+}
+
+TILE_6X16(qb_u8_tile_avx2, dot_avx2)
+__attribute__((target("avxvnni"))) TILE_6X16(qb_u8_tile_avxvnni, dot_avxvnni)
 
 /* Row blocks per group: a group's activation rows (96 of them with the AVX2 tile, up
  * to 3072 bytes each) stay in L2 while every weight panel passes over them once, so
