@@ -31,6 +31,7 @@
 #include "cpu/cpu.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,15 @@ int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const 
     return u;
 }
 
+/* QBERT_VNNI is read once, on first use (every quantized Linear asks for its tile). */
+static pthread_once_t vnni_once = PTHREAD_ONCE_INIT;
+static int vnni_allowed;
+static void vnni_init(void)
+{
+    const char *env = getenv("QBERT_VNNI");
+    vnni_allowed = !(env && strcmp(env, "0") == 0);
+}
+
 /* The tiles this CPU can run, slowest first. QBERT_ISA=avx2 leaves out the AVX-512
  * one; QBERT_VNNI=0 leaves out both VNNI ones (to measure the AVX2 tile on a VNNI
  * machine). */
@@ -114,9 +124,9 @@ int qb_u8_kernels(const qb_u8_kernel **out, int cap)
     static const qb_u8_kernel avx2 = {"avx2", QB_U8_MR_YMM, qb_u8_tile_avx2};
     static const qb_u8_kernel avxvnni = {"avx-vnni", QB_U8_MR_YMM, qb_u8_tile_avxvnni};
     static const qb_u8_kernel avx512 = {"avx512-vnni", QB_U8_MR_AVX512, qb_u8_tile_avx512vnni};
+    pthread_once(&vnni_once, vnni_init);
     const unsigned f = qb_cpu_features();
-    const char *env = getenv("QBERT_VNNI");
-    const int vnni = !(env && strcmp(env, "0") == 0);
+    const int vnni = vnni_allowed;
     int n = 0;
     if (qb_cpu_isa() == QB_ISA_SCALAR) return 0;
     if (n < cap) out[n++] = &avx2;
