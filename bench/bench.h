@@ -3,6 +3,7 @@
 #define QBERT_BENCH_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 int qb_bench_latency(int argc, char **argv);
 int qb_bench_gemm(int argc, char **argv);
@@ -17,8 +18,15 @@ typedef struct {
     int warmup, runs, threads;
     const char *json;
 } qb_bench_common;
-/* 1 if `name` is one of them (then *ok says whether its value was good), else 0. */
-int qb_bench_common_option(const char *name, const char *value, qb_bench_common *c, int *ok);
+/* A subcommand's own options: 1 if `name` is one (then *ok says whether its value,
+ * NULL when missing, was good), else 0. */
+typedef int (*qb_bench_own_option)(const char *name, const char *value, void *ctx, int *ok);
+/* Reads argv (every option takes a value; --help prints usage to stdout): the common
+ * ones into c, the others through own(ctx). Returns -1 to go on, or the exit status:
+ * 0 after --help, 2 for an unknown option or a bad or missing value (said on stderr,
+ * naming qbert-bench cmd). */
+int qb_bench_options(const char *cmd, int argc, char **argv, qb_bench_common *c, void (*usage)(FILE *),
+                     qb_bench_own_option own, void *ctx);
 
 /* peak_avx2.c: one thread's multiply-adds per second over `iters` loop trips of
  * independent AVX2 FMAs (fp32), vpmaddwd + vpaddd pairs (int8 via s16) or

@@ -69,30 +69,25 @@ static double median_ms(int warmup, int runs, int kind, problem *p)
     return st ? -1.0 : s.median;
 }
 
+typedef struct {
+    int ms[16], n_m;
+} gemm_options;
+
+static int own_option(const char *name, const char *value, void *ctx, int *ok)
+{
+    gemm_options *g = ctx;
+    if (strcmp(name, "--m") != 0) return 0;
+    *ok = value && (g->n_m = qb_bench_parse_list(value, g->ms, 16)) > 0;
+    return 1;
+}
+
 int qb_bench_gemm(int argc, char **argv)
 {
-    int ms[16] = {128, 4096}, n_m = 2;
+    gemm_options g = {{128, 4096}, 2};
     qb_bench_common o = {.warmup = 3, .runs = 10};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = v != NULL;
-        if (qb_bench_common_option(a, v, &o, &ok)) {
-            /* --json, --warmup, --runs, --threads: stored in o */
-        } else if (strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--m") == 0) {
-            ok = v && (n_m = qb_bench_parse_list(v, ms, 16)) > 0;
-        } else {
-            fprintf(stderr, "qbert-bench gemm: unknown option \"%s\"\n", a);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "qbert-bench gemm: bad or missing value for %s\n", a);
-            return 2;
-        }
-        i++;
-    }
+    const int parsed = qb_bench_options("gemm", argc, argv, &o, usage, own_option, &g);
+    if (parsed >= 0) return parsed;
+    const int *ms = g.ms, n_m = g.n_m;
     const int warmup = o.warmup, runs = o.runs;
     const char *json_path = o.json;
     if (o.threads > 0) omp_set_num_threads(o.threads);

@@ -32,33 +32,30 @@ static void usage(FILE *f)
             "example: qbert-bench latency --preset indobert-base-p2 --seq 32,64,128 --batch 1,32 --json cpu.json\n");
 }
 
+typedef struct {
+    const char *model_dir, *preset;
+    int seqs[16], n_seq, batches[16], n_batch;
+} latency_options;
+
+static int own_option(const char *name, const char *value, void *ctx, int *ok)
+{
+    latency_options *l = ctx;
+    if (strcmp(name, "--model") == 0) l->model_dir = value;
+    else if (strcmp(name, "--preset") == 0) l->preset = value;
+    else if (strcmp(name, "--seq") == 0) *ok = value && (l->n_seq = qb_bench_parse_list(value, l->seqs, 16)) > 0;
+    else if (strcmp(name, "--batch") == 0) *ok = value && (l->n_batch = qb_bench_parse_list(value, l->batches, 16)) > 0;
+    else return 0;
+    return 1;
+}
+
 int qb_bench_latency(int argc, char **argv)
 {
-    const char *model_dir = NULL, *preset = NULL;
-    int seqs[16] = {32, 64, 128}, n_seq = 3, batches[16] = {1, 32}, n_batch = 2;
+    latency_options l = {NULL, NULL, {32, 64, 128}, 3, {1, 32}, 2};
     qb_bench_common o = {.warmup = 5, .runs = 20};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = v != NULL;
-        if (qb_bench_common_option(a, v, &o, &ok)) {
-            /* --json, --warmup, --runs, --threads: stored in o */
-        } else if (strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--model") == 0) model_dir = v;
-        else if (strcmp(a, "--preset") == 0) preset = v;
-        else if (strcmp(a, "--seq") == 0) ok = v && (n_seq = qb_bench_parse_list(v, seqs, 16)) > 0;
-        else if (strcmp(a, "--batch") == 0) ok = v && (n_batch = qb_bench_parse_list(v, batches, 16)) > 0;
-        else {
-            fprintf(stderr, "qbert-bench latency: unknown option \"%s\"\n", a);
-            return 2;
-        }
-        if (!ok) {
-            fprintf(stderr, "qbert-bench latency: bad or missing value for %s\n", a);
-            return 2;
-        }
-        i++;
-    }
+    const int parsed = qb_bench_options("latency", argc, argv, &o, usage, own_option, &l);
+    if (parsed >= 0) return parsed;
+    const char *model_dir = l.model_dir, *preset = l.preset;
+    const int *seqs = l.seqs, *batches = l.batches, n_seq = l.n_seq, n_batch = l.n_batch;
     if (!model_dir == !preset) {
         fprintf(stderr, "qbert-bench latency: give exactly one of --model and --preset\n");
         return 2;

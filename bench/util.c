@@ -48,7 +48,8 @@ void qb_bench_cpu_name(char *buf, size_t cap)
     fclose(f);
 }
 
-int qb_bench_common_option(const char *name, const char *value, qb_bench_common *c, int *ok)
+/* 1 if `name` is one of the common options (then *ok says whether its value was good). */
+static int common_option(const char *name, const char *value, qb_bench_common *c, int *ok)
 {
     *ok = value != NULL;
     if (strcmp(name, "--json") == 0)
@@ -62,4 +63,27 @@ int qb_bench_common_option(const char *name, const char *value, qb_bench_common 
     else
         return 0;
     return 1;
+}
+
+int qb_bench_options(const char *cmd, int argc, char **argv, qb_bench_common *c, void (*usage)(FILE *),
+                     qb_bench_own_option own, void *ctx)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = v != NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (!common_option(a, v, c, &ok) && !own(a, v, ctx, &ok)) {
+            fprintf(stderr, "qbert-bench %s: unknown option \"%s\"\n", cmd, a);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "qbert-bench %s: bad or missing value for %s\n", cmd, a);
+            return 2;
+        }
+        i++;
+    }
+    return -1;
 }
