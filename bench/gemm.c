@@ -1,11 +1,13 @@
 /* qbert-bench gemm: the CPU GEMM kernels at BERT shapes, FP32 (qb_cpu_linear), INT8
  * with per-token activations (qb_gemm_u8, the fastest u8 tile of this CPU), INT8 with
  * a static activation scale (qb_cpu_gemm_s8, the exact 16-bit tile) and W4A8
- * (qb_cpu_gemm_s4, group 64), the low-bit ones with weights packed once beforehand,
- * each as multiply-adds per second and as a fraction of the machine's measured
- * ceiling (peak_avx2.c: the rate of the tile's own instructions with no memory
- * traffic, summed over the threads). The per-token quantization of x into the u8
- * layout (allocation included, as the engine does it) is timed on its own.
+ * (qb_gemm_s4_avx2, group 64, on the same per-token activations), the low-bit ones
+ * with weights packed once beforehand, each as multiply-adds per second and as a
+ * fraction of the machine's measured ceiling (peak_avx2.c: the rate of the tile's own
+ * instructions with no memory traffic, summed over the threads; W4A8 against the u8
+ * one, whose instructions it runs, plus its unpacking). The per-token quantization of
+ * x into a qb_qinput (allocation included, as a Linear without a shared input does
+ * it) is timed on its own.
  * Inputs are random; each point is the median of `runs` timed calls after `warmup`
  * untimed ones. */
 #include "bench.h"
@@ -35,8 +37,8 @@ static void usage(FILE *f)
 
 typedef struct {
     float *y, *x, *w, *b, *sx, *sw;
-    int32_t *zp;
-    int8_t *xq, *wq, *w4, *xu;
+    int8_t *xq, *wq, *w4;
+    qb_qinput xu;
     float *sw4;
     const qb_u8_kernel *kern;
     qb_u8_packed wu;
@@ -44,6 +46,15 @@ typedef struct {
     qb_s4_packed wp4;
     int M, N, K;
 } problem;
+
+/* What a Linear does with an input no LayerNorm quantized: allocate, quantize, free. */
+static void quantize_x(const problem *p)
+{
+    qb_qinput a;
+    if (qb_qinput_alloc(&a, p->M, p->K)) return;
+    qb_qinput_quantize(&a, p->x);
+    qb_qinput_free(&a);
+}
 
 static double median_ms(int warmup, int runs, int kind, problem *p)
 {
@@ -54,13 +65,13 @@ static double median_ms(int warmup, int runs, int kind, problem *p)
         if (kind == 0)
             qb_cpu_linear(p->y, p->x, p->w, p->b, p->M, p->N, p->K);
         else if (kind == 1)
-            qb_gemm_u8(p->kern, p->y, p->xu, p->sx, p->zp, &p->wu, p->sw, p->b, p->M, p->N, 0);
+            qb_gemm_u8(p->kern, p->y, &p->xu, &p->wu, p->sw, p->b, p->N, 0);
         else if (kind == 2)
             qb_cpu_gemm_s8(p->y, p->xq, p->sx, p->wq, &p->wp, p->sw, p->b, p->M, p->N, p->K, 0);
         else if (kind == 3)
-            qb_cpu_gemm_s4(p->y, p->xq, p->sx, p->w4, &p->wp4, p->sw4, p->b, p->M, p->N, p->K, GROUP);
+            qb_gemm_s4_avx2(p->y, &p->xu, &p->wp4, p->b, p->N);
         else
-            qb_free(qb_u8_activations(&p->wu, p->sx, p->zp, p->x, p->M));
+            quantize_x(p);
         if (r >= 0) t[r] = 1e3 * (omp_get_wtime() - t0);
     }
     qb_latency_stats s;
@@ -112,9 +123,9 @@ int qb_bench_gemm(int argc, char **argv)
     printf("measured ceilings (G multiply-adds/s): fp32 FMA %.1f, int8 u8 (vpmaddubsw) %.1f, int8 s16 (vpmaddwd) %.1f%s\n\n",
            peak_f32 / 1e9, peak_u8 / 1e9, peak_s8 / 1e9,
            strcmp(kern->name, "avx2") ? " (the AVX2 ceilings; this CPU runs a VNNI tile)" : "");
-    printf("%5s %5s %5s | %8s %7s %5s | %8s %7s %5s %6s | %8s %7s %5s %6s | %8s %7s %6s | %8s\n", "M", "N", "K",
+    printf("%5s %5s %5s | %8s %7s %5s | %8s %7s %5s %6s | %8s %7s %5s %6s | %8s %7s %5s %6s | %8s\n", "M", "N", "K",
            "fp32 ms", "GMAC/s", "%peak", "dyn ms", "GMAC/s", "%peak", "x fp32", "stat ms", "GMAC/s", "%peak",
-           "x fp32", "int4 ms", "GMAC/s", "x fp32", "quant ms");
+           "x fp32", "int4 ms", "GMAC/s", "%peak", "x fp32", "quant ms");
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
     cJSON_AddStringToObject(root, "cpu", cpu);
     cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
@@ -134,10 +145,9 @@ int qb_bench_gemm(int argc, char **argv)
             p.y = qb_malloc((size_t)p.M * p.N * sizeof *p.y), p.x = qb_malloc(mk * sizeof *p.x);
             p.w = qb_malloc(nk * sizeof *p.w), p.b = qb_malloc((size_t)p.N * sizeof *p.b);
             p.sx = qb_malloc((size_t)p.M * sizeof *p.sx), p.sw = qb_malloc((size_t)p.N * sizeof *p.sw);
-            p.zp = qb_malloc((size_t)p.M * sizeof *p.zp);
             p.xq = qb_malloc(mk), p.wq = qb_malloc(nk), p.w4 = qb_malloc(nk);
             p.sw4 = qb_malloc(nk / GROUP * sizeof *p.sw4);
-            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.zp || !p.xq || !p.wq || !p.w4 || !p.sw4) {
+            if (!p.y || !p.x || !p.w || !p.b || !p.sx || !p.sw || !p.xq || !p.wq || !p.w4 || !p.sw4) {
                 fprintf(stderr, "qbert-bench gemm: out of memory\n");
                 rc = 1;
             } else {
@@ -151,9 +161,11 @@ int qb_bench_gemm(int argc, char **argv)
                     qb_s4_pack(&p.wp4, p.w4, p.sw4, p.N, p.K, GROUP)) {
                     fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
                     rc = 1;
-                } else if (!(p.xu = qb_u8_activations(&p.wu, p.sx, p.zp, p.x, p.M))) {
-                    fprintf(stderr, "qbert-bench gemm: out of memory\n");
+                } else if (qb_qinput_alloc(&p.xu, p.M, p.K)) {
+                    fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
                     rc = 1;
+                } else {
+                    qb_qinput_quantize(&p.xu, p.x);
                 }
             }
             if (!rc) {
@@ -163,9 +175,9 @@ int qb_bench_gemm(int argc, char **argv)
                 const double qt = median_ms(warmup, runs, 4, &p);
                 const double rf = macs / f * 1e3, rq = macs / q * 1e3, rs = macs / qs * 1e3, r4 = macs / q4 * 1e3;
                 printf("%5d %5d %5d | %8.3f %7.1f %4.0f%% | %8.3f %7.1f %4.0f%% %5.2fx | %8.3f %7.1f %4.0f%% %5.2fx | "
-                       "%8.3f %7.1f %5.2fx | %8.3f\n",
+                       "%8.3f %7.1f %4.0f%% %5.2fx | %8.3f\n",
                        p.M, p.N, p.K, f, rf / 1e9, 100 * rf / peak_f32, q, rq / 1e9, 100 * rq / peak_u8, f / q, qs,
-                       rs / 1e9, 100 * rs / peak_s8, f / qs, q4, r4 / 1e9, f / q4, qt);
+                       rs / 1e9, 100 * rs / peak_s8, f / qs, q4, r4 / 1e9, 100 * r4 / peak_u8, f / q4, qt);
                 cJSON *row = cJSON_CreateObject();
                 cJSON_AddNumberToObject(row, "M", p.M);
                 cJSON_AddNumberToObject(row, "N", p.N);
@@ -181,12 +193,14 @@ int qb_bench_gemm(int argc, char **argv)
                 cJSON_AddNumberToObject(row, "int8_static_fraction_of_peak", rs / peak_s8);
                 cJSON_AddNumberToObject(row, "int4_ms", q4);
                 cJSON_AddNumberToObject(row, "int4_macs_per_s", r4);
+                cJSON_AddNumberToObject(row, "int4_fraction_of_peak", r4 / peak_u8);
                 cJSON_AddNumberToObject(row, "int4_group", GROUP);
                 cJSON_AddNumberToObject(row, "quantize_x_u8_ms", qt);
                 cJSON_AddItemToArray(rows, row);
             }
-            qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw), qb_free(p.zp);
-            qb_free(p.xq), qb_free(p.wq), qb_free(p.w4), qb_free(p.sw4), qb_free(p.xu);
+            qb_free(p.y), qb_free(p.x), qb_free(p.w), qb_free(p.b), qb_free(p.sx), qb_free(p.sw);
+            qb_free(p.xq), qb_free(p.wq), qb_free(p.w4), qb_free(p.sw4);
+            qb_qinput_free(&p.xu);
             qb_u8_packed_free(&p.wu);
             qb_s8_packed_free(&p.wp);
             qb_s4_packed_free(&p.wp4);

@@ -398,14 +398,14 @@ static void test_layernorm(void)
                 }
             }
         }
-        qb_cpu_layernorm(out, NULL, NULL, x, res, g, b, M, C, eps);
+        qb_cpu_layernorm(out, NULL, NULL, NULL, x, res, g, b, M, C, eps);
         double e = rel_err(out, ref, n);
         CHECKF(e <= TOL, "layernorm C=%d with residual: rel err %.3g", C, e);
-        qb_cpu_layernorm(out, NULL, NULL, x, NULL, g, b, M, C, eps);
+        qb_cpu_layernorm(out, NULL, NULL, NULL, x, NULL, g, b, M, C, eps);
         e = rel_err(out, ref_nores, n);
         CHECKF(e <= TOL, "layernorm C=%d: rel err %.3g", C, e);
         memcpy(alias, x, n * sizeof *alias);
-        qb_cpu_layernorm(alias, NULL, NULL, alias, res, g, b, M, C, eps);
+        qb_cpu_layernorm(alias, NULL, NULL, NULL, alias, res, g, b, M, C, eps);
         e = rel_err(alias, ref, n);
         CHECKF(e <= TOL, "layernorm C=%d in place: rel err %.3g", C, e);
         if (C == 768) printf("layernorm C=768: relative L2 error %.3g\n", e);

@@ -181,41 +181,51 @@ static int8_t *rand_s8(size_t n, int lo, int hi)
     return p;
 }
 
-/* Mismatches of the 7-bit per-token quantizer's output (u with row stride ldu, scales
- * sc, zero points zp) for x (M, K) against its formula written out here, padding
- * columns included; and rows whose dequantized values miss x by more than half a
- * step (inside the row's range they cannot). */
-static int u7_mismatches(const int8_t *u, size_t ldu, const float *sc, const int32_t *zp, const float *x, int M,
-                         int K)
+/* Mismatches of the 7-bit per-token quantizer's output a (for x (M, K)) against the
+ * formula, written directly: u, the scale, the zero point, |dequantized - x| <= s / 2,
+ * u = zp past K, zero padding rows. */
+static int u7_mismatches(const qb_qinput *a, const float *x)
 {
+    const int M = a->M, K = a->K;
+    const size_t ldu = (size_t)a->ldu;
     int bad = 0;
     for (int m = 0; m < M; m++) {
         float lo = 0.0f, hi = 0.0f;
         for (int k = 0; k < K; k++) lo = fminf(lo, x[m * K + k]), hi = fmaxf(hi, x[m * K + k]);
         const float s = (hi - lo) / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
         const int z = s > 0.0f ? (int)fminf(fmaxf(nearbyintf(-lo * inv), 0.0f), 127.0f) : 0;
-        bad += sc[m] != s || zp[m] != z;
+        bad += a->scale[m] != s || a->zp[m] != z;
+        const uint8_t *u = a->u + m * ldu;
         for (int k = 0; k < K; k++) {
             const float v = x[m * K + k];
             const int want = (int)fminf(fmaxf(nearbyintf(v * inv) + (float)z, 0.0f), 127.0f);
-            bad += u[m * ldu + k] != want || (s > 0.0f && fabsf((float)(u[m * ldu + k] - z) * s - v) > 0.5001f * s);
+            bad += u[k] != want || (s > 0.0f && fabsf((float)(u[k] - z) * s - v) > 0.5001f * s);
         }
-        for (size_t k = (size_t)K; k < ldu; k++) bad += u[m * ldu + k] != z;
+        for (size_t k = (size_t)K; k < ldu; k++) bad += u[k] != z;
     }
+    for (size_t i = (size_t)M * ldu; i < (size_t)qb_qinput_rows(M) * ldu; i++) bad += a->u[i] != 0;
     return bad;
 }
 
+/* Random LayerNorm inputs: rows with a residual, mean and spread varying by row. */
+static float *ln_input(int M, int C)
+{
+    float *x = rand_floats((size_t)M * C, -2, 2);
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < C; c++) x[(size_t)m * C + c] = x[(size_t)m * C + c] * (float)(1 + m % 3) + (float)(m % 5);
+    return x;
+}
+
 /* The 7-bit per-token quantizer, scalar and AVX2, against the formula on row lengths
- * around the 16-value step of the SIMD loop, into padded rows. */
+ * around the 16-value step of the SIMD loop (ldu past K: 0 to 3 bytes), and fused into
+ * the LayerNorm: the same bits as quantizing the LayerNorm's output afterwards. */
 static void test_quantize_rows_u7(void)
 {
     static const int Ks[] = {300, 7, 16, 23, 33};
     enum { M = 8 };
     for (size_t t = 0; t < sizeof Ks / sizeof *Ks; t++) {
         const int K = Ks[t];
-        const size_t ldu = (size_t)K + 5;
-        float *x = rand_floats((size_t)M * K, -3, 3), sc[M];
-        int32_t zp[M];
+        float *x = rand_floats((size_t)M * K, -3, 3);
         memset(x + 2 * K, 0, K * sizeof *x);                            /* a zero row: scale 0 */
         x[3 * K + 5] = 10.0f;                                            /* an outlier sets its row's range */
         for (int k = 0; k < K; k++) x[5 * K + k] = fabsf(x[5 * K + k]);  /* all >= 0: zero point 0 */
@@ -224,19 +234,36 @@ static void test_quantize_rows_u7(void)
         for (int k = 0; k < K; k++) x[4 * K + k] = 0.0f;
         x[4 * K] = -27.0f, x[4 * K + 1] = 100.0f;
         if (K > 3) x[4 * K + 2] = 2.5f, x[4 * K + 3] = -3.5f;
-        int8_t *u = malloc((size_t)M * ldu);
+        qb_qinput a, fused;
+        CHECK(qb_qinput_alloc(&a, M, K) == QB_OK && qb_qinput_alloc(&fused, M, K) == QB_OK);
+        const size_t bytes = (size_t)qb_qinput_rows(M) * a.ldu;
+        float *y = ln_input(M, K), *out = malloc((size_t)M * K * sizeof *out), *res = rand_floats((size_t)M * K, -1, 1);
+        float *g = rand_floats(K, 0.5f, 1.5f), *bias = rand_floats(K, -0.5f, 0.5f);
         for (int isa = QB_ISA_SCALAR; isa <= QB_ISA_AVX2; isa++) {
             if (!qb_cpu_isa_available((qb_isa)isa)) continue;
             qb_cpu_set_isa((qb_isa)isa);
-            memset(u, 99, (size_t)M * ldu);
-            qb_quantize_rows_u7(u, ldu, sc, zp, x, M, K);
-            CHECKF(u7_mismatches(u, ldu, sc, zp, x, M, K) == 0, "quantize_rows_u7 %s K=%d", qb_isa_name(qb_cpu_isa()), K);
-            CHECK(sc[2] == 0.0f && zp[2] == 0 && u[2 * ldu] == 0 && zp[5] == 0 && zp[6] == 127);
-            CHECK(sc[4] == 1.0f && zp[4] == 27 && u[4 * ldu] == 0 && u[4 * ldu + 1] == 127);
+            memset(a.u, 99, bytes);
+            qb_qinput_quantize(&a, x);
+            const uint8_t *u = a.u;
+            const size_t ldu = (size_t)a.ldu;
+            CHECKF(u7_mismatches(&a, x) == 0, "quantize_rows_u7 %s K=%d", qb_isa_name(qb_cpu_isa()), K);
+            CHECK(a.scale[2] == 0.0f && a.zp[2] == 0 && u[2 * ldu] == 0 && a.zp[5] == 0 && a.zp[6] == 127);
+            CHECK(a.scale[4] == 1.0f && a.zp[4] == 27 && u[4 * ldu] == 0 && u[4 * ldu + 1] == 127);
             if (K > 3) CHECK(u[4 * ldu + 2] == 27 + 2 && u[4 * ldu + 3] == 27 - 4);
+            /* fused into the LayerNorm (with a residual, and without) */
+            for (int r = 0; r < 2; r++) {
+                memset(fused.u, 99, bytes);
+                qb_cpu_layernorm(out, NULL, NULL, &fused, y, r ? res : NULL, g, bias, M, K, 1e-12f);
+                qb_qinput_quantize(&a, out);
+                CHECKF(memcmp(a.u, fused.u, bytes) == 0 && memcmp(a.scale, fused.scale, M * sizeof *a.scale) == 0 &&
+                           memcmp(a.zp, fused.zp, M * sizeof *a.zp) == 0,
+                       "layernorm %s K=%d residual %d: the fused quantization differs", qb_isa_name(qb_cpu_isa()), K, r);
+                CHECKF(u7_mismatches(&fused, out) == 0, "layernorm %s K=%d: fused quantization", qb_isa_name(qb_cpu_isa()), K);
+            }
         }
         qb_cpu_set_isa(qb_cpu_isa_resolve(NULL));
-        free(x), free(u);
+        qb_qinput_free(&a), qb_qinput_free(&fused);
+        free(x), free(y), free(out), free(res), free(g), free(bias);
     }
 }
 
@@ -288,41 +315,52 @@ static void test_gemm_s8(void)
     if (!qb_cpu_isa_available(QB_ISA_AVX2)) printf("gemm_s8: no AVX2 on this CPU, SIMD path skipped\n");
 }
 
+/* A random quantized input for M x K: u in [ulo, uhi] (zero padding rows), zero
+ * points in [zlo, zhi]; *q (M, K) = u - zp, the reference's integers. */
+static qb_qinput rand_qinput(int M, int K, int ulo, int uhi, int zlo, int zhi, int8_t **q)
+{
+    qb_qinput a;
+    CHECK(qb_qinput_alloc(&a, M, K) == QB_OK);
+    for (size_t i = 0; i < (size_t)M * a.ldu; i++) a.u[i] = (uint8_t)(ulo + (int)(qb_rng_u32(&rng) % (unsigned)(uhi - ulo + 1)));
+    qb_qinput_pad(&a);
+    *q = malloc((size_t)M * K + 1);
+    for (int m = 0; m < M; m++) {
+        a.zp[m] = zlo + (int)(qb_rng_u32(&rng) % (unsigned)(zhi - zlo + 1));
+        a.scale[m] = 0.001f + 0.1f * (float)(qb_rng_u32(&rng) % 1000) / 1000.0f;
+        for (int k = 0; k < K; k++) (*q)[(size_t)m * K + k] = (int8_t)(a.u[(size_t)m * a.ldu + k] - a.zp[m]);
+    }
+    return a;
+}
+
 /* The dynamic INT8 path on one shape: u in [ulo, uhi] with random zero points in
  * [zlo, zhi] per row, through every u8 tile this CPU runs, against the s8 reference
  * on q = u - zp bit for bit (GELU: within 1e-6). */
 static void check_gemm_u8(int M, int N, int K, int ulo, int uhi, int zlo, int zhi, int wlo, int whi)
 {
-    int8_t *wq = rand_s8((size_t)N * K, wlo, whi), *z8 = rand_s8((size_t)M, zlo, zhi);
-    int8_t *xq = malloc((size_t)M * K);
-    int32_t *zp = malloc((size_t)M * sizeof *zp);
-    float *sx = rand_floats(M, 0.001f, 0.1f), *sw = rand_floats(N, 0.001f, 0.1f), *b = rand_floats(N, -1, 1);
+    int8_t *wq = rand_s8((size_t)N * K, wlo, whi), *xq;
+    qb_qinput x = rand_qinput(M, K, ulo, uhi, zlo, zhi, &xq);
+    float *sw = rand_floats(N, 0.001f, 0.1f), *b = rand_floats(N, -1, 1);
     float *ref = malloc((size_t)M * N * sizeof *ref), *ref_g = malloc((size_t)M * N * sizeof *ref_g);
     float *y = malloc((size_t)M * N * sizeof *y);
     qb_u8_packed wp;
     CHECK(qb_u8_pack(&wp, wq, N, K) == QB_OK);
-    const int rows = (M + QB_U8_ROW_PAD - 1) / QB_U8_ROW_PAD * QB_U8_ROW_PAD;
-    int8_t *u = rand_s8((size_t)rows * wp.Kq, ulo, uhi);
-    for (int m = 0; m < M; m++) {
-        zp[m] = z8[m];
-        for (int k = 0; k < K; k++) xq[(size_t)m * K + k] = (int8_t)(u[(size_t)m * wp.Kq + k] - zp[m]);
-    }
-    qb_gemm_s8_scalar(ref, xq, sx, wq, sw, b, M, N, K, 0);
-    qb_gemm_s8_scalar(ref_g, xq, sx, wq, sw, NULL, M, N, K, 1);
+    qb_gemm_s8_scalar(ref, xq, x.scale, wq, sw, b, M, N, K, 0);
+    qb_gemm_s8_scalar(ref_g, xq, x.scale, wq, sw, NULL, M, N, K, 1);
     const qb_u8_kernel *kerns[3];
     const int nk = qb_u8_kernels(kerns, 3);
     for (int i = 0; i < nk; i++) {
         memset(y, 0, (size_t)M * N * sizeof *y);
-        qb_gemm_u8(kerns[i], y, u, sx, zp, &wp, sw, b, M, N, 0);
+        qb_gemm_u8(kerns[i], y, &x, &wp, sw, b, N, 0);
         CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_u8 %s M=%d N=%d K=%d: not bit-identical",
                kerns[i]->name, M, N, K);
-        qb_gemm_u8(kerns[i], y, u, sx, zp, &wp, sw, NULL, M, N, 1);
+        qb_gemm_u8(kerns[i], y, &x, &wp, sw, NULL, N, 1);
         double e = 0.0;
         for (size_t j = 0; j < (size_t)M * N; j++) e = fmax(e, fabs(y[j] - ref_g[j]) / fmax(1.0, fabs(ref_g[j])));
         CHECKF(e <= 1e-6, "gemm_u8 %s + gelu M=%d N=%d K=%d: max rel diff %.3g", kerns[i]->name, M, N, K, e);
     }
     qb_u8_packed_free(&wp);
-    free(xq), free(wq), free(z8), free(zp), free(sx), free(sw), free(b), free(ref), free(ref_g), free(y), free(u);
+    qb_qinput_free(&x);
+    free(xq), free(wq), free(sw), free(b), free(ref), free(ref_g), free(y);
 }
 
 static void test_gemm_u8(void)
@@ -380,14 +418,17 @@ static void test_int4_format(void)
     free(w), free(fq), free(qi);
 }
 
-static void check_gemm_s4(int M, int N, int K, int G)
+/* W4A8 on one shape: the scalar reference on q = u - zp against exact sums, then the
+ * AVX2 tile on u bit for bit; u and zp in [ulo, uhi] and [zlo, zhi] (the dynamic
+ * 7-bit grid, or the static one: any u8 with zp = 128), weights in [wlo, whi]. */
+static void check_gemm_s4(int M, int N, int K, int G, int ulo, int uhi, int zlo, int zhi, int wlo, int whi)
 {
     const int groups = K / G;
-    int8_t *xq = rand_s8((size_t)M * K, -128, 127), *wq = rand_s8((size_t)N * K, -8, 7);
-    float *sx = rand_floats(M, 0.001f, 0.1f), *sw = rand_floats((size_t)N * groups, 0.001f, 0.1f);
-    float *b = rand_floats(N, -1, 1);
+    int8_t *wq = rand_s8((size_t)N * K, wlo, whi), *xq;
+    qb_qinput x = rand_qinput(M, K, ulo, uhi, zlo, zhi, &xq);
+    float *sw = rand_floats((size_t)N * groups, 0.001f, 0.1f), *b = rand_floats(N, -1, 1);
     float *ref = malloc((size_t)M * N * sizeof *ref), *y = malloc((size_t)M * N * sizeof *y);
-    qb_gemm_s4_scalar(ref, xq, sx, wq, sw, b, M, N, K, G);
+    qb_gemm_s4_scalar(ref, xq, x.scale, wq, sw, b, M, N, K, G);
     int bad = 0;
     for (int m = 0; m < M; m++) {
         for (int n = 0; n < N; n++) {
@@ -397,36 +438,44 @@ static void check_gemm_s4(int M, int N, int K, int G)
                 for (int k = g * G; k < (g + 1) * G; k++) acc += (long long)xq[(size_t)m * K + k] * wq[(size_t)n * K + k];
                 f += (float)acc * sw[(size_t)n * groups + g];
             }
-            bad += ref[(size_t)m * N + n] != f * sx[m] + b[n];
+            bad += ref[(size_t)m * N + n] != f * x.scale[m] + b[n];
         }
     }
     CHECKF(bad == 0, "gemm_s4 scalar M=%d N=%d K=%d G=%d: %d differ from exact sums", M, N, K, G, bad);
-    if (qb_cpu_isa_available(QB_ISA_AVX2)) {
+    if (qb_cpu_isa_available(QB_ISA_AVX2) && G % 4 == 0) {
         qb_s4_packed wp;
         CHECK(qb_s4_pack(&wp, wq, sw, N, K, G) == QB_OK);
-        qb_gemm_s4_avx2(y, xq, sx, &wp, b, M, N, K);
+        qb_gemm_s4_avx2(y, &x, &wp, b, N);
         CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_s4 avx2 M=%d N=%d K=%d G=%d: not bit-identical", M, N, K, G);
-        qb_gemm_s4_avx2(y, xq, sx, &wp, NULL, M, N, K);
-        qb_gemm_s4_scalar(ref, xq, sx, wq, sw, NULL, M, N, K, G);
+        qb_gemm_s4_avx2(y, &x, &wp, NULL, N);
+        qb_gemm_s4_scalar(ref, xq, x.scale, wq, sw, NULL, M, N, K, G);
         CHECKF(memcmp(y, ref, (size_t)M * N * sizeof *y) == 0, "gemm_s4 avx2 no bias M=%d N=%d K=%d G=%d", M, N, K, G);
         qb_s4_packed_free(&wp);
     }
-    free(xq), free(wq), free(sx), free(sw), free(b), free(ref), free(y);
+    qb_qinput_free(&x);
+    free(xq), free(wq), free(sw), free(b), free(ref), free(y);
 }
 
 static void test_gemm_s4(void)
 {
-    static const int Ms[] = {1, 3, 4, 5, 33};
+    static const int Ms[] = {1, 3, 5, 6, 7, 33};
     static const int Ns[] = {1, 15, 16, 17, 40};
-    static const int KG[][2] = {{2, 2}, {64, 64}, {128, 32}, {192, 64}, {768, 128}};
+    static const int KG[][2] = {{2, 2}, {6, 2}, {4, 4}, {64, 64}, {128, 32}, {192, 64}, {768, 128}};
     for (size_t a = 0; a < sizeof Ms / sizeof Ms[0]; a++)
         for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++)
-            for (size_t d = 0; d < sizeof KG / sizeof KG[0]; d++) check_gemm_s4(Ms[a], Ns[c], KG[d][0], KG[d][1]);
-    check_gemm_s4(64, 768, 768, 64);
+            for (size_t d = 0; d < sizeof KG / sizeof KG[0]; d++) {
+                check_gemm_s4(Ms[a], Ns[c], KG[d][0], KG[d][1], 0, 127, 0, 127, -8, 7);     /* dynamic */
+                check_gemm_s4(Ms[a], Ns[c], KG[d][0], KG[d][1], 0, 255, 128, 128, -8, 7);   /* static */
+            }
+    check_gemm_s4(64, 768, 768, 64, 0, 127, 0, 127, -8, 7);
+    /* the largest pair sums (255 x -8 twice) and zero-point terms */
+    check_gemm_s4(13, 40, 3072, 64, 255, 255, 128, 128, -8, -8);
+    check_gemm_s4(13, 40, 3072, 3072, 0, 0, 127, 127, -8, -8);
     qb_s4_packed wp;
     int8_t wq[64] = {0};
-    float sw[2] = {1, 1};
+    float sw[32] = {0};
     CHECK(qb_s4_pack(&wp, wq, sw, 1, 64, 24) == QB_EINVAL && strstr(qb_error(), "24"));
+    CHECK(qb_s4_pack(&wp, wq, sw, 1, 64, 2) == QB_EINVAL && strstr(qb_error(), "multiple of 4"));
 }
 
 /* Hybrid precision: the bytes of each precision, and the greedy path. Each point of

@@ -151,7 +151,8 @@ static float *last_hidden(qb_model *m, bool prepare)
 }
 
 /* Each prepared (packed, SIMD) Linear of q against its unprepared (scalar reference)
- * self on fresh inputs, bit for bit (no GELU: the fused one's erf differs). */
+ * self on fresh inputs, bit for bit (no GELU: the fused one's erf differs); a
+ * dynamic one also when handed its input already quantized (as a LayerNorm does). */
 static bool linears_prepared_match_reference(qb_model *q)
 {
     enum { M = 11 };
@@ -163,10 +164,18 @@ static bool linears_prepared_match_reference(qb_model *q)
         float *x = malloc((size_t)M * ql->K * sizeof *x), *ys = malloc((size_t)M * ql->N * sizeof *ys);
         float *yr = malloc((size_t)M * ql->N * sizeof *yr);
         for (int j = 0; j < M * ql->K; j++) x[j] = qb_rng_normal(&rng, 0, 1);
-        qb_backend_cpu()->linear_q(ys, x, ql, NULL, M, 0);
+        qb_backend_cpu()->linear_q(ys, x, NULL, ql, NULL, M, 0);
+        if (qb_qlinear_dynamic(ql)) {
+            qb_qinput xq;
+            CHECK(qb_qinput_alloc(&xq, M, ql->K) == QB_OK);
+            qb_qinput_quantize(&xq, x);
+            qb_backend_cpu()->linear_q(yr, NULL, &xq, ql, NULL, M, 0);
+            bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
+            qb_qinput_free(&xq);
+        }
         void *prepared = ql->prepared;
         ql->prepared = NULL;
-        qb_backend_cpu()->linear_q(yr, x, ql, NULL, M, 0);
+        qb_backend_cpu()->linear_q(yr, x, NULL, ql, NULL, M, 0);
         ql->prepared = prepared;
         bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
         free(x), free(ys), free(yr);
@@ -227,6 +236,7 @@ static void test_schemes(void)
     if (!loaded(quantize_load(&f, dir, "int4", 32, QB_ACT_DYNAMIC, NULL, &q))) return;
     check_integers(&f, &q, 4, 32, false);
     h_ref = last_hidden(&q, false), h_simd = last_hidden(&q, true);
+    CHECK(linears_prepared_match_reference(&q));
     CHECKF(rel_l2(h_simd, h_ref, MC) < 1e-5, "int4 prepared vs reference: %g", rel_l2(h_simd, h_ref, MC));
     double e4 = rel_l2(h_ref, ref, MC);
     CHECKF(e4 < 0.3 && e4 > e8, "int4 vs FP32: %g (int8 %g)", e4, e8);
@@ -505,7 +515,7 @@ static bool linears_match_fake_quant(const qb_model *m, const qb_model *q)
         for (int j = 0; j < M * K; j++) x[j] = (2.0f * qb_rng_uniform(&rng) - 1.0f) * 140.0f * s;
         qb_cpu_fake_quant(xfq, x, (size_t)M * K, s, 8);
         qb_cpu_linear(yf, xfq, m->qat->wfq[i], b, M, N, K);
-        qb_backend_cpu()->linear_q(yi, x, ql, b, M, 0);
+        qb_backend_cpu()->linear_q(yi, x, NULL, ql, b, M, 0);
         const double e = rel_l2(yi, yf, (size_t)M * N);
         if (!(e < 1e-5)) bad++, fprintf(stderr, "Linear %d (%dx%d): integer vs fake-quant %g\n", i, N, K, e);
         free(x), free(xfq), free(yi), free(yf);
@@ -589,6 +599,7 @@ static void test_qat(void)
         CHECK(strcmp(q.scheme, bits == 8 ? "qat-int8" : "qat-int4") == 0 && q.n_qlinear == m.qat->n);
         CHECK(qb_model_prepare(&q, qb_backend_cpu()) == QB_OK);
         CHECK(linears_match_fake_quant(&l, &q));
+        CHECK(linears_prepared_match_reference(&q));  /* static inputs: 16-bit tile, W4A8 shifted by 128 */
         /* End to end only loosely: the two paths sum in different orders, so a value
          * within 1e-7 of a rounding boundary can land on the other integer in the next
          * Linear's input, and such one-step flips carry on to the logits. */

@@ -28,6 +28,22 @@ typedef struct {
 
 struct qb_qlinear;
 
+/* Activations x (M, K) quantized for the u8 tiles of the quantized Linear: per token
+ * on the 7-bit grid of its dynamic INT8 path (formula in csrc/cpu/gemm_u8.c), x ~
+ * scale[m] (u - zp[m]). u (rows, ldu): rows = M rounded up to QB_QINPUT_ROW_PAD (the
+ * padding rows are zero), ldu = K rounded up to 4 (u = zp past K). A LayerNorm
+ * writes them once for every Linear that reads its output (q, k and v). The W4A8
+ * path also takes a static 8-bit input this way: u = q + 128, zp = 128. */
+#define QB_QINPUT_ROW_PAD 24
+typedef struct {
+    uint8_t *u;
+    float *scale;  /* (M) */
+    int32_t *zp;   /* (M) */
+    int M, K, ldu;
+} qb_qinput;
+static inline int qb_qinput_rows(int M) { return (M + QB_QINPUT_ROW_PAD - 1) / QB_QINPUT_ROW_PAD * QB_QINPUT_ROW_PAD; }
+static inline int qb_qinput_ldu(int K) { return (K + 3) / 4 * 4; }
+
 typedef struct qb_backend {
     const char *name;
     void *(*alloc)(size_t bytes);   /* NULL on failure */
@@ -38,9 +54,11 @@ typedef struct qb_backend {
      * then exact GELU when gelu is set. INT8 / W4A8: x is quantized per token (or with
      * q->act_scale, clamped to [-128, 127]), the product is exact in int32, scaled by
      * input x weight scales; weight-only (act_f32): x times the dequantized weights.
-     * The prepared layout is used when present, else the scalar reference. */
-    void (*linear_q)(float *y, const float *x, const struct qb_qlinear *q, const float *b, int M,
-                     int gelu);
+     * xq, when not NULL, is x already quantized per token (a dynamic q only,
+     * qb_qlinear_dynamic); then x is not read. The prepared layout is used when
+     * present, else the scalar reference. */
+    void (*linear_q)(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
+                     const float *b, int M, int gelu);
     /* Lays q's weights out for this backend once (q->prepared, q->release). */
     qb_status (*qlinear_prepare)(struct qb_qlinear *q);
     /* Backward of linear: dx (M, K) = dy (M, N) . w (N, K) (overwritten; NULL skips it),
@@ -49,9 +67,11 @@ typedef struct qb_backend {
                             const float *w, int M, int N, int K);
     /* t = x + res (res may be NULL); out (M, C) = (t - mean) / sqrt(var + eps) * g + b.
      * For the backward pass t_out (M, C) receives t and stats (M, 2) the mean and
-     * 1 / sqrt(var + eps); either may be NULL. out and t_out may alias x; out may alias res. */
-    void (*layernorm)(float *out, float *t_out, float *stats, const float *x, const float *res,
-                      const float *g, const float *b, int M, int C, float eps);
+     * 1 / sqrt(var + eps); either may be NULL. out and t_out may alias x; out may alias res.
+     * outq, when not NULL (laid out for M x C), also receives out quantized per token
+     * (qb_qinput), the bits linear_q would compute from out. */
+    void (*layernorm)(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x,
+                      const float *res, const float *g, const float *b, int M, int C, float eps);
     /* dt (M, C) = gradient wrt t from dout (M, C), given t and stats of the forward;
      * dg, db (C) += the parameter gradients. dt may alias dout. */
     void (*layernorm_backward)(float *dt, float *dg, float *db, const float *dout, const float *t,

@@ -141,21 +141,34 @@ void qb_q8_epilogue_avx2(float *y, int N, int m0, int rows, int n0, const int32_
 
 /* ---- Dynamic INT8 GEMM (gemm_u8.c: 7-bit per-token activations, shifted to u8) ---- */
 
-/* The per-token 7-bit asymmetric activation quantizer (formula in gemm_u8.c): x (M, K)
- * -> scale (M), zero points zp (M) and u (row stride ldu >= K; u = zp for
- * K <= k < ldu). The AVX2 variant gives the same bits. */
-void qb_quantize_rows_u7(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K);
-void qb_quantize_rows_u7_avx2(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K);
+/* The per-token 7-bit asymmetric activation quantizer (formula in gemm_u8.c), one row:
+ * x (K) -> *scale, *zp and u (ldu >= K bytes; u = zp for K <= k < ldu). The AVX2
+ * variant gives the same bits; the first picks by qb_cpu_isa(). */
+void qb_quantize_row_u7(uint8_t *u, int ldu, float *scale, int32_t *zp, const float *x, int K);
+void qb_quantize_row_u7_avx2(uint8_t *u, int ldu, float *scale, int32_t *zp, const float *x, int K);
 /* A row's scale (returned), 1 / scale (0 when the scale is not > 0) and zero point from
  * its lo = min(x, 0) and hi = max(x, 0): the scalar part both quantizers share. */
 float qb_u7_row_params(float lo, float hi, float *inv, int32_t *z);
+/* A qb_qinput (csrc/backend/backend.h) for M x K on the heap (qb_malloc); QB_ENOMEM. */
+qb_status qb_qinput_alloc(qb_qinput *a, int M, int K);
+void qb_qinput_free(qb_qinput *a);
+/* a (laid out for M x K) = x (M, K) per token on the 7-bit grid, rows in parallel. */
+void qb_qinput_quantize(qb_qinput *a, const float *x);
+/* a = x with one static 8-bit scale s: u = clamp(rint(x / s), -128, 127) + 128, zp = 128
+ * (for the W4A8 tile, exact with any u8; qb_quantize_tensor_s8's integers). */
+void qb_qinput_quantize_static(qb_qinput *a, const float *x, float s);
+/* Zeroes a's padding rows (M up to qb_qinput_rows(M)). */
+void qb_qinput_pad(qb_qinput *a);
 #define QB_U8_NR 16
-#define QB_U8_MR_YMM 6 /* both 256-bit tiles (AVX2, AVX-VNNI) */
+#define QB_U8_MR_AVX2 4 /* 8 accumulators: vpmaddubsw + vpmaddwd need temporaries */
+#define QB_U8_MR_AVXVNNI 6 /* 12 accumulators: vpdpbusd needs none */
 #define QB_U8_MR_AVX512 8
 #define QB_U8_MR_MAX 8
-/* Activation rows are padded to a multiple of every tile's mr (6 and 8), so that the
+/* qb_qinput's rows are padded to a multiple of every tile's mr (4, 6 and 8), so that the
  * last row block of any tile reads inside the buffer. */
-#define QB_U8_ROW_PAD 24
+_Static_assert(QB_QINPUT_ROW_PAD % QB_U8_MR_AVX2 == 0 && QB_QINPUT_ROW_PAD % QB_U8_MR_AVXVNNI == 0 &&
+                   QB_QINPUT_ROW_PAD % QB_U8_MR_AVX512 == 0,
+               "the tiles' row blocks must divide the activation row padding");
 /* s8 weights (N, K) packed for the u8 tiles (layout in gemm_u8.c), Kq = K rounded up
  * to 4, colsum (panels x NR) = each column's weight sum (0 past N). */
 typedef struct {
@@ -167,52 +180,62 @@ qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K);
 void qb_u8_packed_free(qb_u8_packed *p);
 /* A register tile: acc (mr x NR) = the int32 sums of mr rows of u (row stride ldu, kq
  * quads) with one packed panel. */
-typedef void (*qb_u8_tile_fn)(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
+typedef void (*qb_u8_tile_fn)(int kq, const uint8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
 typedef struct {
     const char *name;
     int mr;
     qb_u8_tile_fn tile;
 } qb_u8_kernel;
-void qb_u8_tile_avx2(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
-void qb_u8_tile_avxvnni(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
-void qb_u8_tile_avx512vnni(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
+void qb_u8_tile_avx2(int kq, const uint8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
+void qb_u8_tile_avxvnni(int kq, const uint8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
+void qb_u8_tile_avx512vnni(int kq, const uint8_t *u, size_t ldu, const int8_t *wp, int32_t acc[][QB_U8_NR]);
 /* The tiles this CPU runs under the current QBERT_ISA (none under scalar), slowest
  * first: up to cap of them into out; returns the count. QBERT_VNNI=0 keeps only AVX2. */
 int qb_u8_kernels(const qb_u8_kernel **out, int cap);
 /* The fastest of them; NULL: use the scalar path (qb_gemm_s8_scalar). */
 const qb_u8_kernel *qb_u8_kernel_best(void);
-/* The activations of x (M, wp->K) for the tiles: qb_quantize_rows_u7 into sx (M), zp
- * (M) and u (rows, wp->Kq), rows = M rounded up to QB_U8_ROW_PAD (padding rows 0).
- * qb_malloc'ed; NULL when out of memory. */
-int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const float *x, int M);
-/* y (M, N) = the s8 product of q = u - zp with the packed weights, epilogue and GELU as
- * qb_cpu_gemm_s8: bit-identical to qb_gemm_s8_scalar on q (GELU aside). */
-void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const int8_t *u, const float *sx, const int32_t *zp,
-                const qb_u8_packed *wp, const float *sw, const float *b, int M, int N, int gelu);
+/* y (M, N) = the s8 product of q = u - zp (x: M x wp->K) with the packed weights,
+ * epilogue and GELU as qb_cpu_gemm_s8: bit-identical to qb_gemm_s8_scalar on q (GELU
+ * aside). */
+void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const qb_qinput *x, const qb_u8_packed *wp, const float *sw,
+                const float *b, int N, int gelu);
 
 /* ---- W4A8 GEMM (gemm_s4.c): INT4 weights per group, INT8 activations per token ---- */
 
-/* Weights packed for the tile: per panel of QB_S4_NR columns and per k pair, one
- * byte per column (low nibble k, high nibble k + 1); scales per panel as
- * (groups, NR). group even and dividing K. */
+/* Weights packed for the tile: per panel of QB_S4_NR columns and per k quad, 32 bytes
+ * (byte 4c + k%4: column c's nibble low, column c + 8's high; zero past N); per panel
+ * and group, each column's weight sum (colsum) and scale, as (groups, NR). group a
+ * multiple of 4 dividing K (qb_s4_pack fails otherwise: the scalar path remains). */
 #define QB_S4_NR 16
 typedef struct {
     int N, K, group;
     uint8_t *data;
+    int32_t *colsum;
     float *scales;
 } qb_s4_packed;
 /* wq (N, K) values in [-8, 7], sw (N, K / group). */
 qb_status qb_s4_pack(qb_s4_packed *p, const int8_t *wq, const float *sw, int N, int K, int group);
 void qb_s4_packed_free(qb_s4_packed *p);
 /* y (M, N) = (sum over groups, in order, of (float)(int32 group sum) * sw[n, g]) * sx[m]
- * + b[n]. The SIMD path reads wp (bit-identical); the scalar one wq and sw. */
-void qb_cpu_gemm_s4(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
-                    const qb_s4_packed *wp, const float *sw, const float *b, int M, int N, int K,
-                    int group);
+ * + b[n] (b may be NULL), on xq (M, K) s8. */
 void qb_gemm_s4_scalar(float *y, const int8_t *xq, const float *sx, const int8_t *wq,
                        const float *sw, const float *b, int M, int N, int K, int group);
-void qb_gemm_s4_avx2(float *y, const int8_t *xq, const float *sx, const qb_s4_packed *wp,
-                     const float *b, int M, int N, int K);
+/* The same on x (M x wp->K), q = u - zp, with the packed weights: bit-identical. */
+void qb_gemm_s4_avx2(float *y, const qb_qinput *x, const qb_s4_packed *wp, const float *b, int N);
+
+/* Tile t (0 <= t < row_blocks x panels) of an integer GEMM's grid, in the order the
+ * threads take them (static schedule): groups of QB_TILE_GROUP row blocks, panel-major
+ * inside a group, so consecutive tiles of a thread share a weight panel (in L1) while
+ * the group's activation rows (up to 16 x 8 rows of 3072 bytes) stay in L2; weights
+ * are read from memory once per group. */
+#define QB_TILE_GROUP 16
+static inline void qb_tile_order(long t, int row_blocks, int panels, int *rb, int *pn)
+{
+    const long group_tiles = (long)QB_TILE_GROUP * panels;
+    const int g = (int)(t / group_tiles), rem = (int)(t % group_tiles);
+    const int left = row_blocks - g * QB_TILE_GROUP, size = left < QB_TILE_GROUP ? left : QB_TILE_GROUP;
+    *rb = g * QB_TILE_GROUP + rem % size, *pn = rem / size;
+}
 
 /* Exact GELU over n elements with libm's erff (the reference loop). */
 void qb_gelu_scalar(float *y, const float *x, size_t n);
@@ -220,8 +243,9 @@ void qb_gelu_scalar(float *y, const float *x, size_t n);
 /* The kernels behind the backend op table: see csrc/backend/backend.h for each
  * contract (shapes, aliasing, accumulation); the notes here are CPU specifics. */
 
-/* Two passes in FP32 (see layernorm.c); the backward's parameter sums are in double. */
-void qb_cpu_layernorm(float *out, float *t_out, float *stats, const float *x, const float *res,
+/* Two passes in FP32 (see layernorm.c); the backward's parameter sums are in double.
+ * outq: each row quantized while it is in L1 (qb_quantize_row_u7). */
+void qb_cpu_layernorm(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x, const float *res,
                       const float *g, const float *b, int M, int C, float eps);
 void qb_cpu_layernorm_backward(float *dt, float *dg, float *db, const float *dout, const float *t,
                                const float *stats, const float *g, int M, int C);
@@ -263,8 +287,8 @@ float qb_cpu_abs_percentile(const float *x, size_t n, double p);
 /* Quantized Linear (linear_q.c): the INT8 / W4A8 / weight-only paths above behind one
  * op; prepare packs the weights for the SIMD tiles (or dequantizes a weight-only
  * Linear's) once. */
-void qb_cpu_linear_q(float *y, const float *x, const struct qb_qlinear *q, const float *b, int M,
-                     int gelu);
+void qb_cpu_linear_q(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q, const float *b,
+                     int M, int gelu);
 qb_status qb_cpu_qlinear_prepare(struct qb_qlinear *q);
 void qb_cpu_add(float *y, const float *x, size_t n);
 /* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */

@@ -78,7 +78,8 @@ void qb_gemm_s8_avx2(float *y, const int8_t *xq, const float *sx, const qb_s8_pa
     const long tiles = (long)row_blocks * panels;
 #pragma omp parallel for schedule(static) if ((double)M * N * K >= 32768.0)
     for (long t = 0; t < tiles; t++) {
-        const int rb = (int)(t % row_blocks), pn = (int)(t / row_blocks);
+        int rb, pn;
+        qb_tile_order(t, row_blocks, panels, &rb, &pn);
         const int m0 = rb * MR;
         __m256i acc[MR][2];
         int32_t sums[MR][NR];

@@ -23,9 +23,10 @@
  *
  * Layout (also what vpdpbusd reads): weights in panels of QB_U8_NR columns, k in
  * quads, byte ((panel * Kq/4 + k/4) * NR + column) * 4 + k%4, zero past N and K;
- * activations (rows, Kq) with rows a multiple of QB_U8_ROW_PAD, so that a row's quad
- * is one 32-bit broadcast. This file: the quantizer (scalar reference), packing, the
- * activation layout, the choice of tile. The tiles: gemm_u8_avx2.c (AVX2 vpmaddubsw +
+ * activations a qb_qinput (csrc/backend/backend.h: rows padded to a multiple of every
+ * tile's height, Kq bytes per row), so that a row's quad is one 32-bit broadcast.
+ * This file: the quantizer (scalar reference) and the qb_qinput buffers, packing, the
+ * choice of tile. The tiles: gemm_u8_avx2.c (AVX2 vpmaddubsw +
  * vpmaddwd and AVX-VNNI 256-bit vpdpbusd, the driver and the AVX2 quantizer),
  * gemm_u8_avx512.c (512-bit vpdpbusd). */
 #include "cpu/cpu.h"
@@ -44,23 +45,65 @@ float qb_u7_row_params(float lo, float hi, float *inv, int32_t *z)
     return s;
 }
 
-void qb_quantize_rows_u7(int8_t *u, size_t ldu, float *scale, int32_t *zp, const float *x, int M, int K)
+static void quantize_row_scalar(uint8_t *u, int ldu, float *scale, int32_t *zp, const float *x, int K)
 {
-    if (qb_cpu_isa() != QB_ISA_SCALAR) {
-        qb_quantize_rows_u7_avx2(u, ldu, scale, zp, x, M, K);
-        return;
+    float lo = 0.0f, hi = 0.0f, inv;
+    for (int k = 0; k < K; k++) lo = qb_minf(x[k], lo), hi = qb_maxf(x[k], hi);
+    *scale = qb_u7_row_params(lo, hi, &inv, zp);
+    const float zf = (float)*zp;
+    for (int k = 0; k < K; k++) u[k] = (uint8_t)qb_minf(qb_maxf(rintf(x[k] * inv) + zf, 0.0f), 127.0f);
+    memset(u + K, *zp, (size_t)(ldu - K));
+}
+
+void qb_quantize_row_u7(uint8_t *u, int ldu, float *scale, int32_t *zp, const float *x, int K)
+{
+    if (qb_cpu_isa() != QB_ISA_SCALAR) qb_quantize_row_u7_avx2(u, ldu, scale, zp, x, K);
+    else quantize_row_scalar(u, ldu, scale, zp, x, K);
+}
+
+qb_status qb_qinput_alloc(qb_qinput *a, int M, int K)
+{
+    *a = (qb_qinput){.M = M, .K = K, .ldu = qb_qinput_ldu(K)};
+    a->u = qb_malloc((size_t)qb_qinput_rows(M) * a->ldu);
+    a->scale = qb_malloc((size_t)M * sizeof *a->scale);
+    a->zp = qb_malloc((size_t)M * sizeof *a->zp);
+    if (a->u && a->scale && a->zp) return QB_OK;
+    qb_qinput_free(a);
+    return qb_fail(QB_ENOMEM, "cannot allocate the quantized input of a %d x %d activation", M, K);
+}
+
+void qb_qinput_free(qb_qinput *a)
+{
+    qb_free(a->u), qb_free(a->scale), qb_free(a->zp);
+    memset(a, 0, sizeof *a);
+}
+
+void qb_qinput_pad(qb_qinput *a)
+{
+    const size_t ldu = (size_t)a->ldu;
+    memset(a->u + (size_t)a->M * ldu, 0, (size_t)(qb_qinput_rows(a->M) - a->M) * ldu);
+}
+
+void qb_qinput_quantize(qb_qinput *a, const float *x)
+{
+    const int K = a->K;
+#pragma omp parallel for schedule(static) if ((size_t)a->M * K >= 16384)
+    for (int m = 0; m < a->M; m++)
+        qb_quantize_row_u7(a->u + (size_t)m * a->ldu, a->ldu, &a->scale[m], &a->zp[m], x + (size_t)m * K, K);
+    qb_qinput_pad(a);
+}
+
+void qb_qinput_quantize_static(qb_qinput *a, const float *x, float s)
+{
+    const int K = a->K;
+    for (int m = 0; m < a->M; m++) {
+        uint8_t *u = a->u + (size_t)m * a->ldu;
+        qb_quantize_tensor_s8((int8_t *)u, x + (size_t)m * K, (size_t)K, s);
+        for (int k = 0; k < K; k++) u[k] ^= 0x80;  /* q + 128 in two's complement */
+        memset(u + K, 128, (size_t)(a->ldu - K));
+        a->scale[m] = s, a->zp[m] = 128;
     }
-#pragma omp parallel for schedule(static) if ((size_t)M * K >= 16384)
-    for (int m = 0; m < M; m++) {
-        const float *xr = x + (size_t)m * K;
-        int8_t *ur = u + (size_t)m * ldu;
-        float lo = 0.0f, hi = 0.0f, inv;
-        for (int k = 0; k < K; k++) lo = qb_minf(xr[k], lo), hi = qb_maxf(xr[k], hi);
-        scale[m] = qb_u7_row_params(lo, hi, &inv, &zp[m]);
-        const float zf = (float)zp[m];
-        for (int k = 0; k < K; k++) ur[k] = (int8_t)qb_minf(qb_maxf(rintf(xr[k] * inv) + zf, 0.0f), 127.0f);
-        memset(ur + K, zp[m], ldu - (size_t)K);
-    }
+    qb_qinput_pad(a);
 }
 
 qb_status qb_u8_pack(qb_u8_packed *p, const int8_t *wq, int N, int K)
@@ -97,16 +140,6 @@ void qb_u8_packed_free(qb_u8_packed *p)
     memset(p, 0, sizeof *p);
 }
 
-int8_t *qb_u8_activations(const qb_u8_packed *wp, float *sx, int32_t *zp, const float *x, int M)
-{
-    const int rows = (M + QB_U8_ROW_PAD - 1) / QB_U8_ROW_PAD * QB_U8_ROW_PAD;
-    int8_t *u = qb_malloc((size_t)rows * wp->Kq);
-    if (!u) return NULL;
-    qb_quantize_rows_u7(u, (size_t)wp->Kq, sx, zp, x, M, wp->K);
-    memset(u + (size_t)M * wp->Kq, 0, (size_t)(rows - M) * wp->Kq);  /* rows the tiles read past M */
-    return u;
-}
-
 /* QBERT_VNNI is read once, on first use (every quantized Linear asks for its tile). */
 static pthread_once_t vnni_once = PTHREAD_ONCE_INIT;
 static int vnni_allowed;
@@ -121,8 +154,8 @@ static void vnni_init(void)
  * machine). */
 int qb_u8_kernels(const qb_u8_kernel **out, int cap)
 {
-    static const qb_u8_kernel avx2 = {"avx2", QB_U8_MR_YMM, qb_u8_tile_avx2};
-    static const qb_u8_kernel avxvnni = {"avx-vnni", QB_U8_MR_YMM, qb_u8_tile_avxvnni};
+    static const qb_u8_kernel avx2 = {"avx2", QB_U8_MR_AVX2, qb_u8_tile_avx2};
+    static const qb_u8_kernel avxvnni = {"avx-vnni", QB_U8_MR_AVXVNNI, qb_u8_tile_avxvnni};
     static const qb_u8_kernel avx512 = {"avx512-vnni", QB_U8_MR_AVX512, qb_u8_tile_avx512vnni};
     pthread_once(&vnni_once, vnni_init);
     const unsigned f = qb_cpu_features();

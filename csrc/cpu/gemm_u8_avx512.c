@@ -12,7 +12,7 @@
 #define MR QB_U8_MR_AVX512
 #define NR QB_U8_NR
 
-void qb_u8_tile_avx512vnni(int kq, const int8_t *u, size_t ldu, const int8_t *wp, int32_t acc_out[][QB_U8_NR])
+void qb_u8_tile_avx512vnni(int kq, const uint8_t *u, size_t ldu, const int8_t *wp, int32_t acc_out[][QB_U8_NR])
 {
     __m512i acc[MR];
     for (int r = 0; r < MR; r++) acc[r] = _mm512_setzero_si512();

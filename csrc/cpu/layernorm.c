@@ -5,7 +5,9 @@
  * Two passes in FP32 (mean, then the variance of t - mean), as accurate as
  * PyTorch's and never negative. Sums use 8 independent float partial sums, which
  * the compiler keeps in SIMD lanes without reassociating anything (so the result
- * does not depend on flags), combined in double at the end. */
+ * does not depend on flags), combined in double at the end.
+ * The quantized output (for the INT8 Linears that read it) is made from each row
+ * while the row is still in L1: no second pass over memory. */
 #include "cpu/cpu.h"
 
 #include <math.h>
@@ -49,7 +51,7 @@ static double sum_sq_dev(const float *v, int n, float mean)
     return lanes_total(acc);
 }
 
-void qb_cpu_layernorm(float *out, float *t_out, float *stats, const float *x, const float *res,
+void qb_cpu_layernorm(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x, const float *res,
                       const float *g, const float *b, int M, int C, float eps)
 {
 #pragma omp parallel for schedule(static) if ((double)M * C >= 65536.0)
@@ -69,7 +71,9 @@ void qb_cpu_layernorm(float *out, float *t_out, float *stats, const float *x, co
         const float rstd = 1.0f / sqrtf(var + eps);
         if (stats) stats[2 * (size_t)m] = mean, stats[2 * (size_t)m + 1] = rstd;
         for (int c = 0; c < C; c++) o[c] = (o[c] - mean) * rstd * g[c] + b[c];
+        if (outq) qb_quantize_row_u7(outq->u + (size_t)m * outq->ldu, outq->ldu, &outq->scale[m], &outq->zp[m], o, C);
     }
+    if (outq) qb_qinput_pad(outq);
 }
 
 /* Backward, with xhat = (t - mean) * rstd and e = dout * g:

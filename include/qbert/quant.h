@@ -93,6 +93,10 @@ typedef struct qb_qlinear {
 
 void qb_qlinear_free(qb_qlinear *q);
 
+/* Whether q quantizes its input per token at run time (int8-dynamic, W4A8 dynamic):
+ * such Linears can share one quantized input (backend op linear_q's xq). */
+static inline bool qb_qlinear_dynamic(const qb_qlinear *q) { return q && !q->act_f32 && !(q->act_scale > 0.0f); }
+
 /* The quantized Linears of a file being loaded, by name, handed to the model. */
 typedef struct {
     int count;
