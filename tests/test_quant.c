@@ -267,6 +267,54 @@ static void test_quantize_rows_u7(void)
     }
 }
 
+/* The static 8-bit quantizer (qb_quantize_tensor_s8, and the row form of the qb_qinput
+ * for static W4A8), scalar and AVX2, against the formula: ties to even, both clip
+ * ends, NaN and infinities (NaN goes to -128, as the clamps order it), lengths around
+ * the 16-value SIMD step and across the threads' chunks; and the qb_qinput's shift. */
+static void test_quantize_s8(void)
+{
+    static const size_t ns[] = {1, 15, 16, 17, 33, 40000};
+    const float scale = 0.05f, inv = 1.0f / scale;
+    for (size_t t = 0; t < sizeof ns / sizeof *ns; t++) {
+        const size_t n = ns[t];
+        float *x = rand_floats(n, -8, 8);
+        for (size_t i = 0; i < n; i += 7) x[i] = ((float)(i % 9) - 4.5f) * scale;  /* ties */
+        if (n > 5) x[1] = NAN, x[2] = INFINITY, x[3] = -INFINITY, x[4] = 127.5f * scale, x[5] = -128.5f * scale;
+        int8_t *q = malloc(n);
+        for (int isa = QB_ISA_SCALAR; isa <= QB_ISA_AVX2; isa++) {
+            if (!qb_cpu_isa_available((qb_isa)isa)) continue;
+            qb_cpu_set_isa((qb_isa)isa);
+            memset(q, 99, n);
+            qb_quantize_tensor_s8(q, x, n, scale);
+            int bad = 0;
+            for (size_t i = 0; i < n; i++) {
+                const float r = isnan(x[i]) ? -128.0f : fminf(fmaxf(nearbyintf(x[i] * inv), -128.0f), 127.0f);
+                bad += q[i] != (int8_t)r;
+            }
+            CHECKF(bad == 0, "quantize_tensor_s8 %s n=%zu: %d differ from the formula", qb_isa_name(qb_cpu_isa()), n, bad);
+            if (n > 5) CHECK(q[1] == -128 && q[2] == 127 && q[3] == -128 && q[4] == 127 && q[5] == -128);
+        }
+        if (n <= 40) {  /* as a static W4A8 input: u = q + 128, zp = 128, padded */
+            qb_qinput a;
+            CHECK(qb_qinput_alloc(&a, 2, (int)n) == QB_OK);
+            float *x2 = malloc(2 * n * sizeof *x2);
+            memcpy(x2, x, n * sizeof *x), memcpy(x2 + n, x, n * sizeof *x);
+            qb_qinput_quantize_static(&a, x2, scale);
+            int bad = 0;
+            for (int m = 0; m < 2; m++) {
+                bad += a.zp[m] != 128 || a.scale[m] != scale;
+                for (size_t i = 0; i < n; i++) bad += a.u[m * a.ldu + i] != q[i] + 128;
+                for (size_t i = n; i < (size_t)a.ldu; i++) bad += a.u[m * a.ldu + i] != 128;
+            }
+            CHECKF(bad == 0, "qinput_quantize_static n=%zu: %d wrong", n, bad);
+            qb_qinput_free(&a);
+            free(x2);
+        }
+        qb_cpu_set_isa(qb_cpu_isa_resolve(NULL));
+        free(x), free(q);
+    }
+}
+
 /* One shape: the scalar reference against exact sums, then every other path against
  * the reference bit for bit (GELU: within 1e-6, the erf differs). */
 static void check_gemm_s8(int M, int N, int K, int extreme)
@@ -540,6 +588,7 @@ int main(void)
     test_ste_finite_differences();
     test_minmax();
     test_quantize_rows_u7();
+    test_quantize_s8();
     test_gemm_s8();
     test_gemm_u8();
     test_int4_format();

@@ -104,6 +104,10 @@ void qb_cpu_dequantize_groups(float *w, const int8_t *q, const float *scales, in
 /* Static per-tensor quantization: q (n) = clamp(rint(x * (1 / scale)), -128, 127), the
  * integers of fake_quant with 8 bits. */
 void qb_quantize_tensor_s8(int8_t *q, const float *x, size_t n, float scale);
+/* The same on one thread with inv = 1 / scale, AVX2 unless QBERT_ISA=scalar (the
+ * AVX2 variant gives the same bits). */
+void qb_quantize_s8(int8_t *q, const float *x, size_t n, float inv);
+void qb_quantize_s8_avx2(int8_t *q, const float *x, size_t n, float inv);
 /* s8 weights (N, K) packed for the SIMD tile: panels of QB_S8_NR columns, k in pairs
  * (Kp = K rounded up to even), byte ((panel * Kp/2 + k/2) * NR + column) * 2 + k%2,
  * zero past N and K. */

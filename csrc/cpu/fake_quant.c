@@ -75,11 +75,26 @@ void qb_cpu_fake_quant(float *y, const float *x, size_t n, float scale, int bits
     for (size_t i = 0; i < n; i++) y[i] = qb_minf(qb_maxf(rintf(x[i] * inv), qmin), qmax) * scale;
 }
 
+void qb_quantize_s8(int8_t *q, const float *x, size_t n, float inv)
+{
+    if (qb_cpu_isa() != QB_ISA_SCALAR) {
+        qb_quantize_s8_avx2(q, x, n, inv);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) q[i] = (int8_t)qb_minf(qb_maxf(rintf(x[i] * inv), -128.0f), 127.0f);
+}
+
+/* In chunks of PAR_MIN over the threads: the static INT8 Linear quantizes its input
+ * on every call. */
 void qb_quantize_tensor_s8(int8_t *q, const float *x, size_t n, float scale)
 {
     const float inv = 1.0f / scale;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) q[i] = (int8_t)qb_minf(qb_maxf(rintf(x[i] * inv), -128.0f), 127.0f);
+    const size_t chunks = (n + PAR_MIN - 1) / PAR_MIN;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t i0 = c * PAR_MIN;
+        qb_quantize_s8(q + i0, x + i0, n - i0 < PAR_MIN ? n - i0 : PAR_MIN, inv);
+    }
 }
 
 void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,

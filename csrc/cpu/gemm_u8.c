@@ -96,9 +96,11 @@ void qb_qinput_quantize(qb_qinput *a, const float *x)
 void qb_qinput_quantize_static(qb_qinput *a, const float *x, float s)
 {
     const int K = a->K;
+    const float inv = 1.0f / s;
+#pragma omp parallel for schedule(static) if ((size_t)a->M * K >= 16384)
     for (int m = 0; m < a->M; m++) {
         uint8_t *u = a->u + (size_t)m * a->ldu;
-        qb_quantize_tensor_s8((int8_t *)u, x + (size_t)m * K, (size_t)K, s);
+        qb_quantize_s8((int8_t *)u, x + (size_t)m * K, (size_t)K, inv);
         for (int k = 0; k < K; k++) u[k] ^= 0x80;  /* q + 128 in two's complement */
         memset(u + K, 128, (size_t)(a->ldu - K));
         a->scale[m] = s, a->zp[m] = 128;

@@ -1,6 +1,6 @@
 /* The 256-bit tiles of the dynamic INT8 GEMM (AVX2 and AVX-VNNI), the driver every u8
- * tile runs under, and the AVX2 activation quantizer (contract and layout in
- * gemm_u8.c).
+ * tile runs under (contract and layout in gemm_u8.c), and the AVX2 activation
+ * quantizers (7-bit per token, and static 8-bit).
  *
  * One tile loop, two dot steps for 8 columns x one k quad:
  *   AVX2     vpmaddubsw multiplies the row's 4 broadcast u8 by the columns' s8 and
@@ -83,6 +83,31 @@ void qb_gemm_u8(const qb_u8_kernel *kern, float *y, const qb_qinput *x, const qb
     }
 }
 
+/* 16 int32 lanes in [-128, 127] (two vectors) -> 16 bytes in order: the packs work
+ * per 128-bit lane, the permute restores the order. */
+static inline __m128i pack16(__m256i a, __m256i b)
+{
+    const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+    return _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+}
+
+/* The static 8-bit quantizer of fake_quant.c (qb_quantize_tensor_s8), the same way. */
+void qb_quantize_s8_avx2(int8_t *q, const float *x, size_t n, float inv)
+{
+    const __m256 inv8 = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i v[2];
+        for (int h = 0; h < 2; h++) {
+            const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * h), inv8),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        }
+        _mm_storeu_si128((__m128i *)(q + i), pack16(v[0], v[1]));
+    }
+    for (; i < n; i++) q[i] = (int8_t)qb_minf(qb_maxf(rintf(x[i] * inv), -128.0f), 127.0f);
+}
+
 /* The 7-bit quantizer of gemm_u8.c, 8 lanes at a time: the row's min and max (exact in
  * any order), then the scalar code's operations lane by lane (vroundps to nearest
  * even is rintf; maxps / minps take the second operand on NaN as qb_maxf / qb_minf
@@ -110,10 +135,7 @@ void qb_quantize_row_u7_avx2(uint8_t *u, int ldu, float *scale, int32_t *zp, con
                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             v[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, z8), zero), top));
         }
-        /* 16 int32 -> 16 bytes: the packs work per 128-bit lane, the permute restores order. */
-        const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(v[0], v[1]), 0xD8);
-        _mm_storeu_si128((__m128i *)(u + k),
-                         _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1)));
+        _mm_storeu_si128((__m128i *)(u + k), pack16(v[0], v[1]));
     }
     for (; k < K; k++) u[k] = (uint8_t)qb_minf(qb_maxf(rintf(x[k] * inv) + zf, 0.0f), 127.0f);
     memset(u + K, *zp, (size_t)(ldu - K));
