@@ -95,8 +95,11 @@ int qb_bench_latency(int argc, char **argv)
     char cpu[256];
     qb_bench_cpu_name(cpu, sizeof cpu);
     int nthreads = omp_get_max_threads();
-    printf("qbert-bench latency: %s | %d layers x %d hidden | CPU FP32 %s | %d threads | %s\n",
-           model_dir ? model_dir : preset, c->num_layers, c->hidden_size, qb_isa_name(qb_cpu_isa()), nthreads, cpu);
+    /* the file's scheme: FP16 / BF16 files run widened to FP32, low-bit ones on the integer kernels */
+    const char *precision = m.scheme[0] ? m.scheme : "fp32";
+    printf("qbert-bench latency: %s | %d layers x %d hidden | CPU %s, GEMM %s | %d threads | %s\n",
+           model_dir ? model_dir : preset, c->num_layers, c->hidden_size, precision, qb_isa_name(qb_cpu_isa()),
+           nthreads, cpu);
     printf("model size: %.1f MB (%s); warm-up %d, timed runs %d\n\n", size_mb, size_kind, warmup, runs);
     printf("%6s %5s | %10s %10s %10s %10s | %12s %10s\n", "batch", "seq", "mean ms", "median ms", "std ms",
            "p95 ms", "ms/sample", "samples/s");
@@ -104,7 +107,7 @@ int qb_bench_latency(int argc, char **argv)
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
     cJSON_AddStringToObject(root, "model", model_dir ? model_dir : preset);
     cJSON_AddStringToObject(root, "device", "cpu");
-    cJSON_AddStringToObject(root, "precision", "fp32");
+    cJSON_AddStringToObject(root, "precision", precision);
     cJSON_AddStringToObject(root, "cpu", cpu);
     cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
     cJSON_AddNumberToObject(root, "threads", nthreads);
