@@ -6,8 +6,8 @@ the other ops ORT quantizes by default; per-tensor weights, per-tensor dynamic
 activations).
 
 usage: python ort_latency.py --dir DIR [--threads 2] [--points 1x32,1x64,1x128,32x128]
-           [--warmup 5] [--runs 20]
-writes DIR/model.int8.onnx and DIR/ort.json. Needs onnxruntime, onnx and numpy
+           [--warmup 5] [--runs 20] [--precisions fp32,int8-dynamic] [--json FILE]
+writes DIR/model.int8.onnx and the JSON (default DIR/ort.json). Needs onnxruntime, onnx and numpy
 (a venv: pip install onnxruntime onnx numpy).
 """
 import argparse
@@ -30,6 +30,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--vocab-size", type=int, default=50000)
+    ap.add_argument("--precisions", default="fp32,int8-dynamic")
+    ap.add_argument("--json", help="output file (default DIR/ort.json)")
     a = ap.parse_args()
     fp32 = os.path.join(a.dir, "model.onnx")
     int8 = os.path.join(a.dir, "model.int8.onnx")
@@ -39,7 +41,11 @@ def main():
            "warmup": a.warmup, "runs": a.runs, "sizes_bytes": {"fp32": os.path.getsize(fp32),
                                                                "int8": os.path.getsize(int8)},
            "results": []}
-    for name, path in (("fp32", fp32), ("int8-dynamic", int8)):
+    paths = {"fp32": fp32, "int8-dynamic": int8}
+    for name in a.precisions.split(","):
+        if name not in paths:
+            ap.error(f"--precisions: unknown '{name}' (expected fp32 or int8-dynamic)")
+        path = paths[name]
         so = ort.SessionOptions()
         so.intra_op_num_threads = a.threads
         so.inter_op_num_threads = 1
@@ -58,7 +64,7 @@ def main():
             row = {"precision": name, "batch": batch, "seq": seq, **stats(times)}
             out["results"].append(row)
             print(f"ort {name:12s} batch {batch:3d} seq {seq:4d}: median {row['median_ms']:9.2f} ms", flush=True)
-    with open(os.path.join(a.dir, "ort.json"), "w") as f:
+    with open(a.json or os.path.join(a.dir, "ort.json"), "w") as f:
         json.dump(out, f, indent=1)
 
 
