@@ -7,6 +7,7 @@
 #define QBERT_BACKEND_H
 
 #include "qbert/core.h"
+#include "qbert/tensor.h"
 
 /* Dropout at one site of one step: element i of the site is kept (and scaled by
  * 1 / (1 - p)) when the 24-bit uniform of word i of Philox4x32(key = seed,
@@ -46,6 +47,7 @@ static inline int qb_qinput_ldu(int K) { return (K + 3) / 4 * 4; }
 
 typedef struct qb_backend {
     const char *name;
+    qb_device device;                /* where its memory is */
     void *(*alloc)(size_t bytes);   /* NULL on failure */
     void (*free)(void *p);
     /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout). */
@@ -146,5 +148,8 @@ typedef struct qb_backend {
 } qb_backend;
 
 const qb_backend *qb_backend_cpu(void);
+/* The CUDA backend on device 0 (csrc/backend/cuda.c); QB_EUNSUPPORTED naming the
+ * reason when there is no usable GPU or the build has no CUDA. */
+qb_status qb_backend_cuda(const qb_backend **out);
 
 #endif

@@ -19,6 +19,7 @@ static void cpu_zero(void *p, size_t bytes)
 
 static const qb_backend cpu_backend = {
     .name = "cpu",
+    .device = QB_DEV_CPU,
     .alloc = qb_malloc,
     .free = qb_free,
     .linear = qb_cpu_linear,

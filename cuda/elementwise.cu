@@ -1,0 +1,148 @@
+/* Element-wise activations and vector ops on the GPU (csrc/cpu/gelu.c and vector.c
+ * are the reference, formulas included): exact erf GELU and its backward, tanh and
+ * its backward, y += x, all of shape (n), and the sum of squares of x (n) for the
+ * global gradient norm.
+ *
+ * The five maps are one grid-stride kernel over an operator op(a, b) (b absent for
+ * the unary ones). Each element is read and then written by the same thread, so an
+ * output may alias an input. When every pointer is 16-byte aligned the kernel moves
+ * float4s (a quarter of the memory instructions); otherwise, and for the last n % 4
+ * elements, single floats.
+ *
+ * sumsq: each block adds (double) x^2 over its grid-stride share into a partial
+ * (scratch on the stream), one block adds the partials in a fixed order (the same
+ * result run after run), and the host waits for the total. */
+#include "cuda/common.cuh"
+
+#include <math.h>
+
+#define INV_SQRT2 0.70710678118654752f    /* (float)M_SQRT1_2, as gelu.c */
+#define INV_SQRT_2PI 0.3989422804014327f
+#define FINAL_THREADS 1024                /* the block that adds sumsq's partials */
+
+struct gelu_op {
+    __device__ float operator()(float x, float) const { return 0.5f * x * (1.0f + erff(x * INV_SQRT2)); }
+};
+
+/* dy * gelu'(x), gelu'(x) = Phi(x) + x phi(x). */
+struct gelu_backward_op {
+    __device__ float operator()(float dy, float x) const
+    {
+        const float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+        const float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
+        return dy * (cdf + x * pdf);
+    }
+};
+
+struct tanh_op {
+    __device__ float operator()(float x, float) const { return tanhf(x); }
+};
+
+/* dy * (1 - y^2) rounded as the CPU does: without the _rn intrinsics nvcc would fuse
+ * 1 - y * y into one FMA, which differs most where it matters (|y| near 1). */
+struct tanh_backward_op {
+    __device__ float operator()(float dy, float y) const { return __fmul_rn(dy, __fsub_rn(1.0f, __fmul_rn(y, y))); }
+};
+
+struct add_op {
+    __device__ float operator()(float y, float x) const { return y + x; }
+};
+
+/* y[i] = op(a[i], b[i]) for i < n (b NULL: op(a[i], 0)); vec: every pointer is
+ * 16-byte aligned. Grid-stride over n / 4 float4s, then over the rest one by one. */
+template <class Op>
+static __global__ void map_kernel(float *y, const float *a, const float *b, size_t n, bool vec, Op op)
+{
+    const size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t first = 0;  /* the first element the scalar loop handles */
+    if (vec) {
+        const size_t n4 = n / 4;
+        const float4 *a4 = reinterpret_cast<const float4 *>(a), *b4 = reinterpret_cast<const float4 *>(b);
+        float4 *y4 = reinterpret_cast<float4 *>(y);
+        for (size_t i = i0; i < n4; i += stride) {
+            const float4 va = a4[i], vb = b ? b4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            y4[i] = make_float4(op(va.x, vb.x), op(va.y, vb.y), op(va.z, vb.z), op(va.w, vb.w));
+        }
+        first = n4 * 4;
+    }
+    for (size_t i = first + i0; i < n; i += stride) y[i] = op(a[i], b ? b[i] : 0.0f);
+}
+
+template <class Op>
+static void map(float *y, const float *a, const float *b, size_t n, Op op, const char *what)
+{
+    if (n == 0) return;
+    const bool vec = ((uintptr_t)y | (uintptr_t)a | (uintptr_t)b) % 16 == 0;  /* b NULL counts as aligned */
+    map_kernel<<<qb_cuda_blocks(vec ? n / 4 : n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(y, a, b, n, vec, op);
+    qb_cuda_launched(what);
+}
+
+extern "C" void qb_cuda_gelu(float *y, const float *x, size_t n) { map(y, x, NULL, n, gelu_op(), "gelu"); }
+
+extern "C" void qb_cuda_gelu_backward(float *dx, const float *dy, const float *x, size_t n)
+{
+    map(dx, dy, x, n, gelu_backward_op(), "gelu_backward");
+}
+
+extern "C" void qb_cuda_tanh(float *x, size_t n) { map(x, x, NULL, n, tanh_op(), "tanh"); }
+
+extern "C" void qb_cuda_tanh_backward(float *dx, const float *dy, const float *y, size_t n)
+{
+    map(dx, dy, y, n, tanh_backward_op(), "tanh_backward");
+}
+
+extern "C" void qb_cuda_add(float *y, const float *x, size_t n) { map(y, y, x, n, add_op(), "add"); }
+
+/* The sum of v over the block (blockDim.x a multiple of 32), valid in thread 0.
+ * scratch: 32 doubles of shared memory; called once per kernel. */
+static __device__ double block_sum_d(double v, double *scratch)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = qb_warp_sum_d(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    return qb_warp_sum_d(lane < (int)(blockDim.x >> 5) ? scratch[lane] : 0.0);
+}
+
+/* grid (parts), QB_CUDA_THREADS threads: partial[block] = its share of sum x^2. */
+static __global__ void sumsq_kernel(double *partial, const float *x, size_t n)
+{
+    __shared__ double scratch[32];
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) s += (double)x[i] * x[i];
+    s = block_sum_d(s, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+/* One block of FINAL_THREADS: *total = the sum of v (n). */
+static __global__ void sum_kernel(double *total, const double *v, unsigned n)
+{
+    __shared__ double scratch[32];
+    double s = 0.0;
+    for (unsigned i = threadIdx.x; i < n; i += blockDim.x) s += v[i];
+    s = block_sum_d(s, scratch);
+    if (threadIdx.x == 0) *total = s;
+}
+
+extern "C" double qb_cuda_sumsq(const float *x, size_t n)
+{
+    if (n == 0) return 0.0;
+    const cudaStream_t stream = qb_cuda_stream();
+    const unsigned parts = qb_cuda_blocks(n);
+    double *partial = NULL, total = NAN;  /* partial (parts + 1): the block sums, then the total */
+    if (qb_cuda_note(cudaMallocAsync((void **)&partial, (parts + 1) * sizeof *partial, stream), "sumsq: scratch"))
+        return NAN;
+    sumsq_kernel<<<parts, QB_CUDA_THREADS, 0, stream>>>(partial, x, n);
+    bool failed = qb_cuda_launched("sumsq");
+    if (!failed) {
+        sum_kernel<<<1, FINAL_THREADS, 0, stream>>>(partial + parts, partial, parts);
+        failed = qb_cuda_launched("sumsq: total");
+    }
+    if (!failed)
+        failed = qb_cuda_note(cudaMemcpyAsync(&total, partial + parts, sizeof total, cudaMemcpyDeviceToHost, stream),
+                              "sumsq: result");
+    failed |= qb_cuda_note(cudaFreeAsync(partial, stream), "sumsq: scratch");
+    failed |= qb_cuda_note(cudaStreamSynchronize(stream), "sumsq");
+    return failed ? NAN : total;
+}

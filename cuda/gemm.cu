@@ -1,0 +1,192 @@
+/* The FP32 Linear layer and its backward through cuBLASLt, with cached plans.
+ *
+ * cuBLASLt is column-major; a row-major (R, C) matrix is the column-major (C, R) one
+ * with the same bytes, so every product below is the transposed one (shapes are
+ * column-major (rows, cols), ld = rows):
+ *   forward   y (N, M)  = W^T-op: W (K, N) op T  .  x (K, M)          + b (N) epilogue
+ *   dx        dx (K, M) = W (K, N)  .  dy (N, M)
+ *   dW        dW (K, N) += x (K, M)  .  dy (N, M) op T                 (beta 1)
+ *   db        db (N, 1) += dy (N, M)  .  ones (M, 1)                  (beta 1)
+ * The bias rides in the forward GEMM's epilogue (no extra pass over y). The bias
+ * gradient is a GEMM against a vector of ones rather than the BGRADB epilogue,
+ * because that epilogue overwrites db and the op adds to it; a GEMV is
+ * deterministic, unlike an atomic column-sum kernel.
+ *
+ * Plans: a matmul descriptor, three layouts and the heuristic's best algorithm per
+ * (transa, transb, m, n, k, epilogue, beta) — a BERT step uses a dozen shapes, so a
+ * small table searched linearly is enough. One 32 MiB workspace serves every call
+ * (all calls are ordered on the one stream). Compute type: FP32 (no TF32). */
+#include "cuda/common.cuh"
+
+#include <cublasLt.h>
+#include <stdio.h>
+
+#define WORKSPACE_BYTES ((size_t)32 << 20)
+#define MAX_PLANS 64
+
+typedef struct {
+    cublasOperation_t ta, tb;
+    int m, n, k;
+    cublasLtEpilogue_t epilogue;
+    bool accumulate;  /* beta = 1 */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+} plan;
+
+static struct {
+    cublasLtHandle_t handle;
+    void *workspace;
+    plan plans[MAX_PLANS];
+    int n_plans;
+    float *ones;      /* (ones_len) all 1.0f: the bias gradient's vector */
+    size_t ones_len;
+} lt;
+
+static int lt_failed(cublasStatus_t s, const char *what)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return 0;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s: cuBLASLt %s", what, cublasLtGetStatusName(s));
+    return qb_cuda_note(cudaErrorUnknown, msg);
+}
+
+/* The handle and the workspace, made on first use. */
+static int lt_ready(void)
+{
+    if (lt.handle) return 1;
+    if (lt_failed(cublasLtCreate(&lt.handle), "cublasLtCreate")) return 0;
+    if (qb_cuda_note(cudaMalloc(&lt.workspace, WORKSPACE_BYTES), "cuBLASLt workspace (32 MiB)")) {
+        cublasLtDestroy(lt.handle);
+        lt.handle = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+static void plan_destroy(plan *p)
+{
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->c) cublasLtMatrixLayoutDestroy(p->c);
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+}
+
+/* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), all FP32 and packed
+ * (ld = rows of the stored matrix); NULL after recording the error. */
+static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                      cublasLtEpilogue_t epilogue, bool accumulate, const char *what)
+{
+    for (int i = 0; i < lt.n_plans; i++) {
+        plan *p = &lt.plans[i];
+        if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->epilogue == epilogue &&
+            p->accumulate == accumulate)
+            return p;
+    }
+    if (!lt_ready()) return NULL;
+    if (lt.n_plans == MAX_PLANS) {  /* a new shape mix: start over rather than grow */
+        for (int i = 0; i < lt.n_plans; i++) plan_destroy(&lt.plans[i]);
+        lt.n_plans = 0;
+    }
+    plan *p = &lt.plans[lt.n_plans];
+    *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .epilogue = epilogue, .accumulate = accumulate};
+    /* The stored matrices: A is (m, k) or, transposed, (k, m); B likewise (k, n). */
+    const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+    const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t best;
+    int found = 0;
+    const size_t ws = WORKSPACE_BYTES;
+    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), what) ||
+        lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what) ||
+        lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what) ||
+        lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                 sizeof epilogue), what) ||
+        lt_failed(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, a_rows, a_cols, a_rows), what) ||
+        lt_failed(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, b_rows, b_cols, b_rows), what) ||
+        lt_failed(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, m), what) ||
+        lt_failed(cublasLtMatmulPreferenceCreate(&pref), what) ||
+        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                       sizeof ws), what) ||
+        lt_failed(cublasLtMatmulAlgoGetHeuristic(lt.handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &best,
+                                                 &found), what) ||
+        (found < 1 && qb_cuda_note(cudaErrorNotSupported, what))) {
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        plan_destroy(p);
+        return NULL;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    p->algo = best.algo;
+    lt.n_plans++;
+    return p;
+}
+
+/* d = op(a) . op(b) (+ d when the plan accumulates), on the stream; bias for the
+ * BIAS epilogue. */
+static void run(plan *p, float *d, const float *a, const float *b, const float *bias, const char *what)
+{
+    const float one = 1.0f, zero = 0.0f;
+    if (bias && lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                         sizeof bias), what))
+        return;
+    lt_failed(cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, p->accumulate ? &one : &zero, d, p->c, d,
+                             p->c, &p->algo, lt.workspace, WORKSPACE_BYTES, qb_cuda_stream()),
+              what);
+}
+
+extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        qb_cuda_note(cudaErrorInvalidValue, "linear: K must be positive");
+        return;
+    }
+    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
+                       false, "linear");
+    if (p) run(p, y, w, x, b, "linear");
+}
+
+__global__ void fill_ones(float *p, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = 1.0f;
+}
+
+/* A device vector of at least n ones (grown on demand); NULL after recording. */
+static const float *ones(size_t n)
+{
+    if (lt.ones_len >= n) return lt.ones;
+    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "bias gradient");  /* the old vector may be in use */
+    cudaFree(lt.ones);
+    lt.ones = NULL, lt.ones_len = 0;
+    if (qb_cuda_note(cudaMalloc(&lt.ones, n * sizeof *lt.ones), "bias gradient: ones vector")) return NULL;
+    fill_ones<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(lt.ones, n);
+    if (qb_cuda_launched("bias gradient: ones vector")) return NULL;
+    lt.ones_len = n;
+    return lt.ones;
+}
+
+extern "C" void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                        const float *w, int M, int N, int K)
+{
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    plan *p;
+    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, CUBLASLT_EPILOGUE_DEFAULT, false, "linear dx")))
+        run(p, dx, w, dy, NULL, "linear dx");
+    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, CUBLASLT_EPILOGUE_DEFAULT, true, "linear dW")))
+        run(p, dw, x, dy, NULL, "linear dW");
+    const float *v;
+    if (db && (v = ones((size_t)M)) &&
+        (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, CUBLASLT_EPILOGUE_DEFAULT, true, "linear db")))
+        run(p, db, dy, v, NULL, "linear db");
+}
+
+extern "C" void qb_cuda_gemm_release(void)
+{
+    for (int i = 0; i < lt.n_plans; i++) plan_destroy(&lt.plans[i]);
+    lt.n_plans = 0;
+    if (lt.handle) cublasLtDestroy(lt.handle);
+    cudaFree(lt.workspace);
+    cudaFree(lt.ones);
+    lt.handle = NULL, lt.workspace = NULL, lt.ones = NULL, lt.ones_len = 0;
+}

@@ -1,0 +1,104 @@
+/* The CUDA backend's internal interface (C and CUDA C++ alike): the runtime shared by
+ * every kernel file (one device, one stream, the first error kept until someone asks)
+ * and the launchers of the .cu files of cuda/. Every qb_cuda_<op> has the signature and contract
+ * of the op of the same name in csrc/backend/backend.h, with device pointers; host
+ * pointers only where that contract says so (qb_dropout, qb_adamw_args, minmax's
+ * out). csrc/backend/cuda.c puts them into the op table.
+ *
+ * Ordering: every launcher enqueues on qb_cuda_stream() and returns; an op that
+ * hands a value to the host (sumsq, minmax, abs_percentile, to_host) waits for
+ * the stream first. Errors: a failed launch or call is recorded (qb_cuda_note) and
+ * the op does nothing more; qb_cuda_sync() waits and reports the first one. */
+#ifndef QBERT_CUDA_H
+#define QBERT_CUDA_H
+
+#include <cuda_runtime_api.h>
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Selects device 0 and creates the stream (once; later calls return the first
+ * call's result; cuda/gemm.cu makes its cuBLASLt handle on first use). QB_EUNSUPPORTED naming the reason when
+ * there is no usable device. */
+qb_status qb_cuda_init(void);
+cudaStream_t qb_cuda_stream(void);
+/* Records e (when not cudaSuccess) as the pending error, with what was being done,
+ * unless an earlier error is still pending. Returns e != cudaSuccess. */
+int qb_cuda_note(cudaError_t e, const char *what);
+/* Records the error of the kernel launch that just happened, if any. */
+int qb_cuda_launched(const char *what);
+/* Waits for the stream; returns the pending error (and clears it) as a qb_status
+ * message "CUDA: <what>: <cuda error text>". */
+qb_status qb_cuda_sync(void);
+/* The device's name and compute capability, for reports ("NVIDIA H100 (sm_90)"). */
+const char *qb_cuda_device_name(void);
+
+/* Memory and copies (backend.h's alloc, free, zero, to_device, to_host, copy).
+ * qb_cuda_alloc returns NULL when the device is out of memory (the caller names
+ * what it wanted and how much). */
+void *qb_cuda_alloc(size_t bytes);
+void qb_cuda_free(void *p);
+void qb_cuda_zero(void *p, size_t bytes);
+void qb_cuda_to_device(void *dst, const void *src, size_t bytes);
+void qb_cuda_to_host(void *dst, const void *src, size_t bytes);
+void qb_cuda_copy(void *dst, const void *src, size_t bytes);
+
+/* cuda/gemm.cu (cuBLASLt, FP32) */
+void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                             const float *w, int M, int N, int K);
+/* Releases the cached plans and the workspace (at exit; tests). */
+void qb_cuda_gemm_release(void);
+
+/* cuda/layernorm.cu */
+void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x,
+                       const float *res, const float *g, const float *b, int M, int C, float eps);
+void qb_cuda_layernorm_backward(float *dt, float *dg, float *db, const float *dout, const float *t,
+                                const float *stats, const float *g, int M, int C);
+
+/* cuda/elementwise.cu */
+void qb_cuda_gelu(float *y, const float *x, size_t n);
+void qb_cuda_gelu_backward(float *dx, const float *dy, const float *x, size_t n);
+void qb_cuda_tanh(float *x, size_t n);
+void qb_cuda_tanh_backward(float *dx, const float *dy, const float *y, size_t n);
+void qb_cuda_add(float *y, const float *x, size_t n);
+double qb_cuda_sumsq(const float *x, size_t n);
+
+/* cuda/attention.cu */
+void qb_cuda_attention(float *out, float *probs, const float *q, const float *k, const float *v,
+                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D);
+void qb_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                const float *k, const float *v, const float *probs,
+                                const qb_dropout *drop, int B, int T, int H, int D);
+
+/* cuda/embedding.cu */
+void qb_cuda_embedding(float *out, const int32_t *ids, const int32_t *types, const float *word,
+                       const float *pos, const float *type, int B, int T, int C);
+void qb_cuda_embedding_backward(float *dword, float *dpos, float *dtype, const float *dout,
+                                const int32_t *ids, const int32_t *types, int pad_id, int B, int T, int C);
+
+/* cuda/dropout.cu */
+void qb_cuda_dropout(float *x, size_t n, const qb_dropout *drop);
+
+/* cuda/xent.cu */
+void qb_cuda_xent(float *losses, float *dlogits, const float *logits, const int32_t *labels, int B, int K,
+                  float grad_scale);
+
+/* cuda/adamw.cu */
+void qb_cuda_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s);
+
+/* cuda/fake_quant.cu */
+void qb_cuda_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group, int bits);
+void qb_cuda_fake_quant(float *y, const float *x, size_t n, float scale, int bits);
+void qb_cuda_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale, int bits);
+void qb_cuda_minmax(float out[2], const float *x, size_t n);
+float qb_cuda_abs_percentile(const float *x, size_t n, double p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,108 @@
+/* What the CUDA op tests (tests/test_cuda_*.c) share: the CUDA backend or a
+ * "skipped" line (no GPU, or a GPU qbert cannot use), copies between host and
+ * device that stop the test on failure, fresh random inputs, and the relative L2
+ * error of a CUDA result against the CPU backend's. Every test runs the same op of
+ * both backends on the same inputs (shared/DESIGN.md, tolerances: f32 1e-5). */
+#ifndef QBERT_TEST_CUDA_CHECK_H
+#define QBERT_TEST_CUDA_CHECK_H
+
+#include "check.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cuda/qb_cuda.h"
+#include "qbert/core.h"
+
+#define CUDA_TOL 1e-5
+
+static const qb_backend *gpu, *cpu;
+static qb_rng cuda_rng;
+
+/* The backends, or NULL after printing "NAME: skipped: why" (the test then passes:
+ * main returns 0). */
+static inline const qb_backend *cuda_or_skip(const char *name)
+{
+    cpu = qb_backend_cpu();
+    if (qb_backend_cuda(&gpu)) {
+        printf("%s: skipped: %s\n", name, qb_error());
+        return NULL;
+    }
+    printf("%s: on %s\n", name, qb_cuda_device_name());
+    qb_rng_init(&cuda_rng, check_seed());
+    return gpu;
+}
+
+static inline void *host_alloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+/* n uniform floats in [lo, hi). */
+static inline float *rand_host(size_t n, float lo, float hi)
+{
+    float *p = host_alloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * qb_rng_uniform(&cuda_rng);
+    return p;
+}
+
+/* A device copy of bytes of host memory (src NULL: zeroed). */
+static inline void *dev_from(const void *src, size_t bytes)
+{
+    void *d = gpu->alloc(bytes);
+    if (!d) {
+        fprintf(stderr, "cannot allocate %zu bytes of device memory\n", bytes);
+        exit(1);
+    }
+    if (src) gpu->to_device(d, src, bytes);
+    else gpu->zero(d, bytes);
+    return d;
+}
+
+/* A host copy of bytes of device memory (malloc'ed); a pending CUDA error fails
+ * the check named what. */
+static inline void *host_from(const void *dev, size_t bytes, const char *what)
+{
+    void *h = host_alloc(bytes);
+    gpu->to_host(h, dev, bytes);
+    const qb_status st = qb_cuda_sync();
+    CHECKF(st == QB_OK, "%s: %s", what, qb_error());
+    return h;
+}
+
+/* ||got - ref|| / ||ref|| (the absolute norm when ref is all zero). */
+static inline double rel_l2(const float *got, const float *ref, size_t n)
+{
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)got[i] - ref[i];
+        e += d * d;
+        r += (double)ref[i] * ref[i];
+    }
+    return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
+}
+
+/* Compares n floats of device memory with the CPU result ref; names what failed. */
+static inline void check_close(const char *what, const float *dev, const float *ref, size_t n, double tol)
+{
+    float *got = host_from(dev, n * sizeof *got, what);
+    const double e = rel_l2(got, ref, n);
+    CHECKF(e <= tol && !isnan(e), "%s: relative L2 error %.3g > %.1g (n %zu)", what, e, tol, n);
+    free(got);
+}
+
+/* The same, bit for bit (integer-valued or exactly reproducible outputs). */
+static inline void check_equal(const char *what, const void *dev, const void *ref, size_t bytes)
+{
+    void *got = host_from(dev, bytes, what);
+    CHECKF(memcmp(got, ref, bytes) == 0, "%s: differs from the CPU backend (%zu bytes)", what, bytes);
+    free(got);
+}
+
+#endif
