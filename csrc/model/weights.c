@@ -10,6 +10,8 @@
 #include "qbert/model.h"
 #include "qbert/quant.h"
 
+#include "backend/backend.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +170,14 @@ static qb_status init_tensor(qb_tensor *t, const param_spec *p, qb_rng *rng, flo
 }
 
 static int spec_count(const qb_config *c) { return 16 * c->num_layers + 9; }
+
+/* A spec's FP32 bytes, rounded up to 256 (the alignment cudaMalloc gives, which
+ * vectorised kernels and cuBLASLt like) when tensors share one allocation. */
+static size_t spec_bytes(const param_spec *p)
+{
+    const size_t n = (size_t)p->shape[0] * (p->ndim == 2 ? (size_t)p->shape[1] : 1);
+    return (n * 4 + 255) & ~(size_t)255;
+}
 
 static qb_status alloc_layers(qb_model *m)
 {
@@ -346,24 +356,61 @@ fail:
     return st;
 }
 
-qb_status qb_model_zeros_like(const qb_model *m, qb_model *out)
+/* A model with m's config and shapes in out: host zeros (be NULL), or a copy of m's
+ * parameters in one allocation of be's memory. */
+static qb_status model_like(const qb_model *m, const qb_backend *be, qb_model *out)
 {
     memset(out, 0, sizeof *out);
     out->cfg = m->cfg;
     memset(out->cfg.id2label, 0, sizeof out->cfg.id2label);  /* borrowed strings: not kept */
+    if (be && m->n_qlinear)
+        return qb_fail(QB_EUNSUPPORTED, "a quantized (%s) model cannot be copied to the %s backend", m->scheme,
+                       be->name);
     qb_status st = alloc_layers(out);
-    param_spec *specs = st ? NULL : calloc((size_t)spec_count(&m->cfg), sizeof *specs);
+    const int count = spec_count(&m->cfg);
+    param_spec *specs = st ? NULL : calloc((size_t)count * 2, sizeof *specs);
     if (!st && !specs) st = qb_fail(QB_ENOMEM, "cannot allocate the parameter table");
     int n = st ? 0 : model_specs(out, specs);
+    param_spec *from = specs + count;  /* m's, for the source pointers */
+    if (!st) model_specs((qb_model *)m, from);  /* only takes the addresses of m's fields */
+    size_t bytes = 0;
+    for (int s = 0; s < n && be; s++) bytes += spec_bytes(&specs[s]);
+    if (be && !st && !(out->mem = be->alloc(bytes)))
+        st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes for the model's parameters", be->name, bytes);
+    out->mem_be = be;
+    size_t off = 0;
     for (int s = 0; s < n && !st; s++) {
         qb_tensor t;
-        if ((st = qb_tensor_alloc(&t, QB_F32, specs[s].ndim, specs[s].shape))) break;
+        if (be) {
+            t = (qb_tensor){.dtype = QB_F32, .device = be->device, .ndim = specs[s].ndim,
+                            .shape = {specs[s].shape[0], specs[s].shape[1]}, .data = (char *)out->mem + off};
+            be->to_device(t.data, *from[s].dst, (size_t)qb_tensor_numel(&t) * 4);
+            off += spec_bytes(&specs[s]);
+        } else if ((st = qb_tensor_alloc(&t, QB_F32, specs[s].ndim, specs[s].shape))) {
+            break;
+        }
         *specs[s].dst = t.data;
         if ((st = qb_weights_add(&out->weights, specs[s].name, t))) qb_tensor_free(&t);
     }
     free(specs);
     if (st) qb_model_free(out);
     return st;
+}
+
+qb_status qb_model_zeros_like(const qb_model *m, qb_model *out) { return model_like(m, NULL, out); }
+
+qb_status qb_model_to_backend(const qb_model *m, const qb_backend *be, qb_model *out)
+{
+    return model_like(m, be, out);
+}
+
+void qb_model_to_host(const qb_model *src, qb_model *dst)
+{
+    for (int i = 0; i < src->weights.count; i++) {
+        const qb_tensor *t = &src->weights.tensors[i];
+        const int j = qb_weights_find(&dst->weights, src->weights.names[i]);
+        if (j >= 0) src->mem_be->to_host(dst->weights.tensors[j].data, t->data, (size_t)qb_tensor_numel(t) * 4);
+    }
 }
 
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m)
@@ -426,7 +473,8 @@ qb_status qb_model_save(const qb_model *m, const char *dir)
 
 void qb_model_free(qb_model *m)
 {
-    qb_weights_free(&m->weights);
+    qb_weights_free(&m->weights);  /* a backend copy's tensors are views: mem holds them */
+    if (m->mem) m->mem_be->free(m->mem);
     for (int i = 0; i < m->n_qlinear; i++) qb_qlinear_free(&m->qlinear[i]);
     free(m->qlinear);
     qb_qat_free(m->qat);

@@ -62,6 +62,10 @@ typedef struct {
     int n_qlinear;
     char scheme[32];     /* quantization scheme of a low-bit file; "" for FP32 */
     struct qb_qat *qat;  /* quantization-aware training state (fake quantization), or NULL */
+    /* A model in backend memory (qb_model_to_backend): every tensor is a view into
+     * mem, one allocation of mem_be; NULL for host models. */
+    const struct qb_backend *mem_be;
+    void *mem;
 } qb_model;
 
 /* The Linear layers in graph order: per layer query, key, value, attention output,
@@ -100,6 +104,14 @@ qb_status qb_model_prepare(qb_model *m, const struct qb_backend *be);
 /* A zero-filled model with m's config and shapes (gradients, optimizer moments):
  * same tensor names, same pointer layout. Its config borrows nothing (no labels). */
 qb_status qb_model_zeros_like(const qb_model *m, qb_model *out);
+/* A copy of the FP32 model m in backend memory (one be->alloc; be->free when
+ * qb_model_free'd): the same names, shapes and pointer layout, for running m on
+ * that backend (the op table takes backend pointers). Quantized models: an error.
+ * Its config borrows nothing (no labels). */
+qb_status qb_model_to_backend(const qb_model *m, const struct qb_backend *be, qb_model *out);
+/* Copies every parameter of src (a qb_model_to_backend copy) into dst, a host model
+ * of the same config (qb_model_zeros_like of the original). */
+void qb_model_to_host(const qb_model *src, qb_model *dst);
 /* Random init as transformers does: normal(0, initializer_range) for linear and
  * embedding weights, zero biases, LayerNorm weight 1 bias 0, zero padding row. */
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m);

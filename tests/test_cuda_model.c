@@ -1,0 +1,172 @@
+/* The whole BERT graph on the CUDA backend against the CPU backend: a random
+ * bert-tiny classifier (2 layers, hidden 128, 2 heads of 64) copied to the GPU
+ * (qb_model_to_backend), then on the same padded batch
+ *   - inference: logits and every layer's hidden state;
+ *   - three training steps with dropout (the same Philox masks on both backends),
+ *     AdamW with clipping: the loss of each step, every gradient of the first, and
+ *     every weight after the last (copied back with qb_model_to_host).
+ * Tolerances: a whole forward and backward in FP32 in another summation order, so
+ * relative L2 1e-4 per tensor (the CPU's bound against Hugging Face, tests/
+ * test_train.c); weights after three Adam steps 1e-3, because Adam's first steps
+ * move each weight by about lr * sign(gradient), which amplifies small gradient
+ * differences; a gradient at rounding-noise level (the attention key bias, see
+ * test_train.c) may take either sign, so there only the size of the move is bounded. */
+#include "cuda_check.h"
+
+#include "qbert/model.h"
+#include "qbert/train.h"
+
+#define B 4
+#define T 23
+#define STEPS 3
+#define GRAD_TOL 1e-4
+#define WEIGHT_TOL 1e-3
+
+/* Largest |x| over every tensor of a host model. */
+static double max_abs_model(const qb_model *g)
+{
+    double m = 0.0;
+    for (int i = 0; i < g->weights.count; i++) {
+        const qb_tensor *t = &g->weights.tensors[i];
+        const float *d = t->data;
+        for (int64_t j = 0; j < qb_tensor_numel(t); j++) m = fmax(m, fabs(d[j]));
+    }
+    return m;
+}
+
+/* Gradients of the host model got (a copy of the GPU's) against ref. A tensor whose
+ * reference is at rounding-noise level (max below 1e-6 of the model's largest value:
+ * the attention key bias) is checked for staying at that level and marked in noisy. */
+static void compare_grads(const qb_model *got, const qb_model *ref, bool *noisy)
+{
+    const double scale = max_abs_model(ref);
+    for (int i = 0; i < ref->weights.count; i++) {
+        const qb_tensor *r = &ref->weights.tensors[i], *g = &got->weights.tensors[i];
+        const size_t n = (size_t)qb_tensor_numel(r);
+        double rmax = 0.0, gmax = 0.0;
+        for (size_t j = 0; j < n; j++)
+            rmax = fmax(rmax, fabs(((float *)r->data)[j])), gmax = fmax(gmax, fabs(((float *)g->data)[j]));
+        if ((noisy[i] = rmax < 1e-6 * scale)) {
+            CHECKF(gmax < 1e-5 * scale, "gradient %s: %.3g where the CPU has rounding noise (%.3g)",
+                   ref->weights.names[i], gmax, rmax);
+            continue;
+        }
+        const double e = rel_l2(g->data, r->data, n);
+        CHECKF(e <= GRAD_TOL, "gradient %s: relative L2 error %.3g > %.1g", ref->weights.names[i], e, GRAD_TOL);
+    }
+}
+
+/* Weights after the steps. Where the gradient was noise, Adam moved each weight by
+ * at most about lr (1 - b1) / sqrt(1 - b2) ~ 3.2 lr per step, in either direction on
+ * either backend: the two may differ by twice that per step, not more. */
+static void compare_weights(const qb_model *got, const qb_model *ref, const bool *noisy, float lr)
+{
+    for (int i = 0; i < ref->weights.count; i++) {
+        const qb_tensor *r = &ref->weights.tensors[i], *g = &got->weights.tensors[i];
+        const size_t n = (size_t)qb_tensor_numel(r);
+        if (noisy[i]) {
+            double d = 0.0;
+            for (size_t j = 0; j < n; j++) d = fmax(d, fabs(((float *)g->data)[j] - ((float *)r->data)[j]));
+            CHECKF(d <= 2 * STEPS * 3.2 * lr, "weight %s (noise gradient): differs by %.3g", ref->weights.names[i], d);
+            continue;
+        }
+        const double e = rel_l2(g->data, r->data, n);
+        CHECKF(e <= WEIGHT_TOL, "weight %s after %d steps: relative L2 error %.3g > %.1g", ref->weights.names[i],
+               STEPS, e, WEIGHT_TOL);
+    }
+}
+
+static void zero_model(const qb_backend *be, qb_model *g)
+{
+    for (int i = 0; i < g->weights.count; i++)
+        be->zero(g->weights.tensors[i].data, (size_t)qb_tensor_numel(&g->weights.tensors[i]) * 4);
+}
+
+int main(void)
+{
+    if (!cuda_or_skip("test_cuda_model")) return 0;
+    qb_config cfg;
+    qb_model m, dm;
+    if (qb_config_preset("bert-tiny", &cfg) || qb_model_init_random(&cfg, qb_rng_u32(&cuda_rng), &m) ||
+        qb_model_to_backend(&m, gpu, &dm)) {
+        fprintf(stderr, "setup: %s\n", qb_error());
+        return 1;
+    }
+
+    /* A padded batch: row b has T - 5 b real tokens, the rest is padding. */
+    int32_t ids[B * T], types[B * T], mask[B * T], labels[B];
+    for (int b = 0; b < B; b++) {
+        labels[b] = (int32_t)(qb_rng_u32(&cuda_rng) % 3);
+        for (int t = 0; t < T; t++) {
+            const int real = t < T - 5 * b;
+            ids[b * T + t] = real ? (int32_t)(qb_rng_u32(&cuda_rng) % (uint32_t)cfg.vocab_size) : 0;
+            types[b * T + t] = real && t > T / 2;
+            mask[b * T + t] = real;
+        }
+    }
+
+    /* Inference. */
+    const int L = cfg.num_layers, C = cfg.hidden_size;
+    float logits_c[B * 3], logits_g[B * 3], *hidden_c[8], *hidden_g[8];
+    for (int l = 0; l <= L; l++) hidden_c[l] = host_alloc(B * T * C * 4), hidden_g[l] = host_alloc(B * T * C * 4);
+    qb_forward_trace tc = {.hidden = hidden_c}, tg = {.hidden = hidden_g};
+    CHECK(qb_model_forward(&m, cpu, ids, types, mask, B, T, logits_c, &tc) == QB_OK);
+    CHECKF(qb_model_forward(&dm, gpu, ids, types, mask, B, T, logits_g, &tg) == QB_OK && qb_cuda_sync() == QB_OK,
+           "GPU forward: %s", qb_error());
+    for (int l = 0; l <= L; l++) {
+        const double e = rel_l2(hidden_g[l], hidden_c[l], (size_t)B * T * C);
+        CHECKF(e <= GRAD_TOL, "hidden state %d: relative L2 error %.3g", l, e);
+    }
+    CHECKF(rel_l2(logits_g, logits_c, B * 3) <= GRAD_TOL, "logits: relative L2 error %.3g",
+           rel_l2(logits_g, logits_c, B * 3));
+
+    /* Training: the same steps on both backends. */
+    qb_model gc, gg_host, gg, w_host;
+    qb_activations *ac, *ag;
+    qb_adamw oc, og;
+    qb_optim_config oc_cfg;
+    qb_optim_default_config(&oc_cfg);
+    oc_cfg.lr = 1e-4f, oc_cfg.weight_decay = 0.01f, oc_cfg.total_steps = STEPS, oc_cfg.max_grad_norm = 1.0f;
+    if (qb_model_zeros_like(&m, &gc) || qb_model_zeros_like(&m, &gg_host) || qb_model_zeros_like(&m, &w_host) ||
+        qb_model_to_backend(&gc, gpu, &gg) || qb_activations_new(&m, cpu, true, &ac) ||
+        qb_activations_new(&dm, gpu, true, &ag) || qb_adamw_init(&oc, &m, &oc_cfg) ||
+        qb_adamw_init(&og, &dm, &oc_cfg)) {
+        fprintf(stderr, "training setup: %s\n", qb_error());
+        return 1;
+    }
+    const qb_batch batch = {ids, types, mask, labels, B, T};
+    bool *noisy = calloc((size_t)m.weights.count, sizeof *noisy);
+    for (int s = 0; s < STEPS; s++) {
+        const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&cfg)};
+        float loss_c, loss_g, lr;
+        double norm_c, norm_g;
+        zero_model(cpu, &gc);
+        zero_model(gpu, &gg);
+        CHECK(qb_model_forward_backward(&m, ac, &batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
+        CHECKF(qb_model_forward_backward(&dm, ag, &batch, &drop, 1.0f / B, &gg, &loss_g, NULL) == QB_OK &&
+                   qb_cuda_sync() == QB_OK, "GPU step %d: %s", s, qb_error());
+        CHECKF(fabs(loss_g - loss_c) <= GRAD_TOL * fabs(loss_c), "step %d: loss %.7g on the GPU, %.7g on the CPU",
+               s, loss_g, loss_c);
+        if (s == 0) {
+            qb_model_to_host(&gg, &gg_host);
+            CHECK(qb_cuda_sync() == QB_OK);
+            compare_grads(&gg_host, &gc, noisy);
+        }
+        CHECK(qb_adamw_step(&oc, cpu, &m, &gc, &norm_c, &lr) == QB_OK);
+        CHECKF(qb_adamw_step(&og, gpu, &dm, &gg, &norm_g, &lr) == QB_OK && qb_cuda_sync() == QB_OK,
+               "GPU AdamW step %d: %s", s, qb_error());
+        CHECKF(fabs(norm_g - norm_c) <= GRAD_TOL * norm_c, "step %d: gradient norm %.7g vs %.7g", s, norm_g, norm_c);
+    }
+    qb_model_to_host(&dm, &w_host);
+    CHECK(qb_cuda_sync() == QB_OK);
+    compare_weights(&w_host, &m, noisy, oc_cfg.lr);
+
+    for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
+    free(noisy);
+    qb_adamw_free(&oc), qb_adamw_free(&og);
+    qb_activations_free(ac), qb_activations_free(ag);
+    qb_model_free(&gc), qb_model_free(&gg_host), qb_model_free(&gg), qb_model_free(&w_host);
+    qb_model_free(&dm), qb_model_free(&m);
+    qb_cuda_gemm_release();
+    return check_summary("test_cuda_model");
+}
