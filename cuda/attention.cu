@@ -166,6 +166,28 @@ __device__ __forceinline__ void rows_times(float acc[ROWS_PER_WARP][COLS], const
     }
 }
 
+/* Sw[r * T + j] = score(j, row r of A . row j of X) for the warp's rows (A: stride
+ * Dp; Sw: stride T) and every key j < T, X (T, D; row stride C) streamed through tile
+ * one row per lane (tile_dots). Block-wide. */
+template <typename Score>
+__device__ __forceinline__ void score_rows(float *Sw, const float *A, float *tile, const float *X, size_t C, int T,
+                                           int D, int Dp, int lane, Score score)
+{
+    const int ldk = lane_row_stride(Dp);
+    for (int j0 = 0; j0 < T; j0 += TILE) {
+        __syncthreads();  /* every warp is done with the tile's previous contents */
+        load_rows(tile, ldk, X, C, j0, TILE, T, D, Dp);
+        __syncthreads();
+        float s[ROWS_PER_WARP];
+        tile_dots(s, A, tile + lane * ldk, Dp);
+        const int j = j0 + lane;
+        if (j < T) {
+#pragma unroll
+            for (int r = 0; r < ROWS_PER_WARP; r++) Sw[r * T + j] = score(j, s[r]);
+        }
+    }
+}
+
 /* The block's place: grid (B*H * ceil(T / BLOCK_ROWS)), the row tiles of a head
  * adjacent. head = offset of element (b, 0, h*D) in (B, T, H*D). */
 struct Place {
@@ -255,19 +277,8 @@ attention_probs_kernel(float *out, float *probs, const float *q, const float *k,
     float *Sw = S + r0 * T;  /* this warp's score rows */
 
     load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
-    for (int j0 = 0; j0 < T; j0 += TILE) {
-        __syncthreads();
-        load_rows(tile, ldk, k + pl.head, pl.C, j0, TILE, T, D, Dp);
-        __syncthreads();
-        float s[ROWS_PER_WARP];
-        tile_dots(s, Qs + r0 * Dp, tile + lane * ldk, Dp);
-        const int j = j0 + lane;
-        if (j < T) {
-            const float bias = (1.0f - (float)mask_b[j]) * -FLT_MAX;
-#pragma unroll
-            for (int r = 0; r < ROWS_PER_WARP; r++) Sw[r * T + j] = s[r] / sqrt_d + bias;
-        }
-    }
+    score_rows(Sw, Qs + r0 * Dp, tile, k + pl.head, pl.C, T, D, Dp, lane,
+               [&](int j, float s) { return s / sqrt_d + (1.0f - (float)mask_b[j]) * -FLT_MAX; });
     __syncwarp();  /* the softmax of a row is taken by the warp that wrote it */
     /* Rows past T (the last tile's padding) keep their raw scores: never stored. */
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -314,18 +325,7 @@ attention_backward_query_kernel(float *dq, float *ds, const float *dout, const f
     float *Sw = S + r0 * T;  /* this warp's rows */
 
     load_rows(Os, Dp, dout + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
-    for (int j0 = 0; j0 < T; j0 += TILE) {
-        __syncthreads();
-        load_rows(tile, ldk, v + pl.head, pl.C, j0, TILE, T, D, Dp);
-        __syncthreads();
-        float s[ROWS_PER_WARP];
-        tile_dots(s, Os + r0 * Dp, tile + lane * ldk, Dp);
-        const int j = j0 + lane;
-        if (j < T) {
-#pragma unroll
-            for (int r = 0; r < ROWS_PER_WARP; r++) Sw[r * T + j] = s[r];  /* dP' */
-        }
-    }
+    score_rows(Sw, Os + r0 * Dp, tile, v + pl.head, pl.C, T, D, Dp, lane, [](int, float s) { return s; });  /* dP' */
     __syncwarp();  /* a row of dP' is turned into dS by the warp that wrote it */
     /* Rows past T hold dP' of zero dO rows (zeros) and are never stored. */
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -410,15 +410,6 @@ static bool within_limits(const char *op, int T, int D)
     return false;
 }
 
-/* Dynamic shared memory past the default 48 KiB must be asked for per kernel (the
- * score-row kernels take up to 56.5 KiB, at T = 512 and D = 128). */
-static bool allow_shared(const void *kernel, size_t bytes, const char *what)
-{
-    if (bytes <= 48 * 1024) return true;
-    return !qb_cuda_note(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
-                         what);
-}
-
 static unsigned grid_blocks(int B, int T, int H)
 {
     return (unsigned)B * (unsigned)H * (unsigned)((T + BLOCK_ROWS - 1) / BLOCK_ROWS);
@@ -447,8 +438,8 @@ extern "C" void qb_cuda_attention(float *out, float *probs, const float *q, cons
         qb_cuda_launched("attention (online softmax)");
     } else {
         const qb_dropout off = {};
-        const size_t bytes = score_rows_bytes(T, Dp);
-        if (!allow_shared((const void *)attention_probs_kernel, bytes, "attention: shared memory")) return;
+        const size_t bytes = score_rows_bytes(T, Dp);  /* up to 56.5 KiB (T = 512, D = 128) */
+        if (!qb_cuda_allow_shared((const void *)attention_probs_kernel, bytes, "attention: shared memory")) return;
         attention_probs_kernel<<<blocks, THREADS, bytes, qb_cuda_stream()>>>(out, probs, q, k, v, mask,
                                                                              dropout ? *drop : off, T, H, D, sqrt_d);
         qb_cuda_launched("attention (probabilities)");
@@ -468,7 +459,7 @@ extern "C" void qb_cuda_attention_backward(float *dq, float *dk, float *dv, cons
     const size_t query_bytes = score_rows_bytes(T, Dp);
     /* 36 KiB at most (D = 128): within the default limit at any T. */
     const size_t key_bytes = (size_t)(2 * TILE * Dp + 2 * BLOCK_ROWS * LDW) * sizeof(float);
-    if (!allow_shared((const void *)attention_backward_query_kernel, query_bytes,
+    if (!qb_cuda_allow_shared((const void *)attention_backward_query_kernel, query_bytes,
                       "attention backward: shared memory"))
         return;
     const cudaStream_t stream = qb_cuda_stream();

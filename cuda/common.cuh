@@ -5,6 +5,7 @@
 #define QBERT_CUDA_COMMON_CUH
 
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <stdint.h>
 
 #include "cuda/qb_cuda.h"
@@ -18,6 +19,16 @@ static inline unsigned qb_cuda_blocks(size_t n)
 {
     const size_t b = (n + QB_CUDA_THREADS - 1) / QB_CUDA_THREADS;
     return (unsigned)(b < 1 ? 1 : b > QB_CUDA_MAX_BLOCKS ? QB_CUDA_MAX_BLOCKS : b);
+}
+
+/* Dynamic shared memory past the default 48 KiB must be asked for per kernel; past the
+ * device's limit the request fails and is recorded (what names the op). */
+static inline bool qb_cuda_allow_shared(const void *kernel, size_t bytes, const char *what)
+{
+    if (bytes <= 48 * 1024) return true;
+    const cudaError_t e = bytes > (size_t)INT_MAX ? cudaErrorInvalidValue
+                          : cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    return !qb_cuda_note(e, what);
 }
 
 __device__ __forceinline__ float qb_warp_sum(float v)

@@ -19,8 +19,6 @@
  * it writes dt[c], and no other thread touches either. */
 #include "cuda/common.cuh"
 
-#include <limits.h>
-
 /* Row blocks of the backward: enough warps in flight to keep an H100's memory busy,
  * few enough that the partials (blocks x 2C floats) stay small next to dout. */
 #define BACKWARD_BLOCKS 512
@@ -33,17 +31,6 @@ static int row_threads(int C)
 {
     const int t = (C / 4 + 31) / 32 * 32;
     return t < 32 ? 32 : t > 1024 ? 1024 : t;
-}
-
-/* Dynamic shared memory past the default 48 KiB must be asked for per kernel (rows
- * longer than 12288 floats forward, 6144 backward); past the device's limit the
- * request fails and is recorded. */
-static bool allow_shared(const void *kernel, size_t bytes, const char *what)
-{
-    if (bytes <= 48 * 1024) return true;
-    const cudaError_t e = bytes > (size_t)INT_MAX ? cudaErrorInvalidValue
-                          : cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    return !qb_cuda_note(e, what);
 }
 
 /* grid (M), row_threads(C) threads, C floats of dynamic shared memory. */
@@ -130,8 +117,8 @@ extern "C" void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qin
         return;
     }
     if (M <= 0 || C <= 0) return;
-    const size_t shared = (size_t)C * sizeof(float);
-    if (!allow_shared((const void *)layernorm_kernel, shared, "layernorm: shared memory for the row")) return;
+    const size_t shared = (size_t)C * sizeof(float);  /* past 48 KiB from C = 12288 on */
+    if (!qb_cuda_allow_shared((const void *)layernorm_kernel, shared, "layernorm: shared memory for the row")) return;
     layernorm_kernel<<<(unsigned)M, row_threads(C), shared, qb_cuda_stream()>>>(out, t_out, stats, x, res, g, b,
                                                                                 C, eps);
     qb_cuda_launched("layernorm");
@@ -143,8 +130,9 @@ extern "C" void qb_cuda_layernorm_backward(float *dt, float *dg, float *db, cons
     if (M <= 0 || C <= 0) return;
     const cudaStream_t stream = qb_cuda_stream();
     const int parts = M < BACKWARD_BLOCKS ? M : BACKWARD_BLOCKS;
-    const size_t shared = 2 * (size_t)C * sizeof(float);
-    if (!allow_shared((const void *)layernorm_backward_kernel, shared, "layernorm_backward: shared memory for the sums"))
+    const size_t shared = 2 * (size_t)C * sizeof(float);  /* past 48 KiB from C = 6144 on */
+    if (!qb_cuda_allow_shared((const void *)layernorm_backward_kernel, shared,
+                              "layernorm_backward: shared memory for the sums"))
         return;
     float *partial = NULL;
     if (qb_cuda_note(cudaMallocAsync((void **)&partial, (size_t)parts * shared, stream), "layernorm_backward: scratch"))
