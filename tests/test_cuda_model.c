@@ -76,12 +76,6 @@ static void compare_weights(const qb_model *got, const qb_model *ref, const bool
     }
 }
 
-static void zero_model(const qb_backend *be, qb_model *g)
-{
-    for (int i = 0; i < g->weights.count; i++)
-        be->zero(g->weights.tensors[i].data, (size_t)qb_tensor_numel(&g->weights.tensors[i]) * 4);
-}
-
 int main(void)
 {
     if (!cuda_or_skip("test_cuda_model")) return 0;
@@ -128,7 +122,7 @@ int main(void)
     qb_optim_default_config(&oc_cfg);
     oc_cfg.lr = 1e-4f, oc_cfg.weight_decay = 0.01f, oc_cfg.total_steps = STEPS, oc_cfg.max_grad_norm = 1.0f;
     if (qb_model_zeros_like(&m, &gc) || qb_model_zeros_like(&m, &gg_host) || qb_model_zeros_like(&m, &w_host) ||
-        qb_model_to_backend(&gc, gpu, &gg) || qb_activations_new(&m, cpu, true, &ac) ||
+        qb_model_zeros_like(&dm, &gg) || qb_activations_new(&m, cpu, true, &ac) ||
         qb_activations_new(&dm, gpu, true, &ag) || qb_adamw_init(&oc, &m, &oc_cfg) ||
         qb_adamw_init(&og, &dm, &oc_cfg)) {
         fprintf(stderr, "training setup: %s\n", qb_error());
@@ -140,8 +134,8 @@ int main(void)
         const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&cfg)};
         float loss_c, loss_g, lr;
         double norm_c, norm_g;
-        zero_model(cpu, &gc);
-        zero_model(gpu, &gg);
+        qb_model_zero(&gc, cpu);
+        qb_model_zero(&gg, gpu);
         CHECK(qb_model_forward_backward(&m, ac, &batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
         CHECKF(qb_model_forward_backward(&dm, ag, &batch, &drop, 1.0f / B, &gg, &loss_g, NULL) == QB_OK &&
                    qb_cuda_sync() == QB_OK, "GPU step %d: %s", s, qb_error());

@@ -2,8 +2,8 @@
  * tests/golden/make_golden.py): logits, pooled output and every layer's hidden
  * state of the tiny BertForSequenceClassification, loaded from safetensors and
  * from pytorch_model.bin, on every FP32 GEMM path this CPU has; F16/BF16 weight
- * files; a pre-training checkpoint without a classifier; and the errors of
- * config.json and weight loading. */
+ * files; a pre-training checkpoint without a classifier; the errors of
+ * config.json and weight loading; and the model copied to a backend. */
 #include "check.h"
 
 #include "backend/backend.h"
@@ -350,6 +350,63 @@ static void test_save_roundtrip(void)
     qb_model_free(&b);
 }
 
+/* qb_model_to_backend / zeros_like / to_host through the CPU backend (a backend like
+ * any other, so this runs everywhere; tests/test_cuda_model.c does it on a GPU): the
+ * copy is one allocation holding every parameter bit for bit at new addresses and
+ * gives the same logits; zeros_like of it lives in the same backend and qb_model_zero
+ * clears it; to_host brings changes back; copying a backend model again is refused. */
+static void test_backend_copy(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    qb_config cfg;
+    CHECK(qb_config_preset("bert-tiny", &cfg) == QB_OK);
+    cfg.vocab_size = 50;
+    qb_model m, dm, z, again, back;
+    CHECK(qb_model_init_random(&cfg, 5, &m) == QB_OK);
+    qb_status st = qb_model_to_backend(&m, be, &dm);
+    CHECKF(st == QB_OK, "%s", qb_error());
+    if (st) {
+        qb_model_free(&m);
+        return;
+    }
+    CHECK(dm.mem_be == be && dm.mem && dm.weights.count == m.weights.count && !m.mem_be);
+    for (int i = 0; i < m.weights.count; i++) {
+        const qb_tensor *a = &m.weights.tensors[i], *b = &dm.weights.tensors[i];
+        CHECKF(strcmp(m.weights.names[i], dm.weights.names[i]) == 0 && a->data != b->data &&
+                   memcmp(a->data, b->data, qb_tensor_nbytes(a)) == 0 && !b->owned &&
+                   (char *)b->data >= (char *)dm.mem,
+               "tensor %s", m.weights.names[i]);
+    }
+    CHECK(dm.word_emb == dm.weights.tensors[0].data && dm.classifier.w && dm.classifier.w != m.classifier.w);
+    int32_t ids[6] = {2, 7, 9, 3, 11, 0};
+    float la[6], lb[6];
+    CHECK(qb_model_forward(&m, be, ids, NULL, NULL, 2, 3, la, NULL) == QB_OK);
+    CHECK(qb_model_forward(&dm, be, ids, NULL, NULL, 2, 3, lb, NULL) == QB_OK);
+    CHECK(memcmp(la, lb, sizeof la) == 0);
+
+    CHECK(qb_model_zeros_like(&dm, &z) == QB_OK && z.mem_be == be && z.mem);
+    double sum = 0.0;
+    for (int i = 0; i < z.weights.count; i++)
+        for (int64_t j = 0; j < qb_tensor_numel(&z.weights.tensors[i]); j++)
+            sum += fabsf(((float *)z.weights.tensors[i].data)[j]);
+    CHECK(sum == 0.0);
+
+    dm.classifier.b[1] = 42.0f;
+    z.word_emb[3] = 1.0f, z.classifier.b[0] = -2.0f;
+    qb_model_zero(&z, be);
+    CHECK(z.word_emb[3] == 0.0f && z.classifier.b[0] == 0.0f);
+    CHECK(qb_model_zeros_like(&m, &back) == QB_OK && !back.mem_be);
+    qb_model_to_host(&dm, &back);
+    CHECK(back.classifier.b[1] == 42.0f && memcmp(back.word_emb, m.word_emb, (size_t)50 * cfg.hidden_size * 4) == 0);
+
+    CHECK(qb_model_to_backend(&dm, be, &again) == QB_EINVAL && strstr(qb_error(), "already in cpu memory"));
+    qb_model_free(&again);
+    qb_model_free(&back);
+    qb_model_free(&z);
+    qb_model_free(&dm);
+    qb_model_free(&m);
+}
+
 int main(void)
 {
     qb_log_set_level(QB_LOG_ERROR);
@@ -367,6 +424,7 @@ int main(void)
     test_config_errors();
     test_weight_errors();
     test_save_roundtrip();
+    test_backend_copy();
     qb_weights_free(&ref);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

@@ -356,14 +356,14 @@ fail:
     return st;
 }
 
-/* A model with m's config and shapes in out: host zeros (be NULL), or a copy of m's
- * parameters in one allocation of be's memory. */
-static qb_status model_like(const qb_model *m, const qb_backend *be, qb_model *out)
+/* A model with m's config and shapes in out: in host memory (be NULL: zeros), or in
+ * one allocation of be's memory holding a copy of m's parameters (copy) or zeros. */
+static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, qb_model *out)
 {
     memset(out, 0, sizeof *out);
     out->cfg = m->cfg;
     memset(out->cfg.id2label, 0, sizeof out->cfg.id2label);  /* borrowed strings: not kept */
-    if (be && m->n_qlinear)
+    if (copy && m->n_qlinear)
         return qb_fail(QB_EUNSUPPORTED, "a quantized (%s) model cannot be copied to the %s backend", m->scheme,
                        be->name);
     qb_status st = alloc_layers(out);
@@ -384,7 +384,8 @@ static qb_status model_like(const qb_model *m, const qb_backend *be, qb_model *o
         if (be) {
             t = (qb_tensor){.dtype = QB_F32, .device = be->device, .ndim = specs[s].ndim,
                             .shape = {specs[s].shape[0], specs[s].shape[1]}, .data = (char *)out->mem + off};
-            be->to_device(t.data, *from[s].dst, (size_t)qb_tensor_numel(&t) * 4);
+            if (copy) be->to_device(t.data, *from[s].dst, (size_t)qb_tensor_numel(&t) * 4);
+            else be->zero(t.data, (size_t)qb_tensor_numel(&t) * 4);
             off += spec_bytes(&specs[s]);
         } else if ((st = qb_tensor_alloc(&t, QB_F32, specs[s].ndim, specs[s].shape))) {
             break;
@@ -397,11 +398,21 @@ static qb_status model_like(const qb_model *m, const qb_backend *be, qb_model *o
     return st;
 }
 
-qb_status qb_model_zeros_like(const qb_model *m, qb_model *out) { return model_like(m, NULL, out); }
+qb_status qb_model_zeros_like(const qb_model *m, qb_model *out) { return model_like(m, m->mem_be, false, out); }
 
 qb_status qb_model_to_backend(const qb_model *m, const qb_backend *be, qb_model *out)
 {
-    return model_like(m, be, out);
+    if (m->mem_be) {
+        memset(out, 0, sizeof *out);
+        return qb_fail(QB_EINVAL, "the model is already in %s memory", m->mem_be->name);
+    }
+    return model_like(m, be, true, out);
+}
+
+void qb_model_zero(qb_model *m, const qb_backend *be)
+{
+    for (int i = 0; i < m->weights.count; i++)
+        be->zero(m->weights.tensors[i].data, qb_tensor_nbytes(&m->weights.tensors[i]));
 }
 
 void qb_model_to_host(const qb_model *src, qb_model *dst)

@@ -36,18 +36,8 @@ qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_confi
 {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
-    if (!model->mem_be) {
-        qb_status st = qb_model_zeros_like(model, &o->m);
-        if (!st && (st = qb_model_zeros_like(model, &o->v))) qb_model_free(&o->m);
-        return st;
-    }
-    /* A model in backend memory: the moments go there too, as copies of host zeros. */
-    qb_model zeros;
-    qb_status st = qb_model_zeros_like(model, &zeros);
-    if (!st && !(st = qb_model_to_backend(&zeros, model->mem_be, &o->m)) &&
-        (st = qb_model_to_backend(&zeros, model->mem_be, &o->v)))
-        qb_model_free(&o->m);
-    qb_model_free(&zeros);
+    qb_status st = qb_model_zeros_like(model, &o->m);
+    if (!st && (st = qb_model_zeros_like(model, &o->v))) qb_model_free(&o->m);
     return st;
 }
 

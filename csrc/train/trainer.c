@@ -469,12 +469,6 @@ static qb_status stop_for_nan(run *r, const char *what, double value)
                    r->last_ckpt);
 }
 
-static void zero_grads(run *r)
-{
-    for (int i = 0; i < r->grads.weights.count; i++)
-        r->be->zero(r->grads.weights.tensors[i].data, qb_tensor_nbytes(&r->grads.weights.tensors[i]));
-}
-
 static qb_status train_loop(run *r)
 {
     const qb_train_config *c = r->c;
@@ -521,7 +515,7 @@ static qb_status train_loop(run *r)
             if (!bad_loss) st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
             if (st && st != QB_ENUMERIC) return st;
-            zero_grads(r);
+            qb_model_zero(&r->grads, r->be);
             if (bad_loss || st == QB_ENUMERIC) {
                 if (!c->skip_nan)
                     return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_loss ? bad_value : norm);

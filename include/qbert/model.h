@@ -102,12 +102,15 @@ qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t se
  * tiles) once; without it they run on the scalar reference path. */
 qb_status qb_model_prepare(qb_model *m, const struct qb_backend *be);
 /* A zero-filled model with m's config and shapes (gradients, optimizer moments):
- * same tensor names, same pointer layout. Its config borrows nothing (no labels). */
+ * same tensor names, same pointer layout, in the same memory as m (host, or m's
+ * backend for a qb_model_to_backend copy). Its config borrows nothing (no labels). */
 qb_status qb_model_zeros_like(const qb_model *m, qb_model *out);
-/* A copy of the FP32 model m in backend memory (one be->alloc; be->free when
+/* Sets every parameter of m (gradients, between steps) to zero, in be's memory. */
+void qb_model_zero(qb_model *m, const struct qb_backend *be);
+/* A copy of the FP32 host model m in backend memory (one be->alloc; be->free when
  * qb_model_free'd): the same names, shapes and pointer layout, for running m on
- * that backend (the op table takes backend pointers). Quantized models: an error.
- * Its config borrows nothing (no labels). */
+ * that backend (the op table takes backend pointers). Quantized models, and a model
+ * already in backend memory: an error. Its config borrows nothing (no labels). */
 qb_status qb_model_to_backend(const qb_model *m, const struct qb_backend *be, qb_model *out);
 /* Copies every parameter of src (a qb_model_to_backend copy) into dst, a host model
  * of the same config (qb_model_zeros_like of the original). */

@@ -32,8 +32,7 @@ bool qb_param_decays(const char *name);
 
 typedef struct {
     qb_optim_config cfg;
-    qb_model m, v;      /* first and second moments, zeros_like the model (in the
-                         * model's backend memory when it has one) */
+    qb_model m, v;      /* first and second moments, zeros_like the model */
     int64_t step;       /* optimizer steps done */
 } qb_adamw;
 
