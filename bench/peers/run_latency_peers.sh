@@ -25,10 +25,10 @@ mv "$WORK/fp32/pytorch_fp32.json" "$OUT/pytorch-fp32-b1.json"
     --threads "$T" --points "$B32" --warmup 1 --runs 5
 mv "$WORK/fp32/pytorch_fp32.json" "$OUT/pytorch-fp32-b32.json"
 
-"$ORT_PYTHON" bench/peers/ort_latency.py --dir "$WORK/fp32" --threads "$T" --points "$B1" --warmup 5 --runs 20
-mv "$WORK/fp32/ort.json" "$OUT/ort-b1.json"
-"$ORT_PYTHON" bench/peers/ort_latency.py --dir "$WORK/fp32" --threads "$T" --points "$B32" --warmup 1 --runs 5
-mv "$WORK/fp32/ort.json" "$OUT/ort-b32.json"
+"$ORT_PYTHON" bench/peers/ort_latency.py --dir "$WORK/fp32" --threads "$T" --points "$B1" --warmup 5 --runs 20 \
+    --json "$OUT/ort-b1.json"
+"$ORT_PYTHON" bench/peers/ort_latency.py --dir "$WORK/fp32" --threads "$T" --points "$B32" --warmup 1 --runs 5 \
+    --json "$OUT/ort-b32.json"
 
 for s in int8-dynamic int4; do ./build/qbert quantize --model "$WORK/fp32" --scheme "$s" --out "$WORK/$s"; done
 for m in fp32 int8-dynamic int4; do
