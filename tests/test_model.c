@@ -350,11 +350,12 @@ static void test_save_roundtrip(void)
     qb_model_free(&b);
 }
 
-/* qb_model_to_backend / zeros_like / to_host through the CPU backend (a backend like
+/* qb_model_to_backend / zeros_like / to_host / from_host through the CPU backend (a backend like
  * any other, so this runs everywhere; tests/test_cuda_model.c does it on a GPU): the
  * copy is one allocation holding every parameter bit for bit at new addresses and
  * gives the same logits; zeros_like of it lives in the same backend and qb_model_zero
- * clears it; to_host brings changes back; copying a backend model again is refused. */
+ * clears it; to_host brings changes back, from_host takes them there; copying a
+ * backend model again is refused. */
 static void test_backend_copy(void)
 {
     const qb_backend *be = qb_backend_cpu();
@@ -398,6 +399,9 @@ static void test_backend_copy(void)
     CHECK(qb_model_zeros_like(&m, &back) == QB_OK && !back.mem_be);
     qb_model_to_host(&dm, &back);
     CHECK(back.classifier.b[1] == 42.0f && memcmp(back.word_emb, m.word_emb, (size_t)50 * cfg.hidden_size * 4) == 0);
+    back.pooler.w[7] = -3.0f;
+    qb_model_from_host(&back, &dm);  /* and back again: a checkpoint loaded on the host */
+    CHECK(dm.pooler.w[7] == -3.0f && dm.classifier.b[1] == 42.0f && dm.pooler.w != back.pooler.w);
 
     CHECK(qb_model_to_backend(&dm, be, &again) == QB_EINVAL && strstr(qb_error(), "already in cpu memory"));
     qb_model_free(&again);

@@ -3,7 +3,9 @@
 the demo's output directory; resume after --stop-after (mid-epoch and at an epoch
 boundary) and after Ctrl-C reproduces the uninterrupted run byte for byte; a NaN in the
 weights stops the run (on_nan = stop) or skips the step (on_nan = skip); bad input fails
-before the first step with a message naming the file and line or key; padding to
+before the first step with a message naming the file and line or key; [device] type = cuda
+follows the CPU run and its checkpoints resume on the CPU and back (or, without a usable
+GPU, is a clear error); padding to
 max_length gives the losses of dynamic padding; several seeds give a summary.
 
 Small and quick: bert-tiny, a third of the sample training set (written into a temporary
@@ -415,6 +417,7 @@ threads = 2
     line = next(i for i, l in enumerate(text.splitlines(), 1) if l.startswith("batch_size"))
     expect([badval], 1, ["badval.ini:%d" % line, "batch_size", "lots"], "bad value")
     expect([good, "--set", "train.nosuch=1"], 1, ["train.nosuch=1", "unknown key"], "--set unknown key")
+    expect([good, "--set", "device.type=tpu"], 1, ["device.type", "tpu", "cpu cuda"], "unknown device")
     missing = os.path.join(d, "nosuch.ini")
     expect([missing], 1, ["nosuch.ini"], "missing CONFIG file")
     nomodel = os.path.join(d, "emptymodel")
@@ -439,7 +442,45 @@ threads = 2
     expect([good, "--stop-after", "zero"], 2, ["--stop-after"], "bad --stop-after")
 
 
-# ---- 6. padding = max_length gives the losses of dynamic padding ----
+# ---- 6. [device] type = cuda ----
+
+def close_trajectory(la, lb):
+    """Worst relative difference of loss and grad_norm per step (inf when the steps differ)."""
+    if [x["step"] for x in la] != [x["step"] for x in lb] or not la:
+        return float("inf")
+    return max(max(abs(x[k] - y[k]) / max(abs(x[k]), 1e-30) for k in ("loss", "grad_norm")) for x, y in zip(la, lb))
+
+
+def test_device(tmp, cfg, a):
+    """On a machine without a usable GPU `type = cuda` is a clear error before anything
+    is written. With one, the run follows the CPU's (run A) within FP32 rounding (the
+    same dropout masks: tests/test_cuda_model.c checks single steps closely), and
+    checkpoints cross over: a GPU run stopped and resumed on the CPU, and the reverse.
+    Tolerance 1e-3 relative per step: FP32 sums in another order, over 14 Adam steps."""
+    out = os.path.join(tmp, "cuda")
+    rc, _, err = qbert("train", cfg, "--set", "output.dir=" + out, "--set", "device.type=cuda")
+    if rc != 0:
+        check(rc == 1 and "[device] type = cuda" in err and ("CUDA" in err or "sm_" in err),
+              "cuda: exit %d without a usable GPU, stderr %r" % (rc, err.strip()[-500:]))
+        check(not os.path.exists(out), "cuda: a run that cannot start wrote %s" % out)
+        print("cuda: no usable GPU here (%s): the CPU/GPU comparison is skipped" % err.strip().splitlines()[-1][:120])
+        return
+    la = step_lines(a)
+    worst = close_trajectory(la, step_lines(out))
+    check(worst <= 1e-3, "cuda: per-step loss / grad_norm differ from the CPU run by %.3g relative" % worst)
+    check(read_json(os.path.join(out, "metrics.json")).get("device") == "cuda", "cuda: metrics.json device")
+    for first, then in (("cuda", "cpu"), ("cpu", "cuda")):
+        b = os.path.join(tmp, "cross-%s-%s" % (first, then))
+        rc, _, err = qbert("train", cfg, "--set", "output.dir=" + b, "--set", "device.type=" + first, "--stop-after", "5")
+        if not check(rc == 130, "cross %s->%s: stop exit %d: %s" % (first, then, rc, err[-1000:])):
+            continue
+        rc, _, err = qbert("train", cfg, "--set", "output.dir=" + b, "--set", "device.type=" + then, "--resume", b)
+        if check(rc == 0, "cross %s->%s: resumed run exit %d: %s" % (first, then, rc, err[-1000:])):
+            worst = close_trajectory(la, step_lines(b))
+            check(worst <= 1e-3, "cross %s->%s: differs from the CPU run by %.3g relative" % (first, then, worst))
+
+
+# ---- 7. padding = max_length gives the losses of dynamic padding ----
 
 def test_padding(tmp, cfg):
     outs = {}
@@ -460,7 +501,7 @@ def test_padding(tmp, cfg):
           (worst, [x["loss"] for x in a], [y["loss"] for y in b]))
 
 
-# ---- 7. several seeds ----
+# ---- 8. several seeds ----
 
 def test_seeds(tmp, cfg):
     out = os.path.join(tmp, "seeds")
@@ -515,6 +556,7 @@ def main():
         if a:
             timed("resume", test_resume, tmp, cfg, a)
             timed("sigint", test_sigint, tmp, cfg, a)
+            timed("cuda", test_device, tmp, cfg, a)
         timed("nan", test_nan, tmp)
         timed("padding", test_padding, tmp, cfg)
         timed("seeds", test_seeds, tmp, cfg)

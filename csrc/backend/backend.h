@@ -145,11 +145,17 @@ typedef struct qb_backend {
     void (*to_host)(void *dst, const void *src, size_t bytes);
     /* Copies within backend memory. */
     void (*copy)(void *dst, const void *src, size_t bytes);
+    /* Waits for the work queued so far; the first error of an op since the last
+     * sync (ops return nothing: an asynchronous backend reports here). */
+    qb_status (*sync)(void);
 } qb_backend;
 
 const qb_backend *qb_backend_cpu(void);
 /* The CUDA backend on device 0 (csrc/backend/cuda.c); QB_EUNSUPPORTED naming the
  * reason when there is no usable GPU or the build has no CUDA. */
 qb_status qb_backend_cuda(const qb_backend **out);
+/* The backend called name ("cpu" or "cuda"); `what` names the setting it came from
+ * in the error ("[device] type", "--device"). */
+qb_status qb_backend_by_name(const char *name, const char *what, const qb_backend **out);
 
 #endif

@@ -17,6 +17,8 @@ static void cpu_zero(void *p, size_t bytes)
     if (bytes) memset(p, 0, bytes);
 }
 
+static qb_status cpu_sync(void) { return QB_OK; }  /* every op has finished when it returns */
+
 static const qb_backend cpu_backend = {
     .name = "cpu",
     .device = QB_DEV_CPU,
@@ -50,6 +52,21 @@ static const qb_backend cpu_backend = {
     .to_device = cpu_copy,
     .to_host = cpu_copy,
     .copy = cpu_copy,
+    .sync = cpu_sync,
 };
 
 const qb_backend *qb_backend_cpu(void) { return &cpu_backend; }
+
+qb_status qb_backend_by_name(const char *name, const char *what, const qb_backend **out)
+{
+    *out = NULL;
+    if (strcmp(name, "cpu") == 0) {
+        *out = &cpu_backend;
+        return QB_OK;
+    }
+    if (strcmp(name, "cuda") == 0) {
+        qb_status st = qb_backend_cuda(out);
+        return st ? qb_fail_context(st, "%s = cuda", what) : QB_OK;
+    }
+    return qb_fail(QB_EINVAL, "%s: unknown device \"%s\" (expected cpu or cuda)", what, name);
+}

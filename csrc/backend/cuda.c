@@ -151,6 +151,7 @@ static const qb_backend cuda_backend = {
     .to_device = qb_cuda_to_device,
     .to_host = qb_cuda_to_host,
     .copy = qb_cuda_copy,
+    .sync = qb_cuda_sync,
 };
 
 qb_status qb_backend_cuda(const qb_backend **out)

@@ -487,6 +487,7 @@ qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_
         !(st = upload(a, ids, types, mask, NULL, B, T))) {
         forward(m, a, NULL, trace);
         be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
+        st = be->sync();
     }
     qb_activations_free(a);
     return st;
@@ -511,6 +512,10 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     float *host = malloc((size_t)B * (K + 1) * sizeof *host);
     if (!host) return qb_fail(QB_ENOMEM, "cannot allocate %d losses", B);
     a->be->to_host(host, a->losses, (size_t)B * 4);
+    if ((st = a->be->sync())) {  /* the forward's error; the backward's comes at the caller's next sync */
+        free(host);
+        return st;
+    }
     double sum = 0.0;
     for (int b = 0; b < B; b++) sum += host[b];
     *loss = (float)(sum / B);

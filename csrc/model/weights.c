@@ -415,14 +415,23 @@ void qb_model_zero(qb_model *m, const qb_backend *be)
         be->zero(m->weights.tensors[i].data, qb_tensor_nbytes(&m->weights.tensors[i]));
 }
 
-void qb_model_to_host(const qb_model *src, qb_model *dst)
+/* Every parameter of src into the tensor of the same name in dst, one of them in
+ * backend memory: be->to_host, or be->to_device. */
+static void copy_params(const qb_model *src, qb_model *dst, const qb_backend *be, bool to_host)
 {
     for (int i = 0; i < src->weights.count; i++) {
         const qb_tensor *t = &src->weights.tensors[i];
         const int j = qb_weights_find(&dst->weights, src->weights.names[i]);
-        if (j >= 0) src->mem_be->to_host(dst->weights.tensors[j].data, t->data, (size_t)qb_tensor_numel(t) * 4);
+        if (j < 0) continue;
+        const size_t bytes = (size_t)qb_tensor_numel(t) * 4;
+        if (to_host) be->to_host(dst->weights.tensors[j].data, t->data, bytes);
+        else be->to_device(dst->weights.tensors[j].data, t->data, bytes);
     }
 }
+
+void qb_model_to_host(const qb_model *src, qb_model *dst) { copy_params(src, dst, src->mem_be, true); }
+
+void qb_model_from_host(const qb_model *src, qb_model *dst) { copy_params(src, dst, dst->mem_be, false); }
 
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m)
 {

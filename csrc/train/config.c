@@ -80,7 +80,7 @@ static const key_spec KEYS[] = {
     NUM("qat", "freeze_observers_after", K_I64, qat_freeze_after, 0, 1e15),
     NUM("qat", "embeddings", K_BOOL, qat.embeddings, 0, 0),
     NUM("device", "threads", K_INT, threads, 0, 4096),
-    CHOICE("device", "type", device, "cpu", false),
+    CHOICE("device", "type", device, "cpu|cuda", false),
     STR("output", "dir", output_dir),
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])

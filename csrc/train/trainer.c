@@ -45,9 +45,12 @@ typedef struct {
     FILE *progress, *report;
     uint64_t seed;
     char dir[PATHBUF], model_dir[PATHBUF], ckpt_root[PATHBUF];
-    const qb_backend *be;
+    const qb_backend *be;           /* where the steps run ([device] type) */
     qb_tokenizer *tok;
-    qb_model model, grads;
+    /* host: the model as loaded or built, with its labels and QAT state; what is saved.
+     * model: its copy in be's memory that the steps train (on the CPU too, so that
+     * the copies to and from the host run on every machine); grads alike. */
+    qb_model host, model, grads;
     qb_adamw opt;
     qb_activations *acts;
     qb_split train, valid, test;
@@ -167,7 +170,7 @@ static qb_status build_preset(run *r, const qb_dataset *train)
         for (int i = 0; i < c->n_labels && !st; i++)
             if (!(cfg.id2label[i] = qb_strdup(c->labels[i]))) st = qb_fail(QB_ENOMEM, "label names");
     }
-    if (!st && !(st = qb_model_init_random(&cfg, r->seed, &r->model))) return QB_OK;
+    if (!st && !(st = qb_model_init_random(&cfg, r->seed, &r->host))) return QB_OK;
     qb_config_free(&cfg);
     return st;
 }
@@ -177,20 +180,28 @@ static qb_status build_model(run *r, const qb_dataset *train)
 {
     const qb_train_config *c = r->c;
     if (c->preset[0]) return build_preset(r, train);
-    qb_status st = qb_model_load_labels(c->model_path, c->n_labels ? r->labels : NULL, c->n_labels, r->seed, &r->model);
-    if (!st && r->model.n_qlinear)
+    qb_status st = qb_model_load_labels(c->model_path, c->n_labels ? r->labels : NULL, c->n_labels, r->seed, &r->host);
+    if (!st && r->host.n_qlinear)
         st = qb_fail(QB_EINVAL, "%s: a quantized (%s) model cannot be trained: start from the FP32 model (with "
-                     "[qat] for quantization-aware training) and quantize the result", c->model_path, r->model.scheme);
+                     "[qat] for quantization-aware training) and quantize the result", c->model_path, r->host.scheme);
     if (!st) st = qb_tokenizer_load(c->model_path, &r->tok);
     if (!st && !c->n_labels)
-        for (int i = 0; i < r->model.cfg.num_labels; i++) r->labels[i] = r->model.cfg.id2label[i];
+        for (int i = 0; i < r->host.cfg.num_labels; i++) r->labels[i] = r->host.cfg.id2label[i];
     return st;
+}
+
+/* The host model takes the trained copy's parameters (before it is saved). */
+static qb_status pull(run *r)
+{
+    qb_model_to_host(&r->model, &r->host);
+    return r->be->sync();
 }
 
 /* The best model so far, with the tokenizer files that travel with it. */
 static qb_status save_best(run *r)
 {
-    qb_status st = qb_model_save(&r->model, r->model_dir);
+    qb_status st = pull(r);
+    if (!st) st = qb_model_save(&r->host, r->model_dir);
     if (st || r->c->preset[0]) return st ? st : qb_tokenizer_write_files(r->model_dir, r->vocab_text, r->vocab_len);
     return qb_tokenizer_copy_files(r->c->model_path, r->model_dir);
 }
@@ -235,6 +246,15 @@ static cJSON *state_json(const run *r)
     return s;
 }
 
+/* Host zeros shaped like the optimizer's two moments (which live in be's memory),
+ * for the checkpoint's copy of them. */
+static qb_status host_moments(run *r, qb_model moments[2])
+{
+    qb_status st = qb_model_zeros_like(&r->host, &moments[0]);
+    if (!st && (st = qb_model_zeros_like(&r->host, &moments[1]))) qb_model_free(&moments[0]);
+    return st;
+}
+
 static qb_status checkpoint_save(run *r)
 {
     char name[64], tmp[PATHBUF], final[PATHBUF], path[PATHBUF];
@@ -244,17 +264,26 @@ static qb_status checkpoint_save(run *r)
     join(final, r->ckpt_root, name);
     remove_tree(tmp);
     qb_status st = mkdirs(tmp);
-    if (!st) st = qb_model_save(&r->model, tmp);
+    if (!st) st = pull(r);
+    if (!st) st = qb_model_save(&r->host, tmp);
+    qb_model moments[2];
+    memset(moments, 0, sizeof moments);
+    if (!st && !(st = host_moments(r, moments))) {
+        qb_model_to_host(&r->opt.m, &moments[0]);
+        qb_model_to_host(&r->opt.v, &moments[1]);
+        st = r->be->sync();
+    }
     qb_weights w = {0};
-    for (int i = 0; i < r->opt.m.weights.count && !st; i++) {
-        st = add_view(&w, "exp_avg.", r->opt.m.weights.names[i], r->opt.m.weights.tensors[i]);
-        if (!st) st = add_view(&w, "exp_avg_sq.", r->opt.v.weights.names[i], r->opt.v.weights.tensors[i]);
+    for (int i = 0; i < moments[0].weights.count && !st; i++) {
+        st = add_view(&w, "exp_avg.", moments[0].weights.names[i], moments[0].weights.tensors[i]);
+        if (!st) st = add_view(&w, "exp_avg_sq.", moments[1].weights.names[i], moments[1].weights.tensors[i]);
     }
     if (!st) st = add_view(&w, "data.", "order", i32_view(r->plan.order, r->plan.n));
     if (!st) st = add_view(&w, "data.", "starts", i32_view(r->plan.starts, r->plan.n_batches + 1));
     join(path, tmp, "optimizer.safetensors");
     if (!st) st = qb_safetensors_save(path, &w, NULL);
     qb_weights_free(&w);
+    qb_model_free(&moments[0]), qb_model_free(&moments[1]);
     cJSON *s = state_json(r);
     join(path, tmp, "state.json");
     if (!st) st = s ? qb_json_write_file(path, s) : qb_fail(QB_ENOMEM, "checkpoint state");
@@ -293,18 +322,30 @@ static qb_status take(const qb_weights *w, const char *name, void *dst, int64_t 
     return QB_OK;
 }
 
-/* Every parameter of the model from a model.safetensors (a checkpoint's, or the best). */
+/* Every tensor of host model m from w, a file's (path) tensors "PREFIX<name>". */
+static qb_status take_model(const qb_weights *w, const char *prefix, qb_model *m, const char *path)
+{
+    qb_status st = QB_OK;
+    char name[256];
+    for (int i = 0; i < m->weights.count && !st; i++) {
+        qb_tensor *t = &m->weights.tensors[i];
+        snprintf(name, sizeof name, "%s%s", prefix, m->weights.names[i]);
+        st = take(w, name, t->data, qb_tensor_numel(t), QB_F32, path);
+    }
+    return st;
+}
+
+/* Every parameter of the model from a model.safetensors (a checkpoint's, or the
+ * best), into the host model and then the trained copy. */
 static qb_status load_weights(run *r, const char *path)
 {
     qb_weights w = {0};
     qb_status st = qb_safetensors_load(path, true, &w);
-    for (int i = 0; i < r->model.weights.count && !st; i++) {
-        qb_tensor *t = &r->model.weights.tensors[i];
-        st = take(&w, r->model.weights.names[i], t->data, qb_tensor_numel(t), QB_F32, path);
-    }
-    if (!st && r->model.qat) st = qb_qat_read_ranges(r->model.qat, &r->model.cfg, &w, path);
+    if (!st) st = take_model(&w, "", &r->host, path);
+    if (!st && r->host.qat) st = qb_qat_read_ranges(r->host.qat, &r->host.cfg, &w, path);
     qb_weights_free(&w);
-    return st;
+    if (!st) qb_model_from_host(&r->host, &r->model);
+    return st ? st : r->be->sync();
 }
 
 static qb_status checkpoint_load(run *r, const char *arg)
@@ -361,14 +402,15 @@ static qb_status checkpoint_load(run *r, const char *arg)
     st = load_weights(r, path);
     qb_weights w = {0};
     join(path, dir, "optimizer.safetensors");
-    if (!st && !(st = qb_safetensors_load(path, false, &w))) {
-        char name[256];
-        for (int i = 0; i < r->opt.m.weights.count && !st; i++) {
-            qb_tensor *m = &r->opt.m.weights.tensors[i], *vv = &r->opt.v.weights.tensors[i];
-            snprintf(name, sizeof name, "exp_avg.%s", r->opt.m.weights.names[i]);
-            st = take(&w, name, m->data, qb_tensor_numel(m), QB_F32, path);
-            snprintf(name, sizeof name, "exp_avg_sq.%s", r->opt.v.weights.names[i]);
-            if (!st) st = take(&w, name, vv->data, qb_tensor_numel(vv), QB_F32, path);
+    qb_model moments[2];
+    memset(moments, 0, sizeof moments);
+    if (!st && !(st = qb_safetensors_load(path, false, &w)) && !(st = host_moments(r, moments))) {
+        st = take_model(&w, "exp_avg.", &moments[0], path);
+        if (!st) st = take_model(&w, "exp_avg_sq.", &moments[1], path);
+        if (!st) {
+            qb_model_from_host(&moments[0], &r->opt.m);
+            qb_model_from_host(&moments[1], &r->opt.v);
+            st = r->be->sync();
         }
         int si = qb_weights_find(&w, "data.starts");
         if (!st && si < 0) st = qb_fail(QB_EFORMAT, "%s: no tensor data.starts", path);
@@ -391,6 +433,7 @@ static qb_status checkpoint_load(run *r, const char *arg)
         }
     }
     qb_weights_free(&w);
+    qb_model_free(&moments[0]), qb_model_free(&moments[1]);
     if (!st) {
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", dir);
         fprintf(r->progress, "resuming from %s: step %lld, epoch %d, batch %d\n", dir, (long long)r->step,
@@ -513,6 +556,8 @@ static qb_status train_loop(run *r)
             double norm = 0;
             float lr = 0;
             if (!bad_loss) st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
+            qb_status dev = r->be->sync();  /* an error of the backward pass or the update */
+            if (dev) return dev;
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
             if (st && st != QB_ENUMERIC) return st;
             qb_model_zero(&r->grads, r->be);
@@ -609,6 +654,7 @@ static qb_status finish(run *r, cJSON **test_out)
     cJSON_AddNumberToObject(root, "skipped_steps", r->skipped);
     cJSON_AddNumberToObject(root, "train_examples", r->train.n);
     cJSON_AddNumberToObject(root, "train_seconds", r->train_seconds);
+    cJSON_AddStringToObject(root, "device", r->be->name);
     cJSON_AddNumberToObject(root, "threads", omp_get_max_threads());
     cJSON *best = cJSON_AddObjectToObject(root, "best");
     cJSON_AddStringToObject(best, "metric", metric_name(r->c->metric_for_best));
@@ -656,7 +702,9 @@ static void run_free(run *r)
     qb_activations_free(r->acts);
     qb_adamw_free(&r->opt);
     qb_model_free(&r->grads);
+    r->model.qat = NULL;  /* borrowed from the host model */
     qb_model_free(&r->model);
+    qb_model_free(&r->host);
     qb_tokenizer_free(r->tok);
     free(r->vocab_text);
     cJSON_Delete(r->history);
@@ -672,7 +720,7 @@ static void run_free(run *r)
 static qb_status qat_setup(run *r)
 {
     const qb_train_config *c = r->c;
-    qb_model *m = &r->model;
+    qb_model *m = &r->host;
     if (!c->qat_enabled) {
         qb_qat_free(m->qat);
         m->qat = NULL;
@@ -713,13 +761,13 @@ static qb_status setup(run *r)
         if (files[i][0]) st = load_data(r, files[i], &d[i]);
     if (!st) st = build_model(r, &d[0]);
     for (int i = 0; i < 3 && !st; i++)
-        if (files[i][0]) st = qb_split_build(r->tok, &d[i], c->max_length, r->model.cfg.num_labels, splits[i]);
+        if (files[i][0]) st = qb_split_build(r->tok, &d[i], c->max_length, r->host.cfg.num_labels, splits[i]);
     for (int i = 0; i < 3; i++) qb_dataset_free(&d[i]);
     if (st) return st;
     r->pad_id = qb_tokenizer_pad_id(r->tok);
-    if (c->max_length > r->model.cfg.max_position)
+    if (c->max_length > r->host.cfg.max_position)
         return qb_fail(QB_EINVAL, "data.max_length = %d exceeds the model's max_position_embeddings %d",
-                       c->max_length, r->model.cfg.max_position);
+                       c->max_length, r->host.cfg.max_position);
     st = mkdirs(r->dir);
     if (!st) st = mkdirs(r->model_dir);
     if (!st) st = mkdirs(r->ckpt_root);
@@ -729,6 +777,8 @@ static qb_status setup(run *r)
     free(ini);
     if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
     if ((st = qat_setup(r))) return st;
+    if ((st = qb_model_to_backend(&r->host, r->be, &r->model))) return st;
+    r->model.qat = r->host.qat;  /* borrowed: the host model owns it and saves its ranges */
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
     /* Steps: from the first epoch's batch count (length grouping can add a few). */
@@ -745,13 +795,15 @@ static qb_status setup(run *r)
     if (!r->history || !r->epoch_times) return qb_fail(QB_ENOMEM, "history");
     if (r->o->resume && (st = checkpoint_load(r, r->o->resume))) return st;
     if (!r->o->resume) clear_checkpoints(r->ckpt_root);
+    char threads[32] = "";
+    if (r->be->device == QB_DEV_CPU) snprintf(threads, sizeof threads, ", %d threads", omp_get_max_threads());
     join(path, r->dir, "train_log.jsonl");
     if (!(r->log = fopen(path, r->o->resume ? "a" : "w"))) return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(r->progress, "train: %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "
-            "valid %d, test %d; model %s (%zu parameters), seed %llu, %d threads\n",
+            "valid %d, test %d; model %s (%zu parameters), seed %llu, %s%s\n",
             r->train.n, r->plan.n_batches, c->batch_size, (long long)r->total_steps, r->epochs,
             (long long)oc.warmup_steps, r->valid.n, r->test.n, c->preset[0] ? c->preset : c->model_path,
-            qb_model_param_count(&r->model), (unsigned long long)r->seed, omp_get_max_threads());
+            qb_model_param_count(&r->host), (unsigned long long)r->seed, r->be->name, threads);
     return QB_OK;
 }
 
@@ -760,11 +812,12 @@ static qb_status run_one(const qb_train_config *c, const qb_train_options *o, ui
 {
     run r;
     memset(&r, 0, sizeof r);
-    r.c = c, r.o = o, r.seed = seed, r.be = qb_backend_cpu();
+    r.c = c, r.o = o, r.seed = seed;
     r.progress = o->progress ? o->progress : stderr;
     r.report = o->report ? o->report : stdout;
     snprintf(r.dir, sizeof r.dir, "%s", dir);
-    qb_status st = setup(&r);
+    qb_status st = qb_backend_by_name(c->device == 1 ? "cuda" : "cpu", "[device] type", &r.be);
+    if (!st) st = setup(&r);
     if (!st) st = train_loop(&r);
     if (!st) st = finish(&r, test_out);
     if (!st)

@@ -115,6 +115,9 @@ qb_status qb_model_to_backend(const qb_model *m, const struct qb_backend *be, qb
 /* Copies every parameter of src (a qb_model_to_backend copy) into dst, a host model
  * of the same config (qb_model_zeros_like of the original). */
 void qb_model_to_host(const qb_model *src, qb_model *dst);
+/* The reverse: every parameter of the host model src into dst, a qb_model_to_backend
+ * copy of the same config (a checkpoint's weights, loaded on the host). */
+void qb_model_from_host(const qb_model *src, qb_model *dst);
 /* Random init as transformers does: normal(0, initializer_range) for linear and
  * embedding weights, zero biases, LayerNorm weight 1 bias 0, zero padding row. */
 qb_status qb_model_init_random(const qb_config *cfg, uint64_t seed, qb_model *m);

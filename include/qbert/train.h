@@ -95,7 +95,7 @@ typedef struct {
     int qat_group_size;            /* columns per weight scale with per-group granularity (64) */
     int64_t qat_freeze_after;      /* observers stop after this many optimizer steps (0: never) */
     /* [device] */
-    int device;                    /* type = cpu (0), the only backend of this build */
+    int device;                    /* type = cpu (0) or cuda (1): the backend the steps run on */
     int threads;                   /* 0: OpenMP default */
     /* [output] */
     char output_dir[QB_PATH_MAX];
