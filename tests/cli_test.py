@@ -52,18 +52,29 @@ def run(tmp):
     probs = ref["probabilities"][1]
     with open(os.path.join(GOLDEN, "tiny_texts.txt"), encoding="utf-8") as f:
         texts = f.read().splitlines()
-    rc, out, err = qbert("predict", "--model", tiny, "--max-length", "16", "--text", stdin="\n".join(texts).encode())
-    lines = out.splitlines()
-    check(rc == 0 and len(lines) == len(texts), "predict: exit %d, %d lines: %s" % (rc, len(lines), err))
-    for i in (0, 1, 3):
-        if i >= len(lines):
-            break
-        o = json.loads(lines[i])
-        got = [o["probabilities"][k] for k in ("positive", "neutral", "negative")]
-        want = probs[3 * i:3 * i + 3]
-        check(max(abs(a - b) for a, b in zip(got, want)) < 1e-5, "predict row %d: %s vs transformers %s" % (i, got, want))
-        check(o["text"] == texts[i] and o["label"] == ("positive", "neutral", "negative")[got.index(max(got))],
-              "predict row %d label/text" % i)
+    def check_predict(rc, out, err, what):
+        lines = out.splitlines()
+        check(rc == 0 and len(lines) == len(texts), "%s: exit %d, %d lines: %s" % (what, rc, len(lines), err))
+        for i in (0, 1, 3):
+            if i >= len(lines):
+                break
+            o = json.loads(lines[i])
+            got = [o["probabilities"][k] for k in ("positive", "neutral", "negative")]
+            want = probs[3 * i:3 * i + 3]
+            check(max(abs(a - b) for a, b in zip(got, want)) < 1e-5, "%s row %d: %s vs transformers %s" % (what, i, got, want))
+            check(o["text"] == texts[i] and o["label"] == ("positive", "neutral", "negative")[got.index(max(got))],
+                  "%s row %d label/text" % (what, i))
+
+    args = ["predict", "--model", tiny, "--max-length", "16", "--text"]
+    check_predict(*qbert(*args, stdin="\n".join(texts).encode()), "predict")
+    # on the GPU: the same probabilities; without a usable one, a clear error
+    rc, out, err = qbert(*args, "--device", "cuda", stdin="\n".join(texts).encode())
+    if rc == 0:
+        check_predict(rc, out, err, "predict --device cuda")
+    else:
+        check(rc == 1 and "device = cuda" in err and "CUDA" in err and not out,
+              "predict --device cuda without a GPU: exit %d %r" % (rc, err))
+    expect_error(["predict", "--model", tiny, "--device", "tpu"], 2, ["--device", "tpu"], stdin=b"x\n")
 
     # eval: a small labelled file; JSON and SVG written, numbers consistent with predict.
     data = write(os.path.join(tmp, "d.tsv"), "".join("%s\t%s\n" % (t, l) for t, l in

@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "  --max-length N       tokens per text incl. [CLS]/[SEP] (default 128)\n"
             "  --batch N            texts per forward pass (default 32)\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --device cpu|cuda    where the model runs (default cpu; cuda: FP32 model files)\n"
             "  --json FILE          write every metric as JSON\n"
             "  --svg FILE           draw the confusion matrix\n"
             "  --skip-bad-rows      skip rows with an unknown label or no text (counted) instead of failing\n"
@@ -190,6 +191,12 @@ int qb_cli_engine_option(const char *cmd, int argc, char **argv, int *i, qb_engi
     if (qb_cli_opt(argc, argv, i, "--threads", &v, bad)) {
         if (v && !qb_cli_int(cmd, "--threads", v, 0, 4096, &x)) *bad = 1;
         else if (v) o->threads = (int)x;
+        return 1;
+    }
+    if (qb_cli_opt(argc, argv, i, "--device", &v, bad)) {
+        if (v && strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0)
+            *bad = qb_cli_fail(cmd, "--device must be cpu or cuda, got \"%s\"", v);
+        else if (v) o->device = v;
         return 1;
     }
     return 0;

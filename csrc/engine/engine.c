@@ -1,5 +1,7 @@
 /* The inference session: tokenise, sort by length, batch, forward, softmax. A
- * quantized model file's Linears are laid out for the backend once, at open. */
+ * quantized model file's Linears are laid out for the backend once, at open; on a
+ * device other than the CPU the model is copied into its memory once, and the
+ * activations are kept across batches (grown for a longer one). */
 #include "qbert/engine.h"
 
 #include "backend/backend.h"
@@ -11,7 +13,10 @@
 
 struct qb_engine {
     qb_engine_options opt;
-    qb_model model;
+    qb_model model;   /* on the host: what qb_engine_model shows (quantize, labels) */
+    qb_model copy;    /* its copy in the device's memory; unused on the CPU */
+    const qb_model *run;  /* the one the forward pass reads */
+    qb_activations *acts;
     qb_tokenizer *tok;
     const qb_backend *be;
 };
@@ -22,6 +27,7 @@ void qb_engine_default_options(qb_engine_options *o)
     o->batch_size = 32;
     o->threads = 0;
     o->seed = 42;
+    o->device = "cpu";
 }
 
 qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out)
@@ -32,16 +38,26 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
     qb_engine *e = calloc(1, sizeof *e);
     if (!e) return qb_fail(QB_ENOMEM, "cannot allocate an engine");
     e->opt = *o;
-    e->be = qb_backend_cpu();
-    if (o->threads > 0) omp_set_num_threads(o->threads);
-    qb_status st = qb_model_load(model_dir, o->seed, &e->model);
+    qb_status st = qb_backend_by_name(o->device ? o->device : "cpu", "device", &e->be);
     if (st) {
         free(e);
         return st;
     }
-    if ((st = qb_model_prepare(&e->model, e->be)) || (st = qb_tokenizer_load(model_dir, &e->tok))) {
-        qb_engine_close(e);
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    if ((st = qb_model_load(model_dir, o->seed, &e->model))) {
+        free(e);
         return st;
+    }
+    e->run = &e->model;
+    if (e->be->device != QB_DEV_CPU && !(st = qb_model_to_backend(&e->model, e->be, &e->copy))) {
+        e->copy.qat = e->model.qat;  /* borrowed (a QAT checkpoint's observed ranges) */
+        e->run = &e->copy;
+    }
+    if (st || (st = qb_model_prepare(&e->model, e->be)) || (st = qb_activations_new(e->run, e->be, false, &e->acts)) ||
+        (st = qb_tokenizer_load(model_dir, &e->tok))) {
+        const char *device = e->be->name;
+        qb_engine_close(e);
+        return qb_fail_context(st, "%s on %s", model_dir, device);
     }
     if (e->opt.max_length > e->model.cfg.max_position) {
         qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
@@ -55,6 +71,9 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
 void qb_engine_close(qb_engine *e)
 {
     if (!e) return;
+    qb_activations_free(e->acts);
+    e->copy.qat = NULL;
+    qb_model_free(&e->copy);
     qb_model_free(&e->model);
     qb_tokenizer_free(e->tok);
     free(e);
@@ -108,8 +127,8 @@ qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, floa
         for (int j = 0; j < b; j++) batch_texts[j] = texts[order[start + j].index];
         qb_encoding enc;
         if ((st = qb_encode_batch(e->tok, batch_texts, b, e->opt.max_length, false, &enc))) break;
-        st = qb_model_forward(&e->model, e->be, enc.input_ids, enc.token_type_ids, enc.attention_mask,
-                              enc.batch, enc.seq, logits, NULL);
+        st = qb_model_infer(e->run, e->acts, enc.input_ids, enc.token_type_ids, enc.attention_mask, enc.batch,
+                            enc.seq, logits, NULL);
         qb_encoding_free(&enc);
         if (st) break;
         for (int j = 0; j < b; j++) softmax_row(probs + (size_t)order[start + j].index * K, logits + (size_t)j * K, K);

@@ -474,21 +474,26 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
                            c->pad_token_id, B, T, C);
 }
 
+qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
+                         const int32_t *mask, int B, int T, float *logits, qb_forward_trace *trace)
+{
+    const qb_config *c = &m->cfg;
+    qb_status st = check_inputs(c, ids, types, mask, NULL, B, T);
+    if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, c, B, T)) ||
+        (st = upload(a, ids, types, mask, NULL, B, T)))
+        return st;
+    forward(m, a, NULL, trace);
+    a->be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
+    return a->be->sync();
+}
+
 qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_t *ids,
                            const int32_t *types, const int32_t *mask, int B, int T, float *logits,
                            qb_forward_trace *trace)
 {
-    const qb_config *c = &m->cfg;
-    qb_status st = check_inputs(c, ids, types, mask, NULL, B, T);
-    if (st) return st;
     qb_activations *a;
-    if ((st = qb_activations_new(m, be, false, &a))) return st;
-    if (!(st = qat_refresh(m, be)) && !(st = activations_fit(a, c, B, T)) &&
-        !(st = upload(a, ids, types, mask, NULL, B, T))) {
-        forward(m, a, NULL, trace);
-        be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
-        st = be->sync();
-    }
+    qb_status st = qb_activations_new(m, be, false, &a);
+    if (!st) st = qb_model_infer(m, a, ids, types, mask, B, T, logits, trace);
     qb_activations_free(a);
     return st;
 }

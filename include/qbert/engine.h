@@ -1,6 +1,6 @@
 /* qb_engine: an inference session over one model directory on one backend (the
- * CPU for now; FP32 or a quantized file from qbert quantize): tokenizer + model +
- * batching. Texts are sorted by token
+ * CPU, or CUDA for FP32 model files; FP32 or a quantized file from qbert quantize
+ * on the CPU): tokenizer + model + batching. Texts are sorted by token
  * length and batched with padding to the longest in each batch, so a batch of
  * short texts does not pay for the longest one. */
 #ifndef QBERT_ENGINE_H
@@ -16,6 +16,7 @@ typedef struct {
     int batch_size;
     int threads;      /* 0 = OpenMP default */
     uint64_t seed;    /* for a classifier head missing from the checkpoint */
+    const char *device;  /* "cpu" (default) or "cuda" */
 } qb_engine_options;
 
 void qb_engine_default_options(qb_engine_options *o);

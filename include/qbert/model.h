@@ -167,6 +167,11 @@ qb_status qb_activations_new(const qb_model *m, const struct qb_backend *be, boo
                              qb_activations **out);
 void qb_activations_free(qb_activations *a);
 
+/* qb_model_forward on activations the caller keeps (an engine's, reused across
+ * batches; made with train = false or true), on their backend. */
+qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
+                         const int32_t *mask, int B, int T, float *logits, qb_forward_trace *trace);
+
 /* One forward and backward pass over a batch: *loss = mean cross-entropy over the
  * batch, logits (B, num_labels) to host memory when not NULL, and the gradient of
  * grad_scale * B * loss (i.e. dlogits = (softmax - onehot) * grad_scale) ADDED to
