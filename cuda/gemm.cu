@@ -1,4 +1,5 @@
-/* The FP32 Linear layer and its backward through cuBLASLt, with cached plans.
+/* The Linear layer and its backward through cuBLASLt, with cached plans; FP32
+ * storage, products in FP32 or (qb_math) TF32 / BF16 / FP16 with FP32 sums.
  *
  * cuBLASLt is column-major; a row-major (R, C) matrix is the column-major (C, R) one
  * with the same bytes, so every product below is the transposed one (shapes are
@@ -13,9 +14,12 @@
  * deterministic, unlike an atomic column-sum kernel.
  *
  * Plans: a matmul descriptor, three layouts and the heuristic's best algorithm per
- * (transa, transb, m, n, k, epilogue, beta) — a BERT step uses a dozen shapes, so a
- * small table searched linearly is enough. One 32 MiB workspace serves every call
- * (all calls are ordered on the one stream). Compute type: FP32 (no TF32). */
+ * (transa, transb, m, n, k, epilogue, beta, math) — a BERT step uses a dozen shapes,
+ * so a small table searched linearly is enough. One 32 MiB workspace serves every
+ * call (all calls are ordered on the one stream). Compute type: CUBLAS_COMPUTE_32F
+ * for FP32 (no TF32), else the FAST type of the math, which rounds the FP32 inputs
+ * to TF32 / BF16 / FP16 inside the kernel and accumulates in FP32 (the CPU backend
+ * emulates the same rounding: tests/test_cuda_gemm.c). */
 #include "cuda/common.cuh"
 
 #include <cublasLt.h>
@@ -29,6 +33,7 @@ typedef struct {
     int m, n, k;
     cublasLtEpilogue_t epilogue;
     bool accumulate;  /* beta = 1 */
+    qb_math math;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -72,15 +77,26 @@ static void plan_destroy(plan *p)
     if (p->desc) cublasLtMatmulDescDestroy(p->desc);
 }
 
+static cublasComputeType_t compute_type(qb_math math)
+{
+    switch (math) {
+    case QB_MATH_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case QB_MATH_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case QB_MATH_FP16: return CUBLAS_COMPUTE_32F_FAST_16F;
+    case QB_MATH_FP32: break;
+    }
+    return CUBLAS_COMPUTE_32F;
+}
+
 /* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), all FP32 and packed
  * (ld = rows of the stored matrix); NULL after recording the error. */
 static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                      cublasLtEpilogue_t epilogue, bool accumulate, const char *what)
+                      cublasLtEpilogue_t epilogue, bool accumulate, qb_math math, const char *what)
 {
     for (int i = 0; i < lt.n_plans; i++) {
         plan *p = &lt.plans[i];
         if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->epilogue == epilogue &&
-            p->accumulate == accumulate)
+            p->accumulate == accumulate && p->math == math)
             return p;
     }
     if (!lt_ready()) return NULL;
@@ -89,7 +105,8 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
         lt.n_plans = 0;
     }
     plan *p = &lt.plans[lt.n_plans];
-    *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .epilogue = epilogue, .accumulate = accumulate};
+    *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .epilogue = epilogue, .accumulate = accumulate,
+                .math = math};
     /* The stored matrices: A is (m, k) or, transposed, (k, m); B likewise (k, n). */
     const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
     const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
@@ -97,7 +114,7 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasLtMatmulHeuristicResult_t best;
     int found = 0;
     const size_t ws = WORKSPACE_BYTES;
-    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), what) ||
+    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, compute_type(math), CUDA_R_32F), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
@@ -134,7 +151,8 @@ static void run(plan *p, float *d, const float *a, const float *b, const float *
               what);
 }
 
-extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K)
+extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K,
+                               qb_math math)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -142,7 +160,7 @@ extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const f
         return;
     }
     plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
-                       false, "linear");
+                       false, math, "linear");
     if (p) run(p, y, w, x, b, "linear");
 }
 
@@ -167,17 +185,17 @@ static const float *ones(size_t n)
 }
 
 extern "C" void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                                        const float *w, int M, int N, int K)
+                                        const float *w, int M, int N, int K, qb_math math)
 {
     if (M <= 0 || N <= 0 || K <= 0) return;
+    const cublasLtEpilogue_t plain = CUBLASLT_EPILOGUE_DEFAULT;
     plan *p;
-    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, CUBLASLT_EPILOGUE_DEFAULT, false, "linear dx")))
+    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, "linear dx")))
         run(p, dx, w, dy, NULL, "linear dx");
-    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, CUBLASLT_EPILOGUE_DEFAULT, true, "linear dW")))
+    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, "linear dW")))
         run(p, dw, x, dy, NULL, "linear dW");
-    const float *v;
-    if (db && (v = ones((size_t)M)) &&
-        (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, CUBLASLT_EPILOGUE_DEFAULT, true, "linear db")))
+    const float *v;  /* ones are exact in every format, so db is the rounded dy's column sums */
+    if (db && (v = ones((size_t)M)) && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, "linear db")))
         run(p, db, dy, v, NULL, "linear db");
 }
 

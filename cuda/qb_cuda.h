@@ -46,10 +46,10 @@ void qb_cuda_to_device(void *dst, const void *src, size_t bytes);
 void qb_cuda_to_host(void *dst, const void *src, size_t bytes);
 void qb_cuda_copy(void *dst, const void *src, size_t bytes);
 
-/* cuda/gemm.cu (cuBLASLt, FP32) */
-void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+/* cuda/gemm.cu (cuBLASLt: FP32 storage, FP32 / TF32 / BF16 / FP16 products) */
+void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K, qb_math math);
 void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                             const float *w, int M, int N, int K);
+                             const float *w, int M, int N, int K, qb_math math);
 /* Releases the cached plans and the workspace (at exit; tests). */
 void qb_cuda_gemm_release(void);
 

@@ -75,6 +75,14 @@ def run(tmp):
         check(rc == 1 and "device = cuda" in err and "CUDA" in err and not out,
               "predict --device cuda without a GPU: exit %d %r" % (rc, err))
     expect_error(["predict", "--model", tiny, "--device", "tpu"], 2, ["--device", "tpu"], stdin=b"x\n")
+    # bf16 products (the CPU's emulation): near transformers' FP32, not equal to it
+    rc, out, err = qbert(*args, "--math", "bf16", stdin="\n".join(texts).encode())
+    lines = out.splitlines()
+    if check(rc == 0 and len(lines) == len(texts), "predict --math bf16: exit %d: %s" % (rc, err)):
+        diffs = [abs(json.loads(lines[i])["probabilities"][k] - probs[3 * i + j])
+                 for i in (0, 1, 3) for j, k in enumerate(("positive", "neutral", "negative"))]
+        check(0 < max(diffs) < 2e-2, "predict --math bf16: largest difference from transformers %.3g" % max(diffs))
+    expect_error(["predict", "--model", tiny, "--math", "fp8"], 2, ["--math", "fp8", "bf16"], stdin=b"x\n")
 
     # eval: a small labelled file; JSON and SVG written, numbers consistent with predict.
     data = write(os.path.join(tmp, "d.tsv"), "".join("%s\t%s\n" % (t, l) for t, l in

@@ -620,13 +620,55 @@ static void test_embedding(void)
     free(word), free(pos), free(type), free(out), free(ref);
 }
 
+/* ---- rounded arithmetic (qb_math) ---- */
+
+/* qb_math_round at the edges of each format, then the op table's linear and
+ * linear_backward: FP32 math is the kernel's bits; TF32 / BF16 / FP16 math is the
+ * kernel run on x, w and dy rounded (the bias and the accumulated dW / db not). */
+static void test_math(void)
+{
+    const float one = 1.0f;
+    CHECK(qb_math_round(one + 0x1p-11f, QB_MATH_TF32) == one);                 /* tie: to even */
+    CHECK(qb_math_round(one + 3 * 0x1p-11f, QB_MATH_TF32) == one + 0x1p-9f);   /* tie: to even, up */
+    CHECK(qb_math_round(one + 0x1p-11f + 0x1p-20f, QB_MATH_TF32) == one + 0x1p-10f);
+    CHECK(qb_math_round(-(one + 0x1p-9f), QB_MATH_BF16) == -one);
+    CHECK(qb_math_round(one + 3 * 0x1p-8f, QB_MATH_BF16) == one + 0x1p-6f);
+    CHECK(qb_math_round(65504.0f, QB_MATH_FP16) == 65504.0f && isinf(qb_math_round(70000.0f, QB_MATH_FP16)));
+    CHECK(qb_math_round(0x1p-30f, QB_MATH_FP16) == 0.0f && qb_math_round(0x1p-30f, QB_MATH_BF16) == 0x1p-30f);
+    CHECK(isnan(qb_math_round(NAN, QB_MATH_TF32)) && isinf(qb_math_round(INFINITY, QB_MATH_TF32)));
+    CHECK(qb_math_round(0.1f, QB_MATH_FP32) == 0.1f);
+
+    const qb_backend *be = qb_backend_cpu();
+    enum { M = 9, N = 7, K = 13 };
+    float xr[M * K], wr[N * K], dyr[M * N];
+    for (int m = QB_MATH_FP32; m <= QB_MATH_FP16; m++) {
+        float *x = rand_floats(M * K, -3, 3), *w = rand_floats(N * K, -3, 3), *b = rand_floats(N, -1, 1);
+        float *dy = rand_floats(M * N, -1, 1);
+        for (int i = 0; i < M * K; i++) xr[i] = qb_math_round(x[i], (qb_math)m);
+        for (int i = 0; i < N * K; i++) wr[i] = qb_math_round(w[i], (qb_math)m);
+        for (int i = 0; i < M * N; i++) dyr[i] = qb_math_round(dy[i], (qb_math)m);
+        float y[M * N], y_ref[M * N], dx[M * K], dx_ref[M * K], dw[N * K], dw_ref[N * K], db[N], db_ref[N];
+        be->linear(y, x, w, b, M, N, K, (qb_math)m);
+        qb_cpu_linear(y_ref, xr, wr, b, M, N, K);
+        CHECKF(memcmp(y, y_ref, sizeof y) == 0, "linear %s: not the kernel on rounded inputs", qb_math_name(m));
+        for (int i = 0; i < N * K; i++) dw[i] = dw_ref[i] = 0.25f;  /* accumulated onto, unrounded */
+        for (int i = 0; i < N; i++) db[i] = db_ref[i] = 0.125f;
+        be->linear_backward(dx, dw, db, dy, x, w, M, N, K, (qb_math)m);
+        qb_cpu_linear_backward(dx_ref, dw_ref, db_ref, dyr, xr, wr, M, N, K);
+        CHECKF(memcmp(dx, dx_ref, sizeof dx) == 0 && memcmp(dw, dw_ref, sizeof dw) == 0 &&
+                   memcmp(db, db_ref, sizeof db) == 0,
+               "linear_backward %s: not the kernel on rounded inputs", qb_math_name(m));
+        free(x), free(w), free(b), free(dy);
+    }
+}
+
 /* ---- the op table ---- */
 
 static void test_backend(void)
 {
     const qb_backend *be = qb_backend_cpu();
     CHECK(be && strcmp(be->name, "cpu") == 0);
-    CHECK(be->linear == qb_cpu_linear && be->layernorm == qb_cpu_layernorm &&
+    CHECK(be->layernorm == qb_cpu_layernorm &&
           be->gelu == qb_cpu_gelu && be->tanh == qb_cpu_tanh &&
           be->attention == qb_cpu_attention && be->embedding == qb_cpu_embedding);
     float host[37], back[37];
@@ -659,6 +701,7 @@ int main(void)
     test_isa_selection();
     test_scalar_reference();
     test_linear();
+    test_math();
     test_linear_threads();
     test_gemm_layouts();
     test_dropout();

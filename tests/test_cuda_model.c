@@ -4,7 +4,8 @@
  *   - inference: logits and every layer's hidden state;
  *   - three training steps with dropout (the same Philox masks on both backends),
  *     AdamW with clipping: the loss of each step, every gradient of the first, and
- *     every weight after the last (copied back with qb_model_to_host).
+ *     every weight after the last (copied back with qb_model_to_host); in FP32, and
+ *     with TF32 and BF16 products against the CPU's emulation of them.
  * Tolerances: a whole forward and backward in FP32 in another summation order, so
  * relative L2 1e-4 per tensor (the CPU's bound against Hugging Face, tests/
  * test_train.c); weights after three Adam steps 1e-3, because Adam's first steps
@@ -37,7 +38,7 @@ static double max_abs_model(const qb_model *g)
 /* Gradients of the host model got (a copy of the GPU's) against ref. A tensor whose
  * reference is at rounding-noise level (max below 1e-6 of the model's largest value:
  * the attention key bias) is checked for staying at that level and marked in noisy. */
-static void compare_grads(const qb_model *got, const qb_model *ref, bool *noisy)
+static void compare_grads(const qb_model *got, const qb_model *ref, bool *noisy, double tol)
 {
     const double scale = max_abs_model(ref);
     for (int i = 0; i < ref->weights.count; i++) {
@@ -52,14 +53,14 @@ static void compare_grads(const qb_model *got, const qb_model *ref, bool *noisy)
             continue;
         }
         const double e = rel_l2(g->data, r->data, n);
-        CHECKF(e <= GRAD_TOL, "gradient %s: relative L2 error %.3g > %.1g", ref->weights.names[i], e, GRAD_TOL);
+        CHECKF(e <= tol, "gradient %s: relative L2 error %.3g > %.1g", ref->weights.names[i], e, tol);
     }
 }
 
 /* Weights after the steps. Where the gradient was noise, Adam moved each weight by
  * at most about lr (1 - b1) / sqrt(1 - b2) ~ 3.2 lr per step, in either direction on
  * either backend: the two may differ by twice that per step, not more. */
-static void compare_weights(const qb_model *got, const qb_model *ref, const bool *noisy, float lr)
+static void compare_weights(const qb_model *got, const qb_model *ref, const bool *noisy, float lr, double tol)
 {
     for (int i = 0; i < ref->weights.count; i++) {
         const qb_tensor *r = &ref->weights.tensors[i], *g = &got->weights.tensors[i];
@@ -71,9 +72,63 @@ static void compare_weights(const qb_model *got, const qb_model *ref, const bool
             continue;
         }
         const double e = rel_l2(g->data, r->data, n);
-        CHECKF(e <= WEIGHT_TOL, "weight %s after %d steps: relative L2 error %.3g > %.1g", ref->weights.names[i],
-               STEPS, e, WEIGHT_TOL);
+        CHECKF(e <= tol, "weight %s after %d steps: relative L2 error %.3g > %.1g", ref->weights.names[i], STEPS, e,
+               tol);
     }
+}
+
+/* STEPS training steps of copies of m on both backends with products in math: the
+ * loss and gradient norm of each step and every gradient of the first within tol,
+ * every weight after the last within wtol. */
+static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math, double tol, double wtol)
+{
+    qb_model m, dm, gc, gg_host, gg, w_host;
+    qb_activations *ac, *ag;
+    qb_adamw oc, og;
+    qb_optim_config oc_cfg;
+    qb_optim_default_config(&oc_cfg);
+    oc_cfg.lr = 1e-4f, oc_cfg.weight_decay = 0.01f, oc_cfg.total_steps = STEPS, oc_cfg.max_grad_norm = 1.0f;
+    if (qb_model_to_backend(m0, cpu, &m) || qb_model_to_backend(m0, gpu, &dm) || qb_model_zeros_like(&m, &gc) ||
+        qb_model_zeros_like(m0, &gg_host) || qb_model_zeros_like(m0, &w_host) || qb_model_zeros_like(&dm, &gg) ||
+        qb_activations_new(&m, cpu, true, &ac) || qb_activations_new(&dm, gpu, true, &ag) ||
+        qb_adamw_init(&oc, &m, &oc_cfg) || qb_adamw_init(&og, &dm, &oc_cfg)) {
+        fprintf(stderr, "training setup: %s\n", qb_error());
+        exit(1);
+    }
+    qb_activations_set_math(ac, math);
+    qb_activations_set_math(ag, math);
+    const char *name = qb_math_name(math);
+    bool *noisy = calloc((size_t)m.weights.count, sizeof *noisy);
+    for (int s = 0; s < STEPS; s++) {
+        const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&m0->cfg)};
+        float loss_c, loss_g, lr;
+        double norm_c, norm_g;
+        qb_model_zero(&gc, cpu);
+        qb_model_zero(&gg, gpu);
+        CHECK(qb_model_forward_backward(&m, ac, batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
+        CHECKF(qb_model_forward_backward(&dm, ag, batch, &drop, 1.0f / B, &gg, &loss_g, NULL) == QB_OK &&
+                   qb_cuda_sync() == QB_OK, "%s: GPU step %d: %s", name, s, qb_error());
+        CHECKF(fabs(loss_g - loss_c) <= tol * fabs(loss_c), "%s step %d: loss %.7g on the GPU, %.7g on the CPU",
+               name, s, loss_g, loss_c);
+        if (s == 0) {
+            qb_model_to_host(&gg, &gg_host);
+            CHECK(qb_cuda_sync() == QB_OK);
+            compare_grads(&gg_host, &gc, noisy, tol);
+        }
+        CHECK(qb_adamw_step(&oc, cpu, &m, &gc, &norm_c, &lr) == QB_OK);
+        CHECKF(qb_adamw_step(&og, gpu, &dm, &gg, &norm_g, &lr) == QB_OK && qb_cuda_sync() == QB_OK,
+               "%s: GPU AdamW step %d: %s", name, s, qb_error());
+        CHECKF(fabs(norm_g - norm_c) <= tol * norm_c, "%s step %d: gradient norm %.7g vs %.7g", name, s, norm_g,
+               norm_c);
+    }
+    qb_model_to_host(&dm, &w_host);
+    CHECK(qb_cuda_sync() == QB_OK);
+    compare_weights(&w_host, &m, noisy, oc_cfg.lr, wtol);
+    free(noisy);
+    qb_adamw_free(&oc), qb_adamw_free(&og);
+    qb_activations_free(ac), qb_activations_free(ag);
+    qb_model_free(&gc), qb_model_free(&gg_host), qb_model_free(&gg), qb_model_free(&w_host);
+    qb_model_free(&dm), qb_model_free(&m);
 }
 
 int main(void)
@@ -114,52 +169,15 @@ int main(void)
     CHECKF(rel_l2(logits_g, logits_c, B * 3) <= GRAD_TOL, "logits: relative L2 error %.3g",
            rel_l2(logits_g, logits_c, B * 3));
 
-    /* Training: the same steps on both backends. */
-    qb_model gc, gg_host, gg, w_host;
-    qb_activations *ac, *ag;
-    qb_adamw oc, og;
-    qb_optim_config oc_cfg;
-    qb_optim_default_config(&oc_cfg);
-    oc_cfg.lr = 1e-4f, oc_cfg.weight_decay = 0.01f, oc_cfg.total_steps = STEPS, oc_cfg.max_grad_norm = 1.0f;
-    if (qb_model_zeros_like(&m, &gc) || qb_model_zeros_like(&m, &gg_host) || qb_model_zeros_like(&m, &w_host) ||
-        qb_model_zeros_like(&dm, &gg) || qb_activations_new(&m, cpu, true, &ac) ||
-        qb_activations_new(&dm, gpu, true, &ag) || qb_adamw_init(&oc, &m, &oc_cfg) ||
-        qb_adamw_init(&og, &dm, &oc_cfg)) {
-        fprintf(stderr, "training setup: %s\n", qb_error());
-        return 1;
-    }
+    /* Training: the same steps on both backends, in FP32, then with TF32 and BF16
+     * products against the CPU's emulation of them (the same rounding, other sums;
+     * a rounding that falls the other way moves a value by the format's roundoff,
+     * hence the looser bounds). */
     const qb_batch batch = {ids, types, mask, labels, B, T};
-    bool *noisy = calloc((size_t)m.weights.count, sizeof *noisy);
-    for (int s = 0; s < STEPS; s++) {
-        const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&cfg)};
-        float loss_c, loss_g, lr;
-        double norm_c, norm_g;
-        qb_model_zero(&gc, cpu);
-        qb_model_zero(&gg, gpu);
-        CHECK(qb_model_forward_backward(&m, ac, &batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
-        CHECKF(qb_model_forward_backward(&dm, ag, &batch, &drop, 1.0f / B, &gg, &loss_g, NULL) == QB_OK &&
-                   qb_cuda_sync() == QB_OK, "GPU step %d: %s", s, qb_error());
-        CHECKF(fabs(loss_g - loss_c) <= GRAD_TOL * fabs(loss_c), "step %d: loss %.7g on the GPU, %.7g on the CPU",
-               s, loss_g, loss_c);
-        if (s == 0) {
-            qb_model_to_host(&gg, &gg_host);
-            CHECK(qb_cuda_sync() == QB_OK);
-            compare_grads(&gg_host, &gc, noisy);
-        }
-        CHECK(qb_adamw_step(&oc, cpu, &m, &gc, &norm_c, &lr) == QB_OK);
-        CHECKF(qb_adamw_step(&og, gpu, &dm, &gg, &norm_g, &lr) == QB_OK && qb_cuda_sync() == QB_OK,
-               "GPU AdamW step %d: %s", s, qb_error());
-        CHECKF(fabs(norm_g - norm_c) <= GRAD_TOL * norm_c, "step %d: gradient norm %.7g vs %.7g", s, norm_g, norm_c);
-    }
-    qb_model_to_host(&dm, &w_host);
-    CHECK(qb_cuda_sync() == QB_OK);
-    compare_weights(&w_host, &m, noisy, oc_cfg.lr);
-
+    train_steps(&m, &batch, QB_MATH_FP32, GRAD_TOL, WEIGHT_TOL);
+    train_steps(&m, &batch, QB_MATH_TF32, 1e-3, 1e-2);
+    train_steps(&m, &batch, QB_MATH_BF16, 1e-2, 5e-2);
     for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
-    free(noisy);
-    qb_adamw_free(&oc), qb_adamw_free(&og);
-    qb_activations_free(ac), qb_activations_free(ag);
-    qb_model_free(&gc), qb_model_free(&gg_host), qb_model_free(&gg), qb_model_free(&w_host);
     qb_model_free(&dm), qb_model_free(&m);
     qb_cuda_gemm_release();
     return check_summary("test_cuda_model");

@@ -5,13 +5,15 @@ boundary) and after Ctrl-C reproduces the uninterrupted run byte for byte; a NaN
 weights stops the run (on_nan = stop) or skips the step (on_nan = skip); bad input fails
 before the first step with a message naming the file and line or key; [device] type = cuda
 follows the CPU run and its checkpoints resume on the CPU and back (or, without a usable
-GPU, is a clear error); padding to
+GPU, is a clear error); tf32 / bf16 / fp16 products (fp16 with loss scaling, its
+overflows and its resume); padding to
 max_length gives the losses of dynamic padding; several seeds give a summary.
 
 Small and quick: bert-tiny, a third of the sample training set (written into a temporary
 directory), max_length 32, 2 threads. Standard library only; the binary is $QBERT_BIN
 (or argv[1]). Prints "train_test: N passed, N failed"; exit status 1 on any failure."""
 import json
+import math
 import os
 import re
 import shutil
@@ -480,7 +482,47 @@ def test_device(tmp, cfg, a):
             check(worst <= 1e-3, "cross %s->%s: differs from the CPU run by %.3g relative" % (first, then, worst))
 
 
-# ---- 7. padding = max_length gives the losses of dynamic padding ----
+# ---- 7. [train] precision: rounded GEMM inputs (the CPU's emulation of the GPU's) ----
+
+def test_precision(tmp, cfg, a):
+    """tf32 / fp16 (10 mantissa bits) and bf16 (7) runs follow the fp32 run A within
+    the rounding's reach (measured 2e-4 and 2e-3; the bounds are 10x that; the exact
+    rounding is tests/test_cpu_kernels.c's). fp16 with a first loss scale of 2^24
+    overflows: those batches are dropped and the scale halved (step lines + backoffs
+    = the batches), and a run stopped after 3 steps resumes with the scale it had,
+    byte for byte the uninterrupted run."""
+    la = step_lines(a)
+    for prec, bound in (("tf32", 2e-3), ("fp16", 2e-3), ("bf16", 2e-2)):
+        out = os.path.join(tmp, "prec-" + prec)
+        rc, _, err = qbert("train", cfg, "--set", "output.dir=" + out, "--set", "train.precision=" + prec)
+        if not check(rc == 0, "precision %s: exit %d: %s" % (prec, rc, err[-1000:])):
+            continue
+        worst = close_trajectory(la, step_lines(out))
+        check(0 < worst <= bound, "precision %s: differs from fp32 by %.3g relative (want (0, %g])" % (prec, worst, bound))
+        check(read_json(os.path.join(out, "metrics.json")).get("precision") == prec, "precision %s: metrics.json" % prec)
+    big = ["--set", "train.precision=fp16", "--set", "train.loss_scale=16777216"]
+    ref = os.path.join(tmp, "fp16-big")
+    rc, _, err = qbert("train", cfg, "--set", "output.dir=" + ref, *big)
+    if not check(rc == 0, "fp16 overflow: exit %d: %s" % (rc, err[-1000:])):
+        return
+    lines, m = step_lines(ref), read_json(os.path.join(ref, "metrics.json"))
+    backoffs = m.get("loss_scale_backoffs", 0)
+    scales = [x.get("loss_scale") for x in lines]
+    check(backoffs >= 1 and len(lines) + backoffs == 14 and m.get("steps") == len(lines),
+          "fp16 overflow: %d steps + %d backoffs (want 14 batches)" % (len(lines), backoffs))
+    check(all(isinstance(x, (int, float)) and x > 0 for x in scales) and scales == sorted(scales, reverse=True) and
+          scales[0] < 2 ** 24 and all(x == 2 ** round(math.log2(x)) for x in scales),
+          "fp16 overflow: loss scales %s (powers of 2 below 2^24, never growing in 14 steps)" % scales)
+    b = os.path.join(tmp, "fp16-big-resumed")
+    rc, _, err = qbert("train", cfg, "--set", "output.dir=" + b, *big, "--stop-after", "3")
+    if check(rc == 130, "fp16 resume: stop exit %d: %s" % (rc, err[-1000:])):
+        rc, _, err = qbert("train", cfg, "--set", "output.dir=" + b, *big, "--resume", b)
+        if check(rc == 0, "fp16 resume: exit %d: %s" % (rc, err[-1000:])):
+            same_as_reference(ref, b, "fp16 resume")
+            check([x.get("loss_scale") for x in step_lines(b)] == scales, "fp16 resume: loss scales differ")
+
+
+# ---- 8. padding = max_length gives the losses of dynamic padding ----
 
 def test_padding(tmp, cfg):
     outs = {}
@@ -501,7 +543,7 @@ def test_padding(tmp, cfg):
           (worst, [x["loss"] for x in a], [y["loss"] for y in b]))
 
 
-# ---- 8. several seeds ----
+# ---- 9. several seeds ----
 
 def test_seeds(tmp, cfg):
     out = os.path.join(tmp, "seeds")
@@ -557,6 +599,7 @@ def main():
             timed("resume", test_resume, tmp, cfg, a)
             timed("sigint", test_sigint, tmp, cfg, a)
             timed("cuda", test_device, tmp, cfg, a)
+            timed("precision", test_precision, tmp, cfg, a)
         timed("nan", test_nan, tmp)
         timed("padding", test_padding, tmp, cfg)
         timed("seeds", test_seeds, tmp, cfg)

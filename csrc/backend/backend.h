@@ -50,8 +50,9 @@ typedef struct qb_backend {
     qb_device device;                /* where its memory is */
     void *(*alloc)(size_t bytes);   /* NULL on failure */
     void (*free)(void *p);
-    /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout). */
-    void (*linear)(float *y, const float *x, const float *w, const float *b, int M, int N, int K);
+    /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout).
+     * The products in arithmetic math (qb_math: x and w rounded, b added in FP32). */
+    void (*linear)(float *y, const float *x, const float *w, const float *b, int M, int N, int K, qb_math math);
     /* The quantized Linear q (include/qbert/quant.h): y (M, N) = x (M, K) . W^T + b,
      * then exact GELU when gelu is set. INT8 / W4A8: x is quantized per token (or with
      * q->act_scale, clamped to [-128, 127]), the product is exact in int32, scaled by
@@ -64,9 +65,10 @@ typedef struct qb_backend {
     /* Lays q's weights out for this backend once (q->prepared, q->release). */
     qb_status (*qlinear_prepare)(struct qb_qlinear *q);
     /* Backward of linear: dx (M, K) = dy (M, N) . w (N, K) (overwritten; NULL skips it),
-     * dw (N, K) += dy^T x, db (N) += column sums of dy (db may be NULL). */
+     * dw (N, K) += dy^T x, db (N) += column sums of dy (db may be NULL); every
+     * product in arithmetic math (dy, x and w rounded). */
     void (*linear_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *w, int M, int N, int K);
+                            const float *w, int M, int N, int K, qb_math math);
     /* t = x + res (res may be NULL); out (M, C) = (t - mean) / sqrt(var + eps) * g + b.
      * For the backward pass t_out (M, C) receives t and stats (M, 2) the mean and
      * 1 / sqrt(var + eps); either may be NULL. out and t_out may alias x; out may alias res.

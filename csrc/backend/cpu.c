@@ -2,6 +2,7 @@
  * is device memory here, so allocation is qb_malloc and the copies are memcpy. */
 #include "backend/backend.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "cpu/cpu.h"
@@ -19,15 +20,62 @@ static void cpu_zero(void *p, size_t bytes)
 
 static qb_status cpu_sync(void) { return QB_OK; }  /* every op has finished when it returns */
 
+/* linear and its backward in a rounded arithmetic: the FP32 kernels on copies of the
+ * inputs rounded to that format, which is what the GPU's FAST compute types compute
+ * up to the order of the sums. A reference (tests, CPU runs of a GPU recipe), not a
+ * fast path. Out of memory: the outputs become NaN, which stops a training run. */
+static float *rounded(const float *x, size_t n, qb_math m)
+{
+    float *r = qb_malloc(n * sizeof *r);
+    for (size_t i = 0; r && i < n; i++) r[i] = qb_math_round(x[i], m);
+    return r;
+}
+
+static void fill_nan(float *y, size_t n, const char *what)
+{
+    qb_log(QB_LOG_ERROR, "%s: out of memory for the rounded inputs; output set to NaN", what);
+    for (size_t i = 0; y && i < n; i++) y[i] = NAN;
+}
+
+static void cpu_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K, qb_math math)
+{
+    if (math == QB_MATH_FP32) {
+        qb_cpu_linear(y, x, w, b, M, N, K);
+        return;
+    }
+    float *xr = rounded(x, (size_t)M * K, math), *wr = rounded(w, (size_t)N * K, math);
+    if (xr && wr) qb_cpu_linear(y, xr, wr, b, M, N, K);
+    else fill_nan(y, (size_t)M * N, "linear");
+    qb_free(xr), qb_free(wr);
+}
+
+static void cpu_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                                int M, int N, int K, qb_math math)
+{
+    if (math == QB_MATH_FP32) {
+        qb_cpu_linear_backward(dx, dw, db, dy, x, w, M, N, K);
+        return;
+    }
+    float *dyr = rounded(dy, (size_t)M * N, math), *xr = rounded(x, (size_t)M * K, math);
+    float *wr = rounded(w, (size_t)N * K, math);
+    if (dyr && xr && wr) {
+        qb_cpu_linear_backward(dx, dw, db, dyr, xr, wr, M, N, K);
+    } else {
+        fill_nan(dx, (size_t)M * K, "linear backward");
+        fill_nan(dw, (size_t)N * K, "linear backward");
+    }
+    qb_free(dyr), qb_free(xr), qb_free(wr);
+}
+
 static const qb_backend cpu_backend = {
     .name = "cpu",
     .device = QB_DEV_CPU,
     .alloc = qb_malloc,
     .free = qb_free,
-    .linear = qb_cpu_linear,
+    .linear = cpu_linear,
     .linear_q = qb_cpu_linear_q,
     .qlinear_prepare = qb_cpu_qlinear_prepare,
-    .linear_backward = qb_cpu_linear_backward,
+    .linear_backward = cpu_linear_backward,
     .layernorm = qb_cpu_layernorm,
     .layernorm_backward = qb_cpu_layernorm_backward,
     .gelu = qb_cpu_gelu,

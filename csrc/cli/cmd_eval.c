@@ -26,6 +26,8 @@ static void usage(FILE *f)
             "  --batch N            texts per forward pass (default 32)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --device cpu|cuda    where the model runs (default cpu; cuda: FP32 model files)\n"
+            "  --math fp32|tf32|bf16|fp16  arithmetic of the Linears' products (default fp32;\n"
+            "                       FP32 storage; on the CPU an emulation, for checking)\n"
             "  --json FILE          write every metric as JSON\n"
             "  --svg FILE           draw the confusion matrix\n"
             "  --skip-bad-rows      skip rows with an unknown label or no text (counted) instead of failing\n"
@@ -191,6 +193,10 @@ int qb_cli_engine_option(const char *cmd, int argc, char **argv, int *i, qb_engi
     if (qb_cli_opt(argc, argv, i, "--threads", &v, bad)) {
         if (v && !qb_cli_int(cmd, "--threads", v, 0, 4096, &x)) *bad = 1;
         else if (v) o->threads = (int)x;
+        return 1;
+    }
+    if (qb_cli_opt(argc, argv, i, "--math", &v, bad)) {
+        if (v && qb_math_parse(v, &o->math)) *bad = qb_cli_fail(cmd, "--math: %s", qb_error());
         return 1;
     }
     if (qb_cli_opt(argc, argv, i, "--device", &v, bad)) {

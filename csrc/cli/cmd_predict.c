@@ -12,7 +12,8 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: qbert predict --model DIR [--max-length N] [--batch N] [--threads N] [--device cpu|cuda] [--text]\n"
+            "usage: qbert predict --model DIR [--max-length N] [--batch N] [--threads N] [--device cpu|cuda]\n"
+            "                     [--math fp32|tf32|bf16|fp16] [--text]\n"
             "  reads texts from stdin, one per line; writes JSON lines to stdout\n"
             "  --text   echo each input text in its JSON line\n"
             "example: echo 'makanan nya enak sekali' | qbert predict --model runs/smsa/best\n");

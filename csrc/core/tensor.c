@@ -145,6 +145,42 @@ float qb_bf16_to_f32(uint16_t h)
     return f;
 }
 
+const char *qb_math_name(qb_math m)
+{
+    static const char *const names[] = {"fp32", "tf32", "bf16", "fp16"};
+    return (unsigned)m < 4 ? names[m] : "?";
+}
+
+qb_status qb_math_parse(const char *name, qb_math *m)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, qb_math_name((qb_math)i)) == 0) {
+            *m = (qb_math)i;
+            return QB_OK;
+        }
+    return qb_fail(QB_EINVAL, "unknown arithmetic \"%s\" (expected fp32, tf32, bf16 or fp16)", name);
+}
+
+float qb_math_round(float x, qb_math m)
+{
+    switch (m) {
+    case QB_MATH_FP32: break;
+    case QB_MATH_TF32: {  /* 10 mantissa bits: the low 13 rounded off, ties to even */
+        uint32_t u;
+        memcpy(&u, &x, 4);
+        if ((u & 0x7f800000u) != 0x7f800000u) {  /* inf and NaN stay */
+            u += 0xfffu + ((u >> 13) & 1u);
+            u &= ~0x1fffu;
+        }
+        memcpy(&x, &u, 4);
+        return x;
+    }
+    case QB_MATH_BF16: return qb_bf16_to_f32(qb_f32_to_bf16(x));
+    case QB_MATH_FP16: return qb_f16_to_f32(qb_f32_to_f16(x));
+    }
+    return x;
+}
+
 uint16_t qb_f32_to_bf16(float f)
 {
     uint32_t x;

@@ -28,6 +28,7 @@ void qb_engine_default_options(qb_engine_options *o)
     o->threads = 0;
     o->seed = 42;
     o->device = "cpu";
+    o->math = QB_MATH_FP32;
 }
 
 qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out)
@@ -59,6 +60,7 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
         qb_engine_close(e);
         return qb_fail_context(st, "%s on %s", model_dir, device);
     }
+    qb_activations_set_math(e->acts, o->math);
     if (e->opt.max_length > e->model.cfg.max_position) {
         qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
                e->opt.max_length, e->model.cfg.max_position, e->model.cfg.max_position);

@@ -34,6 +34,7 @@ struct qb_activations {
     const qb_backend *be;
     bool train;
     bool quantized;          /* the model has quantized Linears */
+    qb_math math;            /* of the FP32 Linears' products (qb_activations_set_math) */
     void *mem;               /* one backend allocation, carved by plan() */
     size_t cap;              /* its size in bytes */
     int B, T;
@@ -159,6 +160,8 @@ void qb_activations_free(qb_activations *a)
     free(a);
 }
 
+void qb_activations_set_math(qb_activations *a, qb_math math) { a->math = math; }
+
 /* Lays the activations out for a B x T batch, growing the allocation if needed. */
 static qb_status activations_fit(qb_activations *a, const qb_config *c, int B, int T)
 {
@@ -270,7 +273,7 @@ static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace
         x = a->xfq[index];
         w = q->wfq[index];
     }
-    be->linear(y, x, w, p->b, M, N, K);
+    be->linear(y, x, w, p->b, M, N, K, a->math);
     if (gelu) be->gelu(y, y, (size_t)M * N);
 }
 
@@ -283,7 +286,7 @@ static void linear_backward(const qb_model *m, qb_activations *a, int index, flo
 {
     const qb_backend *be = a->be;
     const qb_qat *q = m->qat;
-    be->linear_backward(dx, g->w, g->b, dy, q ? a->xfq[index] : x, q ? q->wfq[index] : p->w, M, N, K);
+    be->linear_backward(dx, g->w, g->b, dy, q ? a->xfq[index] : x, q ? q->wfq[index] : p->w, M, N, K, a->math);
     if (q && dx) be->fake_quant_backward(dx, dx, x, (size_t)M * K, qb_qat_act_scale(q, index), q->set.act_bits);
 }
 

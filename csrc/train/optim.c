@@ -64,7 +64,8 @@ qb_status qb_adamw_step(qb_adamw *o, const qb_backend *be, qb_model *model, cons
                         double *grad_norm, float *lr)
 {
     const qb_optim_config *c = &o->cfg;
-    const double norm = qb_grad_norm(be, grads);
+    const double unscale = o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0;
+    const double norm = qb_grad_norm(be, grads) * unscale;
     *grad_norm = norm;
     *lr = qb_lr_at(c, o->step);
     if (!isfinite(norm))
@@ -77,7 +78,7 @@ qb_status qb_adamw_step(qb_adamw *o, const qb_backend *be, qb_model *model, cons
     }
     const int64_t t = ++o->step;
     qb_adamw_args s = {
-        .lr = *lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .grad_scale = clip,
+        .lr = *lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .grad_scale = (float)(clip * unscale),
         .bc1 = (float)(1.0 - pow(c->beta1, (double)t)),
         .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t)),
     };

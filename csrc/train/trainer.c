@@ -67,6 +67,10 @@ typedef struct {
     double best;
     int64_t best_step;
     int best_epoch, skipped;
+    /* fp16 loss scaling (opt.loss_scale): optimizer steps since the last change of
+     * the scale, and how often it was halved for an overflow */
+    int64_t good_steps;
+    int backoffs;
     cJSON *history, *epoch_times;
     double train_seconds;
     FILE *log;
@@ -240,6 +244,9 @@ static cJSON *state_json(const run *r)
     cJSON_AddNumberToObject(s, "best_step", (double)r->best_step);
     cJSON_AddNumberToObject(s, "best_epoch", r->best_epoch);
     cJSON_AddNumberToObject(s, "skipped_steps", r->skipped);
+    cJSON_AddNumberToObject(s, "loss_scale", r->opt.loss_scale);
+    cJSON_AddNumberToObject(s, "good_steps", (double)r->good_steps);
+    cJSON_AddNumberToObject(s, "loss_scale_backoffs", r->backoffs);
     cJSON_AddNumberToObject(s, "train_seconds", r->train_seconds);
     cJSON_AddItemToObject(s, "history", cJSON_Duplicate(r->history, true));
     cJSON_AddItemToObject(s, "epoch_times", cJSON_Duplicate(r->epoch_times, true));
@@ -388,6 +395,14 @@ static qb_status checkpoint_load(run *r, const char *arg)
         r->best = v[6], r->best_step = (int64_t)v[7], r->best_epoch = (int)v[8];
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(s, "skipped_steps");
         r->skipped = cJSON_IsNumber(x) ? x->valueint : 0;
+        if (r->opt.loss_scale > 0) {  /* fp16: the scale goes on where it was */
+            x = cJSON_GetObjectItemCaseSensitive(s, "loss_scale");
+            if (cJSON_IsNumber(x) && x->valuedouble >= 1) r->opt.loss_scale = (float)x->valuedouble;
+            x = cJSON_GetObjectItemCaseSensitive(s, "good_steps");
+            r->good_steps = cJSON_IsNumber(x) ? (int64_t)x->valuedouble : 0;
+            x = cJSON_GetObjectItemCaseSensitive(s, "loss_scale_backoffs");
+            r->backoffs = cJSON_IsNumber(x) ? x->valueint : 0;
+        }
         x = cJSON_GetObjectItemCaseSensitive(s, "train_seconds");
         r->train_seconds = cJSON_IsNumber(x) ? x->valuedouble : 0;
         cJSON *h = cJSON_DetachItemFromObjectCaseSensitive(s, "history");
@@ -542,7 +557,8 @@ static qb_status train_loop(run *r)
             drop.stream = (uint64_t)r->micro * sites;
             if (r->model.qat) r->model.qat->observe = !c->qat_freeze_after || r->step < c->qat_freeze_after;
             float loss;
-            st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, &drop, 1.0f / ((float)n * c->grad_accum),
+            const float scale = r->opt.loss_scale > 0 ? r->opt.loss_scale : 1.0f;
+            st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, &drop, scale / ((float)n * c->grad_accum),
                                            &r->grads, &loss, NULL);
             if (st) return st;
             r->micro++;
@@ -561,6 +577,17 @@ static qb_status train_loop(run *r)
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
             if (st && st != QB_ENUMERIC) return st;
             qb_model_zero(&r->grads, r->be);
+            if (!bad_loss && st == QB_ENUMERIC && r->opt.loss_scale >= 2) {
+                /* fp16: the scaled gradients overflowed; the step is dropped and the
+                 * scale halved, as torch's GradScaler does (down to 1: below that a
+                 * non-finite gradient is a real one, for on_nan) */
+                r->opt.loss_scale /= 2, r->good_steps = 0, r->backoffs++;
+                qb_log(QB_LOG_INFO, "step %lld: gradient overflow in fp16; step skipped, loss scale now %g",
+                       (long long)r->step + 1, r->opt.loss_scale);
+                st = QB_OK;
+                loss_sum = 0, loss_n = 0, samples = 0;
+                continue;
+            }
             if (bad_loss || st == QB_ENUMERIC) {
                 if (!c->skip_nan)
                     return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_loss ? bad_value : norm);
@@ -572,13 +599,16 @@ static qb_status train_loop(run *r)
                 continue;
             }
             r->step++;
+            if (r->opt.loss_scale > 0 && ++r->good_steps == 2000) r->opt.loss_scale *= 2, r->good_steps = 0;
             const double now = qb_now(), dt = now - t_last;
             r->train_seconds += dt;
             t_last = now;
             const double sps = samples / (dt > 0 ? dt : 1e-9);
-            fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g}\n",
+            char scale_field[48] = "";
+            if (r->opt.loss_scale > 0) snprintf(scale_field, sizeof scale_field, ",\"loss_scale\":%.9g", r->opt.loss_scale);
+            fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g%s}\n",
                     (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, loss_sum / loss_n, lr,
-                    norm, sps);
+                    norm, sps, scale_field);
             fflush(r->log);
             if (r->step % c->log_every == 0 || r->step == r->total_steps) {
                 const double spent = now - t_epoch, rate = epoch_samples / (spent > 0 ? spent : 1e-9);
@@ -655,6 +685,8 @@ static qb_status finish(run *r, cJSON **test_out)
     cJSON_AddNumberToObject(root, "train_examples", r->train.n);
     cJSON_AddNumberToObject(root, "train_seconds", r->train_seconds);
     cJSON_AddStringToObject(root, "device", r->be->name);
+    cJSON_AddStringToObject(root, "precision", qb_math_name((qb_math)r->c->precision));
+    if (r->opt.loss_scale > 0) cJSON_AddNumberToObject(root, "loss_scale_backoffs", r->backoffs);
     cJSON_AddNumberToObject(root, "threads", omp_get_max_threads());
     cJSON *best = cJSON_AddObjectToObject(root, "best");
     cJSON_AddStringToObject(best, "metric", metric_name(r->c->metric_for_best));
@@ -790,6 +822,8 @@ static qb_status setup(run *r)
     oc.total_steps = r->total_steps;
     oc.warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : (int64_t)ceil(c->warmup_ratio * (double)r->total_steps);
     if ((st = qb_adamw_init(&r->opt, &r->model, &oc))) return st;
+    if (c->precision == QB_MATH_FP16) r->opt.loss_scale = c->loss_scale;
+    qb_activations_set_math(r->acts, (qb_math)c->precision);
     r->history = cJSON_CreateArray();
     r->epoch_times = cJSON_CreateArray();
     if (!r->history || !r->epoch_times) return qb_fail(QB_ENOMEM, "history");
@@ -800,10 +834,11 @@ static qb_status setup(run *r)
     join(path, r->dir, "train_log.jsonl");
     if (!(r->log = fopen(path, r->o->resume ? "a" : "w"))) return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(r->progress, "train: %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "
-            "valid %d, test %d; model %s (%zu parameters), seed %llu, %s%s\n",
+            "valid %d, test %d; model %s (%zu parameters), seed %llu, %s%s, %s products\n",
             r->train.n, r->plan.n_batches, c->batch_size, (long long)r->total_steps, r->epochs,
             (long long)oc.warmup_steps, r->valid.n, r->test.n, c->preset[0] ? c->preset : c->model_path,
-            qb_model_param_count(&r->host), (unsigned long long)r->seed, r->be->name, threads);
+            qb_model_param_count(&r->host), (unsigned long long)r->seed, r->be->name, threads,
+            qb_math_name((qb_math)c->precision));
     return QB_OK;
 }
 

@@ -17,6 +17,7 @@ typedef struct {
     int threads;      /* 0 = OpenMP default */
     uint64_t seed;    /* for a classifier head missing from the checkpoint */
     const char *device;  /* "cpu" (default) or "cuda" */
+    qb_math math;        /* of the FP32 Linears' products (default fp32; on the CPU an emulation) */
 } qb_engine_options;
 
 void qb_engine_default_options(qb_engine_options *o);

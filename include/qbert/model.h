@@ -166,6 +166,8 @@ typedef struct qb_activations qb_activations;
 qb_status qb_activations_new(const qb_model *m, const struct qb_backend *be, bool train,
                              qb_activations **out);
 void qb_activations_free(qb_activations *a);
+/* The arithmetic of the FP32 Linears' products in passes over a (default FP32). */
+void qb_activations_set_math(qb_activations *a, qb_math math);
 
 /* qb_model_forward on activations the caller keeps (an engine's, reused across
  * batches; made with train = false or true), on their backend. */

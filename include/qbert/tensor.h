@@ -39,6 +39,17 @@ uint16_t qb_f32_to_f16(float f);
 float qb_bf16_to_f32(uint16_t h);
 uint16_t qb_f32_to_bf16(float f);
 
+/* The arithmetic of a GEMM's products. Every tensor stays FP32 in memory (master
+ * weights, activations, gradients); TF32 / BF16 / FP16 round each GEMM input to
+ * that format (to nearest) and sum the products in FP32: cuBLASLt's FAST compute
+ * types on the GPU (torch: allow_tf32, autocast matmuls), emulated on the CPU. */
+typedef enum { QB_MATH_FP32, QB_MATH_TF32, QB_MATH_BF16, QB_MATH_FP16 } qb_math;
+const char *qb_math_name(qb_math m);  /* "fp32" ... */
+/* "fp32" | "tf32" | "bf16" | "fp16" -> *m; QB_EINVAL naming the allowed values. */
+qb_status qb_math_parse(const char *name, qb_math *m);
+/* x rounded to m's input format (FP16: beyond 65504 becomes inf), as a float. */
+float qb_math_round(float x, qb_math m);
+
 /* A list of named tensors: what a weight file holds, in file order. */
 typedef struct {
     int count, cap;

@@ -34,6 +34,8 @@ typedef struct {
     qb_optim_config cfg;
     qb_model m, v;      /* first and second moments, zeros_like the model */
     int64_t step;       /* optimizer steps done */
+    float loss_scale;   /* the gradients are this multiple of the true ones (fp16 loss
+                         * scaling); 0 (qb_adamw_init) or 1: none */
 } qb_adamw;
 
 qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_config *cfg);
@@ -42,9 +44,10 @@ void qb_adamw_free(qb_adamw *o);
 /* Global L2 norm of the gradients (in double, per tensor then over tensors). */
 double qb_grad_norm(const struct qb_backend *be, const qb_model *grads);
 
-/* One optimizer step: clip by the global norm (*grad_norm receives the norm before
- * clipping, *lr the rate used), update model and moments, advance the step. A
- * non-finite norm changes nothing and returns QB_ENUMERIC. Does not zero grads. */
+/* One optimizer step: unscale (loss_scale), clip by the global norm (*grad_norm
+ * receives the true norm before clipping, *lr the rate used), update model and
+ * moments, advance the step. A non-finite norm changes nothing and returns
+ * QB_ENUMERIC. Does not zero grads. */
 qb_status qb_adamw_step(qb_adamw *o, const struct qb_backend *be, qb_model *model,
                         const qb_model *grads, double *grad_norm, float *lr);
 
@@ -87,6 +90,11 @@ typedef struct {
     bool skip_nan;                 /* on_nan = skip: drop a non-finite step; stop (default) */
     int checkpoint_every;          /* N > 0: also every N optimizer steps */
     int log_every;                 /* progress/log line every N optimizer steps (JSONL: every step) */
+    int precision;                 /* qb_math of the Linears' products: fp32 (default), tf32, bf16,
+                                    * fp16 (with dynamic loss scaling); storage stays FP32. On the
+                                    * CPU an emulation (rounded copies): slower, for checking */
+    float loss_scale;              /* fp16: the first loss scale (65536), halved on an overflow,
+                                    * doubled after 2000 steps without one (torch GradScaler) */
     /* [qat]: quantization-aware training (fake quantization of every Linear's weight
      * and input, and optionally of the embedding tables) */
     bool qat_enabled;
