@@ -83,6 +83,8 @@ def run(tmp):
                  for i in (0, 1, 3) for j, k in enumerate(("positive", "neutral", "negative"))]
         check(0 < max(diffs) < 2e-2, "predict --math bf16: largest difference from transformers %.3g" % max(diffs))
     expect_error(["predict", "--model", tiny, "--math", "fp8"], 2, ["--math", "fp8", "bf16"], stdin=b"x\n")
+    expect_error(["quantize", "--model", tiny, "--scheme", "int8-dynamic", "--out", os.path.join(tmp, "q"),
+                  "--device", "cuda"], 2, ["quantize runs on the CPU", "--device"])
 
     # eval: a small labelled file; JSON and SVG written, numbers consistent with predict.
     data = write(os.path.join(tmp, "d.tsv"), "".join("%s\t%s\n" % (t, l) for t, l in

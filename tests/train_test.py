@@ -510,6 +510,9 @@ def test_precision(tmp, cfg, a):
     scales = [x.get("loss_scale") for x in lines]
     check(backoffs >= 1 and len(lines) + backoffs == 14 and m.get("steps") == len(lines),
           "fp16 overflow: %d steps + %d backoffs (want 14 batches)" % (len(lines), backoffs))
+    check(len(m.get("valid_history", [])) == 2 and len(m.get("epochs", [])) == 2,
+          "fp16 overflow: an epoch whose last step was dropped must still end (evaluation, timing): %d, %d" %
+          (len(m.get("valid_history", [])), len(m.get("epochs", []))))
     check(all(isinstance(x, (int, float)) and x > 0 for x in scales) and scales == sorted(scales, reverse=True) and
           scales[0] < 2 ** 24 and all(x == 2 ** round(math.log2(x)) for x in scales),
           "fp16 overflow: loss scales %s (powers of 2 below 2^24, never growing in 14 steps)" % scales)

@@ -190,6 +190,10 @@ int qb_cmd_quantize(int argc, char **argv)
     }
     if (!bad && (!model || !r.scheme || !out))
         bad = qb_cli_fail("quantize", "--model, --scheme and --out are required (see qbert quantize --help)");
+    /* Calibration, validation and the low-bit candidates run on the CPU backend (the
+     * CUDA one does not take quantized Linears yet). */
+    if (!bad && (strcmp(eo.device, "cpu") != 0 || eo.math != QB_MATH_FP32))
+        bad = qb_cli_fail("quantize", "quantize runs on the CPU in FP32: --device and --math are for eval and predict");
     qb_qplan plan;
     if (!bad && qb_cli_quant_check(&r, &plan)) bad = qb_cli_fail("quantize", "%s", qb_error());
     if (bad) return 2;

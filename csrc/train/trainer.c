@@ -577,6 +577,8 @@ static qb_status train_loop(run *r)
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
             if (st && st != QB_ENUMERIC) return st;
             qb_model_zero(&r->grads, r->be);
+            /* A dropped step still ends its epoch (evaluation, checkpoint, stop). */
+            bool dropped = false;
             if (!bad_loss && st == QB_ENUMERIC && r->opt.loss_scale >= 2) {
                 /* fp16: the scaled gradients overflowed; the step is dropped and the
                  * scale halved, as torch's GradScaler does (down to 1: below that a
@@ -586,9 +588,8 @@ static qb_status train_loop(run *r)
                        (long long)r->step + 1, r->opt.loss_scale);
                 st = QB_OK;
                 loss_sum = 0, loss_n = 0, samples = 0;
-                continue;
-            }
-            if (bad_loss || st == QB_ENUMERIC) {
+                dropped = true;
+            } else if (bad_loss || st == QB_ENUMERIC) {
                 if (!c->skip_nan)
                     return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_loss ? bad_value : norm);
                 qb_log(QB_LOG_WARN, "step %lld (epoch %d, batch %d): non-finite %s; step skipped (train.on_nan = skip)",
@@ -596,32 +597,34 @@ static qb_status train_loop(run *r)
                 r->skipped++;
                 st = QB_OK;
                 bad_loss = false, loss_sum = 0, loss_n = 0, samples = 0;
-                continue;
+                dropped = true;
             }
-            r->step++;
-            if (r->opt.loss_scale > 0 && ++r->good_steps == 2000) r->opt.loss_scale *= 2, r->good_steps = 0;
-            const double now = qb_now(), dt = now - t_last;
-            r->train_seconds += dt;
-            t_last = now;
-            const double sps = samples / (dt > 0 ? dt : 1e-9);
-            char scale_field[48] = "";
-            if (r->opt.loss_scale > 0) snprintf(scale_field, sizeof scale_field, ",\"loss_scale\":%.9g", r->opt.loss_scale);
-            fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g%s}\n",
-                    (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, loss_sum / loss_n, lr,
-                    norm, sps, scale_field);
-            fflush(r->log);
-            if (r->step % c->log_every == 0 || r->step == r->total_steps) {
-                const double spent = now - t_epoch, rate = epoch_samples / (spent > 0 ? spent : 1e-9);
-                char eta[32];
-                format_eta(r->train_seconds / (double)r->step * (double)(r->total_steps - r->step), eta, sizeof eta);
-                fprintf(r->progress, "%sepoch %d/%d  step %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s%s",
-                        tty ? "\r" : "", r->epoch + 1, r->epochs, (long long)r->step, (long long)r->total_steps,
-                        loss_sum / loss_n, lr, rate, eta, tty ? "   " : "\n");
-                fflush(r->progress);
+            if (!dropped) {
+                r->step++;
+                if (r->opt.loss_scale > 0 && ++r->good_steps == 2000) r->opt.loss_scale *= 2, r->good_steps = 0;
+                const double now = qb_now(), dt = now - t_last;
+                r->train_seconds += dt;
+                t_last = now;
+                const double sps = samples / (dt > 0 ? dt : 1e-9);
+                char scale_field[48] = "";
+                if (r->opt.loss_scale > 0) snprintf(scale_field, sizeof scale_field, ",\"loss_scale\":%.9g", r->opt.loss_scale);
+                fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g%s}\n",
+                        (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, loss_sum / loss_n, lr,
+                        norm, sps, scale_field);
+                fflush(r->log);
+                if (r->step % c->log_every == 0 || r->step == r->total_steps) {
+                    const double spent = now - t_epoch, rate = epoch_samples / (spent > 0 ? spent : 1e-9);
+                    char eta[32];
+                    format_eta(r->train_seconds / (double)r->step * (double)(r->total_steps - r->step), eta, sizeof eta);
+                    fprintf(r->progress, "%sepoch %d/%d  step %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s%s",
+                            tty ? "\r" : "", r->epoch + 1, r->epochs, (long long)r->step, (long long)r->total_steps,
+                            loss_sum / loss_n, lr, rate, eta, tty ? "   " : "\n");
+                    fflush(r->progress);
+                }
+                loss_sum = 0, loss_n = 0, samples = 0;
             }
-            loss_sum = 0, loss_n = 0, samples = 0;
             const bool at_end = r->step == r->total_steps;
-            bool eval_now = c->eval_every > 0 && (r->step % c->eval_every == 0 || at_end);
+            bool eval_now = !dropped && c->eval_every > 0 && (r->step % c->eval_every == 0 || at_end);
             if (epoch_end || at_end) {
                 /* Epoch time: training only (evaluation and checkpoints excluded). */
                 cJSON *e = cJSON_CreateObject();
@@ -633,7 +636,7 @@ static qb_status train_loop(run *r)
                 cJSON_AddItemToArray(r->epoch_times, e);
                 eval_now = eval_now || c->eval_every == 0;
             }
-            if (eval_now || (c->checkpoint_every && r->step % c->checkpoint_every == 0)) {
+            if (eval_now || (!dropped && c->checkpoint_every && r->step % c->checkpoint_every == 0)) {
                 if (tty) fputc('\n', r->progress);
                 if (eval_now && (st = evaluate(r))) return st;
                 if ((st = checkpoint_save(r))) return st;
