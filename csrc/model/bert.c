@@ -477,14 +477,22 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
                            c->pad_token_id, B, T, C);
 }
 
+/* What a pass over a batch needs first: checked inputs, the QAT weights remade if
+ * stale, activations fitting B x T, and the batch in backend memory. */
+static qb_status stage(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
+                       const int32_t *mask, const int32_t *labels, int B, int T)
+{
+    qb_status st = check_inputs(&m->cfg, ids, types, mask, labels, B, T);
+    if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, &m->cfg, B, T))) return st;
+    return upload(a, ids, types, mask, labels, B, T);
+}
+
 qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
                          const int32_t *mask, int B, int T, float *logits, qb_forward_trace *trace)
 {
     const qb_config *c = &m->cfg;
-    qb_status st = check_inputs(c, ids, types, mask, NULL, B, T);
-    if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, c, B, T)) ||
-        (st = upload(a, ids, types, mask, NULL, B, T)))
-        return st;
+    qb_status st = stage(m, a, ids, types, mask, NULL, B, T);
+    if (st) return st;
     forward(m, a, NULL, trace);
     a->be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
     return a->be->sync();
@@ -511,10 +519,8 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     if (m->n_qlinear)
         return qb_fail(QB_EINVAL, "a quantized (%s) model cannot be trained: train the FP32 model (with [qat] "
                        "for quantization-aware training), then quantize it", m->scheme);
-    qb_status st = check_inputs(c, batch->ids, batch->types, batch->mask, batch->labels, B, T);
-    if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, c, B, T)) ||
-        (st = upload(a, batch->ids, batch->types, batch->mask, batch->labels, B, T)))
-        return st;
+    qb_status st = stage(m, a, batch->ids, batch->types, batch->mask, batch->labels, B, T);
+    if (st) return st;
     forward(m, a, drop, NULL);
     a->be->xent(a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
     float *host = malloc((size_t)B * (K + 1) * sizeof *host);

@@ -186,11 +186,13 @@ qb_status qb_evaluate_split(const qb_model *m, const qb_backend *be, const qb_sp
     int *gold = malloc(sizeof(int) * (size_t)n), *pred = malloc(sizeof(int) * (size_t)n);
     float *conf = malloc(sizeof(float) * (size_t)n), *logits = malloc(sizeof(float) * (size_t)batch_size * K);
     qb_batch_buf bb = {0};
+    qb_activations *a = NULL;  /* one set for the whole split (FP32 products), grown by the longest batch */
     qb_status st = QB_OK;
     if (!order || !gold || !pred || !conf || !logits) {
         st = qb_fail(QB_ENOMEM, "%s: cannot allocate evaluation buffers", s->name);
         goto done;
     }
+    if ((st = qb_activations_new(m, be, false, &a))) goto done;
     /* Longest first: padding per batch is as small as it gets. */
     for (int i = 0; i < n; i++) order[i] = i;
     sort_split = s;
@@ -199,7 +201,7 @@ qb_status qb_evaluate_split(const qb_model *m, const qb_backend *be, const qb_sp
     for (int b0 = 0; b0 < n && !st; b0 += batch_size) {
         const int nb = n - b0 < batch_size ? n - b0 : batch_size;
         if ((st = qb_batch_fill(&bb, s, order + b0, nb, 0, pad_id))) break;
-        if ((st = qb_model_forward(m, be, bb.b.ids, bb.b.types, bb.b.mask, nb, bb.b.T, logits, NULL))) break;
+        if ((st = qb_model_infer(m, a, bb.b.ids, bb.b.types, bb.b.mask, nb, bb.b.T, logits, NULL))) break;
         for (int i = 0; i < nb; i++) {
             const float *z = logits + (size_t)i * K;
             int best = 0;
@@ -215,6 +217,7 @@ qb_status qb_evaluate_split(const qb_model *m, const qb_backend *be, const qb_sp
     if (!st) *loss = loss_sum / n;
     if (st) st = qb_fail_context(st, "evaluating %s", s->name);
 done:
+    qb_activations_free(a);
     qb_batch_buf_free(&bb);
     free(order), free(gold), free(pred), free(conf), free(logits);
     return st;
