@@ -587,7 +587,6 @@ static qb_status train_loop(run *r)
                 qb_log(QB_LOG_INFO, "step %lld: gradient overflow in fp16; step skipped, loss scale now %g",
                        (long long)r->step + 1, r->opt.loss_scale);
                 st = QB_OK;
-                loss_sum = 0, loss_n = 0, samples = 0;
                 dropped = true;
             } else if (bad_loss || st == QB_ENUMERIC) {
                 if (!c->skip_nan)
@@ -596,7 +595,7 @@ static qb_status train_loop(run *r)
                        (long long)r->step + 1, r->epoch + 1, r->batch, bad_loss ? "loss" : "gradient norm");
                 r->skipped++;
                 st = QB_OK;
-                bad_loss = false, loss_sum = 0, loss_n = 0, samples = 0;
+                bad_loss = false;
                 dropped = true;
             }
             if (!dropped) {
@@ -621,8 +620,8 @@ static qb_status train_loop(run *r)
                             loss_sum / loss_n, lr, rate, eta, tty ? "   " : "\n");
                     fflush(r->progress);
                 }
-                loss_sum = 0, loss_n = 0, samples = 0;
             }
+            loss_sum = 0, loss_n = 0, samples = 0;  /* the next step's, dropped or not */
             const bool at_end = r->step == r->total_steps;
             bool eval_now = !dropped && c->eval_every > 0 && (r->step % c->eval_every == 0 || at_end);
             if (epoch_end || at_end) {
