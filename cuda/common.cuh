@@ -1,6 +1,7 @@
-/* What the kernel files of cuda/ share: launch sizes, warp and block sums, and the
+/* What the kernel files of cuda/ share: launch sizes, warp and block sums, the
  * Philox4x32-10 generator of csrc/core/rng.c (the same bits, so a dropout mask
- * drawn here equals the CPU's for the same seed, stream and index). */
+ * drawn here equals the CPU's for the same seed, stream and index), the exact GELU,
+ * and the per-token 7-bit quantizer of csrc/cpu/gemm_u8.c (the same bytes). */
 #ifndef QBERT_CUDA_COMMON_CUH
 #define QBERT_CUDA_COMMON_CUH
 
@@ -55,6 +56,47 @@ __device__ __forceinline__ float qb_block_sum(float v, float *scratch)
     v = lane < warps ? scratch[lane] : 0.0f;
     return qb_warp_sum(v);
 }
+
+/* The row's min(x, 0) and max(x, 0) over the block, returned to every thread; lo and
+ * hi come in as the thread's own. The comparisons are qb_minf / qb_maxf's (csrc/cpu/
+ * cpu.h), so a NaN is skipped as on the CPU. scratch: 64 floats of shared memory. */
+__device__ __forceinline__ void qb_block_minmax(float &lo, float &hi, float *scratch)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float l = __shfl_xor_sync(0xffffffffu, lo, o), h = __shfl_xor_sync(0xffffffffu, hi, o);
+        lo = l < lo ? l : lo, hi = h > hi ? h : hi;
+    }
+    __syncthreads();
+    if (lane == 0) scratch[warp] = lo, scratch[32 + warp] = hi;
+    __syncthreads();
+    lo = lane < warps ? scratch[lane] : 0.0f, hi = lane < warps ? scratch[32 + lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float l = __shfl_xor_sync(0xffffffffu, lo, o), h = __shfl_xor_sync(0xffffffffu, hi, o);
+        lo = l < lo ? l : lo, hi = h > hi ? h : hi;
+    }
+}
+
+/* qb_u7_row_params: the scale of a row with min lo <= 0 and max hi >= 0, its inverse and
+ * zero point, with the CPU's roundings (the _rn forms keep nvcc from fusing). */
+__device__ __forceinline__ float qb_u7_params(float lo, float hi, float *inv, int32_t *z)
+{
+    const float s = __fdiv_rn(__fsub_rn(hi, lo), 127.0f);
+    *inv = s > 0.0f ? __fdiv_rn(1.0f, s) : 0.0f;
+    const float r = rintf(__fmul_rn(-lo, *inv)), c = r > 0.0f ? r : 0.0f;
+    *z = s > 0.0f ? (int32_t)(c < 127.0f ? c : 127.0f) : 0;
+    return s;
+}
+
+/* u = clamp(rint(x / s) + z, 0, 127) as gemm_u8.c's quantizer (NaN -> 0). */
+__device__ __forceinline__ uint8_t qb_u7(float x, float inv, float zf)
+{
+    const float r = __fadd_rn(rintf(__fmul_rn(x, inv)), zf), c = r > 0.0f ? r : 0.0f;
+    return (uint8_t)(c < 127.0f ? c : 127.0f);
+}
+
+/* Exact GELU, x Phi(x) with erf, as csrc/cpu/gelu.c. */
+__device__ __forceinline__ float qb_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 /* Block `counter` of stream `stream` under key `seed`: qb_philox4x32 of rng.c. */
 __device__ __forceinline__ uint4 qb_philox(uint64_t seed, uint64_t counter, uint64_t stream)

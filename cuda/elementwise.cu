@@ -21,7 +21,7 @@
 #define FINAL_THREADS 1024                /* the block that adds sumsq's partials */
 
 struct gelu_op {
-    __device__ float operator()(float x, float) const { return 0.5f * x * (1.0f + erff(x * INV_SQRT2)); }
+    __device__ float operator()(float x, float) const { return qb_gelu(x); }
 };
 
 /* dy * gelu'(x), gelu'(x) = Phi(x) + x phi(x). */

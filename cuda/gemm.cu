@@ -1,5 +1,6 @@
 /* The Linear layer and its backward through cuBLASLt, with cached plans; FP32
- * storage, products in FP32 or (qb_math) TF32 / BF16 / FP16 with FP32 sums.
+ * storage, products in FP32 or (qb_math) TF32 / BF16 / FP16 with FP32 sums; and the
+ * INT8 x INT8 -> INT32 product of the quantized Linears (cuda/qlinear.cu).
  *
  * cuBLASLt is column-major; a row-major (R, C) matrix is the column-major (C, R) one
  * with the same bytes, so every product below is the transposed one (shapes are
@@ -8,6 +9,8 @@
  *   dx        dx (K, M) = W (K, N)  .  dy (N, M)
  *   dW        dW (K, N) += x (K, M)  .  dy (N, M) op T                 (beta 1)
  *   db        db (N, 1) += dy (N, M)  .  ones (M, 1)                  (beta 1)
+ *   INT8      c (Np, M) = W (Kp, Np) op T  .  x (Kp, M)   int8 -> int32, IMMA: cuBLASLt's
+ *             "TN" form with m, k and every ld a multiple of 4 (the caller pads)
  * The bias rides in the forward GEMM's epilogue (no extra pass over y). The bias
  * gradient is a GEMM against a vector of ones rather than the BGRADB epilogue,
  * because that epilogue overwrites db and the op adds to it; a GEMV is
@@ -34,6 +37,7 @@ typedef struct {
     cublasLtEpilogue_t epilogue;
     bool accumulate;  /* beta = 1 */
     qb_math math;
+    bool s8;          /* INT8 operands, INT32 product and output (math unused) */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -88,15 +92,17 @@ static cublasComputeType_t compute_type(qb_math math)
     return CUBLAS_COMPUTE_32F;
 }
 
-/* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), all FP32 and packed
- * (ld = rows of the stored matrix); NULL after recording the error. */
+/* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), packed (ld = rows of
+ * the stored matrix): FP32 throughout, or (s8) INT8 A and B into INT32 C; NULL after
+ * recording the error. */
 static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                      cublasLtEpilogue_t epilogue, bool accumulate, qb_math math, const char *what)
+                      cublasLtEpilogue_t epilogue, bool accumulate, qb_math math, bool s8, const char *what)
 {
+    if (s8) math = QB_MATH_FP32;  /* one key per INT8 shape */
     for (int i = 0; i < lt.n_plans; i++) {
         plan *p = &lt.plans[i];
         if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->epilogue == epilogue &&
-            p->accumulate == accumulate && p->math == math)
+            p->accumulate == accumulate && p->math == math && p->s8 == s8)
             return p;
     }
     if (!lt_ready()) return NULL;
@@ -105,8 +111,10 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
         lt.n_plans = 0;
     }
     plan *p = &lt.plans[lt.n_plans];
-    *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .epilogue = epilogue, .accumulate = accumulate,
-                .math = math};
+    *p = plan{};
+    p->ta = ta, p->tb = tb, p->m = m, p->n = n, p->k = k, p->epilogue = epilogue, p->accumulate = accumulate;
+    p->math = math, p->s8 = s8;
+    const cudaDataType_t ab = s8 ? CUDA_R_8I : CUDA_R_32F, cd = s8 ? CUDA_R_32I : CUDA_R_32F;
     /* The stored matrices: A is (m, k) or, transposed, (k, m); B likewise (k, n). */
     const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
     const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
@@ -114,14 +122,14 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasLtMatmulHeuristicResult_t best;
     int found = 0;
     const size_t ws = WORKSPACE_BYTES;
-    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, compute_type(math), CUDA_R_32F), what) ||
+    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, s8 ? CUBLAS_COMPUTE_32I : compute_type(math), cd), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
                                                  sizeof epilogue), what) ||
-        lt_failed(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, a_rows, a_cols, a_rows), what) ||
-        lt_failed(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, b_rows, b_cols, b_rows), what) ||
-        lt_failed(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, m, n, m), what) ||
+        lt_failed(cublasLtMatrixLayoutCreate(&p->a, ab, a_rows, a_cols, a_rows), what) ||
+        lt_failed(cublasLtMatrixLayoutCreate(&p->b, ab, b_rows, b_cols, b_rows), what) ||
+        lt_failed(cublasLtMatrixLayoutCreate(&p->c, cd, m, n, m), what) ||
         lt_failed(cublasLtMatmulPreferenceCreate(&pref), what) ||
         lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                        sizeof ws), what) ||
@@ -139,15 +147,18 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 }
 
 /* d = op(a) . op(b) (+ d when the plan accumulates), on the stream; bias for the
- * BIAS epilogue. */
-static void run(plan *p, float *d, const float *a, const float *b, const float *bias, const char *what)
+ * BIAS epilogue. alpha and beta have the scale type: float, or int32 for s8. */
+static void run(plan *p, void *d, const void *a, const void *b, const float *bias, const char *what)
 {
     const float one = 1.0f, zero = 0.0f;
+    const int32_t ione = 1, izero = 0;
+    const void *alpha = p->s8 ? (const void *)&ione : &one;
+    const void *beta = p->accumulate ? alpha : p->s8 ? (const void *)&izero : &zero;
     if (bias && lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                          sizeof bias), what))
         return;
-    lt_failed(cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, p->accumulate ? &one : &zero, d, p->c, d,
-                             p->c, &p->algo, lt.workspace, WORKSPACE_BYTES, qb_cuda_stream()),
+    lt_failed(cublasLtMatmul(lt.handle, p->desc, alpha, a, p->a, b, p->b, beta, d, p->c, d, p->c, &p->algo,
+                             lt.workspace, WORKSPACE_BYTES, qb_cuda_stream()),
               what);
 }
 
@@ -160,7 +171,7 @@ extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const f
         return;
     }
     plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
-                       false, math, "linear");
+                       false, math, false, "linear");
     if (p) run(p, y, w, x, b, "linear");
 }
 
@@ -190,13 +201,26 @@ extern "C" void qb_cuda_linear_backward(float *dx, float *dw, float *db, const f
     if (M <= 0 || N <= 0 || K <= 0) return;
     const cublasLtEpilogue_t plain = CUBLASLT_EPILOGUE_DEFAULT;
     plan *p;
-    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, "linear dx")))
+    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, false, "linear dx")))
         run(p, dx, w, dy, NULL, "linear dx");
-    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, "linear dW")))
+    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, false, "linear dW")))
         run(p, dw, x, dy, NULL, "linear dW");
     const float *v;  /* ones are exact in every format, so db is the rounded dy's column sums */
-    if (db && (v = ones((size_t)M)) && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, "linear db")))
+    if (db && (v = ones((size_t)M)) &&
+        (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, false, "linear db")))
         run(p, db, dy, v, NULL, "linear db");
+}
+
+extern "C" void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, int Np, int M, int Kp)
+{
+    if (Np <= 0 || M <= 0) return;
+    if (Kp <= 0 || Np % 4 || Kp % 4) {
+        qb_cuda_note(cudaErrorInvalidValue, "INT8 GEMM: N and K must be positive multiples of 4");
+        return;
+    }
+    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, Np, M, Kp, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, true,
+                       "INT8 GEMM");
+    if (p) run(p, c, w, x, NULL, "INT8 GEMM");
 }
 
 extern "C" void qb_cuda_gemm_release(void)

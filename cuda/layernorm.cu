@@ -33,12 +33,17 @@ static int row_threads(int C)
     return t < 32 ? 32 : t > 1024 ? 1024 : t;
 }
 
-/* grid (M), row_threads(C) threads, C floats of dynamic shared memory. */
-static __global__ void layernorm_kernel(float *out, float *t_out, float *stats, const float *x, const float *res,
-                                        const float *g, const float *b, int C, float eps)
+/* grid (M), row_threads(C) threads, C floats of dynamic shared memory. With u, the
+ * row's output is also quantized per token (qb_qinput: u (M, ldu), qscale, qzp (M))
+ * from the values just computed, which the block holds in shared memory: the 7-bit
+ * grid needs the row's min and max first, so the quantizer cannot run column by
+ * column, but it needs no second pass over memory either. */
+static __global__ void layernorm_kernel(float *out, float *t_out, float *stats, uint8_t *u, float *qscale,
+                                        int32_t *qzp, int ldu, const float *x, const float *res, const float *g,
+                                        const float *b, int C, float eps)
 {
-    extern __shared__ float row[];  /* t of this row (C); column c belongs to thread c % blockDim.x */
-    __shared__ float scratch[32];
+    extern __shared__ float row[];  /* t of this row (C), then out; column c belongs to thread c % blockDim.x */
+    __shared__ float scratch[64];
     const size_t off = (size_t)blockIdx.x * C;
 
     float s = 0.0f;
@@ -56,7 +61,21 @@ static __global__ void layernorm_kernel(float *out, float *t_out, float *stats, 
     }
     const float rstd = 1.0f / sqrtf(qb_block_sum(q, scratch) / C + eps);
     if (stats && threadIdx.x == 0) stats[2 * (size_t)blockIdx.x] = mean, stats[2 * (size_t)blockIdx.x + 1] = rstd;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) out[off + c] = (row[c] - mean) * rstd * g[c] + b[c];
+    float lo = 0.0f, hi = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const float o = (row[c] - mean) * rstd * g[c] + b[c];
+        out[off + c] = o;
+        row[c] = o;
+        lo = o < lo ? o : lo, hi = o > hi ? o : hi;
+    }
+    if (!u) return;
+    qb_block_minmax(lo, hi, scratch);
+    float inv;
+    int32_t z;
+    const float scale = qb_u7_params(lo, hi, &inv, &z);
+    if (threadIdx.x == 0) qscale[blockIdx.x] = scale, qzp[blockIdx.x] = z;
+    uint8_t *ur = u + (size_t)blockIdx.x * ldu;
+    for (int c = threadIdx.x; c < ldu; c += blockDim.x) ur[c] = c < C ? qb_u7(row[c], inv, (float)z) : (uint8_t)z;
 }
 
 /* grid (parts), row_threads(C) threads, 2C floats of dynamic shared memory;
@@ -112,16 +131,19 @@ static __global__ void add_column_sums_kernel(float *dg, float *db, const float 
 extern "C" void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x,
                                   const float *res, const float *g, const float *b, int M, int C, float eps)
 {
-    if (outq) {
-        qb_cuda_note(cudaErrorNotSupported, "layernorm: quantized output (outq) is CPU-only");
+    if (M <= 0 || C <= 0) return;
+    if (outq && (outq->M != M || outq->K != C || outq->ldu != qb_qinput_ldu(C))) {
+        qb_cuda_note(cudaErrorInvalidValue, "layernorm: the quantized output is not laid out for M x C");
         return;
     }
-    if (M <= 0 || C <= 0) return;
     const size_t shared = (size_t)C * sizeof(float);  /* past 48 KiB from C = 12288 on */
     if (!qb_cuda_allow_shared((const void *)layernorm_kernel, shared, "layernorm: shared memory for the row")) return;
-    layernorm_kernel<<<(unsigned)M, row_threads(C), shared, qb_cuda_stream()>>>(out, t_out, stats, x, res, g, b,
-                                                                                C, eps);
-    qb_cuda_launched("layernorm");
+    layernorm_kernel<<<(unsigned)M, row_threads(C), shared, qb_cuda_stream()>>>(
+        out, t_out, stats, outq ? outq->u : NULL, outq ? outq->scale : NULL, outq ? outq->zp : NULL,
+        outq ? outq->ldu : 0, x, res, g, b, C, eps);
+    if (qb_cuda_launched("layernorm") || !outq) return;
+    const size_t pad = (size_t)(qb_qinput_rows(M) - M) * outq->ldu;  /* the padding rows are zero (qb_qinput) */
+    qb_cuda_note(cudaMemsetAsync(outq->u + (size_t)M * outq->ldu, 0, pad, qb_cuda_stream()), "layernorm: padding rows");
 }
 
 extern "C" void qb_cuda_layernorm_backward(float *dt, float *dg, float *db, const float *dout, const float *t,

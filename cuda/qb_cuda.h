@@ -50,8 +50,18 @@ void qb_cuda_copy(void *dst, const void *src, size_t bytes);
 void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K, qb_math math);
 void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                              const float *w, int M, int N, int K, qb_math math);
+/* c (M, Np) int32 = x (M, Kp) . w (Np, Kp)^T, int8 operands (IMMA): row-major, Np
+ * and Kp multiples of 4, zero-padded by the caller. */
+void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, int Np, int M, int Kp);
 /* Releases the cached plans and the workspace (at exit; tests). */
 void qb_cuda_gemm_release(void);
+
+/* cuda/qlinear.cu (backend.h's linear_q and qlinear_prepare) */
+qb_status qb_cuda_qlinear_prepare(struct qb_qlinear *q);
+void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q, const float *b,
+                      int M, int gelu);
+/* Releases the scratch buffers (tests). */
+void qb_cuda_qlinear_release(void);
 
 /* cuda/layernorm.cu */
 void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x,

@@ -78,6 +78,17 @@ def run(tmp):
         lines = so.strip().splitlines()
         check(rc == 0 and len(lines) == 3 and all("label" in json.loads(l) for l in lines),
               "predict on %s: exit %d %r %s" % (scheme, rc, so[:200], err[-300:]))
+        # the same file on the GPU: the CPU's probabilities (the integer products are
+        # exact; LayerNorm and GELU round differently, which can move a quantized input
+        # by one step); without a usable GPU, a clear error
+        rc, gso, err = qbert("predict", "--model", out, "--device", "cuda", stdin="\n".join(texts[:3]).encode())
+        if rc == 0 and len(lines) == 3:
+            got = [json.loads(l)["probabilities"] for l in gso.strip().splitlines()]
+            want = [json.loads(l)["probabilities"] for l in lines]
+            diff = max(abs(g[k] - w[k]) for g, w in zip(got, want) for k in w) if len(got) == 3 else 1.0
+            check(diff < 1e-3, "predict --device cuda on %s: largest difference from the CPU %.3g" % (scheme, diff))
+        else:
+            check(rc == 1 and "CUDA" in err, "predict --device cuda on %s without a GPU: exit %d %s" % (scheme, rc, err[-300:]))
 
     # Weight-only INT4 runs with FP32 inputs.
     out = os.path.join(tmp, "w4")

@@ -2,12 +2,15 @@
  * random inputs: the forward with and without the residual, with and without t_out
  * and stats, in every aliasing the contract allows (out = x, t_out = x, out = res);
  * the backward with dt separate and dt = dout, dg and db added onto non-zero values,
- * and the same bits on a second run; the refused quantized output (outq). Shapes:
+ * and the same bits on a second run; the output quantized per token (outq): the bytes,
+ * scales and zero points of the CPU's quantizer on the GPU's own output. Shapes:
  * C in {1, 31, 384, 768, 1024, 4099} (one column, part of a warp, several columns per
  * thread, odd and over 4 per thread of a 1024-thread block) x M in {1, 7, 300}, and a
  * backward with more rows than it has blocks (M = 1100). Inputs have an offset mean
  * (x in [2, 6)), which costs a one-pass variance its digits. */
 #include "cuda_check.h"
+
+#include "cpu/cpu.h"
 
 #define EPS 1e-12f  /* BERT's */
 
@@ -112,16 +115,47 @@ static void test_backward(int M, int C)
     free(dt), free(dg), free(db);
 }
 
-/* A quantized output is CPU-only: the call leaves a pending error, and only that. */
-static void test_outq_refused(void)
+/* outq: the GPU's out quantized per token in the same kernel must be exactly what
+ * the CPU's quantizer (qb_qinput_quantize) makes of that out, padding included;
+ * with res, and with out aliasing x (the encoder's in-place use). A qb_qinput laid
+ * out for another shape is refused with a pending error. */
+static void test_outq(int M, int C, int alias)
 {
-    const int M = 2, C = 8;
-    float *d = dev_from(NULL, (size_t)M * C * sizeof *d), *g = dev_from(NULL, C * sizeof *g);
-    qb_qinput q = {0};
-    gpu->layernorm(d, NULL, NULL, &q, d, NULL, g, g, M, C, EPS);
+    char what[96];
+    snprintf(what, sizeof what, "layernorm outq M=%d C=%d%s", M, C, alias ? " out = x" : "");
+    const size_t n = (size_t)M * C;
+    float *x = rand_host(n, -2, 2), *res = rand_host(n, 2, 6), *g = rand_host((size_t)C, 0.5f, 1.5f);
+    float *b = rand_host((size_t)C, -0.5f, 0.5f);
+    for (int m = 0; m < M; m += 4) x[(size_t)m * C] = 50.0f;  /* outliers move the zero point */
+    float *dx = dev_from(x, n * 4), *dres = dev_from(res, n * 4), *dg = dev_from(g, (size_t)C * 4);
+    float *db = dev_from(b, (size_t)C * 4), *dout = alias ? dx : dev_from(NULL, n * 4);
+    qb_qinput ref;
+    CHECK(qb_qinput_alloc(&ref, M, C) == QB_OK);
+    const size_t ubytes = (size_t)qb_qinput_rows(M) * ref.ldu;
+    qb_qinput dq = {.M = M, .K = C, .ldu = ref.ldu};
+    dq.u = dev_from(NULL, ubytes);
+    if (qb_qinput_rows(M) > M)  /* a dirty padding row: the kernel must zero it */
+        gpu->to_device(dq.u + (size_t)M * ref.ldu, (const uint8_t[]){0xAB}, 1);
+    dq.scale = dev_from(NULL, (size_t)M * 4), dq.zp = dev_from(NULL, (size_t)M * 4);
+    gpu->layernorm(dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS);
+    float *out = host_from(dout, n * 4, what);
+    qb_qinput_quantize(&ref, out);
+    char part[128];
+    snprintf(part, sizeof part, "%s: bytes", what);
+    check_equal(part, dq.u, ref.u, ubytes);
+    snprintf(part, sizeof part, "%s: scales", what);
+    check_equal(part, dq.scale, ref.scale, (size_t)M * 4);
+    snprintf(part, sizeof part, "%s: zero points", what);
+    check_equal(part, dq.zp, ref.zp, (size_t)M * 4);
+    dq.K = C + 1;
+    gpu->layernorm(dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS);
     CHECK(qb_cuda_sync() != QB_OK);
     CHECK(qb_cuda_sync() == QB_OK);
-    gpu->free(d), gpu->free(g);
+    qb_qinput_free(&ref);
+    free(x), free(res), free(g), free(b), free(out);
+    gpu->free(dx), gpu->free(dres), gpu->free(dg), gpu->free(db), gpu->free(dq.u), gpu->free(dq.scale);
+    gpu->free(dq.zp);
+    if (!alias) gpu->free(dout);
 }
 
 int main(void)
@@ -134,7 +168,10 @@ int main(void)
         }
     /* More rows than the backward has blocks: each block sums several. */
     test_backward(1100, 768);
-    test_outq_refused();
+    test_outq(1, 768, 0);
+    test_outq(7, 31, 1);
+    test_outq(300, 768, 1);
+    test_outq(5, 4099, 0);
     CHECK(qb_cuda_sync() == QB_OK);
     return check_summary("test_cuda_layernorm");
 }

@@ -104,28 +104,14 @@ void qb_cuda_copy(void *dst, const void *src, size_t bytes)
     if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, rt.stream), "copy");
 }
 
-/* Quantized Linears (INT8 / INT4 files) do not run on this backend yet: preparing
- * one is refused, so linear_q is never reached with a model that has them. */
-static qb_status cuda_qlinear_prepare(struct qb_qlinear *q)
-{
-    return qb_fail(QB_EUNSUPPORTED, "quantized (INT8 / INT4) Linears do not run on the CUDA backend yet; "
-                   "use the CPU backend for this model file");
-}
-
-static void cuda_linear_q(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
-                          const float *b, int M, int gelu)
-{
-    qb_cuda_note(cudaErrorNotSupported, "linear_q (quantized Linears are CPU-only)");
-}
-
 static const qb_backend cuda_backend = {
     .name = "cuda",
     .device = QB_DEV_CUDA,
     .alloc = qb_cuda_alloc,
     .free = qb_cuda_free,
     .linear = qb_cuda_linear,
-    .linear_q = cuda_linear_q,
-    .qlinear_prepare = cuda_qlinear_prepare,
+    .linear_q = qb_cuda_linear_q,
+    .qlinear_prepare = qb_cuda_qlinear_prepare,
     .linear_backward = qb_cuda_linear_backward,
     .layernorm = qb_cuda_layernorm,
     .layernorm_backward = qb_cuda_layernorm_backward,

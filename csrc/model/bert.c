@@ -129,6 +129,15 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
     }
 }
 
+/* Whether a Linear of m is quantized (m's own, or borrowed by a backend copy). */
+static bool has_qlinear(const qb_model *m)
+{
+    const int n = qb_config_linears(&m->cfg, NULL);
+    for (int i = 0; i < n; i++)
+        if (qb_model_linear(m, i)->q) return true;
+    return false;
+}
+
 qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train, qb_activations **out)
 {
     qb_activations *a = calloc(1, sizeof *a);
@@ -145,7 +154,7 @@ qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train
     }
     a->be = be;
     a->train = train;
-    a->quantized = m->n_qlinear > 0;
+    a->quantized = has_qlinear(m);
     *out = a;
     return QB_OK;
 }
@@ -516,7 +525,7 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     const qb_config *c = &m->cfg;
     const int B = batch->B, T = batch->T, K = c->num_labels;
     if (!a->train) return qb_fail(QB_EINVAL, "forward_backward needs training activations");
-    if (m->n_qlinear)
+    if (has_qlinear(m))
         return qb_fail(QB_EINVAL, "a quantized (%s) model cannot be trained: train the FP32 model (with [qat] "
                        "for quantization-aware training), then quantize it", m->scheme);
     qb_status st = stage(m, a, batch->ids, batch->types, batch->mask, batch->labels, B, T);

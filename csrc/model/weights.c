@@ -357,15 +357,15 @@ fail:
 }
 
 /* A model with m's config and shapes in out: in host memory (be NULL: zeros), or in
- * one allocation of be's memory holding a copy of m's parameters (copy) or zeros. */
+ * one allocation of be's memory holding a copy of m's parameters (copy) or zeros.
+ * m's quantized Linears are not copied: out's Linears point at m's (which stay
+ * m's to free, and whose backend layout qb_model_prepare makes). */
 static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, qb_model *out)
 {
     memset(out, 0, sizeof *out);
     out->cfg = m->cfg;
     memset(out->cfg.id2label, 0, sizeof out->cfg.id2label);  /* borrowed strings: not kept */
-    if (copy && m->n_qlinear)
-        return qb_fail(QB_EUNSUPPORTED, "a quantized (%s) model cannot be copied to the %s backend", m->scheme,
-                       be->name);
+    memcpy(out->scheme, m->scheme, sizeof out->scheme);
     qb_status st = alloc_layers(out);
     const int count = spec_count(&m->cfg);
     param_spec *specs = st ? NULL : calloc((size_t)count * 2, sizeof *specs);
@@ -374,13 +374,21 @@ static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, 
     param_spec *from = specs + count;  /* m's, for the source pointers */
     if (!st) model_specs((qb_model *)m, from);  /* only takes the addresses of m's fields */
     size_t bytes = 0;
-    for (int s = 0; s < n && be; s++) bytes += spec_bytes(&specs[s]);
+    for (int s = 0; s < n; s++) {
+        if (from[s].qdst && *from[s].qdst) {  /* a quantized Linear: borrowed, no tensor */
+            *specs[s].qdst = *from[s].qdst;
+            specs[s].dst = NULL;
+        } else if (be) {
+            bytes += spec_bytes(&specs[s]);
+        }
+    }
     if (be && !st && !(out->mem = be->alloc(bytes)))
         st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes for the model's parameters", be->name, bytes);
     out->mem_be = be;
     size_t off = 0;
     for (int s = 0; s < n && !st; s++) {
         qb_tensor t;
+        if (!specs[s].dst) continue;
         if (be) {
             t = (qb_tensor){.dtype = QB_F32, .device = be->device, .ndim = specs[s].ndim,
                             .shape = {specs[s].shape[0], specs[s].shape[1]}, .data = (char *)out->mem + off};

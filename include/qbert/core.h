@@ -12,6 +12,10 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+#ifdef __cplusplus
+extern "C" {  /* the CUDA sources (C++) report errors through qb_fail */
+#endif
+
 typedef enum {
     QB_OK = 0,
     QB_EINVAL,       /* bad argument or value */
@@ -96,5 +100,9 @@ float qb_rng_normal(qb_rng *r, float mean, float std);  /* Box-Muller */
 
 /* Monotonic wall clock in seconds. */
 double qb_now(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

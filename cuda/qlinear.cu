@@ -1,0 +1,314 @@
+/* The quantized Linear of a low-bit model file on the GPU (backend op linear_q): the
+ * numbers of csrc/cpu/linear_q.c, whose scalar references define them.
+ *
+ *   INT8 dynamic  x (M, K) on the 7-bit per-token grid (a LayerNorm's qb_qinput, or
+ *                 quantize_kernel here): v = u in [0, 127] is a valid int8, so the
+ *                 product is cuBLASLt's IMMA GEMM (qb_cuda_gemm_s8) of v and the
+ *                 weights into int32; the epilogue takes the zero point off in
+ *                 integers (sum q w = sum v w - zp colsum(w), exact), then
+ *                 y = (float)acc * (sx * sw) + b and GELU.
+ *   INT8 static   x quantized with the file's per-tensor scale straight to s8 (v = q,
+ *                 zp 0): the same GEMM and epilogue.
+ *   INT4 (W4A8)   the same activations against the file's packed nibbles, in
+ *                 w4a8_kernel: one exact int32 sum per group of columns (dp4a), added
+ *                 as (float)S_g * sw in group order, then * sx + b and GELU. One GEMM
+ *                 cannot apply a scale per group, and IMMA per group would write and
+ *                 re-read an int32 (M, N) per group; see cuda/README.md.
+ *   weight-only   FP32 x times the weights dequantized once at prepare (qb_cuda_linear).
+ * The epilogues use __fmul_rn / __fadd_rn, so nvcc fuses nothing into an FMA and the
+ * outputs are the CPU reference's bits (GELU aside: CUDA's erff against libm's).
+ *
+ * Weights move to the device once, at prepare, in the layout of their kernel; the
+ * quantized activations and the int32 products live in scratch buffers that grow to
+ * the largest call and are then reused, so a warm engine allocates nothing. */
+#include "cuda/common.cuh"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "qbert/quant.h"
+
+/* w4a8_kernel: a block computes TILE rows x TILE columns of y, 256 threads as 16 x 16,
+ * each 4 x 4 outputs (rows ty + 16 i, columns tx + 16 j: a warp's loads and stores
+ * run along consecutive columns); K in chunks of KCHUNK (at most a group). */
+#define TILE 64
+#define KCHUNK 32
+#define KWORDS (KCHUNK / 4)
+
+typedef struct {
+    int8_t *w;        /* INT8: (Np, Kp), zero past N and K: the column-major (Kp, Np) IMMA operand */
+    uint8_t *w4;      /* INT4: (N, K / 2) the file's nibbles, low first */
+    int32_t *colsum;  /* INT8: (Np) sum over k of w; INT4: (N, groups) the same per group */
+    float *scales;    /* (N, groups); INT8: groups = 1 */
+    float *wf;        /* weight-only: (N, K) dequantized */
+    int Np, Kp;
+} prepared;
+
+static struct {
+    int8_t *v;       /* (M, ldu) quantized activations */
+    float *rows;     /* (M) scales, then (M) int32 zero points */
+    int32_t *acc;    /* (M, Np) IMMA products */
+    size_t v_cap, rows_cap, acc_cap;  /* bytes */
+} scratch;
+
+/* *p holds at least `bytes`, grown (after the stream is done with the old buffer)
+ * when not; false after recording what failed. */
+static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
+{
+    if (*cap >= bytes) return true;
+    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), what);
+    cudaFree(*p);
+    *p = NULL, *cap = 0;
+    if (qb_cuda_note(cudaMalloc(p, bytes), what)) return false;
+    *cap = bytes;
+    return true;
+}
+
+/* grid (M), 256 threads: row m of x (M, K) quantized into v (ldu bytes, ldu - K of
+ * padding), sx[m], zp[m]. inv > 0: the static scale 1 / inv, v = clamp(rint(x inv),
+ * -128, 127), zp 0 (qb_quantize_s8); inv == 0: per token on the 7-bit grid. */
+static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const float *x, int K, int ldu,
+                                       float inv, float scale)
+{
+    __shared__ float scratch[64];
+    const float *xr = x + (size_t)blockIdx.x * K;
+    int8_t *vr = v + (size_t)blockIdx.x * ldu;
+    if (inv > 0.0f) {
+        for (int k = threadIdx.x; k < ldu; k += blockDim.x) {
+            float r = k < K ? rintf(__fmul_rn(xr[k], inv)) : 0.0f;
+            r = r > -128.0f ? r : -128.0f;
+            vr[k] = (int8_t)(r < 127.0f ? r : 127.0f);
+        }
+        if (threadIdx.x == 0) sx[blockIdx.x] = scale, zp[blockIdx.x] = 0;
+        return;
+    }
+    float lo = 0.0f, hi = 0.0f;
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+        const float e = xr[k];
+        lo = e < lo ? e : lo, hi = e > hi ? e : hi;
+    }
+    qb_block_minmax(lo, hi, scratch);
+    float rinv;
+    int32_t z;
+    const float s = qb_u7_params(lo, hi, &rinv, &z);
+    if (threadIdx.x == 0) sx[blockIdx.x] = s, zp[blockIdx.x] = z;
+    for (int k = threadIdx.x; k < ldu; k += blockDim.x) vr[k] = (int8_t)(k < K ? qb_u7(xr[k], rinv, (float)z) : z);
+}
+
+/* y = a * s + b with the CPU's two roundings, then GELU when asked. */
+__device__ __forceinline__ float finish(float a, float s, float b, int gelu)
+{
+    const float y = __fadd_rn(__fmul_rn(a, s), b);
+    return gelu ? qb_gelu(y) : y;
+}
+
+/* Grid-stride over y (M, N): the INT8 epilogue on acc (M, Np). */
+static __global__ void epilogue_kernel(float *y, const int32_t *acc, const float *sx, const int32_t *zp,
+                                       const int32_t *colsum, const float *sw, const float *b, int M, int N, int Np,
+                                       int gelu)
+{
+    const size_t n_out = (size_t)M * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n_out; i += (size_t)gridDim.x * blockDim.x) {
+        const int m = (int)(i / N), n = (int)(i % N);
+        const int32_t a = acc[(size_t)m * Np + n] - zp[m] * colsum[n];
+        y[i] = finish((float)a, __fmul_rn(sx[m], sw[n]), b ? b[n] : 0.0f, gelu);
+    }
+}
+
+/* Four int8 in one word for dp4a, the first in the low byte. */
+__device__ __forceinline__ int pack4(int a, int b, int c, int d)
+{
+    return (a & 0xff) | (b & 0xff) << 8 | (c & 0xff) << 16 | (int)((unsigned)(d & 0xff) << 24);
+}
+
+/* grid (ceil(N / TILE), ceil(M / TILE)), 256 threads: y (M, N) of W4A8 from v (M, ldu)
+ * with zero points zp, the nibbles w4 (N, K / 2), per-group colsum and scales
+ * (N, groups). group is a multiple of 4, so a chunk ends on a word boundary and words
+ * past it are zero. */
+static __global__ void w4a8_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu,
+                                   const uint8_t *w4, const int32_t *colsum, const float *sw, const float *b, int M,
+                                   int N, int K, int group, int gelu)
+{
+    __shared__ int xs[KWORDS][TILE], ws[KWORDS][TILE];  /* [word of the chunk][row or column] */
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE, groups = K / group;
+    const int lr = threadIdx.x / 4, lw = 2 * (threadIdx.x % 4);  /* the row / column and the two words this thread loads */
+    float f[4][4] = {};
+    for (int g = 0; g < groups; g++) {
+        int acc[4][4] = {};
+        const int gend = (g + 1) * group;
+        for (int k0 = g * group; k0 < gend; k0 += KCHUNK) {
+            const int kend = k0 + KCHUNK < gend ? k0 + KCHUNK : gend;
+            for (int t = 0; t < 2; t++) {
+                const int k = k0 + 4 * (lw + t);
+                const bool in = k < kend;
+                const int m = m0 + lr, n = n0 + lr;
+                xs[lw + t][lr] = in && m < M ? *(const int *)(v + (size_t)m * ldu + k) : 0;
+                int word = 0;
+                if (in && n < N) {  /* 4 nibbles = 2 bytes, sign-extended */
+                    const uint16_t h = *(const uint16_t *)(w4 + ((size_t)n * K + k) / 2);
+                    word = pack4((int8_t)(h << 4) >> 4, (int8_t)h >> 4, (int8_t)(h >> 4) >> 4, (int8_t)(h >> 8) >> 4);
+                }
+                ws[lw + t][lr] = word;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kk = 0; kk < KWORDS; kk++) {
+                int a[4], c[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) a[i] = xs[kk][ty + 16 * i], c[i] = ws[kk][tx + 16 * i];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[i][j] = __dp4a(a[i], c[j], acc[i][j]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+                if (m >= M || n >= N) continue;
+                const size_t at = (size_t)n * groups + g;
+                f[i][j] = __fadd_rn(f[i][j], __fmul_rn((float)(acc[i][j] - zp[m] * colsum[at]), sw[at]));
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < M && n < N) y[(size_t)m * N + n] = finish(f[i][j], sx[m], b ? b[n] : 0.0f, gelu);
+        }
+}
+
+static void release(qb_qlinear *q)
+{
+    prepared *p = (prepared *)q->prepared;
+    if (!p) return;
+    cudaFree(p->w), cudaFree(p->w4), cudaFree(p->colsum), cudaFree(p->scales), cudaFree(p->wf);
+    free(p);
+    q->prepared = NULL;
+}
+
+/* A device copy of `bytes` of host memory into *dst; false after recording. */
+template <class T>
+static bool upload(T **dst, const T *src, size_t bytes, const char *what)
+{
+    if (qb_cuda_note(cudaMalloc((void **)dst, bytes), what)) return false;
+    return !qb_cuda_note(cudaMemcpy(*dst, src, bytes, cudaMemcpyHostToDevice), what);
+}
+
+/* The device layout of q, made on the host and copied up (once per model load). */
+static bool build(const qb_qlinear *q, prepared *p)
+{
+    const int N = q->N, K = q->K, groups = K / q->group;
+    const size_t n_scales = (size_t)N * groups;
+    if (!upload(&p->scales, q->scales, n_scales * sizeof(float), "quantized Linear: weight scales")) return false;
+    if (q->act_f32) {  /* the CPU's dequantization: value times the scale of its group */
+        float *wf = (float *)malloc((size_t)N * K * sizeof *wf);
+        for (size_t i = 0; wf && i < (size_t)N * K; i++) wf[i] = (float)q->wq[i] * q->scales[i / q->group];
+        const bool ok = wf && upload(&p->wf, wf, (size_t)N * K * sizeof *wf, "quantized Linear: dequantized weights");
+        free(wf);
+        return ok;
+    }
+    if (q->bits == 4) {
+        uint8_t *w4 = (uint8_t *)malloc((size_t)N * K / 2);
+        int32_t *cs = (int32_t *)calloc(n_scales, sizeof *cs);
+        for (size_t i = 0; w4 && cs && i < (size_t)N * K; i += 2) {
+            w4[i / 2] = (uint8_t)((q->wq[i] & 0xF) | (q->wq[i + 1] & 0xF) << 4);
+            cs[i / q->group] += q->wq[i] + q->wq[i + 1];  /* group is even: a pair shares its group */
+        }
+        const bool ok = w4 && cs && upload(&p->w4, w4, (size_t)N * K / 2, "quantized Linear: INT4 weights") &&
+                        upload(&p->colsum, cs, n_scales * sizeof *cs, "quantized Linear: column sums");
+        free(w4), free(cs);
+        return ok;
+    }
+    p->Np = (N + 3) / 4 * 4, p->Kp = qb_qinput_ldu(K);  /* IMMA: m and k multiples of 4 */
+    int8_t *w = (int8_t *)calloc((size_t)p->Np * p->Kp, 1);
+    int32_t *cs = (int32_t *)calloc((size_t)p->Np, sizeof *cs);
+    for (int n = 0; w && cs && n < N; n++)
+        for (int k = 0; k < K; k++) cs[n] += w[(size_t)n * p->Kp + k] = q->wq[(size_t)n * K + k];
+    const bool ok = w && cs && upload(&p->w, w, (size_t)p->Np * p->Kp, "quantized Linear: INT8 weights") &&
+                    upload(&p->colsum, cs, (size_t)p->Np * sizeof *cs, "quantized Linear: column sums");
+    free(w), free(cs);
+    return ok;
+}
+
+extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
+{
+    if (q->prepared) return QB_OK;
+    if (q->bits == 4 && !q->act_f32 && q->group % 4 != 0)
+        return qb_fail(QB_EUNSUPPORTED, "INT4 group size %d: the CUDA W4A8 kernel needs a multiple of 4; run this "
+                       "model file on the CPU", q->group);
+    prepared *p = (prepared *)calloc(1, sizeof *p);
+    if (!p) return qb_fail(QB_ENOMEM, "cannot allocate a quantized Linear's layout");
+    q->prepared = p;
+    q->release = release;
+    if (build(q, p)) return QB_OK;
+    release(q);
+    qb_status st = qb_cuda_sync();  /* the recorded error, or a host allocation failure */
+    return st ? st : qb_fail(QB_ENOMEM, "quantized Linear %d x %d: out of host memory", q->N, q->K);
+}
+
+extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, const qb_qlinear *q, const float *b,
+                                 int M, int gelu)
+{
+    const prepared *p = (const prepared *)q->prepared;
+    if (M <= 0) return;
+    if (!p) {
+        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized Linear was not prepared for CUDA");
+        return;
+    }
+    const cudaStream_t stream = qb_cuda_stream();
+    if (q->act_f32) {
+        qb_cuda_linear(y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32);
+        if (gelu) qb_cuda_gelu(y, y, (size_t)M * q->N);
+        return;
+    }
+    const int8_t *v;
+    const float *sx;
+    const int32_t *zp;
+    int ldu;
+    if (xq) {
+        v = (const int8_t *)xq->u, sx = xq->scale, zp = xq->zp, ldu = xq->ldu;
+    } else {
+        ldu = qb_qinput_ldu(q->K);
+        if (!grow((void **)&scratch.v, &scratch.v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
+            !grow((void **)&scratch.rows, &scratch.rows_cap, (size_t)M * 8, "linear_q: activation scales"))
+            return;
+        int8_t *qv = scratch.v;
+        float *qs = scratch.rows;
+        int32_t *qz = (int32_t *)(scratch.rows + M);
+        const float s = q->act_scale;  /* the static scale's inverse as the CPU computes it */
+        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu,
+                                                                    s > 0.0f ? 1.0f / s : 0.0f, s);
+        if (qb_cuda_launched("linear_q: quantize")) return;
+        v = qv, sx = qs, zp = qz;
+    }
+    if (q->bits == 4) {
+        const dim3 grid((unsigned)((q->N + TILE - 1) / TILE), (unsigned)((M + TILE - 1) / TILE));
+        w4a8_kernel<<<grid, 256, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
+                                              q->group, gelu);
+        qb_cuda_launched("linear_q: W4A8");
+        return;
+    }
+    if (ldu != p->Kp) {
+        qb_cuda_note(cudaErrorInvalidValue, "linear_q: activations and weights disagree on K");
+        return;
+    }
+    if (!grow((void **)&scratch.acc, &scratch.acc_cap, (size_t)M * p->Np * sizeof(int32_t), "linear_q: INT32 products"))
+        return;
+    qb_cuda_gemm_s8(scratch.acc, p->w, v, p->Np, M, p->Kp);
+    const size_t n_out = (size_t)M * q->N;
+    epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch.acc, sx, zp, p->colsum,
+                                                                          p->scales, b, M, q->N, p->Np, gelu);
+    qb_cuda_launched("linear_q: epilogue");
+}
+
+extern "C" void qb_cuda_qlinear_release(void)
+{
+    cudaFree(scratch.v), cudaFree(scratch.rows), cudaFree(scratch.acc);
+    scratch = {};
+}

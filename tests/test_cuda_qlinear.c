@@ -1,0 +1,116 @@
+/* The CUDA quantized Linear (cuda/qlinear.cu) against the CPU's scalar reference
+ * (an unprepared qb_qlinear on the CPU backend) on fresh random weights, scales and
+ * inputs: INT8 with per-token and static inputs (IMMA), W4A8 with per-token and
+ * static inputs, weight-only INT8 / INT4; with and without bias; shapes whose N is
+ * not a multiple of 4 (the classifier's 3) and whose K is not either. The integer
+ * paths give the reference's integers and its float operations, so without GELU
+ * their outputs must be the same bits; GELU (CUDA's erff against libm's) and the
+ * weight-only FP32 GEMM within 1e-5. Also: the input quantized once per token
+ * (linear_q's xq, as a LayerNorm hands it over), an unprepared Linear, and an INT4
+ * group size the kernel cannot take. */
+#include "cuda_check.h"
+
+#include "cpu/cpu.h"
+#include "qbert/quant.h"
+
+typedef enum { DYNAMIC, STATIC, WEIGHT_ONLY } act_kind;
+static const char *const act_names[] = {"dynamic", "static", "weight-only"};
+
+/* A random quantized Linear (bits 8: group = K). */
+static qb_qlinear random_qlinear(int bits, int N, int K, int group, act_kind act)
+{
+    qb_qlinear q = {.bits = bits, .N = N, .K = K, .group = bits == 8 ? K : group, .act_f32 = act == WEIGHT_ONLY};
+    const int lo = bits == 8 ? -128 : -8, span = bits == 8 ? 256 : 16;
+    q.wq = host_alloc((size_t)N * K);
+    for (size_t i = 0; i < (size_t)N * K; i++) q.wq[i] = (int8_t)(lo + (int)(qb_rng_uniform(&cuda_rng) * span));
+    q.scales = rand_host((size_t)N * (K / q.group), 1e-3f, 2e-2f);
+    q.act_scale = act == STATIC ? 0.02f + 0.01f * qb_rng_uniform(&cuda_rng) : 0.0f;
+    return q;
+}
+
+/* x (M, K): most rows in [-3, 3], some skewed (all positive, or a large outlier),
+ * so that the per-token zero points vary; with a static scale some values clip. */
+static float *random_input(int M, int K)
+{
+    float *x = rand_host((size_t)M * K, -3, 3);
+    for (int m = 0; m < M; m++) {
+        float *r = x + (size_t)m * K;
+        if (m % 3 == 1)
+            for (int k = 0; k < K; k++) r[k] = r[k] * 0.5f + 1.5f;
+        if (m % 5 == 2) r[m % K] = 40.0f;
+    }
+    return x;
+}
+
+static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group, int bias, int gelu, int shared)
+{
+    char what[160];
+    snprintf(what, sizeof what, "linear_q INT%d %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d", bits,
+             act_names[act], M, N, K, bits == 8 ? K : group, bias, gelu, shared);
+    qb_qlinear q = random_qlinear(bits, N, K, group, act), g = q;  /* g: the same weights, prepared for CUDA */
+    const qb_status st = gpu->qlinear_prepare(&g);
+    CHECKF(st == QB_OK, "%s: prepare: %s", what, qb_error());
+    float *x = random_input(M, K), *b = bias ? rand_host((size_t)N, -1, 1) : NULL;
+    float *y = host_alloc((size_t)M * N * sizeof *y);
+    float *dx = dev_from(x, (size_t)M * K * 4), *db = b ? dev_from(b, (size_t)N * 4) : NULL;
+    float *dy = dev_from(NULL, (size_t)M * N * 4);
+    qb_qinput hq = {0}, dq = {0};  /* shared: x quantized per token once, on the host and as a device copy */
+    if (shared) {
+        CHECK(qb_qinput_alloc(&hq, M, K) == QB_OK);
+        qb_qinput_quantize(&hq, x);
+        dq = (qb_qinput){.M = M, .K = K, .ldu = hq.ldu};
+        dq.u = dev_from(hq.u, (size_t)qb_qinput_rows(M) * hq.ldu);
+        dq.scale = dev_from(hq.scale, (size_t)M * 4);
+        dq.zp = dev_from(hq.zp, (size_t)M * 4);
+    }
+    cpu->linear_q(y, x, shared ? &hq : NULL, &q, b, M, gelu);
+    if (!st) gpu->linear_q(dy, dx, shared ? &dq : NULL, &g, db, M, gelu);
+    if (gelu || act == WEIGHT_ONLY) check_close(what, dy, y, (size_t)M * N, CUDA_TOL);
+    else check_equal(what, dy, y, (size_t)M * N * sizeof *y);
+    if (g.prepared) g.release(&g);
+    if (shared) qb_qinput_free(&hq), gpu->free(dq.u), gpu->free(dq.scale), gpu->free(dq.zp);
+    free(q.wq), free(q.scales), free(x), free(b), free(y);
+    gpu->free(dx), gpu->free(db), gpu->free(dy);
+}
+
+/* A Linear that was never prepared leaves a pending error; an INT4 group that is not
+ * a multiple of 4 is refused at prepare, naming the group. */
+static void test_refusals(void)
+{
+    qb_qlinear q = random_qlinear(8, 4, 8, 8, DYNAMIC);
+    float *d = dev_from(NULL, 64 * 4);
+    gpu->linear_q(d, d, NULL, &q, NULL, 2, 0);
+    CHECK(qb_cuda_sync() != QB_OK);
+    CHECK(qb_cuda_sync() == QB_OK);
+    free(q.wq), free(q.scales);
+    q = random_qlinear(4, 4, 12, 6, DYNAMIC);
+    CHECK(gpu->qlinear_prepare(&q) == QB_EUNSUPPORTED && strstr(qb_error(), "group size 6"));
+    CHECK(!q.prepared);
+    if (q.prepared) q.release(&q);
+    free(q.wq), free(q.scales);
+    gpu->free(d);
+}
+
+int main(void)
+{
+    if (!cuda_or_skip("test_cuda_qlinear")) return 0;
+    /* M, N, K, INT4 group (0: INT8 only, K has no group that is a multiple of 4) */
+    static const int shapes[][4] = {{1, 3, 768, 64}, {7, 5, 12, 4}, {5, 3, 10, 0}, {33, 65, 64, 32}, {24, 8, 36, 12},
+                                    {128, 768, 768, 64}, {300, 3072, 768, 128}, {200, 768, 3072, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], group = shapes[s][3];
+        for (int bits = 8; bits >= (group ? 4 : 8); bits -= 4)
+            for (act_kind act = DYNAMIC; act <= WEIGHT_ONLY; act++) {
+                check_qlinear(bits, act, M, N, K, group, 1, 0, 0);
+                check_qlinear(bits, act, M, N, K, group, 0, 1, 0);
+                if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1);
+            }
+    }
+    /* The scratch buffers grown by a large call serve a small one after it. */
+    check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0);
+    test_refusals();
+    qb_cuda_qlinear_release();
+    qb_cuda_gemm_release();
+    CHECK(qb_cuda_sync() == QB_OK);
+    return check_summary("test_cuda_qlinear");
+}
