@@ -7,6 +7,9 @@
 
 int qb_bench_latency(int argc, char **argv);
 int qb_bench_gemm(int argc, char **argv);
+int qb_bench_train(int argc, char **argv);
+/* kernels.c, in CUDA builds only */
+int qb_bench_kernels(int argc, char **argv);
 
 /* util.c: "1,2,3" -> out (each 1..100000; returns the count, -1 if malformed);
  * an integer >= lo (returns 0 if malformed); the CPU's model name. */
@@ -24,7 +27,7 @@ typedef int (*qb_bench_own_option)(const char *name, const char *value, void *ct
 /* Reads argv (every option takes a value; --help prints usage to stdout): the common
  * ones into c, the others through own(ctx). Returns -1 to go on, or the exit status:
  * 0 after --help, 2 for an unknown option or a bad or missing value (said on stderr,
- * naming qbert-bench cmd). */
+ * naming qbert-bench cmd). own may be NULL (no options of its own). */
 int qb_bench_options(const char *cmd, int argc, char **argv, qb_bench_common *c, void (*usage)(FILE *),
                      qb_bench_own_option own, void *ctx);
 

@@ -1,8 +1,12 @@
-/* qbert-bench latency: the research notes' latency protocol on the CPU FP32 path.
- * For each (batch, sequence length): random token ids with a fixed seed and a full
- * attention mask, `warmup` untimed forward passes, then `runs` timed ones. Each
- * timed run covers exactly one qb_model_forward call (embeddings to logits, no
- * tokenisation, no model loading); per-sample figures divide by the batch size. */
+/* qbert-bench latency: the research notes' latency protocol, on the CPU or (--device
+ * cuda) the GPU, for any model file (FP32, FP16 / BF16 widened, INT8, INT4) and any
+ * product arithmetic of the FP32 Linears (--math). For each (batch, sequence length):
+ * random token ids with a fixed seed and a full attention mask, `warmup` untimed
+ * forward passes, then `runs` timed ones. Each timed run covers exactly one
+ * qb_model_infer call as the engine makes it: the ids copied to the device, embeddings
+ * to logits, the logits copied back (no tokenisation, no model loading; the model and
+ * the activations are on the device beforehand); per-sample figures divide by the
+ * batch size. */
 #include "bench.h"
 
 #include "backend/backend.h"
@@ -28,13 +32,16 @@ static void usage(FILE *f)
             "  --warmup N         untimed runs per point (default 5)\n"
             "  --runs N           timed runs per point (default 20)\n"
             "  --threads N        OpenMP threads (default: all cores)\n"
+            "  --device NAME      cpu (default) or cuda\n"
+            "  --math NAME        products of the FP32 Linears: fp32 (default), tf32, bf16, fp16\n"
             "  --json FILE        write the table as JSON\n"
             "example: qbert-bench latency --preset indobert-base-p2 --seq 32,64,128 --batch 1,32 --json cpu.json\n");
 }
 
 typedef struct {
-    const char *model_dir, *preset;
+    const char *model_dir, *preset, *device;
     int seqs[16], n_seq, batches[16], n_batch;
+    qb_math math;
 } latency_options;
 
 static int own_option(const char *name, const char *value, void *ctx, int *ok)
@@ -42,6 +49,8 @@ static int own_option(const char *name, const char *value, void *ctx, int *ok)
     latency_options *l = ctx;
     if (strcmp(name, "--model") == 0) l->model_dir = value;
     else if (strcmp(name, "--preset") == 0) l->preset = value;
+    else if (strcmp(name, "--device") == 0) l->device = value;
+    else if (strcmp(name, "--math") == 0) *ok = value && qb_math_parse(value, &l->math) == QB_OK;
     else if (strcmp(name, "--seq") == 0) *ok = value && (l->n_seq = qb_bench_parse_list(value, l->seqs, 16)) > 0;
     else if (strcmp(name, "--batch") == 0) *ok = value && (l->n_batch = qb_bench_parse_list(value, l->batches, 16)) > 0;
     else return 0;
@@ -50,7 +59,7 @@ static int own_option(const char *name, const char *value, void *ctx, int *ok)
 
 int qb_bench_latency(int argc, char **argv)
 {
-    latency_options l = {NULL, NULL, {32, 64, 128}, 3, {1, 32}, 2};
+    latency_options l = {NULL, NULL, "cpu", {32, 64, 128}, 3, {1, 32}, 2, QB_MATH_FP32};
     qb_bench_common o = {.warmup = 5, .runs = 20};
     const int parsed = qb_bench_options("latency", argc, argv, &o, usage, own_option, &l);
     if (parsed >= 0) return parsed;
@@ -85,29 +94,40 @@ int qb_bench_latency(int argc, char **argv)
         size_kind = "F32 parameter bytes (random preset, not saved)";
     }
     const qb_config *c = &m.cfg;
-    const qb_backend *be = qb_backend_cpu();
-    /* the quantized Linears' packed weights, as the engine prepares them at load */
-    if (qb_model_prepare(&m, be)) {
+    const qb_backend *be;
+    qb_model copy = {0};  /* on a device: the model in its memory (borrowing m's quantized Linears) */
+    const qb_model *run = &m;
+    qb_activations *acts = NULL;
+    /* as the engine opens a model: the quantized Linears laid out for the backend, the
+     * model copied to the device, activations allocated once and kept */
+    if (qb_backend_by_name(l.device, "--device", &be) || qb_model_prepare(&m, be) ||
+        (be->device != QB_DEV_CPU && qb_model_to_backend(&m, be, &copy)) ||
+        qb_activations_new(be->device != QB_DEV_CPU ? &copy : &m, be, false, &acts)) {
         fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+        qb_model_free(&copy);
         qb_model_free(&m);
         return 1;
     }
+    if (be->device != QB_DEV_CPU) run = &copy;
+    qb_activations_set_math(acts, l.math);
+    const char *device = be->device_name();
     char cpu[256];
     qb_bench_cpu_name(cpu, sizeof cpu);
     int nthreads = omp_get_max_threads();
     /* the file's scheme: FP16 / BF16 files run widened to FP32, low-bit ones on the integer kernels */
     const char *precision = m.scheme[0] ? m.scheme : "fp32";
-    printf("qbert-bench latency: %s | %d layers x %d hidden | CPU %s, GEMM %s | %d threads | %s\n",
-           model_dir ? model_dir : preset, c->num_layers, c->hidden_size, precision, qb_isa_name(qb_cpu_isa()),
-           nthreads, cpu);
+    printf("qbert-bench latency: %s | %d layers x %d hidden | %s, %s products | %s | CPU GEMM %s, %d threads | %s\n",
+           model_dir ? model_dir : preset, c->num_layers, c->hidden_size, precision, qb_math_name(l.math), device,
+           qb_isa_name(qb_cpu_isa()), nthreads, cpu);
     printf("model size: %.1f MB (%s); warm-up %d, timed runs %d\n\n", size_mb, size_kind, warmup, runs);
     printf("%6s %5s | %10s %10s %10s %10s | %12s %10s\n", "batch", "seq", "mean ms", "median ms", "std ms",
            "p95 ms", "ms/sample", "samples/s");
 
     cJSON *root = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(root, "results");
     cJSON_AddStringToObject(root, "model", model_dir ? model_dir : preset);
-    cJSON_AddStringToObject(root, "device", "cpu");
+    cJSON_AddStringToObject(root, "device", device);
     cJSON_AddStringToObject(root, "precision", precision);
+    cJSON_AddStringToObject(root, "math", qb_math_name(l.math));
     cJSON_AddStringToObject(root, "cpu", cpu);
     cJSON_AddStringToObject(root, "isa", qb_isa_name(qb_cpu_isa()));
     cJSON_AddNumberToObject(root, "threads", nthreads);
@@ -134,7 +154,7 @@ int qb_bench_latency(int argc, char **argv)
             }
             for (int r = 0; !rc && r < warmup + runs; r++) {
                 double t0 = qb_now();
-                if (qb_model_forward(&m, be, ids, NULL, mask, B, T, logits, NULL)) {
+                if (qb_model_infer(run, acts, ids, NULL, mask, B, T, logits, NULL)) {
                     fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
                     rc = 1;
                 }
@@ -171,6 +191,8 @@ int qb_bench_latency(int argc, char **argv)
         rc = 1;
     }
     cJSON_Delete(root);
+    qb_activations_free(acts);
+    qb_model_free(&copy);
     qb_model_free(&m);
     return rc;
 }

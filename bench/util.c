@@ -75,7 +75,7 @@ int qb_bench_options(const char *cmd, int argc, char **argv, qb_bench_common *c,
             usage(stdout);
             return 0;
         }
-        if (!common_option(a, v, c, &ok) && !own(a, v, ctx, &ok)) {
+        if (!common_option(a, v, c, &ok) && !(own && own(a, v, ctx, &ok))) {
             fprintf(stderr, "qbert-bench %s: unknown option \"%s\"\n", cmd, a);
             return 2;
         }

@@ -11,6 +11,8 @@
  *   db        db (N, 1) += dy (N, M)  .  ones (M, 1)                  (beta 1)
  *   INT8      c (Np, M) = W (Kp, Np) op T  .  x (Kp, M)   int8 -> int32, IMMA: cuBLASLt's
  *             "TN" form with m, k and every ld a multiple of 4 (the caller pads)
+ *   BF16      the same form on bf16 operands and output with FP32 sums: qbert-bench's
+ *             measured tensor-core ceiling
  * The bias rides in the forward GEMM's epilogue (no extra pass over y). The bias
  * gradient is a GEMM against a vector of ones rather than the BGRADB epilogue,
  * because that epilogue overwrites db and the op adds to it; a GEMV is
@@ -31,13 +33,17 @@
 #define WORKSPACE_BYTES ((size_t)32 << 20)
 #define MAX_PLANS 64
 
+/* What the operands are: FP32 throughout (products per qb_math); INT8 A and B into
+ * INT32 C; BF16 A, B and C with FP32 sums (the benchmark's tensor-core ceiling). */
+typedef enum { OPS_F32, OPS_S8, OPS_BF16 } operands;
+
 typedef struct {
     cublasOperation_t ta, tb;
     int m, n, k;
     cublasLtEpilogue_t epilogue;
     bool accumulate;  /* beta = 1 */
     qb_math math;
-    bool s8;          /* INT8 operands, INT32 product and output (math unused) */
+    operands ops;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -93,16 +99,15 @@ static cublasComputeType_t compute_type(qb_math math)
 }
 
 /* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), packed (ld = rows of
- * the stored matrix): FP32 throughout, or (s8) INT8 A and B into INT32 C; NULL after
- * recording the error. */
+ * the stored matrix); NULL after recording the error. */
 static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                      cublasLtEpilogue_t epilogue, bool accumulate, qb_math math, bool s8, const char *what)
+                      cublasLtEpilogue_t epilogue, bool accumulate, qb_math math, operands ops, const char *what)
 {
-    if (s8) math = QB_MATH_FP32;  /* one key per INT8 shape */
+    if (ops != OPS_F32) math = QB_MATH_FP32;  /* math only qualifies FP32 operands */
     for (int i = 0; i < lt.n_plans; i++) {
         plan *p = &lt.plans[i];
         if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->epilogue == epilogue &&
-            p->accumulate == accumulate && p->math == math && p->s8 == s8)
+            p->accumulate == accumulate && p->math == math && p->ops == ops)
             return p;
     }
     if (!lt_ready()) return NULL;
@@ -113,8 +118,11 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     plan *p = &lt.plans[lt.n_plans];
     *p = plan{};
     p->ta = ta, p->tb = tb, p->m = m, p->n = n, p->k = k, p->epilogue = epilogue, p->accumulate = accumulate;
-    p->math = math, p->s8 = s8;
-    const cudaDataType_t ab = s8 ? CUDA_R_8I : CUDA_R_32F, cd = s8 ? CUDA_R_32I : CUDA_R_32F;
+    p->math = math, p->ops = ops;
+    const cudaDataType_t ab = ops == OPS_S8 ? CUDA_R_8I : ops == OPS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t cd = ops == OPS_S8 ? CUDA_R_32I : ops == OPS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t ct = ops == OPS_S8 ? CUBLAS_COMPUTE_32I : compute_type(math);
+    const cudaDataType_t st = ops == OPS_S8 ? CUDA_R_32I : CUDA_R_32F;  /* alpha, beta */
     /* The stored matrices: A is (m, k) or, transposed, (k, m); B likewise (k, n). */
     const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
     const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
@@ -122,7 +130,7 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasLtMatmulHeuristicResult_t best;
     int found = 0;
     const size_t ws = WORKSPACE_BYTES;
-    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, s8 ? CUBLAS_COMPUTE_32I : compute_type(math), cd), what) ||
+    if (lt_failed(cublasLtMatmulDescCreate(&p->desc, ct, st), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
@@ -147,13 +155,14 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
 }
 
 /* d = op(a) . op(b) (+ d when the plan accumulates), on the stream; bias for the
- * BIAS epilogue. alpha and beta have the scale type: float, or int32 for s8. */
+ * BIAS epilogue. alpha and beta have the scale type: int32 for INT8, else float. */
 static void run(plan *p, void *d, const void *a, const void *b, const float *bias, const char *what)
 {
     const float one = 1.0f, zero = 0.0f;
     const int32_t ione = 1, izero = 0;
-    const void *alpha = p->s8 ? (const void *)&ione : &one;
-    const void *beta = p->accumulate ? alpha : p->s8 ? (const void *)&izero : &zero;
+    const bool s8 = p->ops == OPS_S8;
+    const void *alpha = s8 ? (const void *)&ione : &one;
+    const void *beta = p->accumulate ? alpha : s8 ? (const void *)&izero : &zero;
     if (bias && lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                          sizeof bias), what))
         return;
@@ -171,7 +180,7 @@ extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const f
         return;
     }
     plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
-                       false, math, false, "linear");
+                       false, math, OPS_F32, "linear");
     if (p) run(p, y, w, x, b, "linear");
 }
 
@@ -201,13 +210,13 @@ extern "C" void qb_cuda_linear_backward(float *dx, float *dw, float *db, const f
     if (M <= 0 || N <= 0 || K <= 0) return;
     const cublasLtEpilogue_t plain = CUBLASLT_EPILOGUE_DEFAULT;
     plan *p;
-    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, false, "linear dx")))
+    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, OPS_F32, "linear dx")))
         run(p, dx, w, dy, NULL, "linear dx");
-    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, false, "linear dW")))
+    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, OPS_F32, "linear dW")))
         run(p, dw, x, dy, NULL, "linear dW");
     const float *v;  /* ones are exact in every format, so db is the rounded dy's column sums */
     if (db && (v = ones((size_t)M)) &&
-        (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, false, "linear db")))
+        (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, OPS_F32, "linear db")))
         run(p, db, dy, v, NULL, "linear db");
 }
 
@@ -218,9 +227,17 @@ extern "C" void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, in
         qb_cuda_note(cudaErrorInvalidValue, "INT8 GEMM: N and K must be positive multiples of 4");
         return;
     }
-    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, Np, M, Kp, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, true,
+    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, Np, M, Kp, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, OPS_S8,
                        "INT8 GEMM");
     if (p) run(p, c, w, x, NULL, "INT8 GEMM");
+}
+
+extern "C" void qb_cuda_gemm_bf16(void *c, const void *a, const void *b, int m, int n, int k)
+{
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, OPS_BF16,
+                       "BF16 GEMM");
+    if (p) run(p, c, a, b, NULL, "BF16 GEMM");
 }
 
 extern "C" void qb_cuda_gemm_release(void)

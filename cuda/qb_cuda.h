@@ -53,6 +53,9 @@ void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, c
 /* c (M, Np) int32 = x (M, Kp) . w (Np, Kp)^T, int8 operands (IMMA): row-major, Np
  * and Kp multiples of 4, zero-padded by the caller. */
 void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, int Np, int M, int Kp);
+/* c (n, m) = b (n, k) . a (m, k)^T, all BF16 row-major, FP32 sums: the plain
+ * tensor-core GEMM whose rate qbert-bench takes as the device's ceiling. */
+void qb_cuda_gemm_bf16(void *c, const void *a, const void *b, int m, int n, int k);
 /* Releases the cached plans and the workspace (at exit; tests). */
 void qb_cuda_gemm_release(void);
 

@@ -48,6 +48,7 @@ static inline int qb_qinput_ldu(int K) { return (K + 3) / 4 * 4; }
 typedef struct qb_backend {
     const char *name;
     qb_device device;                /* where its memory is */
+    const char *(*device_name)(void);/* for reports: "cpu", "NVIDIA H100 80GB HBM3 (sm_90)" */
     void *(*alloc)(size_t bytes);   /* NULL on failure */
     void (*free)(void *p);
     /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout).

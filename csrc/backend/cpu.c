@@ -67,9 +67,12 @@ static void cpu_linear_backward(float *dx, float *dw, float *db, const float *dy
     qb_free(dyr), qb_free(xr), qb_free(wr);
 }
 
+static const char *cpu_device_name(void) { return "cpu"; }
+
 static const qb_backend cpu_backend = {
     .name = "cpu",
     .device = QB_DEV_CPU,
+    .device_name = cpu_device_name,
     .alloc = qb_malloc,
     .free = qb_free,
     .linear = cpu_linear,

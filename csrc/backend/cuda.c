@@ -107,6 +107,7 @@ void qb_cuda_copy(void *dst, const void *src, size_t bytes)
 static const qb_backend cuda_backend = {
     .name = "cuda",
     .device = QB_DEV_CUDA,
+    .device_name = qb_cuda_device_name,
     .alloc = qb_cuda_alloc,
     .free = qb_cuda_free,
     .linear = qb_cuda_linear,

@@ -1,0 +1,322 @@
+/* qbert-bench kernels: the nightly GPU benchmark. Every CUDA op of the backend at
+ * BERT-base training / inference shapes (B 32 x T 128 tokens, C 768, I 3072, 12 heads
+ * of 64), as achieved TFLOP/s (GEMMs, attention) or GB/s (everything that streams
+ * memory), each next to the device's measured ceiling of its kind:
+ *   compute  a plain BF16 GEMM, 8192 x 8192 x 8192, through cuBLASLt (qb_cuda_gemm_bf16);
+ *   memory   a device-to-device copy of 1 GiB, counted as bytes read + written.
+ * The INT8 GEMMs are reported against the BF16 ceiling too (an H100's dense INT8 rate
+ * is twice its BF16 rate, so 2.0 is their roof). Bytes are what the op must move at
+ * least (each input read once, each output written once); FLOPs are the products'
+ * 2 M N K. Each point: `warmup` untimed calls, then `runs` calls between two stream
+ * syncs, wall time / runs (so launch overhead counts, as it does in the engine).
+ * Inputs are random; the numbers do not depend on their values. */
+#include "bench.h"
+
+#include "backend/backend.h"
+#include "cuda/qb_cuda.h"
+#include "qbert/core.h"
+#include "qbert/metrics.h"
+#include "qbert/quant.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert-bench kernels [options]\n"
+            "  --warmup N     untimed calls per kernel (default 5)\n"
+            "  --runs N       timed calls per kernel (default 50)\n"
+            "  --json FILE    write the table as JSON\n"
+            "shapes: M = 4096 tokens (batch 32 x seq 128), C 768, I 3072, 12 heads x 64; needs a CUDA GPU\n");
+}
+
+enum { B = 32, T = 128, M = B * T, C = 768, I = 3072, H = 12, D = 64, CEIL = 8192 };
+
+typedef struct {
+    const qb_backend *be;
+    int warmup, runs;
+    double tflops_ceiling, gbs_ceiling;
+    cJSON *rows;
+    int failed;
+} bench;
+
+/* Device memory of n floats, uniform in [lo, hi) (NULL: the run fails). */
+static float *dev_random(bench *b, size_t n, float lo, float hi)
+{
+    float *h = malloc(n * sizeof *h), *d = b->be->alloc(n * sizeof *d);
+    qb_rng rng;
+    qb_rng_init(&rng, n);
+    for (size_t i = 0; h && i < n; i++) h[i] = lo + (hi - lo) * qb_rng_uniform(&rng);
+    if (h && d) b->be->to_device(d, h, n * sizeof *d);
+    else b->failed = 1;
+    free(h);
+    return d;
+}
+
+/* Seconds per call of op(ctx): warm-up, then runs calls between syncs. */
+static double seconds(bench *b, void (*op)(void *), void *ctx)
+{
+    for (int r = 0; r < b->warmup; r++) op(ctx);
+    if (b->be->sync()) goto fail;
+    const double t0 = qb_now();
+    for (int r = 0; r < b->runs; r++) op(ctx);
+    if (b->be->sync()) goto fail;
+    return (qb_now() - t0) / b->runs;
+fail:
+    fprintf(stderr, "qbert-bench kernels: %s\n", qb_error());
+    b->failed = 1;
+    return 0.0;
+}
+
+/* One row: the rate (TFLOP/s when flops > 0, else GB/s) and its fraction of the ceiling. */
+static void report(bench *b, const char *name, const char *shape, double s, double flops, double bytes)
+{
+    if (s <= 0.0) return;
+    const bool compute = flops > 0.0;
+    const double rate = compute ? flops / s / 1e12 : bytes / s / 1e9;
+    const double ceiling = compute ? b->tflops_ceiling : b->gbs_ceiling;
+    const char *unit = compute ? "TFLOP/s" : "GB/s";
+    printf("%-28s %-26s %10.3f %9.1f %-8s %7.2f\n", name, shape, s * 1e6, rate, unit, ceiling > 0 ? rate / ceiling : 0);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "kernel", name);
+    cJSON_AddStringToObject(r, "shape", shape);
+    cJSON_AddNumberToObject(r, "us", s * 1e6);
+    cJSON_AddNumberToObject(r, compute ? "tflops" : "gbs", rate);
+    cJSON_AddNumberToObject(r, "fraction_of_ceiling", ceiling > 0 ? rate / ceiling : 0);
+    cJSON_AddItemToArray(b->rows, r);
+}
+
+/* The ops, each a closure over its buffers. */
+typedef struct {
+    const qb_backend *be;
+    float *y, *x, *w, *bias, *res, *stats, *t, *m, *v, *g, *probs, *q, *k, *vv, *dq, *dk, *dv;
+    void *a16, *b16, *c16;
+    int32_t *ids, *types, *mask;
+    qb_qinput xq;
+    qb_qlinear *ql;
+    int n, nn, kk;
+    qb_math math;
+    qb_adamw_args adam;
+    qb_dropout drop;
+} args;
+
+static void op_bf16(void *p) { args *a = p; qb_cuda_gemm_bf16(a->c16, a->a16, a->b16, CEIL, CEIL, CEIL); }
+static void op_copy(void *p) { args *a = p; a->be->copy(a->y, a->x, (size_t)a->n * 4); }
+static void op_linear(void *p) { args *a = p; a->be->linear(a->y, a->x, a->w, a->bias, M, a->nn, a->kk, a->math); }
+static void op_linear_q(void *p) { args *a = p; a->be->linear_q(a->y, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0); }
+static void op_linear_backward(void *p)
+{
+    args *a = p;
+    a->be->linear_backward(a->res, a->g, a->m, a->y, a->x, a->w, M, a->nn, a->kk, a->math);
+}
+static void op_layernorm(void *p)
+{
+    args *a = p;
+    a->be->layernorm(a->y, a->t, a->stats, a->xq.u ? &a->xq : NULL, a->x, a->res, a->g, a->bias, M, C, 1e-12f);
+}
+static void op_layernorm_backward(void *p)
+{
+    args *a = p;
+    a->be->layernorm_backward(a->y, a->m, a->v, a->res, a->t, a->stats, a->g, M, C);
+}
+static void op_gelu(void *p) { args *a = p; a->be->gelu(a->y, a->x, (size_t)a->n); }
+static void op_gelu_backward(void *p) { args *a = p; a->be->gelu_backward(a->y, a->res, a->x, (size_t)a->n); }
+static void op_attention(void *p)
+{
+    args *a = p;
+    a->be->attention(a->y, a->probs, a->q, a->k, a->vv, a->mask, &a->drop, B, T, H, D);
+}
+static void op_attention_backward(void *p)
+{
+    args *a = p;
+    a->be->attention_backward(a->dq, a->dk, a->dv, a->y, a->q, a->k, a->vv, a->probs, &a->drop, B, T, H, D);
+}
+static void op_embedding(void *p) { args *a = p; a->be->embedding(a->y, a->ids, a->types, a->w, a->m, a->v, B, T, C); }
+static void op_dropout(void *p) { args *a = p; a->be->dropout(a->y, (size_t)a->n, &a->drop); }
+static void op_adamw(void *p) { args *a = p; a->be->adamw(a->w, a->m, a->v, a->g, (size_t)a->n, &a->adam); }
+static void op_fake_quant_weight(void *p)
+{
+    args *a = p;
+    a->be->fake_quant_weight(a->y, a->stats, a->w, a->nn, a->kk, a->kk, 8);
+}
+
+/* A random INT8 (bits 8) or W4A8 (group 64) Linear (N, K) with per-token inputs,
+ * prepared for the backend; NULL when that fails. */
+static qb_qlinear *random_qlinear(bench *b, int bits, int N, int K)
+{
+    qb_qlinear *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    *q = (qb_qlinear){.bits = bits, .N = N, .K = K, .group = bits == 8 ? K : 64};
+    q->wq = qb_malloc((size_t)N * K);
+    q->scales = qb_malloc((size_t)N * (K / q->group) * sizeof *q->scales);
+    qb_rng rng;
+    qb_rng_init(&rng, 7);
+    for (size_t i = 0; q->wq && i < (size_t)N * K; i++) q->wq[i] = (int8_t)(qb_rng_u32(&rng) % (bits == 8 ? 255 : 15)) - (bits == 8 ? 127 : 7);
+    for (size_t i = 0; q->scales && i < (size_t)N * (K / q->group); i++) q->scales[i] = 0.01f;
+    if (!q->wq || !q->scales || b->be->qlinear_prepare(q)) {
+        fprintf(stderr, "qbert-bench kernels: INT%d Linear: %s\n", bits, qb_error());
+        qb_qlinear_free(q);
+        free(q);
+        b->failed = 1;
+        return NULL;
+    }
+    return q;
+}
+
+static void gemm_rows(bench *b, args *a)
+{
+    static const int shapes[][2] = {{768, 768}, {3072, 768}, {768, 3072}};  /* (N, K) */
+    char shape[64];
+    for (int s = 0; s < 3; s++) {
+        a->nn = shapes[s][0], a->kk = shapes[s][1];
+        const double flops = 2.0 * M * a->nn * a->kk;
+        snprintf(shape, sizeof shape, "%dx%dx%d", M, a->nn, a->kk);
+        for (qb_math m = QB_MATH_FP32; m <= QB_MATH_FP16; m++) {
+            char name[48];
+            a->math = m;
+            snprintf(name, sizeof name, "linear %s", qb_math_name(m));
+            report(b, name, shape, seconds(b, op_linear, a), flops, 0);
+            snprintf(name, sizeof name, "linear_backward %s", qb_math_name(m));
+            report(b, name, shape, seconds(b, op_linear_backward, a), 2 * flops + 2.0 * M * a->nn, 0);
+        }
+        for (int bits = 8; bits >= 4; bits -= 4) {
+            a->ql = random_qlinear(b, bits, a->nn, a->kk);
+            if (!a->ql) return;
+            qb_qinput shared = a->xq;
+            a->xq.u = NULL;  /* quantizing its own input */
+            report(b, bits == 8 ? "linear_q int8 (quantize x)" : "linear_q w4a8 (quantize x)", shape,
+                   seconds(b, op_linear_q, a), flops, 0);
+            a->xq = shared;
+            a->xq.K = a->kk, a->xq.ldu = qb_qinput_ldu(a->kk);  /* x quantized beforehand, by a LayerNorm */
+            report(b, bits == 8 ? "linear_q int8 (shared x)" : "linear_q w4a8 (shared x)", shape,
+                   seconds(b, op_linear_q, a), flops, 0);
+            a->xq = shared;
+            qb_qlinear_free(a->ql);
+            free(a->ql);
+            a->ql = NULL;
+        }
+    }
+}
+
+int qb_bench_kernels(int argc, char **argv)
+{
+    qb_bench_common o = {.warmup = 5, .runs = 50};
+    const int parsed = qb_bench_options("kernels", argc, argv, &o, usage, NULL, NULL);
+    if (parsed >= 0) return parsed;
+    bench b = {.warmup = o.warmup, .runs = o.runs};
+    if (qb_backend_cuda(&b.be)) {
+        fprintf(stderr, "qbert-bench kernels: %s\n", qb_error());
+        return 1;
+    }
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    const qb_backend *be = b.be;
+    const size_t MC = (size_t)M * C, MI = (size_t)M * I, big = (size_t)1 << 28;  /* 1 GiB of floats */
+    args a = {.be = be};
+    a.y = dev_random(&b, big, -1, 1), a.x = dev_random(&b, big, -1, 1);  /* 1 GiB each: the copy's operands */
+    a.w = dev_random(&b, (size_t)I * C, -0.05f, 0.05f), a.bias = dev_random(&b, I, -0.1f, 0.1f);
+    a.res = dev_random(&b, MI, -1, 1), a.t = dev_random(&b, MC, -1, 1), a.stats = dev_random(&b, 2 * (size_t)M, 1, 2);
+    a.g = dev_random(&b, (size_t)I * C, -1, 1), a.m = dev_random(&b, (size_t)I * C, -1, 1);
+    a.v = dev_random(&b, (size_t)I * C, 0, 1);
+    a.q = dev_random(&b, MC, -1, 1), a.k = dev_random(&b, MC, -1, 1), a.vv = dev_random(&b, MC, -1, 1);
+    a.dq = dev_random(&b, MC, 0, 1), a.dk = dev_random(&b, MC, 0, 1), a.dv = dev_random(&b, MC, 0, 1);
+    a.probs = dev_random(&b, (size_t)B * H * T * T, 0, 1);
+    a.a16 = be->alloc((size_t)CEIL * CEIL * 2), a.b16 = be->alloc((size_t)CEIL * CEIL * 2);
+    a.c16 = be->alloc((size_t)CEIL * CEIL * 2);
+    a.ids = be->alloc(M * 4), a.types = be->alloc(M * 4), a.mask = be->alloc(M * 4);
+    a.xq = (qb_qinput){.M = M, .K = C, .ldu = qb_qinput_ldu(I)};
+    a.xq.u = be->alloc((size_t)qb_qinput_rows(M) * qb_qinput_ldu(I));
+    a.xq.scale = be->alloc(M * 4), a.xq.zp = be->alloc(M * 4);
+    int rc = 1;
+    if (b.failed || !a.a16 || !a.b16 || !a.c16 || !a.ids || !a.types || !a.mask || !a.xq.u || !a.xq.scale ||
+        !a.xq.zp) {
+        fprintf(stderr, "qbert-bench kernels: cannot allocate the buffers (about 3 GiB of device memory)\n");
+        goto done;
+    }
+    /* the bf16 operands as bits: any finite values do (the rate does not depend on them) */
+    be->zero(a.a16, (size_t)CEIL * CEIL * 2), be->zero(a.b16, (size_t)CEIL * CEIL * 2);
+    be->zero(a.ids, M * 4), be->zero(a.types, M * 4);
+    be->zero(a.xq.u, (size_t)qb_qinput_rows(M) * qb_qinput_ldu(I)), be->zero(a.xq.zp, M * 4);
+    be->zero(a.xq.scale, M * 4);
+    {
+        int32_t *ones = malloc(M * 4);
+        for (int i = 0; ones && i < M; i++) ones[i] = 1;
+        if (ones) be->to_device(a.mask, ones, M * 4);
+        free(ones);
+    }
+    /* the activations quantized per token once, as a LayerNorm would (the shared-x rows) */
+    be->layernorm(a.t, NULL, NULL, &(qb_qinput){.u = a.xq.u, .scale = a.xq.scale, .zp = a.xq.zp, .M = M, .K = C,
+                                                  .ldu = qb_qinput_ldu(C)},
+                  a.x, NULL, a.g, a.bias, M, C, 1e-12f);
+    a.n = (int)big;
+    b.tflops_ceiling = 2.0 * CEIL * CEIL * CEIL / seconds(&b, op_bf16, &a) / 1e12;
+    b.gbs_ceiling = 2.0 * big * 4 / seconds(&b, op_copy, &a) / 1e9;
+    printf("qbert-bench kernels: %s | driver %d.%d, runtime %d.%d | warm-up %d, runs %d\n", qb_cuda_device_name(),
+           driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, b.warmup, b.runs);
+    printf("ceilings: BF16 GEMM %dx%dx%d %.1f TFLOP/s; device copy %.1f GB/s\n\n", CEIL, CEIL, CEIL, b.tflops_ceiling,
+           b.gbs_ceiling);
+    printf("%-28s %-26s %10s %9s %-8s %7s\n", "kernel", "shape", "us", "rate", "", "of ceil");
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "device", qb_cuda_device_name());
+    cJSON_AddNumberToObject(root, "driver", driver);
+    cJSON_AddNumberToObject(root, "runtime", runtime);
+    cJSON_AddNumberToObject(root, "ceiling_bf16_tflops", b.tflops_ceiling);
+    cJSON_AddNumberToObject(root, "ceiling_copy_gbs", b.gbs_ceiling);
+    cJSON_AddNumberToObject(root, "warmup", b.warmup);
+    cJSON_AddNumberToObject(root, "runs", b.runs);
+    b.rows = cJSON_AddArrayToObject(root, "kernels");
+
+    char shape[64];
+    gemm_rows(&b, &a);
+    snprintf(shape, sizeof shape, "%dx%d", M, C);
+    a.xq.K = C, a.xq.ldu = qb_qinput_ldu(C);
+    qb_qinput shared = a.xq;
+    a.xq.u = NULL;
+    report(&b, "layernorm +res", shape, seconds(&b, op_layernorm, &a), 0, 4.0 * MC * 4);  /* x, res; out, t */
+    a.xq = shared;
+    report(&b, "layernorm +res +quantize", shape, seconds(&b, op_layernorm, &a), 0, 4.0 * MC * 4 + MC);
+    a.xq.u = NULL;
+    report(&b, "layernorm_backward", shape, seconds(&b, op_layernorm_backward, &a), 0, 3.0 * MC * 4);
+    a.n = (int)MI;
+    snprintf(shape, sizeof shape, "%dx%d", M, I);
+    report(&b, "gelu", shape, seconds(&b, op_gelu, &a), 0, 2.0 * MI * 4);
+    report(&b, "gelu_backward", shape, seconds(&b, op_gelu_backward, &a), 0, 3.0 * MI * 4);
+    a.drop = (qb_dropout){0.1f, 1, 2};
+    report(&b, "dropout", shape, seconds(&b, op_dropout, &a), 0, 2.0 * MI * 4);
+    snprintf(shape, sizeof shape, "B%d T%d H%d D%d", B, T, H, D);
+    const double attn = 4.0 * B * H * T * T * D;  /* q k^T and p v */
+    a.drop = (qb_dropout){0};
+    float *probs = a.probs;
+    a.probs = NULL;  /* online softmax, nothing kept */
+    report(&b, "attention (inference)", shape, seconds(&b, op_attention, &a), attn, 0);
+    a.probs = probs;  /* the probabilities written for the backward */
+    report(&b, "attention (training)", shape, seconds(&b, op_attention, &a), attn, 0);
+    report(&b, "attention_backward", shape, seconds(&b, op_attention_backward, &a), 2 * attn, 0);
+    snprintf(shape, sizeof shape, "%dx%d", M, C);
+    report(&b, "embedding", shape, seconds(&b, op_embedding, &a), 0, 3.0 * MC * 4);
+    a.n = I * C;
+    a.adam = (qb_adamw_args){1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f, 0.1f, 0.03f};
+    snprintf(shape, sizeof shape, "%d", a.n);
+    report(&b, "adamw", shape, seconds(&b, op_adamw, &a), 0, 7.0 * a.n * 4);  /* w m v g in, w m v out */
+    a.nn = I, a.kk = C;
+    snprintf(shape, sizeof shape, "%dx%d", I, C);
+    report(&b, "fake_quant_weight int8", shape, seconds(&b, op_fake_quant_weight, &a), 0, 2.0 * I * C * 4);
+
+    rc = b.failed;
+    if (!rc && o.json && qb_json_write_file(o.json, root)) {
+        fprintf(stderr, "qbert-bench kernels: %s\n", qb_error());
+        rc = 1;
+    }
+    cJSON_Delete(root);
+done:
+    be->free(a.y), be->free(a.x), be->free(a.w), be->free(a.bias), be->free(a.res), be->free(a.t);
+    be->free(a.stats), be->free(a.g), be->free(a.m), be->free(a.v), be->free(a.q), be->free(a.k), be->free(a.vv);
+    be->free(a.dq), be->free(a.dk), be->free(a.dv), be->free(a.probs), be->free(a.a16), be->free(a.b16);
+    be->free(a.c16), be->free(a.ids), be->free(a.types), be->free(a.mask), be->free(a.xq.u), be->free(a.xq.scale);
+    be->free(a.xq.zp);
+    return rc;
+}

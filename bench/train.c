@@ -1,0 +1,160 @@
+/* qbert-bench train: training throughput of the trainer's step on random data, the
+ * figure to set beside PyTorch + transformers (bench/peers/torch_gpu.py) on the same
+ * machine and config. A step is what the trainer does per batch: zero the gradients,
+ * forward and backward with dropout 0.1 (qb_model_forward_backward, the loss copied
+ * to the host), clip to norm 1 and AdamW (qb_adamw_step); the model, gradients and
+ * moments live on the device. `warmup` untimed steps, then `runs` timed ones between
+ * two syncs. Model FLOPs per step: 6 x (parameters outside the embedding tables) x
+ * tokens for the Linears, plus 12 x layers x B x T^2 x hidden for attention (forward
+ * 2 matmuls of 2 B T^2 C each, backward twice that); MFU divides the achieved rate by
+ * --ceiling (TFLOP/s: qbert-bench kernels' measured BF16 GEMM ceiling). */
+#include "bench.h"
+
+#include "backend/backend.h"
+#include "qbert/metrics.h"
+#include "qbert/model.h"
+#include "qbert/train.h"
+
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert-bench train [options]\n"
+            "  --preset NAME      model shape, random weights (default indobert-base-p2)\n"
+            "  --device NAME      cpu or cuda (default cuda)\n"
+            "  --precision NAME   products: fp32, tf32, bf16 (default), fp16 (no loss scaling here)\n"
+            "  --batch N          (default 32)\n"
+            "  --seq N            (default 128)\n"
+            "  --ceiling TFLOPS   the device's measured BF16 ceiling, for MFU (qbert-bench kernels)\n"
+            "  --warmup N         untimed steps (default 3)\n"
+            "  --runs N           timed steps (default 20)\n"
+            "  --threads N        OpenMP threads (CPU)\n"
+            "  --json FILE        write the result as JSON\n");
+}
+
+typedef struct {
+    const char *preset, *device;
+    qb_math math;
+    int batch, seq;
+    double ceiling;
+} train_options;
+
+static int own_option(const char *name, const char *value, void *ctx, int *ok)
+{
+    train_options *t = ctx;
+    if (strcmp(name, "--preset") == 0) t->preset = value;
+    else if (strcmp(name, "--device") == 0) t->device = value;
+    else if (strcmp(name, "--precision") == 0) *ok = value && qb_math_parse(value, &t->math) == QB_OK;
+    else if (strcmp(name, "--batch") == 0) *ok = value && qb_bench_parse_int(value, 1, &t->batch);
+    else if (strcmp(name, "--seq") == 0) *ok = value && qb_bench_parse_int(value, 2, &t->seq);
+    else if (strcmp(name, "--ceiling") == 0) *ok = value && (t->ceiling = atof(value)) > 0;
+    else return 0;
+    return 1;
+}
+
+/* Parameters outside the embedding tables (the Linears' share of the FLOPs). */
+static double linear_params(const qb_model *m)
+{
+    const qb_config *c = &m->cfg;
+    const double emb = (double)(c->vocab_size + c->max_position + c->type_vocab_size) * c->hidden_size;
+    return (double)qb_model_param_count(m) - emb;
+}
+
+int qb_bench_train(int argc, char **argv)
+{
+    train_options t = {"indobert-base-p2", "cuda", QB_MATH_BF16, 32, 128, 0};
+    qb_bench_common o = {.warmup = 3, .runs = 20};
+    const int parsed = qb_bench_options("train", argc, argv, &o, usage, own_option, &t);
+    if (parsed >= 0) return parsed;
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    const int B = t.batch, T = t.seq;
+    qb_config cfg;
+    qb_model host = {0}, model = {0}, grads = {0};
+    qb_adamw opt = {0};
+    qb_activations *acts = NULL;
+    const qb_backend *be;
+    qb_optim_config oc;
+    qb_optim_default_config(&oc);
+    oc.total_steps = o.warmup + o.runs;
+    int32_t *ids = malloc((size_t)B * T * 4), *labels = malloc((size_t)B * 4);
+    int rc = 1;
+    if (!ids || !labels) {
+        fprintf(stderr, "qbert-bench train: out of memory\n");
+        goto done;
+    }
+    if (qb_backend_by_name(t.device, "--device", &be) || qb_config_preset(t.preset, &cfg) ||
+        qb_model_init_random(&cfg, 42, &host) || qb_model_to_backend(&host, be, &model) ||
+        qb_model_zeros_like(&model, &grads) || qb_adamw_init(&opt, &model, &oc) ||
+        qb_activations_new(&model, be, true, &acts)) {
+        fprintf(stderr, "qbert-bench train: %s\n", qb_error());
+        goto done;
+    }
+    qb_activations_set_math(acts, t.math);
+    qb_rng rng;
+    qb_rng_init(&rng, 1234);
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(qb_rng_u32(&rng) % (uint32_t)cfg.vocab_size);
+    for (int b = 0; b < B; b++) labels[b] = (int32_t)(qb_rng_u32(&rng) % (uint32_t)cfg.num_labels);
+    const qb_batch batch = {ids, NULL, NULL, labels, B, T};
+    double t0 = 0;
+    for (int step = 0; step < o.warmup + o.runs; step++) {
+        if (step == o.warmup) {
+            if (be->sync()) {
+                fprintf(stderr, "qbert-bench train: %s\n", qb_error());
+                goto done;
+            }
+            t0 = qb_now();
+        }
+        const qb_dropout_plan drop = {0.1f, 0.1f, 42, (uint64_t)step * qb_dropout_sites(&cfg)};
+        float loss, lr;
+        double norm;
+        qb_model_zero(&grads, be);
+        if (qb_model_forward_backward(&model, acts, &batch, &drop, 1.0f / B, &grads, &loss, NULL) ||
+            qb_adamw_step(&opt, be, &model, &grads, &norm, &lr)) {
+            fprintf(stderr, "qbert-bench train: step %d: %s\n", step, qb_error());
+            goto done;
+        }
+        fprintf(stderr, "  step %d / %d: loss %.4f\r", step + 1, o.warmup + o.runs, loss);
+    }
+    if (be->sync()) {
+        fprintf(stderr, "qbert-bench train: %s\n", qb_error());
+        goto done;
+    }
+    const double s = (qb_now() - t0) / o.runs, tokens = (double)B * T;
+    const double flops = 6.0 * linear_params(&host) * tokens +
+                         12.0 * cfg.num_layers * (double)B * T * T * cfg.hidden_size;
+    const double tflops = flops / s / 1e12, mfu = t.ceiling > 0 ? tflops / t.ceiling : 0;
+    printf("qbert-bench train: %s | %s | %s products | batch %d x seq %d | %d timed steps after %d\n", t.preset,
+           be->device_name(), qb_math_name(t.math), B, T, o.runs, o.warmup);
+    printf("step %.2f ms | %.1f samples/s | %.3g model TFLOP/s", s * 1e3, B / s, tflops);
+    if (mfu > 0) printf(" | MFU %.1f%% of %.1f TFLOP/s", 100 * mfu, t.ceiling);
+    printf("\n");
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "preset", t.preset);
+    cJSON_AddStringToObject(root, "device", be->device_name());
+    cJSON_AddStringToObject(root, "precision", qb_math_name(t.math));
+    cJSON_AddNumberToObject(root, "batch", B);
+    cJSON_AddNumberToObject(root, "seq", T);
+    cJSON_AddNumberToObject(root, "step_ms", s * 1e3);
+    cJSON_AddNumberToObject(root, "samples_per_s", B / s);
+    cJSON_AddNumberToObject(root, "model_tflops", tflops);
+    if (mfu > 0) cJSON_AddNumberToObject(root, "mfu", mfu);
+    rc = 0;
+    if (o.json && qb_json_write_file(o.json, root)) {
+        fprintf(stderr, "qbert-bench train: %s\n", qb_error());
+        rc = 1;
+    }
+    cJSON_Delete(root);
+done:
+    qb_activations_free(acts);
+    qb_adamw_free(&opt);
+    qb_model_free(&grads);
+    qb_model_free(&model);
+    qb_model_free(&host);
+    free(ids), free(labels);
+    return rc;
+}
