@@ -4,10 +4,10 @@
  * forward and backward with dropout 0.1 (qb_model_forward_backward, the loss copied
  * to the host), clip to norm 1 and AdamW (qb_adamw_step); the model, gradients and
  * moments live on the device. `warmup` untimed steps, then `runs` timed ones between
- * two syncs. Model FLOPs per step: 6 x (parameters outside the embedding tables) x
- * tokens for the Linears, plus 12 x layers x B x T^2 x hidden for attention (forward
- * 2 matmuls of 2 B T^2 C each, backward twice that); MFU divides the achieved rate by
- * --ceiling (TFLOP/s: qbert-bench kernels' measured BF16 GEMM ceiling). */
+ * two syncs. Model FLOPs per step (step_flops): 6 per parameter and row it multiplies,
+ * plus 12 x layers x B x T^2 x hidden for attention (forward 2 matmuls of 2 B T^2 C
+ * each, backward twice that); MFU divides the achieved rate by --ceiling (TFLOP/s:
+ * qbert-bench kernels' measured BF16 GEMM ceiling). */
 #include "bench.h"
 
 #include "backend/backend.h"
@@ -57,12 +57,16 @@ static int own_option(const char *name, const char *value, void *ctx, int *ok)
     return 1;
 }
 
-/* Parameters outside the embedding tables (the Linears' share of the FLOPs). */
-static double linear_params(const qb_model *m)
+/* Model FLOPs of one step: 6 per parameter and row it multiplies (forward 2, backward
+ * 4): the encoder's on every token, the pooler's and classifier's on the B first
+ * tokens only, the embedding tables none; plus attention's two T x T products per head. */
+static double step_flops(const qb_model *m, int B, int T)
 {
     const qb_config *c = &m->cfg;
-    const double emb = (double)(c->vocab_size + c->max_position + c->type_vocab_size) * c->hidden_size;
-    return (double)qb_model_param_count(m) - emb;
+    const double C = c->hidden_size, emb = (c->vocab_size + c->max_position + c->type_vocab_size) * C;
+    const double head = C * C + C + C * c->num_labels + c->num_labels;  /* pooler, classifier */
+    const double encoder = (double)qb_model_param_count(m) - emb - head;
+    return 6.0 * encoder * B * T + 6.0 * head * B + 12.0 * c->num_layers * (double)B * T * T * C;
 }
 
 int qb_bench_train(int argc, char **argv)
@@ -124,10 +128,8 @@ int qb_bench_train(int argc, char **argv)
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
         goto done;
     }
-    const double s = (qb_now() - t0) / o.runs, tokens = (double)B * T;
-    const double flops = 6.0 * linear_params(&host) * tokens +
-                         12.0 * cfg.num_layers * (double)B * T * T * cfg.hidden_size;
-    const double tflops = flops / s / 1e12, mfu = t.ceiling > 0 ? tflops / t.ceiling : 0;
+    const double s = (qb_now() - t0) / o.runs;
+    const double tflops = step_flops(&host, B, T) / s / 1e12, mfu = t.ceiling > 0 ? tflops / t.ceiling : 0;
     printf("qbert-bench train: %s | %s | %s products | batch %d x seq %d | %d timed steps after %d\n", t.preset,
            be->device_name(), qb_math_name(t.math), B, T, o.runs, o.warmup);
     printf("step %.2f ms | %.1f samples/s | %.3g model TFLOP/s", s * 1e3, B / s, tflops);

@@ -130,6 +130,9 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasLtMatmulHeuristicResult_t best;
     int found = 0;
     const size_t ws = WORKSPACE_BYTES;
+    /* The heuristic may otherwise pick an algorithm that assumes 256-byte pointers; the
+     * activations are carved from one allocation at 64 bytes (csrc/model/bert.c). */
+    const uint32_t align = 64;
     if (lt_failed(cublasLtMatmulDescCreate(&p->desc, ct, st), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what) ||
@@ -141,6 +144,14 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
         lt_failed(cublasLtMatmulPreferenceCreate(&pref), what) ||
         lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                        sizeof ws), what) ||
+        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align,
+                                                       sizeof align), what) ||
+        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align,
+                                                       sizeof align), what) ||
+        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align,
+                                                       sizeof align), what) ||
+        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align,
+                                                       sizeof align), what) ||
         lt_failed(cublasLtMatmulAlgoGetHeuristic(lt.handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &best,
                                                  &found), what) ||
         (found < 1 && qb_cuda_note(cudaErrorNotSupported, what))) {

@@ -24,6 +24,7 @@
 #include "cuda/common.cuh"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "qbert/quant.h"
@@ -51,6 +52,14 @@ static struct {
     size_t v_cap, rows_cap, acc_cap;  /* bytes */
 } scratch;
 
+/* cudaMalloc; a failure is recorded naming what and how many bytes. */
+static bool dev_alloc(void **p, size_t bytes, const char *what)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s (%zu bytes)", what, bytes);
+    return !qb_cuda_note(cudaMalloc(p, bytes), msg);
+}
+
 /* *p holds at least `bytes`, grown (after the stream is done with the old buffer)
  * when not; false after recording what failed. */
 static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
@@ -59,21 +68,22 @@ static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
     qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), what);
     cudaFree(*p);
     *p = NULL, *cap = 0;
-    if (qb_cuda_note(cudaMalloc(p, bytes), what)) return false;
+    if (!dev_alloc(p, bytes, what)) return false;
     *cap = bytes;
     return true;
 }
 
 /* grid (M), 256 threads: row m of x (M, K) quantized into v (ldu bytes, ldu - K of
- * padding), sx[m], zp[m]. inv > 0: the static scale 1 / inv, v = clamp(rint(x inv),
- * -128, 127), zp 0 (qb_quantize_s8); inv == 0: per token on the 7-bit grid. */
+ * padding), sx[m], zp[m]. is_static: with the file's scale (inv its inverse as the
+ * CPU computes it), v = clamp(rint(x inv), -128, 127), zp 0 (qb_quantize_s8); else
+ * per token on the 7-bit grid. */
 static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const float *x, int K, int ldu,
-                                       float inv, float scale)
+                                       bool is_static, float inv, float scale)
 {
     __shared__ float scratch[64];
     const float *xr = x + (size_t)blockIdx.x * K;
     int8_t *vr = v + (size_t)blockIdx.x * ldu;
-    if (inv > 0.0f) {
+    if (is_static) {
         for (int k = threadIdx.x; k < ldu; k += blockDim.x) {
             float r = k < K ? rintf(__fmul_rn(xr[k], inv)) : 0.0f;
             r = r > -128.0f ? r : -128.0f;
@@ -196,7 +206,7 @@ static void release(qb_qlinear *q)
 template <class T>
 static bool upload(T **dst, const T *src, size_t bytes, const char *what)
 {
-    if (qb_cuda_note(cudaMalloc((void **)dst, bytes), what)) return false;
+    if (!dev_alloc((void **)dst, bytes, what)) return false;
     return !qb_cuda_note(cudaMemcpy(*dst, src, bytes, cudaMemcpyHostToDevice), what);
 }
 
@@ -238,7 +248,10 @@ static bool build(const qb_qlinear *q, prepared *p)
 
 extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
 {
-    if (q->prepared) return QB_OK;
+    if (q->prepared)
+        return q->release == release ? QB_OK
+                                     : qb_fail(QB_EINVAL, "quantized Linear %d x %d: already laid out for another "
+                                               "backend", q->N, q->K);
     if (q->bits == 4 && !q->act_f32 && q->group % 4 != 0)
         return qb_fail(QB_EUNSUPPORTED, "INT4 group size %d: the CUDA W4A8 kernel needs a multiple of 4; run this "
                        "model file on the CPU", q->group);
@@ -248,8 +261,9 @@ extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
     q->release = release;
     if (build(q, p)) return QB_OK;
     release(q);
-    qb_status st = qb_cuda_sync();  /* the recorded error, or a host allocation failure */
-    return st ? st : qb_fail(QB_ENOMEM, "quantized Linear %d x %d: out of host memory", q->N, q->K);
+    char why[256] = "out of host memory";
+    if (qb_cuda_sync()) snprintf(why, sizeof why, "%s", qb_error());  /* the recorded device error */
+    return qb_fail(QB_ENOMEM, "quantized Linear %d x %d: %s", q->N, q->K, why);
 }
 
 extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, const qb_qlinear *q, const float *b,
@@ -271,7 +285,7 @@ extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, 
     const float *sx;
     const int32_t *zp;
     int ldu;
-    if (xq) {
+    if (xq && qb_qlinear_dynamic(q)) {  /* a shared input is per token (u < 128: a valid int8) */
         v = (const int8_t *)xq->u, sx = xq->scale, zp = xq->zp, ldu = xq->ldu;
     } else {
         ldu = qb_qinput_ldu(q->K);
@@ -281,9 +295,10 @@ extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, 
         int8_t *qv = scratch.v;
         float *qs = scratch.rows;
         int32_t *qz = (int32_t *)(scratch.rows + M);
-        const float s = q->act_scale;  /* the static scale's inverse as the CPU computes it */
-        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu,
-                                                                    s > 0.0f ? 1.0f / s : 0.0f, s);
+        const float s = q->act_scale;  /* its inverse as the CPU computes it */
+        const bool is_static = s > 0.0f;
+        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu, is_static,
+                                                                    is_static ? 1.0f / s : 0.0f, s);
         if (qb_cuda_launched("linear_q: quantize")) return;
         v = qv, sx = qs, zp = qz;
     }

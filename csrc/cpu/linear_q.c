@@ -48,7 +48,10 @@ static float *dequantize(const qb_qlinear *q)
 
 qb_status qb_cpu_qlinear_prepare(qb_qlinear *q)
 {
-    if (q->prepared) return QB_OK;
+    if (q->prepared)
+        return q->release == release ? QB_OK
+                                     : qb_fail(QB_EINVAL, "quantized Linear %d x %d: already laid out for another "
+                                               "backend", q->N, q->K);
     prepared *p = calloc(1, sizeof *p);
     if (!p) return qb_fail(QB_ENOMEM, "cannot allocate a quantized Linear's layout");
     qb_status st = QB_OK;
