@@ -31,6 +31,11 @@ typedef int (*qb_bench_own_option)(const char *name, const char *value, void *ct
 int qb_bench_options(const char *cmd, int argc, char **argv, qb_bench_common *c, void (*usage)(FILE *),
                      qb_bench_own_option own, void *ctx);
 
+struct cJSON;
+/* The end of a run: root written to json_path (when given and rc is 0), then freed;
+ * returns rc, or 1 when the write failed (said on stderr, naming qbert-bench cmd). */
+int qb_bench_finish(const char *cmd, int rc, const char *json_path, struct cJSON *root);
+
 /* peak_avx2.c: one thread's multiply-adds per second over `iters` loop trips of
  * independent AVX2 FMAs (fp32), vpmaddwd + vpaddd pairs (int8 via s16) or
  * vpmaddubsw + vpmaddwd + vpaddd triples (int8 via u8). */

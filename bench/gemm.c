@@ -206,10 +206,5 @@ int qb_bench_gemm(int argc, char **argv)
             qb_s4_packed_free(&p.wp4);
         }
     }
-    if (!rc && json_path && qb_json_write_file(json_path, root)) {
-        fprintf(stderr, "qbert-bench gemm: %s\n", qb_error());
-        rc = 1;
-    }
-    cJSON_Delete(root);
-    return rc;
+    return qb_bench_finish("gemm", rc, json_path, root);
 }

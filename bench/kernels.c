@@ -330,12 +330,7 @@ int qb_bench_kernels(int argc, char **argv)
     snprintf(shape, sizeof shape, "%dx%d", I, C);
     report(&b, "fake_quant_weight int8", shape, seconds(&b, op_fake_quant_weight, &a), 0, 2.0 * I * C * 4);
 
-    rc = b.failed;
-    if (!rc && o.json && qb_json_write_file(o.json, root)) {
-        fprintf(stderr, "qbert-bench kernels: %s\n", qb_error());
-        rc = 1;
-    }
-    cJSON_Delete(root);
+    rc = qb_bench_finish("kernels", b.failed, o.json, root);
 done:
     be->free(a.y), be->free(a.x), be->free(a.w), be->free(a.bias), be->free(a.res), be->free(a.t);
     be->free(a.stats), be->free(a.g), be->free(a.m), be->free(a.v), be->free(a.q), be->free(a.k), be->free(a.vv);

@@ -186,11 +186,7 @@ int qb_bench_latency(int argc, char **argv)
             free(ms);
         }
     }
-    if (!rc && json_path && qb_json_write_file(json_path, root)) {
-        fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
-        rc = 1;
-    }
-    cJSON_Delete(root);
+    rc = qb_bench_finish("latency", rc, json_path, root);
     qb_activations_free(acts);
     qb_model_free(&copy);
     qb_model_free(&m);

@@ -145,12 +145,7 @@ int qb_bench_train(int argc, char **argv)
     cJSON_AddNumberToObject(root, "samples_per_s", B / s);
     cJSON_AddNumberToObject(root, "model_tflops", tflops);
     if (mfu > 0) cJSON_AddNumberToObject(root, "mfu", mfu);
-    rc = 0;
-    if (o.json && qb_json_write_file(o.json, root)) {
-        fprintf(stderr, "qbert-bench train: %s\n", qb_error());
-        rc = 1;
-    }
-    cJSON_Delete(root);
+    rc = qb_bench_finish("train", 0, o.json, root);
 done:
     qb_activations_free(acts);
     qb_adamw_free(&opt);

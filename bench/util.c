@@ -1,6 +1,10 @@
-/* Helpers shared by the qbert-bench subcommands: option values and the CPU name. */
+/* Helpers shared by the qbert-bench subcommands: option values, the CPU name, the
+ * JSON written at the end of a run. */
 #include "bench.h"
 
+#include "qbert/metrics.h"
+
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,4 +90,14 @@ int qb_bench_options(const char *cmd, int argc, char **argv, qb_bench_common *c,
         i++;
     }
     return -1;
+}
+
+int qb_bench_finish(const char *cmd, int rc, const char *json_path, cJSON *root)
+{
+    if (!rc && json_path && qb_json_write_file(json_path, root)) {
+        fprintf(stderr, "qbert-bench %s: %s\n", cmd, qb_error());
+        rc = 1;
+    }
+    cJSON_Delete(root);
+    return rc;
 }

@@ -98,6 +98,20 @@ static cublasComputeType_t compute_type(qb_math math)
     return CUBLAS_COMPUTE_32F;
 }
 
+/* Asks the heuristic for algorithms that take 64-byte aligned A, B, C and D: by
+ * default it may pick one that assumes 256-byte pointers, and the activations are
+ * carved from one allocation at 64 bytes (csrc/model/bert.c). false after recording. */
+static bool prefer_alignment(cublasLtMatmulPreference_t pref, const char *what)
+{
+    static const cublasLtMatmulPreferenceAttributes_t attrs[] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t align = 64;
+    for (size_t i = 0; i < sizeof attrs / sizeof attrs[0]; i++)
+        if (lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], &align, sizeof align), what)) return false;
+    return true;
+}
+
 /* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), packed (ld = rows of
  * the stored matrix); NULL after recording the error. */
 static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -130,9 +144,6 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasLtMatmulHeuristicResult_t best;
     int found = 0;
     const size_t ws = WORKSPACE_BYTES;
-    /* The heuristic may otherwise pick an algorithm that assumes 256-byte pointers; the
-     * activations are carved from one allocation at 64 bytes (csrc/model/bert.c). */
-    const uint32_t align = 64;
     if (lt_failed(cublasLtMatmulDescCreate(&p->desc, ct, st), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), what) ||
         lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), what) ||
@@ -144,14 +155,7 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
         lt_failed(cublasLtMatmulPreferenceCreate(&pref), what) ||
         lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                        sizeof ws), what) ||
-        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align,
-                                                       sizeof align), what) ||
-        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align,
-                                                       sizeof align), what) ||
-        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align,
-                                                       sizeof align), what) ||
-        lt_failed(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align,
-                                                       sizeof align), what) ||
+        !prefer_alignment(pref, what) ||
         lt_failed(cublasLtMatmulAlgoGetHeuristic(lt.handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &best,
                                                  &found), what) ||
         (found < 1 && qb_cuda_note(cudaErrorNotSupported, what))) {

@@ -68,14 +68,8 @@ static __global__ void layernorm_kernel(float *out, float *t_out, float *stats, 
         row[c] = o;
         lo = o < lo ? o : lo, hi = o > hi ? o : hi;
     }
-    if (!u) return;
-    qb_block_minmax(lo, hi, scratch);
-    float inv;
-    int32_t z;
-    const float scale = qb_u7_params(lo, hi, &inv, &z);
-    if (threadIdx.x == 0) qscale[blockIdx.x] = scale, qzp[blockIdx.x] = z;
-    uint8_t *ur = u + (size_t)blockIdx.x * ldu;
-    for (int c = threadIdx.x; c < ldu; c += blockDim.x) ur[c] = c < C ? qb_u7(row[c], inv, (float)z) : (uint8_t)z;
+    if (u) qb_quantize_row_u7(u + (size_t)blockIdx.x * ldu, &qscale[blockIdx.x], &qzp[blockIdx.x], row, C, ldu, lo, hi,
+                              scratch);
 }
 
 /* grid (parts), row_threads(C) threads, 2C floats of dynamic shared memory;

@@ -97,12 +97,7 @@ static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const 
         const float e = xr[k];
         lo = e < lo ? e : lo, hi = e > hi ? e : hi;
     }
-    qb_block_minmax(lo, hi, scratch);
-    float rinv;
-    int32_t z;
-    const float s = qb_u7_params(lo, hi, &rinv, &z);
-    if (threadIdx.x == 0) sx[blockIdx.x] = s, zp[blockIdx.x] = z;
-    for (int k = threadIdx.x; k < ldu; k += blockDim.x) vr[k] = (int8_t)(k < K ? qb_u7(xr[k], rinv, (float)z) : z);
+    qb_quantize_row_u7((uint8_t *)vr, &sx[blockIdx.x], &zp[blockIdx.x], xr, K, ldu, lo, hi, scratch);
 }
 
 /* y = a * s + b with the CPU's two roundings, then GELU when asked. */
@@ -226,10 +221,8 @@ static bool build(const qb_qlinear *q, prepared *p)
     if (q->bits == 4) {
         uint8_t *w4 = (uint8_t *)malloc((size_t)N * K / 2);
         int32_t *cs = (int32_t *)calloc(n_scales, sizeof *cs);
-        for (size_t i = 0; w4 && cs && i < (size_t)N * K; i += 2) {
-            w4[i / 2] = (uint8_t)((q->wq[i] & 0xF) | (q->wq[i + 1] & 0xF) << 4);
-            cs[i / q->group] += q->wq[i] + q->wq[i + 1];  /* group is even: a pair shares its group */
-        }
+        if (w4) qb_int4_pack(w4, q->wq, (size_t)N * K);  /* the file's packing; K is even */
+        for (size_t i = 0; cs && i < (size_t)N * K; i++) cs[i / q->group] += q->wq[i];
         const bool ok = w4 && cs && upload(&p->w4, w4, (size_t)N * K / 2, "quantized Linear: INT4 weights") &&
                         upload(&p->colsum, cs, n_scales * sizeof *cs, "quantized Linear: column sums");
         free(w4), free(cs);

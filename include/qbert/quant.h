@@ -8,6 +8,10 @@
 #include "qbert/model.h"
 #include "qbert/tokenizer.h"
 
+#ifdef __cplusplus
+extern "C" {  /* cuda/qlinear.cu packs INT4 weights with qb_int4_pack */
+#endif
+
 /* QB_OK when `group` can group rows of length K for INT4 (even, dividing K); else
  * QB_EINVAL naming both. */
 qb_status qb_int4_check_group(int group, int K);
@@ -221,5 +225,9 @@ qb_status qb_qat_plan(const qb_model *m, qb_qplan *plan, float *act_scale);
  * the file and the tensor. */
 qb_status qb_quant_unpack(const qb_config *cfg, const qb_meta *meta, const char *path, qb_weights *w,
                           qb_qlinears *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
