@@ -42,7 +42,7 @@ def copy_model(src, dst):
 
 def run(tmp):
     tiny = os.path.join(GOLDEN, "tiny")
-    for cmd in ("eval", "predict", "init", "tokenize", "demo"):
+    for cmd in ("eval", "predict", "init", "tokenize", "demo", "quantize", "experiment", "bench", "train"):
         rc, out, _ = qbert(cmd, "--help")
         check(rc == 0 and "usage: qbert " + cmd in out, cmd + " --help")
 

@@ -5,7 +5,10 @@ trained from it here) writes results.json / .md / .svg whose numbers are the one
 commands give for the same model directories: qbert eval's metrics, agreement counted
 from qbert predict's labels, the sizes of the files on disk, differences taken against
 the first row. Then the bad-input cases of the INI file, each a non-zero exit naming
-the file, the line or section, and what was expected. Standard library only."""
+the file, the line or section, and what was expected. qbert bench builds the same table
+from its options: its rows are checked the same way, on the CPU and, where a GPU is
+present, on the GPU against qbert eval --device cuda (without one, a clear error before
+any work). Standard library only."""
 import json
 import os
 import struct
@@ -134,6 +137,87 @@ def run(tmp):
     check(all(n in texts for n in names) and "median ms, batch 8" in texts, "results.svg draws every row")
 
     bad_input(tmp, data, qat)
+    bench(tmp, data)
+
+
+def eval_metrics(tmp, model, data, device="cpu", math="fp32"):
+    """What qbert eval reports for model on data (the bench's settings), or None."""
+    ej = os.path.join(tmp, "eval.json")
+    rc, _, err = qbert("eval", "--model", model, "--data", data, "--max-length", "32", "--batch", "8",
+                       "--threads", "1", "--device", device, "--math", math, "--json", ej)
+    if not check(rc == 0, "eval %s on %s: exit %d %s" % (model, device, rc, err[-300:])):
+        return None
+    with open(ej, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_bench_rows(tmp, data, out, precisions, devices):
+    """The rows of a qbert bench run: variant-major over devices, every one's metrics
+    those of qbert eval on its model directory and device, speedups against the
+    first row and the first row of the same device."""
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        res = json.load(f)
+    rows = res["variants"]
+    want = [(p, d) for p in precisions for d in devices]
+    check([(r["name"], r["device"]) for r in rows] == want and res["devices"] == devices,
+          "bench rows %r" % [(r["name"], r["device"]) for r in rows])
+    maths = {"fp16": "fp16", "bf16": "bf16"}
+    for i, r in enumerate(rows):
+        name, dev = r["name"], r["device"]
+        math = maths.get(name, "fp32") if dev == "cuda" else "fp32"
+        check(r["math"] == math, "%s on %s: math %s, want %s" % (name, dev, r["math"], math))
+        scheme = {"int8": "int8-dynamic"}.get(name, name)
+        check(r["scheme"] == scheme and r["model"] == (TINY if name == "fp32" else os.path.join(out, name)),
+              "%s: scheme %s, model %s" % (name, r["scheme"], r["model"]))
+        e = eval_metrics(tmp, r["model"], data, dev, math)
+        for k in ("accuracy", "f1_weighted", "avg_confidence"):
+            check(e is not None and abs(e[k] - r["metrics"][k]) < 1e-9,
+                  "bench %s on %s: %s %r, qbert eval says %r" % (name, dev, k, r["metrics"][k], e and e[k]))
+        same_dev = rows[i % len(devices)]
+        for b in ("batch_1", "batch_8"):
+            med = r["latency_ms"][b]["median"]
+            sp = r["vs_baseline"][b]
+            check(abs(sp["speedup_median"] - rows[0]["latency_ms"][b]["median"] / med) < 1e-9 and
+                  abs(sp["speedup_median_same_device"] - same_dev["latency_ms"][b]["median"] / med) < 1e-9,
+                  "%s on %s %s: speedups %r" % (name, dev, b, sp))
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as f:
+        md = f.read()
+    check(all("| %s | %s | %s |" % (r["name"], r["device"], r["scheme"]) in md for r in rows) and
+          "vs fp32 on the device" in md, "bench results.md has every row")
+
+
+def bench(tmp, data):
+    common = ["bench", "--model", TINY, "--data", data, "--max-length", "32", "--batch", "8", "--threads", "1",
+              "--batches", "1,8", "--warmup", "1", "--runs", "3", "--group-size", "16"]
+    precisions = ["fp32", "int8", "int4", "fp16"]
+    out = os.path.join(tmp, "bench-cpu")
+    rc, so, err = qbert(*common, "--precisions", ",".join(precisions), "--out", out)
+    if check(rc == 0, "bench on cpu: exit %d %s" % (rc, err[-1500:])):
+        check("[experiment] 4/4 fp16 (fp16) on cpu" in err and "Latency, batch 8" in so, "bench progress and table")
+        check_bench_rows(tmp, data, out, precisions, ["cpu"])
+    # The CPU vs GPU table: every precision on both, or (no GPU) a clear error before any work.
+    out = os.path.join(tmp, "bench-gpu")
+    rc, so, err = qbert(*common, "--precisions", "fp32,int8,fp16", "--devices", "cpu,cuda", "--out", out)
+    if rc == 1 and "devices = cuda:" in err:
+        check(not os.path.exists(out), "no GPU: nothing written")
+        print("bench --devices cpu,cuda: no GPU here (%s)" % err.strip().splitlines()[-1])
+    elif check(rc == 0, "bench on cpu,cuda: exit %d %s" % (rc, err[-1500:])):
+        check_bench_rows(tmp, data, out, ["fp32", "int8", "fp16"], ["cpu", "cuda"])
+
+    def bad(args, needles):
+        expect_error(common + args, 2, needles)
+
+    bad(["--devices", "cpu,gpu"], ["--devices must be cpu, cuda or both"])
+    bad(["--devices", "cpu,cpu"], ["--devices must be cpu, cuda or both"])
+    bad(["--precisions", "fp32,int3"], ["--precisions: unknown quantization scheme \"int3\""])
+    bad(["--precisions", "fp32,fp32"], ["--precisions: fp32 twice"])
+    bad(["--precisions", "qat"], ["qat needs more than a precision", "qbert experiment"])
+    bad(["--precisions", "int8-static"], ["--precisions int8-static", "--calib FILE"])
+    bad(["--batches", "0"], ["--batches must be"])
+    bad(["--runs", "0"], ["--runs must be an integer in [1, 100000]"])
+    bad(["--frobnicate"], ["unknown option \"--frobnicate\""])
+    expect_error(["bench", "--data", data], 2, ["--model and --data are required"])
+    expect_error(common + ["--model", os.path.join(tmp, "nowhere")], 2, ["--precisions fp32", "nowhere: no config.json"])
 
 
 def bad_input(tmp, data, qat):
@@ -162,6 +246,10 @@ def bad_input(tmp, data, qat):
     bad("big_batch.ini", ok.replace("batches = 1, 8", "batches = 1, 64"), ["[latency] batches", "24 texts, fewer than the "
                                                                           "largest batch (64)"])
     bad("syntax.ini", ok + "\nthis is not ini\n", [":21: syntax error"])
+    bad("devices.ini", ok.replace("threads = 1", "threads = 1\ndevices = cpu, gpu"),
+        [":8:", "[experiment] devices = \"cpu, gpu\": expected cpu, cuda or both"])
+    bad("math.ini", ok + "\n[variant h]\nscheme = fp16\nmath = fp8\n", [":23:", "[variant h] math = \"fp8\": expected fp32, "
+                                                                      "tf32, bf16 or fp16"])
     expect_error(["experiment", os.path.join(tmp, "none.ini")], 1, ["none.ini", "cannot open"])
     expect_error(["experiment"], 2, ["usage: qbert experiment FILE.ini"])
 

@@ -1,4 +1,5 @@
-/* qbert experiment FILE.ini: the research notes' comparison table in one command.
+/* qbert experiment FILE.ini, and qbert bench: the research notes' comparison table in
+ * one command.
  *
  * Each [variant NAME] section is one row: the experiment's FP32 model as it is
  * (scheme = fp32), or a model written by qbert quantize with the section's options
@@ -10,11 +11,19 @@
  * it), results.md (the tables, also printed), results.svg (accuracy, size and
  * latency drawn), and one model directory per quantized row.
  *
+ * With [experiment] devices = cpu, cuda every variant is also a row on each device
+ * (its model written once): the CPU vs GPU table. On a GPU a variant's FP32 Linears
+ * multiply in its `math` (by default fp16 for scheme fp16, bf16 for bf16: the tensor
+ * cores such a file is made for); the CPU always multiplies in FP32, its emulations of
+ * the other maths being for accuracy studies, not speed. qbert bench builds the same
+ * experiment from its options (--devices, --precisions) instead of an INI file.
+ *
  * Latency is what a caller of the engine waits for: one qb_engine_classify call on
  * the first B texts of the test set (tokenisation, forward, softmax), `warmup`
  * untimed calls and then `runs` timed ones, for each batch size B. */
 #include "cli/cli.h"
 
+#include "backend/backend.h"
 #include "qbert/metrics.h"
 
 #include <cjson/cJSON.h>
@@ -26,12 +35,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { MAX_VARIANTS = 32, MAX_BATCHES = 8, PATH_CAP = 1024 };
+enum { MAX_VARIANTS = 32, MAX_BATCHES = 8, MAX_DEVICES = 2, PATH_CAP = 1024 };
 
 typedef struct {
     char name[64];
     int line;               /* of its [variant NAME] header */
     char scheme[32], model[PATH_CAP], act[8], calib_method[16];
+    char math[8];           /* of FP32 Linears on a GPU; "": by the scheme */
     int group;
     double percentile;
 } variant;
@@ -40,12 +50,18 @@ typedef struct {
     char model[PATH_CAP], test[PATH_CAP], out[PATH_CAP], calib[PATH_CAP];
     int max_length, batch, threads, calib_samples;
     int warmup, runs, batches[MAX_BATCHES], n_batches;
+    char devices[MAX_DEVICES][8];
+    int n_devices;
     variant v[MAX_VARIANTS];
     int n;
 } experiment;
 
-/* What one row measured. */
+/* What one row (a variant on a device) measured. Rows are variant-major: row i is
+ * variant i / n_devices on device i % n_devices; row 0 is the baseline. */
 typedef struct {
+    char label[80];         /* the variant's name, and its device when there are several */
+    const char *device;
+    qb_math math;
     char dir[PATH_CAP];
     int64_t bytes;          /* the weights file on disk */
     qb_metrics m;
@@ -102,6 +118,26 @@ static bool parse_batches(const char *v, experiment *x)
     return x->n_batches > 0;
 }
 
+/* "cpu, cuda": 1 to MAX_DEVICES distinct device names. */
+static bool parse_devices(const char *v, experiment *x)
+{
+    x->n_devices = 0;
+    for (const char *s = v; *s;) {
+        while (*s == ' ' || *s == '\t') s++;
+        const size_t n = strcspn(s, ", \t");
+        bool known = (n == 3 && strncmp(s, "cpu", 3) == 0) || (n == 4 && strncmp(s, "cuda", 4) == 0);
+        for (int d = 0; known && d < x->n_devices; d++) known = strlen(x->devices[d]) != n || strncmp(x->devices[d], s, n);
+        if (!known || x->n_devices == MAX_DEVICES) return false;
+        memcpy(x->devices[x->n_devices], s, n);
+        x->devices[x->n_devices++][n] = '\0';
+        s += n;
+        while (*s == ' ' || *s == '\t') s++;
+        if (*s == ',') s++;
+        else if (*s) return false;
+    }
+    return x->n_devices > 0;
+}
+
 static int handle_variant(parse_ctx *p, const char *section, const char *name, const char *v)
 {
     experiment *x = p->x;
@@ -123,8 +159,13 @@ static int handle_variant(parse_ctx *p, const char *section, const char *name, c
     } else if (strcmp(name, "percentile") == 0) {
         if (!(qb_cli_parse_real(v, &r->percentile) && r->percentile > 0 && r->percentile <= 100))
             return fail_key(p, section, name, v, "expected a number in (0, 100]");
+    } else if (strcmp(name, "math") == 0) {
+        qb_math m;
+        if (!set_str(r->math, sizeof r->math, v) || qb_math_parse(v, &m))
+            return fail_key(p, section, name, v, "expected fp32, tf32, bf16 or fp16");
     } else {
-        return fail_key(p, section, name, v, "unknown key; a variant takes scheme, model, group-size, act, calib-method, percentile");
+        return fail_key(p, section, name, v, "unknown key; a variant takes scheme, model, group-size, act, calib-method, "
+                        "percentile, math");
     }
     return 1;
 }
@@ -166,8 +207,12 @@ static int handler(void *user, const char *section, const char *name, const char
         if (!parse_batches(v, x)) return fail_key(p, section, name, v, "expected 1 to 8 batch sizes in [1, 4096], like 1, 32");
         return 1;
     }
-    return fail_key(p, section, name, v, "unknown key (sections: [experiment] model test out max_length batch threads, [calibration] data "
-                    "samples, [latency] warmup runs batches, [variant NAME])");
+    if (strcmp(section, "experiment") == 0 && strcmp(name, "devices") == 0) {
+        if (!parse_devices(v, x)) return fail_key(p, section, name, v, "expected cpu, cuda or both, like cpu, cuda");
+        return 1;
+    }
+    return fail_key(p, section, name, v, "unknown key (sections: [experiment] model test out devices max_length batch "
+                    "threads, [calibration] data samples, [latency] warmup runs batches, [variant NAME])");
 }
 
 /* The [variant NAME] headers of text, in order, with their lines: inih calls the
@@ -215,10 +260,43 @@ static void variant_request(const experiment *x, const variant *v, qb_cli_quant_
     if (qb_qscheme_get(v->scheme, v->group, &s) == QB_OK && s.act == QB_ACT_STATIC) r->calib = x->calib;
 }
 
-static qb_status load_experiment(const char *path, experiment *x)
+static void default_experiment(experiment *x)
 {
     *x = (experiment){.max_length = 128, .batch = 32, .calib_samples = 256, .warmup = 5, .runs = 20,
-                      .batches = {1, 32}, .n_batches = 2};
+                      .batches = {1, 32}, .n_batches = 2, .devices = {"cpu"}, .n_devices = 1};
+}
+
+/* Checks a variant's options, and sets its model to the experiment's when it names
+ * none. The message has no location: the caller prefixes the file and line, or the
+ * option. */
+static qb_status check_variant(const experiment *x, variant *v)
+{
+    if (!v->scheme[0]) return qb_fail(QB_EINVAL, "has no scheme = ...");
+    if (strcmp(v->scheme, "qat") == 0 && !v->model[0])
+        return qb_fail(QB_EINVAL, "scheme = qat needs model = a QAT checkpoint directory");
+    if (strcmp(v->scheme, "fp32") == 0 && (v->group || v->act[0] || v->calib_method[0]))
+        return qb_fail(QB_EINVAL, "scheme = fp32 is the model as it is: it takes only model and math");
+    if (strcmp(v->scheme, "fp32") != 0) {
+        qb_cli_quant_request r;
+        qb_qplan plan;
+        variant_request(x, v, &r);
+        if (r.calib && !r.calib[0])
+            return qb_fail(QB_EINVAL, "scheme = %s needs [calibration] data = FILE (qbert bench: --calib FILE)",
+                           v->scheme);
+        if (qb_cli_quant_check(&r, &plan)) return QB_EINVAL;
+    }
+    if (!v->model[0]) strcpy(v->model, x->model);
+    /* Every model is there before the first row's minutes are spent. */
+    char config[PATH_CAP + 16];
+    snprintf(config, sizeof config, "%s/config.json", v->model);
+    if (!qb_file_exists(config))
+        return qb_fail(QB_ENOTFOUND, "model %s: no config.json there (a model directory expected)", v->model);
+    return QB_OK;
+}
+
+static qb_status load_experiment(const char *path, experiment *x)
+{
+    default_experiment(x);
     char *text;
     qb_status st = qb_read_ini_file(path, &text);
     if (st) return st;
@@ -228,47 +306,33 @@ static qb_status load_experiment(const char *path, experiment *x)
         return st;
     }
     const int rc = ini_parse_string(text, handler, &p);
-    if (rc > 0 && p.msg[0]) st = qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, p.msg);
-    else if (rc != 0)
-        st = qb_fail(QB_EINVAL, "%s:%d: syntax error: expected [section], key = value or a ; comment", path, rc);
+    free(text);
+    if (rc > 0 && p.msg[0]) return qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, p.msg);
+    if (rc != 0) return qb_fail(QB_EINVAL, "%s:%d: syntax error: expected [section], key = value or a ; comment", path, rc);
     const char *missing = !x->model[0] ? "[experiment] model" : !x->test[0] ? "[experiment] test"
                           : !x->out[0] ? "[experiment] out" : NULL;
-    if (!st && missing) st = qb_fail(QB_EINVAL, "%s: %s is required", path, missing);
-    if (!st && x->n == 0) st = qb_fail(QB_EINVAL, "%s: no [variant NAME] section; the first one is the baseline", path);
-    for (int i = 0; !st && i < x->n; i++) {
-        variant *v = &x->v[i];
-        char sec[80];
-        snprintf(sec, sizeof sec, "variant %s", v->name);
-        const int line = v->line;
-        if (!v->scheme[0]) st = qb_fail(QB_EINVAL, "%s:%d: [%s] has no scheme = ...", path, line, sec);
-        if (!st && strcmp(v->scheme, "qat") == 0 && !v->model[0])
-            st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = qat needs model = a QAT checkpoint directory", path, line, sec);
-        if (!st && strcmp(v->scheme, "fp32") == 0 && (v->group || v->act[0] || v->calib_method[0]))
-            st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = fp32 is the model as it is: it takes only model", path, line,
-                         sec);
-        if (!st && strcmp(v->scheme, "fp32") != 0) {
-            qb_cli_quant_request r;
-            qb_qplan plan;
-            variant_request(x, v, &r);
-            if (r.calib && !r.calib[0])
-                st = qb_fail(QB_EINVAL, "%s:%d: [%s] scheme = %s needs [calibration] data = FILE", path, line, sec,
-                             v->scheme);
-            if (!st && qb_cli_quant_check(&r, &plan))
-                st = qb_fail(QB_EINVAL, "%s:%d: [%s] %s", path, line, sec, qb_error());
-        }
-        if (!st && !v->model[0]) strcpy(v->model, x->model);
-        /* Every model is there before the first row's minutes are spent. */
-        char config[PATH_CAP + 16];
-        snprintf(config, sizeof config, "%s/config.json", v->model);
-        if (!st && !qb_file_exists(config))
-            st = qb_fail(QB_ENOTFOUND, "%s:%d: [%s] model %s: no config.json there (a model directory expected)", path,
-                         line, sec, v->model);
-    }
-    free(text);
-    return st;
+    if (missing) return qb_fail(QB_EINVAL, "%s: %s is required", path, missing);
+    if (x->n == 0) return qb_fail(QB_EINVAL, "%s: no [variant NAME] section; the first one is the baseline", path);
+    for (int i = 0; i < x->n; i++)
+        if ((st = check_variant(x, &x->v[i])))
+            return qb_fail(st, "%s:%d: [variant %s] %s", path, x->v[i].line, x->v[i].name, qb_error());
+    return QB_OK;
 }
 
 /* ---- running a row ---- */
+
+static const variant *row_variant(const experiment *x, int i) { return &x->v[i / x->n_devices]; }
+
+/* The math of a variant's FP32 Linears on a device (see the top of the file). */
+static qb_math row_math(const variant *v, const char *device)
+{
+    qb_math m = QB_MATH_FP32;
+    if (strcmp(device, "cpu") == 0) return m;
+    if (v->math[0]) qb_math_parse(v->math, &m);  /* checked when read */
+    else if (strcmp(v->scheme, "fp16") == 0) m = QB_MATH_FP16;
+    else if (strcmp(v->scheme, "bf16") == 0) m = QB_MATH_BF16;
+    return m;
+}
 
 static qb_status time_batches(qb_engine *e, const experiment *x, const qb_dataset *test, row *r)
 {
@@ -279,6 +343,7 @@ static qb_status time_batches(qb_engine *e, const experiment *x, const qb_datase
     for (int bi = 0; !st && bi < x->n_batches; bi++) {
         const int B = x->batches[bi];
         const char *const *texts = (const char *const *)test->texts;
+        qb_engine_set_batch_size(e, B);  /* one forward pass per call, whatever [experiment] batch is */
         for (int i = 0; !st && i < x->warmup + x->runs; i++) {
             const double t0 = qb_now();
             st = qb_engine_classify(e, texts, B, probs, NULL, NULL);
@@ -294,28 +359,37 @@ static qb_status time_batches(qb_engine *e, const experiment *x, const qb_datase
     return st;
 }
 
-/* Writes the row's model (unless fp32), then evaluates and times it. */
-static qb_status run_row(const experiment *x, const variant *v, const qb_engine_options *eo, const qb_dataset *test,
+/* Row i: writes its variant's model on the variant's first device (unless fp32), then
+ * evaluates and times it on the row's device. */
+static qb_status run_row(const experiment *x, int i, const qb_engine_options *base_eo, const qb_dataset *test,
                          const qb_config *base, const int *base_pred, row *r)
 {
+    const variant *v = row_variant(x, i);
+    qb_engine_options eo = *base_eo;
+    eo.device = r->device = x->devices[i % x->n_devices];
+    eo.math = r->math = row_math(v, r->device);
+    if (x->n_devices > 1) snprintf(r->label, sizeof r->label, "%s %s", v->name, r->device);
+    else snprintf(r->label, sizeof r->label, "%s", v->name);
     qb_status st = QB_OK;
     snprintf(r->dir, sizeof r->dir, "%s", v->model);
     if (strcmp(v->scheme, "fp32") != 0) {
         if (snprintf(r->dir, sizeof r->dir, "%s/%s", x->out, v->name) >= (int)sizeof r->dir)
             return qb_fail(QB_EINVAL, "%s/%s: path too long", x->out, v->name);
+    }
+    if (strcmp(v->scheme, "fp32") != 0 && i % x->n_devices == 0) {
         qb_cli_quant_request q;
         qb_qplan plan;
         variant_request(x, v, &q);
         qb_engine *src;
-        if ((st = qb_cli_quant_check(&q, &plan)) || (st = qb_engine_open(v->model, eo, &src))) return st;
-        st = qb_cli_quantize(src, v->model, &q, &plan, eo, r->dir);
+        if ((st = qb_cli_quant_check(&q, &plan)) || (st = qb_engine_open(v->model, base_eo, &src))) return st;
+        st = qb_cli_quantize(src, v->model, &q, &plan, base_eo, r->dir);
         qb_engine_close(src);
         if (st) return st;
     }
     if ((r->bytes = qb_model_weights_bytes(r->dir)) < 0)
         return qb_fail(QB_ENOTFOUND, "%s: no model.safetensors or pytorch_model.bin", r->dir);
     qb_engine *e;
-    if ((st = qb_engine_open(r->dir, eo, &e))) return st;
+    if ((st = qb_engine_open(r->dir, &eo, &e))) return st;
     const qb_config *cfg = &qb_engine_model(e)->cfg;
     const int n = test->count;
     /* The test labels are ids of the baseline's label names. */
@@ -334,7 +408,7 @@ static qb_status run_row(const experiment *x, const variant *v, const qb_engine_
     if (!st) st = qb_metrics_compute(test->labels, r->pred, conf, n, cfg->num_labels, &r->m);
     if (!st) {
         int same = 0;
-        for (int i = 0; i < n; i++) same += r->pred[i] == (base_pred ? base_pred[i] : r->pred[i]);
+        for (int k = 0; k < n; k++) same += r->pred[k] == (base_pred ? base_pred[k] : r->pred[k]);
         r->agreement = (double)same / n;
         st = time_batches(e, x, test, r);
     }
@@ -344,6 +418,9 @@ static qb_status run_row(const experiment *x, const variant *v, const qb_engine_
 }
 
 /* ---- reports ---- */
+
+/* The first variant's row on row i's device: what "on the device" speedups divide. */
+static const row *device_baseline(const experiment *x, const row *rows, int i) { return &rows[i % x->n_devices]; }
 
 static cJSON *latency_json(const qb_latency_stats *s)
 {
@@ -358,14 +435,16 @@ static cJSON *latency_json(const qb_latency_stats *s)
     return o;
 }
 
-static cJSON *results_json(const char *path, const experiment *x, const qb_dataset *test, const row *rows,
+static cJSON *results_json(const char *source, const experiment *x, const qb_dataset *test, const row *rows,
                            const char *const *labels)
 {
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "experiment", path);
+    cJSON_AddStringToObject(root, "experiment", source);
     cJSON_AddStringToObject(root, "test", x->test);
     cJSON_AddNumberToObject(root, "test_texts", test->count);
     cJSON_AddStringToObject(root, "baseline", x->v[0].name);
+    cJSON *devices = cJSON_AddArrayToObject(root, "devices");
+    for (int d = 0; d < x->n_devices; d++) cJSON_AddItemToArray(devices, cJSON_CreateString(x->devices[d]));
     cJSON *lat = cJSON_AddObjectToObject(root, "latency_protocol");
     cJSON_AddStringToObject(lat, "timed", "one qb_engine_classify call on the first B test texts: tokenisation, "
                                           "forward, softmax");
@@ -375,12 +454,14 @@ static cJSON *results_json(const char *path, const experiment *x, const qb_datas
     cJSON_AddNumberToObject(lat, "max_length", x->max_length);
     cJSON *variants = cJSON_AddArrayToObject(root, "variants");
     const row *b = &rows[0];
-    for (int i = 0; i < x->n; i++) {
-        const row *r = &rows[i];
+    for (int i = 0; i < x->n * x->n_devices; i++) {
+        const row *r = &rows[i], *bd = device_baseline(x, rows, i);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToArray(variants, o);
-        cJSON_AddStringToObject(o, "name", x->v[i].name);
-        cJSON_AddStringToObject(o, "scheme", x->v[i].scheme);
+        cJSON_AddStringToObject(o, "name", row_variant(x, i)->name);
+        cJSON_AddStringToObject(o, "device", r->device);
+        cJSON_AddStringToObject(o, "math", qb_math_name(r->math));
+        cJSON_AddStringToObject(o, "scheme", row_variant(x, i)->scheme);
         cJSON_AddStringToObject(o, "model", r->dir);
         cJSON_AddNumberToObject(o, "size_bytes", (double)r->bytes);
         cJSON_AddItemToObject(o, "metrics", qb_metrics_to_json(&r->m, labels));
@@ -391,7 +472,8 @@ static cJSON *results_json(const char *path, const experiment *x, const qb_datas
             snprintf(key, sizeof key, "batch_%d", x->batches[k]);
             cJSON_AddItemToObject(l, key, latency_json(&r->lat[k]));
         }
-        /* Differences to the baseline: metric deltas, ratios for size and speed. */
+        /* Differences to the baseline: metric deltas, ratios for size and speed; speed
+         * also against the first variant on the same device. */
         cJSON *d = cJSON_AddObjectToObject(o, "vs_baseline");
         cJSON_AddNumberToObject(d, "accuracy", r->m.accuracy - b->m.accuracy);
         cJSON_AddNumberToObject(d, "precision_weighted", r->m.weighted_p - b->m.weighted_p);
@@ -407,6 +489,7 @@ static cJSON *results_json(const char *path, const experiment *x, const qb_datas
             cJSON_AddNumberToObject(s, "median_ms", r->lat[k].median - b->lat[k].median);
             cJSON_AddNumberToObject(s, "p95_ms", r->lat[k].p95 - b->lat[k].p95);
             cJSON_AddNumberToObject(s, "speedup_median", b->lat[k].median / r->lat[k].median);
+            cJSON_AddNumberToObject(s, "speedup_median_same_device", bd->lat[k].median / r->lat[k].median);
         }
     }
     return root;
@@ -422,14 +505,15 @@ static void cell(FILE *f, double v, double base, bool first)
 static void write_markdown(FILE *f, const experiment *x, const qb_dataset *test, const row *rows)
 {
     const row *b = &rows[0];
-    fprintf(f, "Test set: %s (%d texts). Differences to %s in parentheses, in points.\n\n",
-            x->test, test->count, x->v[0].name);
-    fprintf(f, "| variant | scheme | accuracy | F1 (weighted) | precision (w) | recall (w) | avg confidence | "
-               "agreement | size MB | size vs %s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    const int n_rows = x->n * x->n_devices;
+    fprintf(f, "Test set: %s (%d texts). Differences to %s on %s in parentheses, in points.\n\n", x->test,
+            test->count, x->v[0].name, rows[0].device);
+    fprintf(f, "| variant | device | scheme | accuracy | F1 (weighted) | precision (w) | recall (w) | avg confidence | "
+               "agreement | size MB | size vs %s |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
             x->v[0].name);
-    for (int i = 0; i < x->n; i++) {
+    for (int i = 0; i < n_rows; i++) {
         const row *r = &rows[i];
-        fprintf(f, "| %s | %s |", x->v[i].name, x->v[i].scheme);
+        fprintf(f, "| %s | %s | %s |", row_variant(x, i)->name, r->device, row_variant(x, i)->scheme);
         cell(f, r->m.accuracy, b->m.accuracy, i == 0);
         cell(f, r->m.weighted_f1, b->m.weighted_f1, i == 0);
         cell(f, r->m.weighted_p, b->m.weighted_p, i == 0);
@@ -440,18 +524,21 @@ static void write_markdown(FILE *f, const experiment *x, const qb_dataset *test,
     for (int k = 0; k < x->n_batches; k++) {
         char threads[32] = "all cores";
         if (x->threads) snprintf(threads, sizeof threads, "%d threads", x->threads);
-        fprintf(f, "\nLatency, batch %d (ms; warm-up %d, %d runs; %s):\n\n", x->batches[k], x->warmup, x->runs,
+        fprintf(f, "\nLatency, batch %d (ms; warm-up %d, %d runs; CPU: %s):\n\n", x->batches[k], x->warmup, x->runs,
                 threads);
-        fprintf(f, "| variant | mean | std | median | p95 | speedup (median) | texts/s |\n|---|---|---|---|---|---|---|\n");
-        for (int i = 0; i < x->n; i++) {
+        fprintf(f, "| variant | device | math | mean | std | median | p95 | speedup (median) | vs %s on the device | "
+                   "texts/s |\n|---|---|---|---|---|---|---|---|---|---|\n", x->v[0].name);
+        for (int i = 0; i < n_rows; i++) {
             const qb_latency_stats *s = &rows[i].lat[k];
-            fprintf(f, "| %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.1f |\n", x->v[i].name, s->mean, s->std, s->median,
-                    s->p95, b->lat[k].median / s->median, x->batches[k] * 1e3 / s->median);
+            fprintf(f, "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.1f |\n", row_variant(x, i)->name,
+                    rows[i].device, qb_math_name(rows[i].math), s->mean, s->std, s->median, s->p95,
+                    b->lat[k].median / s->median, device_baseline(x, rows, i)->lat[k].median / s->median,
+                    x->batches[k] * 1e3 / s->median);
         }
     }
 }
 
-static qb_status write_reports(const char *path, const experiment *x, const qb_dataset *test, const row *rows,
+static qb_status write_reports(const char *source, const experiment *x, const qb_dataset *test, const row *rows,
                                const char *const *labels)
 {
     char *md = NULL;
@@ -462,30 +549,30 @@ static qb_status write_reports(const char *path, const experiment *x, const qb_d
         fclose(f);
     }
     if (md) printf("\n%s", md);
-    qb_status st = qb_cli_write_reports(x->out, "results", results_json(path, x, test, rows, labels), md, md_len);
+    qb_status st = qb_cli_write_reports(x->out, "results", results_json(source, x, test, rows, labels), md, md_len);
     if (st) return st;
 
     /* Panels: accuracy, size, then the median latency of each batch size. */
-    const int n_panels = 2 + x->n_batches;
-    const char *names[MAX_VARIANTS];
+    const int n_panels = 2 + x->n_batches, n_rows = x->n * x->n_devices;
+    const char *names[MAX_VARIANTS * MAX_DEVICES];
     char titles[2 + MAX_BATCHES][48];
     const char *panels[2 + MAX_BATCHES];
-    double *v = malloc((size_t)n_panels * x->n * sizeof *v);
+    double *v = malloc((size_t)n_panels * n_rows * sizeof *v);
     if (!v) return qb_fail(QB_ENOMEM, "out of memory for the chart");
     snprintf(titles[0], sizeof titles[0], "accuracy");
     snprintf(titles[1], sizeof titles[1], "size on disk (MB)");
     for (int k = 0; k < x->n_batches; k++)
         snprintf(titles[2 + k], sizeof titles[2 + k], "median ms, batch %d", x->batches[k]);
     for (int p = 0; p < n_panels; p++) panels[p] = titles[p];
-    for (int i = 0; i < x->n; i++) {
-        names[i] = x->v[i].name;
+    for (int i = 0; i < n_rows; i++) {
+        names[i] = rows[i].label;
         v[i] = rows[i].m.accuracy;
-        v[x->n + i] = rows[i].bytes / 1e6;
-        for (int k = 0; k < x->n_batches; k++) v[(size_t)(2 + k) * x->n + i] = rows[i].lat[k].median;
+        v[n_rows + i] = rows[i].bytes / 1e6;
+        for (int k = 0; k < x->n_batches; k++) v[(size_t)(2 + k) * n_rows + i] = rows[i].lat[k].median;
     }
     char title[PATH_CAP + 64];
-    snprintf(title, sizeof title, "%s: %d test texts", path, test->count);
-    char *svg = qb_bars_svg(title, names, x->n, panels, v, n_panels);
+    snprintf(title, sizeof title, "%s: %d test texts", source, test->count);
+    char *svg = qb_bars_svg(title, names, n_rows, panels, v, n_panels);
     free(v);
     if (!svg) return qb_fail(QB_ENOMEM, "out of memory drawing the chart");
     char file[PATH_CAP + 32];
@@ -496,7 +583,69 @@ static qb_status write_reports(const char *path, const experiment *x, const qb_d
     return st;
 }
 
-/* ---- the command ---- */
+/* ---- the commands ---- */
+
+/* Runs experiment x (checked) and writes its reports; source names it in them (the INI
+ * file, or the bench command line), and in a failure's message when it is a file.
+ * Returns the exit status. */
+static int run_experiment(const char *cmd, const char *source, bool is_file, const experiment *x)
+{
+    qb_engine_options eo;
+    qb_engine_default_options(&eo);
+    eo.max_length = x->max_length, eo.batch_size = x->batch, eo.threads = x->threads;
+
+    /* Every device can be reached before the first row's minutes are spent. */
+    qb_status st = QB_OK;
+    for (int d = 0; !st && d < x->n_devices; d++) {
+        const qb_backend *be;
+        st = qb_backend_by_name(x->devices[d], "devices", &be);
+    }
+    /* The test set, with the baseline's label names. */
+    qb_config cfg = {0};
+    char cpath[PATH_CAP + 32];
+    snprintf(cpath, sizeof cpath, "%s/config.json", x->v[0].model);
+    qb_dataset test = {0};
+    qb_data_options dop;
+    qb_data_default_options(&dop);
+    if (!st) st = qb_config_load(cpath, &cfg);
+    if (!st) {
+        dop.label_names = (const char *const *)cfg.id2label;
+        dop.n_labels = cfg.num_labels;
+        st = qb_dataset_load(x->test, &dop, &test);
+    }
+    if (!st && test.count < x->batches[x->n_batches - 1])
+        st = qb_fail(QB_EINVAL, "[latency] batches: %s has %d texts, fewer than the largest batch (%d)", x->test,
+                     test.count, x->batches[x->n_batches - 1]);
+    if (!st && mkdir(x->out, 0755) != 0 && errno != EEXIST)
+        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", x->out, strerror(errno));
+    const int n_rows = x->n * x->n_devices;
+    row *rows = calloc((size_t)n_rows, sizeof *rows);
+    if (!st && !rows) st = qb_fail(QB_ENOMEM, "out of memory");
+    const double t0 = qb_now();
+    for (int i = 0; !st && i < n_rows; i++) {
+        const variant *v = row_variant(x, i);
+        const double el = qb_now() - t0;
+        fprintf(stderr, "[experiment] %d/%d %s (%s) on %s  elapsed %.0fs", i + 1, n_rows, v->name, v->scheme,
+                x->devices[i % x->n_devices], el);
+        if (i) fprintf(stderr, "  ETA %.0fs", el / i * (n_rows - i));
+        fprintf(stderr, "\n");
+        if ((st = run_row(x, i, &eo, &test, &cfg, i ? rows[0].pred : NULL, &rows[i])))
+            st = qb_fail(st, "[variant %s] on %s: %s", v->name, x->devices[i % x->n_devices], qb_error());
+        else
+            fprintf(stderr, "[experiment]   accuracy %.4f, agreement %.4f, %.1f MB\n", rows[i].m.accuracy,
+                    rows[i].agreement, rows[i].bytes / 1e6);
+    }
+    if (!st) st = write_reports(source, x, &test, rows, (const char *const *)cfg.id2label);
+    for (int i = 0; rows && i < n_rows; i++) {
+        qb_metrics_free(&rows[i].m);
+        free(rows[i].pred);
+    }
+    free(rows);
+    qb_dataset_free(&test);
+    qb_config_free(&cfg);
+    if (st) return is_file ? qb_cli_fail(cmd, "%s: %s", source, qb_error()) : qb_cli_fail(cmd, "%s", qb_error());
+    return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -504,11 +653,13 @@ static void usage(FILE *f)
             "usage: qbert experiment FILE.ini\n"
             "  Evaluates and times every [variant NAME] of FILE (the first one is the baseline) and\n"
             "  writes results.json, results.md and results.svg to its [experiment] out directory.\n"
-            "  [experiment] model DIR, test FILE, out DIR, max_length (128), batch (32), threads (0: all)\n"
+            "  [experiment] model DIR, test FILE, out DIR, devices (cpu; or cpu, cuda: every variant on\n"
+            "               each), max_length (128), batch (32), threads (0: all)\n"
             "  [calibration] data FILE, samples (256)       texts for int8-static variants\n"
             "  [latency] warmup (5), runs (20), batches (1, 32)\n"
             "  [variant NAME] scheme = fp32 | fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | qat,\n"
-            "                 model (default: the experiment's), group-size, act, calib-method, percentile\n"
+            "                 model (default: the experiment's), group-size, act, calib-method, percentile,\n"
+            "                 math (of FP32 Linears on a GPU; default fp16 / bf16 for those schemes, else fp32)\n"
             "example: qbert experiment experiments/smsa_ptq.ini\n");
 }
 
@@ -522,57 +673,131 @@ int qb_cmd_experiment(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *path = argv[1];
     experiment *x = calloc(1, sizeof *x);
     if (!x) return qb_cli_fail("experiment", "out of memory");
-    if (load_experiment(path, x)) {
-        free(x);
-        return qb_cli_fail("experiment", "%s", qb_error());
-    }
-    qb_engine_options eo;
-    qb_engine_default_options(&eo);
-    eo.max_length = x->max_length, eo.batch_size = x->batch, eo.threads = x->threads;
-
-    /* The test set, with the baseline's label names. */
-    qb_config cfg = {0};
-    char cpath[PATH_CAP + 32];
-    snprintf(cpath, sizeof cpath, "%s/config.json", x->v[0].model);
-    qb_dataset test = {0};
-    qb_data_options dop;
-    qb_data_default_options(&dop);
-    qb_status st = qb_config_load(cpath, &cfg);
-    if (!st) {
-        dop.label_names = (const char *const *)cfg.id2label;
-        dop.n_labels = cfg.num_labels;
-        st = qb_dataset_load(x->test, &dop, &test);
-    }
-    if (!st && test.count < x->batches[x->n_batches - 1])
-        st = qb_fail(QB_EINVAL, "[latency] batches: %s has %d texts, fewer than the largest batch (%d)", x->test,
-                     test.count, x->batches[x->n_batches - 1]);
-    if (!st && mkdir(x->out, 0755) != 0 && errno != EEXIST)
-        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", x->out, strerror(errno));
-    row *rows = calloc((size_t)x->n, sizeof *rows);
-    if (!st && !rows) st = qb_fail(QB_ENOMEM, "out of memory");
-    const double t0 = qb_now();
-    for (int i = 0; !st && i < x->n; i++) {
-        const double el = qb_now() - t0;
-        fprintf(stderr, "[experiment] %d/%d %s (%s)  elapsed %.0fs", i + 1, x->n, x->v[i].name, x->v[i].scheme, el);
-        if (i) fprintf(stderr, "  ETA %.0fs", el / i * (x->n - i));
-        fprintf(stderr, "\n");
-        if ((st = run_row(x, &x->v[i], &eo, &test, &cfg, i ? rows[0].pred : NULL, &rows[i])))
-            st = qb_fail(st, "[variant %s]: %s", x->v[i].name, qb_error());
-        else
-            fprintf(stderr, "[experiment]   accuracy %.4f, agreement %.4f, %.1f MB\n", rows[i].m.accuracy,
-                    rows[i].agreement, rows[i].bytes / 1e6);
-    }
-    if (!st) st = write_reports(path, x, &test, rows, (const char *const *)cfg.id2label);
-    for (int i = 0; rows && i < x->n; i++) {
-        qb_metrics_free(&rows[i].m);
-        free(rows[i].pred);
-    }
-    free(rows);
-    qb_dataset_free(&test);
-    qb_config_free(&cfg);
+    int rc = load_experiment(argv[1], x) ? qb_cli_fail("experiment", "%s", qb_error())
+                                         : run_experiment("experiment", argv[1], true, x);
     free(x);
-    return st ? qb_cli_fail("experiment", "%s: %s", path, qb_error()) : 0;
+    return rc;
+}
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: qbert bench --model DIR --data FILE [--devices cpu,cuda] [--precisions LIST] [options]\n"
+            "  The CPU vs GPU table: the model in each precision (written under --out by qbert quantize),\n"
+            "  evaluated on the labelled texts of FILE and timed on each device, every row against the\n"
+            "  first precision on the first device and against the first precision on its own device.\n"
+            "  It is qbert experiment with one [variant] per precision (see qbert experiment --help).\n"
+            "  --devices LIST      cpu, cuda or both (default cpu)\n"
+            "  --precisions LIST   fp32 (the model as it is), fp16, bf16, int8 (= int8-dynamic),\n"
+            "                      int8-static (needs --calib), int4 (W4A8, groups of 64), int4-tensor\n"
+            "                      (default fp32,fp16,bf16,int8,int4); on a GPU fp16 / bf16 multiply\n"
+            "                      on tensor cores, and the CPU multiplies them in FP32\n"
+            "  --calib FILE        calibration texts for int8-static [--calib-samples 256]\n"
+            "  --group-size N      INT4 columns per scale (default: the scheme's)\n"
+            "  --batches LIST      batch sizes timed (default 1,32)\n"
+            "  --warmup N (5)  --runs N (20)  --max-length N (128)  --batch N (32, for the accuracy pass)\n"
+            "  --threads N (0: all cores)  --out DIR (default runs/bench): results.json / .md / .svg\n"
+            "example: qbert bench --model runs/smsa_finetune/model --data ../shared/data/smsa/test.tsv \\\n"
+            "             --devices cpu,cuda --precisions fp32,fp16,int8,int4 --batches 1,128\n");
+}
+
+/* One [variant] per name of the comma-separated list v. */
+static qb_status bench_precisions(const char *v, experiment *x)
+{
+    x->n = 0;
+    for (const char *s = v; *s;) {
+        while (*s == ' ' || *s == ',') s++;
+        const size_t n = strcspn(s, ", ");
+        if (!n) break;
+        if (x->n == MAX_VARIANTS) return qb_fail(QB_EINVAL, "--precisions: more than %d", MAX_VARIANTS);
+        variant *r = &x->v[x->n];
+        *r = (variant){.percentile = 99.99};
+        if (n >= sizeof r->name) return qb_fail(QB_EINVAL, "--precisions: \"%.*s\" is too long", (int)n, s);
+        memcpy(r->name, s, n);
+        s += n;
+        for (int i = 0; i < x->n; i++)
+            if (strcmp(x->v[i].name, r->name) == 0) return qb_fail(QB_EINVAL, "--precisions: %s twice", r->name);
+        if (strcmp(r->name, "qat") == 0 || strcmp(r->name, "hybrid") == 0)
+            return qb_fail(QB_EINVAL, "--precisions: %s needs more than a precision (a QAT checkpoint, a budget): "
+                           "use qbert experiment", r->name);
+        snprintf(r->scheme, sizeof r->scheme, "%s", strcmp(r->name, "int8") == 0 ? "int8-dynamic" : r->name);
+        if (strcmp(r->scheme, "fp32") != 0) {
+            qb_qscheme q;
+            if (qb_qscheme_get(r->scheme, 0, &q)) return qb_fail(QB_EINVAL, "--precisions: %s", qb_error());
+        }
+        x->n++;
+    }
+    return x->n ? QB_OK : qb_fail(QB_EINVAL, "--precisions: empty");
+}
+
+int qb_cmd_bench(int argc, char **argv)
+{
+    experiment *x = calloc(1, sizeof *x);
+    if (!x) return qb_cli_fail("bench", "out of memory");
+    default_experiment(x);
+    snprintf(x->out, sizeof x->out, "runs/bench");
+    const char *precisions = "fp32,fp16,bf16,int8,int4", *model = NULL, *data = NULL, *calib = NULL, *out = NULL;
+    int bad = 0, group = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        const char *v = NULL;
+        long n;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            bench_usage(stdout);
+            free(x);
+            return 0;
+        }
+        /* {option, int field, lo, hi} */
+        const struct {
+            const char *name;
+            int *num;
+            long lo, hi;
+        } ints[] = {
+            {"--warmup", &x->warmup, 0, 100000}, {"--runs", &x->runs, 1, 100000},
+            {"--max-length", &x->max_length, 3, 8192}, {"--batch", &x->batch, 1, 100000},
+            {"--threads", &x->threads, 0, 4096}, {"--calib-samples", &x->calib_samples, 1, 1 << 24},
+            {"--group-size", &group, 2, 1 << 16},
+        };
+        bool done = false;
+        for (size_t k = 0; k < sizeof ints / sizeof *ints && !done; k++)
+            if ((done = qb_cli_opt(argc, argv, &i, ints[k].name, &v, &bad)) && v) {
+                if (qb_cli_int("bench", ints[k].name, v, ints[k].lo, ints[k].hi, &n)) *ints[k].num = (int)n;
+                else bad = 1;
+            }
+        if (done) continue;
+        if (qb_cli_opt(argc, argv, &i, "--model", &model, &bad) || qb_cli_opt(argc, argv, &i, "--data", &data, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--calib", &calib, &bad) || qb_cli_opt(argc, argv, &i, "--out", &out, &bad) ||
+            qb_cli_opt(argc, argv, &i, "--precisions", &precisions, &bad))
+            continue;
+        if (qb_cli_opt(argc, argv, &i, "--devices", &v, &bad)) {
+            if (v && !parse_devices(v, x)) bad = qb_cli_fail("bench", "--devices must be cpu, cuda or both, got \"%s\"", v);
+        } else if (qb_cli_opt(argc, argv, &i, "--batches", &v, &bad)) {
+            if (v && !parse_batches(v, x))
+                bad = qb_cli_fail("bench", "--batches must be 1 to 8 sizes in [1, 4096] like 1,32, got \"%s\"", v);
+        } else {
+            bad = qb_cli_fail("bench", "unknown option \"%s\" (see qbert bench --help)", argv[i]);
+        }
+    }
+    if (!bad && (!model || !data)) bad = qb_cli_fail("bench", "--model and --data are required (see qbert bench --help)");
+    const char *paths[][2] = {{model, x->model}, {data, x->test}, {calib, x->calib}, {out, x->out}};
+    for (size_t k = 0; !bad && k < sizeof paths / sizeof *paths; k++)
+        if (paths[k][0] && !set_str((char *)paths[k][1], PATH_CAP, paths[k][0]))
+            bad = qb_cli_fail("bench", "%s: path too long", paths[k][0]);
+    if (!bad && bench_precisions(precisions, x)) bad = qb_cli_fail("bench", "%s", qb_error());
+    for (int i = 0; !bad && i < x->n; i++)
+        if (strncmp(x->v[i].scheme, "int4", 4) == 0) x->v[i].group = group;
+    for (int i = 0; !bad && i < x->n; i++)
+        if (check_variant(x, &x->v[i])) bad = qb_cli_fail("bench", "--precisions %s: %s", x->v[i].name, qb_error());
+    if (bad) {
+        free(x);
+        return 2;
+    }
+    /* The command line, for the reports. */
+    char source[512] = "qbert bench";
+    for (int i = 1, len = (int)strlen(source); i < argc && len < (int)sizeof source; i++)
+        len += snprintf(source + len, sizeof source - (size_t)len, " %s", argv[i]);
+    const int rc = run_experiment("bench", source, false, x);
+    free(x);
+    return rc;
 }

@@ -82,6 +82,7 @@ void qb_engine_close(qb_engine *e)
 }
 
 const qb_model *qb_engine_model(const qb_engine *e) { return &e->model; }
+void qb_engine_set_batch_size(qb_engine *e, int batch_size) { e->opt.batch_size = batch_size > 0 ? batch_size : 1; }
 const qb_tokenizer *qb_engine_tokenizer(const qb_engine *e) { return e->tok; }
 
 typedef struct { int len, index; } by_length;

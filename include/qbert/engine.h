@@ -24,6 +24,9 @@ void qb_engine_default_options(qb_engine_options *o);
 qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out);
 void qb_engine_close(qb_engine *e);
 const qb_model *qb_engine_model(const qb_engine *e);
+/* Texts per forward pass from the next qb_engine_classify on (>= 1; the activations
+ * grow on the first batch that needs more). */
+void qb_engine_set_batch_size(qb_engine *e, int batch_size);
 const qb_tokenizer *qb_engine_tokenizer(const qb_engine *e);
 
 /* Called after each batch with the number of texts done so far. */
