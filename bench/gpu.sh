@@ -7,6 +7,10 @@
 #   inference   qbert-bench latency --device cuda, batch 1 and 128 at seq 128: a random
 #               IndoBERT-base model with FP32 / TF32 / BF16 / FP16 products, and its INT8
 #               and INT4 files (qbert quantize)
+#               and again without CUDA graphs (QBERT_CUDA_GRAPHS=0): what the graphs save
+#   cpu-vs-gpu  qbert bench --devices cpu,cuda: the same model in FP32 / FP16 / INT8 / INT4
+#               through the engine on the SmSA test texts, on both (the accuracy of a random
+#               model means nothing; its agreement across devices and its latencies do)
 #   peers       bench/peers/torch_gpu.py: PyTorch FP32 / FP16 inference, bf16 training
 #               (eager, torch.compile), the same shapes
 # usage: bench/gpu.sh OUTDIR   (BUILD_DIR as for scripts/test.sh; the IndoBERT vocabulary
@@ -40,5 +44,12 @@ for s in int8-dynamic int4; do
   "$bench" latency --model "$out/$s" --device cuda --batch 1,128 --seq 128 --warmup 10 --runs 50 \
     --json "$out/latency-$s.json" | tee "$out/latency-$s.txt"
 done
+for s in base int8-dynamic; do
+  QBERT_CUDA_GRAPHS=0 "$bench" latency --model "$out/$s" --device cuda --batch 1,128 --seq 128 --warmup 10 \
+    --runs 50 --json "$out/latency-$s-nographs.json" | tee "$out/latency-$s-nographs.txt"
+done
+"$dir/qbert" bench --model "$out/base" --data ../shared/data/smsa/test.tsv --devices cpu,cuda \
+  --precisions fp32,fp16,int8,int4 --batches 1,128 --warmup 3 --runs 10 --out "$out/cpu-vs-gpu" \
+  | tee "$out/cpu-vs-gpu.txt"
 
 python3 bench/peers/torch_gpu.py --config "$out/base/config.json" --json "$out/torch.json" | tee "$out/torch.txt"

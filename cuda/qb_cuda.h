@@ -45,6 +45,25 @@ void qb_cuda_zero(void *p, size_t bytes);
 void qb_cuda_to_device(void *dst, const void *src, size_t bytes);
 void qb_cuda_to_host(void *dst, const void *src, size_t bytes);
 void qb_cuda_copy(void *dst, const void *src, size_t bytes);
+/* Page-locked host memory (backend.h's host_alloc, host_free). */
+void *qb_cuda_host_alloc(size_t bytes);
+void qb_cuda_host_free(void *p);
+
+/* CUDA Graphs (backend.h's replay, graphs_free). A recorded graph holds the device
+ * pointers of its pass; qb_cuda_scratch_moved() marks every record as stale, and
+ * must be called by whoever frees or moves a device buffer that a recorded pass may
+ * use and that its caller does not own (cuda/qlinear.cu's scratch). QBERT_CUDA_GRAPHS=0
+ * turns recording off (every pass runs as it is). */
+qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
+void qb_cuda_graphs_free(void *graphs);
+void qb_cuda_scratch_moved(void);
+/* Since the process started: passes recorded, passes run through a record (the
+ * first right after its recording), and recordings that failed (the pass then ran
+ * as it is): for tests and benchmarks. */
+typedef struct {
+    long recorded, replayed, failed;
+} qb_cuda_graph_counts;
+qb_cuda_graph_counts qb_cuda_graph_stats(void);
 
 /* cuda/gemm.cu (cuBLASLt: FP32 storage, FP32 / TF32 / BF16 / FP16 products) */
 void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K, qb_math math);

@@ -66,6 +66,7 @@ static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
 {
     if (*cap >= bytes) return true;
     qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), what);
+    qb_cuda_scratch_moved();  /* graphs recorded with the old buffer are stale */
     cudaFree(*p);
     *p = NULL, *cap = 0;
     if (!dev_alloc(p, bytes, what)) return false;
@@ -319,4 +320,5 @@ extern "C" void qb_cuda_qlinear_release(void)
 {
     cudaFree(scratch.v), cudaFree(scratch.rows), cudaFree(scratch.acc);
     scratch = {};
+    qb_cuda_scratch_moved();
 }

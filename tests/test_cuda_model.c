@@ -11,11 +11,16 @@
  * test_train.c); weights after three Adam steps 1e-3, because Adam's first steps
  * move each weight by about lr * sign(gradient), which amplifies small gradient
  * differences; a gradient at rounding-noise level (the attention key bias, see
- * test_train.c) may take either sign, so there only the size of the move is bounded. */
+ * test_train.c) may take either sign, so there only the size of the move is bounded.
+ * Then inference through recorded CUDA graphs, FP32 and INT8 (graph_replays). */
 #include "cuda_check.h"
 
 #include "qbert/model.h"
+#include "qbert/quant.h"
 #include "qbert/train.h"
+
+#include <stdlib.h>
+#include <unistd.h>
 
 #define B 4
 #define T 23
@@ -131,6 +136,95 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
     qb_model_free(&dm), qb_model_free(&m);
 }
 
+/* A random padded batch (B, T): ids, and a mask with 1 to T real tokens per row. */
+static void random_batch(int32_t *ids, int32_t *mask, int Bn, int Tn, int vocab)
+{
+    for (int b = 0; b < Bn; b++) {
+        const int real = 1 + (int)(qb_rng_u32(&cuda_rng) % (uint32_t)Tn);
+        for (int t = 0; t < Tn; t++) {
+            ids[b * Tn + t] = t < real ? (int32_t)(qb_rng_u32(&cuda_rng) % (uint32_t)vocab) : 0;
+            mask[b * Tn + t] = t < real;
+        }
+    }
+}
+
+/* Inference passes on one set of activations, each on a fresh batch, must give the
+ * bits of the same pass run as it is (qb_model_forward: fresh activations, where
+ * every pass is a first sight): a graph runs the same kernels on the same pointers.
+ * Each step says whether its pass must run through a graph: a shape seen before,
+ * unless the records went since (the activations grew for a larger batch) or went
+ * stale (an INT8 model's quantized-Linear scratch grew for a larger batch on other
+ * activations); a first sight runs as it is. The counts are exact: a recording that
+ * silently failed, a stale record launched, or a shape never recorded fails here. */
+static void graph_replays(const qb_model *dm, const char *what, bool quantized)
+{
+    const struct {
+        int rows, len;    /* the batch shape */
+        bool on_a;        /* false: only the pass on fresh activations (it grows scratch) */
+        bool graph;       /* whether the pass on the kept activations runs through a graph */
+    } steps[] = {
+        {4, 23, true, false}, {4, 23, true, true}, {1, 9, true, false}, {1, 9, true, true}, {4, 23, true, true},
+        {8, 48, false, false},
+        {4, 23, true, !quantized},  /* INT8: its record went stale with the scratch */
+        {4, 23, true, true},
+        {8, 48, true, false},       /* the activations grow: every record goes */
+        {8, 48, true, true}, {1, 9, true, false}, {1, 9, true, true},
+    };
+    const char *env = getenv("QBERT_CUDA_GRAPHS");
+    if (env && strcmp(env, "0") == 0) {
+        printf("test_cuda_model: graph replays not checked (QBERT_CUDA_GRAPHS=0)\n");
+        return;
+    }
+    qb_activations *a;
+    if (qb_activations_new(dm, gpu, false, &a)) {
+        fprintf(stderr, "activations: %s\n", qb_error());
+        exit(1);
+    }
+    enum { BM = 8, TM = 48 };
+    int32_t ids[BM * TM], mask[BM * TM];
+    float got[BM * 3], want[BM * 3];
+    const long failed = qb_cuda_graph_stats().failed;
+    for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
+        const int Bn = steps[s].rows, Tn = steps[s].len;
+        random_batch(ids, mask, Bn, Tn, dm->cfg.vocab_size);
+        if (steps[s].on_a) {
+            const long replayed = qb_cuda_graph_stats().replayed;
+            CHECKF(qb_model_infer(dm, a, ids, NULL, mask, Bn, Tn, got, NULL) == QB_OK, "%s step %zu: %s", what, s,
+                   qb_error());
+            const long n = qb_cuda_graph_stats().replayed - replayed;
+            CHECKF(n == steps[s].graph, "%s step %zu (%d x %d): %ld passes through a graph, want %d", what, s, Bn,
+                   Tn, n, steps[s].graph);
+        }
+        CHECKF(qb_model_forward(dm, gpu, ids, NULL, mask, Bn, Tn, want, NULL) == QB_OK, "%s step %zu: %s", what, s,
+               qb_error());
+        if (steps[s].on_a)
+            CHECKF(memcmp(got, want, (size_t)Bn * 3 * sizeof *got) == 0,
+                   "%s step %zu (%d x %d): logits through the graph differ from the pass run as it is", what, s, Bn,
+                   Tn);
+    }
+    CHECKF(qb_cuda_graph_stats().failed == failed, "%s: a graph recording failed (see the warning above)", what);
+    qb_activations_free(a);
+}
+
+/* m written as an int8-dynamic file and loaded back, prepared for the GPU, and its
+ * device copy in dq (host model in q: the copy borrows its quantized Linears). */
+static void int8_copy(const qb_model *m, qb_model *q, qb_model *dq)
+{
+    char dir[] = "/tmp/qbert-cuda-model-XXXXXX", path[64];
+    qb_qplan plan = {0};
+    if (!mkdtemp(dir)) exit(1);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (qb_model_save(m, dir) || qb_qscheme_get("int8-dynamic", 0, &plan.scheme) || qb_quant_save(m, &plan, path) ||
+        qb_model_load(dir, 1, q) || qb_model_to_backend(q, gpu, dq) || qb_model_prepare(q, gpu)) {
+        fprintf(stderr, "INT8 model: %s\n", qb_error());
+        exit(1);
+    }
+    unlink(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     if (!cuda_or_skip("test_cuda_model")) return 0;
@@ -177,6 +271,12 @@ int main(void)
     train_steps(&m, &batch, QB_MATH_FP32, GRAD_TOL, WEIGHT_TOL);
     train_steps(&m, &batch, QB_MATH_TF32, 1e-3, 1e-2);
     train_steps(&m, &batch, QB_MATH_BF16, 1e-2, 5e-2);
+
+    graph_replays(&dm, "FP32", false);
+    qb_model q, dq;
+    int8_copy(&m, &q, &dq);
+    graph_replays(&dq, "INT8", true);
+    qb_model_free(&dq), qb_model_free(&q);
     for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
     qb_model_free(&dm), qb_model_free(&m);
     qb_cuda_gemm_release();

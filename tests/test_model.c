@@ -204,7 +204,7 @@ static void test_tokenizer_ids(const qb_weights *ref)
     }
     const qb_tensor *want = ref_tensor(ref, "raw_input_ids");
     qb_encoding enc;
-    st = qb_encode_batch(tok, lines, n, (int)want->shape[1], true, &enc);
+    st = qb_encode_batch(tok, lines, n, (int)want->shape[1], (int)want->shape[1], &enc);
     CHECKF(st == QB_OK, "%s", qb_error());
     CHECK(enc.batch == want->shape[0] && enc.seq == want->shape[1]);
     if (!st && enc.batch == want->shape[0] && enc.seq == want->shape[1])

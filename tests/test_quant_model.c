@@ -460,7 +460,7 @@ static void test_calibration(void)
     for (int k = 0; k < 4; k++) CHECKF(qb_calibrate(&m, tok, texts, n, &opts[k], s[k]) == QB_OK, "%s", qb_error());
     /* The same texts, one forward over all of them, statistics from the trace. */
     qb_encoding enc;
-    CHECK(qb_encode_batch(tok, texts, n, 32, false, &enc) == QB_OK);
+    CHECK(qb_encode_batch(tok, texts, n, 32, 1, &enc) == QB_OK);
     const size_t M = (size_t)enc.batch * enc.seq;
     float **hidden = calloc((size_t)L + 1, sizeof *hidden), *pooled = malloc((size_t)n * C * sizeof(float));
     float *logits = malloc((size_t)n * 3 * sizeof(float));

@@ -274,7 +274,7 @@ static void test_encode(const qb_tokenizer *t)
 {
     const char *texts[] = {"hello world", "unaffable hello", ""};
     qb_encoding e;
-    CHECK(qb_encode_batch(t, texts, 3, 4, false, &e) == QB_OK); /* truncation to 4 */
+    CHECK(qb_encode_batch(t, texts, 3, 4, 1, &e) == QB_OK); /* truncation to 4 */
     {
         const int ids[] = {CLS, HELLO, WORLD, SEP, CLS, UN, AFF, SEP, CLS, SEP, PAD, PAD};
         const int mask[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
@@ -283,7 +283,7 @@ static void test_encode(const qb_tokenizer *t)
     qb_encoding_free(&e);
     CHECK(e.input_ids == NULL && e.batch == 0);
 
-    CHECK(qb_encode_batch(t, texts, 3, 512, false, &e) == QB_OK); /* pad to the longest: 2 + 4 */
+    CHECK(qb_encode_batch(t, texts, 3, 512, 1, &e) == QB_OK); /* pad to the longest: 2 + 4 */
     {
         const int ids[] = {CLS, HELLO, WORLD, SEP, PAD, PAD, CLS, UN, AFF, ABLE, HELLO, SEP,
                            CLS, SEP, PAD, PAD, PAD, PAD};
@@ -292,7 +292,7 @@ static void test_encode(const qb_tokenizer *t)
     }
     qb_encoding_free(&e);
 
-    CHECK(qb_encode_batch(t, texts, 1, 7, true, &e) == QB_OK); /* pad to max_length */
+    CHECK(qb_encode_batch(t, texts, 1, 7, 7, &e) == QB_OK); /* pad to max_length */
     {
         const int ids[] = {CLS, HELLO, WORLD, SEP, PAD, PAD, PAD};
         const int mask[] = {1, 1, 1, 1, 0, 0, 0};
@@ -300,7 +300,21 @@ static void test_encode(const qb_tokenizer *t)
     }
     qb_encoding_free(&e);
 
-    CHECK(qb_encode_batch(t, texts, 2, 2, true, &e) == QB_OK); /* only [CLS] [SEP] fit */
+    /* Length buckets: the longest row (6) rounded up to a multiple of 4, then of 4
+     * again where that passes max_length (7). */
+    CHECK(qb_encode_batch(t, texts, 3, 512, 4, &e) == QB_OK);
+    {
+        const int ids[] = {CLS, HELLO, WORLD, SEP, PAD, PAD, PAD, PAD, CLS, UN, AFF, ABLE, HELLO, SEP, PAD, PAD,
+                           CLS, SEP, PAD, PAD, PAD, PAD, PAD, PAD};
+        const int mask[] = {1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0};
+        check_encoding(&e, 3, 8, ids, mask);
+    }
+    qb_encoding_free(&e);
+    CHECK(qb_encode_batch(t, texts, 3, 7, 4, &e) == QB_OK && e.seq == 7);
+    qb_encoding_free(&e);
+    CHECK(qb_encode_batch(t, texts, 3, 7, 0, &e) == QB_EINVAL && e.input_ids == NULL);
+
+    CHECK(qb_encode_batch(t, texts, 2, 2, 2, &e) == QB_OK); /* only [CLS] [SEP] fit */
     {
         const int ids[] = {CLS, SEP, CLS, SEP};
         const int mask[] = {1, 1, 1, 1};
@@ -308,10 +322,10 @@ static void test_encode(const qb_tokenizer *t)
     }
     qb_encoding_free(&e);
 
-    CHECK(qb_encode_batch(t, texts, 3, 1, false, &e) == QB_EINVAL && e.input_ids == NULL);
-    CHECK(qb_encode_batch(t, texts, 0, 8, false, &e) == QB_EINVAL);
+    CHECK(qb_encode_batch(t, texts, 3, 1, 1, &e) == QB_EINVAL && e.input_ids == NULL);
+    CHECK(qb_encode_batch(t, texts, 0, 8, 1, &e) == QB_EINVAL);
     const char *with_null[] = {"hello", NULL};
-    CHECK(qb_encode_batch(t, with_null, 2, 8, false, &e) == QB_EINVAL && e.input_ids == NULL);
+    CHECK(qb_encode_batch(t, with_null, 2, 8, 1, &e) == QB_EINVAL && e.input_ids == NULL);
 }
 
 static void test_vocab_files(void)

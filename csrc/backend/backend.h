@@ -151,6 +151,20 @@ typedef struct qb_backend {
     /* Waits for the work queued so far; the first error of an op since the last
      * sync (ops return nothing: an asynchronous backend reports here). */
     qb_status (*sync)(void);
+    /* Host memory for the copies to and from the backend: page-locked on a GPU (the
+     * copies then run asynchronously, at full speed); plain memory on the CPU. NULL
+     * when out of memory. */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
+    /* Optional (NULL on the CPU, whose ops run at once): runs queue(ctx), a pass that
+     * only queues ops, through a graph of them kept in *graphs under key. The first
+     * time a key is seen the pass runs as it is; the second time it is recorded, and
+     * from then on the record runs in one launch. The caller frees *graphs with
+     * graphs_free, and must do so before any buffer its passes use moves (the backend
+     * itself drops a record whose internal scratch moved). If recording fails the
+     * pass runs as it is, with a warning, and so do all later ones. */
+    qb_status (*replay)(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
+    void (*graphs_free)(void *graphs);
 } qb_backend;
 
 const qb_backend *qb_backend_cpu(void);

@@ -104,6 +104,8 @@ static const qb_backend cpu_backend = {
     .to_host = cpu_copy,
     .copy = cpu_copy,
     .sync = cpu_sync,
+    .host_alloc = qb_malloc,
+    .host_free = qb_free,
 };
 
 const qb_backend *qb_backend_cpu(void) { return &cpu_backend; }

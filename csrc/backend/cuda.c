@@ -1,9 +1,11 @@
 /* The CUDA backend: the runtime every kernel of cuda/ runs under (device 0, one
- * stream, the first error kept until qb_cuda_sync reports it), device memory and
- * copies, and the op table filled with the launchers of cuda/ (cuda/qb_cuda.h). */
+ * stream, the first error kept until qb_cuda_sync reports it), device and pinned
+ * host memory, copies, CUDA Graphs of whole passes, and the op table filled with the
+ * launchers of cuda/ (cuda/qb_cuda.h). */
 #include "cuda/qb_cuda.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static struct {
@@ -14,6 +16,8 @@ static struct {
     char name[128];
     cudaError_t err;          /* the pending error, cudaSuccess when none */
     char what[96];
+    uint64_t epoch;           /* bumped when scratch a recorded graph may read moves */
+    qb_cuda_graph_counts graphs;
 } rt;
 
 qb_status qb_cuda_init(void)
@@ -104,6 +108,140 @@ void qb_cuda_copy(void *dst, const void *src, size_t bytes)
     if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, rt.stream), "copy");
 }
 
+void *qb_cuda_host_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+void qb_cuda_host_free(void *p)
+{
+    if (p) qb_cuda_note(cudaFreeHost(p), "cudaFreeHost");
+}
+
+/* ---- CUDA Graphs ----
+ * An inference pass is about 15 launches per layer; at batch 1 the GPU finishes
+ * each kernel sooner than the host launches the next, so the pass is bound by
+ * launches. Recorded once as a graph, it is one launch. A record is keyed by what
+ * decides its launches and pointers (the caller's key: model, batch, length, math)
+ * and stamped with the scratch epoch it was made in.
+ *
+ * A shape is recorded the second time it is seen, not the first: the first pass
+ * runs as it is and makes what the pass needs once (cuBLASLt plans, grown scratch:
+ * neither may happen inside a recording), and a shape seen once only (an
+ * evaluation's activations, made for one pass over a split) costs no recording. */
+
+enum { MAX_GRAPHS = 32 };
+
+typedef struct {
+    uint64_t key[4];
+    uint64_t epoch;        /* of the scratch, when the pass last ran as it is or was recorded */
+    cudaGraphExec_t exec;  /* NULL: seen once, not recorded */
+} graph;
+
+typedef struct {
+    graph g[MAX_GRAPHS];
+    int n;
+    bool off;  /* recording failed once, or QBERT_CUDA_GRAPHS=0: every pass runs as it is */
+} graph_cache;
+
+void qb_cuda_scratch_moved(void) { rt.epoch++; }
+
+qb_cuda_graph_counts qb_cuda_graph_stats(void) { return rt.graphs; }
+
+static void graph_drop(graph_cache *c, int i)
+{
+    if (c->g[i].exec) qb_cuda_note(cudaGraphExecDestroy(c->g[i].exec), "graph destroy");
+    c->g[i] = c->g[--c->n];
+}
+
+/* Records queue(ctx) (which only queues work: nothing runs) into *exec; false after
+ * a failure, leaving no pending error and the reason in why. */
+static bool record(void (*queue)(void *ctx), void *ctx, cudaGraphExec_t *exec, char *why, size_t why_len)
+{
+    const uint64_t epoch = rt.epoch;
+    cudaGraph_t g = NULL;
+    /* Thread-local mode: a call that cannot be recorded (an allocation, a wait) fails
+     * here instead of silently running outside the graph. */
+    cudaError_t e = cudaStreamBeginCapture(rt.stream, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+        queue(ctx);
+        e = cudaStreamEndCapture(rt.stream, &g);  /* always ends the capture, even a broken one */
+    }
+    if (e == cudaSuccess && rt.err != cudaSuccess) e = rt.err;
+    if (e == cudaSuccess && rt.epoch != epoch) e = cudaErrorStreamCaptureInvalidated;  /* scratch grew inside */
+    if (e == cudaSuccess) e = cudaGraphInstantiate(exec, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e == cudaSuccess) return true;
+    *exec = NULL;
+    snprintf(why, why_len, "%s%s%s", rt.err != cudaSuccess ? rt.what : "", rt.err != cudaSuccess ? ": " : "",
+             cudaGetErrorString(e));
+    rt.err = cudaSuccess;  /* nothing ran: the caller runs the pass as it is */
+    cudaGetLastError();
+    return false;
+}
+
+qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx)
+{
+    graph_cache *c = *graphs;
+    if (!c) {
+        const char *env = getenv("QBERT_CUDA_GRAPHS");
+        c = *graphs = calloc(1, sizeof *c);
+        if (c && env && strcmp(env, "0") == 0) c->off = true;
+    }
+    if (!c || c->off) {  /* (out of host memory for the table: no graphs, same results) */
+        queue(ctx);
+        return QB_OK;
+    }
+    graph *g = NULL;
+    for (int i = 0; i < c->n && !g; i++)
+        if (memcmp(c->g[i].key, key, sizeof c->g[i].key) == 0) g = &c->g[i];
+    if (g && g->epoch != rt.epoch && g->exec) {  /* recorded before some scratch it reads moved */
+        qb_cuda_note(cudaGraphExecDestroy(g->exec), "graph destroy");
+        g->exec = NULL;
+    }
+    if (g && !g->exec && g->epoch == rt.epoch) {  /* seen before, nothing moved since: record */
+        char why[160];
+        if (record(queue, ctx, &g->exec, why, sizeof why)) {
+            rt.graphs.recorded++;
+        } else {
+            qb_log(QB_LOG_WARN, "CUDA graph recording failed (%s): passes run without graphs from now on", why);
+            rt.graphs.failed++;
+            c->off = true;
+            queue(ctx);
+            return QB_OK;
+        }
+    }
+    if (g && g->exec) {
+        rt.graphs.replayed++;
+        qb_cuda_note(cudaGraphLaunch(g->exec, rt.stream), "graph launch");
+        return QB_OK;
+    }
+    /* First sight (or the first since some scratch moved): the pass as it is. */
+    queue(ctx);
+    qb_status st = qb_cuda_sync();
+    if (st) return st;
+    if (!g) {
+        if (c->n == MAX_GRAPHS) graph_drop(c, 0);
+        g = &c->g[c->n++];
+        *g = (graph){.exec = NULL};
+        memcpy(g->key, key, sizeof g->key);
+    }
+    g->epoch = rt.epoch;
+    return QB_OK;
+}
+
+void qb_cuda_graphs_free(void *graphs)
+{
+    graph_cache *c = graphs;
+    while (c && c->n) graph_drop(c, c->n - 1);
+    free(c);
+}
+
 static const qb_backend cuda_backend = {
     .name = "cuda",
     .device = QB_DEV_CUDA,
@@ -139,6 +277,10 @@ static const qb_backend cuda_backend = {
     .to_host = qb_cuda_to_host,
     .copy = qb_cuda_copy,
     .sync = qb_cuda_sync,
+    .host_alloc = qb_cuda_host_alloc,
+    .host_free = qb_cuda_host_free,
+    .replay = qb_cuda_replay,
+    .graphs_free = qb_cuda_graphs_free,
 };
 
 qb_status qb_backend_cuda(const qb_backend **out)

@@ -1,7 +1,11 @@
 /* The inference session: tokenise, sort by length, batch, forward, softmax. A
  * quantized model file's Linears are laid out for the backend once, at open; on a
  * device other than the CPU the model is copied into its memory once, and the
- * activations are kept across batches (grown for a longer one). */
+ * activations are kept across batches (grown for a longer one). On a GPU a batch is
+ * padded to a multiple of SEQ_BUCKET tokens: each (batch, length) shape's pass is
+ * recorded once as a CUDA graph and replayed (csrc/backend/cuda.c), and buckets keep
+ * the shapes, hence the recordings, few (8 for max_length 128) for a few padded
+ * tokens. */
 #include "qbert/engine.h"
 
 #include "backend/backend.h"
@@ -10,6 +14,8 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum { SEQ_BUCKET = 16 };
 
 struct qb_engine {
     qb_engine_options opt;
@@ -129,7 +135,8 @@ qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, floa
         int b = n - start < bs ? n - start : bs;
         for (int j = 0; j < b; j++) batch_texts[j] = texts[order[start + j].index];
         qb_encoding enc;
-        if ((st = qb_encode_batch(e->tok, batch_texts, b, e->opt.max_length, false, &enc))) break;
+        const int pad = e->be->replay ? SEQ_BUCKET : 1;
+        if ((st = qb_encode_batch(e->tok, batch_texts, b, e->opt.max_length, pad, &enc))) break;
         st = qb_model_infer(e->run, e->acts, enc.input_ids, enc.token_type_ids, enc.attention_mask, enc.batch,
                             enc.seq, logits, NULL);
         qb_encoding_free(&enc);

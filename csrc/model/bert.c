@@ -38,6 +38,12 @@ struct qb_activations {
     void *mem;               /* one backend allocation, carved by plan() */
     size_t cap;              /* its size in bytes */
     int B, T;
+    /* Host staging for the copies (backend host memory: pinned on a GPU): ids, types,
+     * mask (B, T) and labels (B) on the way in; logits (B, K) and losses (B) out.
+     * Rewritten by the next pass only after this one has synced. */
+    int32_t *host;
+    size_t host_cap;         /* bytes */
+    void *graphs;            /* the backend's recorded inference passes (replay), or NULL */
     float **x;               /* (L + 1) x (M, C): x[l] input of layer l, x[L] the output */
     float *t0, *st0;         /* (M, C) embedding sum (LayerNorm input); (M, 2) */
     layer_acts *layer;       /* (L) */
@@ -162,7 +168,9 @@ qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train
 void qb_activations_free(qb_activations *a)
 {
     if (!a) return;
+    if (a->graphs) a->be->graphs_free(a->graphs);
     if (a->mem) a->be->free(a->mem);
+    if (a->host) a->be->host_free(a->host);
     free(a->x);
     free(a->layer);
     free(a->xfq);
@@ -171,12 +179,24 @@ void qb_activations_free(qb_activations *a)
 
 void qb_activations_set_math(qb_activations *a, qb_math math) { a->math = math; }
 
-/* Lays the activations out for a B x T batch, growing the allocation if needed. */
+/* Lays the activations out for a B x T batch, growing the allocations if needed
+ * (recorded passes go with the old device memory). */
 static qb_status activations_fit(qb_activations *a, const qb_config *c, int B, int T)
 {
+    const size_t host = ((size_t)B * T * 3 + B) * 4 + (size_t)B * (c->num_labels + 1) * 4;
+    if (host > a->host_cap) {
+        if (a->host) a->be->host_free(a->host);
+        a->host_cap = 0;
+        if (!(a->host = a->be->host_alloc(host)))
+            return qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes of host staging for batch %d x %d",
+                           a->be->name, host, B, T);
+        a->host_cap = host;
+    }
     carver cv = {NULL, 0};
     plan(a, c, B, T, &cv);
     if (cv.off > a->cap) {
+        if (a->graphs) a->be->graphs_free(a->graphs);
+        a->graphs = NULL;
         if (a->mem) a->be->free(a->mem);
         a->cap = 0;
         if (!(a->mem = a->be->alloc(cv.off)))
@@ -220,20 +240,21 @@ static qb_status upload(qb_activations *a, const int32_t *ids, const int32_t *ty
 {
     const qb_backend *be = a->be;
     const size_t M = (size_t)B * T;
-    int32_t *defaults = NULL;  /* (2, M): zeros, then ones */
-    if (!types || !mask) {
-        if (!(defaults = malloc(M * 8))) return qb_fail(QB_ENOMEM, "cannot allocate a %d x %d mask", B, T);
-        for (size_t i = 0; i < M; i++) defaults[i] = 0, defaults[M + i] = 1;
-        if (!types) types = defaults;
-        if (!mask) mask = defaults + M;
+    int32_t *h = a->host;  /* ids, types, mask, labels: one copy each from staging */
+    memcpy(h, ids, M * 4);
+    for (size_t i = 0; i < M; i++) h[M + i] = types ? types[i] : 0, h[2 * M + i] = mask ? mask[i] : 1;
+    be->to_device(a->ids, h, M * 4);
+    be->to_device(a->types, h + M, M * 4);
+    be->to_device(a->mask, h + 2 * M, M * 4);
+    if (labels) {
+        memcpy(h + 3 * M, labels, (size_t)B * 4);
+        be->to_device(a->labels, h + 3 * M, (size_t)B * 4);
     }
-    be->to_device(a->ids, ids, M * 4);
-    be->to_device(a->types, types, M * 4);
-    be->to_device(a->mask, mask, M * 4);
-    if (labels) be->to_device(a->labels, labels, (size_t)B * 4);
-    free(defaults);
     return QB_OK;
 }
+
+/* The staging area for what comes back: (B, K) logits, then (B) losses. */
+static float *host_out(const qb_activations *a) { return (float *)(a->host + (size_t)a->B * a->T * 3 + a->B); }
 
 /* Dropout sites of one step, in graph order: the embeddings, three per layer, the
  * pooled output (qb_dropout_sites of them). */
@@ -496,15 +517,33 @@ static qb_status stage(const qb_model *m, qb_activations *a, const int32_t *ids,
     return upload(a, ids, types, mask, labels, B, T);
 }
 
+typedef struct {
+    const qb_model *m;
+    qb_activations *a;
+} infer_pass;
+
+static void queue_infer(void *ctx)
+{
+    const infer_pass *p = ctx;
+    forward(p->m, p->a, NULL, NULL);
+}
+
 qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
                          const int32_t *mask, int B, int T, float *logits, qb_forward_trace *trace)
 {
-    const qb_config *c = &m->cfg;
+    const size_t bytes = (size_t)B * m->cfg.num_labels * 4;
     qb_status st = stage(m, a, ids, types, mask, NULL, B, T);
     if (st) return st;
-    forward(m, a, NULL, trace);
-    a->be->to_host(logits, a->logits, (size_t)B * c->num_labels * 4);
-    return a->be->sync();
+    if (a->be->replay && !trace) {  /* a trace copies to the host mid-pass: never recorded */
+        const uint64_t key[4] = {(uintptr_t)m, (uint64_t)B, (uint64_t)T, (uint64_t)a->math};
+        if ((st = a->be->replay(&a->graphs, key, queue_infer, &(infer_pass){m, a}))) return st;
+    } else {
+        forward(m, a, NULL, trace);
+    }
+    float *out = host_out(a);
+    a->be->to_host(out, a->logits, bytes);
+    if (!(st = a->be->sync())) memcpy(logits, out, bytes);
+    return st;
 }
 
 qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_t *ids,
@@ -532,18 +571,15 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     if (st) return st;
     forward(m, a, drop, NULL);
     a->be->xent(a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
-    float *host = malloc((size_t)B * (K + 1) * sizeof *host);
-    if (!host) return qb_fail(QB_ENOMEM, "cannot allocate %d losses", B);
-    a->be->to_host(host, a->losses, (size_t)B * 4);
-    if ((st = a->be->sync())) {  /* the forward's error; the backward's comes at the caller's next sync */
-        free(host);
-        return st;
-    }
+    float *out = host_out(a), *losses = out + (size_t)B * K;
+    a->be->to_host(losses, a->losses, (size_t)B * 4);
+    if (logits) a->be->to_host(out, a->logits, (size_t)B * K * 4);
+    /* the forward's error; the backward's comes at the caller's next sync */
+    if ((st = a->be->sync())) return st;
     double sum = 0.0;
-    for (int b = 0; b < B; b++) sum += host[b];
+    for (int b = 0; b < B; b++) sum += losses[b];
     *loss = (float)(sum / B);
-    if (logits) a->be->to_host(logits, a->logits, (size_t)B * K * 4);
-    free(host);
+    if (logits) memcpy(logits, out, (size_t)B * K * 4);
     backward(m, a, drop, grads);
     return QB_OK;
 }

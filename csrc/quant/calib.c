@@ -95,7 +95,7 @@ static qb_status run_pass(const qb_model *m, const qb_tokenizer *tok, const char
     for (int start = 0; start < n; start += o->batch_size) {
         const int b = n - start < o->batch_size ? n - start : o->batch_size;
         qb_encoding enc;
-        qb_status st = qb_encode_batch(tok, texts + start, b, o->max_length, false, &enc);
+        qb_status st = qb_encode_batch(tok, texts + start, b, o->max_length, 1, &enc);
         if (st) return st;
         s->mask = enc.attention_mask, s->B = enc.batch, s->T = enc.seq;
         st = qb_model_forward(m, qb_backend_cpu(), enc.input_ids, enc.token_type_ids, enc.attention_mask,

@@ -457,7 +457,7 @@ qb_status qb_tokenize(const qb_tokenizer *t, const char *text, size_t len, int32
 
 /* ---- batches ------------------------------------------------------------------- */
 
-qb_status qb_encode_batch(const qb_tokenizer *t, const char *const *texts, int n, int max_length, bool pad_to_max,
+qb_status qb_encode_batch(const qb_tokenizer *t, const char *const *texts, int n, int max_length, int pad_multiple,
                           qb_encoding *out)
 {
     memset(out, 0, sizeof *out);
@@ -465,11 +465,12 @@ qb_status qb_encode_batch(const qb_tokenizer *t, const char *const *texts, int n
     if (max_length < 2)
         return qb_fail(QB_EINVAL, "qb_encode_batch: max_length %d leaves no room for [CLS] and [SEP] (min 2)",
                        max_length);
+    if (pad_multiple < 1) return qb_fail(QB_EINVAL, "qb_encode_batch: pad_multiple %d, expected at least 1", pad_multiple);
     int32_t **rows = calloc((size_t)n, sizeof *rows);
     int *lens = malloc((size_t)n * sizeof *lens);
     qb_status st = QB_OK;
     if (!rows || !lens) st = qb_fail(QB_ENOMEM, "qb_encode_batch: cannot allocate %d rows", n);
-    int seq = pad_to_max ? max_length : 2;
+    int seq = 2;
     for (int i = 0; i < n && !st; i++) {
         if (!texts[i]) {
             st = qb_fail(QB_EINVAL, "qb_encode_batch: text %d is NULL", i);
@@ -482,6 +483,8 @@ qb_status qb_encode_batch(const qb_tokenizer *t, const char *const *texts, int n
         if (lens[i] > max_length - 2) lens[i] = max_length - 2; /* truncate the text, keep [SEP] */
         if (lens[i] + 2 > seq) seq = lens[i] + 2;
     }
+    seq = (seq + pad_multiple - 1) / pad_multiple * pad_multiple;
+    if (seq > max_length) seq = max_length;
     if (!st) {
         size_t total = (size_t)n * (size_t)seq;
         out->input_ids = qb_malloc(total * sizeof(int32_t));

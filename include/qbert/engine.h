@@ -1,8 +1,9 @@
-/* qb_engine: an inference session over one model directory on one backend (the
- * CPU, or CUDA for FP32 model files; FP32 or a quantized file from qbert quantize
- * on the CPU): tokenizer + model + batching. Texts are sorted by token
- * length and batched with padding to the longest in each batch, so a batch of
- * short texts does not pay for the longest one. */
+/* qb_engine: an inference session over one model directory (FP32, or any file
+ * from qbert quantize) on one backend (the CPU, or CUDA): tokenizer + model +
+ * batching. Texts are sorted by token length and batched with padding to the
+ * longest in each batch (on a GPU, rounded up to a multiple of 16 tokens, for the
+ * CUDA graphs of each shape), so a batch of short texts does not pay for the
+ * longest one. */
 #ifndef QBERT_ENGINE_H
 #define QBERT_ENGINE_H
 

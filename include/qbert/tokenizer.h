@@ -51,10 +51,11 @@ typedef struct {
     int32_t *input_ids, *attention_mask, *token_type_ids;
 } qb_encoding;
 
-/* [CLS] text [SEP], truncated to max_length. pad_to_max: pad every row to
- * max_length; otherwise pad to the longest row of the batch. */
+/* [CLS] text [SEP], truncated to max_length. Every row is padded to the longest
+ * row of the batch rounded up to a multiple of pad_multiple (>= 1), at most
+ * max_length: 1 pads to the longest row, max_length pads every row to max_length. */
 qb_status qb_encode_batch(const qb_tokenizer *t, const char *const *texts, int n,
-                          int max_length, bool pad_to_max, qb_encoding *out);
+                          int max_length, int pad_multiple, qb_encoding *out);
 void qb_encoding_free(qb_encoding *e);
 
 /* Builds the text of a vocab.txt for models trained from scratch: the special
