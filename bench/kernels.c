@@ -116,7 +116,7 @@ typedef struct {
     float *y, *x, *w, *bias, *res, *stats, *t, *m, *v, *g, *probs, *q, *k, *vv, *dq, *dk, *dv;
     void *a16, *b16, *c16;
     int32_t *ids, *types, *mask;
-    qb_qinput xq;
+    qb_qinput xq, yq;  /* a Linear's input, and the FFN's GELU output, quantized per token */
     qb_qlinear *ql;
     int n, nn, kk;
     qb_math math;
@@ -127,7 +127,12 @@ typedef struct {
 static void op_bf16(void *p) { args *a = p; qb_cuda_gemm_bf16(a->c16, a->a16, a->b16, CEIL, CEIL, CEIL); }
 static void op_copy(void *p) { args *a = p; a->be->copy(a->y, a->x, (size_t)a->n * 4); }
 static void op_linear(void *p) { args *a = p; a->be->linear(a->y, a->x, a->w, a->bias, M, a->nn, a->kk, a->math); }
-static void op_linear_q(void *p) { args *a = p; a->be->linear_q(a->y, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0); }
+static void op_linear_q(void *p) { args *a = p; a->be->linear_q(a->y, NULL, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0); }
+static void op_linear_q_gelu(void *p)
+{
+    args *a = p;
+    a->be->linear_q(a->y, a->yq.u ? &a->yq : NULL, a->x, &a->xq, a->ql, a->bias, M, 1);
+}
 static void op_linear_backward(void *p)
 {
     args *a = p;
@@ -214,6 +219,15 @@ static void gemm_rows(bench *b, args *a)
             a->xq.K = a->kk, a->xq.ldu = qb_qinput_ldu(a->kk);  /* x quantized beforehand, by a LayerNorm */
             report(b, bits == 8 ? "linear_q int8 (shared x)" : "linear_q w4a8 (shared x)", shape,
                    seconds(b, op_linear_q, a), flops, 0);
+            if (a->nn == I && a->kk == C) {  /* the FFN's first Linear: GELU; its output quantized for the next */
+                qb_qinput yq = a->yq;
+                a->yq.u = NULL;
+                report(b, bits == 8 ? "linear_q int8 +gelu" : "linear_q w4a8 +gelu", shape,
+                       seconds(b, op_linear_q_gelu, a), flops, 0);
+                a->yq = yq;
+                report(b, bits == 8 ? "linear_q int8 +gelu, quantized y" : "linear_q w4a8 +gelu, quantized y", shape,
+                       seconds(b, op_linear_q_gelu, a), flops, 0);
+            }
             a->xq = shared;
             qb_qlinear_free(a->ql);
             free(a->ql);
@@ -252,9 +266,12 @@ int qb_bench_kernels(int argc, char **argv)
     a.xq = (qb_qinput){.M = M, .K = C, .ldu = qb_qinput_ldu(I)};
     a.xq.u = be->alloc((size_t)qb_qinput_rows(M) * qb_qinput_ldu(I));
     a.xq.scale = be->alloc(M * 4), a.xq.zp = be->alloc(M * 4);
+    a.yq = (qb_qinput){.M = M, .K = I, .ldu = qb_qinput_ldu(I)};
+    a.yq.u = be->alloc((size_t)qb_qinput_rows(M) * qb_qinput_ldu(I));
+    a.yq.scale = be->alloc(M * 4), a.yq.zp = be->alloc(M * 4);
     int rc = 1;
     if (b.failed || !a.a16 || !a.b16 || !a.c16 || !a.ids || !a.types || !a.mask || !a.xq.u || !a.xq.scale ||
-        !a.xq.zp) {
+        !a.xq.zp || !a.yq.u || !a.yq.scale || !a.yq.zp) {
         fprintf(stderr, "qbert-bench kernels: cannot allocate the buffers (about 3 GiB of device memory)\n");
         goto done;
     }
@@ -336,6 +353,6 @@ done:
     be->free(a.stats), be->free(a.g), be->free(a.m), be->free(a.v), be->free(a.q), be->free(a.k), be->free(a.vv);
     be->free(a.dq), be->free(a.dk), be->free(a.dv), be->free(a.probs), be->free(a.a16), be->free(a.b16);
     be->free(a.c16), be->free(a.ids), be->free(a.types), be->free(a.mask), be->free(a.xq.u), be->free(a.xq.scale);
-    be->free(a.xq.zp);
+    be->free(a.xq.zp), be->free(a.yq.u), be->free(a.yq.scale), be->free(a.yq.zp);
     return rc;
 }

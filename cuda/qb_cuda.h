@@ -80,8 +80,8 @@ void qb_cuda_gemm_release(void);
 
 /* cuda/qlinear.cu (backend.h's linear_q and qlinear_prepare) */
 qb_status qb_cuda_qlinear_prepare(struct qb_qlinear *q);
-void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q, const float *b,
-                      int M, int gelu);
+void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
+                      const float *b, int M, int gelu);
 /* Releases the scratch buffers (tests). */
 void qb_cuda_qlinear_release(void);
 

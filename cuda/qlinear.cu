@@ -121,6 +121,27 @@ static __global__ void epilogue_kernel(float *y, const int32_t *acc, const float
     }
 }
 
+/* One block per row m of y (M, N): the epilogue above, the row kept in shared memory
+ * (N floats) and quantized per token into u (ldu bytes per row), su[m], zu[m] from
+ * there: the FFN's GELU output reaches the next Linear quantized without a second
+ * pass over it. */
+static __global__ void epilogue_rows_kernel(float *y, uint8_t *u, float *su, int32_t *zu, int ldu, const int32_t *acc,
+                                            const float *sx, const int32_t *zp, const int32_t *colsum,
+                                            const float *sw, const float *b, int N, int Np, int gelu)
+{
+    extern __shared__ float row[];
+    __shared__ float scratch[64];
+    const int m = blockIdx.x;
+    float lo = 0.0f, hi = 0.0f;
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        const int32_t a = acc[(size_t)m * Np + n] - zp[m] * colsum[n];
+        const float e = finish((float)a, __fmul_rn(sx[m], sw[n]), b ? b[n] : 0.0f, gelu);
+        y[(size_t)m * N + n] = row[n] = e;
+        lo = e < lo ? e : lo, hi = e > hi ? e : hi;
+    }
+    qb_quantize_row_u7(u + (size_t)m * ldu, &su[m], &zu[m], row, N, ldu, lo, hi, scratch);
+}
+
 /* Four int8 in one word for dp4a, the first in the low byte. */
 __device__ __forceinline__ int pack4(int a, int b, int c, int d)
 {
@@ -260,20 +281,28 @@ extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
     return qb_fail(QB_ENOMEM, "quantized Linear %d x %d: %s", q->N, q->K, why);
 }
 
-extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, const qb_qlinear *q, const float *b,
-                                 int M, int gelu)
+/* yq (laid out for M x N) = y (M, N) quantized per token, padding rows zero (as
+ * qb_qinput_quantize); rows_done: the rows are already there (epilogue_rows_kernel). */
+static void quantize_out(qb_qinput *yq, const float *y, int M, int N, bool rows_done)
 {
-    const prepared *p = (const prepared *)q->prepared;
-    if (M <= 0) return;
-    if (!p) {
-        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized Linear was not prepared for CUDA");
-        return;
+    if (!rows_done) {
+        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, qb_cuda_stream()>>>((int8_t *)yq->u, yq->scale, yq->zp, y, N,
+                                                                             yq->ldu, false, 0.0f, 0.0f);
+        if (qb_cuda_launched("linear_q: quantized output")) return;
     }
+    const size_t pad = (size_t)(qb_qinput_rows(M) - M) * yq->ldu;
+    qb_cuda_note(cudaMemsetAsync(yq->u + (size_t)M * yq->ldu, 0, pad, qb_cuda_stream()), "linear_q: padding rows");
+}
+
+/* The product into y, and when the IMMA epilogue can, yq's rows with it (true then). */
+static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
+                     const prepared *p, const float *b, int M, int gelu)
+{
     const cudaStream_t stream = qb_cuda_stream();
     if (q->act_f32) {
         qb_cuda_linear(y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32);
         if (gelu) qb_cuda_gelu(y, y, (size_t)M * q->N);
-        return;
+        return false;
     }
     const int8_t *v;
     const float *sx;
@@ -285,7 +314,7 @@ extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, 
         ldu = qb_qinput_ldu(q->K);
         if (!grow((void **)&scratch.v, &scratch.v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
             !grow((void **)&scratch.rows, &scratch.rows_cap, (size_t)M * 8, "linear_q: activation scales"))
-            return;
+            return false;
         int8_t *qv = scratch.v;
         float *qs = scratch.rows;
         int32_t *qz = (int32_t *)(scratch.rows + M);
@@ -293,7 +322,7 @@ extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, 
         const bool is_static = s > 0.0f;
         quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu, is_static,
                                                                     is_static ? 1.0f / s : 0.0f, s);
-        if (qb_cuda_launched("linear_q: quantize")) return;
+        if (qb_cuda_launched("linear_q: quantize")) return false;
         v = qv, sx = qs, zp = qz;
     }
     if (q->bits == 4) {
@@ -301,19 +330,44 @@ extern "C" void qb_cuda_linear_q(float *y, const float *x, const qb_qinput *xq, 
         w4a8_kernel<<<grid, 256, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
                                               q->group, gelu);
         qb_cuda_launched("linear_q: W4A8");
-        return;
+        return false;
     }
     if (ldu != p->Kp) {
         qb_cuda_note(cudaErrorInvalidValue, "linear_q: activations and weights disagree on K");
-        return;
+        return false;
     }
     if (!grow((void **)&scratch.acc, &scratch.acc_cap, (size_t)M * p->Np * sizeof(int32_t), "linear_q: INT32 products"))
-        return;
+        return false;
     qb_cuda_gemm_s8(scratch.acc, p->w, v, p->Np, M, p->Kp);
+    const size_t row_bytes = (size_t)q->N * sizeof(float);
+    if (yq && row_bytes <= 48 * 1024) {  /* the row fits the default shared memory: up to N = 12288 */
+        epilogue_rows_kernel<<<(unsigned)M, QB_CUDA_THREADS, row_bytes, stream>>>(
+            y, yq->u, yq->scale, yq->zp, yq->ldu, scratch.acc, sx, zp, p->colsum, p->scales, b, q->N, p->Np, gelu);
+        qb_cuda_launched("linear_q: epilogue (rows, quantized output)");
+        return true;
+    }
     const size_t n_out = (size_t)M * q->N;
     epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch.acc, sx, zp, p->colsum,
                                                                           p->scales, b, M, q->N, p->Np, gelu);
     qb_cuda_launched("linear_q: epilogue");
+    return false;
+}
+
+extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
+                                 const float *b, int M, int gelu)
+{
+    const prepared *p = (const prepared *)q->prepared;
+    if (M <= 0) return;
+    if (!p) {
+        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized Linear was not prepared for CUDA");
+        return;
+    }
+    if (yq && (yq->M != M || yq->K != q->N || yq->ldu != qb_qinput_ldu(q->N))) {
+        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized output is laid out for another shape");
+        return;
+    }
+    const bool rows_done = linear_q(y, yq, x, xq, q, p, b, M, gelu);
+    if (yq) quantize_out(yq, y, M, q->N, rows_done);
 }
 
 extern "C" void qb_cuda_qlinear_release(void)

@@ -6,8 +6,12 @@
  * paths give the reference's integers and its float operations, so without GELU
  * their outputs must be the same bits; GELU (CUDA's erff against libm's) and the
  * weight-only FP32 GEMM within 1e-5. Also: the input quantized once per token
- * (linear_q's xq, as a LayerNorm hands it over), an unprepared Linear, and an INT4
- * group size the kernel cannot take. */
+ * (linear_q's xq, as a LayerNorm hands it over); the output quantized per token too
+ * (linear_q's yq, as the FFN's first Linear hands its GELU output to the second:
+ * fused into the INT8 epilogue when a row fits shared memory, a pass after it
+ * otherwise), whose bytes must be the CPU quantizer's on the GPU's own output (the
+ * CPU's output may differ in the last bit with GELU); an unprepared Linear, a
+ * mis-shaped yq, and an INT4 group size the kernel cannot take. */
 #include "cuda_check.h"
 
 #include "cpu/cpu.h"
@@ -42,11 +46,44 @@ static float *random_input(int M, int K)
     return x;
 }
 
-static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group, int bias, int gelu, int shared)
+/* yq (a device qb_qinput for M x N) against the CPU quantizer on dy (the GPU's y):
+ * every byte, the padding rows' included, every scale and zero point. */
+static void check_output_quantized(const char *what, const qb_qinput *yq, const float *dy, int M, int N)
+{
+    qb_qinput ref;
+    CHECK(qb_qinput_alloc(&ref, M, N) == QB_OK);
+    float *y = host_from(dy, (size_t)M * N * sizeof *y, what);
+    qb_qinput_quantize(&ref, y);
+    char w[200];
+    snprintf(w, sizeof w, "%s: quantized output", what);
+    check_equal(w, yq->u, ref.u, (size_t)qb_qinput_rows(M) * ref.ldu);
+    snprintf(w, sizeof w, "%s: its scales", what);
+    check_equal(w, yq->scale, ref.scale, (size_t)M * sizeof *ref.scale);
+    snprintf(w, sizeof w, "%s: its zero points", what);
+    check_equal(w, yq->zp, ref.zp, (size_t)M * sizeof *ref.zp);
+    qb_qinput_free(&ref);
+    free(y);
+}
+
+/* A device qb_qinput for M x K, its bytes set to garbage (padding rows included). */
+static qb_qinput dev_qinput(int M, int K)
+{
+    qb_qinput d = {.M = M, .K = K, .ldu = qb_qinput_ldu(K)};
+    const size_t n = (size_t)qb_qinput_rows(M) * d.ldu;
+    uint8_t *junk = host_alloc(n);
+    memset(junk, 0x5a, n);
+    d.u = dev_from(junk, n);
+    d.scale = dev_from(NULL, (size_t)M * 4), d.zp = dev_from(NULL, (size_t)M * 4);
+    free(junk);
+    return d;
+}
+
+static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group, int bias, int gelu, int shared,
+                          int outq)
 {
     char what[160];
-    snprintf(what, sizeof what, "linear_q INT%d %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d", bits,
-             act_names[act], M, N, K, bits == 8 ? K : group, bias, gelu, shared);
+    snprintf(what, sizeof what, "linear_q INT%d %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d yq=%d", bits,
+             act_names[act], M, N, K, bits == 8 ? K : group, bias, gelu, shared, outq);
     qb_qlinear q = random_qlinear(bits, N, K, group, act), g = q;  /* g: the same weights, prepared for CUDA */
     const qb_status st = gpu->qlinear_prepare(&g);
     CHECKF(st == QB_OK, "%s: prepare: %s", what, qb_error());
@@ -63,10 +100,13 @@ static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group
         dq.scale = dev_from(hq.scale, (size_t)M * 4);
         dq.zp = dev_from(hq.zp, (size_t)M * 4);
     }
-    cpu->linear_q(y, x, shared ? &hq : NULL, &q, b, M, gelu);
-    if (!st) gpu->linear_q(dy, dx, shared ? &dq : NULL, &g, db, M, gelu);
+    qb_qinput yq = outq ? dev_qinput(M, N) : (qb_qinput){0};
+    cpu->linear_q(y, NULL, x, shared ? &hq : NULL, &q, b, M, gelu);
+    if (!st) gpu->linear_q(dy, outq ? &yq : NULL, dx, shared ? &dq : NULL, &g, db, M, gelu);
     if (gelu || act == WEIGHT_ONLY) check_close(what, dy, y, (size_t)M * N, CUDA_TOL);
     else check_equal(what, dy, y, (size_t)M * N * sizeof *y);
+    if (outq) check_output_quantized(what, &yq, dy, M, N);
+    if (outq) gpu->free(yq.u), gpu->free(yq.scale), gpu->free(yq.zp);
     if (g.prepared) g.release(&g);
     if (shared) qb_qinput_free(&hq), gpu->free(dq.u), gpu->free(dq.scale), gpu->free(dq.zp);
     free(q.wq), free(q.scales), free(x), free(b), free(y);
@@ -79,9 +119,17 @@ static void test_refusals(void)
 {
     qb_qlinear q = random_qlinear(8, 4, 8, 8, DYNAMIC);
     float *d = dev_from(NULL, 64 * 4);
-    gpu->linear_q(d, d, NULL, &q, NULL, 2, 0);
+    gpu->linear_q(d, NULL, d, NULL, &q, NULL, 2, 0);
     CHECK(qb_cuda_sync() != QB_OK);
     CHECK(qb_cuda_sync() == QB_OK);
+    qb_qlinear p = q;
+    CHECK(gpu->qlinear_prepare(&p) == QB_OK);
+    qb_qinput wrong = dev_qinput(2, 5);  /* the output is 2 x 4 */
+    gpu->linear_q(d, &wrong, d, NULL, &p, NULL, 2, 0);
+    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "laid out for another shape"));
+    CHECK(qb_cuda_sync() == QB_OK);
+    if (p.prepared) p.release(&p);
+    gpu->free(wrong.u), gpu->free(wrong.scale), gpu->free(wrong.zp);
     free(q.wq), free(q.scales);
     q = random_qlinear(4, 4, 12, 6, DYNAMIC);
     CHECK(gpu->qlinear_prepare(&q) == QB_EUNSUPPORTED && strstr(qb_error(), "group size 6"));
@@ -101,13 +149,16 @@ int main(void)
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], group = shapes[s][3];
         for (int bits = 8; bits >= (group ? 4 : 8); bits -= 4)
             for (act_kind act = DYNAMIC; act <= WEIGHT_ONLY; act++) {
-                check_qlinear(bits, act, M, N, K, group, 1, 0, 0);
-                check_qlinear(bits, act, M, N, K, group, 0, 1, 0);
-                if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1);
+                check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0);
+                check_qlinear(bits, act, M, N, K, group, 0, 1, 0, 0);
+                check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1);
+                if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1, 0);
             }
     }
+    /* A row too wide for the fused epilogue (N > 12288): quantized in a pass after it. */
+    check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1);
     /* The scratch buffers grown by a large call serve a small one after it. */
-    check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0);
+    check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0, 0);
     test_refusals();
     qb_cuda_qlinear_release();
     qb_cuda_gemm_release();

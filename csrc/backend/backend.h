@@ -59,9 +59,12 @@ typedef struct qb_backend {
      * q->act_scale, clamped to [-128, 127]), the product is exact in int32, scaled by
      * input x weight scales; weight-only (act_f32): x times the dequantized weights.
      * xq, when not NULL, is x already quantized per token (a dynamic q only,
-     * qb_qlinear_dynamic); then x is not read. The prepared layout is used when
-     * present, else the scalar reference. */
-    void (*linear_q)(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
+     * qb_qlinear_dynamic); then x is not read. yq, when not NULL (laid out for
+     * M x N), also receives y quantized per token: the bits a dynamic Linear reading
+     * y would compute (the FFN's output Linear reads the GELU output so, quantized in
+     * the epilogue that made it rather than in a second pass over it). The prepared
+     * layout is used when present, else the scalar reference. */
+    void (*linear_q)(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
                      const float *b, int M, int gelu);
     /* Lays q's weights out for this backend once (q->prepared, q->release). */
     qb_status (*qlinear_prepare)(struct qb_qlinear *q);

@@ -291,8 +291,8 @@ float qb_cpu_abs_percentile(const float *x, size_t n, double p);
 /* Quantized Linear (linear_q.c): the INT8 / W4A8 / weight-only paths above behind one
  * op; prepare packs the weights for the SIMD tiles (or dequantizes a weight-only
  * Linear's) once. */
-void qb_cpu_linear_q(float *y, const float *x, const qb_qinput *xq, const struct qb_qlinear *q, const float *b,
-                     int M, int gelu);
+void qb_cpu_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
+                     const float *b, int M, int gelu);
 qb_status qb_cpu_qlinear_prepare(struct qb_qlinear *q);
 void qb_cpu_add(float *y, const float *x, size_t n);
 /* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */

@@ -57,8 +57,9 @@ struct qb_activations {
     float **xfq;
     /* Inference of a model with quantized Linears: a LayerNorm output quantized per
      * token once for the dynamic INT8 / W4A8 Linears that read it (q, k and v, or the
-     * FFN's first); u NULL otherwise. */
-    qb_qinput xq;
+     * FFN's first), and the FFN's GELU output quantized by the Linear that makes it
+     * for the one that reads it ((M, I)); u NULL otherwise. */
+    qb_qinput xq, xqi;
     /* training only: gradient scratch */
     float *dx, *dh, *dtmp, *dctx, *dq, *dk, *dv;  /* (M, C) */
     float *da;               /* (M, I) */
@@ -122,10 +123,14 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
     a->ids = carve(cv, M * 4), a->types = carve(cv, M * 4), a->mask = carve(cv, M * 4);
     a->labels = carve(cv, (size_t)B * 4);
     if (a->quantized && !a->train) {
-        a->xq = (qb_qinput){.M = (int)M, .K = (int)C, .ldu = qb_qinput_ldu((int)C)};
-        a->xq.u = carve(cv, (size_t)qb_qinput_rows((int)M) * a->xq.ldu);
-        a->xq.scale = carve(cv, M * 4);
-        a->xq.zp = carve(cv, M * 4);
+        qb_qinput *qs[2] = {&a->xq, &a->xqi};
+        const int widths[2] = {(int)C, (int)I};
+        for (int i = 0; i < 2; i++) {
+            *qs[i] = (qb_qinput){.M = (int)M, .K = widths[i], .ldu = qb_qinput_ldu(widths[i])};
+            qs[i]->u = carve(cv, (size_t)qb_qinput_rows((int)M) * qs[i]->ldu);
+            qs[i]->scale = carve(cv, M * 4);
+            qs[i]->zp = carve(cv, M * 4);
+        }
     }
     if (!a->xfq) return;
     float *shared = a->train ? NULL : carve(cv, M * (C > I ? C : I) * 4);
@@ -273,17 +278,19 @@ uint64_t qb_dropout_sites(const qb_config *c) { return site_pooled(c->num_layers
 
 /* Linear `index` (qb_config_linears order) of the graph, FP32 or quantized; with
  * gelu the exact GELU follows (fused into the quantized GEMM's epilogue). xq: x
- * already quantized (shared_input), or NULL. Under QAT
+ * already quantized (shared_input), or NULL; yq: where a quantized Linear also
+ * writes y quantized per token (gelu_output), or NULL. Under QAT
  * the input is fake-quantized with its observer's scale (the observer first sees
  * it in training) and the weight is the fake-quantized copy. */
 static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace, int index, float *y,
-                   const float *x, const qb_qinput *xq, const qb_linear_params *p, int M, int N, int K, bool gelu)
+                   qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_linear_params *p, int M, int N, int K,
+                   bool gelu)
 {
     const qb_backend *be = a->be;
     qb_qat *q = m->qat;
     if (trace && trace->linear_input) trace->linear_input(trace->ctx, index, x, M, K);
     if (p->q) {
-        be->linear_q(y, x, xq, p->q, p->b, M, gelu);
+        be->linear_q(y, yq, x, xq, p->q, p->b, M, gelu);
         return;
     }
     const float *w = p->w;
@@ -368,21 +375,30 @@ qb_status qb_model_prepare(qb_model *m, const qb_backend *be)
     return st;
 }
 
-/* The quantized input (a->xq) that the n Linears ps read, when each of them quantizes
- * its input per token (then a LayerNorm fills it once for all); NULL otherwise. */
-static qb_qinput *shared_input(qb_activations *a, const qb_linear_params *const *ps, int n)
+/* The quantized input buf (a->xq or a->xqi) that the n Linears ps read, when each of
+ * them quantizes its input per token (then the op before fills it once for all);
+ * NULL otherwise. */
+static qb_qinput *shared_input(qb_qinput *buf, const qb_linear_params *const *ps, int n)
 {
-    if (!a->xq.u) return NULL;
+    if (!buf->u) return NULL;
     for (int i = 0; i < n; i++)
         if (!qb_qlinear_dynamic(ps[i]->q)) return NULL;
-    return &a->xq;
+    return buf;
 }
 
 static qb_qinput *qkv_input(const qb_model *m, qb_activations *a, int l)
 {
     if (l >= m->cfg.num_layers) return NULL;
     const qb_layer_params *P = &m->layers[l];
-    return shared_input(a, (const qb_linear_params *const[]){&P->q, &P->k, &P->v}, 3);
+    return shared_input(&a->xq, (const qb_linear_params *const[]){&P->q, &P->k, &P->v}, 3);
+}
+
+/* The FFN's GELU output quantized for its output Linear (a->xqi), when the
+ * intermediate Linear is a quantized one (it writes it) and the output Linear is
+ * per token; NULL otherwise. */
+static qb_qinput *gelu_output(qb_activations *a, const qb_layer_params *P)
+{
+    return P->inter.q ? shared_input(&a->xqi, (const qb_linear_params *const[]){&P->out}, 1) : NULL;
 }
 
 /* The forward pass over a batch already uploaded to a; drop NULL = no dropout. */
@@ -410,23 +426,24 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         layer_acts *la = &a->layer[l];
         const float *x = a->x[l];
         const int li = 6 * l;  /* this layer's first Linear */
-        linear(m, a, trace, li + 0, la->q, x, xq, &P->q, M, C, C, false);
-        linear(m, a, trace, li + 1, la->k, x, xq, &P->k, M, C, C, false);
-        linear(m, a, trace, li + 2, la->v, x, xq, &P->v, M, C, C, false);
+        linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false);
+        linear(m, a, trace, li + 1, la->k, NULL, x, xq, &P->k, M, C, C, false);
+        linear(m, a, trace, li + 2, la->v, NULL, x, xq, &P->v, M, C, C, false);
         d = site(drop, true, site_attn(l));
         be->attention(la->ctx, la->probs, la->q, la->k, la->v, a->mask, &d, B, T, H, D);
-        linear(m, a, trace, li + 3, la->t1, la->ctx, NULL, &P->attn_out, M, C, C, false);
+        linear(m, a, trace, li + 3, la->t1, NULL, la->ctx, NULL, &P->attn_out, M, C, C, false);
         d = site(drop, false, site_attn_out(l));
         be->dropout(la->t1, MC, &d);
-        xq = shared_input(a, (const qb_linear_params *const[]){&P->inter}, 1);
+        xq = shared_input(&a->xq, (const qb_linear_params *const[]){&P->inter}, 1);
         be->layernorm(la->h1, la->t1, la->st1, xq, la->t1, x, P->ln_attn.g, P->ln_attn.b, M, C, eps);
+        qb_qinput *gq = gelu_output(a, P);
         if (la->a == la->g) {  /* inference: GELU in place, fused where the GEMM can */
-            linear(m, a, trace, li + 4, la->g, la->h1, xq, &P->inter, M, I, C, true);
+            linear(m, a, trace, li + 4, la->g, gq, la->h1, xq, &P->inter, M, I, C, true);
         } else {               /* training keeps the GELU input for the backward */
-            linear(m, a, trace, li + 4, la->a, la->h1, xq, &P->inter, M, I, C, false);
+            linear(m, a, trace, li + 4, la->a, NULL, la->h1, xq, &P->inter, M, I, C, false);
             be->gelu(la->g, la->a, (size_t)M * I);
         }
-        linear(m, a, trace, li + 5, la->t2, la->g, NULL, &P->out, M, C, I, false);
+        linear(m, a, trace, li + 5, la->t2, NULL, la->g, gq, &P->out, M, C, I, false);
         d = site(drop, false, site_ffn_out(l));
         be->dropout(la->t2, MC, &d);
         xq = qkv_input(m, a, l + 1);
@@ -436,7 +453,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
 
     /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row. */
     for (int b = 0; b < B; b++) be->copy(a->cls + (size_t)b * C, a->x[L] + (size_t)b * T * C, (size_t)C * 4);
-    linear(m, a, trace, 6 * L, a->pooled, a->cls, NULL, &m->pooler, B, C, C, false);
+    linear(m, a, trace, 6 * L, a->pooled, NULL, a->cls, NULL, &m->pooler, B, C, C, false);
     be->tanh(a->pooled, (size_t)B * C);
     if (trace && trace->pooled) be->to_host(trace->pooled, a->pooled, (size_t)B * C * 4);
     if (a->pooled_d != a->pooled) {
@@ -444,7 +461,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         d = site(drop, false, site_pooled(L));
         be->dropout(a->pooled_d, (size_t)B * C, &d);
     }
-    linear(m, a, trace, 6 * L + 1, a->logits, a->pooled_d, NULL, &m->classifier, B, K, C, false);
+    linear(m, a, trace, 6 * L + 1, a->logits, NULL, a->pooled_d, NULL, &m->classifier, B, K, C, false);
 }
 
 /* The backward pass from a->dlogits; parameter gradients are ADDED to g. */
