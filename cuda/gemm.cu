@@ -211,6 +211,7 @@ static const float *ones(size_t n)
     if (lt.ones_len >= n) return lt.ones;
     qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "bias gradient");  /* the old vector may be in use */
     cudaFree(lt.ones);
+    qb_cuda_scratch_moved();  /* graphs recorded with the old vector are stale */
     lt.ones = NULL, lt.ones_len = 0;
     if (qb_cuda_note(cudaMalloc(&lt.ones, n * sizeof *lt.ones), "bias gradient: ones vector")) return NULL;
     fill_ones<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(lt.ones, n);
@@ -263,4 +264,5 @@ extern "C" void qb_cuda_gemm_release(void)
     cudaFree(lt.workspace);
     cudaFree(lt.ones);
     lt.handle = NULL, lt.workspace = NULL, lt.ones = NULL, lt.ones_len = 0;
+    qb_cuda_scratch_moved();  /* recorded graphs used the workspace */
 }

@@ -137,7 +137,9 @@ extern "C" void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qin
         outq ? outq->ldu : 0, x, res, g, b, C, eps);
     if (qb_cuda_launched("layernorm") || !outq) return;
     const size_t pad = (size_t)(qb_qinput_rows(M) - M) * outq->ldu;  /* the padding rows are zero (qb_qinput) */
-    qb_cuda_note(cudaMemsetAsync(outq->u + (size_t)M * outq->ldu, 0, pad, qb_cuda_stream()), "layernorm: padding rows");
+    if (pad)
+        qb_cuda_note(cudaMemsetAsync(outq->u + (size_t)M * outq->ldu, 0, pad, qb_cuda_stream()),
+                     "layernorm: padding rows");
 }
 
 extern "C" void qb_cuda_layernorm_backward(float *dt, float *dg, float *db, const float *dout, const float *t,

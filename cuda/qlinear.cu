@@ -291,7 +291,7 @@ static void quantize_out(qb_qinput *yq, const float *y, int M, int N, bool rows_
         if (qb_cuda_launched("linear_q: quantized output")) return;
     }
     const size_t pad = (size_t)(qb_qinput_rows(M) - M) * yq->ldu;
-    qb_cuda_note(cudaMemsetAsync(yq->u + (size_t)M * yq->ldu, 0, pad, qb_cuda_stream()), "linear_q: padding rows");
+    if (pad) qb_cuda_note(cudaMemsetAsync(yq->u + (size_t)M * yq->ldu, 0, pad, qb_cuda_stream()), "linear_q: padding rows");
 }
 
 /* The product into y, and when the IMMA epilogue can, yq's rows with it (true then). */

@@ -209,6 +209,8 @@ def bench(tmp, data):
 
     bad(["--devices", "cpu,gpu"], ["--devices must be cpu, cuda or both"])
     bad(["--devices", "cpu,cpu"], ["--devices must be cpu, cuda or both"])
+    bad(["--devices", "cpu,"], ["--devices must be cpu, cuda or both"])
+    bad(["--precisions", "int8,int8-dynamic"], ["int8 and int8-dynamic are the same"])
     bad(["--precisions", "fp32,int3"], ["--precisions: unknown quantization scheme \"int3\""])
     bad(["--precisions", "fp32,fp32"], ["--precisions: fp32 twice"])
     bad(["--precisions", "qat"], ["qat needs more than a precision", "qbert experiment"])
@@ -216,6 +218,9 @@ def bench(tmp, data):
     bad(["--batches", "0"], ["--batches must be"])
     bad(["--runs", "0"], ["--runs must be an integer in [1, 100000]"])
     bad(["--frobnicate"], ["unknown option \"--frobnicate\""])
+    # the largest batch, wherever it is in the list (not only the last)
+    expect_error(common + ["--batches", "4000,1", "--out", os.path.join(tmp, "b")], 1,
+                 ["24 texts, fewer than the largest batch (4000)"])
     expect_error(["bench", "--data", data], 2, ["--model and --data are required"])
     expect_error(common + ["--model", os.path.join(tmp, "nowhere")], 2, ["--precisions fp32", "nowhere: no config.json"])
 

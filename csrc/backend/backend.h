@@ -164,7 +164,10 @@ typedef struct qb_backend {
      * time a key is seen the pass runs as it is; the second time it is recorded, and
      * from then on the record runs in one launch. The caller frees *graphs with
      * graphs_free, and must do so before any buffer its passes use moves (the backend
-     * itself drops a record whose internal scratch moved). If recording fails the
+     * itself drops a record whose internal scratch moved). The key must tell apart
+     * everything a record fixes: the model's device buffers, the shapes, and values
+     * passed by value to ops (a QAT model's input scales: so inference activations
+     * must not outlive a training step of their QAT model). If recording fails the
      * pass runs as it is, with a warning, and so do all later ones. */
     qb_status (*replay)(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
     void (*graphs_free)(void *graphs);

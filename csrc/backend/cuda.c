@@ -90,7 +90,9 @@ void qb_cuda_zero(void *p, size_t bytes)
 }
 
 /* From pageable host memory the copy has read src when the call returns, so the
- * caller may free it at once (bert.c's upload does). */
+ * caller may free or reuse it at once; from pinned memory (qb_cuda_host_alloc: bert.c's
+ * staging) it runs asynchronously, and src must stay as it is until the stream gets
+ * there. */
 void qb_cuda_to_device(void *dst, const void *src, size_t bytes)
 {
     if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, rt.stream), "to_device");
@@ -193,6 +195,9 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
         c = *graphs = calloc(1, sizeof *c);
         if (c && env && strcmp(env, "0") == 0) c->off = true;
     }
+    /* An error still pending from earlier work (the upload, a training step): report
+     * it rather than take it for a failure of the recording below. */
+    if (rt.err != cudaSuccess) return qb_cuda_sync();
     if (!c || c->off) {  /* (out of host memory for the table: no graphs, same results) */
         queue(ctx);
         return QB_OK;

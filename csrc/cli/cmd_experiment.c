@@ -33,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 enum { MAX_VARIANTS = 32, MAX_BATCHES = 8, MAX_DEVICES = 2, PATH_CAP = 1024 };
 
@@ -132,7 +131,7 @@ static bool parse_devices(const char *v, experiment *x)
         x->devices[x->n_devices++][n] = '\0';
         s += n;
         while (*s == ' ' || *s == '\t') s++;
-        if (*s == ',') s++;
+        if (*s == ',' && s[1]) s++;
         else if (*s) return false;
     }
     return x->n_devices > 0;
@@ -323,6 +322,13 @@ static qb_status load_experiment(const char *path, experiment *x)
 
 static const variant *row_variant(const experiment *x, int i) { return &x->v[i / x->n_devices]; }
 
+static int largest_batch(const experiment *x)
+{
+    int b = 0;
+    for (int k = 0; k < x->n_batches; k++) b = x->batches[k] > b ? x->batches[k] : b;
+    return b;
+}
+
 /* The math of a variant's FP32 Linears on a device (see the top of the file). */
 static qb_math row_math(const variant *v, const char *device)
 {
@@ -337,7 +343,7 @@ static qb_math row_math(const variant *v, const char *device)
 static qb_status time_batches(qb_engine *e, const experiment *x, const qb_dataset *test, row *r)
 {
     const int K = qb_engine_model(e)->cfg.num_labels;
-    float *probs = malloc((size_t)x->batches[x->n_batches - 1] * K * sizeof *probs);
+    float *probs = malloc((size_t)largest_batch(x) * K * sizeof *probs);
     double *ms = malloc((size_t)x->runs * sizeof *ms);
     qb_status st = probs && ms ? QB_OK : qb_fail(QB_ENOMEM, "out of memory for the latency runs");
     for (int bi = 0; !st && bi < x->n_batches; bi++) {
@@ -613,11 +619,10 @@ static int run_experiment(const char *cmd, const char *source, bool is_file, con
         dop.n_labels = cfg.num_labels;
         st = qb_dataset_load(x->test, &dop, &test);
     }
-    if (!st && test.count < x->batches[x->n_batches - 1])
+    if (!st && test.count < largest_batch(x))
         st = qb_fail(QB_EINVAL, "[latency] batches: %s has %d texts, fewer than the largest batch (%d)", x->test,
-                     test.count, x->batches[x->n_batches - 1]);
-    if (!st && mkdir(x->out, 0755) != 0 && errno != EEXIST)
-        st = qb_fail(QB_EIO, "%s: cannot create directory: %s", x->out, strerror(errno));
+                     test.count, largest_batch(x));
+    if (!st) st = qb_mkdirs(x->out);
     const int n_rows = x->n * x->n_devices;
     row *rows = calloc((size_t)n_rows, sizeof *rows);
     if (!st && !rows) st = qb_fail(QB_ENOMEM, "out of memory");
@@ -723,6 +728,9 @@ static qb_status bench_precisions(const char *v, experiment *x)
             return qb_fail(QB_EINVAL, "--precisions: %s needs more than a precision (a QAT checkpoint, a budget): "
                            "use qbert experiment", r->name);
         snprintf(r->scheme, sizeof r->scheme, "%s", strcmp(r->name, "int8") == 0 ? "int8-dynamic" : r->name);
+        for (int i = 0; i < x->n; i++)
+            if (strcmp(x->v[i].scheme, r->scheme) == 0)
+                return qb_fail(QB_EINVAL, "--precisions: %s and %s are the same (%s)", x->v[i].name, r->name, r->scheme);
         if (strcmp(r->scheme, "fp32") != 0) {
             qb_qscheme q;
             if (qb_qscheme_get(r->scheme, 0, &q)) return qb_fail(QB_EINVAL, "--precisions: %s", qb_error());

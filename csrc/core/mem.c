@@ -133,3 +133,20 @@ bool qb_file_exists(const char *path)
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
+
+qb_status qb_mkdirs(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return qb_fail(QB_EINVAL, "%s: path too long", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return qb_fail(QB_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+            if (!c) break;
+            *p = c;
+        }
+    }
+    return QB_OK;
+}

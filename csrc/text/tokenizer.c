@@ -483,6 +483,7 @@ qb_status qb_encode_batch(const qb_tokenizer *t, const char *const *texts, int n
         if (lens[i] > max_length - 2) lens[i] = max_length - 2; /* truncate the text, keep [SEP] */
         if (lens[i] + 2 > seq) seq = lens[i] + 2;
     }
+    if (pad_multiple > max_length) pad_multiple = max_length;
     seq = (seq + pad_multiple - 1) / pad_multiple * pad_multiple;
     if (seq > max_length) seq = max_length;
     if (!st) {

@@ -79,23 +79,6 @@ typedef struct {
     size_t vocab_len;
 } run;
 
-static qb_status mkdirs(const char *path)
-{
-    char buf[QB_PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return qb_fail(QB_EINVAL, "%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || !*p) {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return qb_fail(QB_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
-            if (!c) break;
-            *p = c;
-        }
-    }
-    return QB_OK;
-}
-
 static qb_status remove_tree(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -270,7 +253,7 @@ static qb_status checkpoint_save(run *r)
     name[strlen(name) - 4] = '\0';  /* step-N */
     join(final, r->ckpt_root, name);
     remove_tree(tmp);
-    qb_status st = mkdirs(tmp);
+    qb_status st = qb_mkdirs(tmp);
     if (!st) st = pull(r);
     if (!st) st = qb_model_save(&r->host, tmp);
     qb_model moments[2];
@@ -802,9 +785,9 @@ static qb_status setup(run *r)
     if (c->max_length > r->host.cfg.max_position)
         return qb_fail(QB_EINVAL, "data.max_length = %d exceeds the model's max_position_embeddings %d",
                        c->max_length, r->host.cfg.max_position);
-    st = mkdirs(r->dir);
-    if (!st) st = mkdirs(r->model_dir);
-    if (!st) st = mkdirs(r->ckpt_root);
+    st = qb_mkdirs(r->dir);
+    if (!st) st = qb_mkdirs(r->model_dir);
+    if (!st) st = qb_mkdirs(r->ckpt_root);
     char *ini = st ? NULL : qb_train_config_to_ini(c);
     join(path, r->dir, "config.ini");
     if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");

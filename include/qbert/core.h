@@ -63,6 +63,8 @@ qb_status qb_write_file_atomic(const char *path, const void *data, size_t len);
 /* Joins dir and name into buf; error when it does not fit. */
 qb_status qb_path_join(char *buf, size_t cap, const char *dir, const char *name);
 bool qb_file_exists(const char *path);
+/* Creates the directory path and its missing parents (mkdir -p). */
+qb_status qb_mkdirs(const char *path);
 
 /* Decodes one code point from s[0..n), n >= 1, as Python's errors="replace" does:
  * returns it, or -1 for a maximal ill-formed subsequence (a byte that cannot start a
