@@ -22,6 +22,14 @@ static inline unsigned qb_cuda_blocks(size_t n)
     return (unsigned)(b < 1 ? 1 : b > QB_CUDA_MAX_BLOCKS ? QB_CUDA_MAX_BLOCKS : b);
 }
 
+/* The padding rows of q (past q->M, qb_qinput) set to zero, as the CPU's quantizer
+ * leaves them; what names the op in an error. */
+static inline void qb_cuda_qinput_pad(const qb_qinput *q, const char *what)
+{
+    const size_t pad = (size_t)(qb_qinput_rows(q->M) - q->M) * q->ldu;
+    if (pad) qb_cuda_note(cudaMemsetAsync(q->u + (size_t)q->M * q->ldu, 0, pad, qb_cuda_stream()), what);
+}
+
 /* Dynamic shared memory past the default 48 KiB must be asked for per kernel; past the
  * device's limit the request fails and is recorded (what names the op). */
 static inline bool qb_cuda_allow_shared(const void *kernel, size_t bytes, const char *what)

@@ -126,7 +126,7 @@ extern "C" void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qin
                                   const float *res, const float *g, const float *b, int M, int C, float eps)
 {
     if (M <= 0 || C <= 0) return;
-    if (outq && (outq->M != M || outq->K != C || outq->ldu != qb_qinput_ldu(C))) {
+    if (outq && !qb_qinput_fits(outq, M, C)) {
         qb_cuda_note(cudaErrorInvalidValue, "layernorm: the quantized output is not laid out for M x C");
         return;
     }
@@ -136,10 +136,7 @@ extern "C" void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qin
         out, t_out, stats, outq ? outq->u : NULL, outq ? outq->scale : NULL, outq ? outq->zp : NULL,
         outq ? outq->ldu : 0, x, res, g, b, C, eps);
     if (qb_cuda_launched("layernorm") || !outq) return;
-    const size_t pad = (size_t)(qb_qinput_rows(M) - M) * outq->ldu;  /* the padding rows are zero (qb_qinput) */
-    if (pad)
-        qb_cuda_note(cudaMemsetAsync(outq->u + (size_t)M * outq->ldu, 0, pad, qb_cuda_stream()),
-                     "layernorm: padding rows");
+    qb_cuda_qinput_pad(outq, "layernorm: padding rows");
 }
 
 extern "C" void qb_cuda_layernorm_backward(float *dt, float *dg, float *db, const float *dout, const float *t,

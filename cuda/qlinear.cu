@@ -290,8 +290,7 @@ static void quantize_out(qb_qinput *yq, const float *y, int M, int N, bool rows_
                                                                              yq->ldu, false, 0.0f, 0.0f);
         if (qb_cuda_launched("linear_q: quantized output")) return;
     }
-    const size_t pad = (size_t)(qb_qinput_rows(M) - M) * yq->ldu;
-    if (pad) qb_cuda_note(cudaMemsetAsync(yq->u + (size_t)M * yq->ldu, 0, pad, qb_cuda_stream()), "linear_q: padding rows");
+    qb_cuda_qinput_pad(yq, "linear_q: padding rows");
 }
 
 /* The product into y, and when the IMMA epilogue can, yq's rows with it (true then). */
@@ -362,7 +361,7 @@ extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const 
         qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized Linear was not prepared for CUDA");
         return;
     }
-    if (yq && (yq->M != M || yq->K != q->N || yq->ldu != qb_qinput_ldu(q->N))) {
+    if (yq && !qb_qinput_fits(yq, M, q->N)) {
         qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized output is laid out for another shape");
         return;
     }

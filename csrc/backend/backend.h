@@ -44,6 +44,11 @@ typedef struct {
 } qb_qinput;
 static inline int qb_qinput_rows(int M) { return (M + QB_QINPUT_ROW_PAD - 1) / QB_QINPUT_ROW_PAD * QB_QINPUT_ROW_PAD; }
 static inline int qb_qinput_ldu(int K) { return (K + 3) / 4 * 4; }
+/* Whether q is laid out for M x K activations. */
+static inline bool qb_qinput_fits(const qb_qinput *q, int M, int K)
+{
+    return q->M == M && q->K == K && q->ldu == qb_qinput_ldu(K);
+}
 
 typedef struct qb_backend {
     const char *name;

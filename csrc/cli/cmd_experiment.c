@@ -378,11 +378,10 @@ static qb_status run_row(const experiment *x, int i, const qb_engine_options *ba
     else snprintf(r->label, sizeof r->label, "%s", v->name);
     qb_status st = QB_OK;
     snprintf(r->dir, sizeof r->dir, "%s", v->model);
-    if (strcmp(v->scheme, "fp32") != 0) {
-        if (snprintf(r->dir, sizeof r->dir, "%s/%s", x->out, v->name) >= (int)sizeof r->dir)
-            return qb_fail(QB_EINVAL, "%s/%s: path too long", x->out, v->name);
-    }
-    if (strcmp(v->scheme, "fp32") != 0 && i % x->n_devices == 0) {
+    if (strcmp(v->scheme, "fp32") != 0 &&
+        snprintf(r->dir, sizeof r->dir, "%s/%s", x->out, v->name) >= (int)sizeof r->dir)
+        return qb_fail(QB_EINVAL, "%s/%s: path too long", x->out, v->name);
+    if (strcmp(v->scheme, "fp32") != 0 && i % x->n_devices == 0) {  /* written once, before its first row */
         qb_cli_quant_request q;
         qb_qplan plan;
         variant_request(x, v, &q);

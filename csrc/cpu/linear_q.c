@@ -162,13 +162,12 @@ static void linear_q(float *y, const float *x, const qb_qinput *xq, const qb_qli
 void qb_cpu_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
                      const float *b, int M, int gelu)
 {
-    linear_q(y, x, xq, q, b, M, gelu);
-    if (!yq) return;
-    if (yq->M != M || yq->K != q->N || yq->ldu != qb_qinput_ldu(q->N)) {
+    if (yq && !qb_qinput_fits(yq, M, q->N)) {
         qb_log(QB_LOG_ERROR, "quantized Linear %dx%dx%d: its quantized output is laid out for %d x %d; output set "
                "to NaN", M, q->N, q->K, yq->M, yq->K);
         for (size_t i = 0; i < (size_t)M * q->N; i++) y[i] = NAN;
         return;
     }
-    qb_qinput_quantize(yq, y);
+    linear_q(y, x, xq, q, b, M, gelu);
+    if (yq) qb_qinput_quantize(yq, y);
 }

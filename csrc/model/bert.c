@@ -240,8 +240,8 @@ static qb_status check_inputs(const qb_config *c, const int32_t *ids, const int3
 
 /* Copies the batch to the device; absent types mean all zero, an absent mask means
  * attend everywhere. */
-static qb_status upload(qb_activations *a, const int32_t *ids, const int32_t *types,
-                        const int32_t *mask, const int32_t *labels, int B, int T)
+static void upload(qb_activations *a, const int32_t *ids, const int32_t *types, const int32_t *mask,
+                   const int32_t *labels, int B, int T)
 {
     const qb_backend *be = a->be;
     const size_t M = (size_t)B * T;
@@ -255,7 +255,6 @@ static qb_status upload(qb_activations *a, const int32_t *ids, const int32_t *ty
         memcpy(h + 3 * M, labels, (size_t)B * 4);
         be->to_device(a->labels, h + 3 * M, (size_t)B * 4);
     }
-    return QB_OK;
 }
 
 /* The staging area for what comes back: (B, K) logits, then (B) losses. */
@@ -531,7 +530,8 @@ static qb_status stage(const qb_model *m, qb_activations *a, const int32_t *ids,
 {
     qb_status st = check_inputs(&m->cfg, ids, types, mask, labels, B, T);
     if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, &m->cfg, B, T))) return st;
-    return upload(a, ids, types, mask, labels, B, T);
+    upload(a, ids, types, mask, labels, B, T);
+    return QB_OK;
 }
 
 typedef struct {
