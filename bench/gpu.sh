@@ -7,7 +7,8 @@
 #   inference   qbert-bench latency --device cuda, batch 1 and 128 at seq 128: a random
 #               IndoBERT-base model with FP32 / TF32 / BF16 / FP16 products, and its INT8
 #               and INT4 files (qbert quantize)
-#               and again without CUDA graphs (QBERT_CUDA_GRAPHS=0): what the graphs save
+#               and again without CUDA graphs (QBERT_CUDA_GRAPHS=0): what the graphs save,
+#               and the INT4 file on the dp4a W4A8 kernel (QBERT_CUDA_W4A8=dp4a; mma by default)
 #   cpu-vs-gpu  qbert bench --devices cpu,cuda: the same model in FP32 / FP16 / INT8 / INT4
 #               through the engine on the SmSA test texts, on both (the accuracy of a random
 #               model means nothing; its agreement across devices and its latencies do)
@@ -44,6 +45,8 @@ for s in int8-dynamic int4; do
   "$bench" latency --model "$out/$s" --device cuda --batch 1,128 --seq 128 --warmup 10 --runs 50 \
     --json "$out/latency-$s.json" | tee "$out/latency-$s.txt"
 done
+QBERT_CUDA_W4A8=dp4a "$bench" latency --model "$out/int4" --device cuda --batch 1,128 --seq 128 --warmup 10 \
+  --runs 50 --json "$out/latency-int4-dp4a.json" | tee "$out/latency-int4-dp4a.txt"
 for s in base int8-dynamic; do
   QBERT_CUDA_GRAPHS=0 "$bench" latency --model "$out/$s" --device cuda --batch 1,128 --seq 128 --warmup 10 \
     --runs 50 --json "$out/latency-$s-nographs.json" | tee "$out/latency-$s-nographs.txt"

@@ -208,31 +208,37 @@ static void gemm_rows(bench *b, args *a)
             snprintf(name, sizeof name, "linear_backward %s", qb_math_name(m));
             report(b, name, shape, seconds(b, op_linear_backward, a), 2 * flops + 2.0 * M * a->nn, 0);
         }
-        for (int bits = 8; bits >= 4; bits -= 4) {
-            a->ql = random_qlinear(b, bits, a->nn, a->kk);
+        /* INT8 on cuBLASLt's IMMA; W4A8 on each of its two kernels (the same bits) */
+        static const struct { int bits; qb_cuda_w4a8 kernel; const char *name; } quantized[] = {
+            {8, QB_W4A8_MMA, "int8"}, {4, QB_W4A8_MMA, "w4a8 mma"}, {4, QB_W4A8_DP4A, "w4a8 dp4a"}};
+        for (size_t v = 0; v < sizeof quantized / sizeof quantized[0]; v++) {
+            char name[64];
+            qb_cuda_set_w4a8(quantized[v].kernel);
+            a->ql = random_qlinear(b, quantized[v].bits, a->nn, a->kk);
             if (!a->ql) return;
             qb_qinput shared = a->xq;
             a->xq.u = NULL;  /* quantizing its own input */
-            report(b, bits == 8 ? "linear_q int8 (quantize x)" : "linear_q w4a8 (quantize x)", shape,
-                   seconds(b, op_linear_q, a), flops, 0);
+            snprintf(name, sizeof name, "linear_q %s (quantize x)", quantized[v].name);
+            report(b, name, shape, seconds(b, op_linear_q, a), flops, 0);
             a->xq = shared;
             a->xq.K = a->kk, a->xq.ldu = qb_qinput_ldu(a->kk);  /* x quantized beforehand, by a LayerNorm */
-            report(b, bits == 8 ? "linear_q int8 (shared x)" : "linear_q w4a8 (shared x)", shape,
-                   seconds(b, op_linear_q, a), flops, 0);
+            snprintf(name, sizeof name, "linear_q %s (shared x)", quantized[v].name);
+            report(b, name, shape, seconds(b, op_linear_q, a), flops, 0);
             if (a->nn == I && a->kk == C) {  /* the FFN's first Linear: GELU; its output quantized for the next */
                 qb_qinput yq = a->yq;
                 a->yq.u = NULL;
-                report(b, bits == 8 ? "linear_q int8 +gelu" : "linear_q w4a8 +gelu", shape,
-                       seconds(b, op_linear_q_gelu, a), flops, 0);
+                snprintf(name, sizeof name, "linear_q %s +gelu", quantized[v].name);
+                report(b, name, shape, seconds(b, op_linear_q_gelu, a), flops, 0);
                 a->yq = yq;
-                report(b, bits == 8 ? "linear_q int8 +gelu, quantized y" : "linear_q w4a8 +gelu, quantized y", shape,
-                       seconds(b, op_linear_q_gelu, a), flops, 0);
+                snprintf(name, sizeof name, "linear_q %s +gelu, quantized y", quantized[v].name);
+                report(b, name, shape, seconds(b, op_linear_q_gelu, a), flops, 0);
             }
             a->xq = shared;
             qb_qlinear_free(a->ql);
             free(a->ql);
             a->ql = NULL;
         }
+        qb_cuda_set_w4a8(QB_W4A8_MMA);
     }
 }
 

@@ -82,6 +82,11 @@ void qb_cuda_gemm_release(void);
 qb_status qb_cuda_qlinear_prepare(struct qb_qlinear *q);
 void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
                       const float *b, int M, int gelu);
+/* The W4A8 kernel: the tensor cores' mma.sync on nibbles unpacked to int8 (the
+ * default), or dp4a on the CUDA cores; the same bits either way. QBERT_CUDA_W4A8 =
+ * mma | dp4a sets it at qb_cuda_init; qbert-bench and the tests switch between them. */
+typedef enum { QB_W4A8_MMA, QB_W4A8_DP4A } qb_cuda_w4a8;
+void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel);
 /* Releases the scratch buffers (tests). */
 void qb_cuda_qlinear_release(void);
 

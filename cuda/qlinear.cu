@@ -9,11 +9,16 @@
  *                 y = (float)acc * (sx * sw) + b and GELU.
  *   INT8 static   x quantized with the file's per-tensor scale straight to s8 (v = q,
  *                 zp 0): the same GEMM and epilogue.
- *   INT4 (W4A8)   the same activations against the file's packed nibbles, in
- *                 w4a8_kernel: one exact int32 sum per group of columns (dp4a), added
- *                 as (float)S_g * sw in group order, then * sx + b and GELU. One GEMM
- *                 cannot apply a scale per group, and IMMA per group would write and
- *                 re-read an int32 (M, N) per group; see cuda/README.md.
+ *   INT4 (W4A8)   the same activations against the file's packed nibbles: one exact
+ *                 int32 sum per group of columns, added as (float)S_g * sw in group
+ *                 order, then * sx + b and GELU. One GEMM cannot apply a scale per
+ *                 group, and cuBLASLt's IMMA per group would write and re-read an
+ *                 int32 (M, N) per group, so two hand-written kernels keep each
+ *                 group's sums in registers: w4a8_mma_kernel unpacks the nibbles to
+ *                 int8 in shared memory and sums on the tensor cores (mma.sync
+ *                 m16n8k32, the IMMA instruction), w4a8_dp4a_kernel on the CUDA
+ *                 cores (dp4a). Both give the same bits; qb_cuda_set_w4a8 picks one,
+ *                 so that qbert-bench can measure both (cuda/README.md).
  *   weight-only   FP32 x times the weights dequantized once at prepare (qb_cuda_linear).
  * The epilogues use __fmul_rn / __fadd_rn, so nvcc fuses nothing into an FMA and the
  * outputs are the CPU reference's bits (GELU aside: CUDA's erff against libm's).
@@ -29,12 +34,21 @@
 
 #include "qbert/quant.h"
 
-/* w4a8_kernel: a block computes TILE rows x TILE columns of y, 256 threads as 16 x 16,
- * each 4 x 4 outputs (rows ty + 16 i, columns tx + 16 j: a warp's loads and stores
- * run along consecutive columns); K in chunks of KCHUNK (at most a group). */
+/* w4a8_dp4a_kernel: a block computes TILE rows x TILE columns of y, 256 threads as
+ * 16 x 16, each 4 x 4 outputs (rows ty + 16 i, columns tx + 16 j: a warp's loads and
+ * stores run along consecutive columns); K in chunks of KCHUNK (at most a group). */
 #define TILE 64
 #define KCHUNK 32
 #define KWORDS (KCHUNK / 4)
+
+/* w4a8_mma_kernel: a block computes MMA_TILE x MMA_TILE of y with 4 warps as 2 x 2,
+ * each warp 32 x 32 = 2 x 4 tiles of mma.m16n8k32; K in chunks of MMA_KC (at most a
+ * group). Shared rows are MMA_LDS words apart: with 20 = 16 + 4, a fragment load (8
+ * rows x 4 consecutive words per warp) touches 32 distinct banks. */
+#define MMA_TILE 64
+#define MMA_KC 64
+#define MMA_KW (MMA_KC / 4)
+#define MMA_LDS (MMA_KW + 4)
 
 typedef struct {
     int8_t *w;        /* INT8: (Np, Kp), zero past N and K: the column-major (Kp, Np) IMMA operand */
@@ -44,6 +58,8 @@ typedef struct {
     float *wf;        /* weight-only: (N, K) dequantized */
     int Np, Kp;
 } prepared;
+
+static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel */
 
 static struct {
     int8_t *v;       /* (M, ldu) quantized activations */
@@ -142,19 +158,36 @@ static __global__ void epilogue_rows_kernel(float *y, uint8_t *u, float *su, int
     qb_quantize_row_u7(u + (size_t)m * ldu, &su[m], &zu[m], row, N, ldu, lo, hi, scratch);
 }
 
-/* Four int8 in one word for dp4a, the first in the low byte. */
+/* Four int8 in one word for dp4a and mma, the first in the low byte. */
 __device__ __forceinline__ int pack4(int a, int b, int c, int d)
 {
     return (a & 0xff) | (b & 0xff) << 8 | (c & 0xff) << 16 | (int)((unsigned)(d & 0xff) << 24);
+}
+
+/* Weights k .. k + 3 of row n of the nibbles w4 (N, K / 2), sign-extended into one
+ * word (k a multiple of 4, so the 2 bytes are aligned: K is a multiple of the group). */
+__device__ __forceinline__ int nibbles4(const uint8_t *w4, int n, int K, int k)
+{
+    const uint16_t h = *(const uint16_t *)(w4 + ((size_t)n * K + k) / 2);
+    return pack4((int8_t)(h << 4) >> 4, (int8_t)h >> 4, (int8_t)(h >> 4) >> 4, (int8_t)(h >> 8) >> 4);
+}
+
+/* f += (float)(S_g - zp colsum_g) * sw_g: group g's term of output (m, n), in the CPU's
+ * roundings; both W4A8 kernels add their groups in order through this. */
+__device__ __forceinline__ float add_group(float f, int32_t s, int m, int n, int g, int groups, const int32_t *zp,
+                                          const int32_t *colsum, const float *sw)
+{
+    const size_t at = (size_t)n * groups + g;
+    return __fadd_rn(f, __fmul_rn((float)(s - zp[m] * colsum[at]), sw[at]));
 }
 
 /* grid (ceil(N / TILE), ceil(M / TILE)), 256 threads: y (M, N) of W4A8 from v (M, ldu)
  * with zero points zp, the nibbles w4 (N, K / 2), per-group colsum and scales
  * (N, groups). group is a multiple of 4, so a chunk ends on a word boundary and words
  * past it are zero. */
-static __global__ void w4a8_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu,
-                                   const uint8_t *w4, const int32_t *colsum, const float *sw, const float *b, int M,
-                                   int N, int K, int group, int gelu)
+static __global__ void w4a8_dp4a_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu,
+                                        const uint8_t *w4, const int32_t *colsum, const float *sw, const float *b,
+                                        int M, int N, int K, int group, int gelu)
 {
     __shared__ int xs[KWORDS][TILE], ws[KWORDS][TILE];  /* [word of the chunk][row or column] */
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -171,12 +204,7 @@ static __global__ void w4a8_kernel(float *y, const int8_t *v, const float *sx, c
                 const bool in = k < kend;
                 const int m = m0 + lr, n = n0 + lr;
                 xs[lw + t][lr] = in && m < M ? *(const int *)(v + (size_t)m * ldu + k) : 0;
-                int word = 0;
-                if (in && n < N) {  /* 4 nibbles = 2 bytes, sign-extended */
-                    const uint16_t h = *(const uint16_t *)(w4 + ((size_t)n * K + k) / 2);
-                    word = pack4((int8_t)(h << 4) >> 4, (int8_t)h >> 4, (int8_t)(h >> 4) >> 4, (int8_t)(h >> 8) >> 4);
-                }
-                ws[lw + t][lr] = word;
+                ws[lw + t][lr] = in && n < N ? nibbles4(w4, n, K, k) : 0;
             }
             __syncthreads();
 #pragma unroll
@@ -196,9 +224,7 @@ static __global__ void w4a8_kernel(float *y, const int8_t *v, const float *sx, c
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-                if (m >= M || n >= N) continue;
-                const size_t at = (size_t)n * groups + g;
-                f[i][j] = __fadd_rn(f[i][j], __fmul_rn((float)(acc[i][j] - zp[m] * colsum[at]), sw[at]));
+                if (m < M && n < N) f[i][j] = add_group(f[i][j], acc[i][j], m, n, g, groups, zp, colsum, sw);
             }
     }
 #pragma unroll
@@ -208,6 +234,82 @@ static __global__ void w4a8_kernel(float *y, const int8_t *v, const float *sx, c
             const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
             if (m < M && n < N) y[(size_t)m * N + n] = finish(f[i][j], sx[m], b ? b[n] : 0.0f, gelu);
         }
+}
+
+/* d += a (16 x 32 int8, row-major) . b (32 x 8 int8, column-major) in int32, by the
+ * warp (sm_80 and later). The fragments, lane = 4 g + t (PTX ISA, mma.m16n8k32):
+ * a0 = A[g][4t .. 4t+3], a1 = A[g+8][4t ..], a2 = A[g][16+4t ..], a3 = A[g+8][16+4t ..];
+ * b0 = B[4t .. 4t+3][g], b1 = B[16+4t ..][g]; d0, d1 = D[g][2t, 2t+1], d2, d3 = D[g+8][2t, 2t+1]. */
+__device__ __forceinline__ void mma_s8(int d[4], const int a[4], const int b[2])
+{
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* grid (ceil(N / MMA_TILE), ceil(M / MMA_TILE)), 128 threads: what w4a8_dp4a_kernel
+ * computes, the sums on the tensor cores. A chunk's x (rows) and unpacked weights
+ * (columns) go to shared memory as words of 4 int8 along k, zero past the group,
+ * M or N; a warp's output element (m, n) is d[i][j][e] with m = 16 i + g + 8 (e / 2),
+ * n = 8 j + 2 t + e % 2 within its 32 x 32. */
+static __global__ void __launch_bounds__(128)
+    w4a8_mma_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu, const uint8_t *w4,
+                    const int32_t *colsum, const float *sw, const float *b, int M, int N, int K, int group, int gelu)
+{
+    __shared__ int xs[MMA_TILE][MMA_LDS], ws[MMA_TILE][MMA_LDS];  /* [row or column][word of the chunk] */
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g4 = lane / 4, t4 = lane % 4;
+    const int bm = blockIdx.y * MMA_TILE, bn = blockIdx.x * MMA_TILE;  /* the block's tile in y */
+    const int wm = 32 * (warp / 2), wn = 32 * (warp % 2);             /* the warp's in the block's */
+    const int groups = K / group;
+    float f[2][4][4] = {};
+    for (int g = 0; g < groups; g++) {
+        int d[2][4][4] = {};
+        const int gend = (g + 1) * group;
+        for (int k0 = g * group; k0 < gend; k0 += MMA_KC) {
+            const int kend = k0 + MMA_KC < gend ? k0 + MMA_KC : gend;
+            for (int i = threadIdx.x; i < MMA_TILE * MMA_KW; i += blockDim.x) {
+                const int r = i / MMA_KW, w = i % MMA_KW, k = k0 + 4 * w;
+                const int m = bm + r, n = bn + r;
+                xs[r][w] = k < kend && m < M ? *(const int *)(v + (size_t)m * ldu + k) : 0;
+                ws[r][w] = k < kend && n < N ? nibbles4(w4, n, K, k) : 0;
+            }
+            __syncthreads();
+            for (int kw = 0; kw < MMA_KW && k0 + 4 * kw < kend; kw += 8) {  /* 32 k: 8 words per mma */
+                int a[2][4], c[4][2];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int r = wm + 16 * i + g4;
+                    a[i][0] = xs[r][kw + t4], a[i][1] = xs[r + 8][kw + t4];
+                    a[i][2] = xs[r][kw + 4 + t4], a[i][3] = xs[r + 8][kw + 4 + t4];
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++) c[j][0] = ws[wn + 8 * j + g4][kw + t4], c[j][1] = ws[wn + 8 * j + g4][kw + 4 + t4];
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) mma_s8(d[i][j], a[i], c[j]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int m = bm + wm + 16 * i + g4 + 8 * (e / 2), n = bn + wn + 8 * j + 2 * t4 + e % 2;
+                    if (m < M && n < N) f[i][j][e] = add_group(f[i][j][e], d[i][j][e], m, n, g, groups, zp, colsum, sw);
+                }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = bm + wm + 16 * i + g4 + 8 * (e / 2), n = bn + wn + 8 * j + 2 * t4 + e % 2;
+                if (m < M && n < N) y[(size_t)m * N + n] = finish(f[i][j][e], sx[m], b ? b[n] : 0.0f, gelu);
+            }
 }
 
 static void release(qb_qlinear *q)
@@ -324,11 +426,18 @@ static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *x
         if (qb_cuda_launched("linear_q: quantize")) return false;
         v = qv, sx = qs, zp = qz;
     }
+    if (q->bits == 4 && w4a8 == QB_W4A8_MMA) {
+        const dim3 grid((unsigned)((q->N + MMA_TILE - 1) / MMA_TILE), (unsigned)((M + MMA_TILE - 1) / MMA_TILE));
+        w4a8_mma_kernel<<<grid, 128, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
+                                                  q->group, gelu);
+        qb_cuda_launched("linear_q: W4A8 (mma)");
+        return false;
+    }
     if (q->bits == 4) {
         const dim3 grid((unsigned)((q->N + TILE - 1) / TILE), (unsigned)((M + TILE - 1) / TILE));
-        w4a8_kernel<<<grid, 256, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
-                                              q->group, gelu);
-        qb_cuda_launched("linear_q: W4A8");
+        w4a8_dp4a_kernel<<<grid, 256, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N,
+                                                   q->K, q->group, gelu);
+        qb_cuda_launched("linear_q: W4A8 (dp4a)");
         return false;
     }
     if (ldu != p->Kp) {
@@ -367,6 +476,12 @@ extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const 
     }
     const bool rows_done = linear_q(y, yq, x, xq, q, p, b, M, gelu);
     if (yq) quantize_out(yq, y, M, q->N, rows_done);
+}
+
+extern "C" void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)
+{
+    if (kernel != w4a8) qb_cuda_scratch_moved();  /* recorded passes launch the other kernel */
+    w4a8 = kernel;
 }
 
 extern "C" void qb_cuda_qlinear_release(void)

@@ -1,7 +1,7 @@
 /* The CUDA quantized Linear (cuda/qlinear.cu) against the CPU's scalar reference
  * (an unprepared qb_qlinear on the CPU backend) on fresh random weights, scales and
  * inputs: INT8 with per-token and static inputs (IMMA), W4A8 with per-token and
- * static inputs, weight-only INT8 / INT4; with and without bias; shapes whose N is
+ * static inputs on both W4A8 kernels (mma.sync, dp4a), weight-only INT8 / INT4; with and without bias; shapes whose N is
  * not a multiple of 4 (the classifier's 3) and whose K is not either. The integer
  * paths give the reference's integers and its float operations, so without GELU
  * their outputs must be the same bits; GELU (CUDA's erff against libm's) and the
@@ -19,6 +19,8 @@
 
 typedef enum { DYNAMIC, STATIC, WEIGHT_ONLY } act_kind;
 static const char *const act_names[] = {"dynamic", "static", "weight-only"};
+static const char *const w4a8_names[] = {" (mma)", " (dp4a)"};
+static qb_cuda_w4a8 w4a8;  /* the W4A8 kernel the checks run on */
 
 /* A random quantized Linear (bits 8: group = K). */
 static qb_qlinear random_qlinear(int bits, int N, int K, int group, act_kind act)
@@ -82,8 +84,9 @@ static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group
                           int outq)
 {
     char what[160];
-    snprintf(what, sizeof what, "linear_q INT%d %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d yq=%d", bits,
-             act_names[act], M, N, K, bits == 8 ? K : group, bias, gelu, shared, outq);
+    snprintf(what, sizeof what, "linear_q INT%d%s %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d yq=%d", bits,
+             bits == 4 && act != WEIGHT_ONLY ? w4a8_names[w4a8] : "", act_names[act], M, N, K, bits == 8 ? K : group,
+             bias, gelu, shared, outq);
     qb_qlinear q = random_qlinear(bits, N, K, group, act), g = q;  /* g: the same weights, prepared for CUDA */
     const qb_status st = gpu->qlinear_prepare(&g);
     CHECKF(st == QB_OK, "%s: prepare: %s", what, qb_error());
@@ -143,18 +146,25 @@ int main(void)
 {
     if (!cuda_or_skip("test_cuda_qlinear")) return 0;
     /* M, N, K, INT4 group (0: INT8 only, K has no group that is a multiple of 4) */
+    /* Groups shorter than an mma's 32 k (4, 12), of one, two and one and a half of the
+     * mma kernel's 64-k chunks; M and N off its 16 x 8 tiles and its 64 x 64 blocks. */
     static const int shapes[][4] = {{1, 3, 768, 64}, {7, 5, 12, 4}, {5, 3, 10, 0}, {33, 65, 64, 32}, {24, 8, 36, 12},
-                                    {128, 768, 768, 64}, {300, 3072, 768, 128}, {200, 768, 3072, 64}};
+                                    {70, 130, 192, 96}, {128, 768, 768, 64}, {300, 3072, 768, 128},
+                                    {200, 768, 3072, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], group = shapes[s][3];
         for (int bits = 8; bits >= (group ? 4 : 8); bits -= 4)
-            for (act_kind act = DYNAMIC; act <= WEIGHT_ONLY; act++) {
-                check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0);
-                check_qlinear(bits, act, M, N, K, group, 0, 1, 0, 0);
-                check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1);
-                if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1, 0);
-            }
+            for (act_kind act = DYNAMIC; act <= WEIGHT_ONLY; act++)
+                for (w4a8 = QB_W4A8_MMA; w4a8 <= (bits == 4 && act != WEIGHT_ONLY ? QB_W4A8_DP4A : QB_W4A8_MMA);
+                     w4a8++) {
+                    qb_cuda_set_w4a8(w4a8);
+                    check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0);
+                    check_qlinear(bits, act, M, N, K, group, 0, 1, 0, 0);
+                    check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1);
+                    if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1, 0);
+                }
     }
+    qb_cuda_set_w4a8(QB_W4A8_MMA);
     /* A row too wide for the fused epilogue (N > 12288): quantized in a pass after it. */
     check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1);
     /* The scratch buffers grown by a large call serve a small one after it. */

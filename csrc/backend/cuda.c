@@ -38,6 +38,13 @@ qb_status qb_cuda_init(void)
                  prop.name, prop.major, prop.minor);
     else
         snprintf(rt.name, sizeof rt.name, "%.100s (sm_%d%d)", prop.name, prop.major, prop.minor);
+    const char *w4a8 = getenv("QBERT_CUDA_W4A8");  /* for measuring one W4A8 kernel against the other */
+    if (!rt.init_msg[0] && w4a8) {
+        if (strcmp(w4a8, "mma") == 0 || strcmp(w4a8, "dp4a") == 0)
+            qb_cuda_set_w4a8(strcmp(w4a8, "dp4a") == 0 ? QB_W4A8_DP4A : QB_W4A8_MMA);
+        else
+            snprintf(rt.init_msg, sizeof rt.init_msg, "QBERT_CUDA_W4A8=%.60s: expected mma or dp4a", w4a8);
+    }
     cudaGetLastError();  /* a failed call above must not look like a later launch's error */
     rt.init = rt.init_msg[0] ? QB_EUNSUPPORTED : QB_OK;
     return qb_cuda_init();
