@@ -20,8 +20,9 @@
  *
  * Plans: a matmul descriptor, three layouts and the heuristic's best algorithm per
  * (transa, transb, m, n, k, epilogue, beta, math) — a BERT step uses a dozen shapes,
- * so a small table searched linearly is enough. One 32 MiB workspace serves every
- * call (all calls are ordered on the one stream). Compute type: CUBLAS_COMPUTE_32F
+ * so a small table searched linearly is enough. The table and the handle are shared
+ * by every stream, under qb_cuda_lock; each stream has its own 32 MiB workspace (the
+ * calls of one stream are ordered; two streams' would race on one). Compute type: CUBLAS_COMPUTE_32F
  * for FP32 (no TF32), else the FAST type of the math, which rounds the FP32 inputs
  * to TF32 / BF16 / FP16 inside the kernel and accumulates in FP32 (the CPU backend
  * emulates the same rounding: tests/test_cuda_gemm.c). */
@@ -51,11 +52,8 @@ typedef struct {
 
 static struct {
     cublasLtHandle_t handle;
-    void *workspace;
     plan plans[MAX_PLANS];
     int n_plans;
-    float *ones;      /* (ones_len) all 1.0f: the bias gradient's vector */
-    size_t ones_len;
 } lt;
 
 static int lt_failed(cublasStatus_t s, const char *what)
@@ -66,17 +64,19 @@ static int lt_failed(cublasStatus_t s, const char *what)
     return qb_cuda_note(cudaErrorUnknown, msg);
 }
 
-/* The handle and the workspace, made on first use. */
+/* The handle, made on first use (under the lock). */
 static int lt_ready(void)
 {
-    if (lt.handle) return 1;
-    if (lt_failed(cublasLtCreate(&lt.handle), "cublasLtCreate")) return 0;
-    if (qb_cuda_note(cudaMalloc(&lt.workspace, WORKSPACE_BYTES), "cuBLASLt workspace (32 MiB)")) {
-        cublasLtDestroy(lt.handle);
-        lt.handle = NULL;
-        return 0;
-    }
-    return 1;
+    return lt.handle || !lt_failed(cublasLtCreate(&lt.handle), "cublasLtCreate");
+}
+
+/* The current stream's workspace, made on first use; NULL after recording. */
+static void *workspace(void)
+{
+    qb_cuda_scratch *c = qb_cuda_scratch_get();
+    if (!c->workspace && qb_cuda_note(cudaMalloc(&c->workspace, WORKSPACE_BYTES), "cuBLASLt workspace (32 MiB)"))
+        c->workspace = NULL;
+    return c->workspace;
 }
 
 static void plan_destroy(plan *p)
@@ -113,7 +113,8 @@ static bool prefer_alignment(cublasLtMatmulPreference_t pref, const char *what)
 }
 
 /* The plan for D (m, n) = op(A) (m, k) . op(B) (k, n) (+ C), packed (ld = rows of
- * the stored matrix); NULL after recording the error. */
+ * the stored matrix); NULL after recording the error. Under the lock, which the
+ * caller holds until it has run the plan (another stream may start the table over). */
 static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                       cublasLtEpilogue_t epilogue, bool accumulate, qb_math math, operands ops, const char *what)
 {
@@ -169,10 +170,12 @@ static plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     return p;
 }
 
-/* d = op(a) . op(b) (+ d when the plan accumulates), on the stream; bias for the
- * BIAS epilogue. alpha and beta have the scale type: int32 for INT8, else float. */
+/* d = op(a) . op(b) (+ d when the plan accumulates), on the current stream; bias for
+ * the BIAS epilogue. alpha and beta have the scale type: int32 for INT8, else float. */
 static void run(plan *p, void *d, const void *a, const void *b, const float *bias, const char *what)
 {
+    void *ws = workspace();
+    if (!ws) return;
     const float one = 1.0f, zero = 0.0f;
     const int32_t ione = 1, izero = 0;
     const bool s8 = p->ops == OPS_S8;
@@ -181,9 +184,20 @@ static void run(plan *p, void *d, const void *a, const void *b, const float *bia
     if (bias && lt_failed(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                          sizeof bias), what))
         return;
-    lt_failed(cublasLtMatmul(lt.handle, p->desc, alpha, a, p->a, b, p->b, beta, d, p->c, d, p->c, &p->algo,
-                             lt.workspace, WORKSPACE_BYTES, qb_cuda_stream()),
+    lt_failed(cublasLtMatmul(lt.handle, p->desc, alpha, a, p->a, b, p->b, beta, d, p->c, d, p->c, &p->algo, ws,
+                             WORKSPACE_BYTES, qb_cuda_stream()),
               what);
+}
+
+/* plan_get and run under the lock: the GEMM of every entry point below. */
+static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, cublasLtEpilogue_t epilogue,
+                 bool accumulate, qb_math math, operands ops, void *d, const void *a, const void *b,
+                 const float *bias, const char *what)
+{
+    qb_cuda_lock();
+    plan *p = plan_get(ta, tb, m, n, k, epilogue, accumulate, math, ops, what);
+    if (p) run(p, d, a, b, bias, what);
+    qb_cuda_unlock();
 }
 
 extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const float *b, int M, int N, int K,
@@ -194,9 +208,8 @@ extern "C" void qb_cuda_linear(float *y, const float *x, const float *w, const f
         qb_cuda_note(cudaErrorInvalidValue, "linear: K must be positive");
         return;
     }
-    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT,
-                       false, math, OPS_F32, "linear");
-    if (p) run(p, y, w, x, b, "linear");
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, false, math,
+         OPS_F32, y, w, x, b, "linear");
 }
 
 __global__ void fill_ones(float *p, size_t n)
@@ -205,19 +218,21 @@ __global__ void fill_ones(float *p, size_t n)
         p[i] = 1.0f;
 }
 
-/* A device vector of at least n ones (grown on demand); NULL after recording. */
+/* The current stream's vector of at least n ones (grown on demand); NULL after
+ * recording. */
 static const float *ones(size_t n)
 {
-    if (lt.ones_len >= n) return lt.ones;
+    qb_cuda_scratch *c = qb_cuda_scratch_get();
+    if (c->ones_len >= n) return c->ones;
     qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "bias gradient");  /* the old vector may be in use */
-    cudaFree(lt.ones);
+    cudaFree(c->ones);
     qb_cuda_scratch_moved();  /* graphs recorded with the old vector are stale */
-    lt.ones = NULL, lt.ones_len = 0;
-    if (qb_cuda_note(cudaMalloc(&lt.ones, n * sizeof *lt.ones), "bias gradient: ones vector")) return NULL;
-    fill_ones<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(lt.ones, n);
+    c->ones = NULL, c->ones_len = 0;
+    if (qb_cuda_note(cudaMalloc(&c->ones, n * sizeof *c->ones), "bias gradient: ones vector")) return NULL;
+    fill_ones<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(c->ones, n);
     if (qb_cuda_launched("bias gradient: ones vector")) return NULL;
-    lt.ones_len = n;
-    return lt.ones;
+    c->ones_len = n;
+    return c->ones;
 }
 
 extern "C" void qb_cuda_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -225,15 +240,11 @@ extern "C" void qb_cuda_linear_backward(float *dx, float *dw, float *db, const f
 {
     if (M <= 0 || N <= 0 || K <= 0) return;
     const cublasLtEpilogue_t plain = CUBLASLT_EPILOGUE_DEFAULT;
-    plan *p;
-    if (dx && (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, OPS_F32, "linear dx")))
-        run(p, dx, w, dy, NULL, "linear dx");
-    if ((p = plan_get(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, OPS_F32, "linear dW")))
-        run(p, dw, x, dy, NULL, "linear dW");
+    if (dx) gemm(CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, plain, false, math, OPS_F32, dx, w, dy, NULL, "linear dx");
+    gemm(CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, plain, true, math, OPS_F32, dw, x, dy, NULL, "linear dW");
     const float *v;  /* ones are exact in every format, so db is the rounded dy's column sums */
-    if (db && (v = ones((size_t)M)) &&
-        (p = plan_get(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, OPS_F32, "linear db")))
-        run(p, db, dy, v, NULL, "linear db");
+    if (db && (v = ones((size_t)M)))
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, N, 1, M, plain, true, math, OPS_F32, db, dy, v, NULL, "linear db");
 }
 
 extern "C" void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, int Np, int M, int Kp)
@@ -243,26 +254,28 @@ extern "C" void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, in
         qb_cuda_note(cudaErrorInvalidValue, "INT8 GEMM: N and K must be positive multiples of 4");
         return;
     }
-    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, Np, M, Kp, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, OPS_S8,
-                       "INT8 GEMM");
-    if (p) run(p, c, w, x, NULL, "INT8 GEMM");
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, Np, M, Kp, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, OPS_S8, c, w, x, NULL,
+         "INT8 GEMM");
 }
 
 extern "C" void qb_cuda_gemm_bf16(void *c, const void *a, const void *b, int m, int n, int k)
 {
     if (m <= 0 || n <= 0 || k <= 0) return;
-    plan *p = plan_get(CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, OPS_BF16,
-                       "BF16 GEMM");
-    if (p) run(p, c, a, b, NULL, "BF16 GEMM");
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, CUBLASLT_EPILOGUE_DEFAULT, false, QB_MATH_FP32, OPS_BF16, c, a, b, NULL,
+         "BF16 GEMM");
 }
 
 extern "C" void qb_cuda_gemm_release(void)
 {
+    qb_cuda_lock();
     for (int i = 0; i < lt.n_plans; i++) plan_destroy(&lt.plans[i]);
     lt.n_plans = 0;
     if (lt.handle) cublasLtDestroy(lt.handle);
-    cudaFree(lt.workspace);
-    cudaFree(lt.ones);
-    lt.handle = NULL, lt.workspace = NULL, lt.ones = NULL, lt.ones_len = 0;
+    lt.handle = NULL;
+    qb_cuda_unlock();
+    qb_cuda_scratch *c = qb_cuda_scratch_get();
+    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "GEMM release");
+    cudaFree(c->workspace), cudaFree(c->ones);
+    c->workspace = NULL, c->ones = NULL, c->ones_len = 0;
     qb_cuda_scratch_moved();  /* recorded graphs used the workspace */
 }

@@ -1,14 +1,18 @@
 /* The CUDA backend's internal interface (C and CUDA C++ alike): the runtime shared by
- * every kernel file (one device, one stream, the first error kept until someone asks)
- * and the launchers of the .cu files of cuda/. Every qb_cuda_<op> has the signature and contract
- * of the op of the same name in csrc/backend/backend.h, with device pointers; host
- * pointers only where that contract says so (qb_dropout, qb_adamw_args, minmax's
- * out). csrc/backend/cuda.c puts them into the op table.
+ * every kernel file (one device; streams, each keeping its first error until someone
+ * asks, and its own scratch) and the launchers of the .cu files of cuda/. Every
+ * qb_cuda_<op> has the signature and contract of the op of the same name in
+ * csrc/backend/backend.h, with device pointers; host pointers only where that
+ * contract says so (qb_dropout, qb_adamw_args, minmax's out). csrc/backend/cuda.c
+ * puts them into the op table.
  *
- * Ordering: every launcher enqueues on qb_cuda_stream() and returns; an op that
- * hands a value to the host (sumsq, minmax, abs_percentile, to_host) waits for
- * the stream first. Errors: a failed launch or call is recorded (qb_cuda_note) and
- * the op does nothing more; qb_cuda_sync() waits and reports the first one. */
+ * Ordering: every launcher enqueues on qb_cuda_stream(), the calling thread's current
+ * stream, and returns; an op that hands a value to the host (sumsq, minmax,
+ * abs_percentile, to_host) waits for that stream first. Errors: a failed launch or
+ * call is recorded on the current stream (qb_cuda_note) and the op does nothing more;
+ * qb_cuda_sync() waits for the stream and reports its first one. Threads: each
+ * drives its own stream (backend.h's stream_use); what the streams share (the
+ * cuBLASLt handle and plans) is guarded by qb_cuda_lock. */
 #ifndef QBERT_CUDA_H
 #define QBERT_CUDA_H
 
@@ -20,21 +24,45 @@
 extern "C" {
 #endif
 
-/* Selects device 0 and creates the stream (once; later calls return the first
- * call's result; cuda/gemm.cu makes its cuBLASLt handle on first use). QB_EUNSUPPORTED naming the reason when
- * there is no usable device. */
+/* Selects device 0 and creates the default stream (once; later calls return the
+ * first call's result; cuda/gemm.cu makes its cuBLASLt handle on first use).
+ * QB_EUNSUPPORTED naming the reason when there is no usable device. */
 qb_status qb_cuda_init(void);
+/* The calling thread's current stream. */
 cudaStream_t qb_cuda_stream(void);
-/* Records e (when not cudaSuccess) as the pending error, with what was being done,
- * unless an earlier error is still pending. Returns e != cudaSuccess. */
+/* Records e (when not cudaSuccess) as the current stream's pending error, with what
+ * was being done, unless an earlier error is still pending. Returns e != cudaSuccess. */
 int qb_cuda_note(cudaError_t e, const char *what);
 /* Records the error of the kernel launch that just happened, if any. */
 int qb_cuda_launched(const char *what);
-/* Waits for the stream; returns the pending error (and clears it) as a qb_status
- * message "CUDA: <what>: <cuda error text>". */
+/* Waits for the current stream; returns its pending error (and clears it) as a
+ * qb_status message "CUDA: <what>: <cuda error text>". */
 qb_status qb_cuda_sync(void);
 /* The device's name and compute capability, for reports ("NVIDIA H100 (sm_90)"). */
 const char *qb_cuda_device_name(void);
+/* The one lock of what every stream shares. */
+void qb_cuda_lock(void);
+void qb_cuda_unlock(void);
+
+/* Streams (backend.h's stream_new, stream_use, stream_free). */
+typedef struct qb_cuda_stream_state qb_cuda_stream_state;
+void *qb_cuda_stream_new(void);
+void *qb_cuda_stream_use(void *s);
+void qb_cuda_stream_free(void *s);
+/* The scratch of a stream: device buffers that its ops reuse from call to call,
+ * grown on demand by their owners, freed with the stream. Whoever frees or moves
+ * one calls qb_cuda_scratch_moved (recorded graphs may read it). */
+typedef struct {
+    void *workspace;       /* cuda/gemm.cu: cuBLASLt's workspace */
+    float *ones;           /* cuda/gemm.cu: (ones_len) 1.0f, the bias gradient's vector */
+    size_t ones_len;
+    int8_t *v;             /* cuda/qlinear.cu: quantized activations, */
+    float *rows;           /*   their scales then int32 zero points, */
+    int32_t *acc;          /*   the IMMA GEMM's int32 products */
+    size_t v_cap, rows_cap, acc_cap;  /* bytes */
+} qb_cuda_scratch;
+/* The current stream's. */
+qb_cuda_scratch *qb_cuda_scratch_get(void);
 
 /* Memory and copies (backend.h's alloc, free, zero, to_device, to_host, copy).
  * qb_cuda_alloc returns NULL when the device is out of memory (the caller names
@@ -50,10 +78,11 @@ void *qb_cuda_host_alloc(size_t bytes);
 void qb_cuda_host_free(void *p);
 
 /* CUDA Graphs (backend.h's replay, graphs_free). A recorded graph holds the device
- * pointers of its pass; qb_cuda_scratch_moved() marks every record as stale, and
- * must be called by whoever frees or moves a device buffer that a recorded pass may
- * use and that its caller does not own (cuda/qlinear.cu's scratch). QBERT_CUDA_GRAPHS=0
- * turns recording off (every pass runs as it is). */
+ * pointers of its pass, its stream's scratch among them; qb_cuda_scratch_moved()
+ * marks every record made on the current stream as stale, and must be called by
+ * whoever frees or moves a buffer of qb_cuda_scratch. A record made on one stream is
+ * not launched on another (it is made again). QBERT_CUDA_GRAPHS=0 turns recording
+ * off (every pass runs as it is). */
 qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
 void qb_cuda_graphs_free(void *graphs);
 void qb_cuda_scratch_moved(void);
@@ -75,7 +104,8 @@ void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, int Np, int M
 /* c (n, m) = b (n, k) . a (m, k)^T, all BF16 row-major, FP32 sums: the plain
  * tensor-core GEMM whose rate qbert-bench takes as the device's ceiling. */
 void qb_cuda_gemm_bf16(void *c, const void *a, const void *b, int m, int n, int k);
-/* Releases the cached plans and the workspace (at exit; tests). */
+/* Releases the cached plans and the handle, and the current stream's workspace and
+ * ones vector (at exit; tests). */
 void qb_cuda_gemm_release(void);
 
 /* cuda/qlinear.cu (backend.h's linear_q and qlinear_prepare) */
@@ -84,10 +114,12 @@ void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *
                       const float *b, int M, int gelu);
 /* The W4A8 kernel: the tensor cores' mma.sync on nibbles unpacked to int8 (the
  * default), or dp4a on the CUDA cores; the same bits either way. QBERT_CUDA_W4A8 =
- * mma | dp4a sets it at qb_cuda_init; qbert-bench and the tests switch between them. */
+ * mma | dp4a sets it at qb_cuda_init; qbert-bench kernels and the tests switch
+ * between them (on linear_q called directly: a recorded graph keeps the kernel it
+ * was recorded with). */
 typedef enum { QB_W4A8_MMA, QB_W4A8_DP4A } qb_cuda_w4a8;
 void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel);
-/* Releases the scratch buffers (tests). */
+/* Releases the current stream's quantized-Linear scratch (tests). */
 void qb_cuda_qlinear_release(void);
 
 /* cuda/layernorm.cu */

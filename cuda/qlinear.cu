@@ -24,8 +24,9 @@
  * outputs are the CPU reference's bits (GELU aside: CUDA's erff against libm's).
  *
  * Weights move to the device once, at prepare, in the layout of their kernel; the
- * quantized activations and the int32 products live in scratch buffers that grow to
- * the largest call and are then reused, so a warm engine allocates nothing. */
+ * quantized activations (M, ldu), their scales and zero points (M each) and the int32
+ * products (M, Np) live in the stream's scratch (qb_cuda_scratch), which grows to the
+ * largest call and is then reused, so a warm engine allocates nothing. */
 #include "cuda/common.cuh"
 
 #include <math.h>
@@ -61,12 +62,6 @@ typedef struct {
 
 static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel */
 
-static struct {
-    int8_t *v;       /* (M, ldu) quantized activations */
-    float *rows;     /* (M) scales, then (M) int32 zero points */
-    int32_t *acc;    /* (M, Np) IMMA products */
-    size_t v_cap, rows_cap, acc_cap;  /* bytes */
-} scratch;
 
 /* cudaMalloc; a failure is recorded naming what and how many bytes. */
 static bool dev_alloc(void **p, size_t bytes, const char *what)
@@ -400,6 +395,7 @@ static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *x
                      const prepared *p, const float *b, int M, int gelu)
 {
     const cudaStream_t stream = qb_cuda_stream();
+    qb_cuda_scratch *scratch = qb_cuda_scratch_get();
     if (q->act_f32) {
         qb_cuda_linear(y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32);
         if (gelu) qb_cuda_gelu(y, y, (size_t)M * q->N);
@@ -413,12 +409,12 @@ static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *x
         v = (const int8_t *)xq->u, sx = xq->scale, zp = xq->zp, ldu = xq->ldu;
     } else {
         ldu = qb_qinput_ldu(q->K);
-        if (!grow((void **)&scratch.v, &scratch.v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
-            !grow((void **)&scratch.rows, &scratch.rows_cap, (size_t)M * 8, "linear_q: activation scales"))
+        if (!grow((void **)&scratch->v, &scratch->v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
+            !grow((void **)&scratch->rows, &scratch->rows_cap, (size_t)M * 8, "linear_q: activation scales"))
             return false;
-        int8_t *qv = scratch.v;
-        float *qs = scratch.rows;
-        int32_t *qz = (int32_t *)(scratch.rows + M);
+        int8_t *qv = scratch->v;
+        float *qs = scratch->rows;
+        int32_t *qz = (int32_t *)(scratch->rows + M);
         const float s = q->act_scale;  /* its inverse as the CPU computes it */
         const bool is_static = s > 0.0f;
         quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu, is_static,
@@ -444,18 +440,19 @@ static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *x
         qb_cuda_note(cudaErrorInvalidValue, "linear_q: activations and weights disagree on K");
         return false;
     }
-    if (!grow((void **)&scratch.acc, &scratch.acc_cap, (size_t)M * p->Np * sizeof(int32_t), "linear_q: INT32 products"))
+    if (!grow((void **)&scratch->acc, &scratch->acc_cap, (size_t)M * p->Np * sizeof(int32_t),
+              "linear_q: INT32 products"))
         return false;
-    qb_cuda_gemm_s8(scratch.acc, p->w, v, p->Np, M, p->Kp);
+    qb_cuda_gemm_s8(scratch->acc, p->w, v, p->Np, M, p->Kp);
     const size_t row_bytes = (size_t)q->N * sizeof(float);
     if (yq && row_bytes <= 48 * 1024) {  /* the row fits the default shared memory: up to N = 12288 */
         epilogue_rows_kernel<<<(unsigned)M, QB_CUDA_THREADS, row_bytes, stream>>>(
-            y, yq->u, yq->scale, yq->zp, yq->ldu, scratch.acc, sx, zp, p->colsum, p->scales, b, q->N, p->Np, gelu);
+            y, yq->u, yq->scale, yq->zp, yq->ldu, scratch->acc, sx, zp, p->colsum, p->scales, b, q->N, p->Np, gelu);
         qb_cuda_launched("linear_q: epilogue (rows, quantized output)");
         return true;
     }
     const size_t n_out = (size_t)M * q->N;
-    epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch.acc, sx, zp, p->colsum,
+    epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch->acc, sx, zp, p->colsum,
                                                                           p->scales, b, M, q->N, p->Np, gelu);
     qb_cuda_launched("linear_q: epilogue");
     return false;
@@ -478,15 +475,13 @@ extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const 
     if (yq) quantize_out(yq, y, M, q->N, rows_done);
 }
 
-extern "C" void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)
-{
-    if (kernel != w4a8) qb_cuda_scratch_moved();  /* recorded passes launch the other kernel */
-    w4a8 = kernel;
-}
+extern "C" void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel) { w4a8 = kernel; }
 
 extern "C" void qb_cuda_qlinear_release(void)
 {
-    cudaFree(scratch.v), cudaFree(scratch.rows), cudaFree(scratch.acc);
-    scratch = {};
+    qb_cuda_scratch *c = qb_cuda_scratch_get();
+    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "quantized Linear release");
+    cudaFree(c->v), cudaFree(c->rows), cudaFree(c->acc);
+    c->v = NULL, c->rows = NULL, c->acc = NULL, c->v_cap = c->rows_cap = c->acc_cap = 0;
     qb_cuda_scratch_moved();
 }

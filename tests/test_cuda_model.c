@@ -12,13 +12,15 @@
  * move each weight by about lr * sign(gradient), which amplifies small gradient
  * differences; a gradient at rounding-noise level (the attention key bias, see
  * test_train.c) may take either sign, so there only the size of the move is bounded.
- * Then inference through recorded CUDA graphs, FP32 and INT8 (graph_replays). */
+ * Then inference through recorded CUDA graphs, FP32 and INT8 (graph_replays), and
+ * on two streams from two threads at once (streams_apart). */
 #include "cuda_check.h"
 
 #include "qbert/model.h"
 #include "qbert/quant.h"
 #include "qbert/train.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -206,6 +208,77 @@ static void graph_replays(const qb_model *dm, const char *what, bool quantized)
     qb_activations_free(a);
 }
 
+enum { SA_THREADS = 2, SA_PASSES = 6, SA_B = 8, SA_T = 48 };
+
+typedef struct {
+    const qb_model *dm;
+    int32_t ids[SA_B * SA_T], mask[SA_B * SA_T];
+    float want[SA_B * 3];  /* the logits of the pass alone on the default stream */
+    int bad;               /* 0, the first pass whose logits differ, or -1: an error */
+    char err[200];
+} stream_job;
+
+/* A thread's passes on its own stream and activations. */
+static void *stream_passes(void *p)
+{
+    stream_job *j = p;
+    void *s = gpu->stream_new();
+    qb_activations *a = NULL;
+    float got[SA_B * 3];
+    if (!s || gpu->stream_use(s) != NULL || qb_activations_new(j->dm, gpu, false, &a)) j->bad = -1;
+    for (int i = 0; i < SA_PASSES && !j->bad; i++) {
+        if (qb_model_infer(j->dm, a, j->ids, NULL, j->mask, SA_B, SA_T, got, NULL) != QB_OK) j->bad = -1;
+        else if (memcmp(got, j->want, sizeof got) != 0) j->bad = i + 1;
+    }
+    if (j->bad < 0) snprintf(j->err, sizeof j->err, "%s", qb_error());
+    qb_activations_free(a);
+    if (s && gpu->stream_use(NULL) != s) j->bad = -1, snprintf(j->err, sizeof j->err, "stream_use lost the stream");
+    if (s) gpu->stream_free(s);
+    return NULL;
+}
+
+/* Two threads, each on its own stream (backend.h's stream_new) with its own
+ * activations, run passes over one device model at the same time (recorded into
+ * graphs after the first two): every pass must give the bits of the same pass run
+ * alone on the default stream. An INT8 model's quantized activations and int32
+ * products are in its stream's scratch; shared scratch would mix the threads'. */
+static void streams_apart(const qb_model *dm, const char *what)
+{
+    stream_job jobs[SA_THREADS];
+    pthread_t threads[SA_THREADS];
+    for (int t = 0; t < SA_THREADS; t++) {
+        jobs[t] = (stream_job){.dm = dm};
+        random_batch(jobs[t].ids, jobs[t].mask, SA_B, SA_T, dm->cfg.vocab_size);
+        CHECKF(qb_model_forward(dm, gpu, jobs[t].ids, NULL, jobs[t].mask, SA_B, SA_T, jobs[t].want, NULL) == QB_OK,
+               "%s: %s", what, qb_error());
+    }
+    for (int t = 0; t < SA_THREADS; t++) CHECK(pthread_create(&threads[t], NULL, stream_passes, &jobs[t]) == 0);
+    for (int t = 0; t < SA_THREADS; t++) pthread_join(threads[t], NULL);
+    for (int t = 0; t < SA_THREADS; t++) {
+        CHECKF(jobs[t].bad >= 0, "%s, thread %d on its own stream: %s", what, t, jobs[t].err);
+        CHECKF(jobs[t].bad <= 0, "%s, thread %d on its own stream: pass %d gave other logits than alone", what, t,
+               jobs[t].bad);
+    }
+}
+
+/* An error on one stream is that stream's: the default stream's sync does not see
+ * it, its own reports it once. */
+static void stream_errors(void)
+{
+    void *s = gpu->stream_new();
+    CHECKF(s != NULL, "stream_new: %s", qb_error());
+    if (!s) return;
+    CHECK(gpu->stream_use(s) == NULL);
+    qb_cuda_note(cudaErrorInvalidValue, "a fault on the second stream");
+    CHECK(gpu->stream_use(NULL) == s);
+    CHECK(qb_cuda_sync() == QB_OK);
+    gpu->stream_use(s);
+    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "a fault on the second stream"));
+    CHECK(qb_cuda_sync() == QB_OK);
+    gpu->stream_use(NULL);
+    gpu->stream_free(s);
+}
+
 /* m written as an int8-dynamic file and loaded back, prepared for the GPU, and its
  * device copy in dq (host model in q: the copy borrows its quantized Linears). */
 static void int8_copy(const qb_model *m, qb_model *q, qb_model *dq)
@@ -273,9 +346,12 @@ int main(void)
     train_steps(&m, &batch, QB_MATH_BF16, 1e-2, 5e-2);
 
     graph_replays(&dm, "FP32", false);
+    streams_apart(&dm, "FP32");
     qb_model q, dq;
     int8_copy(&m, &q, &dq);
     graph_replays(&dq, "INT8", true);
+    streams_apart(&dq, "INT8");
+    stream_errors();
     qb_model_free(&dq), qb_model_free(&q);
     for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
     qb_model_free(&dm), qb_model_free(&m);

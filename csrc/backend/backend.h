@@ -176,6 +176,17 @@ typedef struct qb_backend {
      * pass runs as it is, with a warning, and so do all later ones. */
     qb_status (*replay)(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
     void (*graphs_free)(void *graphs);
+    /* Optional (NULL on the CPU): streams. A stream orders the work given to it and has
+     * its own pending error (what sync reports) and its own scratch, so work on two
+     * streams, from two threads, neither waits for nor disturbs the other (an engine
+     * has one: csrc/engine/engine.c). The ops a thread calls go to its current stream:
+     * the backend's default one until stream_use(s) makes s current (NULL: the
+     * default again); stream_use returns the one it replaces. stream_new gives NULL
+     * after recording why (qb_error); stream_free waits for the stream's work, then
+     * frees it and its scratch (the default one again if it was current). */
+    void *(*stream_new)(void);
+    void *(*stream_use)(void *s);
+    void (*stream_free)(void *s);
 } qb_backend;
 
 const qb_backend *qb_backend_cpu(void);

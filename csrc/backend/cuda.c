@@ -1,29 +1,40 @@
-/* The CUDA backend: the runtime every kernel of cuda/ runs under (device 0, one
- * stream, the first error kept until qb_cuda_sync reports it), device and pinned
- * host memory, copies, CUDA Graphs of whole passes, and the op table filled with the
- * launchers of cuda/ (cuda/qb_cuda.h). */
+/* The CUDA backend: the runtime every kernel of cuda/ runs under (device 0; streams,
+ * each with its first error kept until qb_cuda_sync reports it and its own scratch),
+ * device and pinned host memory, copies, CUDA Graphs of whole passes, and the op
+ * table filled with the launchers of cuda/ (cuda/qb_cuda.h). */
 #include "cuda/qb_cuda.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static struct {
-    bool tried;
-    qb_status init;           /* the first qb_cuda_init's result */
-    char init_msg[256];
+/* A stream (backend.h's stream_new): what a thread's ops need to run beside another
+ * thread's on another stream. */
+struct qb_cuda_stream_state {
     cudaStream_t stream;
-    char name[128];
-    cudaError_t err;          /* the pending error, cudaSuccess when none */
+    cudaError_t err;        /* the pending error, cudaSuccess when none */
     char what[96];
-    uint64_t epoch;           /* bumped when scratch a recorded graph may read moves */
-    qb_cuda_graph_counts graphs;
-} rt;
+    uint64_t epoch;         /* bumped when scratch a recorded graph may read moves */
+    qb_cuda_scratch scratch;
+};
 
-qb_status qb_cuda_init(void)
+static struct {
+    pthread_mutex_t lock;   /* the first qb_cuda_init; qb_cuda_lock */
+    bool tried;
+    qb_status init;         /* the first qb_cuda_init's result */
+    char init_msg[256];
+    char name[128];
+    qb_cuda_stream_state def;  /* the default stream */
+    qb_cuda_graph_counts graphs;
+} rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static _Thread_local qb_cuda_stream_state *current;  /* NULL: rt.def */
+
+static qb_cuda_stream_state *cur(void) { return current ? current : &rt.def; }
+
+static qb_status init_once(void)
 {
-    if (rt.tried) return rt.init ? qb_fail(rt.init, "%s", rt.init_msg) : QB_OK;
-    rt.tried = true;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     struct cudaDeviceProp prop;
@@ -31,7 +42,7 @@ qb_status qb_cuda_init(void)
         snprintf(rt.init_msg, sizeof rt.init_msg, "no CUDA device (%s)",
                  e != cudaSuccess ? cudaGetErrorString(e) : "the driver sees none");
     else if ((e = cudaSetDevice(0)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess ||
-             (e = cudaStreamCreateWithFlags(&rt.stream, cudaStreamNonBlocking)) != cudaSuccess)
+             (e = cudaStreamCreateWithFlags(&rt.def.stream, cudaStreamNonBlocking)) != cudaSuccess)
         snprintf(rt.init_msg, sizeof rt.init_msg, "CUDA device 0 cannot be used: %s", cudaGetErrorString(e));
     else if (prop.major < 8)  /* the kernels are built for sm_80 and later */
         snprintf(rt.init_msg, sizeof rt.init_msg, "CUDA device 0 (%.100s) is sm_%d%d; qbert needs sm_80 or later",
@@ -46,20 +57,33 @@ qb_status qb_cuda_init(void)
             snprintf(rt.init_msg, sizeof rt.init_msg, "QBERT_CUDA_W4A8=%.60s: expected mma or dp4a", w4a8);
     }
     cudaGetLastError();  /* a failed call above must not look like a later launch's error */
-    rt.init = rt.init_msg[0] ? QB_EUNSUPPORTED : QB_OK;
-    return qb_cuda_init();
+    return rt.init_msg[0] ? QB_EUNSUPPORTED : QB_OK;
 }
 
-cudaStream_t qb_cuda_stream(void) { return rt.stream; }
+qb_status qb_cuda_init(void)
+{
+    qb_cuda_lock();
+    if (!rt.tried) rt.init = init_once(), rt.tried = true;
+    qb_cuda_unlock();
+    return rt.init ? qb_fail(rt.init, "%s", rt.init_msg) : QB_OK;
+}
+
+void qb_cuda_lock(void) { pthread_mutex_lock(&rt.lock); }
+void qb_cuda_unlock(void) { pthread_mutex_unlock(&rt.lock); }
+
+cudaStream_t qb_cuda_stream(void) { return cur()->stream; }
+
+qb_cuda_scratch *qb_cuda_scratch_get(void) { return &cur()->scratch; }
 
 const char *qb_cuda_device_name(void) { return rt.name; }
 
 int qb_cuda_note(cudaError_t e, const char *what)
 {
     if (e == cudaSuccess) return 0;
-    if (rt.err == cudaSuccess) {
-        rt.err = e;
-        snprintf(rt.what, sizeof rt.what, "%s", what);
+    qb_cuda_stream_state *s = cur();
+    if (s->err == cudaSuccess) {
+        s->err = e;
+        snprintf(s->what, sizeof s->what, "%s", what);
     }
     return 1;
 }
@@ -68,12 +92,57 @@ int qb_cuda_launched(const char *what) { return qb_cuda_note(cudaGetLastError(),
 
 qb_status qb_cuda_sync(void)
 {
-    qb_cuda_note(cudaStreamSynchronize(rt.stream), "stream synchronize");
-    if (rt.err == cudaSuccess) return QB_OK;
-    const cudaError_t e = rt.err;
-    rt.err = cudaSuccess;
+    qb_cuda_stream_state *s = cur();
+    qb_cuda_note(cudaStreamSynchronize(s->stream), "stream synchronize");
+    if (s->err == cudaSuccess) return QB_OK;
+    const cudaError_t e = s->err;
+    s->err = cudaSuccess;
     cudaGetLastError();
-    return qb_fail(QB_EUNSUPPORTED, "CUDA: %s: %s", rt.what, cudaGetErrorString(e));
+    return qb_fail(QB_EUNSUPPORTED, "CUDA: %s: %s", s->what, cudaGetErrorString(e));
+}
+
+void *qb_cuda_stream_new(void)
+{
+    qb_cuda_stream_state *s = calloc(1, sizeof *s);
+    if (!s) {
+        qb_fail(QB_ENOMEM, "cannot allocate a CUDA stream's state");
+        return NULL;
+    }
+    const cudaError_t e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) return s;
+    cudaGetLastError();
+    free(s);
+    qb_fail(QB_ENOMEM, "cannot create a CUDA stream: %s", cudaGetErrorString(e));
+    return NULL;
+}
+
+void *qb_cuda_stream_use(void *s)
+{
+    qb_cuda_stream_state *before = current;
+    current = s;
+    return before;
+}
+
+/* Frees a stream's scratch (cuda/gemm.cu's and cuda/qlinear.cu's buffers) once its
+ * work is done; records made with it are stale. */
+static void scratch_free(qb_cuda_stream_state *s)
+{
+    qb_cuda_scratch *c = &s->scratch;
+    cudaStreamSynchronize(s->stream);
+    cudaFree(c->workspace), cudaFree(c->ones), cudaFree(c->v), cudaFree(c->rows), cudaFree(c->acc);
+    *c = (qb_cuda_scratch){0};
+    s->epoch++;
+}
+
+void qb_cuda_stream_free(void *p)
+{
+    qb_cuda_stream_state *s = p;
+    if (!s || s == &rt.def) return;
+    scratch_free(s);
+    cudaStreamDestroy(s->stream);
+    cudaGetLastError();  /* an error of the stream's own work dies with it */
+    if (current == s) current = NULL;
+    free(s);
 }
 
 void *qb_cuda_alloc(size_t bytes)
@@ -93,7 +162,7 @@ void qb_cuda_free(void *p)
 
 void qb_cuda_zero(void *p, size_t bytes)
 {
-    if (bytes) qb_cuda_note(cudaMemsetAsync(p, 0, bytes, rt.stream), "zero");
+    if (bytes) qb_cuda_note(cudaMemsetAsync(p, 0, bytes, qb_cuda_stream()), "zero");
 }
 
 /* From pageable host memory the copy has read src when the call returns, so the
@@ -102,19 +171,19 @@ void qb_cuda_zero(void *p, size_t bytes)
  * there. */
 void qb_cuda_to_device(void *dst, const void *src, size_t bytes)
 {
-    if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, rt.stream), "to_device");
+    if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, qb_cuda_stream()), "to_device");
 }
 
 void qb_cuda_to_host(void *dst, const void *src, size_t bytes)
 {
     if (!bytes) return;
-    if (!qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, rt.stream), "to_host"))
-        qb_cuda_note(cudaStreamSynchronize(rt.stream), "to_host");
+    if (!qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, qb_cuda_stream()), "to_host"))
+        qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "to_host");
 }
 
 void qb_cuda_copy(void *dst, const void *src, size_t bytes)
 {
-    if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, rt.stream), "copy");
+    if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qb_cuda_stream()), "copy");
 }
 
 void *qb_cuda_host_alloc(size_t bytes)
@@ -148,7 +217,8 @@ enum { MAX_GRAPHS = 32 };
 
 typedef struct {
     uint64_t key[4];
-    uint64_t epoch;        /* of the scratch, when the pass last ran as it is or was recorded */
+    const qb_cuda_stream_state *stream;  /* whose scratch the pass used ... */
+    uint64_t epoch;        /* ... and its epoch, when the pass last ran as it is or was recorded */
     cudaGraphExec_t exec;  /* NULL: seen once, not recorded */
 } graph;
 
@@ -158,9 +228,14 @@ typedef struct {
     bool off;  /* recording failed once, or QBERT_CUDA_GRAPHS=0: every pass runs as it is */
 } graph_cache;
 
-void qb_cuda_scratch_moved(void) { rt.epoch++; }
+void qb_cuda_scratch_moved(void) { cur()->epoch++; }
 
-qb_cuda_graph_counts qb_cuda_graph_stats(void) { return rt.graphs; }
+qb_cuda_graph_counts qb_cuda_graph_stats(void)
+{
+    return (qb_cuda_graph_counts){__atomic_load_n(&rt.graphs.recorded, __ATOMIC_RELAXED),
+                                  __atomic_load_n(&rt.graphs.replayed, __ATOMIC_RELAXED),
+                                  __atomic_load_n(&rt.graphs.failed, __ATOMIC_RELAXED)};
+}
 
 static void graph_drop(graph_cache *c, int i)
 {
@@ -172,24 +247,25 @@ static void graph_drop(graph_cache *c, int i)
  * a failure, leaving no pending error and the reason in why. */
 static bool record(void (*queue)(void *ctx), void *ctx, cudaGraphExec_t *exec, char *why, size_t why_len)
 {
-    const uint64_t epoch = rt.epoch;
+    qb_cuda_stream_state *s = cur();
+    const uint64_t epoch = s->epoch;
     cudaGraph_t g = NULL;
     /* Thread-local mode: a call that cannot be recorded (an allocation, a wait) fails
      * here instead of silently running outside the graph. */
-    cudaError_t e = cudaStreamBeginCapture(rt.stream, cudaStreamCaptureModeThreadLocal);
+    cudaError_t e = cudaStreamBeginCapture(s->stream, cudaStreamCaptureModeThreadLocal);
     if (e == cudaSuccess) {
         queue(ctx);
-        e = cudaStreamEndCapture(rt.stream, &g);  /* always ends the capture, even a broken one */
+        e = cudaStreamEndCapture(s->stream, &g);  /* always ends the capture, even a broken one */
     }
-    if (e == cudaSuccess && rt.err != cudaSuccess) e = rt.err;
-    if (e == cudaSuccess && rt.epoch != epoch) e = cudaErrorStreamCaptureInvalidated;  /* scratch grew inside */
+    if (e == cudaSuccess && s->err != cudaSuccess) e = s->err;
+    if (e == cudaSuccess && s->epoch != epoch) e = cudaErrorStreamCaptureInvalidated;  /* scratch grew inside */
     if (e == cudaSuccess) e = cudaGraphInstantiate(exec, g, 0);
     if (g) cudaGraphDestroy(g);
     if (e == cudaSuccess) return true;
     *exec = NULL;
-    snprintf(why, why_len, "%s%s%s", rt.err != cudaSuccess ? rt.what : "", rt.err != cudaSuccess ? ": " : "",
+    snprintf(why, why_len, "%s%s%s", s->err != cudaSuccess ? s->what : "", s->err != cudaSuccess ? ": " : "",
              cudaGetErrorString(e));
-    rt.err = cudaSuccess;  /* nothing ran: the caller runs the pass as it is */
+    s->err = cudaSuccess;  /* nothing ran: the caller runs the pass as it is */
     cudaGetLastError();
     return false;
 }
@@ -204,7 +280,8 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
     }
     /* An error still pending from earlier work (the upload, a training step): report
      * it rather than take it for a failure of the recording below. */
-    if (rt.err != cudaSuccess) return qb_cuda_sync();
+    qb_cuda_stream_state *s = cur();
+    if (s->err != cudaSuccess) return qb_cuda_sync();
     if (!c || c->off) {  /* (out of host memory for the table: no graphs, same results) */
         queue(ctx);
         return QB_OK;
@@ -212,25 +289,26 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
     graph *g = NULL;
     for (int i = 0; i < c->n && !g; i++)
         if (memcmp(c->g[i].key, key, sizeof c->g[i].key) == 0) g = &c->g[i];
-    if (g && g->epoch != rt.epoch && g->exec) {  /* recorded before some scratch it reads moved */
+    const bool same = g && g->stream == s && g->epoch == s->epoch;
+    if (g && !same && g->exec) {  /* recorded before some scratch it reads moved, or on another stream */
         qb_cuda_note(cudaGraphExecDestroy(g->exec), "graph destroy");
         g->exec = NULL;
     }
-    if (g && !g->exec && g->epoch == rt.epoch) {  /* seen before, nothing moved since: record */
+    if (g && !g->exec && same) {  /* seen before, nothing moved since: record */
         char why[160];
         if (record(queue, ctx, &g->exec, why, sizeof why)) {
-            rt.graphs.recorded++;
+            __atomic_add_fetch(&rt.graphs.recorded, 1, __ATOMIC_RELAXED);
         } else {
             qb_log(QB_LOG_WARN, "CUDA graph recording failed (%s): passes run without graphs from now on", why);
-            rt.graphs.failed++;
+            __atomic_add_fetch(&rt.graphs.failed, 1, __ATOMIC_RELAXED);
             c->off = true;
             queue(ctx);
             return QB_OK;
         }
     }
     if (g && g->exec) {
-        rt.graphs.replayed++;
-        qb_cuda_note(cudaGraphLaunch(g->exec, rt.stream), "graph launch");
+        __atomic_add_fetch(&rt.graphs.replayed, 1, __ATOMIC_RELAXED);
+        qb_cuda_note(cudaGraphLaunch(g->exec, qb_cuda_stream()), "graph launch");
         return QB_OK;
     }
     /* First sight (or the first since some scratch moved): the pass as it is. */
@@ -243,7 +321,7 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
         *g = (graph){.exec = NULL};
         memcpy(g->key, key, sizeof g->key);
     }
-    g->epoch = rt.epoch;
+    g->stream = s, g->epoch = s->epoch;
     return QB_OK;
 }
 
@@ -293,6 +371,9 @@ static const qb_backend cuda_backend = {
     .host_free = qb_cuda_host_free,
     .replay = qb_cuda_replay,
     .graphs_free = qb_cuda_graphs_free,
+    .stream_new = qb_cuda_stream_new,
+    .stream_use = qb_cuda_stream_use,
+    .stream_free = qb_cuda_stream_free,
 };
 
 qb_status qb_backend_cuda(const qb_backend **out)

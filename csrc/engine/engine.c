@@ -5,7 +5,10 @@
  * padded to a multiple of SEQ_BUCKET tokens: each (batch, length) shape's pass is
  * recorded once as a CUDA graph and replayed (csrc/backend/cuda.c), and buckets keep
  * the shapes, hence the recordings, few (8 for max_length 128) for a few padded
- * tokens. */
+ * tokens. On a backend with streams the engine has its own (backend.h's stream_new):
+ * its work, errors and scratch are its own, so engines on different threads share
+ * the GPU without waiting for one another; each entry point below that runs work
+ * makes the stream current for its thread (enter) and restores the caller's (leave). */
 #include "qbert/engine.h"
 
 #include "backend/backend.h"
@@ -25,7 +28,14 @@ struct qb_engine {
     qb_activations *acts;
     qb_tokenizer *tok;
     const qb_backend *be;
+    void *stream;     /* the engine's own; NULL on a backend without streams */
 };
+
+static void *enter(const qb_engine *e) { return e->be->stream_use ? e->be->stream_use(e->stream) : NULL; }
+static void leave(const qb_engine *e, void *before)
+{
+    if (e->be->stream_use) e->be->stream_use(before);
+}
 
 void qb_engine_default_options(qb_engine_options *o)
 {
@@ -56,16 +66,20 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
         return st;
     }
     e->run = &e->model;
-    if (e->be->device != QB_DEV_CPU && !(st = qb_model_to_backend(&e->model, e->be, &e->copy))) {
+    if (e->be->stream_new && !(e->stream = e->be->stream_new())) st = QB_ENOMEM;
+    void *before = enter(e);
+    if (!st && e->be->device != QB_DEV_CPU && !(st = qb_model_to_backend(&e->model, e->be, &e->copy))) {
         e->copy.qat = e->model.qat;  /* borrowed (a QAT checkpoint's observed ranges) */
         e->run = &e->copy;
     }
     if (st || (st = qb_model_prepare(&e->model, e->be)) || (st = qb_activations_new(e->run, e->be, false, &e->acts)) ||
         (st = qb_tokenizer_load(model_dir, &e->tok))) {
         const char *device = e->be->name;
+        leave(e, before);
         qb_engine_close(e);
         return qb_fail_context(st, "%s on %s", model_dir, device);
     }
+    leave(e, before);
     qb_activations_set_math(e->acts, o->math);
     if (e->opt.max_length > e->model.cfg.max_position) {
         qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
@@ -79,10 +93,13 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
 void qb_engine_close(qb_engine *e)
 {
     if (!e) return;
+    void *before = enter(e);
     qb_activations_free(e->acts);
     e->copy.qat = NULL;
     qb_model_free(&e->copy);
     qb_model_free(&e->model);
+    leave(e, before);
+    if (e->stream) e->be->stream_free(e->stream);
     qb_tokenizer_free(e->tok);
     free(e);
 }
@@ -131,6 +148,7 @@ qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, floa
     }
     if (st) goto done;
     qsort(order, (size_t)n, sizeof *order, cmp_length);
+    void *before = enter(e);
     for (int start = 0; start < n && !st; start += bs) {
         int b = n - start < bs ? n - start : bs;
         for (int j = 0; j < b; j++) batch_texts[j] = texts[order[start + j].index];
@@ -144,6 +162,7 @@ qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, floa
         for (int j = 0; j < b; j++) softmax_row(probs + (size_t)order[start + j].index * K, logits + (size_t)j * K, K);
         if (progress) progress(start + b, n, ctx);
     }
+    leave(e, before);
 done:
     free(order);
     free(batch_texts);
