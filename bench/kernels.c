@@ -211,11 +211,12 @@ static void gemm_rows(bench *b, args *a)
         /* INT8 on cuBLASLt's IMMA; W4A8 on each of its two kernels (the same bits) */
         static const struct { int bits; qb_cuda_w4a8 kernel; const char *name; } quantized[] = {
             {8, QB_W4A8_MMA, "int8"}, {4, QB_W4A8_MMA, "w4a8 mma"}, {4, QB_W4A8_DP4A, "w4a8 dp4a"}};
+        const qb_cuda_w4a8 chosen = qb_cuda_set_w4a8(QB_W4A8_MMA);  /* QBERT_CUDA_W4A8's, restored below */
+        bool made = true;
         for (size_t v = 0; v < sizeof quantized / sizeof quantized[0]; v++) {
             char name[64];
             qb_cuda_set_w4a8(quantized[v].kernel);
-            a->ql = random_qlinear(b, quantized[v].bits, a->nn, a->kk);
-            if (!a->ql) return;
+            if (!(made = (a->ql = random_qlinear(b, quantized[v].bits, a->nn, a->kk)) != NULL)) break;
             qb_qinput shared = a->xq;
             a->xq.u = NULL;  /* quantizing its own input */
             snprintf(name, sizeof name, "linear_q %s (quantize x)", quantized[v].name);
@@ -238,7 +239,8 @@ static void gemm_rows(bench *b, args *a)
             free(a->ql);
             a->ql = NULL;
         }
-        qb_cuda_set_w4a8(QB_W4A8_MMA);
+        qb_cuda_set_w4a8(chosen);
+        if (!made) return;
     }
 }
 

@@ -118,7 +118,8 @@ void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *
  * between them (on linear_q called directly: a recorded graph keeps the kernel it
  * was recorded with). */
 typedef enum { QB_W4A8_MMA, QB_W4A8_DP4A } qb_cuda_w4a8;
-void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel);
+/* Returns the kernel it replaces. */
+qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel);
 /* Releases the current stream's quantized-Linear scratch (tests). */
 void qb_cuda_qlinear_release(void);
 

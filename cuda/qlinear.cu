@@ -60,7 +60,7 @@ typedef struct {
     int Np, Kp;
 } prepared;
 
-static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel */
+static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel (__atomic: any thread may set it) */
 
 
 /* cudaMalloc; a failure is recorded naming what and how many bytes. */
@@ -247,7 +247,7 @@ __device__ __forceinline__ void mma_s8(int d[4], const int a[4], const int b[2])
  * (columns) go to shared memory as words of 4 int8 along k, zero past the group,
  * M or N; a warp's output element (m, n) is d[i][j][e] with m = 16 i + g + 8 (e / 2),
  * n = 8 j + 2 t + e % 2 within its 32 x 32. */
-static __global__ void __launch_bounds__(128)
+static __global__ void __launch_bounds__(128, 4)
     w4a8_mma_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu, const uint8_t *w4,
                     const int32_t *colsum, const float *sw, const float *b, int M, int N, int K, int group, int gelu)
 {
@@ -316,12 +316,14 @@ static void release(qb_qlinear *q)
     q->prepared = NULL;
 }
 
-/* A device copy of `bytes` of host memory into *dst; false after recording. */
+/* A device copy of `bytes` of host memory into *dst, on the current stream (from
+ * pageable memory the call returns once src is read; prepare waits for the copies
+ * to land); false after recording. */
 template <class T>
 static bool upload(T **dst, const T *src, size_t bytes, const char *what)
 {
     if (!dev_alloc((void **)dst, bytes, what)) return false;
-    return !qb_cuda_note(cudaMemcpy(*dst, src, bytes, cudaMemcpyHostToDevice), what);
+    return !qb_cuda_note(cudaMemcpyAsync(*dst, src, bytes, cudaMemcpyHostToDevice, qb_cuda_stream()), what);
 }
 
 /* The device layout of q, made on the host and copied up (once per model load). */
@@ -371,7 +373,9 @@ extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
     if (!p) return qb_fail(QB_ENOMEM, "cannot allocate a quantized Linear's layout");
     q->prepared = p;
     q->release = release;
-    if (build(q, p)) return QB_OK;
+    /* Waits for the copies: the layout may be used from any stream. */
+    if (build(q, p) && !qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "quantized Linear: upload"))
+        return QB_OK;
     release(q);
     char why[256] = "out of host memory";
     if (qb_cuda_sync()) snprintf(why, sizeof why, "%s", qb_error());  /* the recorded device error */
@@ -422,7 +426,7 @@ static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *x
         if (qb_cuda_launched("linear_q: quantize")) return false;
         v = qv, sx = qs, zp = qz;
     }
-    if (q->bits == 4 && w4a8 == QB_W4A8_MMA) {
+    if (q->bits == 4 && __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_MMA) {
         const dim3 grid((unsigned)((q->N + MMA_TILE - 1) / MMA_TILE), (unsigned)((M + MMA_TILE - 1) / MMA_TILE));
         w4a8_mma_kernel<<<grid, 128, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
                                                   q->group, gelu);
@@ -471,11 +475,18 @@ extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const 
         qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized output is laid out for another shape");
         return;
     }
+    if (xq && !qb_qinput_fits(xq, M, q->K)) {
+        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized input is laid out for another shape");
+        return;
+    }
     const bool rows_done = linear_q(y, yq, x, xq, q, p, b, M, gelu);
     if (yq) quantize_out(yq, y, M, q->N, rows_done);
 }
 
-extern "C" void qb_cuda_set_w4a8(qb_cuda_w4a8 kernel) { w4a8 = kernel; }
+extern "C" qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)
+{
+    return __atomic_exchange_n(&w4a8, kernel, __ATOMIC_RELAXED);
+}
 
 extern "C" void qb_cuda_qlinear_release(void)
 {

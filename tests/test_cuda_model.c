@@ -13,9 +13,11 @@
  * differences; a gradient at rounding-noise level (the attention key bias, see
  * test_train.c) may take either sign, so there only the size of the move is bounded.
  * Then inference through recorded CUDA graphs, FP32 and INT8 (graph_replays), and
- * on two streams from two threads at once (streams_apart). */
+ * on three streams from three threads at once (streams_apart); two engines, each on
+ * its own stream, classifying from two threads at once (engines_apart). */
 #include "cuda_check.h"
 
+#include "qbert/engine.h"
 #include "qbert/model.h"
 #include "qbert/quant.h"
 #include "qbert/train.h"
@@ -208,17 +210,19 @@ static void graph_replays(const qb_model *dm, const char *what, bool quantized)
     qb_activations_free(a);
 }
 
-enum { SA_THREADS = 2, SA_PASSES = 6, SA_B = 8, SA_T = 48 };
+enum { SA_THREADS = 3, SA_PASSES = 12, SA_B = 8, SA_T = 48 };
 
 typedef struct {
     const qb_model *dm;
+    pthread_barrier_t *start;
     int32_t ids[SA_B * SA_T], mask[SA_B * SA_T];
     float want[SA_B * 3];  /* the logits of the pass alone on the default stream */
     int bad;               /* 0, the first pass whose logits differ, or -1: an error */
     char err[200];
 } stream_job;
 
-/* A thread's passes on its own stream and activations. */
+/* A thread's passes on its own stream and activations, from the moment every
+ * thread is ready. */
 static void *stream_passes(void *p)
 {
     stream_job *j = p;
@@ -226,6 +230,7 @@ static void *stream_passes(void *p)
     qb_activations *a = NULL;
     float got[SA_B * 3];
     if (!s || gpu->stream_use(s) != NULL || qb_activations_new(j->dm, gpu, false, &a)) j->bad = -1;
+    pthread_barrier_wait(j->start);
     for (int i = 0; i < SA_PASSES && !j->bad; i++) {
         if (qb_model_infer(j->dm, a, j->ids, NULL, j->mask, SA_B, SA_T, got, NULL) != QB_OK) j->bad = -1;
         else if (memcmp(got, j->want, sizeof got) != 0) j->bad = i + 1;
@@ -237,28 +242,122 @@ static void *stream_passes(void *p)
     return NULL;
 }
 
-/* Two threads, each on its own stream (backend.h's stream_new) with its own
- * activations, run passes over one device model at the same time (recorded into
- * graphs after the first two): every pass must give the bits of the same pass run
- * alone on the default stream. An INT8 model's quantized activations and int32
- * products are in its stream's scratch; shared scratch would mix the threads'. */
-static void streams_apart(const qb_model *dm, const char *what)
+/* Three threads, each on its own stream (backend.h's stream_new) with its own
+ * activations, run passes at the same time, over the FP32 model and twice over the
+ * INT8 one, all but the first of each through a graph recorded on its stream: every
+ * pass must give the bits of the same pass run alone on the default stream. The INT8
+ * passes' quantized activations and int32 products are in their stream's scratch;
+ * shared scratch would mix the threads' batches. */
+static void streams_apart(const qb_model *fp32, const qb_model *int8)
 {
     stream_job jobs[SA_THREADS];
     pthread_t threads[SA_THREADS];
+    pthread_barrier_t start;
+    CHECK(pthread_barrier_init(&start, NULL, SA_THREADS) == 0);
     for (int t = 0; t < SA_THREADS; t++) {
-        jobs[t] = (stream_job){.dm = dm};
-        random_batch(jobs[t].ids, jobs[t].mask, SA_B, SA_T, dm->cfg.vocab_size);
-        CHECKF(qb_model_forward(dm, gpu, jobs[t].ids, NULL, jobs[t].mask, SA_B, SA_T, jobs[t].want, NULL) == QB_OK,
-               "%s: %s", what, qb_error());
+        jobs[t] = (stream_job){.dm = t == 0 ? fp32 : int8, .start = &start};
+        random_batch(jobs[t].ids, jobs[t].mask, SA_B, SA_T, jobs[t].dm->cfg.vocab_size);
+        CHECKF(qb_model_forward(jobs[t].dm, gpu, jobs[t].ids, NULL, jobs[t].mask, SA_B, SA_T, jobs[t].want, NULL) ==
+                   QB_OK, "streams: %s", qb_error());
     }
-    for (int t = 0; t < SA_THREADS; t++) CHECK(pthread_create(&threads[t], NULL, stream_passes, &jobs[t]) == 0);
+    const qb_cuda_graph_counts before = qb_cuda_graph_stats();
+    int made = 0;
+    while (made < SA_THREADS && pthread_create(&threads[made], NULL, stream_passes, &jobs[made]) == 0) made++;
+    CHECKF(made == SA_THREADS, "streams: could only start %d threads", made);
+    if (made < SA_THREADS) exit(check_summary("test_cuda_model"));  /* the started ones wait at the barrier */
     for (int t = 0; t < SA_THREADS; t++) pthread_join(threads[t], NULL);
+    pthread_barrier_destroy(&start);
     for (int t = 0; t < SA_THREADS; t++) {
-        CHECKF(jobs[t].bad >= 0, "%s, thread %d on its own stream: %s", what, t, jobs[t].err);
-        CHECKF(jobs[t].bad <= 0, "%s, thread %d on its own stream: pass %d gave other logits than alone", what, t,
-               jobs[t].bad);
+        CHECKF(jobs[t].bad >= 0, "streams, thread %d: %s", t, jobs[t].err);
+        CHECKF(jobs[t].bad <= 0, "streams, thread %d: pass %d gave other logits than alone", t, jobs[t].bad);
     }
+    const char *env = getenv("QBERT_CUDA_GRAPHS");
+    if (env && strcmp(env, "0") == 0) return;
+    const qb_cuda_graph_counts after = qb_cuda_graph_stats();
+    CHECKF(after.recorded - before.recorded == SA_THREADS && after.failed == before.failed &&
+               after.replayed - before.replayed == SA_THREADS * (SA_PASSES - 1),
+           "streams: %ld recorded, %ld replayed, %ld failed; want %d, %d, 0", after.recorded - before.recorded,
+           after.replayed - before.replayed, after.failed - before.failed, SA_THREADS, SA_THREADS * (SA_PASSES - 1));
+}
+
+enum { EA_TEXTS = 24, EA_RUNS = 3 };
+
+typedef struct {
+    const char *dir;
+    const char *const *texts;
+    pthread_barrier_t *start;  /* NULL: alone */
+    float probs[EA_TEXTS * 3];
+    qb_status st;
+    char err[200];
+} engine_job;
+
+/* An engine on the GPU (its own stream) classifying the texts EA_RUNS times (so
+ * that its batches' shapes are recorded into graphs and replayed). */
+static void *engine_classify(void *p)
+{
+    engine_job *j = p;
+    qb_engine_options o;
+    qb_engine_default_options(&o);
+    o.device = "cuda", o.batch_size = 8;
+    qb_engine *e = NULL;
+    j->st = qb_engine_open(j->dir, &o, &e);
+    if (j->start) pthread_barrier_wait(j->start);
+    for (int r = 0; r < EA_RUNS && !j->st; r++) j->st = qb_engine_classify(e, j->texts, EA_TEXTS, j->probs, NULL, NULL);
+    if (j->st) snprintf(j->err, sizeof j->err, "%s", qb_error());
+    qb_engine_close(e);
+    return NULL;
+}
+
+/* Two engines on one model directory (m saved with a small vocabulary), classifying
+ * from two threads at once, must give the probabilities of one engine alone, bit for
+ * bit: the same kernels on the same shapes, each engine on its own stream. */
+static void engines_apart(const qb_model *m)
+{
+    static const char *const words[] = {"bagus", "sekali", "tidak", "enak", "pelayanan", "buruk", "mahal", "murah"};
+    char dir[] = "/tmp/qbert-cuda-engines-XXXXXX", path[80], texts_buf[EA_TEXTS][400];
+    const char *texts[EA_TEXTS];
+    if (!mkdtemp(dir)) exit(1);
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    FILE *f = fopen(path, "w");
+    CHECKF(f && qb_model_save(m, dir) == QB_OK, "engines: %s", qb_error());
+    if (!f) exit(1);
+    fputs("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", f);
+    for (size_t w = 0; w < sizeof words / sizeof *words; w++) fprintf(f, "%s\n", words[w]);
+    fclose(f);
+    for (int i = 0; i < EA_TEXTS; i++) {  /* 1 to 60 words: batches of several padded lengths */
+        const int n = 1 + (int)(qb_rng_u32(&cuda_rng) % 60);
+        texts_buf[i][0] = '\0';
+        for (int w = 0; w < n; w++) {
+            strcat(texts_buf[i], words[qb_rng_u32(&cuda_rng) % (sizeof words / sizeof *words)]);
+            strcat(texts_buf[i], " ");
+        }
+        texts[i] = texts_buf[i];
+    }
+    engine_job alone = {.dir = dir, .texts = texts}, jobs[2];
+    engine_classify(&alone);
+    CHECKF(!alone.st, "engine alone: %s", alone.err);
+    pthread_barrier_t start;
+    pthread_t threads[2];
+    CHECK(pthread_barrier_init(&start, NULL, 2) == 0);
+    for (int t = 0; t < 2; t++) jobs[t] = (engine_job){.dir = dir, .texts = texts, .start = &start};
+    if (pthread_create(&threads[0], NULL, engine_classify, &jobs[0]) ||
+        pthread_create(&threads[1], NULL, engine_classify, &jobs[1])) {
+        CHECKF(false, "engines: cannot start two threads");
+        exit(check_summary("test_cuda_model"));
+    }
+    for (int t = 0; t < 2; t++) pthread_join(threads[t], NULL);
+    pthread_barrier_destroy(&start);
+    for (int t = 0; t < 2; t++) {
+        CHECKF(!jobs[t].st, "engine on thread %d: %s", t, jobs[t].err);
+        CHECKF(jobs[t].st || memcmp(jobs[t].probs, alone.probs, sizeof alone.probs) == 0,
+               "engine on thread %d: other probabilities than an engine alone", t);
+    }
+    static const char *const files[] = {"vocab.txt", "config.json", "model.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
 }
 
 /* An error on one stream is that stream's: the default stream's sync does not see
@@ -346,12 +445,12 @@ int main(void)
     train_steps(&m, &batch, QB_MATH_BF16, 1e-2, 5e-2);
 
     graph_replays(&dm, "FP32", false);
-    streams_apart(&dm, "FP32");
     qb_model q, dq;
     int8_copy(&m, &q, &dq);
     graph_replays(&dq, "INT8", true);
-    streams_apart(&dq, "INT8");
+    streams_apart(&dm, &dq);
     stream_errors();
+    engines_apart(&m);
     qb_model_free(&dq), qb_model_free(&q);
     for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
     qb_model_free(&dm), qb_model_free(&m);

@@ -11,7 +11,7 @@
  * fused into the INT8 epilogue when a row fits shared memory, a pass after it
  * otherwise), whose bytes must be the CPU quantizer's on the GPU's own output (the
  * CPU's output may differ in the last bit with GELU); an unprepared Linear, a
- * mis-shaped yq, and an INT4 group size the kernel cannot take. */
+ * mis-shaped yq or xq, and an INT4 group size the kernel cannot take. */
 #include "cuda_check.h"
 
 #include "cpu/cpu.h"
@@ -127,9 +127,12 @@ static void test_refusals(void)
     CHECK(qb_cuda_sync() == QB_OK);
     qb_qlinear p = q;
     CHECK(gpu->qlinear_prepare(&p) == QB_OK);
-    qb_qinput wrong = dev_qinput(2, 5);  /* the output is 2 x 4 */
+    qb_qinput wrong = dev_qinput(2, 5);  /* the output is 2 x 4, the input 2 x 8 */
     gpu->linear_q(d, &wrong, d, NULL, &p, NULL, 2, 0);
-    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "laid out for another shape"));
+    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "output is laid out for another shape"));
+    CHECK(qb_cuda_sync() == QB_OK);
+    gpu->linear_q(d, NULL, d, &wrong, &p, NULL, 2, 0);
+    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "input is laid out for another shape"));
     CHECK(qb_cuda_sync() == QB_OK);
     if (p.prepared) p.release(&p);
     gpu->free(wrong.u), gpu->free(wrong.scale), gpu->free(wrong.zp);
@@ -147,10 +150,11 @@ int main(void)
     if (!cuda_or_skip("test_cuda_qlinear")) return 0;
     /* M, N, K, INT4 group (0: INT8 only, K has no group that is a multiple of 4) */
     /* Groups shorter than an mma's 32 k (4, 12), of one, two and one and a half of the
-     * mma kernel's 64-k chunks; M and N off its 16 x 8 tiles and its 64 x 64 blocks. */
+     * mma kernel's 64-k chunks, and of 48 (its second mma on a half-empty 32 k); M and
+     * N off its 16 x 8 tiles and its 64 x 64 blocks. */
     static const int shapes[][4] = {{1, 3, 768, 64}, {7, 5, 12, 4}, {5, 3, 10, 0}, {33, 65, 64, 32}, {24, 8, 36, 12},
-                                    {70, 130, 192, 96}, {128, 768, 768, 64}, {300, 3072, 768, 128},
-                                    {200, 768, 3072, 64}};
+                                    {70, 130, 192, 96}, {65, 67, 144, 48}, {128, 768, 768, 64},
+                                    {300, 3072, 768, 128}, {200, 768, 3072, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], group = shapes[s][3];
         for (int bits = 8; bits >= (group ? 4 : 8); bits -= 4)

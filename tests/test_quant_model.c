@@ -152,7 +152,8 @@ static float *last_hidden(qb_model *m, bool prepare)
 
 /* Each prepared (packed, SIMD) Linear of q against its unprepared (scalar reference)
  * self on fresh inputs, bit for bit (no GELU: the fused one's erf differs); a
- * dynamic one also when handed its input already quantized (as a LayerNorm does). */
+ * dynamic one also when handed its input already quantized (as a LayerNorm does),
+ * and refusing (NaN out) a quantized input laid out for another shape. */
 static bool linears_prepared_match_reference(qb_model *q)
 {
     enum { M = 11 };
@@ -171,6 +172,12 @@ static bool linears_prepared_match_reference(qb_model *q)
             qb_qinput_quantize(&xq, x);
             qb_backend_cpu()->linear_q(yr, NULL, NULL, &xq, ql, NULL, M, 0);
             bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
+            qb_qinput_free(&xq);
+            CHECK(qb_qinput_alloc(&xq, M + 1, ql->K) == QB_OK);
+            qb_log_set_level(QB_LOG_QUIET);
+            qb_backend_cpu()->linear_q(yr, NULL, NULL, &xq, ql, NULL, M, 0);
+            qb_log_set_level(QB_LOG_ERROR);
+            bad += !isnan(yr[0]) || !isnan(yr[(size_t)M * ql->N - 1]);
             qb_qinput_free(&xq);
         }
         void *prepared = ql->prepared;

@@ -178,12 +178,15 @@ typedef struct qb_backend {
     void (*graphs_free)(void *graphs);
     /* Optional (NULL on the CPU): streams. A stream orders the work given to it and has
      * its own pending error (what sync reports) and its own scratch, so work on two
-     * streams, from two threads, neither waits for nor disturbs the other (an engine
-     * has one: csrc/engine/engine.c). The ops a thread calls go to its current stream:
+     * streams, from two threads, runs side by side without disturbing the other (an
+     * engine has one: csrc/engine/engine.c); only allocating or freeing device memory
+     * waits for the whole device. The ops a thread calls go to its current stream:
      * the backend's default one until stream_use(s) makes s current (NULL: the
      * default again); stream_use returns the one it replaces. stream_new gives NULL
      * after recording why (qb_error); stream_free waits for the stream's work, then
-     * frees it and its scratch (the default one again if it was current). */
+     * frees it and its scratch, and makes the default current again for the calling
+     * thread: no other thread may still have it current, and graphs recorded on it
+     * are made again if their activations are used on another stream. */
     void *(*stream_new)(void);
     void *(*stream_use)(void *s);
     void (*stream_free)(void *s);

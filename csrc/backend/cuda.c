@@ -12,6 +12,7 @@
 /* A stream (backend.h's stream_new): what a thread's ops need to run beside another
  * thread's on another stream. */
 struct qb_cuda_stream_state {
+    uint64_t id;            /* unique in the process (0: the default stream) */
     cudaStream_t stream;
     cudaError_t err;        /* the pending error, cudaSuccess when none */
     char what[96];
@@ -26,6 +27,7 @@ static struct {
     char init_msg[256];
     char name[128];
     qb_cuda_stream_state def;  /* the default stream */
+    uint64_t last_id;          /* of the latest stream made */
     qb_cuda_graph_counts graphs;
 } rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -109,6 +111,7 @@ void *qb_cuda_stream_new(void)
         return NULL;
     }
     const cudaError_t e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
+    s->id = __atomic_add_fetch(&rt.last_id, 1, __ATOMIC_RELAXED);
     if (e == cudaSuccess) return s;
     cudaGetLastError();
     free(s);
@@ -217,7 +220,7 @@ enum { MAX_GRAPHS = 32 };
 
 typedef struct {
     uint64_t key[4];
-    const qb_cuda_stream_state *stream;  /* whose scratch the pass used ... */
+    uint64_t stream;       /* the id of the stream whose scratch the pass used ... */
     uint64_t epoch;        /* ... and its epoch, when the pass last ran as it is or was recorded */
     cudaGraphExec_t exec;  /* NULL: seen once, not recorded */
 } graph;
@@ -289,7 +292,7 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
     graph *g = NULL;
     for (int i = 0; i < c->n && !g; i++)
         if (memcmp(c->g[i].key, key, sizeof c->g[i].key) == 0) g = &c->g[i];
-    const bool same = g && g->stream == s && g->epoch == s->epoch;
+    const bool same = g && g->stream == s->id && g->epoch == s->epoch;
     if (g && !same && g->exec) {  /* recorded before some scratch it reads moved, or on another stream */
         qb_cuda_note(cudaGraphExecDestroy(g->exec), "graph destroy");
         g->exec = NULL;
@@ -321,7 +324,7 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
         *g = (graph){.exec = NULL};
         memcpy(g->key, key, sizeof g->key);
     }
-    g->stream = s, g->epoch = s->epoch;
+    g->stream = s->id, g->epoch = s->epoch;
     return QB_OK;
 }
 

@@ -162,9 +162,10 @@ static void linear_q(float *y, const float *x, const qb_qinput *xq, const qb_qli
 void qb_cpu_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
                      const float *b, int M, int gelu)
 {
-    if (yq && !qb_qinput_fits(yq, M, q->N)) {
-        qb_log(QB_LOG_ERROR, "quantized Linear %dx%dx%d: its quantized output is laid out for %d x %d; output set "
-               "to NaN", M, q->N, q->K, yq->M, yq->K);
+    const qb_qinput *wrong = yq && !qb_qinput_fits(yq, M, q->N) ? yq : xq && !qb_qinput_fits(xq, M, q->K) ? xq : NULL;
+    if (wrong) {
+        qb_log(QB_LOG_ERROR, "quantized Linear %dx%dx%d: its quantized %s is laid out for %d x %d; output set to NaN",
+               M, q->N, q->K, wrong == yq ? "output" : "input", wrong->M, wrong->K);
         for (size_t i = 0; i < (size_t)M * q->N; i++) y[i] = NAN;
         return;
     }
