@@ -273,9 +273,4 @@ extern "C" void qb_cuda_gemm_release(void)
     if (lt.handle) cublasLtDestroy(lt.handle);
     lt.handle = NULL;
     qb_cuda_unlock();
-    qb_cuda_scratch *c = qb_cuda_scratch_get();
-    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "GEMM release");
-    cudaFree(c->workspace), cudaFree(c->ones);
-    c->workspace = NULL, c->ones = NULL, c->ones_len = 0;
-    qb_cuda_scratch_moved();  /* recorded graphs used the workspace */
 }

@@ -63,6 +63,9 @@ typedef struct {
 } qb_cuda_scratch;
 /* The current stream's. */
 qb_cuda_scratch *qb_cuda_scratch_get(void);
+/* Frees the current stream's scratch once its work is done (tests, at exit: the
+ * buffers grow again on demand). */
+void qb_cuda_scratch_release(void);
 
 /* Memory and copies (backend.h's alloc, free, zero, to_device, to_host, copy).
  * qb_cuda_alloc returns NULL when the device is out of memory (the caller names
@@ -104,8 +107,7 @@ void qb_cuda_gemm_s8(int32_t *c, const int8_t *w, const int8_t *x, int Np, int M
 /* c (n, m) = b (n, k) . a (m, k)^T, all BF16 row-major, FP32 sums: the plain
  * tensor-core GEMM whose rate qbert-bench takes as the device's ceiling. */
 void qb_cuda_gemm_bf16(void *c, const void *a, const void *b, int m, int n, int k);
-/* Releases the cached plans and the handle, and the current stream's workspace and
- * ones vector (at exit; tests). */
+/* Releases the cached plans and the handle (at exit; tests). */
 void qb_cuda_gemm_release(void);
 
 /* cuda/qlinear.cu (backend.h's linear_q and qlinear_prepare) */
@@ -120,8 +122,6 @@ void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *
 typedef enum { QB_W4A8_MMA, QB_W4A8_DP4A } qb_cuda_w4a8;
 /* Returns the kernel it replaces. */
 qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel);
-/* Releases the current stream's quantized-Linear scratch (tests). */
-void qb_cuda_qlinear_release(void);
 
 /* cuda/layernorm.cu */
 void qb_cuda_layernorm(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x,

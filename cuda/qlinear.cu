@@ -62,7 +62,6 @@ typedef struct {
 
 static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel (__atomic: any thread may set it) */
 
-
 /* cudaMalloc; a failure is recorded naming what and how many bytes. */
 static bool dev_alloc(void **p, size_t bytes, const char *what)
 {
@@ -246,7 +245,7 @@ __device__ __forceinline__ void mma_s8(int d[4], const int a[4], const int b[2])
  * computes, the sums on the tensor cores. A chunk's x (rows) and unpacked weights
  * (columns) go to shared memory as words of 4 int8 along k, zero past the group,
  * M or N; a warp's output element (m, n) is d[i][j][e] with m = 16 i + g + 8 (e / 2),
- * n = 8 j + 2 t + e % 2 within its 32 x 32. */
+ * n = 8 j + 2 t + e % 2 within its 32 x 32 (row, col). */
 static __global__ void __launch_bounds__(128, 4)
     w4a8_mma_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu, const uint8_t *w4,
                     const int32_t *colsum, const float *sw, const float *b, int M, int N, int K, int group, int gelu)
@@ -256,6 +255,9 @@ static __global__ void __launch_bounds__(128, 4)
     const int bm = blockIdx.y * MMA_TILE, bn = blockIdx.x * MMA_TILE;  /* the block's tile in y */
     const int wm = 32 * (warp / 2), wn = 32 * (warp % 2);             /* the warp's in the block's */
     const int groups = K / group;
+    /* The row and column in y of element e of the warp's mma tile (i, j). */
+    const auto row = [&](int i, int e) { return bm + wm + 16 * i + g4 + 8 * (e / 2); };
+    const auto col = [&](int j, int e) { return bn + wn + 8 * j + 2 * t4 + e % 2; };
     float f[2][4][4] = {};
     for (int g = 0; g < groups; g++) {
         int d[2][4][4] = {};
@@ -292,7 +294,7 @@ static __global__ void __launch_bounds__(128, 4)
             for (int j = 0; j < 4; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const int m = bm + wm + 16 * i + g4 + 8 * (e / 2), n = bn + wn + 8 * j + 2 * t4 + e % 2;
+                    const int m = row(i, e), n = col(j, e);
                     if (m < M && n < N) f[i][j][e] = add_group(f[i][j][e], d[i][j][e], m, n, g, groups, zp, colsum, sw);
                 }
     }
@@ -302,7 +304,7 @@ static __global__ void __launch_bounds__(128, 4)
         for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int m = bm + wm + 16 * i + g4 + 8 * (e / 2), n = bn + wn + 8 * j + 2 * t4 + e % 2;
+                const int m = row(i, e), n = col(j, e);
                 if (m < M && n < N) y[(size_t)m * N + n] = finish(f[i][j][e], sx[m], b ? b[n] : 0.0f, gelu);
             }
 }
@@ -486,13 +488,4 @@ extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const 
 extern "C" qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)
 {
     return __atomic_exchange_n(&w4a8, kernel, __ATOMIC_RELAXED);
-}
-
-extern "C" void qb_cuda_qlinear_release(void)
-{
-    qb_cuda_scratch *c = qb_cuda_scratch_get();
-    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "quantized Linear release");
-    cudaFree(c->v), cudaFree(c->rows), cudaFree(c->acc);
-    c->v = NULL, c->rows = NULL, c->acc = NULL, c->v_cap = c->rows_cap = c->acc_cap = 0;
-    qb_cuda_scratch_moved();
 }

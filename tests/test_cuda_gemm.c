@@ -79,6 +79,7 @@ int main(void)
      * must still agree. */
     check_linear(33, 65, 17, 1, QB_MATH_FP32);
     check_linear(33, 65, 17, 1, QB_MATH_BF16);
+    qb_cuda_scratch_release();
     qb_cuda_gemm_release();
     return check_summary("test_cuda_gemm");
 }

@@ -454,6 +454,7 @@ int main(void)
     qb_model_free(&dq), qb_model_free(&q);
     for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
     qb_model_free(&dm), qb_model_free(&m);
+    qb_cuda_scratch_release();
     qb_cuda_gemm_release();
     return check_summary("test_cuda_model");
 }

@@ -174,7 +174,7 @@ int main(void)
     /* The scratch buffers grown by a large call serve a small one after it. */
     check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0, 0);
     test_refusals();
-    qb_cuda_qlinear_release();
+    qb_cuda_scratch_release();
     qb_cuda_gemm_release();
     CHECK(qb_cuda_sync() == QB_OK);
     return check_summary("test_cuda_qlinear");

@@ -137,6 +137,8 @@ static void scratch_free(qb_cuda_stream_state *s)
     s->epoch++;
 }
 
+void qb_cuda_scratch_release(void) { scratch_free(cur()); }
+
 void qb_cuda_stream_free(void *p)
 {
     qb_cuda_stream_state *s = p;
