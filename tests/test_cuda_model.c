@@ -10,8 +10,12 @@
  * relative L2 1e-4 per tensor (the CPU's bound against Hugging Face, tests/
  * test_train.c); weights after three Adam steps 1e-3, because Adam's first steps
  * move each weight by about lr * sign(gradient), which amplifies small gradient
- * differences; a gradient at rounding-noise level (the attention key bias, see
- * test_train.c) may take either sign, so there only the size of the move is bounded.
+ * differences. What is not stable is not compared: a gradient at rounding-noise
+ * level (the attention key bias, see test_train.c) may take either sign, and so may
+ * an element whose gradient at some step is within the arithmetic's noise (4 x tol
+ * x its tensor's RMS: under compute-sanitizer, cuBLASLt picks other algorithms and
+ * 2-4 such elements of the zero-initialised biases went the other way in TF32 /
+ * BF16); there only the size of the move is bounded.
  * Then inference through recorded CUDA graphs, FP32 and INT8 (graph_replays), and
  * on three streams from three threads at once (streams_apart); two engines, each on
  * its own stream, classifying from two threads at once (engines_apart). */
@@ -66,21 +70,48 @@ static void compare_grads(const qb_model *got, const qb_model *ref, bool *noisy,
     }
 }
 
-/* Weights after the steps. Where the gradient was noise, Adam moved each weight by
- * at most about lr (1 - b1) / sqrt(1 - b2) ~ 3.2 lr per step, in either direction on
- * either backend: the two may differ by twice that per step, not more. */
-static void compare_weights(const qb_model *got, const qb_model *ref, const bool *noisy, float lr, double tol)
+/* Marks in unsettled (one flag per parameter element, in tensor order) the elements
+ * of the CPU's gradients g whose size is within the noise of an arithmetic whose
+ * gradients agree within tol: |g| <= 4 tol RMS(g's tensor). */
+static void mark_unsettled(const qb_model *g, double tol, bool *unsettled)
+{
+    for (int i = 0; i < g->weights.count; i++) {
+        const qb_tensor *t = &g->weights.tensors[i];
+        const float *d = t->data;
+        const size_t n = (size_t)qb_tensor_numel(t);
+        double ss = 0.0;
+        for (size_t j = 0; j < n; j++) ss += (double)d[j] * d[j];
+        const double noise = 4 * tol * sqrt(ss / (double)n);
+        for (size_t j = 0; j < n; j++) unsettled[j] |= fabs(d[j]) <= noise;
+        unsettled += n;
+    }
+}
+
+/* Weights after the steps. Where the gradient was noise (a noisy tensor, an unsettled
+ * element), Adam moved each weight by at most about lr (1 - b1) / sqrt(1 - b2) ~ 3.2 lr
+ * per step, in either direction on either backend: the two may differ by twice that
+ * per step, not more. The other elements of each tensor agree within tol. */
+static void compare_weights(const qb_model *got, const qb_model *ref, const bool *noisy, const bool *unsettled,
+                            float lr, double tol)
 {
     for (int i = 0; i < ref->weights.count; i++) {
-        const qb_tensor *r = &ref->weights.tensors[i], *g = &got->weights.tensors[i];
+        const qb_tensor *r = &ref->weights.tensors[i];
+        const float *gd = got->weights.tensors[i].data, *rd = r->data;
         const size_t n = (size_t)qb_tensor_numel(r);
-        if (noisy[i]) {
-            double d = 0.0;
-            for (size_t j = 0; j < n; j++) d = fmax(d, fabs(((float *)g->data)[j] - ((float *)r->data)[j]));
-            CHECKF(d <= 2 * STEPS * 3.2 * lr, "weight %s (noise gradient): differs by %.3g", ref->weights.names[i], d);
-            continue;
+        double moved = 0.0, e = 0.0, norm = 0.0;
+        for (size_t j = 0; j < n; j++) {
+            const double d = (double)gd[j] - rd[j];
+            if (noisy[i] || unsettled[j]) {
+                moved = fmax(moved, fabs(d));
+            } else {
+                e += d * d;
+                norm += (double)rd[j] * rd[j];
+            }
         }
-        const double e = rel_l2(g->data, r->data, n);
+        unsettled += n;
+        CHECKF(moved <= 2 * STEPS * 3.2 * lr, "weight %s (noise gradient): differs by %.3g", ref->weights.names[i],
+               moved);
+        e = sqrt(e) / (norm > 0.0 ? sqrt(norm) : 1.0);
         CHECKF(e <= tol, "weight %s after %d steps: relative L2 error %.3g > %.1g", ref->weights.names[i], STEPS, e,
                tol);
     }
@@ -108,6 +139,7 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
     qb_activations_set_math(ag, math);
     const char *name = qb_math_name(math);
     bool *noisy = calloc((size_t)m.weights.count, sizeof *noisy);
+    bool *unsettled = calloc(qb_model_param_count(&m), sizeof *unsettled);
     for (int s = 0; s < STEPS; s++) {
         const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&m0->cfg)};
         float loss_c, loss_g, lr;
@@ -124,6 +156,7 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
             CHECK(qb_cuda_sync() == QB_OK);
             compare_grads(&gg_host, &gc, noisy, tol);
         }
+        mark_unsettled(&gc, tol, unsettled);
         CHECK(qb_adamw_step(&oc, cpu, &m, &gc, &norm_c, &lr) == QB_OK);
         CHECKF(qb_adamw_step(&og, gpu, &dm, &gg, &norm_g, &lr) == QB_OK && qb_cuda_sync() == QB_OK,
                "%s: GPU AdamW step %d: %s", name, s, qb_error());
@@ -132,8 +165,8 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
     }
     qb_model_to_host(&dm, &w_host);
     CHECK(qb_cuda_sync() == QB_OK);
-    compare_weights(&w_host, &m, noisy, oc_cfg.lr, wtol);
-    free(noisy);
+    compare_weights(&w_host, &m, noisy, unsettled, oc_cfg.lr, wtol);
+    free(noisy), free(unsettled);
     qb_adamw_free(&oc), qb_adamw_free(&og);
     qb_activations_free(ac), qb_activations_free(ag);
     qb_model_free(&gc), qb_model_free(&gg_host), qb_model_free(&gg), qb_model_free(&w_host);
