@@ -113,7 +113,7 @@ static void report(bench *b, const char *name, const char *shape, double s, doub
 /* The ops, each a closure over its buffers. */
 typedef struct {
     const qb_backend *be;
-    float *y, *x, *w, *bias, *res, *stats, *t, *m, *v, *g, *probs, *q, *k, *vv, *dq, *dk, *dv;
+    float *y, *x, *w, *bias, *res, *stats, *t, *m, *v, *g, *lse, *q, *k, *vv, *dq, *dk, *dv;
     void *a16, *b16, *c16;
     int32_t *ids, *types, *mask;
     qb_qinput xq, yq;  /* a Linear's input, and the FFN's GELU output, quantized per token */
@@ -153,12 +153,13 @@ static void op_gelu_backward(void *p) { args *a = p; a->be->gelu_backward(a->y, 
 static void op_attention(void *p)
 {
     args *a = p;
-    a->be->attention(a->y, a->probs, a->q, a->k, a->vv, a->mask, &a->drop, B, T, H, D);
+    a->be->attention(a->y, a->lse, a->q, a->k, a->vv, a->mask, &a->drop, B, T, H, D, a->math);
 }
 static void op_attention_backward(void *p)
 {
     args *a = p;
-    a->be->attention_backward(a->dq, a->dk, a->dv, a->y, a->q, a->k, a->vv, a->probs, &a->drop, B, T, H, D);
+    a->be->attention_backward(a->dq, a->dk, a->dv, a->res, a->q, a->k, a->vv, a->y, a->lse, a->mask, &a->drop, B, T,
+                              H, D, a->math);
 }
 static void op_embedding(void *p) { args *a = p; a->be->embedding(a->y, a->ids, a->types, a->w, a->m, a->v, B, T, C); }
 static void op_dropout(void *p) { args *a = p; a->be->dropout(a->y, (size_t)a->n, &a->drop); }
@@ -167,6 +168,33 @@ static void op_fake_quant_weight(void *p)
 {
     args *a = p;
     a->be->fake_quant_weight(a->y, a->stats, a->w, a->nn, a->kk, a->kk, 8);
+}
+
+/* Attention at B x T x H x D, FP32 on the CUDA cores (the reference) and BF16 / FP16
+ * on the tensor cores: inference (nothing kept), training (log-sum-exp kept, dropout
+ * 0.1 as BERT trains) and the backward. FLOPs: 4 B H T^2 D forward (q k^T and p v),
+ * 2.5 times that backward (FlashAttention's count: five products of that size;
+ * the deterministic kernels compute seven). */
+static void attention_rows(bench *b, args *a, const char *shape)
+{
+    const double attn = 4.0 * B * H * T * T * D;
+    const qb_math maths[] = {QB_MATH_FP32, QB_MATH_BF16, QB_MATH_FP16};
+    float *lse = a->lse;
+    for (size_t i = 0; i < sizeof maths / sizeof *maths; i++) {
+        char name[64];
+        a->math = maths[i];
+        a->drop = (qb_dropout){0};
+        a->lse = NULL;  /* inference */
+        snprintf(name, sizeof name, "attention %s (inference)", qb_math_name(a->math));
+        report(b, name, shape, seconds(b, op_attention, a), attn, 0);
+        a->lse = lse;
+        a->drop = (qb_dropout){0.1f, 1, 2};
+        snprintf(name, sizeof name, "attention %s (training)", qb_math_name(a->math));
+        report(b, name, shape, seconds(b, op_attention, a), attn, 0);
+        snprintf(name, sizeof name, "attention_backward %s", qb_math_name(a->math));
+        report(b, name, shape, seconds(b, op_attention_backward, a), 2.5 * attn, 0);
+    }
+    a->math = QB_MATH_FP32, a->drop = (qb_dropout){0};
 }
 
 /* A random INT8 (bits 8) or W4A8 (group 64) Linear (N, K) with per-token inputs,
@@ -267,7 +295,7 @@ int qb_bench_kernels(int argc, char **argv)
     a.v = dev_random(&b, (size_t)I * C, 0, 1);
     a.q = dev_random(&b, MC, -1, 1), a.k = dev_random(&b, MC, -1, 1), a.vv = dev_random(&b, MC, -1, 1);
     a.dq = dev_random(&b, MC, 0, 1), a.dk = dev_random(&b, MC, 0, 1), a.dv = dev_random(&b, MC, 0, 1);
-    a.probs = dev_random(&b, (size_t)B * H * T * T, 0, 1);
+    a.lse = dev_random(&b, (size_t)B * H * T, 0, 1);
     a.a16 = be->alloc((size_t)CEIL * CEIL * 2), a.b16 = be->alloc((size_t)CEIL * CEIL * 2);
     a.c16 = be->alloc((size_t)CEIL * CEIL * 2);
     a.ids = be->alloc(M * 4), a.types = be->alloc(M * 4), a.mask = be->alloc(M * 4);
@@ -337,14 +365,7 @@ int qb_bench_kernels(int argc, char **argv)
     a.drop = (qb_dropout){0.1f, 1, 2};
     report(&b, "dropout", shape, seconds(&b, op_dropout, &a), 0, 2.0 * MI * 4);
     snprintf(shape, sizeof shape, "B%d T%d H%d D%d", B, T, H, D);
-    const double attn = 4.0 * B * H * T * T * D;  /* q k^T and p v */
-    a.drop = (qb_dropout){0};
-    float *probs = a.probs;
-    a.probs = NULL;  /* online softmax, nothing kept */
-    report(&b, "attention (inference)", shape, seconds(&b, op_attention, &a), attn, 0);
-    a.probs = probs;  /* the probabilities written for the backward */
-    report(&b, "attention (training)", shape, seconds(&b, op_attention, &a), attn, 0);
-    report(&b, "attention_backward", shape, seconds(&b, op_attention_backward, &a), 2 * attn, 0);
+    attention_rows(&b, &a, shape);
     snprintf(shape, sizeof shape, "%dx%d", M, C);
     report(&b, "embedding", shape, seconds(&b, op_embedding, &a), 0, 2.0 * MC * 4);  /* word rows in, out */
     a.n = I * C;
@@ -359,7 +380,7 @@ int qb_bench_kernels(int argc, char **argv)
 done:
     be->free(a.y), be->free(a.x), be->free(a.w), be->free(a.bias), be->free(a.res), be->free(a.t);
     be->free(a.stats), be->free(a.g), be->free(a.m), be->free(a.v), be->free(a.q), be->free(a.k), be->free(a.vv);
-    be->free(a.dq), be->free(a.dk), be->free(a.dv), be->free(a.probs), be->free(a.a16), be->free(a.b16);
+    be->free(a.dq), be->free(a.dk), be->free(a.dv), be->free(a.lse), be->free(a.a16), be->free(a.b16);
     be->free(a.c16), be->free(a.ids), be->free(a.types), be->free(a.mask), be->free(a.xq.u), be->free(a.xq.scale);
     be->free(a.xq.zp), be->free(a.yq.u), be->free(a.yq.scale), be->free(a.yq.zp);
     return rc;

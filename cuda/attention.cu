@@ -1,6 +1,8 @@
-/* Multi-head self-attention on the GPU, forward and backward, with the semantics of
- * csrc/cpu/attention.c (Hugging Face BERT's eager path) in FP32. Per head (b, h), Q, K,
- * V, dO (T, D) are read in place from (B, T, H*D) at row stride H*D:
+/* Multi-head self-attention on the GPU, forward and backward. BF16 / FP16 products
+ * (math) at head dims 32, 64 and 128 go to the tensor-core kernels of
+ * cuda/flash_attention.cu; everything else runs here, the FP32 reference with the
+ * semantics of csrc/cpu/attention.c (Hugging Face BERT's eager path). Per head (b, h),
+ * Q, K, V, dO (T, D) are read in place from (B, T, H*D) at row stride H*D:
  *   S (T, T) = Q K^T / sqrt(D) + (1 - mask) * -FLT_MAX,  P = softmax(S) row-wise,
  *   P' = dropout(P),  O (T, D) = P' V.
  * The scores are formed exactly as the CPU forms them (a division by sqrt(D) as a
@@ -23,22 +25,24 @@
  *
  * Each forward is one fused kernel, so that S and P live in registers and shared
  * memory instead of making a round trip through global memory between GEMMs:
- * - inference (probs NULL and no dropout): attention_online_kernel, one pass over K
- *   and V tiles with a running maximum and sum per query row (flash-style online
+ * - inference (no lse and no dropout): attention_online_kernel, one pass over K and
+ *   V tiles with a running maximum and sum per query row (flash-style online
  *   softmax); nothing of size T x T is ever written;
- * - training: attention_probs_kernel keeps the block's 16 whole score rows in shared
- *   memory, takes the softmax like the CPU (max, exp, sum in double, divide), stores
- *   P to probs when asked (the backward pass needs it), applies the dropout factor of
- *   element (b, h, i, j) (Philox index ((b H + h) T + i) T + j, the CPU's bits, one
- *   Philox block per 4 consecutive indices) and multiplies by V.
- * Backward, two kernels and no atomics (each output row has one owner):
- *   attention_backward_query_kernel, per query rows: dP' = dO V^T, dP = dropout(dP'),
- *     dS = P * (dP - rowsum(P * dP)) / sqrt(D) (rowsum in double, as the CPU), written
- *     to a (B, H, T, T) scratch, then dQ = dS K;
+ * - training: attention_rows_kernel keeps the block's 16 whole score rows in shared
+ *   memory, takes the softmax like the CPU (max, exp, sum in double, divide: see
+ *   softmax_rows), stores each row's log-sum-exp when asked, applies the dropout
+ *   factor of element (b, h, i, j) (Philox index ((b H + h) T + i) T + j, the CPU's
+ *   bits, one Philox block per 4 consecutive indices) and multiplies by V.
+ * Backward, two kernels and no atomics (each output row has one owner); P is
+ * recomputed by softmax_rows, so it has the forward's bits (the forward's out and
+ * lse are not needed here):
+ *   attention_backward_query_kernel, per query rows: P, dP' = dO V^T, dP =
+ *     dropout(dP'), dS = P * (dP - rowsum(P * dP)) / sqrt(D) (rowsum in double, as the
+ *     CPU), P and dS written to (B, H, T, T) scratch, then dQ = dS K;
  *   attention_backward_key_kernel, per key rows: dV = P'^T dO and dK = dS^T Q over
- *     query tiles, P' recomputed from probs and the dropout mask.
- * The scratch (as large as probs) is stream-ordered (cudaMallocAsync / cudaFreeAsync
- * on the op's stream), so it is freed only after both kernels have run. */
+ *     query tiles, P' from that P and the dropout mask.
+ * The scratch is stream-ordered (cudaMallocAsync / cudaFreeAsync on the op's
+ * stream), so it is freed only after both kernels have run. */
 #include "cuda/common.cuh"
 
 #include <float.h>
@@ -261,26 +265,20 @@ attention_online_kernel(float *out, const float *q, const float *k, const float 
     store_rows(out + pl.head, pl.C, pl.row0 + r0, T, D, lane, acc);
 }
 
-/* THREADS threads; shared: Q rows (BLOCK_ROWS, Dp), a K then V tile
- * (TILE, lane_row_stride), score rows S (BLOCK_ROWS, T). out (B, T, H*D), probs
- * (B, H, T, T) or NULL; drop.p == 0: no dropout. */
-static __global__ void __launch_bounds__(THREADS)
-attention_probs_kernel(float *out, float *probs, const float *q, const float *k, const float *v,
-                       const int32_t *mask, qb_dropout drop, int T, int H, int D, float sqrt_d)
+/* The block's query rows Qs (BLOCK_ROWS, Dp) against every key of k: the warp's rows
+ * of P = softmax(Q K^T / sqrt(D) + maskbias) into Sw (its rows of (BLOCK_ROWS, T)),
+ * taken as the CPU takes it (max, exp, sum in double, divide); lse (B, H, T), when
+ * not NULL, receives each row's max + log(sum). Rows past T keep their raw scores.
+ * Block-wide. */
+__device__ __forceinline__ void softmax_rows(float *Sw, const float *Qs, float *tile, const float *k,
+                                             const int32_t *mask, float *lse, const Place &pl, int T, int D,
+                                             float sqrt_d)
 {
-    extern __shared__ float4 shared4[];
-    const int Dp = pad4(D), ldk = lane_row_stride(Dp);
-    float *Qs = reinterpret_cast<float *>(shared4), *tile = Qs + BLOCK_ROWS * Dp, *S = tile + TILE * ldk;
-    const Place pl = block_place(T, H, D);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = warp * ROWS_PER_WARP;
+    const int Dp = pad4(D), lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * ROWS_PER_WARP;
     const int32_t *mask_b = mask + (size_t)pl.b * T;
-    float *Sw = S + r0 * T;  /* this warp's score rows */
-
-    load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
     score_rows(Sw, Qs + r0 * Dp, tile, k + pl.head, pl.C, T, D, Dp, lane,
                [&](int j, float s) { return s / sqrt_d + (1.0f - (float)mask_b[j]) * -FLT_MAX; });
     __syncwarp();  /* the softmax of a row is taken by the warp that wrote it */
-    /* Rows past T (the last tile's padding) keep their raw scores: never stored. */
     for (int r = 0; r < ROWS_PER_WARP; r++) {
         const int i = pl.row0 + r0 + r;
         if (i >= T) break;  /* the same in every lane of the warp */
@@ -294,61 +292,86 @@ attention_probs_kernel(float *out, float *probs, const float *q, const float *k,
             row[j] = e;
             sum += e;
         }
-        const float total = (float)qb_warp_sum_d(sum);
-        const uint64_t first = ((uint64_t)pl.bh * T + i) * T;  /* probs and dropout index of (i, 0) */
-        for (int j = lane; j < T; j += 32) {
-            row[j] /= total;
-            if (probs) probs[first + j] = row[j];
-        }
-        if (drop.p > 0.0f) {
-            __syncwarp();
-            dropout_row(row, T, first, drop, lane);
-        }
+        const double total = qb_warp_sum_d(sum);
+        for (int j = lane; j < T; j += 32) row[j] /= (float)total;
+        if (lse && lane == 0) lse[(size_t)pl.bh * T + i] = (float)(mx + log(total));
     }
+    __syncwarp();
+}
+
+/* THREADS threads; shared: Q rows (BLOCK_ROWS, Dp), a K then V tile
+ * (TILE, lane_row_stride), score rows S (BLOCK_ROWS, T). out (B, T, H*D), lse
+ * (B, H, T) or NULL; drop.p == 0: no dropout. */
+static __global__ void __launch_bounds__(THREADS)
+attention_rows_kernel(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *mask,
+                      qb_dropout drop, int T, int H, int D, float sqrt_d)
+{
+    extern __shared__ float4 shared4[];
+    const int Dp = pad4(D), ldk = lane_row_stride(Dp);
+    float *Qs = reinterpret_cast<float *>(shared4), *tile = Qs + BLOCK_ROWS * Dp, *S = tile + TILE * ldk;
+    const Place pl = block_place(T, H, D);
+    const int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * ROWS_PER_WARP;
+    float *Sw = S + r0 * T;  /* this warp's rows */
+
+    load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
+    softmax_rows(Sw, Qs, tile, k, mask, lse, pl, T, D, sqrt_d);
+    for (int r = 0; r < ROWS_PER_WARP && drop.p > 0.0f; r++) {
+        const int i = pl.row0 + r0 + r;
+        if (i < T) dropout_row(Sw + r * T, T, ((uint64_t)pl.bh * T + i) * T, drop, lane);
+    }
+    __syncwarp();
     float acc[ROWS_PER_WARP][COLS];
     rows_times(acc, Sw, T, tile, v + pl.head, pl.C, D, Dp, lane);
     store_rows(out + pl.head, pl.C, pl.row0 + r0, T, D, lane, acc);
 }
 
-/* THREADS threads over query rows; shared: dO rows (BLOCK_ROWS, Dp), a V then K tile
- * (TILE, lane_row_stride), rows of dP then dS (BLOCK_ROWS, T). dq (B, T, H*D), ds
- * (B, H, T, T) scratch. */
+/* THREADS threads over query rows; shared: Q then dO rows (BLOCK_ROWS, Dp), a K then V
+ * then K tile (TILE, lane_row_stride), rows of P and of dP then dS (BLOCK_ROWS, T)
+ * each. P is recomputed as the forward took it; dq (B, T, H*D); probs and ds (B, H,
+ * T, T) receive P and dS for the key kernel. */
 static __global__ void __launch_bounds__(THREADS)
-attention_backward_query_kernel(float *dq, float *ds, const float *dout, const float *k, const float *v,
-                                const float *probs, qb_dropout drop, int T, int H, int D, float inv_sqrt_d)
+attention_backward_query_kernel(float *dq, float *probs, float *ds, const float *dout, const float *q,
+                                const float *k, const float *v, const int32_t *mask, qb_dropout drop, int T, int H,
+                                int D, float sqrt_d)
 {
     extern __shared__ float4 shared4[];
     const int Dp = pad4(D), ldk = lane_row_stride(Dp);
-    float *Os = reinterpret_cast<float *>(shared4), *tile = Os + BLOCK_ROWS * Dp, *S = tile + TILE * ldk;
+    float *Qs = reinterpret_cast<float *>(shared4), *tile = Qs + BLOCK_ROWS * Dp, *P = tile + TILE * ldk;
+    float *G = P + BLOCK_ROWS * T;
     const Place pl = block_place(T, H, D);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = warp * ROWS_PER_WARP;
-    float *Sw = S + r0 * T;  /* this warp's rows */
+    const int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * ROWS_PER_WARP;
+    float *Pw = P + r0 * T, *Gw = G + r0 * T;  /* this warp's rows */
+    const float inv_sqrt_d = 1.0f / sqrt_d;
 
-    load_rows(Os, Dp, dout + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
-    score_rows(Sw, Os + r0 * Dp, tile, v + pl.head, pl.C, T, D, Dp, lane, [](int, float s) { return s; });  /* dP' */
+    load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
+    softmax_rows(Pw, Qs, tile, k, mask, NULL, pl, T, D, sqrt_d);
+    __syncthreads();  /* every warp is done with the Q rows */
+    load_rows(Qs, Dp, dout + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
+    score_rows(Gw, Qs + r0 * Dp, tile, v + pl.head, pl.C, T, D, Dp, lane, [](int, float s) { return s; });  /* dP' */
     __syncwarp();  /* a row of dP' is turned into dS by the warp that wrote it */
     /* Rows past T hold dP' of zero dO rows (zeros) and are never stored. */
     for (int r = 0; r < ROWS_PER_WARP; r++) {
         const int i = pl.row0 + r0 + r;
         if (i >= T) break;  /* the same in every lane of the warp */
         const uint64_t first = ((uint64_t)pl.bh * T + i) * T;
-        const float *P = probs + first;
-        float *row = Sw + r * T;
+        const float *pr = Pw + r * T;
+        float *row = Gw + r * T;
         if (drop.p > 0.0f) {
             dropout_row(row, T, first, drop, lane);  /* dP = dropout(dP') */
             __syncwarp();
         }
         double dot = 0.0;
-        for (int j = lane; j < T; j += 32) dot += (double)P[j] * row[j];
+        for (int j = lane; j < T; j += 32) dot += (double)pr[j] * row[j];
         const float rowsum = (float)qb_warp_sum_d(dot);
         for (int j = lane; j < T; j += 32) {
-            const float g = P[j] * (row[j] - rowsum) * inv_sqrt_d;
+            const float g = pr[j] * (row[j] - rowsum) * inv_sqrt_d;
             row[j] = g;
             ds[first + j] = g;
+            probs[first + j] = pr[j];
         }
     }
     float acc[ROWS_PER_WARP][COLS];
-    rows_times(acc, Sw, T, tile, k + pl.head, pl.C, D, Dp, lane);
+    rows_times(acc, Gw, T, tile, k + pl.head, pl.C, D, Dp, lane);
     store_rows(dq + pl.head, pl.C, pl.row0 + r0, T, D, lane, acc);
 }
 
@@ -357,7 +380,8 @@ attention_backward_query_kernel(float *dq, float *ds, const float *dout, const f
 #define LDW (TILE + 1)
 
 /* THREADS threads over key rows; shared: dO and Q tiles (TILE, Dp) each, P' and dS
- * tiles transposed (BLOCK_ROWS key rows, LDW). dk, dv (B, T, H*D). */
+ * tiles transposed (BLOCK_ROWS key rows, LDW). dk, dv (B, T, H*D); probs, ds (B, H,
+ * T, T): the query kernel's P and dS. */
 static __global__ void __launch_bounds__(THREADS)
 attention_backward_key_kernel(float *dk, float *dv, const float *dout, const float *q, const float *probs,
                               const float *ds, qb_dropout drop, int T, int H, int D)
@@ -385,7 +409,7 @@ attention_backward_key_kernel(float *dk, float *dv, const float *dout, const flo
             if (i < T && j < T) {
                 const uint64_t idx = ((uint64_t)pl.bh * T + i) * T + j;
                 p = probs[idx];
-                if (drop.p > 0.0f) p *= qb_dropout_factor(drop, idx);
+                if (drop.p > 0.0f) p *= qb_dropout_factor(drop, idx, 1.0f / (1.0f - drop.p));
                 g = ds[idx];
             }
             Pt[c * LDW + a] = p;
@@ -416,66 +440,89 @@ static unsigned grid_blocks(int B, int T, int H)
 }
 
 /* Shared memory of a kernel that keeps BLOCK_ROWS rows (stride Dp), one tile read one
- * row per lane and BLOCK_ROWS rows of T scores. */
-static size_t score_rows_bytes(int T, int Dp)
+ * row per lane and `rows` x BLOCK_ROWS rows of T scores. */
+static size_t score_rows_bytes(int T, int Dp, int rows)
 {
-    return (size_t)(BLOCK_ROWS * Dp + TILE * lane_row_stride(Dp) + BLOCK_ROWS * T) * sizeof(float);
+    return (size_t)(BLOCK_ROWS * Dp + TILE * lane_row_stride(Dp) + rows * BLOCK_ROWS * T) * sizeof(float);
 }
 
-extern "C" void qb_cuda_attention(float *out, float *probs, const float *q, const float *k, const float *v,
-                                  const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D)
+/* The tensor cores take BF16 / FP16 products (math) at head dims 32, 64, 128 with
+ * aligned rows (cuda/flash_attention.cu); everything else runs here in FP32. */
+static bool tensor_cores(qb_math math, int D, const void *const *p, int n)
+{
+    if ((math != QB_MATH_BF16 && math != QB_MATH_FP16) || (D != 32 && D != 64 && D != 128)) return false;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)p[i] % 16) return false;
+    return true;
+}
+
+extern "C" void qb_cuda_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+                                  const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                                  qb_math math)
 {
     if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits("attention", T, D)) return;
+    const qb_dropout off = {};
+    const qb_dropout d = drop && drop->p > 0.0f ? *drop : off;
+    const void *ptrs[] = {out, q, k, v};
+    if (tensor_cores(math, D, ptrs, 4)) {
+        qb_cuda_flash_attention(out, lse, q, k, v, mask, &d, B, T, H, D, math);
+        return;
+    }
     const int Dp = pad4(D);
     const float sqrt_d = (float)sqrt((double)D);  /* the CPU's divisor (HF's math.sqrt(head_size)) */
-    const bool dropout = drop && drop->p > 0.0f;
     const unsigned blocks = grid_blocks(B, T, H);
-    if (!probs && !dropout) {
+    if (!lse && d.p == 0.0f) {
         /* 42.5 KiB at most (D = 128): within the default limit. */
         const size_t bytes =
             (size_t)(BLOCK_ROWS * Dp + TILE * lane_row_stride(Dp) + TILE * Dp + BLOCK_ROWS * TILE) * sizeof(float);
         attention_online_kernel<<<blocks, THREADS, bytes, qb_cuda_stream()>>>(out, q, k, v, mask, T, H, D, sqrt_d);
         qb_cuda_launched("attention (online softmax)");
     } else {
-        const qb_dropout off = {};
-        const size_t bytes = score_rows_bytes(T, Dp);  /* up to 56.5 KiB (T = 512, D = 128) */
-        if (!qb_cuda_allow_shared((const void *)attention_probs_kernel, bytes, "attention: shared memory")) return;
-        attention_probs_kernel<<<blocks, THREADS, bytes, qb_cuda_stream()>>>(out, probs, q, k, v, mask,
-                                                                             dropout ? *drop : off, T, H, D, sqrt_d);
-        qb_cuda_launched("attention (probabilities)");
+        const size_t bytes = score_rows_bytes(T, Dp, 1);  /* up to 56.5 KiB (T = 512, D = 128) */
+        if (!qb_cuda_allow_shared((const void *)attention_rows_kernel, bytes, "attention: shared memory")) return;
+        attention_rows_kernel<<<blocks, THREADS, bytes, qb_cuda_stream()>>>(out, lse, q, k, v, mask, d, T, H, D,
+                                                                            sqrt_d);
+        qb_cuda_launched("attention (score rows)");
     }
 }
 
 extern "C" void qb_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                           const float *k, const float *v, const float *probs,
-                                           const qb_dropout *drop, int B, int T, int H, int D)
+                                           const float *k, const float *v, const float *out, const float *lse,
+                                           const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                                           qb_math math)
 {
     if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits("attention backward", T, D)) return;
-    const int Dp = pad4(D);
-    const float inv_sqrt_d = 1.0f / (float)sqrt((double)D);  /* the CPU's factor */
     const qb_dropout off = {};
     const qb_dropout d = drop && drop->p > 0.0f ? *drop : off;
+    const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out};
+    if (tensor_cores(math, D, ptrs, 8)) {
+        qb_cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, &d, B, T, H, D, math);
+        return;
+    }
+    const int Dp = pad4(D);
+    const float sqrt_d = (float)sqrt((double)D);
     const unsigned blocks = grid_blocks(B, T, H);
-    const size_t query_bytes = score_rows_bytes(T, Dp);
+    const size_t query_bytes = score_rows_bytes(T, Dp, 2);  /* up to 88.5 KiB (T = 512, D = 128) */
     /* 36 KiB at most (D = 128): within the default limit at any T. */
     const size_t key_bytes = (size_t)(2 * TILE * Dp + 2 * BLOCK_ROWS * LDW) * sizeof(float);
     if (!qb_cuda_allow_shared((const void *)attention_backward_query_kernel, query_bytes,
-                      "attention backward: shared memory"))
+                              "attention backward: shared memory"))
         return;
     const cudaStream_t stream = qb_cuda_stream();
-    const size_t ds_bytes = (size_t)B * H * T * T * sizeof(float);
-    float *ds = NULL;  /* dS (B, H, T, T) */
-    const cudaError_t e = cudaMallocAsync((void **)&ds, ds_bytes, stream);
+    const size_t tt = (size_t)B * H * T * T;
+    float *scratch = NULL;  /* P then dS, (B, H, T, T) each */
+    const cudaError_t e = cudaMallocAsync((void **)&scratch, 2 * tt * sizeof(float), stream);
     if (e != cudaSuccess) {
         char what[96];
-        snprintf(what, sizeof what, "attention backward: %zu bytes of dS scratch", ds_bytes);
+        snprintf(what, sizeof what, "attention backward: %zu bytes of P and dS scratch", 2 * tt * sizeof(float));
         qb_cuda_note(e, what);
         return;
     }
-    attention_backward_query_kernel<<<blocks, THREADS, query_bytes, stream>>>(dq, ds, dout, k, v, probs, d, T, H,
-                                                                              D, inv_sqrt_d);
-    qb_cuda_launched("attention backward (dS, dQ)");
-    attention_backward_key_kernel<<<blocks, THREADS, key_bytes, stream>>>(dk, dv, dout, q, probs, ds, d, T, H, D);
+    attention_backward_query_kernel<<<blocks, THREADS, query_bytes, stream>>>(dq, scratch, scratch + tt, dout, q, k, v,
+                                                                              mask, d, T, H, D, sqrt_d);
+    qb_cuda_launched("attention backward (P, dS, dQ)");
+    attention_backward_key_kernel<<<blocks, THREADS, key_bytes, stream>>>(dk, dv, dout, q, scratch, scratch + tt, d, T,
+                                                                          H, D);
     qb_cuda_launched("attention backward (dK, dV)");
-    qb_cuda_note(cudaFreeAsync(ds, stream), "attention backward: free dS scratch");
+    qb_cuda_note(cudaFreeAsync(scratch, stream), "attention backward: free the scratch");
 }

@@ -1,6 +1,5 @@
 /* What the kernel files of cuda/ share: launch sizes, warp and block sums, the
- * Philox4x32-10 generator of csrc/core/rng.c (the same bits, so a dropout mask
- * drawn here equals the CPU's for the same seed, stream and index), the exact GELU,
+ * dropout bits (cuda/philox.cuh: a mask drawn here equals the CPU's), the exact GELU,
  * and the per-token 7-bit quantizer of csrc/cpu/gemm_u8.c (the same bytes). */
 #ifndef QBERT_CUDA_COMMON_CUH
 #define QBERT_CUDA_COMMON_CUH
@@ -9,6 +8,7 @@
 #include <limits.h>
 #include <stdint.h>
 
+#include "cuda/philox.cuh"
 #include "cuda/qb_cuda.h"
 
 /* Element-wise kernels: 256 threads, a grid-stride loop over at most this many
@@ -120,55 +120,5 @@ __device__ __forceinline__ void qb_quantize_row_u7(uint8_t *u, float *scale, int
 
 /* Exact GELU, x Phi(x) with erf, as csrc/cpu/gelu.c. */
 __device__ __forceinline__ float qb_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
-/* Block `counter` of stream `stream` under key `seed`: qb_philox4x32 of rng.c. */
-__device__ __forceinline__ uint4 qb_philox(uint64_t seed, uint64_t counter, uint64_t stream)
-{
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32);
-    uint32_t c2 = (uint32_t)stream, c3 = (uint32_t)(stream >> 32);
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-#pragma unroll
-    for (int r = 0; r < 10; r++) {
-        const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-        const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-        const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-        c0 = n0, c1 = lo1, c2 = n2, c3 = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    return make_uint4(c0, c1, c2, c3);
-}
-
-/* The keep rule of csrc/cpu/dropout.c (keep_scale): scale when the 24-bit uniform of
- * Philox word w is >= p, else 0. */
-__device__ __forceinline__ float qb_dropout_keep(uint32_t w, float p, float scale)
-{
-    return (float)(w >> 8) * (1.0f / 16777216.0f) >= p ? scale : 0.0f;
-}
-
-/* The dropout factor of element `idx` of a site (qb_dropout in backend.h): word idx % 4
- * of block idx / 4. One Philox block per element: for scattered indices; runs of
- * indices use qb_dropout_block. Callers check p > 0 first. */
-__device__ __forceinline__ float qb_dropout_factor(const qb_dropout d, uint64_t idx)
-{
-    const uint4 r = qb_philox(d.seed, idx / 4, d.stream);
-    const uint32_t w = (idx & 3) == 0 ? r.x : (idx & 3) == 1 ? r.y : (idx & 3) == 2 ? r.z : r.w;
-    return qb_dropout_keep(w, d.p, 1.0f / (1.0f - d.p));
-}
-
-/* x[idx - first] *= the dropout factor of idx, for the indices of Philox block g
- * (4 g .. 4 g + 3) that lie in [first, first + n): one draw for four elements. scale is
- * 1 / (1 - d.p). */
-__device__ __forceinline__ void qb_dropout_block(float *x, uint64_t first, uint64_t n, const qb_dropout &d,
-                                                 float scale, uint64_t g)
-{
-    const uint4 r = qb_philox(d.seed, g, d.stream);
-    const uint32_t words[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int w = 0; w < 4; w++) {
-        const uint64_t idx = 4 * g + w;
-        if (idx >= first && idx < first + n) x[idx - first] *= qb_dropout_keep(words[w], d.p, scale);
-    }
-}
 
 #endif

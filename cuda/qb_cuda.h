@@ -137,12 +137,22 @@ void qb_cuda_tanh_backward(float *dx, const float *dy, const float *y, size_t n)
 void qb_cuda_add(float *y, const float *x, size_t n);
 double qb_cuda_sumsq(const float *x, size_t n);
 
-/* cuda/attention.cu */
-void qb_cuda_attention(float *out, float *probs, const float *q, const float *k, const float *v,
-                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D);
+/* cuda/attention.cu (BF16 / FP16 products at head dims 32, 64, 128 go on to
+ * cuda/flash_attention.cu) */
+void qb_cuda_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math);
 void qb_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                const float *k, const float *v, const float *probs,
-                                const qb_dropout *drop, int B, int T, int H, int D);
+                                const float *k, const float *v, const float *out, const float *lse,
+                                const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                                qb_math math);
+/* cuda/flash_attention.cu: the same on the tensor cores, math BF16 or FP16, D 32, 64
+ * or 128, 16-byte aligned buffers, drop not NULL (p = 0: off). */
+void qb_cuda_flash_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+                             const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math);
+void qb_cuda_flash_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                      const float *k, const float *v, const float *out, const float *lse,
+                                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                                      qb_math math);
 
 /* cuda/embedding.cu */
 void qb_cuda_embedding(float *out, const int32_t *ids, const int32_t *types, const float *word,

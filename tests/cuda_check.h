@@ -65,6 +65,17 @@ static inline void *dev_from(const void *src, size_t bytes)
     return d;
 }
 
+/* bytes of device memory filled with 0xFF (NaN as floats and as halves): an output
+ * poisoned before an op runs, so that an element it does not write fails the check. */
+static inline void *dev_poison(size_t bytes)
+{
+    void *h = host_alloc(bytes);
+    memset(h, 0xFF, bytes);
+    void *d = dev_from(h, bytes);
+    free(h);
+    return d;
+}
+
 /* A host copy of bytes of device memory (malloc'ed); a pending CUDA error fails
  * the check named what. */
 static inline void *host_from(const void *dev, size_t bytes, const char *what)

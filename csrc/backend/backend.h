@@ -9,6 +9,10 @@
 #include "qbert/core.h"
 #include "qbert/tensor.h"
 
+#ifdef __cplusplus
+extern "C" {  /* the CUDA sources and C++ tests use the op table */
+#endif
+
 /* Dropout at one site of one step: element i of the site is kept (and scaled by
  * 1 / (1 - p)) when the 24-bit uniform of word i of Philox4x32(key = seed,
  * counter = (i / 4, stream)) is >= p, so a mask is a pure function of (seed, stream,
@@ -98,16 +102,23 @@ typedef struct qb_backend {
     /* dx (n) = dy * (1 - y^2) with y = tanh output; dx may alias dy. */
     void (*tanh_backward)(float *dx, const float *dy, const float *y, size_t n);
     /* out (B, T, H*D) = dropout(softmax(q k^T / sqrt(D) + maskbias)) v per head;
-     * q, k, v (B, T, H*D); mask (B, T) 1 = attend, 0 = padding (bias -inf-like).
-     * probs (B, H, T, T) receives the softmax before dropout (NULL: not kept);
-     * drop may be NULL (off). Element (b, h, i, j) of the probabilities is dropout
-     * index ((b H + h) T + i) T + j. */
-    void (*attention)(float *out, float *probs, const float *q, const float *k, const float *v,
-                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D);
-    /* dq, dk, dv (B, T, H*D) from dout (B, T, H*D) and the forward's q, k, v, probs. */
+     * q, k, v (B, T, H*D); mask (B, T) 1 = attend, 0 = padding (bias -inf-like: a
+     * sequence with no key to attend to attends uniformly to all of them, as in HF).
+     * lse (B, H, T), when not NULL (training), receives the log-sum-exp of each row's
+     * scores, ln sum_j exp(score_ij), from which a backward may recompute the
+     * probabilities (its value for a fully padded sequence is the backend's own).
+     * drop may be NULL (off); element (b, h, i, j) of the probabilities is dropout
+     * index ((b H + h) T + i) T + j. math BF16 / FP16 takes every product's operands
+     * in that format, with FP32 sums and softmax (the GPU's tensor cores; emulated on
+     * the CPU); FP32 and TF32 compute in FP32. */
+    void (*attention)(float *out, float *lse, const float *q, const float *k, const float *v,
+                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math);
+    /* dq, dk, dv (B, T, H*D) from dout (B, T, H*D), the forward's inputs (q, k, v,
+     * mask, drop, math) and its out and lse. */
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                               const float *k, const float *v, const float *probs,
-                               const qb_dropout *drop, int B, int T, int H, int D);
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                               qb_math math);
     /* out (B*T, C) = word[ids] + pos[t] + type[types]; ids/types (B, T). */
     void (*embedding)(float *out, const int32_t *ids, const int32_t *types,
                       const float *word, const float *pos, const float *type,
@@ -199,5 +210,9 @@ qb_status qb_backend_cuda(const qb_backend **out);
 /* The backend called name ("cpu" or "cuda"); `what` names the setting it came from
  * in the error ("[device] type", "--device"). */
 qb_status qb_backend_by_name(const char *name, const char *what, const qb_backend **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

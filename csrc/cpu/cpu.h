@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "qbert/core.h"
 
+
 typedef enum { QB_ISA_SCALAR, QB_ISA_AVX2, QB_ISA_AVX512 } qb_isa;
 
 /* The FP32 GEMM path in use (QBERT_ISA or the best the CPU has), and a way to set
@@ -259,11 +260,12 @@ void qb_cpu_tanh(float *x, size_t n);
 void qb_cpu_tanh_backward(float *dx, const float *dy, const float *y, size_t n);
 /* Logs an error and writes NaN to its outputs if its scratch memory cannot be
  * allocated (the ops have no error return). */
-void qb_cpu_attention(float *out, float *probs, const float *q, const float *k, const float *v,
-                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D);
+void qb_cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math);
 void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                               const float *k, const float *v, const float *probs,
-                               const qb_dropout *drop, int B, int T, int H, int D);
+                               const float *k, const float *v, const float *out, const float *lse,
+                               const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                               qb_math math);
 /* ids and types are NOT checked here: the caller (the model) validates them. */
 void qb_cpu_embedding(float *out, const int32_t *ids, const int32_t *types,
                       const float *word, const float *pos, const float *type,

@@ -10,8 +10,8 @@
  * One forward serves inference and training; only the activation layout differs
  * (see plan()). Inference aliases every layer onto one set of buffers and keeps
  * nothing. Training gives each layer its own buffers and keeps what the backward
- * needs: each LayerNorm's input t and (mean, 1/std), the attention probabilities
- * before dropout, the GELU input and output. Dropout masks are never stored: site s
+ * needs: each LayerNorm's input t and (mean, 1/std), the attention output and its
+ * rows' log-sum-exp, the GELU input and output. Dropout masks are never stored: site s
  * of a step uses Philox stream (plan.stream + s) and the backward recomputes them. */
 #include "qbert/model.h"
 #include "qbert/quant.h"
@@ -23,7 +23,7 @@
 
 typedef struct {
     float *q, *k, *v, *ctx;  /* (M, C) */
-    float *probs;            /* (B, H, T, T) softmax before dropout; NULL in inference */
+    float *lse;              /* (B, H, T) attention's log-sum-exp per row; NULL in inference */
     float *t1, *st1;         /* (M, C) LayerNorm 1 input (dropout(dense(ctx)) + x); (M, 2) */
     float *h1;               /* (M, C) LayerNorm 1 output */
     float *a, *g;            /* (M, I) GELU input and output */
@@ -84,7 +84,7 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
 {
     const size_t M = (size_t)B * T, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     const size_t MC = M * C * 4, MI = M * I * 4, BC = (size_t)B * C * 4, ST = M * 2 * 4;
-    const size_t BK = (size_t)B * c->num_labels * 4, P = (size_t)B * c->num_heads * T * T * 4;
+    const size_t BK = (size_t)B * c->num_labels * 4, BHT = (size_t)B * c->num_heads * T * 4;
     const int L = c->num_layers;
     if (a->train) {
         for (int l = 0; l <= L; l++) a->x[l] = carve(cv, MC);
@@ -93,7 +93,7 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
         for (int l = 0; l < L; l++) {
             layer_acts *la = &a->layer[l];
             la->q = carve(cv, MC), la->k = carve(cv, MC), la->v = carve(cv, MC), la->ctx = carve(cv, MC);
-            la->probs = carve(cv, P);
+            la->lse = carve(cv, BHT);
             la->t1 = carve(cv, MC), la->st1 = carve(cv, ST), la->h1 = carve(cv, MC);
             la->a = carve(cv, MI), la->g = carve(cv, MI);
             la->t2 = carve(cv, MC), la->st2 = carve(cv, ST);
@@ -429,7 +429,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         linear(m, a, trace, li + 1, la->k, NULL, x, xq, &P->k, M, C, C, false);
         linear(m, a, trace, li + 2, la->v, NULL, x, xq, &P->v, M, C, C, false);
         d = site(drop, true, site_attn(l));
-        be->attention(la->ctx, la->probs, la->q, la->k, la->v, a->mask, &d, B, T, H, D);
+        be->attention(la->ctx, la->lse, la->q, la->k, la->v, a->mask, &d, B, T, H, D, a->math);
         linear(m, a, trace, li + 3, la->t1, NULL, la->ctx, NULL, &P->attn_out, M, C, C, false);
         d = site(drop, false, site_attn_out(l));
         be->dropout(la->t1, MC, &d);
@@ -505,7 +505,8 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
         be->dropout(a->dtmp, MC, &d);
         linear_backward(m, a, li + 3, a->dctx, &G->attn_out, a->dtmp, la->ctx, &P->attn_out, M, C, C);
         d = site(drop, true, site_attn(l));
-        be->attention_backward(a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->probs, &d, B, T, H, D);
+        be->attention_backward(a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->ctx, la->lse, a->mask, &d, B,
+                               T, H, D, a->math);
         const float *x = a->x[l];
         linear_backward(m, a, li + 0, a->dtmp, &G->q, a->dq, x, &P->q, M, C, C);
         be->add(a->dx, a->dtmp, MC);

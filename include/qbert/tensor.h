@@ -5,6 +5,10 @@
 
 #include "qbert/core.h"
 
+#ifdef __cplusplus
+extern "C" {  /* the tests of the CUDA kernels (C++) use the half conversions */
+#endif
+
 typedef enum { QB_F32, QB_F16, QB_BF16, QB_I8, QB_U8, QB_I32, QB_I64, QB_I4 } qb_dtype;
 typedef enum { QB_DEV_CPU, QB_DEV_CUDA } qb_device;
 
@@ -64,5 +68,9 @@ int qb_weights_find(const qb_weights *w, const char *name);
 /* Moves tensor i out of the list into *t and removes its entry (later ones move up). */
 void qb_weights_take(qb_weights *w, int i, qb_tensor *t);
 void qb_weights_free(qb_weights *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
