@@ -50,7 +50,7 @@ static float *dev_random(bench *b, size_t n, float lo, float hi)
     qb_rng rng;
     qb_rng_init(&rng, n);
     for (size_t i = 0; h && i < n; i++) h[i] = lo + (hi - lo) * qb_rng_uniform(&rng);
-    if (h && d) b->be->to_device(d, h, n * sizeof *d);
+    if (h && d) b->be->to_device(NULL, d, h, n * sizeof *d);
     else b->failed = 1;
     free(h);
     return d;
@@ -71,8 +71,8 @@ static bool fill_bf16(const qb_backend *be, void *dst)
         memcpy(&u, &f, 4);
         h[i] = (uint16_t)(u >> 16);
     }
-    be->to_device(dst, h, n * 2);
-    be->sync();  /* h is freed next: the copy must be done */
+    be->to_device(NULL, dst, h, n * 2);
+    be->sync(NULL);  /* h is freed next: the copy must be done */
     free(h);
     return true;
 }
@@ -81,10 +81,10 @@ static bool fill_bf16(const qb_backend *be, void *dst)
 static double seconds(bench *b, void (*op)(void *), void *ctx)
 {
     for (int r = 0; r < b->warmup; r++) op(ctx);
-    if (b->be->sync()) goto fail;
+    if (b->be->sync(NULL)) goto fail;
     const double t0 = qb_now();
     for (int r = 0; r < b->runs; r++) op(ctx);
-    if (b->be->sync()) goto fail;
+    if (b->be->sync(NULL)) goto fail;
     return (qb_now() - t0) / b->runs;
 fail:
     fprintf(stderr, "qbert-bench kernels: %s\n", qb_error());
@@ -110,10 +110,14 @@ static void report(bench *b, const char *name, const char *shape, double s, doub
     cJSON_AddItemToArray(b->rows, r);
 }
 
-/* The ops, each a closure over its buffers. */
+/* The ops, each a closure over its buffers. The activations (and the Linears' weights
+ * and bias, which half storage reads in half too) are stored in st: FP32, or a copy
+ * of the same values in BF16 / FP16 (half_args). */
 typedef struct {
     const qb_backend *be;
-    float *y, *x, *w, *bias, *res, *stats, *t, *m, *v, *g, *lse, *q, *k, *vv, *dq, *dk, *dv;
+    qb_dtype st;
+    void *y, *x, *w, *bias, *res, *t, *q, *k, *vv, *dq, *dk, *dv;
+    float *stats, *m, *v, *g, *lse, *wf;  /* wf: FP32 weights (AdamW, fake quantization, the INT8 inputs) */
     void *a16, *b16, *c16;
     int32_t *ids, *types, *mask;
     qb_qinput xq, yq;  /* a Linear's input, and the FFN's GELU output, quantized per token */
@@ -124,77 +128,111 @@ typedef struct {
     qb_dropout drop;
 } args;
 
-static void op_bf16(void *p) { args *a = p; qb_cuda_gemm_bf16(a->c16, a->a16, a->b16, CEIL, CEIL, CEIL); }
-static void op_copy(void *p) { args *a = p; a->be->copy(a->y, a->x, (size_t)a->n * 4); }
-static void op_linear(void *p) { args *a = p; a->be->linear(a->y, a->x, a->w, a->bias, M, a->nn, a->kk, a->math); }
-static void op_linear_q(void *p) { args *a = p; a->be->linear_q(a->y, NULL, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0); }
+static void op_bf16(void *p) { args *a = p; qb_cuda_gemm_bf16(NULL, a->c16, a->a16, a->b16, CEIL, CEIL, CEIL); }
+static void op_copy(void *p) { args *a = p; a->be->copy(NULL, a->y, a->x, (size_t)a->n * 4); }
+static void op_linear(void *p) { args *a = p; a->be->linear(NULL, a->y, a->x, a->w, a->bias, M, a->nn, a->kk, a->math, a->st); }
+static void op_linear_q(void *p) { args *a = p; a->be->linear_q(NULL, a->y, NULL, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0); }
 static void op_linear_q_gelu(void *p)
 {
     args *a = p;
-    a->be->linear_q(a->y, a->yq.u ? &a->yq : NULL, a->x, &a->xq, a->ql, a->bias, M, 1);
+    a->be->linear_q(NULL, a->y, a->yq.u ? &a->yq : NULL, a->x, &a->xq, a->ql, a->bias, M, 1);
 }
 static void op_linear_backward(void *p)
 {
     args *a = p;
-    a->be->linear_backward(a->res, a->g, a->m, a->y, a->x, a->w, M, a->nn, a->kk, a->math);
+    a->be->linear_backward(NULL, a->res, a->g, a->m, a->y, a->x, a->w, M, a->nn, a->kk, a->math, a->st);
 }
 static void op_layernorm(void *p)
 {
     args *a = p;
-    a->be->layernorm(a->y, a->t, a->stats, a->xq.u ? &a->xq : NULL, a->x, a->res, a->g, a->bias, M, C, 1e-12f);
+    a->be->layernorm(NULL, a->y, a->t, a->stats, a->xq.u ? &a->xq : NULL, a->x, a->res, a->g, a->g + C, M, C, 1e-12f,
+                     a->st);
 }
 static void op_layernorm_backward(void *p)
 {
     args *a = p;
-    a->be->layernorm_backward(a->y, a->m, a->v, a->res, a->t, a->stats, a->g, M, C);
+    a->be->layernorm_backward(NULL, a->y, a->m, a->v, a->res, a->t, a->stats, a->g, M, C, a->st);
 }
-static void op_gelu(void *p) { args *a = p; a->be->gelu(a->y, a->x, (size_t)a->n); }
-static void op_gelu_backward(void *p) { args *a = p; a->be->gelu_backward(a->y, a->res, a->x, (size_t)a->n); }
+static void op_gelu(void *p) { args *a = p; a->be->gelu(NULL, a->y, a->x, (size_t)a->n, a->st); }
+static void op_gelu_backward(void *p) { args *a = p; a->be->gelu_backward(NULL, a->y, a->res, a->x, (size_t)a->n, a->st); }
 static void op_attention(void *p)
 {
     args *a = p;
-    a->be->attention(a->y, a->lse, a->q, a->k, a->vv, a->mask, &a->drop, B, T, H, D, a->math);
+    a->be->attention(NULL, a->y, a->lse, a->q, a->k, a->vv, a->mask, &a->drop, B, T, H, D, a->math, a->st);
 }
 static void op_attention_backward(void *p)
 {
     args *a = p;
-    a->be->attention_backward(a->dq, a->dk, a->dv, a->res, a->q, a->k, a->vv, a->y, a->lse, a->mask, &a->drop, B, T,
-                              H, D, a->math);
+    a->be->attention_backward(NULL, a->dq, a->dk, a->dv, a->res, a->q, a->k, a->vv, a->y, a->lse, a->mask, &a->drop, B,
+                              T, H, D, a->math, a->st);
 }
-static void op_embedding(void *p) { args *a = p; a->be->embedding(a->y, a->ids, a->types, a->w, a->m, a->v, B, T, C); }
-static void op_dropout(void *p) { args *a = p; a->be->dropout(a->y, (size_t)a->n, &a->drop); }
-static void op_adamw(void *p) { args *a = p; a->be->adamw(a->w, a->m, a->v, a->g, (size_t)a->n, &a->adam); }
+static void op_embedding(void *p)
+{
+    args *a = p;
+    a->be->embedding(NULL, a->y, a->ids, a->types, a->wf, a->m, a->v, B, T, C, a->st, QB_F32);
+}
+static void op_dropout(void *p) { args *a = p; a->be->dropout(NULL, a->y, (size_t)a->n, &a->drop, a->st); }
+static void op_adamw(void *p) { args *a = p; a->be->adamw(NULL, a->wf, a->m, a->v, a->g, (size_t)a->n, &a->adam); }
 static void op_fake_quant_weight(void *p)
 {
     args *a = p;
-    a->be->fake_quant_weight(a->y, a->stats, a->w, a->nn, a->kk, a->kk, 8);
+    a->be->fake_quant_weight(NULL, a->y, a->stats, a->wf, a->nn, a->kk, a->kk, 8);
 }
 
-/* Attention at B x T x H x D, FP32 on the CUDA cores (the reference) and BF16 / FP16
- * on the tensor cores: inference (nothing kept), training (log-sum-exp kept, dropout
- * 0.1 as BERT trains) and the backward. FLOPs: 4 B H T^2 D forward (q k^T and p v),
- * 2.5 times that backward (FlashAttention's count: five products of that size;
- * the deterministic kernels compute seven). */
-static void attention_rows(bench *b, args *a, const char *shape)
+/* A device copy of n floats of device memory src, rounded to the half type t. */
+static void *half_copy(bench *b, const float *src, size_t n, qb_dtype t)
+{
+    void *d = b->be->alloc(n * 2);
+    if (d) b->be->rows(NULL, d, t, n, src, QB_F32, n, 1, (int)n);
+    else b->failed = 1;
+    return d;
+}
+
+/* The args of a with its activations, the Linears' weights and bias in BF16 (the same
+ * values, rounded; sized for the largest op that reads each): the half-storage rows. */
+static args half_args(bench *b, const args *a)
+{
+    const size_t MC = (size_t)M * C, MI = (size_t)M * I;
+    args h = *a;
+    h.st = QB_BF16;
+    h.y = half_copy(b, a->y, MI, QB_BF16), h.x = half_copy(b, a->x, MI, QB_BF16);
+    h.w = half_copy(b, a->w, (size_t)I * C, QB_BF16), h.bias = half_copy(b, a->bias, I, QB_BF16);
+    h.res = half_copy(b, a->res, MI, QB_BF16), h.t = half_copy(b, a->t, MC, QB_BF16);
+    h.q = half_copy(b, a->q, MC, QB_BF16), h.k = half_copy(b, a->k, MC, QB_BF16), h.vv = half_copy(b, a->vv, MC, QB_BF16);
+    h.dq = half_copy(b, a->dq, MC, QB_BF16), h.dk = half_copy(b, a->dk, MC, QB_BF16);
+    h.dv = half_copy(b, a->dv, MC, QB_BF16);
+    return h;
+}
+
+/* Attention at B x T x H x D: FP32 on the CUDA cores (the reference), BF16 products
+ * with FP32 in memory, and BF16 / FP16 storage (the half activations' path), all but
+ * the first on the tensor cores: inference (nothing kept), training (log-sum-exp
+ * kept, dropout 0.1 as BERT trains) and the backward. FLOPs: 4 B H T^2 D forward
+ * (q k^T and p v), 2.5 times that backward (FlashAttention's count: five products of
+ * that size; the deterministic kernels compute seven). hv: the buffers in half. */
+static void attention_rows(bench *b, args *a, args *hv, const char *shape)
 {
     const double attn = 4.0 * B * H * T * T * D;
-    const qb_math maths[] = {QB_MATH_FP32, QB_MATH_BF16, QB_MATH_FP16};
-    float *lse = a->lse;
-    for (size_t i = 0; i < sizeof maths / sizeof *maths; i++) {
+    const struct { qb_math math; bool half; const char *name; } runs[] = {
+        {QB_MATH_FP32, false, "fp32"}, {QB_MATH_BF16, false, "bf16, fp32 in memory"},
+        {QB_MATH_BF16, true, "bf16"}, {QB_MATH_FP16, true, "fp16"}};
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        args *x = runs[i].half ? hv : a;
         char name[64];
-        a->math = maths[i];
-        a->drop = (qb_dropout){0};
-        a->lse = NULL;  /* inference */
-        snprintf(name, sizeof name, "attention %s (inference)", qb_math_name(a->math));
-        report(b, name, shape, seconds(b, op_attention, a), attn, 0);
-        a->lse = lse;
-        a->drop = (qb_dropout){0.1f, 1, 2};
-        snprintf(name, sizeof name, "attention %s (training)", qb_math_name(a->math));
-        report(b, name, shape, seconds(b, op_attention, a), attn, 0);
-        snprintf(name, sizeof name, "attention_backward %s", qb_math_name(a->math));
-        report(b, name, shape, seconds(b, op_attention_backward, a), 2.5 * attn, 0);
+        x->math = runs[i].math, x->st = runs[i].half ? (runs[i].math == QB_MATH_BF16 ? QB_BF16 : QB_F16) : QB_F32;
+        float *lse = x->lse;
+        x->drop = (qb_dropout){0};
+        x->lse = NULL;  /* inference */
+        snprintf(name, sizeof name, "attention %s (inference)", runs[i].name);
+        report(b, name, shape, seconds(b, op_attention, x), attn, 0);
+        x->lse = lse;
+        x->drop = (qb_dropout){0.1f, 1, 2};
+        snprintf(name, sizeof name, "attention %s (training)", runs[i].name);
+        report(b, name, shape, seconds(b, op_attention, x), attn, 0);
+        snprintf(name, sizeof name, "attention_backward %s", runs[i].name);
+        report(b, name, shape, seconds(b, op_attention_backward, x), 2.5 * attn, 0);
+        x->math = QB_MATH_FP32, x->drop = (qb_dropout){0};
     }
-    a->math = QB_MATH_FP32, a->drop = (qb_dropout){0};
 }
 
 /* A random INT8 (bits 8) or W4A8 (group 64) Linear (N, K) with per-token inputs,
@@ -210,7 +248,7 @@ static qb_qlinear *random_qlinear(bench *b, int bits, int N, int K)
     qb_rng_init(&rng, 7);
     for (size_t i = 0; q->wq && i < (size_t)N * K; i++) q->wq[i] = (int8_t)(qb_rng_u32(&rng) % (bits == 8 ? 255 : 15)) - (bits == 8 ? 127 : 7);
     for (size_t i = 0; q->scales && i < (size_t)N * (K / q->group); i++) q->scales[i] = 0.01f;
-    if (!q->wq || !q->scales || b->be->qlinear_prepare(q)) {
+    if (!q->wq || !q->scales || b->be->qlinear_prepare(NULL, q)) {
         fprintf(stderr, "qbert-bench kernels: INT%d Linear: %s\n", bits, qb_error());
         qb_qlinear_free(q);
         free(q);
@@ -220,7 +258,7 @@ static qb_qlinear *random_qlinear(bench *b, int bits, int N, int K)
     return q;
 }
 
-static void gemm_rows(bench *b, args *a)
+static void gemm_rows(bench *b, args *a, args *hv)
 {
     static const int shapes[][2] = {{768, 768}, {3072, 768}, {768, 3072}};  /* (N, K) */
     char shape[64];
@@ -228,14 +266,20 @@ static void gemm_rows(bench *b, args *a)
         a->nn = shapes[s][0], a->kk = shapes[s][1];
         const double flops = 2.0 * M * a->nn * a->kk;
         snprintf(shape, sizeof shape, "%dx%dx%d", M, a->nn, a->kk);
-        for (qb_math m = QB_MATH_FP32; m <= QB_MATH_FP16; m++) {
-            char name[48];
-            a->math = m;
-            snprintf(name, sizeof name, "linear %s", qb_math_name(m));
-            report(b, name, shape, seconds(b, op_linear, a), flops, 0);
-            snprintf(name, sizeof name, "linear_backward %s", qb_math_name(m));
-            report(b, name, shape, seconds(b, op_linear_backward, a), 2 * flops + 2.0 * M * a->nn, 0);
-        }
+        for (qb_math m = QB_MATH_FP32; m <= QB_MATH_FP16; m++)
+            for (int half = 0; half < 2; half++) {  /* BF16 / FP16: in half, and with FP32 in memory */
+                if (half && (m == QB_MATH_FP32 || m == QB_MATH_TF32)) continue;
+                const bool fp32_store = !half && (m == QB_MATH_BF16 || m == QB_MATH_FP16);
+                args *x = half ? hv : a;
+                char name[64];
+                x->math = m, x->nn = a->nn, x->kk = a->kk;
+                x->st = !half ? QB_F32 : m == QB_MATH_BF16 ? QB_BF16 : QB_F16;
+                snprintf(name, sizeof name, "linear %s%s", qb_math_name(m), fp32_store ? ", fp32 in memory" : "");
+                report(b, name, shape, seconds(b, op_linear, x), flops, 0);
+                snprintf(name, sizeof name, "linear_backward %s%s", qb_math_name(m), fp32_store ? ", fp32 in memory" : "");
+                report(b, name, shape, seconds(b, op_linear_backward, x), 2 * flops + 2.0 * M * a->nn, 0);
+            }
+        a->math = QB_MATH_FP32;
         /* INT8 on cuBLASLt's IMMA; W4A8 on each of its two kernels (the same bits) */
         static const struct { int bits; qb_cuda_w4a8 kernel; const char *name; } quantized[] = {
             {8, QB_W4A8_MMA, "int8"}, {4, QB_W4A8_MMA, "w4a8 mma"}, {4, QB_W4A8_DP4A, "w4a8 dp4a"}};
@@ -287,9 +331,9 @@ int qb_bench_kernels(int argc, char **argv)
     cudaRuntimeGetVersion(&runtime);
     const qb_backend *be = b.be;
     const size_t MC = (size_t)M * C, MI = (size_t)M * I, big = (size_t)1 << 28;  /* 1 GiB of floats */
-    args a = {.be = be};
+    args a = {.be = be, .st = QB_F32}, hv = {0};
     a.y = dev_random(&b, big, -1, 1), a.x = dev_random(&b, big, -1, 1);  /* 1 GiB each: the copy's operands */
-    a.w = dev_random(&b, (size_t)50000 * C, -0.05f, 0.05f), a.bias = dev_random(&b, I, -0.1f, 0.1f);
+    a.w = a.wf = dev_random(&b, (size_t)50000 * C, -0.05f, 0.05f), a.bias = dev_random(&b, I, -0.1f, 0.1f);
     a.res = dev_random(&b, MI, -1, 1), a.t = dev_random(&b, MC, -1, 1), a.stats = dev_random(&b, 2 * (size_t)M, 1, 2);
     a.g = dev_random(&b, (size_t)I * C, -1, 1), a.m = dev_random(&b, (size_t)I * C, -1, 1);
     a.v = dev_random(&b, (size_t)I * C, 0, 1);
@@ -316,19 +360,19 @@ int qb_bench_kernels(int argc, char **argv)
         fprintf(stderr, "qbert-bench kernels: out of host memory\n");
         goto done;
     }
-    be->zero(a.types, M * 4);
-    be->zero(a.xq.u, (size_t)qb_qinput_rows(M) * qb_qinput_ldu(I)), be->zero(a.xq.zp, M * 4);
-    be->zero(a.xq.scale, M * 4);
+    be->zero(NULL, a.types, M * 4);
+    be->zero(NULL, a.xq.u, (size_t)qb_qinput_rows(M) * qb_qinput_ldu(I)), be->zero(NULL, a.xq.zp, M * 4);
+    be->zero(NULL, a.xq.scale, M * 4);
     {
         int32_t *h = malloc(2 * M * 4);  /* mask all ones; ids spread over a BERT-base vocabulary */
         for (int i = 0; h && i < M; i++) h[i] = 1, h[M + i] = (int32_t)((i * 2654435761u) % 50000u);
-        if (h) be->to_device(a.mask, h, M * 4), be->to_device(a.ids, h + M, M * 4);
+        if (h) be->to_device(NULL, a.mask, h, M * 4), be->to_device(NULL, a.ids, h + M, M * 4);
         free(h);
     }
     /* the activations quantized per token once, as a LayerNorm would (the shared-x rows) */
-    be->layernorm(a.t, NULL, NULL, &(qb_qinput){.u = a.xq.u, .scale = a.xq.scale, .zp = a.xq.zp, .M = M, .K = C,
+    be->layernorm(NULL, a.t, NULL, NULL, &(qb_qinput){.u = a.xq.u, .scale = a.xq.scale, .zp = a.xq.zp, .M = M, .K = C,
                                                   .ldu = qb_qinput_ldu(C)},
-                  a.x, NULL, a.g, a.bias, M, C, 1e-12f);
+                  a.x, NULL, a.g, a.bias, M, C, 1e-12f, QB_F32);
     a.n = (int)big;
     b.tflops_ceiling = 2.0 * CEIL * CEIL * CEIL / seconds(&b, op_bf16, &a) / 1e12;
     b.gbs_ceiling = 2.0 * big * 4 / seconds(&b, op_copy, &a) / 1e9;
@@ -348,26 +392,47 @@ int qb_bench_kernels(int argc, char **argv)
     b.rows = cJSON_AddArrayToObject(root, "kernels");
 
     char shape[64];
-    gemm_rows(&b, &a);
-    snprintf(shape, sizeof shape, "%dx%d", M, C);
-    a.xq.K = C, a.xq.ldu = qb_qinput_ldu(C);
-    qb_qinput shared = a.xq;
-    a.xq.u = NULL;
-    report(&b, "layernorm +res", shape, seconds(&b, op_layernorm, &a), 0, 4.0 * MC * 4);  /* x, res; out, t */
-    a.xq = shared;
-    report(&b, "layernorm +res +quantize", shape, seconds(&b, op_layernorm, &a), 0, 4.0 * MC * 4 + MC);
-    a.xq.u = NULL;
-    report(&b, "layernorm_backward", shape, seconds(&b, op_layernorm_backward, &a), 0, 3.0 * MC * 4);
-    a.n = (int)MI;
-    snprintf(shape, sizeof shape, "%dx%d", M, I);
-    report(&b, "gelu", shape, seconds(&b, op_gelu, &a), 0, 2.0 * MI * 4);
-    report(&b, "gelu_backward", shape, seconds(&b, op_gelu_backward, &a), 0, 3.0 * MI * 4);
-    a.drop = (qb_dropout){0.1f, 1, 2};
-    report(&b, "dropout", shape, seconds(&b, op_dropout, &a), 0, 2.0 * MI * 4);
+    hv = half_args(&b, &a);
+    if (b.failed) {
+        fprintf(stderr, "qbert-bench kernels: cannot allocate the BF16 copies\n");
+        goto done;
+    }
+    gemm_rows(&b, &a, &hv);
+    /* the memory-bound ops in FP32, then (the " bf16" rows) on BF16 activations */
+    for (int half = 0; half < 2; half++) {
+        args *x = half ? &hv : &a;
+        const double e = half ? 2 : 4;  /* bytes of an activation */
+        const char *sfx = half ? " bf16" : "";
+        char name[64];
+        snprintf(shape, sizeof shape, "%dx%d", M, C);
+        x->xq.K = C, x->xq.ldu = qb_qinput_ldu(C);
+        qb_qinput shared = x->xq;
+        x->xq.u = NULL;
+        snprintf(name, sizeof name, "layernorm +res%s", sfx);
+        report(&b, name, shape, seconds(&b, op_layernorm, x), 0, 4.0 * MC * e);  /* x, res; out, t */
+        if (!half) {
+            x->xq = shared;
+            report(&b, "layernorm +res +quantize", shape, seconds(&b, op_layernorm, x), 0, 4.0 * MC * 4 + MC);
+            x->xq.u = NULL;
+        }
+        snprintf(name, sizeof name, "layernorm_backward%s", sfx);
+        report(&b, name, shape, seconds(&b, op_layernorm_backward, x), 0, 3.0 * MC * e);
+        snprintf(name, sizeof name, "embedding%s", sfx);
+        report(&b, name, shape, seconds(&b, op_embedding, x), 0, MC * (4 + e));  /* word rows in, out */
+        x->n = (int)MI;
+        snprintf(shape, sizeof shape, "%dx%d", M, I);
+        snprintf(name, sizeof name, "gelu%s", sfx);
+        report(&b, name, shape, seconds(&b, op_gelu, x), 0, 2.0 * MI * e);
+        snprintf(name, sizeof name, "gelu_backward%s", sfx);
+        report(&b, name, shape, seconds(&b, op_gelu_backward, x), 0, 3.0 * MI * e);
+        x->drop = (qb_dropout){0.1f, 1, 2};
+        snprintf(name, sizeof name, "dropout%s", sfx);
+        report(&b, name, shape, seconds(&b, op_dropout, x), 0, 2.0 * MI * e);
+        x->drop = (qb_dropout){0};
+        x->xq = shared;
+    }
     snprintf(shape, sizeof shape, "B%d T%d H%d D%d", B, T, H, D);
-    attention_rows(&b, &a, shape);
-    snprintf(shape, sizeof shape, "%dx%d", M, C);
-    report(&b, "embedding", shape, seconds(&b, op_embedding, &a), 0, 2.0 * MC * 4);  /* word rows in, out */
+    attention_rows(&b, &a, &hv, shape);
     a.n = I * C;
     a.adam = (qb_adamw_args){1e-4f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f, 0.1f, 0.03f};
     snprintf(shape, sizeof shape, "%d", a.n);
@@ -378,6 +443,8 @@ int qb_bench_kernels(int argc, char **argv)
 
     rc = qb_bench_finish("kernels", b.failed, o.json, root);
 done:
+    be->free(hv.y), be->free(hv.x), be->free(hv.w), be->free(hv.bias), be->free(hv.res), be->free(hv.t);
+    be->free(hv.q), be->free(hv.k), be->free(hv.vv), be->free(hv.dq), be->free(hv.dk), be->free(hv.dv);
     be->free(a.y), be->free(a.x), be->free(a.w), be->free(a.bias), be->free(a.res), be->free(a.t);
     be->free(a.stats), be->free(a.g), be->free(a.m), be->free(a.v), be->free(a.q), be->free(a.k), be->free(a.vv);
     be->free(a.dq), be->free(a.dk), be->free(a.dv), be->free(a.lse), be->free(a.a16), be->free(a.b16);

@@ -99,9 +99,16 @@ int qb_bench_latency(int argc, char **argv)
     const qb_model *run = &m;
     qb_activations *acts = NULL;
     /* as the engine opens a model: the quantized Linears laid out for the backend, the
-     * model copied to the device, activations allocated once and kept */
-    if (qb_backend_by_name(l.device, "--device", &be) || qb_model_prepare(&m, be) ||
-        (be->device != QB_DEV_CPU && qb_model_to_backend(&m, be, &copy)) ||
+     * model copied to the device (the encoder's weights in half only where the passes
+     * store activations in half), activations allocated once and kept */
+    if (qb_backend_by_name(l.device, "--device", &be) || qb_model_prepare(&m, be, NULL)) {
+        fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
+        qb_model_free(&m);
+        return 1;
+    }
+    const qb_dtype half = qb_model_half_type(&m, be, l.math);
+    if ((be->device != QB_DEV_CPU &&
+         qb_model_to_backend(&m, be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_HALF, half, &copy)) ||
         qb_activations_new(be->device != QB_DEV_CPU ? &copy : &m, be, false, &acts)) {
         fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
         qb_model_free(&copy);

@@ -91,8 +91,14 @@ int qb_bench_train(int argc, char **argv)
         fprintf(stderr, "qbert-bench train: out of memory\n");
         goto done;
     }
+    /* as the trainer: FP32 master weights, with half copies where the activations can be half */
     if (qb_backend_by_name(t.device, "--device", &be) || qb_config_preset(t.preset, &cfg) ||
-        qb_model_init_random(&cfg, 42, &host) || qb_model_to_backend(&host, be, &model) ||
+        qb_model_init_random(&cfg, 42, &host)) {
+        fprintf(stderr, "qbert-bench train: %s\n", qb_error());
+        goto done;
+    }
+    const qb_dtype half = qb_model_half_type(&host, be, t.math);
+    if (qb_model_to_backend(&host, be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_FP32_AND_HALF, half, &model) ||
         qb_model_zeros_like(&model, &grads) || qb_adamw_init(&opt, &model, &oc) ||
         qb_activations_new(&model, be, true, &acts)) {
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
@@ -107,7 +113,7 @@ int qb_bench_train(int argc, char **argv)
     double t0 = 0;
     for (int step = 0; step < o.warmup + o.runs; step++) {
         if (step == o.warmup) {
-            if (be->sync()) {
+            if (be->sync(NULL)) {
                 fprintf(stderr, "qbert-bench train: %s\n", qb_error());
                 goto done;
             }
@@ -124,7 +130,7 @@ int qb_bench_train(int argc, char **argv)
         }
         fprintf(stderr, "  step %d / %d: loss %.4f\r", step + 1, o.warmup + o.runs, loss);
     }
-    if (be->sync()) {
+    if (be->sync(NULL)) {
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
         goto done;
     }

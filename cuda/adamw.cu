@@ -25,9 +25,10 @@ static __global__ void adamw_kernel(float *w, float *m, float *v, const float *g
     }
 }
 
-extern "C" void qb_cuda_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s)
+extern "C" void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n,
+                              const qb_adamw_args *a)
 {
     if (n == 0) return;
-    adamw_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(w, m, v, g, n, *s);
-    qb_cuda_launched("adamw");
+    adamw_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(w, m, v, g, n, *a);
+    qb_cuda_launched(s, "adamw");
 }

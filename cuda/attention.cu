@@ -425,12 +425,12 @@ attention_backward_key_kernel(float *dk, float *dv, const float *dout, const flo
 }
 
 /* Records an error naming the limits when T or D is past them. */
-static bool within_limits(const char *op, int T, int D)
+static bool within_limits(qb_stream *s, const char *op, int T, int D)
 {
     if (T <= MAX_T && D <= MAX_D) return true;
     char what[96];
     snprintf(what, sizeof what, "%s: T=%d D=%d exceeds the limits T <= %d, D <= %d", op, T, D, MAX_T, MAX_D);
-    qb_cuda_note(cudaErrorInvalidValue, what);
+    qb_cuda_note(s, cudaErrorInvalidValue, what);
     return false;
 }
 
@@ -446,28 +446,38 @@ static size_t score_rows_bytes(int T, int Dp, int rows)
     return (size_t)(BLOCK_ROWS * Dp + TILE * lane_row_stride(Dp) + rows * BLOCK_ROWS * T) * sizeof(float);
 }
 
-/* The tensor cores take BF16 / FP16 products (math) at head dims 32, 64, 128 with
- * aligned rows (cuda/flash_attention.cu); everything else runs here in FP32. */
-static bool tensor_cores(qb_math math, int D, const void *const *p, int n)
+/* Whether the op goes to the tensor cores (cuda/flash_attention.cu): BF16 / FP16
+ * products or storage, head dims 32, 64, 128, rows aligned for 16-byte loads;
+ * everything else runs here in FP32. Half storage cannot run here: past those
+ * limits it is an error, recorded on s (false then too, with *refused set). */
+static bool tensor_cores(qb_stream *s, qb_math math, qb_dtype t, int D, const void *const *p, int n, bool *refused)
 {
-    if ((math != QB_MATH_BF16 && math != QB_MATH_FP16) || (D != 32 && D != 64 && D != 128)) return false;
-    for (int i = 0; i < n; i++)
-        if ((uintptr_t)p[i] % 16) return false;
-    return true;
+    bool aligned = true;
+    for (int i = 0; i < n; i++) aligned &= (uintptr_t)p[i] % 16 == 0;
+    const bool fits = (D == 32 || D == 64 || D == 128) && aligned;
+    *refused = t != QB_F32 && !fits;
+    if (*refused)
+        qb_cuda_note(s, cudaErrorInvalidValue, "attention: FP16 / BF16 storage needs head dim 32, 64 or 128 and "
+                     "16-byte aligned buffers");
+    return fits && (t != QB_F32 || math == QB_MATH_BF16 || math == QB_MATH_FP16);
 }
 
-extern "C" void qb_cuda_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+extern "C" void qb_cuda_attention(qb_stream *s, void *out_, float *lse, const void *q_, const void *k_, const void *v_,
                                   const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
-                                  qb_math math)
+                                  qb_math math, qb_dtype t)
 {
-    if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits("attention", T, D)) return;
+    if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits(s, "attention", T, D)) return;
     const qb_dropout off = {};
     const qb_dropout d = drop && drop->p > 0.0f ? *drop : off;
-    const void *ptrs[] = {out, q, k, v};
-    if (tensor_cores(math, D, ptrs, 4)) {
-        qb_cuda_flash_attention(out, lse, q, k, v, mask, &d, B, T, H, D, math);
+    const void *ptrs[] = {out_, q_, k_, v_};
+    bool refused;
+    if (tensor_cores(s, math, t, D, ptrs, 4, &refused)) {
+        qb_cuda_flash_attention(s, out_, lse, q_, k_, v_, mask, &d, B, T, H, D, math, t);
         return;
     }
+    if (refused) return;
+    float *out = (float *)out_;
+    const float *q = (const float *)q_, *k = (const float *)k_, *v = (const float *)v_;
     const int Dp = pad4(D);
     const float sqrt_d = (float)sqrt((double)D);  /* the CPU's divisor (HF's math.sqrt(head_size)) */
     const unsigned blocks = grid_blocks(B, T, H);
@@ -475,54 +485,58 @@ extern "C" void qb_cuda_attention(float *out, float *lse, const float *q, const 
         /* 42.5 KiB at most (D = 128): within the default limit. */
         const size_t bytes =
             (size_t)(BLOCK_ROWS * Dp + TILE * lane_row_stride(Dp) + TILE * Dp + BLOCK_ROWS * TILE) * sizeof(float);
-        attention_online_kernel<<<blocks, THREADS, bytes, qb_cuda_stream()>>>(out, q, k, v, mask, T, H, D, sqrt_d);
-        qb_cuda_launched("attention (online softmax)");
+        attention_online_kernel<<<blocks, THREADS, bytes, qb_cuda_stream(s)>>>(out, q, k, v, mask, T, H, D, sqrt_d);
+        qb_cuda_launched(s, "attention (online softmax)");
     } else {
         const size_t bytes = score_rows_bytes(T, Dp, 1);  /* up to 56.5 KiB (T = 512, D = 128) */
-        if (!qb_cuda_allow_shared((const void *)attention_rows_kernel, bytes, "attention: shared memory")) return;
-        attention_rows_kernel<<<blocks, THREADS, bytes, qb_cuda_stream()>>>(out, lse, q, k, v, mask, d, T, H, D,
+        if (!qb_cuda_allow_shared(s, (const void *)attention_rows_kernel, bytes, "attention: shared memory")) return;
+        attention_rows_kernel<<<blocks, THREADS, bytes, qb_cuda_stream(s)>>>(out, lse, q, k, v, mask, d, T, H, D,
                                                                             sqrt_d);
-        qb_cuda_launched("attention (score rows)");
+        qb_cuda_launched(s, "attention (score rows)");
     }
 }
 
-extern "C" void qb_cuda_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                           const float *k, const float *v, const float *out, const float *lse,
-                                           const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
-                                           qb_math math)
+extern "C" void qb_cuda_attention_backward(qb_stream *s, void *dq_, void *dk_, void *dv_, const void *dout_,
+                                           const void *q_, const void *k_, const void *v_, const void *out,
+                                           const float *lse, const int32_t *mask, const qb_dropout *drop, int B,
+                                           int T, int H, int D, qb_math math, qb_dtype t)
 {
-    if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits("attention backward", T, D)) return;
+    if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits(s, "attention backward", T, D)) return;
     const qb_dropout off = {};
     const qb_dropout d = drop && drop->p > 0.0f ? *drop : off;
-    const void *ptrs[] = {dq, dk, dv, dout, q, k, v, out};
-    if (tensor_cores(math, D, ptrs, 8)) {
-        qb_cuda_flash_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, &d, B, T, H, D, math);
+    const void *ptrs[] = {dq_, dk_, dv_, dout_, q_, k_, v_, out};
+    bool refused;
+    if (tensor_cores(s, math, t, D, ptrs, 8, &refused)) {
+        qb_cuda_flash_attention_backward(s, dq_, dk_, dv_, dout_, q_, k_, v_, out, lse, mask, &d, B, T, H, D, math, t);
         return;
     }
+    if (refused) return;
+    float *dq = (float *)dq_, *dk = (float *)dk_, *dv = (float *)dv_;
+    const float *dout = (const float *)dout_, *q = (const float *)q_, *k = (const float *)k_, *v = (const float *)v_;
     const int Dp = pad4(D);
     const float sqrt_d = (float)sqrt((double)D);
     const unsigned blocks = grid_blocks(B, T, H);
     const size_t query_bytes = score_rows_bytes(T, Dp, 2);  /* up to 88.5 KiB (T = 512, D = 128) */
     /* 36 KiB at most (D = 128): within the default limit at any T. */
     const size_t key_bytes = (size_t)(2 * TILE * Dp + 2 * BLOCK_ROWS * LDW) * sizeof(float);
-    if (!qb_cuda_allow_shared((const void *)attention_backward_query_kernel, query_bytes,
+    if (!qb_cuda_allow_shared(s, (const void *)attention_backward_query_kernel, query_bytes,
                               "attention backward: shared memory"))
         return;
-    const cudaStream_t stream = qb_cuda_stream();
+    const cudaStream_t stream = qb_cuda_stream(s);
     const size_t tt = (size_t)B * H * T * T;
     float *scratch = NULL;  /* P then dS, (B, H, T, T) each */
     const cudaError_t e = cudaMallocAsync((void **)&scratch, 2 * tt * sizeof(float), stream);
     if (e != cudaSuccess) {
         char what[96];
         snprintf(what, sizeof what, "attention backward: %zu bytes of P and dS scratch", 2 * tt * sizeof(float));
-        qb_cuda_note(e, what);
+        qb_cuda_note(s, e, what);
         return;
     }
     attention_backward_query_kernel<<<blocks, THREADS, query_bytes, stream>>>(dq, scratch, scratch + tt, dout, q, k, v,
                                                                               mask, d, T, H, D, sqrt_d);
-    qb_cuda_launched("attention backward (P, dS, dQ)");
+    qb_cuda_launched(s, "attention backward (P, dS, dQ)");
     attention_backward_key_kernel<<<blocks, THREADS, key_bytes, stream>>>(dk, dv, dout, q, scratch, scratch + tt, d, T,
                                                                           H, D);
-    qb_cuda_launched("attention backward (dK, dV)");
-    qb_cuda_note(cudaFreeAsync(scratch, stream), "attention backward: free the scratch");
+    qb_cuda_launched(s, "attention backward (dK, dV)");
+    qb_cuda_note(s, cudaFreeAsync(scratch, stream), "attention backward: free the scratch");
 }

@@ -10,6 +10,7 @@
 
 #include "cuda/philox.cuh"
 #include "cuda/qb_cuda.h"
+#include "cuda/storage.cuh"
 
 /* Element-wise kernels: 256 threads, a grid-stride loop over at most this many
  * blocks (enough to fill any current GPU several times over). */
@@ -24,20 +25,20 @@ static inline unsigned qb_cuda_blocks(size_t n)
 
 /* The padding rows of q (past q->M, qb_qinput) set to zero, as the CPU's quantizer
  * leaves them; what names the op in an error. */
-static inline void qb_cuda_qinput_pad(const qb_qinput *q, const char *what)
+static inline void qb_cuda_qinput_pad(qb_stream *s, const qb_qinput *q, const char *what)
 {
     const size_t pad = (size_t)(qb_qinput_rows(q->M) - q->M) * q->ldu;
-    if (pad) qb_cuda_note(cudaMemsetAsync(q->u + (size_t)q->M * q->ldu, 0, pad, qb_cuda_stream()), what);
+    if (pad) qb_cuda_note(s, cudaMemsetAsync(q->u + (size_t)q->M * q->ldu, 0, pad, qb_cuda_stream(s)), what);
 }
 
 /* Dynamic shared memory past the default 48 KiB must be asked for per kernel; past the
- * device's limit the request fails and is recorded (what names the op). */
-static inline bool qb_cuda_allow_shared(const void *kernel, size_t bytes, const char *what)
+ * device's limit the request fails and is recorded on s (what names the op). */
+static inline bool qb_cuda_allow_shared(qb_stream *s, const void *kernel, size_t bytes, const char *what)
 {
     if (bytes <= 48 * 1024) return true;
     const cudaError_t e = bytes > (size_t)INT_MAX ? cudaErrorInvalidValue
                           : cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    return !qb_cuda_note(e, what);
+    return !qb_cuda_note(s, e, what);
 }
 
 __device__ __forceinline__ float qb_warp_sum(float v)

@@ -1,13 +1,16 @@
 /* Element-wise activations and vector ops on the GPU (csrc/cpu/gelu.c and vector.c
  * are the reference, formulas included): exact erf GELU and its backward, tanh and
- * its backward, y += x, all of shape (n), and the sum of squares of x (n) for the
- * global gradient norm.
+ * its backward, y += x, all of shape (n), rows (the strided copy that converts
+ * between storage types), and the sum of squares of x (n) for the global gradient
+ * norm.
  *
  * The five maps are one grid-stride kernel over an operator op(a, b) (b absent for
- * the unary ones). Each element is read and then written by the same thread, so an
- * output may alias an input. When every pointer is 16-byte aligned the kernel moves
- * float4s (a quarter of the memory instructions); otherwise, and for the last n % 4
- * elements, single floats.
+ * the unary ones), instantiated for the storage type of the activations (FP32, FP16,
+ * BF16: computed in FP32, stored rounded to nearest; tanh is the pooler's, FP32
+ * only). Each element is read and then written by the same thread, so an output may
+ * alias an input. When every pointer is aligned to four elements the kernel moves
+ * four at a time (one 16- or 8-byte access); otherwise, and for the last n % 4
+ * elements, one by one.
  *
  * sumsq: each block adds (double) x^2 over its grid-stride share into a partial
  * (scratch on the stream), one block adds the partials in a fixed order (the same
@@ -15,6 +18,7 @@
 #include "cuda/common.cuh"
 
 #include <math.h>
+#include <type_traits>
 
 #define INV_SQRT2 0.70710678118654752f    /* (float)M_SQRT1_2, as gelu.c */
 #define INV_SQRT_2PI 0.3989422804014327f
@@ -48,50 +52,101 @@ struct add_op {
     __device__ float operator()(float y, float x) const { return y + x; }
 };
 
+/* Four consecutive elements, loaded and stored in one access. */
+template <typename T> struct alignas(4 * sizeof(T)) quad {
+    T v[4];
+};
+
 /* y[i] = op(a[i], b[i]) for i < n (b NULL: op(a[i], 0)); vec: every pointer is
- * 16-byte aligned. Grid-stride over n / 4 float4s, then over the rest one by one. */
-template <class Op>
-static __global__ void map_kernel(float *y, const float *a, const float *b, size_t n, bool vec, Op op)
+ * aligned to a quad. Grid-stride over n / 4 quads, then over the rest one by one. */
+template <typename T, class Op>
+static __global__ void map_kernel(T *y, const T *a, const T *b, size_t n, bool vec, Op op)
 {
     const size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t first = 0;  /* the first element the scalar loop handles */
     if (vec) {
         const size_t n4 = n / 4;
-        const float4 *a4 = reinterpret_cast<const float4 *>(a), *b4 = reinterpret_cast<const float4 *>(b);
-        float4 *y4 = reinterpret_cast<float4 *>(y);
         for (size_t i = i0; i < n4; i += stride) {
-            const float4 va = a4[i], vb = b ? b4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            y4[i] = make_float4(op(va.x, vb.x), op(va.y, vb.y), op(va.z, vb.z), op(va.w, vb.w));
+            const quad<T> va = reinterpret_cast<const quad<T> *>(a)[i];
+            quad<T> vb = {}, vy;
+            if (b) vb = reinterpret_cast<const quad<T> *>(b)[i];
+#pragma unroll
+            for (int e = 0; e < 4; e++) vy.v[e] = qb_from_float<T>(op(qb_to_float(va.v[e]), qb_to_float(vb.v[e])));
+            reinterpret_cast<quad<T> *>(y)[i] = vy;
         }
         first = n4 * 4;
     }
-    for (size_t i = first + i0; i < n; i += stride) y[i] = op(a[i], b ? b[i] : 0.0f);
+    for (size_t i = first + i0; i < n; i += stride)
+        y[i] = qb_from_float<T>(op(qb_to_float(a[i]), b ? qb_to_float(b[i]) : 0.0f));
 }
 
-template <class Op>
-static void map(float *y, const float *a, const float *b, size_t n, Op op, const char *what)
+template <typename T, class Op>
+static void map(qb_stream *s, T *y, const T *a, const T *b, size_t n, Op op, const char *what)
 {
     if (n == 0) return;
-    const bool vec = ((uintptr_t)y | (uintptr_t)a | (uintptr_t)b) % 16 == 0;  /* b NULL counts as aligned */
-    map_kernel<<<qb_cuda_blocks(vec ? n / 4 : n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(y, a, b, n, vec, op);
-    qb_cuda_launched(what);
+    const bool vec = ((uintptr_t)y | (uintptr_t)a | (uintptr_t)b) % sizeof(quad<T>) == 0;  /* b NULL: aligned */
+    map_kernel<<<qb_cuda_blocks(vec ? n / 4 : n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(y, a, b, n, vec, op);
+    qb_cuda_launched(s, what);
 }
 
-extern "C" void qb_cuda_gelu(float *y, const float *x, size_t n) { map(y, x, NULL, n, gelu_op(), "gelu"); }
-
-extern "C" void qb_cuda_gelu_backward(float *dx, const float *dy, const float *x, size_t n)
+/* map on buffers of storage t. */
+template <class Op>
+static void map_as(qb_stream *s, qb_dtype t, void *y, const void *a, const void *b, size_t n, Op op, const char *what)
 {
-    map(dx, dy, x, n, gelu_backward_op(), "gelu_backward");
+    qb_cuda_storage(t, [&](auto *tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        map(s, (T *)y, (const T *)a, (const T *)b, n, op, what);
+    });
 }
 
-extern "C" void qb_cuda_tanh(float *x, size_t n) { map(x, x, NULL, n, tanh_op(), "tanh"); }
-
-extern "C" void qb_cuda_tanh_backward(float *dx, const float *dy, const float *y, size_t n)
+extern "C" void qb_cuda_gelu(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t)
 {
-    map(dx, dy, y, n, tanh_backward_op(), "tanh_backward");
+    map_as(s, t, y, x, NULL, n, gelu_op(), "gelu");
 }
 
-extern "C" void qb_cuda_add(float *y, const float *x, size_t n) { map(y, y, x, n, add_op(), "add"); }
+extern "C" void qb_cuda_gelu_backward(qb_stream *s, void *dx, const void *dy, const void *x, size_t n, qb_dtype t)
+{
+    map_as(s, t, dx, dy, x, n, gelu_backward_op(), "gelu_backward");
+}
+
+extern "C" void qb_cuda_tanh(qb_stream *s, float *x, size_t n) { map(s, x, x, (const float *)NULL, n, tanh_op(), "tanh"); }
+
+extern "C" void qb_cuda_tanh_backward(qb_stream *s, float *dx, const float *dy, const float *y, size_t n)
+{
+    map(s, dx, dy, y, n, tanh_backward_op(), "tanh_backward");
+}
+
+extern "C" void qb_cuda_add(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t)
+{
+    map_as(s, t, y, y, x, n, add_op(), "add");
+}
+
+/* dst (rows, cols; row stride ldd) = src (row stride lds), converted: a grid-stride
+ * loop over the rows * cols elements. */
+template <typename D, typename S>
+static __global__ void rows_kernel(D *dst, size_t ldd, const S *src, size_t lds, int rows, int cols)
+{
+    const size_t n = (size_t)rows * cols, stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const size_t r = i / cols, c = i % cols;
+        dst[r * ldd + c] = qb_from_float<D>(qb_to_float(src[r * lds + c]));
+    }
+}
+
+extern "C" void qb_cuda_rows(qb_stream *s, void *dst, qb_dtype dt, size_t ldd, const void *src, qb_dtype st,
+                             size_t lds, int rows, int cols)
+{
+    if (rows <= 0 || cols <= 0) return;
+    qb_cuda_storage(dt, [&](auto *dtag) {
+        qb_cuda_storage(st, [&](auto *stag) {
+            using D = std::remove_pointer_t<decltype(dtag)>;
+            using S = std::remove_pointer_t<decltype(stag)>;
+            rows_kernel<<<qb_cuda_blocks((size_t)rows * cols), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(
+                (D *)dst, ldd, (const S *)src, lds, rows, cols);
+        });
+    });
+    qb_cuda_launched(s, "rows");
+}
 
 /* The sum of v over the block (blockDim.x a multiple of 32), valid in thread 0.
  * scratch: 32 doubles of shared memory; called once per kernel. */
@@ -125,24 +180,24 @@ static __global__ void sum_kernel(double *total, const double *v, unsigned n)
     if (threadIdx.x == 0) *total = s;
 }
 
-extern "C" double qb_cuda_sumsq(const float *x, size_t n)
+extern "C" double qb_cuda_sumsq(qb_stream *s, const float *x, size_t n)
 {
     if (n == 0) return 0.0;
-    const cudaStream_t stream = qb_cuda_stream();
+    const cudaStream_t stream = qb_cuda_stream(s);
     const unsigned parts = qb_cuda_blocks(n);
     double *partial = NULL, total = NAN;  /* partial (parts + 1): the block sums, then the total */
-    if (qb_cuda_note(cudaMallocAsync((void **)&partial, (parts + 1) * sizeof *partial, stream), "sumsq: scratch"))
+    if (qb_cuda_note(s, cudaMallocAsync((void **)&partial, (parts + 1) * sizeof *partial, stream), "sumsq: scratch"))
         return NAN;
     sumsq_kernel<<<parts, QB_CUDA_THREADS, 0, stream>>>(partial, x, n);
-    bool failed = qb_cuda_launched("sumsq");
+    bool failed = qb_cuda_launched(s, "sumsq");
     if (!failed) {
         sum_kernel<<<1, FINAL_THREADS, 0, stream>>>(partial + parts, partial, parts);
-        failed = qb_cuda_launched("sumsq: total");
+        failed = qb_cuda_launched(s, "sumsq: total");
     }
     if (!failed)
-        failed = qb_cuda_note(cudaMemcpyAsync(&total, partial + parts, sizeof total, cudaMemcpyDeviceToHost, stream),
+        failed = qb_cuda_note(s, cudaMemcpyAsync(&total, partial + parts, sizeof total, cudaMemcpyDeviceToHost, stream),
                               "sumsq: result");
-    failed |= qb_cuda_note(cudaFreeAsync(partial, stream), "sumsq: scratch");
-    failed |= qb_cuda_note(cudaStreamSynchronize(stream), "sumsq");
+    failed |= qb_cuda_note(s, cudaFreeAsync(partial, stream), "sumsq: scratch");
+    failed |= qb_cuda_note(s, cudaStreamSynchronize(stream), "sumsq");
     return failed ? NAN : total;
 }

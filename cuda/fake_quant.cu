@@ -173,82 +173,82 @@ static __global__ void abs_histogram_kernel(struct percentile_scratch *ps, const
         if (bins[b]) atomicAdd(&ps->hist[b], (unsigned long long)bins[b]);
 }
 
-extern "C" void qb_cuda_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group,
+extern "C" void qb_cuda_fake_quant_weight(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,
                                           int bits)
 {
     const size_t ngroups = (size_t)N * (K / group);
     if (ngroups == 0) return;
     const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f;
     const unsigned blocks = (unsigned)((ngroups + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK);
-    fake_quant_weight_kernel<<<blocks, QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(y, scales, w, ngroups, group, qmin,
+    fake_quant_weight_kernel<<<blocks, QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(y, scales, w, ngroups, group, qmin,
                                                                                qmax);
-    qb_cuda_launched("fake_quant_weight");
+    qb_cuda_launched(s, "fake_quant_weight");
 }
 
 /* inv = 1 / scale is computed here, on the host, as the CPU does (IEEE division). */
-extern "C" void qb_cuda_fake_quant(float *y, const float *x, size_t n, float scale, int bits)
+extern "C" void qb_cuda_fake_quant(qb_stream *s, float *y, const float *x, size_t n, float scale, int bits)
 {
     if (n == 0) return;
     const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f, inv = 1.0f / scale;
-    fake_quant_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(y, x, n, scale, inv, qmin, qmax);
-    qb_cuda_launched("fake_quant");
+    fake_quant_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(y, x, n, scale, inv, qmin, qmax);
+    qb_cuda_launched(s, "fake_quant");
 }
 
-extern "C" void qb_cuda_fake_quant_backward(float *dx, const float *dy, const float *x, size_t n, float scale,
+extern "C" void qb_cuda_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n, float scale,
                                             int bits)
 {
     if (n == 0) return;
     const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f, inv = 1.0f / scale;
-    fake_quant_backward_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream()>>>(dx, dy, x, n, inv, qmin,
+    fake_quant_backward_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(dx, dy, x, n, inv, qmin,
                                                                                             qmax);
-    qb_cuda_launched("fake_quant_backward");
+    qb_cuda_launched(s, "fake_quant_backward");
 }
 
 /* Scratch part (2 * blocks + 2): the per-block minima, the per-block maxima, then
  * the result. */
-extern "C" void qb_cuda_minmax(float out[2], const float *x, size_t n)
+extern "C" void qb_cuda_minmax(qb_stream *s, float out[2], const float *x, size_t n)
 {
-    const cudaStream_t st = qb_cuda_stream();
+    const cudaStream_t st = qb_cuda_stream(s);
     const unsigned blocks = capped_blocks(n, REDUCE_BLOCKS);
     float *part = NULL, res[2];
     out[0] = out[1] = NAN;
-    if (qb_cuda_note(cudaMallocAsync((void **)&part, (2 * (size_t)blocks + 2) * sizeof *part, st),
+    if (qb_cuda_note(s, cudaMallocAsync((void **)&part, (2 * (size_t)blocks + 2) * sizeof *part, st),
                      "minmax: scratch"))
         return;
     minmax_kernel<<<blocks, QB_CUDA_THREADS, 0, st>>>(part, part + blocks, x, x, n);
-    int bad = qb_cuda_launched("minmax");
+    int bad = qb_cuda_launched(s, "minmax");
     if (!bad) {
         minmax_kernel<<<1, QB_CUDA_THREADS, 0, st>>>(part + 2 * blocks, part + 2 * blocks + 1, part, part + blocks,
                                                      blocks);
-        bad = qb_cuda_launched("minmax: final");
+        bad = qb_cuda_launched(s, "minmax: final");
     }
     if (!bad)
-        bad = qb_cuda_note(cudaMemcpyAsync(res, part + 2 * blocks, sizeof res, cudaMemcpyDeviceToHost, st),
+        bad = qb_cuda_note(s, cudaMemcpyAsync(res, part + 2 * blocks, sizeof res, cudaMemcpyDeviceToHost, st),
                            "minmax: result");
-    qb_cuda_note(cudaFreeAsync(part, st), "minmax: scratch");
-    if (bad || qb_cuda_note(cudaStreamSynchronize(st), "minmax")) return;
+    qb_cuda_note(s, cudaFreeAsync(part, st), "minmax: scratch");
+    if (bad || qb_cuda_note(s, cudaStreamSynchronize(st), "minmax")) return;
     out[0] = res[0];
     out[1] = res[1];
 }
 
-extern "C" float qb_cuda_abs_percentile(const float *x, size_t n, double p)
+extern "C" float qb_cuda_abs_percentile(qb_stream *s, const float *x, size_t n, double p)
 {
-    const cudaStream_t st = qb_cuda_stream();
+    const cudaStream_t st = qb_cuda_stream(s);
     struct percentile_scratch *ps = NULL, h;
-    if (qb_cuda_note(cudaMallocAsync((void **)&ps, sizeof *ps, st), "abs_percentile: scratch")) return NAN;
-    int bad = qb_cuda_note(cudaMemsetAsync(ps, 0, sizeof *ps, st), "abs_percentile: scratch");
+    if (qb_cuda_note(s, cudaMallocAsync((void **)&ps, sizeof *ps, st), "abs_percentile: scratch")) return NAN;
+    int bad = qb_cuda_note(s, cudaMemsetAsync(ps, 0, sizeof *ps, st), "abs_percentile: scratch");
     if (!bad) {
         abs_max_kernel<<<capped_blocks(n, REDUCE_BLOCKS), QB_CUDA_THREADS, 0, st>>>(&ps->amax_bits, x, n);
-        bad = qb_cuda_launched("abs_percentile: max");
+        bad = qb_cuda_launched(s, "abs_percentile: max");
     }
     if (!bad) {
         abs_histogram_kernel<<<capped_blocks(n, HIST_BLOCKS), QB_CUDA_THREADS, 0, st>>>(ps, x, n);
-        bad = qb_cuda_launched("abs_percentile: histogram");
+        bad = qb_cuda_launched(s, "abs_percentile: histogram");
     }
     if (!bad)
-        bad = qb_cuda_note(cudaMemcpyAsync(&h, ps, sizeof h, cudaMemcpyDeviceToHost, st), "abs_percentile: result");
-    qb_cuda_note(cudaFreeAsync(ps, st), "abs_percentile: scratch");
-    if (bad || qb_cuda_note(cudaStreamSynchronize(st), "abs_percentile")) return NAN;
+        bad = qb_cuda_note(s, cudaMemcpyAsync(&h, ps, sizeof h, cudaMemcpyDeviceToHost, st), "abs_percentile: result");
+    qb_cuda_note(s, cudaFreeAsync(ps, st), "abs_percentile: scratch");
+    if (bad || qb_cuda_note(s, cudaStreamSynchronize(st), "abs_percentile")) return NAN;
 
     /* From here on, qb_cpu_abs_percentile's own code. */
     float amax;

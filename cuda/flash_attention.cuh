@@ -147,7 +147,7 @@ QB_DEV void load_tile(M *tile, const S *src, size_t ld, int r0, int T)
             warp::load8(f, s, in);
             uint32_t w[4];
             QB_UNROLL
-            for (int e = 0; e < 4; e++) w[e] = warp::pack2<M>(f[2 * e], f[2 * e + 1]);
+            for (int e = 0; e < 4; e++) w[e] = qb_pack2<M>(f[2 * e], f[2 * e + 1]);
             warp::store16(dst, w);
         }
     }
@@ -182,10 +182,10 @@ QB_DEV void as_a(uint32_t a[][4], const float s[][4])
 {
     QB_UNROLL
     for (int kc = 0; kc < N / 16; kc++) {
-        a[kc][0] = warp::pack2<M>(s[2 * kc][0], s[2 * kc][1]);
-        a[kc][1] = warp::pack2<M>(s[2 * kc][2], s[2 * kc][3]);
-        a[kc][2] = warp::pack2<M>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-        a[kc][3] = warp::pack2<M>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+        a[kc][0] = qb_pack2<M>(s[2 * kc][0], s[2 * kc][1]);
+        a[kc][1] = qb_pack2<M>(s[2 * kc][2], s[2 * kc][3]);
+        a[kc][2] = qb_pack2<M>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+        a[kc][3] = qb_pack2<M>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
     }
 }
 
@@ -221,6 +221,27 @@ QB_DEV void store_rows(S *dst, size_t ld, const float o[][4], int row, int T, co
         for (int j = 0; j < W / 8; j++) warp::store2(p + 8 * j, o[j][2 * h] * f[h], o[j][2 * h + 1] * f[h]);
     }
 }
+
+/* Dropout of this lane's C fragments of a 16 x N tile: bit 4 j + e set when element
+ * (row + 8 (e >> 1), col + 8 j + (e & 1)) is kept, its Philox index base + row_step r
+ * + col_step c (qb_dropout). A rolled loop: the ten Philox rounds of each element,
+ * unrolled over all of them beside the tile's accumulators, would spill registers. */
+template <int N>
+QB_DEV uint32_t keep_bits(const qb_dropout &d, uint64_t base, uint64_t row_step, uint64_t col_step, int row, int col)
+{
+    static_assert(N / 2 <= 32, "one bit an element");
+    uint32_t bits = 0;
+    QB_NO_UNROLL
+    for (int n = 0; n < N / 2; n++) {
+        const int j = n / 4, e = n % 4;
+        const uint64_t r = (uint64_t)(row + 8 * (e >> 1)), c = (uint64_t)(col + 8 * j + (e & 1));
+        bits |= (uint32_t)(qb_dropout_factor(d, base + r * row_step + c * col_step, 1.0f) != 0.0f) << n;
+    }
+    return bits;
+}
+
+/* The dropout factor of element (j, e) of a tile whose kept elements are bits. */
+QB_DEV float kept(uint32_t bits, int j, int e, float scale) { return bits >> (4 * j + e) & 1 ? scale : 0.0f; }
 
 /* The shared memory of each kernel, in bytes. */
 template <int D> constexpr size_t forward_bytes() { return (size_t)(BM + 4 * BN) * D * 2 + MAX_T * 4 + 16; }
@@ -283,17 +304,17 @@ QB_DEV void forward(const Forward<S> &a, char *smem)
         for (int j = 0; j < D / 8; j++)
             QB_UNROLL
             for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
+        const bool drop = a.drop.p > 0.0f;
+        const uint32_t keep = drop ? keep_bits<BN>(a.drop, (uint64_t)pl.bh * a.T * a.T, a.T, 1, row,
+                                                   kt * BN + 2 * (lane & 3))
+                                   : 0;
         QB_UNROLL
         for (int j = 0; j < BN / 8; j++)
             QB_UNROLL
             for (int e = 0; e < 4; e++) {
                 const float p = warp::exp2_fast(s[j][e] - base[e >> 1]);
                 l[e >> 1] += p;
-                s[j][e] = p;
-                if (a.drop.p > 0.0f) {
-                    const uint64_t i = (uint64_t)row + 8 * (e >> 1), key = (uint64_t)kt * BN + 8 * j + 2 * (lane & 3) + (e & 1);
-                    s[j][e] *= qb_dropout_factor(a.drop, ((uint64_t)pl.bh * a.T + i) * a.T + key, a.drop_scale);
-                }
+                s[j][e] = drop ? p * kept(keep, j, e, a.drop_scale) : p;
             }
         uint32_t pa[BN / 16][4];
         as_a<M, BN>(pa, s);
@@ -326,8 +347,8 @@ QB_DEV void row_dsum(float mine[2], const S *out, const S *dout, size_t ld, floa
         float v = 0.0f;
         if (t < T)
             for (int d = lane; d < D; d += 32)
-                v += warp::to_float(warp::from_float<M>(warp::to_float(dout[(size_t)t * ld + d]))) *
-                     warp::to_float(out[(size_t)t * ld + d]);
+                v += qb_to_float(qb_from_float<M>(qb_to_float(dout[(size_t)t * ld + d]))) *
+                     qb_to_float(out[(size_t)t * ld + d]);
         for (int o = 16; o > 0; o >>= 1) v += warp::shfl_xor(v, o);
         if (r == lane / 4) mine[0] = v;
         if (r == lane / 4 + 8) mine[1] = v;
@@ -376,6 +397,10 @@ QB_DEV void backward_dq(const Backward<S> &a, char *smem)
         float s[BN / 8][4], dp[BN / 8][4];
         gemm_abt<M, D, BN>(s, Qs, warp_id * 16, K, lane);                    /* S = Q K^T */
         gemm_abt<M, D, BN>(dp, Os, warp_id * 16, Vs + stage * BN * D, lane);  /* dP' = dO V^T */
+        const bool drop = a.drop.p > 0.0f;
+        const uint32_t keep = drop ? keep_bits<BN>(a.drop, (uint64_t)pl.bh * a.T * a.T, a.T, 1, row,
+                                                   kt * BN + 2 * (lane & 3))
+                                   : 0;
         QB_UNROLL
         for (int j = 0; j < BN / 8; j++)
             QB_UNROLL
@@ -383,9 +408,7 @@ QB_DEV void backward_dq(const Backward<S> &a, char *smem)
                 const int h = e >> 1, key = kt * BN + 8 * j + 2 * (lane & 3) + (e & 1);
                 const float x = (none ? 0.0f : s[j][e] * a.scale_log2) + bias[key];
                 const float p = warp::exp2_fast(x - lse[h]);
-                float g = dp[j][e];
-                if (a.drop.p > 0.0f)
-                    g *= qb_dropout_factor(a.drop, ((uint64_t)pl.bh * a.T + row + 8 * h) * a.T + key, a.drop_scale);
+                const float g = drop ? dp[j][e] * kept(keep, j, e, a.drop_scale) : dp[j][e];
                 s[j][e] = p * (g - dsum[h]);  /* dS, without the 1 / sqrt(D) */
             }
         uint32_t da[BN / 16][4];
@@ -446,6 +469,11 @@ QB_DEV void backward_dkdv(const Backward<S> &a, char *smem)
         float st[QM / 8][4], dpt[QM / 8][4];
         gemm_abt<M, D, QM>(st, Ks, warp_id * 16, Q, lane);   /* S^T = K Q^T */
         gemm_abt<M, D, QM>(dpt, Vs, warp_id * 16, dO, lane);  /* dP'^T = V dO^T */
+        /* the elements are (key, query): Philox index (bh T + query) T + key */
+        const bool drop = a.drop.p > 0.0f;
+        const uint32_t keep = drop ? keep_bits<QM>(a.drop, (uint64_t)pl.bh * a.T * a.T, 1, a.T, key,
+                                                   it * QM + 2 * (lane & 3))
+                                   : 0;
         QB_UNROLL
         for (int j = 0; j < QM / 8; j++)
             QB_UNROLL
@@ -453,9 +481,7 @@ QB_DEV void backward_dkdv(const Backward<S> &a, char *smem)
                 const int h = e >> 1, t = 8 * j + 2 * (lane & 3) + (e & 1);
                 const float x = (none ? 0.0f : st[j][e] * a.scale_log2) + bias[key + 8 * h];
                 const float p = warp::exp2_fast(x - lse[stage * QM + t]);
-                const float fd = a.drop.p > 0.0f
-                    ? qb_dropout_factor(a.drop, ((uint64_t)pl.bh * a.T + it * QM + t) * a.T + key + 8 * h, a.drop_scale)
-                    : 1.0f;
+                const float fd = drop ? kept(keep, j, e, a.drop_scale) : 1.0f;
                 st[j][e] = p * fd;                                        /* P'^T */
                 dpt[j][e] = p * (dpt[j][e] * fd - dsum[stage * QM + t]);  /* dS^T, without 1 / sqrt(D) */
             }

@@ -55,7 +55,8 @@ QB_HD float qb_dropout_factor(const qb_dropout &d, uint64_t idx, float scale)
 {
     uint32_t w[4];
     qb_philox(d.seed, idx / 4, d.stream, w);
-    return qb_dropout_keep(w[idx & 3], d.p, scale);
+    const unsigned i = (unsigned)(idx & 3);  /* a select, not w[i]: that would put w in local memory */
+    return qb_dropout_keep(i == 0 ? w[0] : i == 1 ? w[1] : i == 2 ? w[2] : w[3], d.p, scale);
 }
 
 /* x[idx - first] *= the dropout factor of idx, for the indices of Philox block g

@@ -7,10 +7,12 @@
 #define QB_HD __host__ __device__ __forceinline__  /* host and device */
 #define QB_DEV __device__ __forceinline__          /* device (and the emulation) */
 #define QB_UNROLL _Pragma("unroll")
+#define QB_NO_UNROLL _Pragma("unroll 1")
 #else
-#define QB_HD static inline
+#define QB_HD inline
 #define QB_DEV inline
 #define QB_UNROLL
+#define QB_NO_UNROLL
 #endif
 
 #endif

@@ -63,23 +63,23 @@ typedef struct {
 static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel (__atomic: any thread may set it) */
 
 /* cudaMalloc; a failure is recorded naming what and how many bytes. */
-static bool dev_alloc(void **p, size_t bytes, const char *what)
+static bool dev_alloc(qb_stream *s, void **p, size_t bytes, const char *what)
 {
     char msg[96];
     snprintf(msg, sizeof msg, "%s (%zu bytes)", what, bytes);
-    return !qb_cuda_note(cudaMalloc(p, bytes), msg);
+    return !qb_cuda_note(s, cudaMalloc(p, bytes), msg);
 }
 
 /* *p holds at least `bytes`, grown (after the stream is done with the old buffer)
  * when not; false after recording what failed. */
-static bool grow(void **p, size_t *cap, size_t bytes, const char *what)
+static bool grow(qb_stream *s, void **p, size_t *cap, size_t bytes, const char *what)
 {
     if (*cap >= bytes) return true;
-    qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), what);
-    qb_cuda_scratch_moved();  /* graphs recorded with the old buffer are stale */
+    qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), what);
+    qb_cuda_scratch_moved(s);  /* graphs recorded with the old buffer are stale */
     cudaFree(*p);
     *p = NULL, *cap = 0;
-    if (!dev_alloc(p, bytes, what)) return false;
+    if (!dev_alloc(s, p, bytes, what)) return false;
     *cap = bytes;
     return true;
 }
@@ -318,26 +318,26 @@ static void release(qb_qlinear *q)
     q->prepared = NULL;
 }
 
-/* A device copy of `bytes` of host memory into *dst, on the current stream (from
+/* A device copy of `bytes` of host memory into *dst, on s (from
  * pageable memory the call returns once src is read; prepare waits for the copies
  * to land); false after recording. */
 template <class T>
-static bool upload(T **dst, const T *src, size_t bytes, const char *what)
+static bool upload(qb_stream *s, T **dst, const T *src, size_t bytes, const char *what)
 {
-    if (!dev_alloc((void **)dst, bytes, what)) return false;
-    return !qb_cuda_note(cudaMemcpyAsync(*dst, src, bytes, cudaMemcpyHostToDevice, qb_cuda_stream()), what);
+    if (!dev_alloc(s, (void **)dst, bytes, what)) return false;
+    return !qb_cuda_note(s, cudaMemcpyAsync(*dst, src, bytes, cudaMemcpyHostToDevice, qb_cuda_stream(s)), what);
 }
 
 /* The device layout of q, made on the host and copied up (once per model load). */
-static bool build(const qb_qlinear *q, prepared *p)
+static bool build(qb_stream *s, const qb_qlinear *q, prepared *p)
 {
     const int N = q->N, K = q->K, groups = K / q->group;
     const size_t n_scales = (size_t)N * groups;
-    if (!upload(&p->scales, q->scales, n_scales * sizeof(float), "quantized Linear: weight scales")) return false;
+    if (!upload(s, &p->scales, q->scales, n_scales * sizeof(float), "quantized Linear: weight scales")) return false;
     if (q->act_f32) {  /* the CPU's dequantization: value times the scale of its group */
         float *wf = (float *)malloc((size_t)N * K * sizeof *wf);
         for (size_t i = 0; wf && i < (size_t)N * K; i++) wf[i] = (float)q->wq[i] * q->scales[i / q->group];
-        const bool ok = wf && upload(&p->wf, wf, (size_t)N * K * sizeof *wf, "quantized Linear: dequantized weights");
+        const bool ok = wf && upload(s, &p->wf, wf, (size_t)N * K * sizeof *wf, "quantized Linear: dequantized weights");
         free(wf);
         return ok;
     }
@@ -346,8 +346,8 @@ static bool build(const qb_qlinear *q, prepared *p)
         int32_t *cs = (int32_t *)calloc(n_scales, sizeof *cs);
         if (w4) qb_int4_pack(w4, q->wq, (size_t)N * K);  /* the file's packing; K is even */
         for (size_t i = 0; cs && i < (size_t)N * K; i++) cs[i / q->group] += q->wq[i];
-        const bool ok = w4 && cs && upload(&p->w4, w4, (size_t)N * K / 2, "quantized Linear: INT4 weights") &&
-                        upload(&p->colsum, cs, n_scales * sizeof *cs, "quantized Linear: column sums");
+        const bool ok = w4 && cs && upload(s, &p->w4, w4, (size_t)N * K / 2, "quantized Linear: INT4 weights") &&
+                        upload(s, &p->colsum, cs, n_scales * sizeof *cs, "quantized Linear: column sums");
         free(w4), free(cs);
         return ok;
     }
@@ -356,13 +356,13 @@ static bool build(const qb_qlinear *q, prepared *p)
     int32_t *cs = (int32_t *)calloc((size_t)p->Np, sizeof *cs);
     for (int n = 0; w && cs && n < N; n++)
         for (int k = 0; k < K; k++) cs[n] += w[(size_t)n * p->Kp + k] = q->wq[(size_t)n * K + k];
-    const bool ok = w && cs && upload(&p->w, w, (size_t)p->Np * p->Kp, "quantized Linear: INT8 weights") &&
-                    upload(&p->colsum, cs, (size_t)p->Np * sizeof *cs, "quantized Linear: column sums");
+    const bool ok = w && cs && upload(s, &p->w, w, (size_t)p->Np * p->Kp, "quantized Linear: INT8 weights") &&
+                    upload(s, &p->colsum, cs, (size_t)p->Np * sizeof *cs, "quantized Linear: column sums");
     free(w), free(cs);
     return ok;
 }
 
-extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
+extern "C" qb_status qb_cuda_qlinear_prepare(qb_stream *s, qb_qlinear *q)
 {
     if (q->prepared)
         return q->release == release ? QB_OK
@@ -376,35 +376,35 @@ extern "C" qb_status qb_cuda_qlinear_prepare(qb_qlinear *q)
     q->prepared = p;
     q->release = release;
     /* Waits for the copies: the layout may be used from any stream. */
-    if (build(q, p) && !qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "quantized Linear: upload"))
+    if (build(s, q, p) && !qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), "quantized Linear: upload"))
         return QB_OK;
     release(q);
     char why[256] = "out of host memory";
-    if (qb_cuda_sync()) snprintf(why, sizeof why, "%s", qb_error());  /* the recorded device error */
+    if (qb_cuda_sync(s)) snprintf(why, sizeof why, "%s", qb_error());  /* the recorded device error */
     return qb_fail(QB_ENOMEM, "quantized Linear %d x %d: %s", q->N, q->K, why);
 }
 
 /* yq (laid out for M x N) = y (M, N) quantized per token, padding rows zero (as
  * qb_qinput_quantize); rows_done: the rows are already there (epilogue_rows_kernel). */
-static void quantize_out(qb_qinput *yq, const float *y, int M, int N, bool rows_done)
+static void quantize_out(qb_stream *s, qb_qinput *yq, const float *y, int M, int N, bool rows_done)
 {
     if (!rows_done) {
-        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, qb_cuda_stream()>>>((int8_t *)yq->u, yq->scale, yq->zp, y, N,
+        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>((int8_t *)yq->u, yq->scale, yq->zp, y, N,
                                                                              yq->ldu, false, 0.0f, 0.0f);
-        if (qb_cuda_launched("linear_q: quantized output")) return;
+        if (qb_cuda_launched(s, "linear_q: quantized output")) return;
     }
-    qb_cuda_qinput_pad(yq, "linear_q: padding rows");
+    qb_cuda_qinput_pad(s, yq, "linear_q: padding rows");
 }
 
 /* The product into y, and when the IMMA epilogue can, yq's rows with it (true then). */
-static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
-                     const prepared *p, const float *b, int M, int gelu)
+static bool linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq,
+                     const qb_qlinear *q, const prepared *p, const float *b, int M, int gelu)
 {
-    const cudaStream_t stream = qb_cuda_stream();
-    qb_cuda_scratch *scratch = qb_cuda_scratch_get();
+    const cudaStream_t stream = qb_cuda_stream(s);
+    qb_cuda_scratch *scratch = qb_cuda_scratch_get(s);
     if (q->act_f32) {
-        qb_cuda_linear(y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32);
-        if (gelu) qb_cuda_gelu(y, y, (size_t)M * q->N);
+        qb_cuda_linear(s, y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32, QB_F32);
+        if (gelu) qb_cuda_gelu(s, y, y, (size_t)M * q->N, QB_F32);
         return false;
     }
     const int8_t *v;
@@ -415,74 +415,74 @@ static bool linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *x
         v = (const int8_t *)xq->u, sx = xq->scale, zp = xq->zp, ldu = xq->ldu;
     } else {
         ldu = qb_qinput_ldu(q->K);
-        if (!grow((void **)&scratch->v, &scratch->v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
-            !grow((void **)&scratch->rows, &scratch->rows_cap, (size_t)M * 8, "linear_q: activation scales"))
+        if (!grow(s, (void **)&scratch->v, &scratch->v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
+            !grow(s, (void **)&scratch->rows, &scratch->rows_cap, (size_t)M * 8, "linear_q: activation scales"))
             return false;
         int8_t *qv = scratch->v;
         float *qs = scratch->rows;
         int32_t *qz = (int32_t *)(scratch->rows + M);
-        const float s = q->act_scale;  /* its inverse as the CPU computes it */
-        const bool is_static = s > 0.0f;
+        const float as = q->act_scale;  /* its inverse as the CPU computes it */
+        const bool is_static = as > 0.0f;
         quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu, is_static,
-                                                                    is_static ? 1.0f / s : 0.0f, s);
-        if (qb_cuda_launched("linear_q: quantize")) return false;
+                                                                    is_static ? 1.0f / as : 0.0f, as);
+        if (qb_cuda_launched(s, "linear_q: quantize")) return false;
         v = qv, sx = qs, zp = qz;
     }
     if (q->bits == 4 && __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_MMA) {
         const dim3 grid((unsigned)((q->N + MMA_TILE - 1) / MMA_TILE), (unsigned)((M + MMA_TILE - 1) / MMA_TILE));
         w4a8_mma_kernel<<<grid, 128, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
                                                   q->group, gelu);
-        qb_cuda_launched("linear_q: W4A8 (mma)");
+        qb_cuda_launched(s, "linear_q: W4A8 (mma)");
         return false;
     }
     if (q->bits == 4) {
         const dim3 grid((unsigned)((q->N + TILE - 1) / TILE), (unsigned)((M + TILE - 1) / TILE));
         w4a8_dp4a_kernel<<<grid, 256, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N,
                                                    q->K, q->group, gelu);
-        qb_cuda_launched("linear_q: W4A8 (dp4a)");
+        qb_cuda_launched(s, "linear_q: W4A8 (dp4a)");
         return false;
     }
     if (ldu != p->Kp) {
-        qb_cuda_note(cudaErrorInvalidValue, "linear_q: activations and weights disagree on K");
+        qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: activations and weights disagree on K");
         return false;
     }
-    if (!grow((void **)&scratch->acc, &scratch->acc_cap, (size_t)M * p->Np * sizeof(int32_t),
+    if (!grow(s, (void **)&scratch->acc, &scratch->acc_cap, (size_t)M * p->Np * sizeof(int32_t),
               "linear_q: INT32 products"))
         return false;
-    qb_cuda_gemm_s8(scratch->acc, p->w, v, p->Np, M, p->Kp);
+    qb_cuda_gemm_s8(s, scratch->acc, p->w, v, p->Np, M, p->Kp);
     const size_t row_bytes = (size_t)q->N * sizeof(float);
     if (yq && row_bytes <= 48 * 1024) {  /* the row fits the default shared memory: up to N = 12288 */
         epilogue_rows_kernel<<<(unsigned)M, QB_CUDA_THREADS, row_bytes, stream>>>(
             y, yq->u, yq->scale, yq->zp, yq->ldu, scratch->acc, sx, zp, p->colsum, p->scales, b, q->N, p->Np, gelu);
-        qb_cuda_launched("linear_q: epilogue (rows, quantized output)");
+        qb_cuda_launched(s, "linear_q: epilogue (rows, quantized output)");
         return true;
     }
     const size_t n_out = (size_t)M * q->N;
     epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch->acc, sx, zp, p->colsum,
                                                                           p->scales, b, M, q->N, p->Np, gelu);
-    qb_cuda_launched("linear_q: epilogue");
+    qb_cuda_launched(s, "linear_q: epilogue");
     return false;
 }
 
-extern "C" void qb_cuda_linear_q(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
+extern "C" void qb_cuda_linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
                                  const float *b, int M, int gelu)
 {
     const prepared *p = (const prepared *)q->prepared;
     if (M <= 0) return;
     if (!p) {
-        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized Linear was not prepared for CUDA");
+        qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: the quantized Linear was not prepared for CUDA");
         return;
     }
     if (yq && !qb_qinput_fits(yq, M, q->N)) {
-        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized output is laid out for another shape");
+        qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: the quantized output is laid out for another shape");
         return;
     }
     if (xq && !qb_qinput_fits(xq, M, q->K)) {
-        qb_cuda_note(cudaErrorInvalidValue, "linear_q: the quantized input is laid out for another shape");
+        qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: the quantized input is laid out for another shape");
         return;
     }
-    const bool rows_done = linear_q(y, yq, x, xq, q, p, b, M, gelu);
-    if (yq) quantize_out(yq, y, M, q->N, rows_done);
+    const bool rows_done = linear_q(s, y, yq, x, xq, q, p, b, M, gelu);
+    if (yq) quantize_out(s, yq, y, M, q->N, rows_done);
 }
 
 extern "C" qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)

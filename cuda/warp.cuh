@@ -19,43 +19,15 @@
 #ifndef QBERT_CUDA_WARP_CUH
 #define QBERT_CUDA_WARP_CUH
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <type_traits>
 
 #include "cuda/philox.cuh"
+#include "cuda/storage.cuh"
 
 namespace warp {
-
-/* The operand types: pack two floats (rounded to nearest) into one register, the
- * first in the low half. */
-template <typename T> QB_DEV uint32_t pack2(float lo, float hi);
-template <> QB_DEV uint32_t pack2<__nv_bfloat16>(float lo, float hi)
-{
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    uint32_t r;
-    memcpy(&r, &v, 4);
-    return r;
-}
-template <> QB_DEV uint32_t pack2<__half>(float lo, float hi)
-{
-    const __half2 v = __floats2half2_rn(lo, hi);
-    uint32_t r;
-    memcpy(&r, &v, 4);
-    return r;
-}
-
-/* Storage element <-> float (the storage may be FP32 itself). */
-QB_DEV float to_float(float x) { return x; }
-QB_DEV float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-QB_DEV float to_float(__half x) { return __half2float(x); }
-template <typename T> QB_DEV T from_float(float x);
-template <> QB_DEV float from_float<float>(float x) { return x; }
-template <> QB_DEV __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <> QB_DEV __half from_float<__half>(float x) { return __float2half_rn(x); }
 
 /* d (16 x 8) += a (16 x 16) b (16 x 8), T the operands' type. */
 template <typename T> QB_DEV void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
@@ -200,7 +172,7 @@ QB_DEV void store2(float *p, float a, float b)
 }
 template <typename T> QB_DEV void store2(T *p, float a, float b)
 {
-    const uint32_t w = pack2<T>(a, b);
+    const uint32_t w = qb_pack2<T>(a, b);
 #if defined(__CUDA_ARCH__)
     *reinterpret_cast<uint32_t *>(p) = w;
 #else

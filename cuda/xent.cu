@@ -37,12 +37,12 @@ static __global__ void xent_kernel(float *losses, float *dlogits, const float *l
     }
 }
 
-extern "C" void qb_cuda_xent(float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
+extern "C" void qb_cuda_xent(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
                              int K, float grad_scale)
 {
     if (B <= 0 || K <= 0) return;
     const unsigned blocks = (unsigned)((B + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
-    xent_kernel<<<blocks, 32 * ROWS_PER_BLOCK, 0, qb_cuda_stream()>>>(losses, dlogits, logits, labels, B, K,
+    xent_kernel<<<blocks, 32 * ROWS_PER_BLOCK, 0, qb_cuda_stream(s)>>>(losses, dlogits, logits, labels, B, K,
                                                                       grad_scale);
-    qb_cuda_launched("xent");
+    qb_cuda_launched(s, "xent");
 }

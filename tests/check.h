@@ -3,6 +3,7 @@
 #ifndef QBERT_TEST_CHECK_H
 #define QBERT_TEST_CHECK_H
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -41,6 +42,18 @@ static inline unsigned long long check_seed(void)
                                           : (unsigned long long)time(NULL) * 1000003u + (unsigned long long)getpid();
     printf("seed %llu (replay with QBERT_TEST_SEED=%llu)\n", seed, seed);
     return seed;
+}
+
+/* ||got - ref|| / ||ref|| (the absolute norm when ref is all zero). */
+static inline double rel_l2(const float *got, const float *ref, size_t n)
+{
+    double e = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)got[i] - ref[i];
+        e += d * d;
+        r += (double)ref[i] * ref[i];
+    }
+    return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
 }
 
 static inline int check_summary(const char *name)

@@ -60,8 +60,8 @@ static inline void *dev_from(const void *src, size_t bytes)
         fprintf(stderr, "cannot allocate %zu bytes of device memory\n", bytes);
         exit(1);
     }
-    if (src) gpu->to_device(d, src, bytes);
-    else gpu->zero(d, bytes);
+    if (src) gpu->to_device(NULL, d, src, bytes);
+    else gpu->zero(NULL, d, bytes);
     return d;
 }
 
@@ -81,22 +81,10 @@ static inline void *dev_poison(size_t bytes)
 static inline void *host_from(const void *dev, size_t bytes, const char *what)
 {
     void *h = host_alloc(bytes);
-    gpu->to_host(h, dev, bytes);
-    const qb_status st = qb_cuda_sync();
+    gpu->to_host(NULL, h, dev, bytes);
+    const qb_status st = qb_cuda_sync(NULL);
     CHECKF(st == QB_OK, "%s: %s", what, qb_error());
     return h;
-}
-
-/* ||got - ref|| / ||ref|| (the absolute norm when ref is all zero). */
-static inline double rel_l2(const float *got, const float *ref, size_t n)
-{
-    double e = 0.0, r = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = (double)got[i] - ref[i];
-        e += d * d;
-        r += (double)ref[i] * ref[i];
-    }
-    return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
 }
 
 /* Compares n floats of device memory with the CPU result ref; names what failed. */

@@ -648,12 +648,12 @@ static void test_math(void)
         for (int i = 0; i < N * K; i++) wr[i] = qb_math_round(w[i], (qb_math)m);
         for (int i = 0; i < M * N; i++) dyr[i] = qb_math_round(dy[i], (qb_math)m);
         float y[M * N], y_ref[M * N], dx[M * K], dx_ref[M * K], dw[N * K], dw_ref[N * K], db[N], db_ref[N];
-        be->linear(y, x, w, b, M, N, K, (qb_math)m);
+        be->linear(NULL, y, x, w, b, M, N, K, (qb_math)m, QB_F32);
         qb_cpu_linear(y_ref, xr, wr, b, M, N, K);
         CHECKF(memcmp(y, y_ref, sizeof y) == 0, "linear %s: not the kernel on rounded inputs", qb_math_name(m));
         for (int i = 0; i < N * K; i++) dw[i] = dw_ref[i] = 0.25f;  /* accumulated onto, unrounded */
         for (int i = 0; i < N; i++) db[i] = db_ref[i] = 0.125f;
-        be->linear_backward(dx, dw, db, dy, x, w, M, N, K, (qb_math)m);
+        be->linear_backward(NULL, dx, dw, db, dy, x, w, M, N, K, (qb_math)m, QB_F32);
         qb_cpu_linear_backward(dx_ref, dw_ref, db_ref, dyr, xr, wr, M, N, K);
         CHECKF(memcmp(dx, dx_ref, sizeof dx) == 0 && memcmp(dw, dw_ref, sizeof dw) == 0 &&
                    memcmp(db, db_ref, sizeof db) == 0,
@@ -668,18 +668,37 @@ static void test_backend(void)
 {
     const qb_backend *be = qb_backend_cpu();
     CHECK(be && strcmp(be->name, "cpu") == 0);
-    CHECK(be->layernorm == qb_cpu_layernorm &&
-          be->gelu == qb_cpu_gelu && be->tanh == qb_cpu_tanh &&
-          be->attention == qb_cpu_attention && be->embedding == qb_cpu_embedding);
+    CHECK(be->caps == 0);  /* no graphs, streams or half activations: FP32, each op at once */
     float host[37], back[37];
+    /* the table's adapters reach the kernels */
+    float gx[37], g1[37], g2[37];
+    for (int i = 0; i < 37; i++) gx[i] = (float)i / 9.0f - 2.0f;
+    be->gelu(NULL, g1, gx, 37, QB_F32);
+    qb_cpu_gelu(g2, gx, 37);
+    CHECK(memcmp(g1, g2, sizeof g1) == 0);
+    /* rows: 3 rows of 4 gathered from a row stride of 5, to each half type (rounded to
+     * nearest) and back */
+    const qb_dtype halves[2] = {QB_BF16, QB_F16};
+    const qb_math maths[2] = {QB_MATH_BF16, QB_MATH_FP16};
+    for (int h = 0; h < 2; h++) {
+        float src[15], wide[12];
+        uint16_t half[12];
+        for (int i = 0; i < 15; i++) src[i] = (float)i * 1.37f - 9.1f;
+        be->rows(NULL, half, halves[h], 4, src, QB_F32, 5, 3, 4);
+        be->rows(NULL, wide, QB_F32, 4, half, halves[h], 4, 3, 4);
+        int same = 1;
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 4; c++) same &= wide[r * 4 + c] == qb_math_round(src[r * 5 + c], maths[h]);
+        CHECKF(same, "rows %s: not the gathered values rounded to nearest", qb_dtype_name(halves[h]));
+    }
     for (int i = 0; i < 37; i++) host[i] = (float)i * 0.5f;
     float *dev = be->alloc(sizeof host);
     CHECK(dev != NULL && ((uintptr_t)dev & 63) == 0);
     if (dev) {
-        be->to_device(dev, host, sizeof host);
-        be->to_host(back, dev, sizeof host);
+        be->to_device(NULL, dev, host, sizeof host);
+        be->to_host(NULL, back, dev, sizeof host);
         CHECK(memcmp(host, back, sizeof host) == 0);
-        be->to_host(back, dev, 0);
+        be->to_host(NULL, back, dev, 0);
     }
     be->free(dev);
 }

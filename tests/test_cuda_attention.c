@@ -55,8 +55,8 @@ static void check_attention(int B, int T, int H, int D, int train, float p, qb_m
     float *g_q = dev_from(q, n * 4), *g_k = dev_from(k, n * 4), *g_v = dev_from(v, n * 4);
     int32_t *g_mask = dev_from(mask, (size_t)B * T * 4);
     float *g_out = dev_poison(n * 4), *g_lse = train ? dev_poison(nl * 4) : NULL;
-    cpu->attention(out, lse, q, k, v, mask, drop, B, T, H, D, m);
-    gpu->attention(g_out, g_lse, g_q, g_k, g_v, g_mask, drop, B, T, H, D, m);
+    cpu->attention(NULL, out, lse, q, k, v, mask, drop, B, T, H, D, m, QB_F32);
+    gpu->attention(NULL, g_out, g_lse, g_q, g_k, g_v, g_mask, drop, B, T, H, D, m, QB_F32);
     snprintf(part, sizeof part, "%s: out", what);
     check_close(part, g_out, out, n, tol);
 
@@ -66,8 +66,8 @@ static void check_attention(int B, int T, int H, int D, int train, float p, qb_m
         float *dq = host_alloc(n * sizeof *dq), *dk = host_alloc(n * sizeof *dk), *dv = host_alloc(n * sizeof *dv);
         float *g_dout = dev_from(dout, n * 4);
         float *g_dq = dev_poison(n * 4), *g_dk = dev_poison(n * 4), *g_dv = dev_poison(n * 4);
-        cpu->attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, drop, B, T, H, D, m);
-        gpu->attention_backward(g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, g_out, g_lse, g_mask, drop, B, T, H, D, m);
+        cpu->attention_backward(NULL, dq, dk, dv, dout, q, k, v, out, lse, mask, drop, B, T, H, D, m, QB_F32);
+        gpu->attention_backward(NULL, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, g_out, g_lse, g_mask, drop, B, T, H, D, m, QB_F32);
         snprintf(part, sizeof part, "%s: dq", what);
         check_close(part, g_dq, dq, n, tol);
         snprintf(part, sizeof part, "%s: dk", what);
@@ -95,17 +95,17 @@ static void check_limits(void)
         int32_t *mask = dev_from(NULL, (size_t)T * 4);
         for (int mi = 0; mi < 2; mi++) {  /* the FP32 kernels' limits and the tensor cores' */
             const qb_math m = mi ? QB_MATH_BF16 : QB_MATH_FP32;
-            gpu->attention(buf, lse, buf, buf, buf, mask, NULL, 1, T, 1, D, m);
-            qb_status st = qb_cuda_sync();
+            gpu->attention(NULL, buf, lse, buf, buf, buf, mask, NULL, 1, T, 1, D, m, QB_F32);
+            qb_status st = qb_cuda_sync(NULL);
             CHECKF(st != QB_OK && strstr(qb_error(), limit), "attention %s T=%d D=%d: %s", qb_math_name(m), T, D,
                    st == QB_OK ? "no error" : qb_error());
-            CHECK(qb_cuda_sync() == QB_OK);
+            CHECK(qb_cuda_sync(NULL) == QB_OK);
 
-            gpu->attention_backward(dq, dk, dv, buf, buf, buf, buf, buf, lse, mask, NULL, 1, T, 1, D, m);
-            st = qb_cuda_sync();
+            gpu->attention_backward(NULL, dq, dk, dv, buf, buf, buf, buf, buf, lse, mask, NULL, 1, T, 1, D, m, QB_F32);
+            st = qb_cuda_sync(NULL);
             CHECKF(st != QB_OK && strstr(qb_error(), limit), "attention_backward %s T=%d D=%d: %s", qb_math_name(m),
                    T, D, st == QB_OK ? "no error" : qb_error());
-            CHECK(qb_cuda_sync() == QB_OK);
+            CHECK(qb_cuda_sync(NULL) == QB_OK);
         }
         gpu->free(buf), gpu->free(lse), gpu->free(dq), gpu->free(dk), gpu->free(dv), gpu->free(mask);
     }

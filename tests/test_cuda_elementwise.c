@@ -30,14 +30,14 @@ static void check_activation(int is_gelu, size_t n, size_t off)
     float *dx = dev_from(x, bytes), *dy = is_gelu ? dev_from(NULL, bytes) : NULL;
     char what[96];
     if (is_gelu) {
-        cpu->gelu(ref + off, x + off, n);
-        gpu->gelu(dy + off, dx + off, n);
+        cpu->gelu(NULL, ref + off, x + off, n, QB_F32);
+        gpu->gelu(NULL, dy + off, dx + off, n, QB_F32);
         snprintf(what, sizeof what, "gelu n=%zu offset %zu", n, off);
         check_close(what, dy + off, ref + off, n, CUDA_TOL);
-        gpu->gelu(dx + off, dx + off, n);
+        gpu->gelu(NULL, dx + off, dx + off, n, QB_F32);
     } else {
-        cpu->tanh(ref + off, n);
-        gpu->tanh(dx + off, n);
+        cpu->tanh(NULL, ref + off, n);
+        gpu->tanh(NULL, dx + off, n);
     }
     snprintf(what, sizeof what, "%s n=%zu offset %zu, in place", name, n, off);
     check_close(what, dx + off, ref + off, n, CUDA_TOL);
@@ -54,16 +54,18 @@ static void check_activation_backward(int is_gelu, size_t n, size_t off)
     float *in = is_gelu ? activation_input(n, off) : rand_host(n + off, -1, 1);
     float *dy = rand_host(n + off, -1, 1), *ref = host_alloc(bytes);
     float *d_in = dev_from(in, bytes), *d_dy = dev_from(dy, bytes), *d_dx = dev_from(NULL, bytes);
-    void (*const cpu_op)(float *, const float *, const float *, size_t) =
-        is_gelu ? cpu->gelu_backward : cpu->tanh_backward;
-    void (*const gpu_op)(float *, const float *, const float *, size_t) =
-        is_gelu ? gpu->gelu_backward : gpu->tanh_backward;
-    cpu_op(ref + off, dy + off, in + off, n);
     char what[96];
-    gpu_op(d_dx + off, d_dy + off, d_in + off, n);
+    if (is_gelu) {
+        cpu->gelu_backward(NULL, ref + off, dy + off, in + off, n, QB_F32);
+        gpu->gelu_backward(NULL, d_dx + off, d_dy + off, d_in + off, n, QB_F32);
+    } else {
+        cpu->tanh_backward(NULL, ref + off, dy + off, in + off, n);
+        gpu->tanh_backward(NULL, d_dx + off, d_dy + off, d_in + off, n);
+    }
     snprintf(what, sizeof what, "%s n=%zu offset %zu", name, n, off);
     check_close(what, d_dx + off, ref + off, n, CUDA_TOL);
-    gpu_op(d_dy + off, d_dy + off, d_in + off, n);
+    if (is_gelu) gpu->gelu_backward(NULL, d_dy + off, d_dy + off, d_in + off, n, QB_F32);
+    else gpu->tanh_backward(NULL, d_dy + off, d_dy + off, d_in + off, n);
     snprintf(what, sizeof what, "%s n=%zu offset %zu, dx = dy", name, n, off);
     check_close(what, d_dy + off, ref + off, n, CUDA_TOL);
     gpu->free(d_in), gpu->free(d_dy), gpu->free(d_dx);
@@ -75,8 +77,8 @@ static void check_add(size_t n, size_t off)
     const size_t bytes = (n + off) * sizeof(float);
     float *y = rand_host(n + off, -1, 1), *x = rand_host(n + off, -1, 1);
     float *dy = dev_from(y, bytes), *dx = dev_from(x, bytes);
-    cpu->add(y + off, x + off, n);
-    gpu->add(dy + off, dx + off, n);
+    cpu->add(NULL, y + off, x + off, n, QB_F32);
+    gpu->add(NULL, dy + off, dx + off, n, QB_F32);
     char what[64];
     snprintf(what, sizeof what, "add n=%zu offset %zu", n, off);
     check_close(what, dy + off, y + off, n, CUDA_TOL);
@@ -87,9 +89,9 @@ static void check_add(size_t n, size_t off)
 static void check_sumsq(size_t n, size_t off)
 {
     float *x = rand_host(n + off, -1, 1), *dx = dev_from(x, (n + off) * sizeof *dx);
-    const double ref = cpu->sumsq(x + off, n), got = gpu->sumsq(dx + off, n);
+    const double ref = cpu->sumsq(NULL, x + off, n), got = gpu->sumsq(NULL, dx + off, n);
     CHECKF(fabs(got - ref) <= SUMSQ_TOL * ref, "sumsq n=%zu offset %zu: %.17g, CPU %.17g", n, off, got, ref);
-    CHECKF(qb_cuda_sync() == QB_OK, "sumsq n=%zu: %s", n, qb_error());
+    CHECKF(qb_cuda_sync(NULL) == QB_OK, "sumsq n=%zu: %s", n, qb_error());
     gpu->free(dx);
     free(x);
 }
@@ -99,13 +101,13 @@ static void check_empty(void)
 {
     float host[4] = {1.0f, -2.0f, 3.0f, -4.0f};
     float *d = dev_from(host, sizeof host), *e = dev_from(host, sizeof host);
-    gpu->gelu(d, e, 0);
-    gpu->gelu_backward(d, e, e, 0);
-    gpu->tanh(d, 0);
-    gpu->tanh_backward(d, e, e, 0);
-    gpu->add(d, e, 0);
+    gpu->gelu(NULL, d, e, 0, QB_F32);
+    gpu->gelu_backward(NULL, d, e, e, 0, QB_F32);
+    gpu->tanh(NULL, d, 0);
+    gpu->tanh_backward(NULL, d, e, e, 0);
+    gpu->add(NULL, d, e, 0, QB_F32);
     check_equal("n = 0", d, host, sizeof host);
-    CHECK(gpu->sumsq(d, 0) == 0.0);
+    CHECK(gpu->sumsq(NULL, d, 0) == 0.0);
     gpu->free(d), gpu->free(e);
 }
 
@@ -126,6 +128,6 @@ int main(void)
      * loop goes round more than once. */
     check_sumsq((size_t)256 * 65535 + 1001, 0);
     check_empty();
-    CHECK(qb_cuda_sync() == QB_OK);
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     return check_summary("test_cuda_elementwise");
 }

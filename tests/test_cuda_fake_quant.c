@@ -31,16 +31,16 @@ static void check_fake_quant_weight(int bits, int N, int K, int group)
 
     float *g_w = dev_from(w, n * sizeof *w), *g_y = dev_from(NULL, n * sizeof *y);
     float *g_s = dev_from(NULL, ns * sizeof *scales);
-    cpu->fake_quant_weight(y, scales, w, N, K, group, bits);
-    gpu->fake_quant_weight(g_y, g_s, g_w, N, K, group, bits);
+    cpu->fake_quant_weight(NULL, y, scales, w, N, K, group, bits);
+    gpu->fake_quant_weight(NULL, g_y, g_s, g_w, N, K, group, bits);
     snprintf(part, sizeof part, "%s: y", what);
     check_equal(part, g_y, y, n * sizeof *y);
     snprintf(part, sizeof part, "%s: scales", what);
     check_equal(part, g_s, scales, ns * sizeof *scales);
 
     /* In place: y aliasing w. */
-    gpu->zero(g_s, ns * sizeof *scales);
-    gpu->fake_quant_weight(g_w, g_s, g_w, N, K, group, bits);
+    gpu->zero(NULL, g_s, ns * sizeof *scales);
+    gpu->fake_quant_weight(NULL, g_w, g_s, g_w, N, K, group, bits);
     snprintf(part, sizeof part, "%s: in place", what);
     check_equal(part, g_w, y, n * sizeof *y);
     snprintf(part, sizeof part, "%s: in place scales", what);
@@ -75,21 +75,21 @@ static void check_fake_quant(int bits, float s, size_t n)
     float *y = host_alloc(n * sizeof *y), *dx = host_alloc(n * sizeof *dx);
     float *g_x = dev_from(x, n * sizeof *x), *g_dy = dev_from(dy, n * sizeof *dy);
     float *g_y = dev_from(NULL, n * sizeof *y), *g_dx = dev_from(NULL, n * sizeof *dx);
-    cpu->fake_quant(y, x, n, s, bits);
-    cpu->fake_quant_backward(dx, dy, x, n, s, bits);
+    cpu->fake_quant(NULL, y, x, n, s, bits);
+    cpu->fake_quant_backward(NULL, dx, dy, x, n, s, bits);
 
-    gpu->fake_quant(g_y, g_x, n, s, bits);
+    gpu->fake_quant(NULL, g_y, g_x, n, s, bits);
     snprintf(part, sizeof part, "%s: y", what);
     check_equal(part, g_y, y, n * sizeof *y);
-    gpu->fake_quant_backward(g_dx, g_dy, g_x, n, s, bits);
+    gpu->fake_quant_backward(NULL, g_dx, g_dy, g_x, n, s, bits);
     snprintf(part, sizeof part, "%s: backward dx", what);
     check_equal(part, g_dx, dx, n * sizeof *dx);
 
     /* In place: dx aliasing dy, then y aliasing x (x last: the backward reads it). */
-    gpu->fake_quant_backward(g_dy, g_dy, g_x, n, s, bits);
+    gpu->fake_quant_backward(NULL, g_dy, g_dy, g_x, n, s, bits);
     snprintf(part, sizeof part, "%s: backward in place", what);
     check_equal(part, g_dy, dx, n * sizeof *dx);
-    gpu->fake_quant(g_x, g_x, n, s, bits);
+    gpu->fake_quant(NULL, g_x, g_x, n, s, bits);
     snprintf(part, sizeof part, "%s: in place", what);
     check_equal(part, g_x, y, n * sizeof *y);
     free(x), free(dy), free(y), free(dx);
@@ -114,13 +114,13 @@ static void check_statistics(size_t n, int kind)
 {
     float *x = stat_input(n, kind), want[2], got[2];
     float *g_x = dev_from(x, n * sizeof *x);
-    cpu->minmax(want, x, n);
-    gpu->minmax(got, g_x, n);
+    cpu->minmax(NULL, want, x, n);
+    gpu->minmax(NULL, got, g_x, n);
     CHECKF(memcmp(got, want, sizeof got) == 0, "minmax n=%zu %s: got %a %a, CPU %a %a", n, kind_names[kind],
            (double)got[0], (double)got[1], (double)want[0], (double)want[1]);
     static const double ps[] = {50.0, 99.9, 100.0};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
-        const float a = cpu->abs_percentile(x, n, ps[i]), b = gpu->abs_percentile(g_x, n, ps[i]);
+        const float a = cpu->abs_percentile(NULL, x, n, ps[i]), b = gpu->abs_percentile(NULL, g_x, n, ps[i]);
         CHECKF(memcmp(&a, &b, sizeof a) == 0, "abs_percentile n=%zu %s p=%g: got %a, CPU %a", n,
                kind_names[kind], ps[i], (double)b, (double)a);
     }
@@ -150,6 +150,6 @@ int main(void)
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (int kind = 0; kind < KINDS; kind++) check_statistics(sizes[i], kind);
 
-    CHECKF(qb_cuda_sync() == QB_OK, "pending CUDA error: %s", qb_error());
+    CHECKF(qb_cuda_sync(NULL) == QB_OK, "pending CUDA error: %s", qb_error());
     return check_summary("test_cuda_fake_quant");
 }

@@ -72,8 +72,8 @@ static void check_linear(int M, int N, int K, int bias, qb_math m)
             if (b) add_term(s, b[j]);
             for (int k = 0; k < K; k++) add_term(s, (double)x[(size_t)i * K + k] * w[(size_t)j * K + k]);
         }
-    cpu->linear(y, x, w, b, M, N, K, m);
-    gpu->linear(dy, dx, dw, db, M, N, K, m);
+    cpu->linear(NULL, y, x, w, b, M, N, K, m, QB_F32);
+    gpu->linear(NULL, dy, dx, dw, db, M, N, K, m, QB_F32);
     check_sums(what, dy, y, ex, (size_t)M * N, K, m);
     free(x), free(w), free(b), free(y), free(ex);
     gpu->free(dx), gpu->free(dw), gpu->free(db), gpu->free(dy);
@@ -106,8 +106,8 @@ static void check_linear_backward(int M, int N, int K, int want_dx, int want_db,
                 add_term(&ex_dw[(size_t)j * K + k], g * x[(size_t)i * K + k]);
             }
         }
-    cpu->linear_backward(dx, dw, want_db ? db : NULL, dy, x, w, M, N, K, m);
-    gpu->linear_backward(g_dx, g_dw, want_db ? g_db : NULL, g_dy, g_x, g_w, M, N, K, m);
+    cpu->linear_backward(NULL, dx, dw, want_db ? db : NULL, dy, x, w, M, N, K, m, QB_F32);
+    gpu->linear_backward(NULL, g_dx, g_dw, want_db ? g_db : NULL, g_dy, g_x, g_w, M, N, K, m, QB_F32);
     if (want_dx) {
         snprintf(part, sizeof part, "%s: dx", what);
         check_sums(part, g_dx, dx, ex_dx, MK, N, m);
@@ -137,7 +137,7 @@ int main(void)
      * must still agree. */
     check_linear(33, 65, 17, 1, QB_MATH_FP32);
     check_linear(33, 65, 17, 1, QB_MATH_BF16);
-    qb_cuda_scratch_release();
+    qb_cuda_scratch_release(NULL);
     qb_cuda_gemm_release();
     return check_summary("test_cuda_gemm");
 }

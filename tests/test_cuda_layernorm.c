@@ -29,14 +29,14 @@ static void check_forward(const float *x, const float *res, const float *g, cons
     const size_t n = (size_t)M * C;
     float *out = host_alloc(n * sizeof *out), *t = host_alloc(n * sizeof *t);
     float *stats = host_alloc(2 * (size_t)M * sizeof *stats);
-    cpu->layernorm(out, keep ? t : NULL, keep ? stats : NULL, NULL, x, res, g, b, M, C, EPS);
+    cpu->layernorm(NULL, out, keep ? t : NULL, keep ? stats : NULL, NULL, x, res, g, b, M, C, EPS, QB_F32);
 
     float *dx = dev_from(x, n * sizeof *dx), *dres = res ? dev_from(res, n * sizeof *dres) : NULL;
     float *dg = dev_from(g, C * sizeof *dg), *db = dev_from(b, C * sizeof *db);
     float *dout = where == OUT_IS_X ? dx : where == OUT_IS_RES ? dres : dev_from(NULL, n * sizeof *dout);
     float *dt = !keep ? NULL : where == T_IS_X ? dx : dev_from(NULL, n * sizeof *dt);
     float *dstats = keep ? dev_from(NULL, 2 * (size_t)M * sizeof *dstats) : NULL;
-    gpu->layernorm(dout, dt, dstats, NULL, dx, dres, dg, db, M, C, EPS);
+    gpu->layernorm(NULL, dout, dt, dstats, NULL, dx, dres, dg, db, M, C, EPS, QB_F32);
 
     char what[128];
     snprintf(what, sizeof what, "layernorm M=%d C=%d%s%s, %s: out", M, C, res ? " +res" : "",
@@ -77,10 +77,10 @@ static void test_backward(int M, int C)
     float *dout = rand_host(n, -1, 1), *dg0 = rand_host(C, -1, 1), *db0 = rand_host(C, -1, 1);
     float *out = host_alloc(n * sizeof *out), *t = host_alloc(n * sizeof *t);
     float *stats = host_alloc(2 * (size_t)M * sizeof *stats);
-    cpu->layernorm(out, t, stats, NULL, x, NULL, g, b, M, C, EPS);
+    cpu->layernorm(NULL, out, t, stats, NULL, x, NULL, g, b, M, C, EPS, QB_F32);
     float *dt = host_alloc(n * sizeof *dt), *dg = host_alloc(C * sizeof *dg), *db = host_alloc(C * sizeof *db);
     memcpy(dg, dg0, C * sizeof *dg), memcpy(db, db0, C * sizeof *db);
-    cpu->layernorm_backward(dt, dg, db, dout, t, stats, g, M, C);
+    cpu->layernorm_backward(NULL, dt, dg, db, dout, t, stats, g, M, C, QB_F32);
 
     float *d_dout = dev_from(dout, n * sizeof *dout), *d_t = dev_from(t, n * sizeof *t);
     float *d_stats = dev_from(stats, 2 * (size_t)M * sizeof *stats), *d_g = dev_from(g, C * sizeof *g);
@@ -88,7 +88,7 @@ static void test_backward(int M, int C)
     float *d_dg = dev_from(dg0, C * sizeof *d_dg), *d_db = dev_from(db0, C * sizeof *d_db);
     char what[96];
 
-    gpu->layernorm_backward(d_dt, d_dg, d_db, d_dout, d_t, d_stats, d_g, M, C);
+    gpu->layernorm_backward(NULL, d_dt, d_dg, d_db, d_dout, d_t, d_stats, d_g, M, C, QB_F32);
     snprintf(what, sizeof what, "layernorm_backward M=%d C=%d: dt", M, C);
     check_close(what, d_dt, dt, n, CUDA_TOL);
     snprintf(what, sizeof what, "layernorm_backward M=%d C=%d: dg", M, C);
@@ -99,8 +99,8 @@ static void test_backward(int M, int C)
     /* Again from the same dg, db with dt = dout: the same dt, and dg, db to the bit. */
     float *first_dg = host_from(d_dg, C * sizeof *first_dg, "layernorm_backward: dg");
     float *first_db = host_from(d_db, C * sizeof *first_db, "layernorm_backward: db");
-    gpu->to_device(d_dg, dg0, C * sizeof *dg0), gpu->to_device(d_db, db0, C * sizeof *db0);
-    gpu->layernorm_backward(d_dout, d_dg, d_db, d_dout, d_t, d_stats, d_g, M, C);
+    gpu->to_device(NULL, d_dg, dg0, C * sizeof *dg0), gpu->to_device(NULL, d_db, db0, C * sizeof *db0);
+    gpu->layernorm_backward(NULL, d_dout, d_dg, d_db, d_dout, d_t, d_stats, d_g, M, C, QB_F32);
     snprintf(what, sizeof what, "layernorm_backward M=%d C=%d, dt = dout: dt", M, C);
     check_close(what, d_dout, dt, n, CUDA_TOL);
     snprintf(what, sizeof what, "layernorm_backward M=%d C=%d, second run: dg", M, C);
@@ -135,9 +135,9 @@ static void test_outq(int M, int C, int alias)
     qb_qinput dq = {.M = M, .K = C, .ldu = ref.ldu};
     dq.u = dev_from(NULL, ubytes);
     if (qb_qinput_rows(M) > M)  /* a dirty padding row: the kernel must zero it */
-        gpu->to_device(dq.u + (size_t)M * ref.ldu, (const uint8_t[]){0xAB}, 1);
+        gpu->to_device(NULL, dq.u + (size_t)M * ref.ldu, (const uint8_t[]){0xAB}, 1);
     dq.scale = dev_from(NULL, (size_t)M * 4), dq.zp = dev_from(NULL, (size_t)M * 4);
-    gpu->layernorm(dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS);
+    gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, QB_F32);
     float *out = host_from(dout, n * 4, what);
     qb_qinput_quantize(&ref, out);
     char part[128];
@@ -148,9 +148,9 @@ static void test_outq(int M, int C, int alias)
     snprintf(part, sizeof part, "%s: zero points", what);
     check_equal(part, dq.zp, ref.zp, (size_t)M * 4);
     dq.K = C + 1;
-    gpu->layernorm(dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS);
-    CHECK(qb_cuda_sync() != QB_OK);
-    CHECK(qb_cuda_sync() == QB_OK);
+    gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, QB_F32);
+    CHECK(qb_cuda_sync(NULL) != QB_OK);
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     qb_qinput_free(&ref);
     free(x), free(res), free(g), free(b), free(out);
     gpu->free(dx), gpu->free(dres), gpu->free(dg), gpu->free(db), gpu->free(dq.u), gpu->free(dq.scale);
@@ -172,6 +172,6 @@ int main(void)
     test_outq(7, 31, 1);
     test_outq(300, 768, 1);
     test_outq(5, 4099, 0);
-    CHECK(qb_cuda_sync() == QB_OK);
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     return check_summary("test_cuda_layernorm");
 }

@@ -5,7 +5,12 @@
  *   - three training steps with dropout (the same Philox masks on both backends),
  *     AdamW with clipping: the loss of each step, every gradient of the first, and
  *     every weight after the last (copied back with qb_model_to_host); in FP32, and
- *     with TF32 and BF16 products against the CPU's emulation of them.
+ *     with TF32 and BF16 products against the CPU's emulation of them (in BF16 the
+ *     GPU stores the activations in BF16 too, with BF16 copies of the FP32 masters,
+ *     as the trainer does: gradients within 3e-2, as tests/test_half_model.c
+ *     measured for that storage);
+ *   - inference with BF16 and FP16 activations of the encoder's weights in half only
+ *     (half_inference);
  * Tolerances: a whole forward and backward in FP32 in another summation order, so
  * relative L2 1e-4 per tensor (the CPU's bound against Hugging Face, tests/
  * test_train.c); weights after three Adam steps 1e-3, because Adam's first steps
@@ -20,6 +25,7 @@
  * on three streams from three threads at once (streams_apart); two engines, each on
  * its own stream, classifying from two threads at once (engines_apart). */
 #include "cuda_check.h"
+#include "model_check.h"
 
 #include "qbert/engine.h"
 #include "qbert/model.h"
@@ -35,40 +41,6 @@
 #define STEPS 3
 #define GRAD_TOL 1e-4
 #define WEIGHT_TOL 1e-3
-
-/* Largest |x| over every tensor of a host model. */
-static double max_abs_model(const qb_model *g)
-{
-    double m = 0.0;
-    for (int i = 0; i < g->weights.count; i++) {
-        const qb_tensor *t = &g->weights.tensors[i];
-        const float *d = t->data;
-        for (int64_t j = 0; j < qb_tensor_numel(t); j++) m = fmax(m, fabs(d[j]));
-    }
-    return m;
-}
-
-/* Gradients of the host model got (a copy of the GPU's) against ref. A tensor whose
- * reference is at rounding-noise level (max below 1e-6 of the model's largest value:
- * the attention key bias) is checked for staying at that level and marked in noisy. */
-static void compare_grads(const qb_model *got, const qb_model *ref, bool *noisy, double tol)
-{
-    const double scale = max_abs_model(ref);
-    for (int i = 0; i < ref->weights.count; i++) {
-        const qb_tensor *r = &ref->weights.tensors[i], *g = &got->weights.tensors[i];
-        const size_t n = (size_t)qb_tensor_numel(r);
-        double rmax = 0.0, gmax = 0.0;
-        for (size_t j = 0; j < n; j++)
-            rmax = fmax(rmax, fabs(((float *)r->data)[j])), gmax = fmax(gmax, fabs(((float *)g->data)[j]));
-        if ((noisy[i] = rmax < 1e-6 * scale)) {
-            CHECKF(gmax < 1e-5 * scale, "gradient %s: %.3g where the CPU has rounding noise (%.3g)",
-                   ref->weights.names[i], gmax, rmax);
-            continue;
-        }
-        const double e = rel_l2(g->data, r->data, n);
-        CHECKF(e <= tol, "gradient %s: relative L2 error %.3g > %.1g", ref->weights.names[i], e, tol);
-    }
-}
 
 /* Marks in unsettled (one flag per parameter element, in tensor order) the elements
  * of the CPU's gradients g whose size is within the noise of an arithmetic whose
@@ -120,7 +92,7 @@ static void compare_weights(const qb_model *got, const qb_model *ref, const bool
 /* STEPS training steps of copies of m on both backends with products in math: the
  * loss and gradient norm of each step and every gradient of the first within tol,
  * every weight after the last within wtol. */
-static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math, double tol, double wtol)
+static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math, double tol, double wtol, double noise)
 {
     qb_model m, dm, gc, gg_host, gg, w_host;
     qb_activations *ac, *ag;
@@ -128,7 +100,11 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
     qb_optim_config oc_cfg;
     qb_optim_default_config(&oc_cfg);
     oc_cfg.lr = 1e-4f, oc_cfg.weight_decay = 0.01f, oc_cfg.total_steps = STEPS, oc_cfg.max_grad_norm = 1.0f;
-    if (qb_model_to_backend(m0, cpu, &m) || qb_model_to_backend(m0, gpu, &dm) || qb_model_zeros_like(&m, &gc) ||
+    /* the GPU as the trainer has it: in BF16, FP32 masters with BF16 copies and BF16 activations */
+    const qb_dtype half = qb_model_half_type(m0, gpu, math);
+    if (qb_model_to_backend(m0, cpu, QB_WEIGHTS_FP32, QB_F32, &m) ||
+        qb_model_to_backend(m0, gpu, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_FP32_AND_HALF, half, &dm) ||
+        qb_model_zeros_like(&m, &gc) ||
         qb_model_zeros_like(m0, &gg_host) || qb_model_zeros_like(m0, &w_host) || qb_model_zeros_like(&dm, &gg) ||
         qb_activations_new(&m, cpu, true, &ac) || qb_activations_new(&dm, gpu, true, &ag) ||
         qb_adamw_init(&oc, &m, &oc_cfg) || qb_adamw_init(&og, &dm, &oc_cfg)) {
@@ -148,23 +124,23 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
         qb_model_zero(&gg, gpu);
         CHECK(qb_model_forward_backward(&m, ac, batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
         CHECKF(qb_model_forward_backward(&dm, ag, batch, &drop, 1.0f / B, &gg, &loss_g, NULL) == QB_OK &&
-                   qb_cuda_sync() == QB_OK, "%s: GPU step %d: %s", name, s, qb_error());
+                   qb_cuda_sync(NULL) == QB_OK, "%s: GPU step %d: %s", name, s, qb_error());
         CHECKF(fabs(loss_g - loss_c) <= tol * fabs(loss_c), "%s step %d: loss %.7g on the GPU, %.7g on the CPU",
                name, s, loss_g, loss_c);
         if (s == 0) {
             qb_model_to_host(&gg, &gg_host);
-            CHECK(qb_cuda_sync() == QB_OK);
-            compare_grads(&gg_host, &gc, noisy, tol);
+            CHECK(qb_cuda_sync(NULL) == QB_OK);
+            compare_grads(&gg_host, &gc, noisy, tol, noise);
         }
         mark_unsettled(&gc, tol, unsettled);
         CHECK(qb_adamw_step(&oc, cpu, &m, &gc, &norm_c, &lr) == QB_OK);
-        CHECKF(qb_adamw_step(&og, gpu, &dm, &gg, &norm_g, &lr) == QB_OK && qb_cuda_sync() == QB_OK,
+        CHECKF(qb_adamw_step(&og, gpu, &dm, &gg, &norm_g, &lr) == QB_OK && qb_cuda_sync(NULL) == QB_OK,
                "%s: GPU AdamW step %d: %s", name, s, qb_error());
         CHECKF(fabs(norm_g - norm_c) <= tol * norm_c, "%s step %d: gradient norm %.7g vs %.7g", name, s, norm_g,
                norm_c);
     }
     qb_model_to_host(&dm, &w_host);
-    CHECK(qb_cuda_sync() == QB_OK);
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     compare_weights(&w_host, &m, noisy, unsettled, oc_cfg.lr, wtol);
     free(noisy), free(unsettled);
     qb_adamw_free(&oc), qb_adamw_free(&og);
@@ -259,10 +235,11 @@ typedef struct {
 static void *stream_passes(void *p)
 {
     stream_job *j = p;
-    void *s = gpu->stream_new();
+    qb_stream *s = gpu->stream_new();
     qb_activations *a = NULL;
     float got[SA_B * 3];
-    if (!s || gpu->stream_use(s) != NULL || qb_activations_new(j->dm, gpu, false, &a)) j->bad = -1;
+    if (!s || qb_activations_new(j->dm, gpu, false, &a)) j->bad = -1;
+    else qb_activations_set_stream(a, s);
     pthread_barrier_wait(j->start);
     for (int i = 0; i < SA_PASSES && !j->bad; i++) {
         if (qb_model_infer(j->dm, a, j->ids, NULL, j->mask, SA_B, SA_T, got, NULL) != QB_OK) j->bad = -1;
@@ -270,7 +247,6 @@ static void *stream_passes(void *p)
     }
     if (j->bad < 0) snprintf(j->err, sizeof j->err, "%s", qb_error());
     qb_activations_free(a);
-    if (s && gpu->stream_use(NULL) != s) j->bad = -1, snprintf(j->err, sizeof j->err, "stream_use lost the stream");
     if (s) gpu->stream_free(s);
     return NULL;
 }
@@ -397,18 +373,64 @@ static void engines_apart(const qb_model *m)
  * it, its own reports it once. */
 static void stream_errors(void)
 {
-    void *s = gpu->stream_new();
+    qb_stream *s = gpu->stream_new();
     CHECKF(s != NULL, "stream_new: %s", qb_error());
     if (!s) return;
-    CHECK(gpu->stream_use(s) == NULL);
-    qb_cuda_note(cudaErrorInvalidValue, "a fault on the second stream");
-    CHECK(gpu->stream_use(NULL) == s);
-    CHECK(qb_cuda_sync() == QB_OK);
-    gpu->stream_use(s);
-    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "a fault on the second stream"));
-    CHECK(qb_cuda_sync() == QB_OK);
-    gpu->stream_use(NULL);
+    qb_cuda_note(s, cudaErrorInvalidValue, "a fault on the second stream");
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
+    CHECK(qb_cuda_sync(s) != QB_OK && strstr(qb_error(), "a fault on the second stream"));
+    CHECK(qb_cuda_sync(s) == QB_OK);
     gpu->stream_free(s);
+}
+
+/* Inference with half activations (BF16 or FP16 as math says): m's encoder weights
+ * in half only on the GPU (QB_WEIGHTS_HALF, what the engine makes for an FP16 / BF16
+ * run), every hidden state and the logits against the CPU's FP32-storage pass with
+ * the same products, relative L2 <= 1e-2 (shared/DESIGN.md); through a recorded
+ * graph too. */
+static void half_inference(const qb_model *m, const int32_t *ids, const int32_t *types, const int32_t *mask,
+                           qb_math math)
+{
+    const int L = m->cfg.num_layers, C = m->cfg.hidden_size;
+    const qb_dtype half = math == QB_MATH_BF16 ? QB_BF16 : QB_F16;
+    qb_model hm;
+    qb_activations *ac, *ag;
+    CHECK(qb_model_half_type(m, gpu, math) == half);
+    if (qb_model_to_backend(m, gpu, QB_WEIGHTS_HALF, half, &hm) || qb_activations_new(m, cpu, false, &ac) ||
+        qb_activations_new(&hm, gpu, false, &ag)) {
+        fprintf(stderr, "half inference setup: %s\n", qb_error());
+        exit(1);
+    }
+    CHECK(hm.layers[0].q.w == NULL && hm.layers[0].q.wh != NULL && hm.word_emb == NULL && hm.pooler.w != NULL);
+    qb_activations_set_math(ac, math);
+    qb_activations_set_math(ag, math);
+    float logits_c[B * 3], logits_g[B * 3], *hidden_c[8], *hidden_g[8];
+    for (int l = 0; l <= L; l++) hidden_c[l] = host_alloc(B * T * C * 4), hidden_g[l] = host_alloc(B * T * C * 4);
+    qb_forward_trace tc = {.hidden = hidden_c}, tg = {.hidden = hidden_g};
+    CHECK(qb_model_infer(m, ac, ids, types, mask, B, T, logits_c, &tc) == QB_OK);
+    CHECKF(qb_model_infer(&hm, ag, ids, types, mask, B, T, logits_g, &tg) == QB_OK, "%s: %s", qb_math_name(math),
+           qb_error());
+    for (int l = 0; l <= L; l++) {
+        const double e = rel_l2(hidden_g[l], hidden_c[l], (size_t)B * T * C);
+        CHECKF(e <= 1e-2, "%s storage: hidden state %d: relative L2 error %.3g", qb_math_name(math), l, e);
+    }
+    CHECKF(rel_l2(logits_g, logits_c, B * 3) <= 1e-2, "%s storage: logits: relative L2 error %.3g",
+           qb_math_name(math), rel_l2(logits_g, logits_c, B * 3));
+    /* again, the second and third time through a graph: the same bits */
+    float again[B * 3];
+    for (int r = 0; r < 2; r++) {
+        CHECKF(qb_model_infer(&hm, ag, ids, types, mask, B, T, again, NULL) == QB_OK, "%s: %s", qb_math_name(math),
+               qb_error());
+        CHECKF(memcmp(again, logits_g, sizeof again) == 0, "%s storage: pass %d: other logits", qb_math_name(math),
+               r + 2);
+    }
+    /* FP32 products on half-only weights: refused, naming the math to use */
+    qb_activations_set_math(ag, QB_MATH_FP32);
+    CHECK(qb_model_infer(&hm, ag, ids, types, mask, B, T, again, NULL) == QB_EINVAL &&
+          strstr(qb_error(), half == QB_BF16 ? "math bf16" : "math fp16"));
+    for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
+    qb_activations_free(ac), qb_activations_free(ag);
+    qb_model_free(&hm);
 }
 
 /* m written as an int8-dynamic file and loaded back, prepared for the GPU, and its
@@ -420,7 +442,8 @@ static void int8_copy(const qb_model *m, qb_model *q, qb_model *dq)
     if (!mkdtemp(dir)) exit(1);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (qb_model_save(m, dir) || qb_qscheme_get("int8-dynamic", 0, &plan.scheme) || qb_quant_save(m, &plan, path) ||
-        qb_model_load(dir, 1, q) || qb_model_to_backend(q, gpu, dq) || qb_model_prepare(q, gpu)) {
+        qb_model_load(dir, 1, q) || qb_model_to_backend(q, gpu, QB_WEIGHTS_FP32, QB_F32, dq) ||
+        qb_model_prepare(q, gpu, NULL)) {
         fprintf(stderr, "INT8 model: %s\n", qb_error());
         exit(1);
     }
@@ -436,7 +459,7 @@ int main(void)
     qb_config cfg;
     qb_model m, dm;
     if (qb_config_preset("bert-tiny", &cfg) || qb_model_init_random(&cfg, qb_rng_u32(&cuda_rng), &m) ||
-        qb_model_to_backend(&m, gpu, &dm)) {
+        qb_model_to_backend(&m, gpu, QB_WEIGHTS_FP32, QB_F32, &dm)) {
         fprintf(stderr, "setup: %s\n", qb_error());
         return 1;
     }
@@ -459,7 +482,7 @@ int main(void)
     for (int l = 0; l <= L; l++) hidden_c[l] = host_alloc(B * T * C * 4), hidden_g[l] = host_alloc(B * T * C * 4);
     qb_forward_trace tc = {.hidden = hidden_c}, tg = {.hidden = hidden_g};
     CHECK(qb_model_forward(&m, cpu, ids, types, mask, B, T, logits_c, &tc) == QB_OK);
-    CHECKF(qb_model_forward(&dm, gpu, ids, types, mask, B, T, logits_g, &tg) == QB_OK && qb_cuda_sync() == QB_OK,
+    CHECKF(qb_model_forward(&dm, gpu, ids, types, mask, B, T, logits_g, &tg) == QB_OK && qb_cuda_sync(NULL) == QB_OK,
            "GPU forward: %s", qb_error());
     for (int l = 0; l <= L; l++) {
         const double e = rel_l2(hidden_g[l], hidden_c[l], (size_t)B * T * C);
@@ -468,14 +491,17 @@ int main(void)
     CHECKF(rel_l2(logits_g, logits_c, B * 3) <= GRAD_TOL, "logits: relative L2 error %.3g",
            rel_l2(logits_g, logits_c, B * 3));
 
+    half_inference(&m, ids, types, mask, QB_MATH_BF16);
+    half_inference(&m, ids, types, mask, QB_MATH_FP16);
+
     /* Training: the same steps on both backends, in FP32, then with TF32 and BF16
      * products against the CPU's emulation of them (the same rounding, other sums;
      * a rounding that falls the other way moves a value by the format's roundoff,
-     * hence the looser bounds). */
+     * hence the looser bounds; BF16 activations on the GPU add their rounding). */
     const qb_batch batch = {ids, types, mask, labels, B, T};
-    train_steps(&m, &batch, QB_MATH_FP32, GRAD_TOL, WEIGHT_TOL);
-    train_steps(&m, &batch, QB_MATH_TF32, 1e-3, 1e-2);
-    train_steps(&m, &batch, QB_MATH_BF16, 1e-2, 5e-2);
+    train_steps(&m, &batch, QB_MATH_FP32, GRAD_TOL, WEIGHT_TOL, 1e-6);
+    train_steps(&m, &batch, QB_MATH_TF32, 1e-3, 1e-2, 1e-6);
+    train_steps(&m, &batch, QB_MATH_BF16, 3e-2, 5e-2, 0x1p-8);
 
     graph_replays(&dm, "FP32", false);
     qb_model q, dq;
@@ -487,7 +513,7 @@ int main(void)
     qb_model_free(&dq), qb_model_free(&q);
     for (int l = 0; l <= L; l++) free(hidden_c[l]), free(hidden_g[l]);
     qb_model_free(&dm), qb_model_free(&m);
-    qb_cuda_scratch_release();
+    qb_cuda_scratch_release(NULL);
     qb_cuda_gemm_release();
     return check_summary("test_cuda_model");
 }

@@ -88,7 +88,7 @@ static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group
              bits == 4 && act != WEIGHT_ONLY ? w4a8_names[w4a8] : "", act_names[act], M, N, K, bits == 8 ? K : group,
              bias, gelu, shared, outq);
     qb_qlinear q = random_qlinear(bits, N, K, group, act), g = q;  /* g: the same weights, prepared for CUDA */
-    const qb_status st = gpu->qlinear_prepare(&g);
+    const qb_status st = gpu->qlinear_prepare(NULL, &g);
     CHECKF(st == QB_OK, "%s: prepare: %s", what, qb_error());
     float *x = random_input(M, K), *b = bias ? rand_host((size_t)N, -1, 1) : NULL;
     float *y = host_alloc((size_t)M * N * sizeof *y);
@@ -104,8 +104,8 @@ static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group
         dq.zp = dev_from(hq.zp, (size_t)M * 4);
     }
     qb_qinput yq = outq ? dev_qinput(M, N) : (qb_qinput){0};
-    cpu->linear_q(y, NULL, x, shared ? &hq : NULL, &q, b, M, gelu);
-    if (!st) gpu->linear_q(dy, outq ? &yq : NULL, dx, shared ? &dq : NULL, &g, db, M, gelu);
+    cpu->linear_q(NULL, y, NULL, x, shared ? &hq : NULL, &q, b, M, gelu);
+    if (!st) gpu->linear_q(NULL, dy, outq ? &yq : NULL, dx, shared ? &dq : NULL, &g, db, M, gelu);
     if (gelu || act == WEIGHT_ONLY) check_close(what, dy, y, (size_t)M * N, CUDA_TOL);
     else check_equal(what, dy, y, (size_t)M * N * sizeof *y);
     if (outq) check_output_quantized(what, &yq, dy, M, N);
@@ -122,23 +122,23 @@ static void test_refusals(void)
 {
     qb_qlinear q = random_qlinear(8, 4, 8, 8, DYNAMIC);
     float *d = dev_from(NULL, 64 * 4);
-    gpu->linear_q(d, NULL, d, NULL, &q, NULL, 2, 0);
-    CHECK(qb_cuda_sync() != QB_OK);
-    CHECK(qb_cuda_sync() == QB_OK);
+    gpu->linear_q(NULL, d, NULL, d, NULL, &q, NULL, 2, 0);
+    CHECK(qb_cuda_sync(NULL) != QB_OK);
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     qb_qlinear p = q;
-    CHECK(gpu->qlinear_prepare(&p) == QB_OK);
+    CHECK(gpu->qlinear_prepare(NULL, &p) == QB_OK);
     qb_qinput wrong = dev_qinput(2, 5);  /* the output is 2 x 4, the input 2 x 8 */
-    gpu->linear_q(d, &wrong, d, NULL, &p, NULL, 2, 0);
-    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "output is laid out for another shape"));
-    CHECK(qb_cuda_sync() == QB_OK);
-    gpu->linear_q(d, NULL, d, &wrong, &p, NULL, 2, 0);
-    CHECK(qb_cuda_sync() != QB_OK && strstr(qb_error(), "input is laid out for another shape"));
-    CHECK(qb_cuda_sync() == QB_OK);
+    gpu->linear_q(NULL, d, &wrong, d, NULL, &p, NULL, 2, 0);
+    CHECK(qb_cuda_sync(NULL) != QB_OK && strstr(qb_error(), "output is laid out for another shape"));
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
+    gpu->linear_q(NULL, d, NULL, d, &wrong, &p, NULL, 2, 0);
+    CHECK(qb_cuda_sync(NULL) != QB_OK && strstr(qb_error(), "input is laid out for another shape"));
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     if (p.prepared) p.release(&p);
     gpu->free(wrong.u), gpu->free(wrong.scale), gpu->free(wrong.zp);
     free(q.wq), free(q.scales);
     q = random_qlinear(4, 4, 12, 6, DYNAMIC);
-    CHECK(gpu->qlinear_prepare(&q) == QB_EUNSUPPORTED && strstr(qb_error(), "group size 6"));
+    CHECK(gpu->qlinear_prepare(NULL, &q) == QB_EUNSUPPORTED && strstr(qb_error(), "group size 6"));
     CHECK(!q.prepared);
     if (q.prepared) q.release(&q);
     free(q.wq), free(q.scales);
@@ -174,8 +174,8 @@ int main(void)
     /* The scratch buffers grown by a large call serve a small one after it. */
     check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0, 0);
     test_refusals();
-    qb_cuda_scratch_release();
+    qb_cuda_scratch_release(NULL);
     qb_cuda_gemm_release();
-    CHECK(qb_cuda_sync() == QB_OK);
+    CHECK(qb_cuda_sync(NULL) == QB_OK);
     return check_summary("test_cuda_qlinear");
 }

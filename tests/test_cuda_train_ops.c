@@ -59,16 +59,16 @@ static void test_embedding(int B, int T, int C, int vocab, int ntypes)
 
     /* Forward: the same two additions in the same order. */
     float *out = host_alloc(n * sizeof *out);
-    cpu->embedding(out, ids, types, word, pos, type, B, T, C);
-    gpu->embedding(d_out, d_ids, d_types, d_word, d_pos, d_type, B, T, C);
+    cpu->embedding(NULL, out, ids, types, word, pos, type, B, T, C, QB_F32, QB_F32);
+    gpu->embedding(NULL, d_out, d_ids, d_types, d_word, d_pos, d_type, B, T, C, QB_F32, QB_F32);
     check_equal(named("embedding B=%d T=%d C=%d", B, T, C), d_out, out, n * sizeof *out);
 
     /* Backward onto non-zero gradients (the tables reused as their starting values). */
     float *dout = rand_host(n, -1.0f, 1.0f);
     float *d_dout = dev_from(dout, n * sizeof *dout);
     float *dword = host_copy(word, nw), *dpos = host_copy(pos, np), *dtype = host_copy(type, nt);
-    cpu->embedding_backward(dword, dpos, dtype, dout, ids, types, pad_id, B, T, C);
-    gpu->embedding_backward(d_word, d_pos, d_type, d_dout, d_ids, d_types, pad_id, B, T, C);
+    cpu->embedding_backward(NULL, dword, dpos, dtype, dout, ids, types, pad_id, B, T, C, QB_F32);
+    gpu->embedding_backward(NULL, d_word, d_pos, d_type, d_dout, d_ids, d_types, pad_id, B, T, C, QB_F32);
     check_close(named("embedding_backward dword B=%d T=%d C=%d", B, T, C), d_word, dword, nw, CUDA_TOL);
     check_close(named("embedding_backward dtype B=%d T=%d C=%d", B, T, C), d_type, dtype, nt, CUDA_TOL);
     /* Each position's column is summed by one thread in the CPU's order. */
@@ -88,8 +88,8 @@ static void test_dropout_one(size_t n, const qb_dropout *d)
 {
     float *x = rand_host(n, -2.0f, 2.0f);
     float *d_x = dev_from(x, n * sizeof *x);
-    cpu->dropout(x, n, d);
-    gpu->dropout(d_x, n, d);
+    cpu->dropout(NULL, x, n, d, QB_F32);
+    gpu->dropout(NULL, d_x, n, d, QB_F32);
     check_equal(d ? named("dropout n=%zu p=%g seed=%llu stream=%llu", n, d->p, (unsigned long long)d->seed,
                           (unsigned long long)d->stream)
                   : named("dropout n=%zu NULL", n),
@@ -146,8 +146,8 @@ static void test_xent(int B, int K, float range, float grad_scale)
     float *d_logits = dev_from(logits, n * sizeof *logits), *d_dlogits = dev_from(NULL, n * sizeof *dlogits);
     float *d_losses = dev_from(NULL, (size_t)B * sizeof *losses);
     int32_t *d_labels = dev_from(labels, (size_t)B * sizeof *labels);
-    cpu->xent(losses, dlogits, logits, labels, B, K, grad_scale);
-    gpu->xent(d_losses, d_dlogits, d_logits, d_labels, B, K, grad_scale);
+    cpu->xent(NULL, losses, dlogits, logits, labels, B, K, grad_scale);
+    gpu->xent(NULL, d_losses, d_dlogits, d_logits, d_labels, B, K, grad_scale);
     check_losses(named("xent losses B=%d K=%d range %g", B, K, range), d_losses, losses, B);
     check_close(named("xent dlogits B=%d K=%d range %g", B, K, range), d_dlogits, dlogits, n, CUDA_TOL);
     gpu->free(d_logits), gpu->free(d_dlogits), gpu->free(d_losses), gpu->free(d_labels);
@@ -175,9 +175,9 @@ static void test_adamw(size_t n, float weight_decay, float grad_scale, int steps
             .bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t)),
         };
         float *g = rand_host(n, -1.0f, 1.0f);
-        gpu->to_device(d_g, g, n * sizeof *g);
-        cpu->adamw(w, m, v, g, n, &s);
-        gpu->adamw(d_w, d_m, d_v, d_g, n, &s);
+        gpu->to_device(NULL, d_g, g, n * sizeof *g);
+        cpu->adamw(NULL, w, m, v, g, n, &s);
+        gpu->adamw(NULL, d_w, d_m, d_v, d_g, n, &s);
         free(g);
     }
     check_close(named("adamw w n=%zu wd=%g scale=%g", n, weight_decay, grad_scale), d_w, w, n, CUDA_TOL);

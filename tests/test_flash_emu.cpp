@@ -31,17 +31,6 @@ struct Case {
     float p;           /* dropout */
 };
 
-static double rel_l2(const float *got, const float *ref, size_t n)
-{
-    double e = 0.0, r = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = (double)got[i] - ref[i];
-        e += d * d;
-        r += (double)ref[i] * ref[i];
-    }
-    return sqrt(e) / (r > 0.0 ? sqrt(r) : 1.0);
-}
-
 static std::vector<float> random_floats(size_t n, float lo, float hi)
 {
     std::vector<float> x(n);
@@ -59,8 +48,8 @@ template <typename S> static std::vector<S> storage(std::vector<float> *x, size_
         return s;
     }
     for (size_t i = 0; i < n; i++) {
-        s[i] = warp::from_float<S>((*x)[i]);
-        (*x)[i] = warp::to_float(s[i]);
+        s[i] = qb_from_float<S>((*x)[i]);
+        (*x)[i] = qb_to_float(s[i]);
     }
     return s;
 }
@@ -68,7 +57,7 @@ template <typename S> static std::vector<S> storage(std::vector<float> *x, size_
 template <typename S> static std::vector<float> floats(const std::vector<S> &s)
 {
     std::vector<float> x(s.size());
-    for (size_t i = 0; i < s.size(); i++) x[i] = warp::to_float(s[i]);
+    for (size_t i = 0; i < s.size(); i++) x[i] = qb_to_float(s[i]);
     return x;
 }
 
@@ -104,8 +93,8 @@ template <typename S, typename M, int D> static void run(const Case &c)
 
     std::vector<float> out(n);
     const qb_backend *cpu = qb_backend_cpu();
-    cpu->attention(out.data(), c.train ? lse.data() : NULL, q.data(), k.data(), v.data(), mask.data(), &drop, B,
-                     T, H, D, c.math);
+    cpu->attention(NULL, out.data(), c.train ? lse.data() : NULL, q.data(), k.data(), v.data(), mask.data(), &drop, B,
+                     T, H, D, c.math, QB_F32);
     const flash::Forward<S> fa = {sq.data(), sk.data(), sv.data(), sout.data(), c.train ? g_lse.data() : NULL,
                                   mask.data(), T, H, C, C, scale_log2, drop, drop_scale};
     const unsigned query_blocks = (unsigned)(B * H * ((T + flash::BM - 1) / flash::BM));
@@ -121,8 +110,8 @@ template <typename S, typename M, int D> static void run(const Case &c)
             CHECKF(e <= 1e-2 && !isnan(e), "%s: lse of sequence %d: relative L2 error %.3g", what, b, e);
         }
         std::vector<float> dq(n), dk(n), dv(n), dsum(nl);
-        cpu->attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
-                                  out.data(), lse.data(), mask.data(), &drop, B, T, H, D, c.math);
+        cpu->attention_backward(NULL, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
+                                  out.data(), lse.data(), mask.data(), &drop, B, T, H, D, c.math, QB_F32);
         std::vector<S> sdq = storage<S>(NULL, n), sdk = storage<S>(NULL, n), sdv = storage<S>(NULL, n);
         const flash::Backward<S> ba = {sq.data(),  sk.data(),    sv.data(),  sout.data(), sdout.data(),
                                        sdq.data(), sdk.data(),   sdv.data(), g_lse.data(), dsum.data(),

@@ -364,7 +364,7 @@ static void test_backend_copy(void)
     cfg.vocab_size = 50;
     qb_model m, dm, z, again, back;
     CHECK(qb_model_init_random(&cfg, 5, &m) == QB_OK);
-    qb_status st = qb_model_to_backend(&m, be, &dm);
+    qb_status st = qb_model_to_backend(&m, be, QB_WEIGHTS_FP32, QB_F32, &dm);
     CHECKF(st == QB_OK, "%s", qb_error());
     if (st) {
         qb_model_free(&m);
@@ -403,11 +403,83 @@ static void test_backend_copy(void)
     qb_model_from_host(&back, &dm);  /* and back again: a checkpoint loaded on the host */
     CHECK(dm.pooler.w[7] == -3.0f && dm.classifier.b[1] == 42.0f && dm.pooler.w != back.pooler.w);
 
-    CHECK(qb_model_to_backend(&dm, be, &again) == QB_EINVAL && strstr(qb_error(), "already in cpu memory"));
+    CHECK(qb_model_to_backend(&dm, be, QB_WEIGHTS_FP32, QB_F32, &again) == QB_EINVAL &&
+          strstr(qb_error(), "already in cpu memory"));
+    CHECK(qb_model_to_backend(&m, be, QB_WEIGHTS_HALF, QB_I8, &again) == QB_EINVAL &&
+          strstr(qb_error(), "F16 or BF16"));
     qb_model_free(&again);
     qb_model_free(&back);
     qb_model_free(&z);
     qb_model_free(&dm);
+    qb_model_free(&m);
+}
+
+/* Whether the n values at half (t) are those at f rounded to nearest. */
+static bool rounded_copy(const void *half, qb_dtype t, const float *f, size_t n)
+{
+    const uint16_t *h = half;
+    for (size_t i = 0; i < n; i++) {
+        const float v = t == QB_BF16 ? qb_bf16_to_f32(h[i]) : qb_f16_to_f32(h[i]);
+        if (v != qb_math_round(f[i], t == QB_BF16 ? QB_MATH_BF16 : QB_MATH_FP16)) return false;
+    }
+    return true;
+}
+
+/* The half copies of qb_model_to_backend through the CPU backend (memory like any
+ * other): with FP32 masters (QB_WEIGHTS_FP32_AND_HALF) every encoder Linear's weight
+ * and bias and the embedding tables have half copies, the rounded masters, that
+ * qb_model_refresh_half remakes after the masters change; in half only
+ * (QB_WEIGHTS_HALF) the encoder's matrices have no FP32 copy while its vectors, the
+ * LayerNorms and the head keep theirs. The CPU stores activations in FP32 only
+ * (no QB_CAN_HALF), so its passes ignore the copies, and refuse a model without the
+ * FP32 matrices, naming the math to run it with; qb_model_half_type asks for none. */
+static void test_half_copies(void)
+{
+    const qb_backend *be = qb_backend_cpu();
+    qb_config cfg;
+    CHECK(qb_config_preset("bert-tiny", &cfg) == QB_OK);
+    cfg.vocab_size = 50;
+    qb_model m, both, only;
+    CHECK(qb_model_init_random(&cfg, 6, &m) == QB_OK);
+    CHECK(qb_model_half_type(&m, be, QB_MATH_BF16) == QB_F32);
+    const qb_dtype types[2] = {QB_BF16, QB_F16};
+    for (int k = 0; k < 2; k++) {
+        const qb_dtype t = types[k];
+        if (qb_model_to_backend(&m, be, QB_WEIGHTS_FP32_AND_HALF, t, &both) ||
+            qb_model_to_backend(&m, be, QB_WEIGHTS_HALF, t, &only)) {
+            CHECKF(false, "%s", qb_error());
+            qb_model_free(&m);
+            return;
+        }
+        const int C = cfg.hidden_size, I = cfg.intermediate_size;
+        CHECK(both.half == t && only.half == t && both.word_emb && !only.word_emb && only.emb_h[0]);
+        CHECK(rounded_copy(both.emb_h[0], t, m.word_emb, (size_t)50 * C) &&
+              rounded_copy(only.emb_h[1], t, m.pos_emb, (size_t)cfg.max_position * C));
+        for (int l = 0; l < cfg.num_layers; l++) {
+            const qb_layer_params *h = &both.layers[l], *o = &only.layers[l], *p = &m.layers[l];
+            CHECKF(rounded_copy(h->q.wh, t, p->q.w, (size_t)C * C) && rounded_copy(h->out.wh, t, p->out.w, (size_t)C * I) &&
+                       rounded_copy(o->inter.wh, t, p->inter.w, (size_t)I * C) &&
+                       rounded_copy(o->inter.bh, t, p->inter.b, (size_t)I),
+                   "layer %d: half copies", l);
+            CHECK(!o->q.w && o->q.b && o->ln_attn.g && h->q.w && h->q.w != p->q.w);
+        }
+        CHECK(only.pooler.w && only.classifier.w && !only.pooler.wh && !both.classifier.wh);
+        /* masters changed (an optimizer step): the copies follow once remade */
+        both.layers[1].v.w[5] = 3.0f, both.word_emb[7] = -0.5f;
+        qb_model_refresh_half(&both, NULL);
+        CHECK(rounded_copy(both.layers[1].v.wh, t, both.layers[1].v.w, (size_t)C * C) &&
+              rounded_copy(both.emb_h[0], t, both.word_emb, (size_t)50 * C));
+        /* FP32 passes on the CPU: the copies do not change the logits; half only is refused */
+        int32_t ids[6] = {2, 7, 9, 3, 11, 0};
+        float la[6], lb[6];
+        CHECK(qb_model_forward(&m, be, ids, NULL, NULL, 2, 3, la, NULL) == QB_OK);
+        both.layers[1].v.w[5] = m.layers[1].v.w[5], both.word_emb[7] = m.word_emb[7];
+        CHECK(qb_model_forward(&both, be, ids, NULL, NULL, 2, 3, lb, NULL) == QB_OK && memcmp(la, lb, sizeof la) == 0);
+        CHECK(qb_model_forward(&only, be, ids, NULL, NULL, 2, 3, lb, NULL) == QB_EINVAL &&
+              strstr(qb_error(), t == QB_BF16 ? "math bf16" : "math fp16"));
+        qb_model_free(&both);
+        qb_model_free(&only);
+    }
     qb_model_free(&m);
 }
 
@@ -429,6 +501,7 @@ int main(void)
     test_weight_errors();
     test_save_roundtrip();
     test_backend_copy();
+    test_half_copies();
     qb_weights_free(&ref);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

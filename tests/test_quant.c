@@ -49,7 +49,7 @@ static void test_fake_quant_weight(void)
         float *w = rand_floats(n, -0.2f, 0.2f), *y = malloc(n * sizeof *y);
         float *scales = malloc((size_t)N * groups * sizeof *scales);
         memset(w, 0, (size_t)G * sizeof *w);  /* an all-zero group */
-        be->fake_quant_weight(y, scales, w, N, K, G, bits);
+        be->fake_quant_weight(NULL, y, scales, w, N, K, G, bits);
         const float qmax = (float)((1 << (bits - 1)) - 1);
         int bad = 0, levels_ok = 1;
         for (int r = 0; r < N; r++) {
@@ -77,7 +77,7 @@ static void test_fake_quant_weight(void)
         CHECKF(levels_ok, "fake_quant_weight bits=%d N=%d K=%d group=%d: off the grid", bits, N, K, G);
         CHECK(scales[0] == 0.0f && y[0] == 0.0f && y[G - 1] == 0.0f);
         /* in place */
-        be->fake_quant_weight(w, scales, w, N, K, G, bits);
+        be->fake_quant_weight(NULL, w, scales, w, N, K, G, bits);
         CHECK(memcmp(w, y, n * sizeof *w) == 0);
         free(w), free(y), free(scales);
     }
@@ -101,8 +101,8 @@ static void test_fake_quant_act(void)
         float *x = rand_floats(n, (qmin - 20) * s, (qmax + 20) * s), *dy = rand_floats(n, -1, 1);
         memcpy(x, edge, sizeof edge);
         float *y = malloc(n * sizeof *y), *dx = malloc(n * sizeof *dx);
-        be->fake_quant(y, x, n, s, bits);
-        be->fake_quant_backward(dx, dy, x, n, s, bits);
+        be->fake_quant(NULL, y, x, n, s, bits);
+        be->fake_quant_backward(NULL, dx, dy, x, n, s, bits);
         int bad = 0, bad_grad = 0;
         for (size_t i = 0; i < n; i++) {
             bad += y[i] != direct_q(x[i], s, bits);
@@ -121,13 +121,13 @@ static void test_fake_quant_act(void)
         /* A random, non-power-of-two scale too. */
         const float s2 = 0.01f + qb_rng_uniform(&rng);
         for (size_t i = 0; i < n; i++) x[i] = (qmin - 10) * s2 + (qmax - qmin + 20) * s2 * qb_rng_uniform(&rng);
-        be->fake_quant(y, x, n, s2, bits);
+        be->fake_quant(NULL, y, x, n, s2, bits);
         bad = 0;
         for (size_t i = 0; i < n; i++) bad += y[i] != direct_q(x[i], s2, bits);
         CHECKF(bad == 0, "fake_quant bits=%d s=%g: %d mismatches", bits, s2, bad);
         /* in place */
         memcpy(dx, x, n * sizeof *dx);
-        be->fake_quant(dx, dx, n, s2, bits);
+        be->fake_quant(NULL, dx, dx, n, s2, bits);
         CHECK(memcmp(dx, y, n * sizeof *y) == 0);
         free(x), free(dy), free(y), free(dx);
     }
@@ -146,7 +146,7 @@ static void test_ste_finite_differences(void)
     float *x = rand_floats(n, 2 * lo, 2 * hi), *c = rand_floats(n, -1, 1), *dx = malloc(n * sizeof *dx);
     for (int i = 0; i < n; i++)
         if (fabs(x[i] - lo) < 2 * h || fabs(x[i] - hi) < 2 * h) x[i] = 0.5f * x[i];
-    be->fake_quant_backward(dx, c, x, n, s, bits);
+    be->fake_quant_backward(NULL, dx, c, x, n, s, bits);
     double worst = 0.0;
     for (int i = 0; i < n; i++) {
         const double xp = fmin(fmax(x[i] + h, lo), hi), xm = fmin(fmax(x[i] - h, lo), hi);
@@ -166,7 +166,7 @@ static void test_minmax(void)
         float *x = rand_floats(n, -3, 5), out[2];
         float lo = x[0], hi = x[0];
         for (size_t i = 1; i < n; i++) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
-        be->minmax(out, x, n);
+        be->minmax(NULL, out, x, n);
         CHECKF(out[0] == lo && out[1] == hi, "minmax n=%zu: got %g %g, want %g %g", n, out[0],
                out[1], lo, hi);
         free(x);
@@ -457,7 +457,7 @@ static void test_int4_format(void)
     float sc[10], sc2[10];
     int8_t *qi = malloc((size_t)N * K);
     CHECK(qb_quantize_groups_s4(qi, sc, w, N, K, G) == QB_OK);
-    qb_backend_cpu()->fake_quant_weight(fq, sc2, w, N, K, G, 4);
+    qb_backend_cpu()->fake_quant_weight(NULL, fq, sc2, w, N, K, G, 4);
     int bad = memcmp(sc, sc2, sizeof sc) != 0;
     for (int i = 0; i < N * K; i++) bad += qi[i] < -8 || qi[i] > 7 || (float)qi[i] * sc[i / G] != fq[i];
     CHECKF(bad == 0, "quantize_groups_s4 vs fake_quant_weight: %d mismatches", bad);

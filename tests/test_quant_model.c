@@ -124,14 +124,6 @@ static void check_integers(const qb_model *f, const qb_model *q, int bits, int g
                  tensor(q, "bert.encoder.layer.1.output.LayerNorm.weight"), (size_t)C * 4) == 0);
 }
 
-/* Relative L2 distance of a (n) from b. */
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) num += (a[i] - b[i]) * (double)(a[i] - b[i]), den += (double)b[i] * b[i];
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
 enum { B = 3, T = 9 };
 static int32_t ids[B * T], mask[B * T];
 
@@ -142,7 +134,7 @@ static float *last_hidden(qb_model *m, bool prepare)
     float **hidden = calloc((size_t)L + 1, sizeof *hidden), logits[B * 3];
     for (int l = 0; l <= L; l++) hidden[l] = malloc((size_t)B * T * C * sizeof(float));
     qb_forward_trace tr = {.hidden = hidden};
-    if (prepare) CHECK(qb_model_prepare(m, qb_backend_cpu()) == QB_OK);
+    if (prepare) CHECK(qb_model_prepare(m, qb_backend_cpu(), NULL) == QB_OK);
     CHECKF(qb_model_forward(m, qb_backend_cpu(), ids, NULL, mask, B, T, logits, &tr) == QB_OK, "%s", qb_error());
     float *out = hidden[L];
     for (int l = 0; l < L; l++) free(hidden[l]);
@@ -165,24 +157,24 @@ static bool linears_prepared_match_reference(qb_model *q)
         float *x = malloc((size_t)M * ql->K * sizeof *x), *ys = malloc((size_t)M * ql->N * sizeof *ys);
         float *yr = malloc((size_t)M * ql->N * sizeof *yr);
         for (int j = 0; j < M * ql->K; j++) x[j] = qb_rng_normal(&rng, 0, 1);
-        qb_backend_cpu()->linear_q(ys, NULL, x, NULL, ql, NULL, M, 0);
+        qb_backend_cpu()->linear_q(NULL, ys, NULL, x, NULL, ql, NULL, M, 0);
         if (qb_qlinear_dynamic(ql)) {
             qb_qinput xq;
             CHECK(qb_qinput_alloc(&xq, M, ql->K) == QB_OK);
             qb_qinput_quantize(&xq, x);
-            qb_backend_cpu()->linear_q(yr, NULL, NULL, &xq, ql, NULL, M, 0);
+            qb_backend_cpu()->linear_q(NULL, yr, NULL, NULL, &xq, ql, NULL, M, 0);
             bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
             qb_qinput_free(&xq);
             CHECK(qb_qinput_alloc(&xq, M + 1, ql->K) == QB_OK);
             qb_log_set_level(QB_LOG_QUIET);
-            qb_backend_cpu()->linear_q(yr, NULL, NULL, &xq, ql, NULL, M, 0);
+            qb_backend_cpu()->linear_q(NULL, yr, NULL, NULL, &xq, ql, NULL, M, 0);
             qb_log_set_level(QB_LOG_ERROR);
             bad += !isnan(yr[0]) || !isnan(yr[(size_t)M * ql->N - 1]);
             qb_qinput_free(&xq);
         }
         void *prepared = ql->prepared;
         ql->prepared = NULL;
-        qb_backend_cpu()->linear_q(yr, NULL, x, NULL, ql, NULL, M, 0);
+        qb_backend_cpu()->linear_q(NULL, yr, NULL, x, NULL, ql, NULL, M, 0);
         ql->prepared = prepared;
         bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
         free(x), free(ys), free(yr);
@@ -522,7 +514,7 @@ static bool linears_match_fake_quant(const qb_model *m, const qb_model *q)
         for (int j = 0; j < M * K; j++) x[j] = (2.0f * qb_rng_uniform(&rng) - 1.0f) * 140.0f * s;
         qb_cpu_fake_quant(xfq, x, (size_t)M * K, s, 8);
         qb_cpu_linear(yf, xfq, m->qat->wfq[i], b, M, N, K);
-        qb_backend_cpu()->linear_q(yi, NULL, x, NULL, ql, b, M, 0);
+        qb_backend_cpu()->linear_q(NULL, yi, NULL, x, NULL, ql, b, M, 0);
         const double e = rel_l2(yi, yf, (size_t)M * N);
         if (!(e < 1e-5)) bad++, fprintf(stderr, "Linear %d (%dx%d): integer vs fake-quant %g\n", i, N, K, e);
         free(x), free(xfq), free(yi), free(yf);
@@ -604,7 +596,7 @@ static void test_qat(void)
         qb_model q;
         if (!loaded(qb_model_load(dir, 1, &q))) return;
         CHECK(strcmp(q.scheme, bits == 8 ? "qat-int8" : "qat-int4") == 0 && q.n_qlinear == m.qat->n);
-        CHECK(qb_model_prepare(&q, qb_backend_cpu()) == QB_OK);
+        CHECK(qb_model_prepare(&q, qb_backend_cpu(), NULL) == QB_OK);
         CHECK(linears_match_fake_quant(&l, &q));
         CHECK(linears_prepared_match_reference(&q));  /* static inputs: 16-bit tile, W4A8 shifted by 128 */
         /* End to end only loosely: the two paths sum in different orders, so a value

@@ -30,18 +30,6 @@ static const qb_tensor *fix(const qb_weights *w, const char *name)
     return &w->tensors[i];
 }
 
-static double rel_l2(const float *a, const float *ref, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    double e = sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
-    return e == e ? e : INFINITY;  /* NaN fails any bound */
-}
-
 static double max_abs(const float *x, size_t n)
 {
     double m = 0;
@@ -313,7 +301,7 @@ static void test_dropout_masks(void)
     const qb_dropout d = {p, 7, 3};
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
     fill_ones(x, n);
-    be->dropout(x, n, &d);
+    be->dropout(NULL, x, n, &d, QB_F32);
     size_t kept = 0, other = 0;
     for (size_t i = 0; i < n; i++) kept += x[i] == scale, other += x[i] != scale && x[i] != 0.0f;
     const double frac = (double)kept / n;
@@ -330,15 +318,15 @@ static void test_dropout_masks(void)
     CHECKF(wrong == 0, "%zu sampled elements differ from Philox(seed, i / 4, stream)[i %% 4]", wrong);
     /* Same (seed, stream): bit-identical. */
     fill_ones(y, n);
-    be->dropout(y, n, &d);
+    be->dropout(NULL, y, n, &d, QB_F32);
     CHECK(memcmp(x, y, sizeof(float) * n) == 0);
     /* Another stream, another seed: another mask (about 2 p (1 - p) = 18% differ). */
     const qb_dropout other_stream = {p, 7, 4}, other_seed = {p, 8, 3};
     fill_ones(y, n);
-    be->dropout(y, n, &other_stream);
+    be->dropout(NULL, y, n, &other_stream, QB_F32);
     const size_t ds = count_diff(x, y, n);
     fill_ones(y, n);
-    be->dropout(y, n, &other_seed);
+    be->dropout(NULL, y, n, &other_seed, QB_F32);
     const size_t dk = count_diff(x, y, n);
     CHECKF(ds > n / 8 && dk > n / 8, "other stream: %zu differ, other seed: %zu differ", ds, dk);
     /* Split at offsets that cut Philox blocks and chunks: the same mask. */
@@ -351,19 +339,19 @@ static void test_dropout_masks(void)
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
     fill_ones(y, n);
-    be->dropout(y, n, &d);
+    be->dropout(NULL, y, n, &d, QB_F32);
     const bool same1 = memcmp(x, y, sizeof(float) * n) == 0;
     omp_set_num_threads(2);
     fill_ones(y, n);
-    be->dropout(y, n, &d);
+    be->dropout(NULL, y, n, &d, QB_F32);
     const bool same2 = memcmp(x, y, sizeof(float) * n) == 0;
     omp_set_num_threads(threads);
     CHECK(same1 && same2);
     /* p = 0 and a NULL plan leave arbitrary data untouched. */
     for (size_t i = 0; i < n; i++) x[i] = y[i] = (float)i * 0.25f - 3.0f;
     const qb_dropout off = {0.0f, 7, 3};
-    be->dropout(y, n, &off);
-    be->dropout(y, n, NULL);
+    be->dropout(NULL, y, n, &off, QB_F32);
+    be->dropout(NULL, y, n, NULL, QB_F32);
     qb_cpu_dropout_at(y, n, 5, &off);
     qb_cpu_dropout_at(y, n, 5, NULL);
     CHECK(memcmp(x, y, sizeof(float) * n) == 0);

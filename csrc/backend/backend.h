@@ -54,15 +54,36 @@ static inline bool qb_qinput_fits(const qb_qinput *q, int M, int K)
     return q->M == M && q->K == K && q->ldu == qb_qinput_ldu(K);
 }
 
+/* Where a backend's ops run: one of its queues of work (CUDA: a stream, with its own
+ * pending error and scratch), made by stream_new; NULL is the backend's default one.
+ * Every op that works on backend memory takes the one it runs on, first. */
+typedef struct qb_stream qb_stream;
+
+/* What a backend can do beyond the ops every backend has (qb_backend.caps). */
+enum {
+    QB_CAN_GRAPHS = 1 << 0,   /* replay, graphs_free: passes recorded and relaunched */
+    QB_CAN_STREAMS = 1 << 1,  /* stream_new, stream_free: streams beside the default */
+    QB_CAN_HALF = 1 << 2,     /* activations stored as FP16 / BF16 (the ops' qb_dtype t) */
+};
+
+/* The op table. Activations: the ops that take a qb_dtype t store the tensors their
+ * comment names in t: QB_F32 on every backend, QB_F16 or QB_BF16 on one with
+ * QB_CAN_HALF (then every product of the op is in that format, with FP32 sums and
+ * FP32 statistics, whatever math says). Parameters, their gradients, statistics
+ * (LayerNorm's, the log-sum-exp), the head's (pooler, classifier) tensors and
+ * everything else stay FP32. */
 typedef struct qb_backend {
     const char *name;
     qb_device device;                /* where its memory is */
+    unsigned caps;                   /* QB_CAN_* */
     const char *(*device_name)(void);/* for reports: "cpu", "NVIDIA H100 80GB HBM3 (sm_90)" */
     void *(*alloc)(size_t bytes);   /* NULL on failure */
     void (*free)(void *p);
-    /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout).
-     * The products in arithmetic math (qb_math: x and w rounded, b added in FP32). */
-    void (*linear)(float *y, const float *x, const float *w, const float *b, int M, int N, int K, qb_math math);
+    /* y (M, N) = x (M, K) . w (N, K)^T + b (N); b may be NULL (nn.Linear layout). y, x,
+     * w, b in t. FP32 storage: the products in arithmetic math (qb_math: x and w
+     * rounded, b added in FP32). */
+    void (*linear)(qb_stream *s, void *y, const void *x, const void *w, const void *b, int M, int N, int K,
+                   qb_math math, qb_dtype t);
     /* The quantized Linear q (include/qbert/quant.h): y (M, N) = x (M, K) . W^T + b,
      * then exact GELU when gelu is set. INT8 / W4A8: x is quantized per token (or with
      * q->act_scale, clamped to [-128, 127]), the product is exact in int32, scaled by
@@ -72,35 +93,37 @@ typedef struct qb_backend {
      * M x N), also receives y quantized per token: the bits a dynamic Linear reading
      * y would compute (the FFN's output Linear reads the GELU output so, quantized in
      * the epilogue that made it rather than in a second pass over it). The prepared
-     * layout is used when present, else the scalar reference. */
-    void (*linear_q)(float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const struct qb_qlinear *q,
-                     const float *b, int M, int gelu);
+     * layout is used when present, else the scalar reference. FP32 storage. */
+    void (*linear_q)(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq,
+                     const struct qb_qlinear *q, const float *b, int M, int gelu);
     /* Lays q's weights out for this backend once (q->prepared, q->release). */
-    qb_status (*qlinear_prepare)(struct qb_qlinear *q);
+    qb_status (*qlinear_prepare)(qb_stream *s, struct qb_qlinear *q);
     /* Backward of linear: dx (M, K) = dy (M, N) . w (N, K) (overwritten; NULL skips it),
-     * dw (N, K) += dy^T x, db (N) += column sums of dy (db may be NULL); every
-     * product in arithmetic math (dy, x and w rounded). */
-    void (*linear_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,
-                            const float *w, int M, int N, int K, qb_math math);
-    /* t = x + res (res may be NULL); out (M, C) = (t - mean) / sqrt(var + eps) * g + b.
-     * For the backward pass t_out (M, C) receives t and stats (M, 2) the mean and
-     * 1 / sqrt(var + eps); either may be NULL. out and t_out may alias x; out may alias res.
-     * outq, when not NULL (laid out for M x C), also receives out quantized per token
-     * (qb_qinput), the bits linear_q would compute from out. */
-    void (*layernorm)(float *out, float *t_out, float *stats, qb_qinput *outq, const float *x,
-                      const float *res, const float *g, const float *b, int M, int C, float eps);
-    /* dt (M, C) = gradient wrt t from dout (M, C), given t and stats of the forward;
-     * dg, db (C) += the parameter gradients. dt may alias dout. */
-    void (*layernorm_backward)(float *dt, float *dg, float *db, const float *dout, const float *t,
-                               const float *stats, const float *g, int M, int C);
-    /* y (n) = gelu(x), exact erf form; y may alias x. */
-    void (*gelu)(float *y, const float *x, size_t n);
-    /* dx (n) = dy * gelu'(x); dx may alias dy. */
-    void (*gelu_backward)(float *dx, const float *dy, const float *x, size_t n);
+     * dw (N, K) += dy^T x, db (N) += column sums of dy (db may be NULL); dx, dy, x, w
+     * in t, dw and db FP32. FP32 storage: every product in arithmetic math (dy, x and w
+     * rounded). */
+    void (*linear_backward)(qb_stream *s, void *dx, float *dw, float *db, const void *dy, const void *x,
+                            const void *w, int M, int N, int K, qb_math math, qb_dtype t);
+    /* u = x + res (res may be NULL); out (M, C) = (u - mean) / sqrt(var + eps) * g + b.
+     * For the backward pass u_out (M, C) receives u and stats (M, 2) the mean and
+     * 1 / sqrt(var + eps); either may be NULL. out and u_out may alias x; out may alias
+     * res. out, u_out, x, res in t. outq, when not NULL (laid out for M x C; FP32
+     * storage), also receives out quantized per token (qb_qinput), the bits linear_q
+     * would compute from out. */
+    void (*layernorm)(qb_stream *s, void *out, void *u_out, float *stats, qb_qinput *outq, const void *x,
+                      const void *res, const float *g, const float *b, int M, int C, float eps, qb_dtype t);
+    /* du (M, C) = gradient wrt u from dout (M, C), given u and stats of the forward;
+     * dg, db (C) += the parameter gradients. du may alias dout. du, dout, u in t. */
+    void (*layernorm_backward)(qb_stream *s, void *du, float *dg, float *db, const void *dout, const void *u,
+                               const float *stats, const float *g, int M, int C, qb_dtype t);
+    /* y (n) = gelu(x), exact erf form; y may alias x; in t. */
+    void (*gelu)(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t);
+    /* dx (n) = dy * gelu'(x); dx may alias dy; in t. */
+    void (*gelu_backward)(qb_stream *s, void *dx, const void *dy, const void *x, size_t n, qb_dtype t);
     /* x (n) = tanh(x), in place. */
-    void (*tanh)(float *x, size_t n);
+    void (*tanh)(qb_stream *s, float *x, size_t n);
     /* dx (n) = dy * (1 - y^2) with y = tanh output; dx may alias dy. */
-    void (*tanh_backward)(float *dx, const float *dy, const float *y, size_t n);
+    void (*tanh_backward)(qb_stream *s, float *dx, const float *dy, const float *y, size_t n);
     /* out (B, T, H*D) = dropout(softmax(q k^T / sqrt(D) + maskbias)) v per head;
      * q, k, v (B, T, H*D); mask (B, T) 1 = attend, 0 = padding (bias -inf-like: a
      * sequence with no key to attend to attends uniformly to all of them, as in HF).
@@ -110,98 +133,108 @@ typedef struct qb_backend {
      * drop may be NULL (off); element (b, h, i, j) of the probabilities is dropout
      * index ((b H + h) T + i) T + j. math BF16 / FP16 takes every product's operands
      * in that format, with FP32 sums and softmax (the GPU's tensor cores; emulated on
-     * the CPU); FP32 and TF32 compute in FP32. */
-    void (*attention)(float *out, float *lse, const float *q, const float *k, const float *v,
-                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math);
+     * the CPU); FP32 and TF32 compute in FP32. out, q, k, v in t (FP16 / BF16 storage
+     * needs D = 32, 64 or 128). */
+    void (*attention)(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v,
+                      const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
+                      qb_dtype t);
     /* dq, dk, dv (B, T, H*D) from dout (B, T, H*D), the forward's inputs (q, k, v,
-     * mask, drop, math) and its out and lse. */
-    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                               const float *k, const float *v, const float *out, const float *lse,
+     * mask, drop, math) and its out and lse; every tensor but lse in t. */
+    void (*attention_backward)(qb_stream *s, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                               const void *k, const void *v, const void *out, const float *lse,
                                const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
-                               qb_math math);
-    /* out (B*T, C) = word[ids] + pos[t] + type[types]; ids/types (B, T). */
-    void (*embedding)(float *out, const int32_t *ids, const int32_t *types,
-                      const float *word, const float *pos, const float *type,
-                      int B, int T, int C);
-    /* dword, dpos, dtype += the scatter of dout (B*T, C); the row of pad_id in dword
-     * gets nothing (nn.Embedding's padding_idx). */
-    void (*embedding_backward)(float *dword, float *dpos, float *dtype, const float *dout,
-                               const int32_t *ids, const int32_t *types, int pad_id,
-                               int B, int T, int C);
-    /* x (n) *= dropout mask (forward and backward alike). */
-    void (*dropout)(float *x, size_t n, const qb_dropout *drop);
+                               qb_math math, qb_dtype t);
+    /* out (B*T, C) = word[ids] + pos[t] + type[types]; ids/types (B, T); out in t,
+     * the tables in tables (FP32, or t). */
+    void (*embedding)(qb_stream *s, void *out, const int32_t *ids, const int32_t *types, const void *word,
+                      const void *pos, const void *type, int B, int T, int C, qb_dtype t, qb_dtype tables);
+    /* dword, dpos, dtype += the scatter of dout (B*T, C; in t); the row of pad_id in
+     * dword gets nothing (nn.Embedding's padding_idx). */
+    void (*embedding_backward)(qb_stream *s, float *dword, float *dpos, float *dtype, const void *dout,
+                               const int32_t *ids, const int32_t *types, int pad_id, int B, int T, int C,
+                               qb_dtype t);
+    /* x (n; in t) *= dropout mask (forward and backward alike). */
+    void (*dropout)(qb_stream *s, void *x, size_t n, const qb_dropout *drop, qb_dtype t);
     /* Softmax cross-entropy over logits (B, K) with labels (B): losses (B) =
      * -log softmax(logits)[label], dlogits (B, K) = (softmax - onehot) * grad_scale. */
-    void (*xent)(float *losses, float *dlogits, const float *logits, const int32_t *labels,
-                 int B, int K, float grad_scale);
+    void (*xent)(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
+                 int K, float grad_scale);
     /* One AdamW update of w, m, v (n) from g (n). */
-    void (*adamw)(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s);
+    void (*adamw)(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *a);
     /* Sum of squares of x (n), accumulated in double (for the global gradient norm). */
-    double (*sumsq)(const float *x, size_t n);
-    /* y (n) += x (n). */
-    void (*add)(float *y, const float *x, size_t n);
+    double (*sumsq)(qb_stream *s, const float *x, size_t n);
+    /* y (n) += x (n); in t. */
+    void (*add)(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t);
+    /* Row r of dst (rows, cols; in dt, row stride ldd elements) = row r of src (in st,
+     * row stride lds), converted (rounded to nearest): the first tokens' rows of a
+     * batch gathered for the pooler, their gradients scattered back, half copies of
+     * FP32 weights. dst and src do not overlap. */
+    void (*rows)(qb_stream *s, void *dst, qb_dtype dt, size_t ldd, const void *src, qb_dtype st, size_t lds,
+                 int rows, int cols);
     /* Fake quantization (QAT), symmetric, b = 4 or 8 bits: qmin = -2^(b-1),
      * qmax = 2^(b-1) - 1, q(x) = clamp(rint(x / s), qmin, qmax) s, half to even.
      * Weights w (N, K): one scale per group of `group` columns of a row (group = K:
      * per output channel; group divides K), scales (N, K / group) = absmax / qmax,
      * y = q(w) (an all-zero group stays 0). Every weight is inside its clip range, so
      * the weight gradient passes unchanged (no backward op). y may alias w. */
-    void (*fake_quant_weight)(float *y, float *scales, const float *w, int N, int K, int group,
+    void (*fake_quant_weight)(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,
                               int bits);
     /* Activations x (n), one scale s > 0: y = q(x). y may alias x. */
-    void (*fake_quant)(float *y, const float *x, size_t n, float scale, int bits);
+    void (*fake_quant)(qb_stream *s, float *y, const float *x, size_t n, float scale, int bits);
     /* Clipped straight-through estimator: dx = dy where qmin <= rint(x / s) <= qmax,
      * else 0 (torch's rule). dx may alias dy. */
-    void (*fake_quant_backward)(float *dx, const float *dy, const float *x, size_t n, float scale,
+    void (*fake_quant_backward)(qb_stream *s, float *dx, const float *dy, const float *x, size_t n, float scale,
                                 int bits);
     /* out[0] = min, out[1] = max of x (n): the statistic of the activation observers. */
-    void (*minmax)(float out[2], const float *x, size_t n);
+    void (*minmax)(qb_stream *s, float out[2], const float *x, size_t n);
     /* The p-th percentile (0 < p <= 100) of |x| (n), to 1/2048 of the largest |x|:
      * the upper edge of the histogram bin where the count reaches p% (the percentile
      * observer's statistic). 0 for an all-zero x. */
-    float (*abs_percentile)(const float *x, size_t n, double p);
+    float (*abs_percentile)(qb_stream *s, const float *x, size_t n, double p);
     /* Sets bytes of backend memory to zero. */
-    void (*zero)(void *p, size_t bytes);
+    void (*zero)(qb_stream *s, void *p, size_t bytes);
     /* Copies between host and backend memory (plain memcpy on the CPU). */
-    void (*to_device)(void *dst, const void *src, size_t bytes);
-    void (*to_host)(void *dst, const void *src, size_t bytes);
+    void (*to_device)(qb_stream *s, void *dst, const void *src, size_t bytes);
+    void (*to_host)(qb_stream *s, void *dst, const void *src, size_t bytes);
     /* Copies within backend memory. */
-    void (*copy)(void *dst, const void *src, size_t bytes);
-    /* Waits for the work queued so far; the first error of an op since the last
-     * sync (ops return nothing: an asynchronous backend reports here). */
-    qb_status (*sync)(void);
+    void (*copy)(qb_stream *s, void *dst, const void *src, size_t bytes);
+    /* Waits for the work queued on s so far; the first error of an op on s since the
+     * last sync (ops return nothing: an asynchronous backend reports here). */
+    qb_status (*sync)(qb_stream *s);
     /* Host memory for the copies to and from the backend: page-locked on a GPU (the
      * copies then run asynchronously, at full speed); plain memory on the CPU. NULL
      * when out of memory. */
     void *(*host_alloc)(size_t bytes);
     void (*host_free)(void *p);
-    /* Optional (NULL on the CPU, whose ops run at once): runs queue(ctx), a pass that
-     * only queues ops, through a graph of them kept in *graphs under key. The first
-     * time a key is seen the pass runs as it is; the second time it is recorded, and
-     * from then on the record runs in one launch. The caller frees *graphs with
-     * graphs_free, and must do so before any buffer its passes use moves (the backend
-     * itself drops a record whose internal scratch moved). The key must tell apart
-     * everything a record fixes: the model's device buffers, the shapes, and values
-     * passed by value to ops (a QAT model's input scales: so inference activations
-     * must not outlive a training step of their QAT model). If recording fails the
-     * pass runs as it is, with a warning, and so do all later ones. */
-    qb_status (*replay)(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
+    /* QB_CAN_GRAPHS: runs queue(ctx), a pass that only queues ops on s, through a
+     * graph of them kept in *graphs under key. The first time a key is seen the pass
+     * runs as it is; the second time it is recorded, and from then on the record runs
+     * in one launch. The caller frees *graphs with graphs_free, and must do so before
+     * any buffer its passes use moves (the backend itself drops a record whose
+     * internal scratch moved). The key must tell apart everything a record fixes: the
+     * model's device buffers, the shapes, and values passed by value to ops (a QAT
+     * model's input scales: so inference activations must not outlive a training
+     * step of their QAT model). A record made on one stream is made again rather
+     * than launched on another. If recording fails the pass runs as it is, with a
+     * warning, and so do all later ones. */
+    qb_status (*replay)(qb_stream *s, void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx);
     void (*graphs_free)(void *graphs);
-    /* Optional (NULL on the CPU): streams. A stream orders the work given to it and has
-     * its own pending error (what sync reports) and its own scratch, so work on two
-     * streams, from two threads, runs side by side without disturbing the other (an
-     * engine has one: csrc/engine/engine.c); only allocating or freeing device memory
-     * waits for the whole device. The ops a thread calls go to its current stream:
-     * the backend's default one until stream_use(s) makes s current (NULL: the
-     * default again); stream_use returns the one it replaces. stream_new gives NULL
-     * after recording why (qb_error); stream_free waits for the stream's work, then
-     * frees it and its scratch, and makes the default current again for the calling
-     * thread: no other thread may still have it current, and graphs recorded on it
-     * are made again if their activations are used on another stream. */
-    void *(*stream_new)(void);
-    void *(*stream_use)(void *s);
-    void (*stream_free)(void *s);
+    /* QB_CAN_STREAMS: a stream orders the work given to it and has its own pending
+     * error (what sync reports) and its own scratch, so work on two streams, from two
+     * threads, runs side by side without disturbing the other (an engine has one:
+     * csrc/engine/engine.c); only allocating or freeing device memory waits for the
+     * whole device. stream_new gives NULL after recording why (qb_error);
+     * stream_free waits for the stream's work, then frees it and its scratch. */
+    qb_stream *(*stream_new)(void);
+    void (*stream_free)(qb_stream *s);
 } qb_backend;
+
+/* Whether attention can store its activations in FP16 / BF16 at head dim D (the
+ * tensor-core kernels' head dims). */
+static inline bool qb_half_heads(int D) { return D == 32 || D == 64 || D == 128; }
+
+/* Bytes of one element of activation storage t (QB_F32, QB_F16, QB_BF16). */
+static inline size_t qb_store_bytes(qb_dtype t) { return t == QB_F32 ? 4 : 2; }
 
 const qb_backend *qb_backend_cpu(void);
 /* The CUDA backend on device 0 (csrc/backend/cuda.c); QB_EUNSUPPORTED naming the

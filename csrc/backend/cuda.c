@@ -1,7 +1,8 @@
 /* The CUDA backend: the runtime every kernel of cuda/ runs under (device 0; streams,
- * each with its first error kept until qb_cuda_sync reports it and its own scratch),
- * device and pinned host memory, copies, CUDA Graphs of whole passes, and the op
- * table filled with the launchers of cuda/ (cuda/qb_cuda.h). */
+ * each with its first error kept until qb_cuda_sync reports it and its own scratch;
+ * NULL stands for the default one), device and pinned host memory, copies, CUDA
+ * Graphs of whole passes, and the op table filled with the launchers of cuda/
+ * (cuda/qb_cuda.h). */
 #include "cuda/qb_cuda.h"
 
 #include <pthread.h>
@@ -9,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A stream (backend.h's stream_new): what a thread's ops need to run beside another
- * thread's on another stream. */
-struct qb_cuda_stream_state {
+/* A stream (backend.h's qb_stream, made by stream_new): what ops need to run beside
+ * other work on another stream. */
+struct qb_stream {
     uint64_t id;            /* unique in the process (0: the default stream) */
     cudaStream_t stream;
     cudaError_t err;        /* the pending error, cudaSuccess when none */
@@ -26,14 +27,12 @@ static struct {
     qb_status init;         /* the first qb_cuda_init's result */
     char init_msg[256];
     char name[128];
-    qb_cuda_stream_state def;  /* the default stream */
+    qb_stream def;             /* the default stream (NULL in the ops) */
     uint64_t last_id;          /* of the latest stream made */
     qb_cuda_graph_counts graphs;
 } rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static _Thread_local qb_cuda_stream_state *current;  /* NULL: rt.def */
-
-static qb_cuda_stream_state *cur(void) { return current ? current : &rt.def; }
+static qb_stream *of(qb_stream *s) { return s ? s : &rt.def; }
 
 static qb_status init_once(void)
 {
@@ -73,16 +72,16 @@ qb_status qb_cuda_init(void)
 void qb_cuda_lock(void) { pthread_mutex_lock(&rt.lock); }
 void qb_cuda_unlock(void) { pthread_mutex_unlock(&rt.lock); }
 
-cudaStream_t qb_cuda_stream(void) { return cur()->stream; }
+cudaStream_t qb_cuda_stream(qb_stream *s) { return of(s)->stream; }
 
-qb_cuda_scratch *qb_cuda_scratch_get(void) { return &cur()->scratch; }
+qb_cuda_scratch *qb_cuda_scratch_get(qb_stream *s) { return &of(s)->scratch; }
 
 const char *qb_cuda_device_name(void) { return rt.name; }
 
-int qb_cuda_note(cudaError_t e, const char *what)
+int qb_cuda_note(qb_stream *st, cudaError_t e, const char *what)
 {
     if (e == cudaSuccess) return 0;
-    qb_cuda_stream_state *s = cur();
+    qb_stream *s = of(st);
     if (s->err == cudaSuccess) {
         s->err = e;
         snprintf(s->what, sizeof s->what, "%s", what);
@@ -90,12 +89,12 @@ int qb_cuda_note(cudaError_t e, const char *what)
     return 1;
 }
 
-int qb_cuda_launched(const char *what) { return qb_cuda_note(cudaGetLastError(), what); }
+int qb_cuda_launched(qb_stream *s, const char *what) { return qb_cuda_note(s, cudaGetLastError(), what); }
 
-qb_status qb_cuda_sync(void)
+qb_status qb_cuda_sync(qb_stream *st)
 {
-    qb_cuda_stream_state *s = cur();
-    qb_cuda_note(cudaStreamSynchronize(s->stream), "stream synchronize");
+    qb_stream *s = of(st);
+    qb_cuda_note(s, cudaStreamSynchronize(s->stream), "stream synchronize");
     if (s->err == cudaSuccess) return QB_OK;
     const cudaError_t e = s->err;
     s->err = cudaSuccess;
@@ -103,9 +102,9 @@ qb_status qb_cuda_sync(void)
     return qb_fail(QB_EUNSUPPORTED, "CUDA: %s: %s", s->what, cudaGetErrorString(e));
 }
 
-void *qb_cuda_stream_new(void)
+qb_stream *qb_cuda_stream_new(void)
 {
-    qb_cuda_stream_state *s = calloc(1, sizeof *s);
+    qb_stream *s = calloc(1, sizeof *s);
     if (!s) {
         qb_fail(QB_ENOMEM, "cannot allocate a CUDA stream's state");
         return NULL;
@@ -119,34 +118,26 @@ void *qb_cuda_stream_new(void)
     return NULL;
 }
 
-void *qb_cuda_stream_use(void *s)
-{
-    qb_cuda_stream_state *before = current;
-    current = s;
-    return before;
-}
-
 /* Frees a stream's scratch (cuda/gemm.cu's and cuda/qlinear.cu's buffers) once its
  * work is done; records made with it are stale. */
-static void scratch_free(qb_cuda_stream_state *s)
+static void scratch_free(qb_stream *s)
 {
     qb_cuda_scratch *c = &s->scratch;
     cudaStreamSynchronize(s->stream);
-    cudaFree(c->workspace), cudaFree(c->ones), cudaFree(c->v), cudaFree(c->rows), cudaFree(c->acc);
+    cudaFree(c->workspace), cudaFree(c->v), cudaFree(c->rows), cudaFree(c->acc);
+    for (int i = 0; i < 3; i++) cudaFree(c->ones[i]);
     *c = (qb_cuda_scratch){0};
     s->epoch++;
 }
 
-void qb_cuda_scratch_release(void) { scratch_free(cur()); }
+void qb_cuda_scratch_release(qb_stream *s) { scratch_free(of(s)); }
 
-void qb_cuda_stream_free(void *p)
+void qb_cuda_stream_free(qb_stream *s)
 {
-    qb_cuda_stream_state *s = p;
     if (!s || s == &rt.def) return;
     scratch_free(s);
     cudaStreamDestroy(s->stream);
     cudaGetLastError();  /* an error of the stream's own work dies with it */
-    if (current == s) current = NULL;
     free(s);
 }
 
@@ -162,33 +153,33 @@ void *qb_cuda_alloc(size_t bytes)
 
 void qb_cuda_free(void *p)
 {
-    if (p) qb_cuda_note(cudaFree(p), "cudaFree");
+    if (p) qb_cuda_note(NULL, cudaFree(p), "cudaFree");
 }
 
-void qb_cuda_zero(void *p, size_t bytes)
+void qb_cuda_zero(qb_stream *s, void *p, size_t bytes)
 {
-    if (bytes) qb_cuda_note(cudaMemsetAsync(p, 0, bytes, qb_cuda_stream()), "zero");
+    if (bytes) qb_cuda_note(s, cudaMemsetAsync(p, 0, bytes, qb_cuda_stream(s)), "zero");
 }
 
 /* From pageable host memory the copy has read src when the call returns, so the
  * caller may free or reuse it at once; from pinned memory (qb_cuda_host_alloc: bert.c's
  * staging) it runs asynchronously, and src must stay as it is until the stream gets
  * there. */
-void qb_cuda_to_device(void *dst, const void *src, size_t bytes)
+void qb_cuda_to_device(qb_stream *s, void *dst, const void *src, size_t bytes)
 {
-    if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, qb_cuda_stream()), "to_device");
+    if (bytes) qb_cuda_note(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, qb_cuda_stream(s)), "to_device");
 }
 
-void qb_cuda_to_host(void *dst, const void *src, size_t bytes)
+void qb_cuda_to_host(qb_stream *s, void *dst, const void *src, size_t bytes)
 {
     if (!bytes) return;
-    if (!qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, qb_cuda_stream()), "to_host"))
-        qb_cuda_note(cudaStreamSynchronize(qb_cuda_stream()), "to_host");
+    if (!qb_cuda_note(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, qb_cuda_stream(s)), "to_host"))
+        qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), "to_host");
 }
 
-void qb_cuda_copy(void *dst, const void *src, size_t bytes)
+void qb_cuda_copy(qb_stream *s, void *dst, const void *src, size_t bytes)
 {
-    if (bytes) qb_cuda_note(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qb_cuda_stream()), "copy");
+    if (bytes) qb_cuda_note(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qb_cuda_stream(s)), "copy");
 }
 
 void *qb_cuda_host_alloc(size_t bytes)
@@ -203,7 +194,7 @@ void *qb_cuda_host_alloc(size_t bytes)
 
 void qb_cuda_host_free(void *p)
 {
-    if (p) qb_cuda_note(cudaFreeHost(p), "cudaFreeHost");
+    if (p) qb_cuda_note(NULL, cudaFreeHost(p), "cudaFreeHost");
 }
 
 /* ---- CUDA Graphs ----
@@ -233,7 +224,7 @@ typedef struct {
     bool off;  /* recording failed once, or QBERT_CUDA_GRAPHS=0: every pass runs as it is */
 } graph_cache;
 
-void qb_cuda_scratch_moved(void) { cur()->epoch++; }
+void qb_cuda_scratch_moved(qb_stream *s) { of(s)->epoch++; }
 
 qb_cuda_graph_counts qb_cuda_graph_stats(void)
 {
@@ -244,15 +235,15 @@ qb_cuda_graph_counts qb_cuda_graph_stats(void)
 
 static void graph_drop(graph_cache *c, int i)
 {
-    if (c->g[i].exec) qb_cuda_note(cudaGraphExecDestroy(c->g[i].exec), "graph destroy");
+    if (c->g[i].exec) qb_cuda_note(NULL, cudaGraphExecDestroy(c->g[i].exec), "graph destroy");
     c->g[i] = c->g[--c->n];
 }
 
-/* Records queue(ctx) (which only queues work: nothing runs) into *exec; false after
- * a failure, leaving no pending error and the reason in why. */
-static bool record(void (*queue)(void *ctx), void *ctx, cudaGraphExec_t *exec, char *why, size_t why_len)
+/* Records queue(ctx) (which only queues work on s: nothing runs) into *exec; false
+ * after a failure, leaving no pending error and the reason in why. */
+static bool record(qb_stream *s, void (*queue)(void *ctx), void *ctx, cudaGraphExec_t *exec, char *why,
+                   size_t why_len)
 {
-    qb_cuda_stream_state *s = cur();
     const uint64_t epoch = s->epoch;
     cudaGraph_t g = NULL;
     /* Thread-local mode: a call that cannot be recorded (an allocation, a wait) fails
@@ -275,8 +266,9 @@ static bool record(void (*queue)(void *ctx), void *ctx, cudaGraphExec_t *exec, c
     return false;
 }
 
-qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx)
+qb_status qb_cuda_replay(qb_stream *st, void **graphs, const uint64_t key[4], void (*queue)(void *ctx), void *ctx)
 {
+    qb_stream *s = of(st);
     graph_cache *c = *graphs;
     if (!c) {
         const char *env = getenv("QBERT_CUDA_GRAPHS");
@@ -285,8 +277,7 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
     }
     /* An error still pending from earlier work (the upload, a training step): report
      * it rather than take it for a failure of the recording below. */
-    qb_cuda_stream_state *s = cur();
-    if (s->err != cudaSuccess) return qb_cuda_sync();
+    if (s->err != cudaSuccess) return qb_cuda_sync(s);
     if (!c || c->off) {  /* (out of host memory for the table: no graphs, same results) */
         queue(ctx);
         return QB_OK;
@@ -296,12 +287,12 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
         if (memcmp(c->g[i].key, key, sizeof c->g[i].key) == 0) g = &c->g[i];
     const bool same = g && g->stream == s->id && g->epoch == s->epoch;
     if (g && !same && g->exec) {  /* recorded before some scratch it reads moved, or on another stream */
-        qb_cuda_note(cudaGraphExecDestroy(g->exec), "graph destroy");
+        qb_cuda_note(s, cudaGraphExecDestroy(g->exec), "graph destroy");
         g->exec = NULL;
     }
     if (g && !g->exec && same) {  /* seen before, nothing moved since: record */
         char why[160];
-        if (record(queue, ctx, &g->exec, why, sizeof why)) {
+        if (record(s, queue, ctx, &g->exec, why, sizeof why)) {
             __atomic_add_fetch(&rt.graphs.recorded, 1, __ATOMIC_RELAXED);
         } else {
             qb_log(QB_LOG_WARN, "CUDA graph recording failed (%s): passes run without graphs from now on", why);
@@ -313,13 +304,13 @@ qb_status qb_cuda_replay(void **graphs, const uint64_t key[4], void (*queue)(voi
     }
     if (g && g->exec) {
         __atomic_add_fetch(&rt.graphs.replayed, 1, __ATOMIC_RELAXED);
-        qb_cuda_note(cudaGraphLaunch(g->exec, qb_cuda_stream()), "graph launch");
+        qb_cuda_note(s, cudaGraphLaunch(g->exec, s->stream), "graph launch");
         return QB_OK;
     }
     /* First sight (or the first since some scratch moved): the pass as it is. */
     queue(ctx);
-    qb_status st = qb_cuda_sync();
-    if (st) return st;
+    const qb_status status = qb_cuda_sync(s);
+    if (status) return status;
     if (!g) {
         if (c->n == MAX_GRAPHS) graph_drop(c, 0);
         g = &c->g[c->n++];
@@ -340,6 +331,7 @@ void qb_cuda_graphs_free(void *graphs)
 static const qb_backend cuda_backend = {
     .name = "cuda",
     .device = QB_DEV_CUDA,
+    .caps = QB_CAN_GRAPHS | QB_CAN_STREAMS | QB_CAN_HALF,
     .device_name = qb_cuda_device_name,
     .alloc = qb_cuda_alloc,
     .free = qb_cuda_free,
@@ -362,6 +354,7 @@ static const qb_backend cuda_backend = {
     .adamw = qb_cuda_adamw,
     .sumsq = qb_cuda_sumsq,
     .add = qb_cuda_add,
+    .rows = qb_cuda_rows,
     .fake_quant_weight = qb_cuda_fake_quant_weight,
     .fake_quant = qb_cuda_fake_quant,
     .fake_quant_backward = qb_cuda_fake_quant_backward,
@@ -377,7 +370,6 @@ static const qb_backend cuda_backend = {
     .replay = qb_cuda_replay,
     .graphs_free = qb_cuda_graphs_free,
     .stream_new = qb_cuda_stream_new,
-    .stream_use = qb_cuda_stream_use,
     .stream_free = qb_cuda_stream_free,
 };
 

@@ -7,8 +7,10 @@
  * the shapes, hence the recordings, few (8 for max_length 128) for a few padded
  * tokens. On a backend with streams the engine has its own (backend.h's stream_new):
  * its work, errors and scratch are its own, so engines on different threads share
- * the GPU without waiting for one another; each entry point below that runs work
- * makes the stream current for its thread (enter) and restores the caller's (leave). */
+ * the GPU without waiting for one another. With BF16 / FP16 products on a backend
+ * that stores activations in half, the device copy holds the encoder's weights in
+ * half only (as an FP16 / BF16 file has them) and the passes store activations in
+ * half (csrc/model/bert.c); quantized and QAT models keep FP32 activations. */
 #include "qbert/engine.h"
 
 #include "backend/backend.h"
@@ -28,14 +30,9 @@ struct qb_engine {
     qb_activations *acts;
     qb_tokenizer *tok;
     const qb_backend *be;
-    void *stream;     /* the engine's own; NULL on a backend without streams */
+    qb_stream *stream;  /* the engine's own; NULL (the default one) on a backend without streams */
 };
 
-static void *enter(const qb_engine *e) { return e->be->stream_use ? e->be->stream_use(e->stream) : NULL; }
-static void leave(const qb_engine *e, void *before)
-{
-    if (e->be->stream_use) e->be->stream_use(before);
-}
 
 void qb_engine_default_options(qb_engine_options *o)
 {
@@ -66,21 +63,22 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
         return st;
     }
     e->run = &e->model;
-    if (e->be->stream_new && !(e->stream = e->be->stream_new())) st = QB_ENOMEM;
-    void *before = enter(e);
-    if (!st && e->be->device != QB_DEV_CPU && !(st = qb_model_to_backend(&e->model, e->be, &e->copy))) {
+    if ((e->be->caps & QB_CAN_STREAMS) && !(e->stream = e->be->stream_new())) st = QB_ENOMEM;
+    const qb_dtype half = qb_model_half_type(&e->model, e->be, o->math);
+    if (!st && e->be->device != QB_DEV_CPU &&
+        !(st = qb_model_to_backend(&e->model, e->be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_HALF, half,
+                                   &e->copy))) {
         e->copy.qat = e->model.qat;  /* borrowed (a QAT checkpoint's observed ranges) */
         e->run = &e->copy;
     }
-    if (st || (st = qb_model_prepare(&e->model, e->be)) || (st = qb_activations_new(e->run, e->be, false, &e->acts)) ||
-        (st = qb_tokenizer_load(model_dir, &e->tok))) {
+    if (st || (st = qb_model_prepare(&e->model, e->be, e->stream)) ||
+        (st = qb_activations_new(e->run, e->be, false, &e->acts)) || (st = qb_tokenizer_load(model_dir, &e->tok))) {
         const char *device = e->be->name;
-        leave(e, before);
         qb_engine_close(e);
         return qb_fail_context(st, "%s on %s", model_dir, device);
     }
-    leave(e, before);
     qb_activations_set_math(e->acts, o->math);
+    qb_activations_set_stream(e->acts, e->stream);
     if (e->opt.max_length > e->model.cfg.max_position) {
         qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
                e->opt.max_length, e->model.cfg.max_position, e->model.cfg.max_position);
@@ -93,12 +91,10 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
 void qb_engine_close(qb_engine *e)
 {
     if (!e) return;
-    void *before = enter(e);
     qb_activations_free(e->acts);
     e->copy.qat = NULL;
     qb_model_free(&e->copy);
     qb_model_free(&e->model);
-    leave(e, before);
     if (e->stream) e->be->stream_free(e->stream);
     qb_tokenizer_free(e->tok);
     free(e);
@@ -148,12 +144,11 @@ qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, floa
     }
     if (st) goto done;
     qsort(order, (size_t)n, sizeof *order, cmp_length);
-    void *before = enter(e);
     for (int start = 0; start < n && !st; start += bs) {
         int b = n - start < bs ? n - start : bs;
         for (int j = 0; j < b; j++) batch_texts[j] = texts[order[start + j].index];
         qb_encoding enc;
-        const int pad = e->be->replay ? SEQ_BUCKET : 1;
+        const int pad = e->be->caps & QB_CAN_GRAPHS ? SEQ_BUCKET : 1;
         if ((st = qb_encode_batch(e->tok, batch_texts, b, e->opt.max_length, pad, &enc))) break;
         st = qb_model_infer(e->run, e->acts, enc.input_ids, enc.token_type_ids, enc.attention_mask, enc.batch,
                             enc.seq, logits, NULL);
@@ -162,7 +157,6 @@ qb_status qb_engine_classify(qb_engine *e, const char *const *texts, int n, floa
         for (int j = 0; j < b; j++) softmax_row(probs + (size_t)order[start + j].index * K, logits + (size_t)j * K, K);
         if (progress) progress(start + b, n, ctx);
     }
-    leave(e, before);
 done:
     free(order);
     free(batch_texts);

@@ -12,7 +12,16 @@
  * nothing. Training gives each layer its own buffers and keeps what the backward
  * needs: each LayerNorm's input t and (mean, 1/std), the attention output and its
  * rows' log-sum-exp, the GELU input and output. Dropout masks are never stored: site s
- * of a step uses Philox stream (plan.stream + s) and the backward recomputes them. */
+ * of a step uses Philox stream (plan.stream + s) and the backward recomputes them.
+ *
+ * Storage: the encoder's activations (and their gradients) are stored in the pass's
+ * type `act` (storage()): FP32, or on a backend with QB_CAN_HALF the BF16 / FP16 of
+ * the math when the model has half weights of that type (qb_model_to_backend); its
+ * Linears then read the half weights (wh, bh), refreshed from the FP32 masters before
+ * each pass of a trainable model. LayerNorm statistics, the log-sum-exp, the head
+ * (pooler, classifier, logits, loss) and every parameter gradient stay FP32: the
+ * first tokens' rows are gathered into the FP32 head by one `rows` conversion, and
+ * their gradients scattered back by another. */
 #include "qbert/model.h"
 #include "qbert/quant.h"
 
@@ -21,20 +30,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Activations (void *: stored in the pass's act) and FP32 statistics of a layer. */
 typedef struct {
-    float *q, *k, *v, *ctx;  /* (M, C) */
+    void *q, *k, *v, *ctx;   /* (M, C) */
     float *lse;              /* (B, H, T) attention's log-sum-exp per row; NULL in inference */
-    float *t1, *st1;         /* (M, C) LayerNorm 1 input (dropout(dense(ctx)) + x); (M, 2) */
-    float *h1;               /* (M, C) LayerNorm 1 output */
-    float *a, *g;            /* (M, I) GELU input and output */
-    float *t2, *st2;         /* (M, C) LayerNorm 2 input; (M, 2) */
+    void *t1;                /* (M, C) LayerNorm 1 input (dropout(dense(ctx)) + x) */
+    float *st1;              /* (M, 2) */
+    void *h1;                /* (M, C) LayerNorm 1 output */
+    void *a, *g;             /* (M, I) GELU input and output */
+    void *t2;                /* (M, C) LayerNorm 2 input */
+    float *st2;              /* (M, 2) */
 } layer_acts;
 
 struct qb_activations {
     const qb_backend *be;
+    qb_stream *stream;       /* what the passes run on (NULL: the backend's default) */
     bool train;
     bool quantized;          /* the model has quantized Linears */
-    qb_math math;            /* of the FP32 Linears' products (qb_activations_set_math) */
+    qb_math math;            /* of the products (qb_activations_set_math) */
+    qb_dtype act;            /* the storage of the encoder's activations in the laid-out pass */
     void *mem;               /* one backend allocation, carved by plan() */
     size_t cap;              /* its size in bytes */
     int B, T;
@@ -44,8 +58,9 @@ struct qb_activations {
     int32_t *host;
     size_t host_cap;         /* bytes */
     void *graphs;            /* the backend's recorded inference passes (replay), or NULL */
-    float **x;               /* (L + 1) x (M, C): x[l] input of layer l, x[L] the output */
-    float *t0, *st0;         /* (M, C) embedding sum (LayerNorm input); (M, 2) */
+    void **x;                /* (L + 1) x (M, C): x[l] input of layer l, x[L] the output */
+    void *t0;                /* (M, C) embedding sum (LayerNorm input) */
+    float *st0;              /* (M, 2) */
     layer_acts *layer;       /* (L) */
     float *cls;              /* (B, C) first-token rows of x[L] */
     float *pooled, *pooled_d;/* (B, C) tanh output; after dropout (the classifier input) */
@@ -60,9 +75,9 @@ struct qb_activations {
      * FFN's first), and the FFN's GELU output quantized by the Linear that makes it
      * for the one that reads it ((M, I)); u NULL otherwise. */
     qb_qinput xq, xqi;
-    /* training only: gradient scratch */
-    float *dx, *dh, *dtmp, *dctx, *dq, *dk, *dv;  /* (M, C) */
-    float *da;               /* (M, I) */
+    /* training only: gradient scratch, in act but dcls and dpool (FP32, the head's) */
+    void *dx, *dh, *dtmp, *dctx, *dq, *dk, *dv;  /* (M, C) */
+    void *da;                /* (M, I) */
     float *dcls, *dpool;     /* (B, C) */
 };
 
@@ -83,7 +98,8 @@ static void *carve(carver *c, size_t bytes)
 static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv)
 {
     const size_t M = (size_t)B * T, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    const size_t MC = M * C * 4, MI = M * I * 4, BC = (size_t)B * C * 4, ST = M * 2 * 4;
+    const size_t E = qb_store_bytes(a->act);  /* bytes of an activation */
+    const size_t MC = M * C * E, MI = M * I * E, BC = (size_t)B * C * 4, ST = M * 2 * 4;
     const size_t BK = (size_t)B * c->num_labels * 4, BHT = (size_t)B * c->num_heads * T * 4;
     const int L = c->num_layers;
     if (a->train) {
@@ -105,8 +121,8 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
         /* Every layer on the same buffers: the hidden state x and the LayerNorm 1
          * output h1 share one buffer (the layer input is dead once LayerNorm 1 has
          * added it), t1 and t2 share another, the GELU runs in place. */
-        float *x = carve(cv, MC), *t = carve(cv, MC), *inter = carve(cv, MI);
-        float *q = carve(cv, MC), *k = carve(cv, MC), *v = carve(cv, MC), *ctx = carve(cv, MC);
+        void *x = carve(cv, MC), *t = carve(cv, MC), *inter = carve(cv, MI);
+        void *q = carve(cv, MC), *k = carve(cv, MC), *v = carve(cv, MC), *ctx = carve(cv, MC);
         for (int l = 0; l <= L; l++) a->x[l] = x;
         a->t0 = x;
         a->st0 = NULL;
@@ -132,7 +148,7 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
             qs[i]->zp = carve(cv, M * 4);
         }
     }
-    if (!a->xfq) return;
+    if (!a->xfq) return;  /* QAT: FP32 storage (storage()) */
     float *shared = a->train ? NULL : carve(cv, M * (C > I ? C : I) * 4);
     for (int i = 0; i < 6 * L + 2; i++) {
         const size_t bytes = i >= 6 * L ? BC : i % 6 == 5 ? MI : MC;  /* pooler, classifier: (B, C) */
@@ -183,6 +199,8 @@ void qb_activations_free(qb_activations *a)
 }
 
 void qb_activations_set_math(qb_activations *a, qb_math math) { a->math = math; }
+
+void qb_activations_set_stream(qb_activations *a, qb_stream *s) { a->stream = s; }
 
 /* Lays the activations out for a B x T batch, growing the allocations if needed
  * (recorded passes go with the old device memory). */
@@ -248,12 +266,12 @@ static void upload(qb_activations *a, const int32_t *ids, const int32_t *types, 
     int32_t *h = a->host;  /* ids, types, mask, labels: one copy each from staging */
     memcpy(h, ids, M * 4);
     for (size_t i = 0; i < M; i++) h[M + i] = types ? types[i] : 0, h[2 * M + i] = mask ? mask[i] : 1;
-    be->to_device(a->ids, h, M * 4);
-    be->to_device(a->types, h + M, M * 4);
-    be->to_device(a->mask, h + 2 * M, M * 4);
+    be->to_device(a->stream, a->ids, h, M * 4);
+    be->to_device(a->stream, a->types, h + M, M * 4);
+    be->to_device(a->stream, a->mask, h + 2 * M, M * 4);
     if (labels) {
         memcpy(h + 3 * M, labels, (size_t)B * 4);
-        be->to_device(a->labels, h + 3 * M, (size_t)B * 4);
+        be->to_device(a->stream, a->labels, h + 3 * M, (size_t)B * 4);
     }
 }
 
@@ -276,54 +294,58 @@ static uint64_t site_pooled(int L) { return 1 + 3 * (uint64_t)L; }
 uint64_t qb_dropout_sites(const qb_config *c) { return site_pooled(c->num_layers) + 1; }
 
 /* Linear `index` (qb_config_linears order) of the graph, FP32 or quantized; with
- * gelu the exact GELU follows (fused into the quantized GEMM's epilogue). xq: x
- * already quantized (shared_input), or NULL; yq: where a quantized Linear also
- * writes y quantized per token (gelu_output), or NULL. Under QAT
- * the input is fake-quantized with its observer's scale (the observer first sees
- * it in training) and the weight is the fake-quantized copy. */
-static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace, int index, float *y,
-                   qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_linear_params *p, int M, int N, int K,
-                   bool gelu)
+ * gelu the exact GELU follows (fused into the quantized GEMM's epilogue). x and y are
+ * stored in t: the pass's act in the encoder, FP32 in the head; with half storage the
+ * half weights are read. xq: x already quantized (shared_input), or NULL; yq: where a
+ * quantized Linear also writes y quantized per token (gelu_output), or NULL. Under
+ * QAT (FP32 storage) the input is fake-quantized with its observer's scale (the
+ * observer first sees it in training) and the weight is the fake-quantized copy. */
+static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace, int index, void *y,
+                   qb_qinput *yq, const void *x, const qb_qinput *xq, const qb_linear_params *p, int M, int N, int K,
+                   bool gelu, qb_dtype t)
 {
     const qb_backend *be = a->be;
+    qb_stream *s = a->stream;
     qb_qat *q = m->qat;
     if (trace && trace->linear_input) trace->linear_input(trace->ctx, index, x, M, K);
     if (p->q) {
-        be->linear_q(y, yq, x, xq, p->q, p->b, M, gelu);
+        be->linear_q(s, y, yq, x, xq, p->q, p->b, M, gelu);
         return;
     }
-    const float *w = p->w;
+    const void *w = t == QB_F32 ? p->w : p->wh, *b = t == QB_F32 ? p->b : p->bh;
     if (q) {
         const size_t n = (size_t)M * K;
         if (a->train && q->observe) {
             float batch[2];
             if (q->set.observer == QB_OBS_PERCENTILE) {
-                batch[1] = be->abs_percentile(x, n, q->set.percentile);
+                batch[1] = be->abs_percentile(s, x, n, q->set.percentile);
                 batch[0] = -batch[1];
             } else {
-                be->minmax(batch, x, n);
+                be->minmax(s, batch, x, n);
             }
             qb_qat_observe(q, index, batch);
         }
-        be->fake_quant(a->xfq[index], x, n, qb_qat_act_scale(q, index), q->set.act_bits);
+        be->fake_quant(s, a->xfq[index], x, n, qb_qat_act_scale(q, index), q->set.act_bits);
         x = a->xfq[index];
         w = q->wfq[index];
     }
-    be->linear(y, x, w, p->b, M, N, K, a->math);
-    if (gelu) be->gelu(y, y, (size_t)M * N);
+    be->linear(s, y, x, w, b, M, N, K, a->math, t);
+    if (gelu) be->gelu(s, y, y, (size_t)M * N, t);
 }
 
-/* The backward of Linear `index`: dx (NULL: not needed), dW, db from dy and the
- * forward's input x. Under QAT the product used the fake-quantized input and weight;
- * the weight gradient passes straight through, the input gradient is clipped where
- * the input fell outside the representable range. */
-static void linear_backward(const qb_model *m, qb_activations *a, int index, float *dx, qb_linear_params *g,
-                            const float *dy, const float *x, const qb_linear_params *p, int M, int N, int K)
+/* The backward of Linear `index`: dx (NULL: not needed), dW, db (FP32) from dy and the
+ * forward's input x, stored in t. Under QAT the product used the fake-quantized input
+ * and weight; the weight gradient passes straight through, the input gradient is
+ * clipped where the input fell outside the representable range. */
+static void linear_backward(const qb_model *m, qb_activations *a, int index, void *dx, qb_linear_params *g,
+                            const void *dy, const void *x, const qb_linear_params *p, int M, int N, int K, qb_dtype t)
 {
     const qb_backend *be = a->be;
     const qb_qat *q = m->qat;
-    be->linear_backward(dx, g->w, g->b, dy, q ? a->xfq[index] : x, q ? q->wfq[index] : p->w, M, N, K, a->math);
-    if (q && dx) be->fake_quant_backward(dx, dx, x, (size_t)M * K, qb_qat_act_scale(q, index), q->set.act_bits);
+    const void *w = q ? q->wfq[index] : t == QB_F32 ? p->w : p->wh;
+    be->linear_backward(a->stream, dx, g->w, g->b, dy, q ? a->xfq[index] : x, w, M, N, K, a->math, t);
+    if (q && dx)
+        be->fake_quant_backward(a->stream, dx, dx, x, (size_t)M * K, qb_qat_act_scale(q, index), q->set.act_bits);
 }
 
 /* QAT: the backend buffers (first use) and the fake-quantized weights and tables
@@ -357,20 +379,20 @@ static qb_status qat_refresh(const qb_model *m, const qb_backend *be)
             st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the QAT weight scales", be->name);
     }
     for (int i = 0; i < n && !st; i++)
-        be->fake_quant_weight(q->wfq[i], q->scales, qb_model_linear(m, i)->w, lin[i].N, lin[i].K,
+        be->fake_quant_weight(NULL, q->wfq[i], q->scales, qb_model_linear(m, i)->w, lin[i].N, lin[i].K,
                               q->set.group ? q->set.group : lin[i].K, q->set.weight_bits);
     for (int t = 0; t < 3 && !st && q->set.embeddings; t++)
-        be->fake_quant_weight(q->efq[t], q->scales, tables[t], rows[t], C, q->set.group ? q->set.group : C,
+        be->fake_quant_weight(NULL, q->efq[t], q->scales, tables[t], rows[t], C, q->set.group ? q->set.group : C,
                               q->set.weight_bits);
     free(lin);
     if (!st) q->stale = false;
     return st;
 }
 
-qb_status qb_model_prepare(qb_model *m, const qb_backend *be)
+qb_status qb_model_prepare(qb_model *m, const qb_backend *be, qb_stream *s)
 {
     qb_status st = QB_OK;
-    for (int i = 0; i < m->n_qlinear && !st; i++) st = be->qlinear_prepare(&m->qlinear[i]);
+    for (int i = 0; i < m->n_qlinear && !st; i++) st = be->qlinear_prepare(s, &m->qlinear[i]);
     return st;
 }
 
@@ -400,11 +422,30 @@ static qb_qinput *gelu_output(qb_activations *a, const qb_layer_params *P)
     return P->inter.q ? shared_input(&a->xqi, (const qb_linear_params *const[]){&P->out}, 1) : NULL;
 }
 
+/* The hidden state x (M, C; stored in act) to host memory in FP32 (a trace). */
+static void trace_hidden(qb_activations *a, float *host, const void *x, size_t n)
+{
+    if (a->act == QB_F32) {
+        a->be->to_host(a->stream, host, x, n * 4);
+        return;
+    }
+    uint16_t *h = qb_malloc(n * 2);  /* the halves, converted here */
+    if (!h) {
+        qb_log(QB_LOG_ERROR, "trace: out of memory for %zu hidden values; left unset", n);
+        return;
+    }
+    a->be->to_host(a->stream, h, x, n * 2);
+    qb_backend_cpu()->rows(NULL, host, QB_F32, n, h, a->act, n, 1, (int)n);
+    qb_free(h);
+}
+
 /* The forward pass over a batch already uploaded to a; drop NULL = no dropout. */
 static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan *drop,
                     qb_forward_trace *trace)
 {
     const qb_backend *be = a->be;
+    qb_stream *s = a->stream;
+    const qb_dtype t = a->act;
     const qb_config *c = &m->cfg;
     const int B = a->B, T = a->T, C = c->hidden_size, I = c->intermediate_size, H = c->num_heads;
     const int D = C / H, M = B * T, K = c->num_labels, L = c->num_layers;
@@ -412,75 +453,82 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
     const size_t MC = (size_t)M * C;
 
     const qb_qat *q = m->qat;
-    if (q && q->set.embeddings) be->embedding(a->t0, a->ids, a->types, q->efq[0], q->efq[1], q->efq[2], B, T, C);
-    else be->embedding(a->t0, a->ids, a->types, m->word_emb, m->pos_emb, m->type_emb, B, T, C);
+    if (q && q->set.embeddings)
+        be->embedding(s, a->t0, a->ids, a->types, q->efq[0], q->efq[1], q->efq[2], B, T, C, t, QB_F32);
+    else if (m->word_emb)
+        be->embedding(s, a->t0, a->ids, a->types, m->word_emb, m->pos_emb, m->type_emb, B, T, C, t, QB_F32);
+    else  /* the tables in half only (QB_WEIGHTS_HALF) */
+        be->embedding(s, a->t0, a->ids, a->types, m->emb_h[0], m->emb_h[1], m->emb_h[2], B, T, C, t, m->half);
     qb_qinput *xq = qkv_input(m, a, 0);
-    be->layernorm(a->x[0], NULL, a->st0, xq, a->t0, NULL, m->ln_emb.g, m->ln_emb.b, M, C, eps);
+    be->layernorm(s, a->x[0], NULL, a->st0, xq, a->t0, NULL, m->ln_emb.g, m->ln_emb.b, M, C, eps, t);
     qb_dropout d = site(drop, false, SITE_EMB);
-    be->dropout(a->x[0], MC, &d);
-    if (trace && trace->hidden) be->to_host(trace->hidden[0], a->x[0], MC * 4);
+    be->dropout(s, a->x[0], MC, &d, t);
+    if (trace && trace->hidden) trace_hidden(a, trace->hidden[0], a->x[0], MC);
 
     for (int l = 0; l < L; l++) {
         const qb_layer_params *P = &m->layers[l];
         layer_acts *la = &a->layer[l];
-        const float *x = a->x[l];
+        const void *x = a->x[l];
         const int li = 6 * l;  /* this layer's first Linear */
-        linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false);
-        linear(m, a, trace, li + 1, la->k, NULL, x, xq, &P->k, M, C, C, false);
-        linear(m, a, trace, li + 2, la->v, NULL, x, xq, &P->v, M, C, C, false);
+        linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false, t);
+        linear(m, a, trace, li + 1, la->k, NULL, x, xq, &P->k, M, C, C, false, t);
+        linear(m, a, trace, li + 2, la->v, NULL, x, xq, &P->v, M, C, C, false, t);
         d = site(drop, true, site_attn(l));
-        be->attention(la->ctx, la->lse, la->q, la->k, la->v, a->mask, &d, B, T, H, D, a->math);
-        linear(m, a, trace, li + 3, la->t1, NULL, la->ctx, NULL, &P->attn_out, M, C, C, false);
+        be->attention(s, la->ctx, la->lse, la->q, la->k, la->v, a->mask, &d, B, T, H, D, a->math, t);
+        linear(m, a, trace, li + 3, la->t1, NULL, la->ctx, NULL, &P->attn_out, M, C, C, false, t);
         d = site(drop, false, site_attn_out(l));
-        be->dropout(la->t1, MC, &d);
+        be->dropout(s, la->t1, MC, &d, t);
         xq = shared_input(&a->xq, (const qb_linear_params *const[]){&P->inter}, 1);
-        be->layernorm(la->h1, la->t1, la->st1, xq, la->t1, x, P->ln_attn.g, P->ln_attn.b, M, C, eps);
+        be->layernorm(s, la->h1, la->t1, la->st1, xq, la->t1, x, P->ln_attn.g, P->ln_attn.b, M, C, eps, t);
         qb_qinput *gq = gelu_output(a, P);
         if (la->a == la->g) {  /* inference: GELU in place, fused where the GEMM can */
-            linear(m, a, trace, li + 4, la->g, gq, la->h1, xq, &P->inter, M, I, C, true);
+            linear(m, a, trace, li + 4, la->g, gq, la->h1, xq, &P->inter, M, I, C, true, t);
         } else {               /* training keeps the GELU input for the backward */
-            linear(m, a, trace, li + 4, la->a, NULL, la->h1, xq, &P->inter, M, I, C, false);
-            be->gelu(la->g, la->a, (size_t)M * I);
+            linear(m, a, trace, li + 4, la->a, NULL, la->h1, xq, &P->inter, M, I, C, false, t);
+            be->gelu(s, la->g, la->a, (size_t)M * I, t);
         }
-        linear(m, a, trace, li + 5, la->t2, NULL, la->g, gq, &P->out, M, C, I, false);
+        linear(m, a, trace, li + 5, la->t2, NULL, la->g, gq, &P->out, M, C, I, false, t);
         d = site(drop, false, site_ffn_out(l));
-        be->dropout(la->t2, MC, &d);
+        be->dropout(s, la->t2, MC, &d, t);
         xq = qkv_input(m, a, l + 1);
-        be->layernorm(a->x[l + 1], la->t2, la->st2, xq, la->t2, la->h1, P->ln_out.g, P->ln_out.b, M, C, eps);
-        if (trace && trace->hidden) be->to_host(trace->hidden[l + 1], a->x[l + 1], MC * 4);
+        be->layernorm(s, a->x[l + 1], la->t2, la->st2, xq, la->t2, la->h1, P->ln_out.g, P->ln_out.b, M, C, eps, t);
+        if (trace && trace->hidden) trace_hidden(a, trace->hidden[l + 1], a->x[l + 1], MC);
     }
 
-    /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row. */
-    for (int b = 0; b < B; b++) be->copy(a->cls + (size_t)b * C, a->x[L] + (size_t)b * T * C, (size_t)C * 4);
-    linear(m, a, trace, 6 * L, a->pooled, NULL, a->cls, NULL, &m->pooler, B, C, C, false);
-    be->tanh(a->pooled, (size_t)B * C);
-    if (trace && trace->pooled) be->to_host(trace->pooled, a->pooled, (size_t)B * C * 4);
+    /* Pooler: tanh(W h[:, 0] + b) over the first ([CLS]) token of each row, in FP32. */
+    be->rows(s, a->cls, QB_F32, (size_t)C, a->x[L], t, (size_t)T * C, B, C);
+    linear(m, a, trace, 6 * L, a->pooled, NULL, a->cls, NULL, &m->pooler, B, C, C, false, QB_F32);
+    be->tanh(s, a->pooled, (size_t)B * C);
+    if (trace && trace->pooled) be->to_host(s, trace->pooled, a->pooled, (size_t)B * C * 4);
     if (a->pooled_d != a->pooled) {
-        be->copy(a->pooled_d, a->pooled, (size_t)B * C * 4);
+        be->copy(s, a->pooled_d, a->pooled, (size_t)B * C * 4);
         d = site(drop, false, site_pooled(L));
-        be->dropout(a->pooled_d, (size_t)B * C, &d);
+        be->dropout(s, a->pooled_d, (size_t)B * C, &d, QB_F32);
     }
-    linear(m, a, trace, 6 * L + 1, a->logits, NULL, a->pooled_d, NULL, &m->classifier, B, K, C, false);
+    linear(m, a, trace, 6 * L + 1, a->logits, NULL, a->pooled_d, NULL, &m->classifier, B, K, C, false, QB_F32);
 }
 
 /* The backward pass from a->dlogits; parameter gradients are ADDED to g. */
 static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan *drop, qb_model *g)
 {
     const qb_backend *be = a->be;
+    qb_stream *s = a->stream;
+    const qb_dtype t = a->act;
     const qb_config *c = &m->cfg;
     const int B = a->B, T = a->T, C = c->hidden_size, I = c->intermediate_size, H = c->num_heads;
     const int D = C / H, M = B * T, K = c->num_labels, L = c->num_layers;
     const size_t MC = (size_t)M * C, BC = (size_t)B * C;
 
-    /* Head: classifier, pooled dropout, tanh, pooler; the pooler's input gradient goes
-     * to the first token of each row of dx, every other row is zero. */
-    linear_backward(m, a, 6 * L + 1, a->dpool, &g->classifier, a->dlogits, a->pooled_d, &m->classifier, B, K, C);
+    /* Head (FP32): classifier, pooled dropout, tanh, pooler; the pooler's input
+     * gradient goes to the first token of each row of dx, every other row is zero. */
+    linear_backward(m, a, 6 * L + 1, a->dpool, &g->classifier, a->dlogits, a->pooled_d, &m->classifier, B, K, C,
+                    QB_F32);
     qb_dropout d = site(drop, false, site_pooled(L));
-    be->dropout(a->dpool, BC, &d);
-    be->tanh_backward(a->dpool, a->dpool, a->pooled, BC);
-    linear_backward(m, a, 6 * L, a->dcls, &g->pooler, a->dpool, a->cls, &m->pooler, B, C, C);
-    be->zero(a->dx, MC * 4);
-    for (int b = 0; b < B; b++) be->copy(a->dx + (size_t)b * T * C, a->dcls + (size_t)b * C, (size_t)C * 4);
+    be->dropout(s, a->dpool, BC, &d, QB_F32);
+    be->tanh_backward(s, a->dpool, a->dpool, a->pooled, BC);
+    linear_backward(m, a, 6 * L, a->dcls, &g->pooler, a->dpool, a->cls, &m->pooler, B, C, C, QB_F32);
+    be->zero(s, a->dx, MC * qb_store_bytes(t));
+    be->rows(s, a->dx, t, (size_t)T * C, a->dcls, QB_F32, (size_t)C, B, C);
 
     /* Layers, last first. dx holds the gradient of the layer's output on entry and of
      * its input on exit. */
@@ -490,47 +538,78 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
         qb_layer_params *G = &g->layers[l];
         layer_acts *la = &a->layer[l];
         /* LayerNorm 2: its input t2 = dropout(out(g)) + h1, so dt2 goes to both. */
-        be->layernorm_backward(a->dh, G->ln_out.g, G->ln_out.b, a->dx, la->t2, la->st2, P->ln_out.g, M, C);
-        be->copy(a->dtmp, a->dh, MC * 4);
+        be->layernorm_backward(s, a->dh, G->ln_out.g, G->ln_out.b, a->dx, la->t2, la->st2, P->ln_out.g, M, C, t);
+        be->copy(s, a->dtmp, a->dh, MC * qb_store_bytes(t));
         d = site(drop, false, site_ffn_out(l));
-        be->dropout(a->dtmp, MC, &d);
-        linear_backward(m, a, li + 5, a->da, &G->out, a->dtmp, la->g, &P->out, M, C, I);
-        be->gelu_backward(a->da, a->da, la->a, (size_t)M * I);
-        linear_backward(m, a, li + 4, a->dtmp, &G->inter, a->da, la->h1, &P->inter, M, I, C);
-        be->add(a->dh, a->dtmp, MC);
+        be->dropout(s, a->dtmp, MC, &d, t);
+        linear_backward(m, a, li + 5, a->da, &G->out, a->dtmp, la->g, &P->out, M, C, I, t);
+        be->gelu_backward(s, a->da, a->da, la->a, (size_t)M * I, t);
+        linear_backward(m, a, li + 4, a->dtmp, &G->inter, a->da, la->h1, &P->inter, M, I, C, t);
+        be->add(s, a->dh, a->dtmp, MC, t);
         /* LayerNorm 1: t1 = dropout(attn_out(ctx)) + x. */
-        be->layernorm_backward(a->dx, G->ln_attn.g, G->ln_attn.b, a->dh, la->t1, la->st1, P->ln_attn.g, M, C);
-        be->copy(a->dtmp, a->dx, MC * 4);
+        be->layernorm_backward(s, a->dx, G->ln_attn.g, G->ln_attn.b, a->dh, la->t1, la->st1, P->ln_attn.g, M, C, t);
+        be->copy(s, a->dtmp, a->dx, MC * qb_store_bytes(t));
         d = site(drop, false, site_attn_out(l));
-        be->dropout(a->dtmp, MC, &d);
-        linear_backward(m, a, li + 3, a->dctx, &G->attn_out, a->dtmp, la->ctx, &P->attn_out, M, C, C);
+        be->dropout(s, a->dtmp, MC, &d, t);
+        linear_backward(m, a, li + 3, a->dctx, &G->attn_out, a->dtmp, la->ctx, &P->attn_out, M, C, C, t);
         d = site(drop, true, site_attn(l));
-        be->attention_backward(a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->ctx, la->lse, a->mask, &d, B,
-                               T, H, D, a->math);
-        const float *x = a->x[l];
-        linear_backward(m, a, li + 0, a->dtmp, &G->q, a->dq, x, &P->q, M, C, C);
-        be->add(a->dx, a->dtmp, MC);
-        linear_backward(m, a, li + 1, a->dtmp, &G->k, a->dk, x, &P->k, M, C, C);
-        be->add(a->dx, a->dtmp, MC);
-        linear_backward(m, a, li + 2, a->dtmp, &G->v, a->dv, x, &P->v, M, C, C);
-        be->add(a->dx, a->dtmp, MC);
+        be->attention_backward(s, a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->ctx, la->lse, a->mask, &d, B,
+                               T, H, D, a->math, t);
+        const void *x = a->x[l];
+        linear_backward(m, a, li + 0, a->dtmp, &G->q, a->dq, x, &P->q, M, C, C, t);
+        be->add(s, a->dx, a->dtmp, MC, t);
+        linear_backward(m, a, li + 1, a->dtmp, &G->k, a->dk, x, &P->k, M, C, C, t);
+        be->add(s, a->dx, a->dtmp, MC, t);
+        linear_backward(m, a, li + 2, a->dtmp, &G->v, a->dv, x, &P->v, M, C, C, t);
+        be->add(s, a->dx, a->dtmp, MC, t);
     }
 
     /* Embeddings: dropout, LayerNorm, then the scatter into the three tables. */
     d = site(drop, false, SITE_EMB);
-    be->dropout(a->dx, MC, &d);
-    be->layernorm_backward(a->dx, g->ln_emb.g, g->ln_emb.b, a->dx, a->t0, a->st0, m->ln_emb.g, M, C);
-    be->embedding_backward(g->word_emb, g->pos_emb, g->type_emb, a->dx, a->ids, a->types,
-                           c->pad_token_id, B, T, C);
+    be->dropout(s, a->dx, MC, &d, t);
+    be->layernorm_backward(s, a->dx, g->ln_emb.g, g->ln_emb.b, a->dx, a->t0, a->st0, m->ln_emb.g, M, C, t);
+    be->embedding_backward(s, g->word_emb, g->pos_emb, g->type_emb, a->dx, a->ids, a->types, c->pad_token_id, B, T,
+                           C, t);
 }
 
-/* What a pass over a batch needs first: checked inputs, the QAT weights remade if
- * stale, activations fitting B x T, and the batch in backend memory. */
+qb_dtype qb_model_half_type(const qb_model *m, const qb_backend *be, qb_math math)
+{
+    const qb_config *c = &m->cfg;
+    if (!(be->caps & QB_CAN_HALF) || m->qat || has_qlinear(m) || !qb_half_heads(c->hidden_size / c->num_heads))
+        return QB_F32;
+    return math == QB_MATH_BF16 ? QB_BF16 : math == QB_MATH_FP16 ? QB_F16 : QB_F32;
+}
+
+/* The storage of a pass's activations: the half type of the math (BF16, FP16) when
+ * the backend stores halves and the model has half weights of that type; else FP32. */
+static qb_dtype storage(const qb_model *m, const qb_activations *a)
+{
+    const qb_dtype want = a->math == QB_MATH_BF16 ? QB_BF16 : a->math == QB_MATH_FP16 ? QB_F16 : QB_F32;
+    return (a->be->caps & QB_CAN_HALF) && want != QB_F32 && m->half == want ? want : QB_F32;
+}
+
+/* What a pass over a batch needs first: checked inputs, the storage decided, the QAT
+ * weights remade if stale, the half weights remade from their masters, activations
+ * fitting B x T, and the batch in backend memory. */
 static qb_status stage(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, const int32_t *labels, int B, int T)
+                       const int32_t *mask, const int32_t *labels, int B, int T, const qb_forward_trace *trace)
 {
     qb_status st = check_inputs(&m->cfg, ids, types, mask, labels, B, T);
-    if (st || (st = qat_refresh(m, a->be)) || (st = activations_fit(a, &m->cfg, B, T))) return st;
+    if (st) return st;
+    const qb_dtype act = storage(m, a);
+    if (m->copies == QB_WEIGHTS_HALF && act != m->half)
+        return qb_fail(QB_EINVAL, "the model's weights are %s only on the %s backend: run it with math %s",
+                       qb_dtype_name(m->half), a->be->name, m->half == QB_BF16 ? "bf16" : "fp16");
+    if (act != QB_F32 && (m->qat || a->quantized || (trace && trace->linear_input)))
+        return qb_fail(QB_EINVAL, "QAT, quantized Linears and calibration traces run with FP32 activations: copy "
+                       "the model to the backend without half weights");
+    if (act != a->act) {  /* another layout: the records go with the old one */
+        if (a->graphs) a->be->graphs_free(a->graphs);
+        a->graphs = NULL;
+        a->act = act;
+    }
+    if ((st = qat_refresh(m, a->be)) || (st = activations_fit(a, &m->cfg, B, T))) return st;
+    if (act != QB_F32) qb_model_refresh_half(m, a->stream);
     upload(a, ids, types, mask, labels, B, T);
     return QB_OK;
 }
@@ -550,17 +629,17 @@ qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *id
                          const int32_t *mask, int B, int T, float *logits, qb_forward_trace *trace)
 {
     const size_t bytes = (size_t)B * m->cfg.num_labels * 4;
-    qb_status st = stage(m, a, ids, types, mask, NULL, B, T);
+    qb_status st = stage(m, a, ids, types, mask, NULL, B, T, trace);
     if (st) return st;
-    if (a->be->replay && !trace) {  /* a trace copies to the host mid-pass: never recorded */
+    if ((a->be->caps & QB_CAN_GRAPHS) && !trace) {  /* a trace copies to the host mid-pass: never recorded */
         const uint64_t key[4] = {(uintptr_t)m, (uint64_t)B, (uint64_t)T, (uint64_t)a->math};
-        if ((st = a->be->replay(&a->graphs, key, queue_infer, &(infer_pass){m, a}))) return st;
+        if ((st = a->be->replay(a->stream, &a->graphs, key, queue_infer, &(infer_pass){m, a}))) return st;
     } else {
         forward(m, a, NULL, trace);
     }
     float *out = host_out(a);
-    a->be->to_host(out, a->logits, bytes);
-    if (!(st = a->be->sync())) memcpy(logits, out, bytes);
+    a->be->to_host(a->stream, out, a->logits, bytes);
+    if (!(st = a->be->sync(a->stream))) memcpy(logits, out, bytes);
     return st;
 }
 
@@ -585,15 +664,19 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     if (has_qlinear(m))
         return qb_fail(QB_EINVAL, "a quantized (%s) model cannot be trained: train the FP32 model (with [qat] "
                        "for quantization-aware training), then quantize it", m->scheme);
-    qb_status st = stage(m, a, batch->ids, batch->types, batch->mask, batch->labels, B, T);
+    if (m->copies == QB_WEIGHTS_HALF)
+        return qb_fail(QB_EINVAL, "a model without FP32 weights cannot be trained: copy it to the backend with "
+                       "QB_WEIGHTS_FP32 or QB_WEIGHTS_FP32_AND_HALF");
+    qb_status st = stage(m, a, batch->ids, batch->types, batch->mask, batch->labels, B, T, NULL);
     if (st) return st;
+    qb_stream *s = a->stream;
     forward(m, a, drop, NULL);
-    a->be->xent(a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
+    a->be->xent(s, a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
     float *out = host_out(a), *losses = out + (size_t)B * K;
-    a->be->to_host(losses, a->losses, (size_t)B * 4);
-    if (logits) a->be->to_host(out, a->logits, (size_t)B * K * 4);
+    a->be->to_host(s, losses, a->losses, (size_t)B * 4);
+    if (logits) a->be->to_host(s, out, a->logits, (size_t)B * K * 4);
     /* the forward's error; the backward's comes at the caller's next sync */
-    if ((st = a->be->sync())) return st;
+    if ((st = a->be->sync(s))) return st;
     double sum = 0.0;
     for (int b = 0; b < B; b++) sum += losses[b];
     *loss = (float)(sum / B);

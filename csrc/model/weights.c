@@ -28,6 +28,7 @@ typedef struct {
     init_kind init;
     float **dst;
     const qb_qlinear **qdst;  /* a Linear weight: where a quantized one is bound; else NULL */
+    void **hdst;              /* where its half copy goes (the encoder's matrices, biases); else NULL */
     int group;  /* 0 = encoder (required), 1 = pooler, 2 = classifier (may be initialised) */
 } param_spec;
 
@@ -42,6 +43,7 @@ static void spec(param_spec *s, int *n, const char *name, int ndim, int64_t d0, 
     p->init = init;
     p->dst = dst;
     p->qdst = NULL;
+    p->hdst = NULL;
     p->group = group;
 }
 
@@ -52,8 +54,10 @@ static void spec_linear(param_spec *s, int *n, const char *prefix, int64_t out, 
     snprintf(name, sizeof name, "%s.weight", prefix);
     spec(s, n, name, 2, out, in, P_NORMAL, &p->w, group);
     s[*n - 1].qdst = &p->q;
+    if (group == 0) s[*n - 1].hdst = &p->wh;
     snprintf(name, sizeof name, "%s.bias", prefix);
     spec(s, n, name, 1, out, 0, P_ZERO, &p->b, group);
+    if (group == 0) s[*n - 1].hdst = &p->bh;
 }
 
 static void spec_ln(param_spec *s, int *n, const char *prefix, int64_t c, qb_ln_params *p)
@@ -109,8 +113,11 @@ static int model_specs(qb_model *m, param_spec *s)
     const qb_config *c = &m->cfg;
     int n = 0, C = c->hidden_size, I = c->intermediate_size;
     spec(s, &n, "bert.embeddings.word_embeddings.weight", 2, c->vocab_size, C, P_NORMAL, &m->word_emb, 0);
+    s[n - 1].hdst = &m->emb_h[0];
     spec(s, &n, "bert.embeddings.position_embeddings.weight", 2, c->max_position, C, P_NORMAL, &m->pos_emb, 0);
+    s[n - 1].hdst = &m->emb_h[1];
     spec(s, &n, "bert.embeddings.token_type_embeddings.weight", 2, c->type_vocab_size, C, P_NORMAL, &m->type_emb, 0);
+    s[n - 1].hdst = &m->emb_h[2];
     spec_ln(s, &n, "bert.embeddings.LayerNorm", C, &m->ln_emb);
     for (int l = 0; l < c->num_layers; l++) {
         qb_layer_params *L = &m->layers[l];
@@ -356,16 +363,34 @@ fail:
     return st;
 }
 
+/* The host FP32 tensor src (n floats) into half memory dst of be, rounded to half;
+ * false when out of host memory for the conversion. */
+static bool upload_half(const qb_backend *be, void *dst, const float *src, size_t n, qb_dtype half)
+{
+    void *h = qb_malloc(n * 2);
+    if (!h) return false;
+    qb_backend_cpu()->rows(NULL, h, half, n, src, QB_F32, n, 1, (int)n);
+    be->to_device(NULL, dst, h, n * 2);
+    qb_free(h);
+    return true;
+}
+
 /* A model with m's config and shapes in out: in host memory (be NULL: zeros), or in
- * one allocation of be's memory holding a copy of m's parameters (copy) or zeros.
- * m's quantized Linears are not copied: out's Linears point at m's (which stay
- * m's to free, and whose backend layout qb_model_prepare makes). */
-static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, qb_model *out)
+ * be's memory holding a copy of m's parameters (copy) or zeros, with the half copies
+ * that `copies` asks for (qb_model_to_backend). The FP32 tensors share one allocation
+ * (out->mem); the half copies another (out->half_mem), which mirrors the FP32 layout
+ * at half the offsets, so that one conversion over all of mem remakes them. m's
+ * quantized Linears are not copied: out's Linears point at m's (which stay m's to
+ * free, and whose backend layout qb_model_prepare makes). */
+static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, qb_weight_copies copies,
+                            qb_dtype half, qb_model *out)
 {
     memset(out, 0, sizeof *out);
     out->cfg = m->cfg;
     memset(out->cfg.id2label, 0, sizeof out->cfg.id2label);  /* borrowed strings: not kept */
     memcpy(out->scheme, m->scheme, sizeof out->scheme);
+    out->copies = copies;
+    out->half = copies == QB_WEIGHTS_FP32 ? QB_F32 : half;
     qb_status st = alloc_layers(out);
     const int count = spec_count(&m->cfg);
     param_spec *specs = st ? NULL : calloc((size_t)count * 2, sizeof *specs);
@@ -373,54 +398,85 @@ static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, 
     int n = st ? 0 : model_specs(out, specs);
     param_spec *from = specs + count;  /* m's, for the source pointers */
     if (!st) model_specs((qb_model *)m, from);  /* only takes the addresses of m's fields */
-    size_t bytes = 0;
+    size_t bytes = 0, fp32_bytes = 0;  /* the whole FP32 layout; what of it is allocated */
     for (int s = 0; s < n; s++) {
         if (from[s].qdst && *from[s].qdst) {  /* a quantized Linear: borrowed, no tensor */
             *specs[s].qdst = *from[s].qdst;
             specs[s].dst = NULL;
         } else if (be) {
             bytes += spec_bytes(&specs[s]);
+            if (!(copies == QB_WEIGHTS_HALF && specs[s].ndim == 2 && specs[s].hdst)) fp32_bytes += spec_bytes(&specs[s]);
         }
     }
-    if (be && !st && !(out->mem = be->alloc(bytes)))
-        st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes for the model's parameters", be->name, bytes);
+    if (be && !st && !(out->mem = be->alloc(fp32_bytes)))
+        st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes for the model's parameters", be->name,
+                     fp32_bytes);
+    if (be && !st && out->half != QB_F32 && !(out->half_mem = be->alloc(bytes / 2)))
+        st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate %zu bytes for the model's half weights", be->name,
+                     bytes / 2);
     out->mem_be = be;
-    size_t off = 0;
+    out->mem_floats = bytes / 4;
+    size_t off = 0, fp32_off = 0;
     for (int s = 0; s < n && !st; s++) {
         qb_tensor t;
-        if (!specs[s].dst) continue;
+        param_spec *p = &specs[s];
+        if (!p->dst) continue;
+        const size_t numel = (size_t)p->shape[0] * (p->ndim == 2 ? (size_t)p->shape[1] : 1);
+        if (be && out->half != QB_F32 && p->hdst) {
+            *p->hdst = (char *)out->half_mem + off / 2;
+            if (copy && !upload_half(be, *p->hdst, *from[s].dst, numel, out->half))
+                st = qb_fail(QB_ENOMEM, "out of host memory converting %s to half", p->name);
+        }
+        if (be && copies == QB_WEIGHTS_HALF && p->ndim == 2 && p->hdst) {  /* half only */
+            off += spec_bytes(p);
+            *p->dst = NULL;
+            continue;
+        }
         if (be) {
-            t = (qb_tensor){.dtype = QB_F32, .device = be->device, .ndim = specs[s].ndim,
-                            .shape = {specs[s].shape[0], specs[s].shape[1]}, .data = (char *)out->mem + off};
-            if (copy) be->to_device(t.data, *from[s].dst, (size_t)qb_tensor_numel(&t) * 4);
-            else be->zero(t.data, (size_t)qb_tensor_numel(&t) * 4);
-            off += spec_bytes(&specs[s]);
-        } else if ((st = qb_tensor_alloc(&t, QB_F32, specs[s].ndim, specs[s].shape))) {
+            t = (qb_tensor){.dtype = QB_F32, .device = be->device, .ndim = p->ndim,
+                            .shape = {p->shape[0], p->shape[1]}, .data = (char *)out->mem + fp32_off};
+            if (copy) be->to_device(NULL, t.data, *from[s].dst, numel * 4);
+            else be->zero(NULL, t.data, numel * 4);
+            fp32_off += spec_bytes(p);
+            off += spec_bytes(p);
+        } else if ((st = qb_tensor_alloc(&t, QB_F32, p->ndim, p->shape))) {
             break;
         }
-        *specs[s].dst = t.data;
-        if ((st = qb_weights_add(&out->weights, specs[s].name, t))) qb_tensor_free(&t);
+        *p->dst = t.data;
+        if ((st = qb_weights_add(&out->weights, p->name, t))) qb_tensor_free(&t);
     }
     free(specs);
+    /* The copies ran on the default stream: done before another stream reads them. */
+    if (!st && be) st = be->sync(NULL);
     if (st) qb_model_free(out);
     return st;
 }
 
-qb_status qb_model_zeros_like(const qb_model *m, qb_model *out) { return model_like(m, m->mem_be, false, out); }
-
-qb_status qb_model_to_backend(const qb_model *m, const qb_backend *be, qb_model *out)
+qb_status qb_model_zeros_like(const qb_model *m, qb_model *out)
 {
-    if (m->mem_be) {
-        memset(out, 0, sizeof *out);
-        return qb_fail(QB_EINVAL, "the model is already in %s memory", m->mem_be->name);
-    }
-    return model_like(m, be, true, out);
+    return model_like(m, m->mem_be, false, QB_WEIGHTS_FP32, QB_F32, out);
+}
+
+qb_status qb_model_to_backend(const qb_model *m, const qb_backend *be, qb_weight_copies copies, qb_dtype half,
+                              qb_model *out)
+{
+    memset(out, 0, sizeof *out);
+    if (m->mem_be) return qb_fail(QB_EINVAL, "the model is already in %s memory", m->mem_be->name);
+    if (copies != QB_WEIGHTS_FP32 && half != QB_F16 && half != QB_BF16)
+        return qb_fail(QB_EINVAL, "half weights must be F16 or BF16, not %s", qb_dtype_name(half));
+    return model_like(m, be, true, copies, half, out);
+}
+
+void qb_model_refresh_half(const qb_model *m, qb_stream *s)
+{
+    if (m->copies == QB_WEIGHTS_FP32_AND_HALF)
+        m->mem_be->rows(s, m->half_mem, m->half, m->mem_floats, m->mem, QB_F32, m->mem_floats, 1, (int)m->mem_floats);
 }
 
 void qb_model_zero(qb_model *m, const qb_backend *be)
 {
     for (int i = 0; i < m->weights.count; i++)
-        be->zero(m->weights.tensors[i].data, qb_tensor_nbytes(&m->weights.tensors[i]));
+        be->zero(NULL, m->weights.tensors[i].data, qb_tensor_nbytes(&m->weights.tensors[i]));
 }
 
 /* Every parameter of src into the tensor of the same name in dst, one of them in
@@ -432,8 +488,8 @@ static void copy_params(const qb_model *src, qb_model *dst, const qb_backend *be
         const int j = qb_weights_find(&dst->weights, src->weights.names[i]);
         if (j < 0) continue;
         const size_t bytes = (size_t)qb_tensor_numel(t) * 4;
-        if (to_host) be->to_host(dst->weights.tensors[j].data, t->data, bytes);
-        else be->to_device(dst->weights.tensors[j].data, t->data, bytes);
+        if (to_host) be->to_host(NULL, dst->weights.tensors[j].data, t->data, bytes);
+        else be->to_device(NULL, dst->weights.tensors[j].data, t->data, bytes);
     }
 }
 
@@ -503,6 +559,7 @@ void qb_model_free(qb_model *m)
 {
     qb_weights_free(&m->weights);  /* a backend copy's tensors are views: mem holds them */
     if (m->mem) m->mem_be->free(m->mem);
+    if (m->half_mem) m->mem_be->free(m->half_mem);
     for (int i = 0; i < m->n_qlinear; i++) qb_qlinear_free(&m->qlinear[i]);
     free(m->qlinear);
     qb_qat_free(m->qat);

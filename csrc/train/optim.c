@@ -54,7 +54,7 @@ double qb_grad_norm(const qb_backend *be, const qb_model *grads)
     double total = 0.0;
     for (int i = 0; i < grads->weights.count; i++) {
         const qb_tensor *t = &grads->weights.tensors[i];
-        const double n = sqrt(be->sumsq(t->data, (size_t)qb_tensor_numel(t)));
+        const double n = sqrt(be->sumsq(NULL, t->data, (size_t)qb_tensor_numel(t)));
         total += n * n;
     }
     return sqrt(total);
@@ -88,7 +88,7 @@ qb_status qb_adamw_step(qb_adamw *o, const qb_backend *be, qb_model *model, cons
         if (gi < 0 || mi < 0) return qb_fail(QB_EINVAL, "optimizer: no gradient for %s", name);
         qb_tensor *w = &model->weights.tensors[i];
         s.weight_decay = qb_param_decays(name) ? c->weight_decay : 0.0f;
-        be->adamw(w->data, o->m.weights.tensors[mi].data, o->v.weights.tensors[mi].data,
+        be->adamw(NULL, w->data, o->m.weights.tensors[mi].data, o->v.weights.tensors[mi].data,
                   grads->weights.tensors[gi].data, (size_t)qb_tensor_numel(w), &s);
     }
     return QB_OK;

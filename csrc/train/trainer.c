@@ -181,7 +181,7 @@ static qb_status build_model(run *r, const qb_dataset *train)
 static qb_status pull(run *r)
 {
     qb_model_to_host(&r->model, &r->host);
-    return r->be->sync();
+    return r->be->sync(NULL);
 }
 
 /* The best model so far, with the tokenizer files that travel with it. */
@@ -261,7 +261,7 @@ static qb_status checkpoint_save(run *r)
     if (!st && !(st = host_moments(r, moments))) {
         qb_model_to_host(&r->opt.m, &moments[0]);
         qb_model_to_host(&r->opt.v, &moments[1]);
-        st = r->be->sync();
+        st = r->be->sync(NULL);
     }
     qb_weights w = {0};
     for (int i = 0; i < moments[0].weights.count && !st; i++) {
@@ -335,7 +335,7 @@ static qb_status load_weights(run *r, const char *path)
     if (!st && r->host.qat) st = qb_qat_read_ranges(r->host.qat, &r->host.cfg, &w, path);
     qb_weights_free(&w);
     if (!st) qb_model_from_host(&r->host, &r->model);
-    return st ? st : r->be->sync();
+    return st ? st : r->be->sync(NULL);
 }
 
 static qb_status checkpoint_load(run *r, const char *arg)
@@ -408,7 +408,7 @@ static qb_status checkpoint_load(run *r, const char *arg)
         if (!st) {
             qb_model_from_host(&moments[0], &r->opt.m);
             qb_model_from_host(&moments[1], &r->opt.v);
-            st = r->be->sync();
+            st = r->be->sync(NULL);
         }
         int si = qb_weights_find(&w, "data.starts");
         if (!st && si < 0) st = qb_fail(QB_EFORMAT, "%s: no tensor data.starts", path);
@@ -555,7 +555,7 @@ static qb_status train_loop(run *r)
             double norm = 0;
             float lr = 0;
             if (!bad_loss) st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
-            qb_status dev = r->be->sync();  /* an error of the backward pass or the update */
+            qb_status dev = r->be->sync(NULL);  /* an error of the backward pass or the update */
             if (dev) return dev;
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
             if (st && st != QB_ENUMERIC) return st;
@@ -794,7 +794,11 @@ static qb_status setup(run *r)
     free(ini);
     if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
     if ((st = qat_setup(r))) return st;
-    if ((st = qb_model_to_backend(&r->host, r->be, &r->model))) return st;
+    /* bf16 / fp16 on a GPU: FP32 master weights and half copies, half activations */
+    const qb_dtype half = qb_model_half_type(&r->host, r->be, (qb_math)c->precision);
+    if ((st = qb_model_to_backend(&r->host, r->be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_FP32_AND_HALF, half,
+                                  &r->model)))
+        return st;
     r->model.qat = r->host.qat;  /* borrowed: the host model owns it and saves its ranges */
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;

@@ -9,6 +9,7 @@
 #define QB_MAX_LABELS 64
 
 struct qb_backend;
+struct qb_stream;
 
 typedef struct {
     int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
@@ -33,10 +34,13 @@ int qb_config_label_id(const qb_config *cfg, const char *name);
 
 struct qb_qlinear;
 /* w (out, in) as nn.Linear, b (out). A quantized Linear (a low-bit model file) has
- * w NULL and its weights in q (include/qbert/quant.h). */
+ * w NULL and its weights in q (include/qbert/quant.h). A backend copy with half
+ * weights (qb_model_to_backend) also has wh and bh, w and b in its half type (the
+ * encoder's Linears); in QB_WEIGHTS_HALF w is then NULL. */
 typedef struct {
     float *w, *b;
     const struct qb_qlinear *q;
+    void *wh, *bh;
 } qb_linear_params;
 typedef struct { float *g, *b; } qb_ln_params;      /* (C) */
 
@@ -66,6 +70,13 @@ typedef struct {
      * mem, one allocation of mem_be; NULL for host models. */
     const struct qb_backend *mem_be;
     void *mem;
+    /* Its half weights (qb_weight_copies): their type (QB_F32: none), the encoder's
+     * embedding tables in it (word, position, type; NULL without), one allocation. */
+    int copies;          /* qb_weight_copies */
+    qb_dtype half;
+    void *emb_h[3];
+    void *half_mem;
+    size_t mem_floats;   /* of the FP32 layout that half_mem mirrors */
 } qb_model;
 
 /* The Linear layers in graph order: per layer query, key, value, attention output,
@@ -99,19 +110,41 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
 qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
                                 const char *source, qb_model *m);
 /* Lays out the quantized Linears' weights for the backend (CPU: packed INT8 / INT4
- * tiles) once; without it they run on the scalar reference path. */
-qb_status qb_model_prepare(qb_model *m, const struct qb_backend *be);
+ * tiles) once, on stream s; without it they run on the scalar reference path. */
+qb_status qb_model_prepare(qb_model *m, const struct qb_backend *be, struct qb_stream *s);
 /* A zero-filled model with m's config and shapes (gradients, optimizer moments):
  * same tensor names, same pointer layout, in the same memory as m (host, or m's
  * backend for a qb_model_to_backend copy). Its config borrows nothing (no labels). */
 qb_status qb_model_zeros_like(const qb_model *m, qb_model *out);
 /* Sets every parameter of m (gradients, between steps) to zero, in be's memory. */
 void qb_model_zero(qb_model *m, const struct qb_backend *be);
-/* A copy of the FP32 host model m in backend memory (one be->alloc; be->free when
+/* Which copies of its weights a model in backend memory holds. */
+typedef enum {
+    QB_WEIGHTS_FP32,          /* FP32, as on the host */
+    QB_WEIGHTS_FP32_AND_HALF, /* FP32 master weights and half copies of the encoder's
+                               * (training with half activations: the copies are
+                               * remade from the masters before each pass) */
+    QB_WEIGHTS_HALF,          /* the encoder's matrices (embedding tables, Linear
+                               * weights) in half only, its biases in both, LayerNorm
+                               * and the head FP32 (inference: what FP16 / BF16 files
+                               * keep in device memory) */
+} qb_weight_copies;
+/* A copy of the FP32 host model m in backend memory (be->alloc; be->free when
  * qb_model_free'd): the same names, shapes and pointer layout, for running m on
- * that backend (the op table takes backend pointers). Quantized models, and a model
- * already in backend memory: an error. Its config borrows nothing (no labels). */
-qb_status qb_model_to_backend(const qb_model *m, const struct qb_backend *be, qb_model *out);
+ * that backend (the op table takes backend pointers); with half copies (half:
+ * QB_F16 or QB_BF16) as `copies` says, for passes whose activations are stored in
+ * that type. A model already in backend memory: an error. Quantized Linears are
+ * borrowed from m. Its config borrows nothing (no labels). */
+qb_status qb_model_to_backend(const qb_model *m, const struct qb_backend *be, qb_weight_copies copies, qb_dtype half,
+                              qb_model *out);
+/* The half type (QB_F16, QB_BF16) that be's copy of m needs for passes with products
+ * in math to store their activations in half (csrc/model/bert.c); QB_F32 when they
+ * cannot: a backend without QB_CAN_HALF, FP32 / TF32 math, a QAT or quantized model,
+ * a head dim attention cannot take in half. */
+qb_dtype qb_model_half_type(const qb_model *m, const struct qb_backend *be, qb_math math);
+/* Remakes the half copies of a QB_WEIGHTS_FP32_AND_HALF model from its FP32 weights
+ * (one conversion on s; nothing for other models). */
+void qb_model_refresh_half(const qb_model *m, struct qb_stream *s);
 /* Copies every parameter of src (a qb_model_to_backend copy) into dst, a host model
  * of the same config (qb_model_zeros_like of the original). */
 void qb_model_to_host(const qb_model *src, qb_model *dst);
@@ -166,8 +199,12 @@ typedef struct qb_activations qb_activations;
 qb_status qb_activations_new(const qb_model *m, const struct qb_backend *be, bool train,
                              qb_activations **out);
 void qb_activations_free(qb_activations *a);
-/* The arithmetic of the FP32 Linears' products in passes over a (default FP32). */
+/* The arithmetic of the products in passes over a (default FP32). On a backend that
+ * stores activations in half (QB_CAN_HALF), BF16 / FP16 with a model that has half
+ * weights of that type (qb_model_to_backend) also stores the activations in it. */
 void qb_activations_set_math(qb_activations *a, qb_math math);
+/* The stream passes over a run on (default NULL: the backend's default one). */
+void qb_activations_set_stream(qb_activations *a, struct qb_stream *s);
 
 /* qb_model_forward on activations the caller keeps (an engine's, reused across
  * batches; made with train = false or true), on their backend. */
