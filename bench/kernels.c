@@ -158,12 +158,12 @@ static void op_gelu_backward(void *p) { args *a = p; a->be->gelu_backward(NULL, 
 static void op_attention(void *p)
 {
     args *a = p;
-    a->be->attention(NULL, a->y, a->lse, a->q, a->k, a->vv, a->mask, &a->drop, B, T, H, D, a->math, a->st);
+    a->be->attention(NULL, a->y, a->lse, a->q, a->k, a->vv, H * D, a->mask, &a->drop, B, T, H, D, a->math, a->st);
 }
 static void op_attention_backward(void *p)
 {
     args *a = p;
-    a->be->attention_backward(NULL, a->dq, a->dk, a->dv, a->res, a->q, a->k, a->vv, a->y, a->lse, a->mask, &a->drop, B,
+    a->be->attention_backward(NULL, a->dq, a->dk, a->dv, a->res, a->q, a->k, a->vv, H * D, a->y, a->lse, a->mask, &a->drop, B,
                               T, H, D, a->math, a->st);
 }
 static void op_embedding(void *p)

@@ -193,21 +193,23 @@ __device__ __forceinline__ void score_rows(float *Sw, const float *A, float *til
 }
 
 /* The block's place: grid (B*H * ceil(T / BLOCK_ROWS)), the row tiles of a head
- * adjacent. head = offset of element (b, 0, h*D) in (B, T, H*D). */
+ * adjacent. head = offset of element (b, 0, h*D) in out and dout (rows of C = H*D);
+ * in = that offset in q, k, v and their gradients (rows of ld). */
 struct Place {
     int bh, b, row0;
-    size_t C, head;
+    size_t C, head, ld, in;
 };
 
-__device__ __forceinline__ Place block_place(int T, int H, int D)
+__device__ __forceinline__ Place block_place(int T, int H, int D, int ld)
 {
     const int tiles = (T + BLOCK_ROWS - 1) / BLOCK_ROWS;
     Place p;
     p.bh = blockIdx.x / tiles;
     p.b = p.bh / H;
     p.row0 = blockIdx.x % tiles * BLOCK_ROWS;
-    p.C = (size_t)H * D;
+    p.C = (size_t)H * D, p.ld = (size_t)ld;
     p.head = (size_t)p.b * T * p.C + (size_t)(p.bh % H) * D;
+    p.in = (size_t)p.b * T * p.ld + (size_t)(p.bh % H) * D;
     return p;
 }
 
@@ -215,17 +217,17 @@ __device__ __forceinline__ Place block_place(int T, int H, int D)
  * V tile (TILE, Dp), the tile's probabilities (BLOCK_ROWS, TILE). out (B, T, H*D). */
 static __global__ void __launch_bounds__(THREADS)
 attention_online_kernel(float *out, const float *q, const float *k, const float *v, const int32_t *mask, int T,
-                        int H, int D, float sqrt_d)
+                        int H, int D, int ld, float sqrt_d)
 {
     extern __shared__ float4 shared4[];
     const int Dp = pad4(D), ldk = lane_row_stride(Dp);
     float *Qs = reinterpret_cast<float *>(shared4), *Ks = Qs + BLOCK_ROWS * Dp, *Vs = Ks + TILE * ldk;
     float *Ps = Vs + TILE * Dp;
-    const Place pl = block_place(T, H, D);
+    const Place pl = block_place(T, H, D, ld);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = warp * ROWS_PER_WARP;
     const int32_t *mask_b = mask + (size_t)pl.b * T;
 
-    load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
+    load_rows(Qs, Dp, q + pl.in, pl.ld, pl.row0, BLOCK_ROWS, T, D, Dp);
     /* Per row: m the maximum score so far, l the sum of exp(score - m), acc the sum of
      * exp(score - m) v; both rescaled by exp(m_old - m_new) when m grows. m starts at
      * -inf, which the first tile (key 0 is always there) replaces by a finite value. */
@@ -235,8 +237,8 @@ attention_online_kernel(float *out, const float *q, const float *k, const float 
     zero_acc(acc);
     for (int j0 = 0; j0 < T; j0 += TILE) {
         __syncthreads();  /* every warp is done with the previous K, V and P tiles */
-        load_rows(Ks, ldk, k + pl.head, pl.C, j0, TILE, T, D, Dp);
-        load_rows(Vs, Dp, v + pl.head, pl.C, j0, TILE, T, D, Dp);
+        load_rows(Ks, ldk, k + pl.in, pl.ld, j0, TILE, T, D, Dp);
+        load_rows(Vs, Dp, v + pl.in, pl.ld, j0, TILE, T, D, Dp);
         __syncthreads();
         float s[ROWS_PER_WARP];
         tile_dots(s, Qs + r0 * Dp, Ks + lane * ldk, Dp);
@@ -276,7 +278,7 @@ __device__ __forceinline__ void softmax_rows(float *Sw, const float *Qs, float *
 {
     const int Dp = pad4(D), lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * ROWS_PER_WARP;
     const int32_t *mask_b = mask + (size_t)pl.b * T;
-    score_rows(Sw, Qs + r0 * Dp, tile, k + pl.head, pl.C, T, D, Dp, lane,
+    score_rows(Sw, Qs + r0 * Dp, tile, k + pl.in, pl.ld, T, D, Dp, lane,
                [&](int j, float s) { return s / sqrt_d + (1.0f - (float)mask_b[j]) * -FLT_MAX; });
     __syncwarp();  /* the softmax of a row is taken by the warp that wrote it */
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -304,16 +306,16 @@ __device__ __forceinline__ void softmax_rows(float *Sw, const float *Qs, float *
  * (B, H, T) or NULL; drop.p == 0: no dropout. */
 static __global__ void __launch_bounds__(THREADS)
 attention_rows_kernel(float *out, float *lse, const float *q, const float *k, const float *v, const int32_t *mask,
-                      qb_dropout drop, int T, int H, int D, float sqrt_d)
+                      qb_dropout drop, int T, int H, int D, int ld, float sqrt_d)
 {
     extern __shared__ float4 shared4[];
     const int Dp = pad4(D), ldk = lane_row_stride(Dp);
     float *Qs = reinterpret_cast<float *>(shared4), *tile = Qs + BLOCK_ROWS * Dp, *S = tile + TILE * ldk;
-    const Place pl = block_place(T, H, D);
+    const Place pl = block_place(T, H, D, ld);
     const int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * ROWS_PER_WARP;
     float *Sw = S + r0 * T;  /* this warp's rows */
 
-    load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
+    load_rows(Qs, Dp, q + pl.in, pl.ld, pl.row0, BLOCK_ROWS, T, D, Dp);
     softmax_rows(Sw, Qs, tile, k, mask, lse, pl, T, D, sqrt_d);
     for (int r = 0; r < ROWS_PER_WARP && drop.p > 0.0f; r++) {
         const int i = pl.row0 + r0 + r;
@@ -321,7 +323,7 @@ attention_rows_kernel(float *out, float *lse, const float *q, const float *k, co
     }
     __syncwarp();
     float acc[ROWS_PER_WARP][COLS];
-    rows_times(acc, Sw, T, tile, v + pl.head, pl.C, D, Dp, lane);
+    rows_times(acc, Sw, T, tile, v + pl.in, pl.ld, D, Dp, lane);
     store_rows(out + pl.head, pl.C, pl.row0 + r0, T, D, lane, acc);
 }
 
@@ -332,22 +334,22 @@ attention_rows_kernel(float *out, float *lse, const float *q, const float *k, co
 static __global__ void __launch_bounds__(THREADS)
 attention_backward_query_kernel(float *dq, float *probs, float *ds, const float *dout, const float *q,
                                 const float *k, const float *v, const int32_t *mask, qb_dropout drop, int T, int H,
-                                int D, float sqrt_d)
+                                int D, int ld, float sqrt_d)
 {
     extern __shared__ float4 shared4[];
     const int Dp = pad4(D), ldk = lane_row_stride(Dp);
     float *Qs = reinterpret_cast<float *>(shared4), *tile = Qs + BLOCK_ROWS * Dp, *P = tile + TILE * ldk;
     float *G = P + BLOCK_ROWS * T;
-    const Place pl = block_place(T, H, D);
+    const Place pl = block_place(T, H, D, ld);
     const int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * ROWS_PER_WARP;
     float *Pw = P + r0 * T, *Gw = G + r0 * T;  /* this warp's rows */
     const float inv_sqrt_d = 1.0f / sqrt_d;
 
-    load_rows(Qs, Dp, q + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
+    load_rows(Qs, Dp, q + pl.in, pl.ld, pl.row0, BLOCK_ROWS, T, D, Dp);
     softmax_rows(Pw, Qs, tile, k, mask, NULL, pl, T, D, sqrt_d);
     __syncthreads();  /* every warp is done with the Q rows */
     load_rows(Qs, Dp, dout + pl.head, pl.C, pl.row0, BLOCK_ROWS, T, D, Dp);
-    score_rows(Gw, Qs + r0 * Dp, tile, v + pl.head, pl.C, T, D, Dp, lane, [](int, float s) { return s; });  /* dP' */
+    score_rows(Gw, Qs + r0 * Dp, tile, v + pl.in, pl.ld, T, D, Dp, lane, [](int, float s) { return s; });  /* dP' */
     __syncwarp();  /* a row of dP' is turned into dS by the warp that wrote it */
     /* Rows past T hold dP' of zero dO rows (zeros) and are never stored. */
     for (int r = 0; r < ROWS_PER_WARP; r++) {
@@ -371,8 +373,8 @@ attention_backward_query_kernel(float *dq, float *probs, float *ds, const float 
         }
     }
     float acc[ROWS_PER_WARP][COLS];
-    rows_times(acc, Gw, T, tile, k + pl.head, pl.C, D, Dp, lane);
-    store_rows(dq + pl.head, pl.C, pl.row0 + r0, T, D, lane, acc);
+    rows_times(acc, Gw, T, tile, k + pl.in, pl.ld, D, Dp, lane);
+    store_rows(dq + pl.in, pl.ld, pl.row0 + r0, T, D, lane, acc);
 }
 
 /* Row stride of the transposed weight tiles: the pad of 1 spreads their transposing
@@ -384,13 +386,13 @@ attention_backward_query_kernel(float *dq, float *probs, float *ds, const float 
  * T, T): the query kernel's P and dS. */
 static __global__ void __launch_bounds__(THREADS)
 attention_backward_key_kernel(float *dk, float *dv, const float *dout, const float *q, const float *probs,
-                              const float *ds, qb_dropout drop, int T, int H, int D)
+                              const float *ds, qb_dropout drop, int T, int H, int D, int ld)
 {
     extern __shared__ float4 shared4[];
     const int Dp = pad4(D);
     float *Os = reinterpret_cast<float *>(shared4), *Qs = Os + TILE * Dp, *Pt = Qs + TILE * Dp;
     float *St = Pt + BLOCK_ROWS * LDW;
-    const Place pl = block_place(T, H, D);  /* row0: the block's first key row */
+    const Place pl = block_place(T, H, D, ld);  /* row0: the block's first key row */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = warp * ROWS_PER_WARP;
 
     float dv_acc[ROWS_PER_WARP][COLS], dk_acc[ROWS_PER_WARP][COLS];
@@ -399,7 +401,7 @@ attention_backward_key_kernel(float *dk, float *dv, const float *dout, const flo
     for (int i0 = 0; i0 < T; i0 += TILE) {
         __syncthreads();
         load_rows(Os, Dp, dout + pl.head, pl.C, i0, TILE, T, D, Dp);
-        load_rows(Qs, Dp, q + pl.head, pl.C, i0, TILE, T, D, Dp);
+        load_rows(Qs, Dp, q + pl.in, pl.ld, i0, TILE, T, D, Dp);
         /* Element (i0 + a, row0 + c) of P' and dS goes to [c][a]: a key row's weights
          * are then contiguous, as accumulate reads them. The dropout factor is drawn
          * per element here: a tile row spans only 16 indices. */
@@ -420,8 +422,8 @@ attention_backward_key_kernel(float *dk, float *dv, const float *dout, const flo
         accumulate(dv_acc, Pt + r0 * LDW, LDW, Os, Dp, n, D, lane);  /* dV += P'^T dO */
         accumulate(dk_acc, St + r0 * LDW, LDW, Qs, Dp, n, D, lane);  /* dK += dS^T Q */
     }
-    store_rows(dv + pl.head, pl.C, pl.row0 + r0, T, D, lane, dv_acc);
-    store_rows(dk + pl.head, pl.C, pl.row0 + r0, T, D, lane, dk_acc);
+    store_rows(dv + pl.in, pl.ld, pl.row0 + r0, T, D, lane, dv_acc);
+    store_rows(dk + pl.in, pl.ld, pl.row0 + r0, T, D, lane, dk_acc);
 }
 
 /* Records an error naming the limits when T or D is past them. */
@@ -463,7 +465,7 @@ static bool tensor_cores(qb_stream *s, qb_math math, qb_dtype t, int D, const vo
 }
 
 extern "C" void qb_cuda_attention(qb_stream *s, void *out_, float *lse, const void *q_, const void *k_, const void *v_,
-                                  const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
+                                  int ld, const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                   qb_math math, qb_dtype t)
 {
     if (B <= 0 || H <= 0 || T <= 0 || D <= 0 || !within_limits(s, "attention", T, D)) return;
@@ -472,7 +474,7 @@ extern "C" void qb_cuda_attention(qb_stream *s, void *out_, float *lse, const vo
     const void *ptrs[] = {out_, q_, k_, v_};
     bool refused;
     if (tensor_cores(s, math, t, D, ptrs, 4, &refused)) {
-        qb_cuda_flash_attention(s, out_, lse, q_, k_, v_, mask, &d, B, T, H, D, math, t);
+        qb_cuda_flash_attention(s, out_, lse, q_, k_, v_, ld, mask, &d, B, T, H, D, math, t);
         return;
     }
     if (refused) return;
@@ -485,19 +487,20 @@ extern "C" void qb_cuda_attention(qb_stream *s, void *out_, float *lse, const vo
         /* 42.5 KiB at most (D = 128): within the default limit. */
         const size_t bytes =
             (size_t)(BLOCK_ROWS * Dp + TILE * lane_row_stride(Dp) + TILE * Dp + BLOCK_ROWS * TILE) * sizeof(float);
-        attention_online_kernel<<<blocks, THREADS, bytes, qb_cuda_stream(s)>>>(out, q, k, v, mask, T, H, D, sqrt_d);
+        attention_online_kernel<<<blocks, THREADS, bytes, qb_cuda_stream(s)>>>(out, q, k, v, mask, T, H, D, ld,
+                                                                                 sqrt_d);
         qb_cuda_launched(s, "attention (online softmax)");
     } else {
         const size_t bytes = score_rows_bytes(T, Dp, 1);  /* up to 56.5 KiB (T = 512, D = 128) */
         if (!qb_cuda_allow_shared(s, (const void *)attention_rows_kernel, bytes, "attention: shared memory")) return;
-        attention_rows_kernel<<<blocks, THREADS, bytes, qb_cuda_stream(s)>>>(out, lse, q, k, v, mask, d, T, H, D,
+        attention_rows_kernel<<<blocks, THREADS, bytes, qb_cuda_stream(s)>>>(out, lse, q, k, v, mask, d, T, H, D, ld,
                                                                             sqrt_d);
         qb_cuda_launched(s, "attention (score rows)");
     }
 }
 
 extern "C" void qb_cuda_attention_backward(qb_stream *s, void *dq_, void *dk_, void *dv_, const void *dout_,
-                                           const void *q_, const void *k_, const void *v_, const void *out,
+                                           const void *q_, const void *k_, const void *v_, int ld, const void *out,
                                            const float *lse, const int32_t *mask, const qb_dropout *drop, int B,
                                            int T, int H, int D, qb_math math, qb_dtype t)
 {
@@ -507,7 +510,8 @@ extern "C" void qb_cuda_attention_backward(qb_stream *s, void *dq_, void *dk_, v
     const void *ptrs[] = {dq_, dk_, dv_, dout_, q_, k_, v_, out};
     bool refused;
     if (tensor_cores(s, math, t, D, ptrs, 8, &refused)) {
-        qb_cuda_flash_attention_backward(s, dq_, dk_, dv_, dout_, q_, k_, v_, out, lse, mask, &d, B, T, H, D, math, t);
+        qb_cuda_flash_attention_backward(s, dq_, dk_, dv_, dout_, q_, k_, v_, ld, out, lse, mask, &d, B, T, H, D, math,
+                                         t);
         return;
     }
     if (refused) return;
@@ -533,10 +537,10 @@ extern "C" void qb_cuda_attention_backward(qb_stream *s, void *dq_, void *dk_, v
         return;
     }
     attention_backward_query_kernel<<<blocks, THREADS, query_bytes, stream>>>(dq, scratch, scratch + tt, dout, q, k, v,
-                                                                              mask, d, T, H, D, sqrt_d);
+                                                                              mask, d, T, H, D, ld, sqrt_d);
     qb_cuda_launched(s, "attention backward (P, dS, dQ)");
     attention_backward_key_kernel<<<blocks, THREADS, key_bytes, stream>>>(dk, dv, dout, q, scratch, scratch + tt, d, T,
-                                                                          H, D);
+                                                                          H, D, ld);
     qb_cuda_launched(s, "attention backward (dK, dV)");
     qb_cuda_note(s, cudaFreeAsync(scratch, stream), "attention backward: free the scratch");
 }

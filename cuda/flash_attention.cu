@@ -91,13 +91,14 @@ struct RunForward {
     void *out;
     float *lse;
     const void *q, *k, *v;
+    int ld;
     const int32_t *mask;
     const qb_dropout *drop;
     int B, T, H, D;
     template <typename S, typename M, int DD> void operator()() const
     {
         const int C = H * D;
-        const flash::Forward<S> a = {(const S *)q, (const S *)k, (const S *)v, (S *)out, lse, mask, T, H, C, C,
+        const flash::Forward<S> a = {(const S *)q, (const S *)k, (const S *)v, (S *)out, lse, mask, T, H, ld, C,
                                      scale_log2(D), *drop, 1.0f / (1.0f - drop->p)};
         Kernels<S, M, DD>::forward(s, a, B);
     }
@@ -106,7 +107,9 @@ struct RunForward {
 struct RunBackward {
     qb_stream *s;
     void *dq, *dk, *dv;
-    const void *dout, *q, *k, *v, *out;
+    const void *dout, *q, *k, *v;
+    int ld;
+    const void *out;
     const float *lse;
     float *dsum;
     const int32_t *mask;
@@ -116,21 +119,21 @@ struct RunBackward {
     {
         const int C = H * D;
         const flash::Backward<S> a = {(const S *)q, (const S *)k, (const S *)v, (const S *)out, (const S *)dout,
-                                      (S *)dq, (S *)dk, (S *)dv, lse, dsum, mask, T, H, C, C, scale_log2(D),
+                                      (S *)dq, (S *)dk, (S *)dv, lse, dsum, mask, T, H, ld, C, scale_log2(D),
                                       (float)(1.0 / sqrt((double)D)), *drop, 1.0f / (1.0f - drop->p)};
         Kernels<S, M, DD>::backward(s, a, B);
     }
 };
 
 extern "C" void qb_cuda_flash_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k,
-                                        const void *v, const int32_t *mask, const qb_dropout *drop, int B, int T,
+                                        const void *v, int ld, const int32_t *mask, const qb_dropout *drop, int B, int T,
                                         int H, int D, qb_math math, qb_dtype t)
 {
-    dispatch(t, math, D, RunForward{s, out, lse, q, k, v, mask, drop, B, T, H, D});
+    dispatch(t, math, D, RunForward{s, out, lse, q, k, v, ld, mask, drop, B, T, H, D});
 }
 
 extern "C" void qb_cuda_flash_attention_backward(qb_stream *s, void *dq, void *dk, void *dv, const void *dout,
-                                                 const void *q, const void *k, const void *v, const void *out,
+                                                 const void *q, const void *k, const void *v, int ld, const void *out,
                                                  const float *lse, const int32_t *mask, const qb_dropout *drop, int B,
                                                  int T, int H, int D, qb_math math, qb_dtype t)
 {
@@ -144,6 +147,6 @@ extern "C" void qb_cuda_flash_attention_backward(qb_stream *s, void *dq, void *d
         qb_cuda_note(s, e, what);
         return;
     }
-    dispatch(t, math, D, RunBackward{s, dq, dk, dv, dout, q, k, v, out, lse, dsum, mask, drop, B, T, H, D});
+    dispatch(t, math, D, RunBackward{s, dq, dk, dv, dout, q, k, v, ld, out, lse, dsum, mask, drop, B, T, H, D});
     qb_cuda_note(s, cudaFreeAsync(dsum, stream), "flash attention backward: free dsum");
 }

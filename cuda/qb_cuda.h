@@ -145,21 +145,21 @@ double qb_cuda_sumsq(qb_stream *s, const float *x, size_t n);
 
 /* cuda/attention.cu (BF16 / FP16 products at head dims 32, 64, 128 go on to
  * cuda/flash_attention.cu; FP16 / BF16 storage only there) */
-void qb_cuda_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v,
+void qb_cuda_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v, int ld,
                        const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
                        qb_dtype t);
 void qb_cuda_attention_backward(qb_stream *s, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                                const void *k, const void *v, const void *out, const float *lse,
+                                const void *k, const void *v, int ld, const void *out, const float *lse,
                                 const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                 qb_math math, qb_dtype t);
 /* cuda/flash_attention.cu: the same on the tensor cores, math BF16 or FP16 (the
  * operand type; storage t FP32 or that type), D 32, 64 or 128, 16-byte aligned
  * buffers, drop not NULL (p = 0: off). */
 void qb_cuda_flash_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v,
-                             const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
+                             int ld, const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
                              qb_dtype t);
 void qb_cuda_flash_attention_backward(qb_stream *s, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                                      const void *k, const void *v, const void *out, const float *lse,
+                                      const void *k, const void *v, int ld, const void *out, const float *lse,
                                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                       qb_math math, qb_dtype t);
 

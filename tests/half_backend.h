@@ -123,37 +123,44 @@ static void hb_dropout(qb_stream *s, void *x, size_t n, const qb_dropout *drop, 
     narrow(x, f, n, t);
 }
 
-static void hb_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v,
+static void hb_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v, int ld,
                          const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
                          qb_dtype t)
 {
     if (t == QB_F32) {
-        qb_backend_cpu()->attention(s, out, lse, q, k, v, mask, drop, B, T, H, D, math, t);
+        qb_backend_cpu()->attention(s, out, lse, q, k, v, ld, mask, drop, B, T, H, D, math, t);
         return;
     }
-    const size_t n = (size_t)B * T * H * D;
+    const size_t n = (size_t)B * T * H * D, nin = ((size_t)B * T - 1) * ld + (size_t)H * D;
     const qb_math m = t == QB_BF16 ? QB_MATH_BF16 : QB_MATH_FP16;  /* half storage: products in it */
-    float *fq = widen(q, n, t), *fk = widen(k, n, t), *fv = widen(v, n, t), *fo = widen(NULL, n, t);
-    qb_backend_cpu()->attention(s, fo, lse, fq, fk, fv, mask, drop, B, T, H, D, m, QB_F32);
+    float *fq = widen(q, nin, t), *fk = widen(k, nin, t), *fv = widen(v, nin, t), *fo = widen(NULL, n, t);
+    qb_backend_cpu()->attention(s, fo, lse, fq, fk, fv, ld, mask, drop, B, T, H, D, m, QB_F32);
     narrow(out, fo, n, t);
     free(fq), free(fk), free(fv);
 }
 
 static void hb_attention_backward(qb_stream *s, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                                  const void *k, const void *v, const void *out, const float *lse,
+                                  const void *k, const void *v, int ld, const void *out, const float *lse,
                                   const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                   qb_math math, qb_dtype t)
 {
-    if (t == QB_F32)
-        return qb_backend_cpu()->attention_backward(s, dq, dk, dv, dout, q, k, v, out, lse, mask, drop, B, T, H, D,
-                                                    math, t);
-    const size_t n = (size_t)B * T * H * D;
+    if (t == QB_F32) {
+        qb_backend_cpu()->attention_backward(s, dq, dk, dv, dout, q, k, v, ld, out, lse, mask, drop, B, T, H, D, math,
+                                             t);
+        return;
+    }
+    const size_t n = (size_t)B * T * H * D, nin = ((size_t)B * T - 1) * ld + (size_t)H * D;
     const qb_math m = t == QB_BF16 ? QB_MATH_BF16 : QB_MATH_FP16;
-    float *fdo = widen(dout, n, t), *fq = widen(q, n, t), *fk = widen(k, n, t), *fv = widen(v, n, t);
-    float *fdq = widen(NULL, n, t), *fdk = widen(NULL, n, t), *fdv = widen(NULL, n, t);
-    qb_backend_cpu()->attention_backward(s, fdq, fdk, fdv, fdo, fq, fk, fv, NULL, lse, mask, drop, B, T, H, D, m,
-                                         QB_F32);
-    narrow(dq, fdq, n, t), narrow(dk, fdk, n, t), narrow(dv, fdv, n, t);
+    float *fdo = widen(dout, n, t), *fq = widen(q, nin, t), *fk = widen(k, nin, t), *fv = widen(v, nin, t);
+    float *grads[3] = {widen(NULL, nin, t), widen(NULL, nin, t), widen(NULL, nin, t)};
+    qb_backend_cpu()->attention_backward(s, grads[0], grads[1], grads[2], fdo, fq, fk, fv, ld, NULL, lse, mask, drop, B,
+                                         T, H, D, m, QB_F32);
+    /* dq, dk, dv may be the thirds of one buffer: each writes back only its own columns */
+    void *dst[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++) {
+        half_cpu->rows(NULL, dst[i], t, (size_t)ld, grads[i], QB_F32, (size_t)ld, B * T, H * D);
+        free(grads[i]);
+    }
     free(fdo), free(fq), free(fk), free(fv);
 }
 

@@ -552,15 +552,15 @@ static void check_attention(int B, int T, int H, int D)
     attention_reference(ref, q, k, v, mask, B, T, H, D);
     for (int i = 0; i < n_isas; i++) {
         qb_cpu_set_isa(isas[i]);
-        qb_cpu_attention(out, NULL, q, k, v, mask, NULL, B, T, H, D, QB_MATH_FP32);
+        qb_cpu_attention(out, NULL, q, k, v, H * D, mask, NULL, B, T, H, D, QB_MATH_FP32);
         double e = rel_err(out, ref, n);
         CHECKF(e <= TOL, "attention %s B=%d T=%d H=%d D=%d: rel err %.3g", qb_isa_name(isas[i]),
                B, T, H, D, e);
         if (T == 128) printf("attention %-6s T=128: relative L2 error %.3g\n", qb_isa_name(isas[i]), e);
         omp_set_num_threads(1);
-        qb_cpu_attention(out2, NULL, q, k, v, mask, NULL, B, T, H, D, QB_MATH_FP32);
+        qb_cpu_attention(out2, NULL, q, k, v, H * D, mask, NULL, B, T, H, D, QB_MATH_FP32);
         omp_set_num_threads(2);
-        qb_cpu_attention(out, NULL, q, k, v, mask, NULL, B, T, H, D, QB_MATH_FP32);
+        qb_cpu_attention(out, NULL, q, k, v, H * D, mask, NULL, B, T, H, D, QB_MATH_FP32);
         CHECKF(memcmp(out, out2, n * sizeof *out) == 0,
                "attention %s B=%d T=%d: 1 and 2 threads differ", qb_isa_name(isas[i]), B, T);
     }

@@ -10,8 +10,8 @@
  * D = 32, 64, 128 and an odd D, B*H > 1. Masks: a padded tail in the first sequence
  * (whole key tiles of it skipped at T = 512), random lengths in the middle ones, the
  * last sequence (B >= 2) fully padded (its log-sum-exp is the backend's own and is
- * not compared). Past the limits (T > 512, D > 128) the op must leave a pending
- * error that names them. */
+ * not compared). q, k, v as the thirds of one fused QKV buffer too (check_fused). Past
+ * the limits (T > 512, D > 128) the op must leave a pending error that names them. */
 #include "cuda_check.h"
 
 /* lse (B, H, T) of the sequences that attend to at least one key (mask (B, T)). */
@@ -55,8 +55,8 @@ static void check_attention(int B, int T, int H, int D, int train, float p, qb_m
     float *g_q = dev_from(q, n * 4), *g_k = dev_from(k, n * 4), *g_v = dev_from(v, n * 4);
     int32_t *g_mask = dev_from(mask, (size_t)B * T * 4);
     float *g_out = dev_poison(n * 4), *g_lse = train ? dev_poison(nl * 4) : NULL;
-    cpu->attention(NULL, out, lse, q, k, v, mask, drop, B, T, H, D, m, QB_F32);
-    gpu->attention(NULL, g_out, g_lse, g_q, g_k, g_v, g_mask, drop, B, T, H, D, m, QB_F32);
+    cpu->attention(NULL, out, lse, q, k, v, H * D, mask, drop, B, T, H, D, m, QB_F32);
+    gpu->attention(NULL, g_out, g_lse, g_q, g_k, g_v, H * D, g_mask, drop, B, T, H, D, m, QB_F32);
     snprintf(part, sizeof part, "%s: out", what);
     check_close(part, g_out, out, n, tol);
 
@@ -66,8 +66,8 @@ static void check_attention(int B, int T, int H, int D, int train, float p, qb_m
         float *dq = host_alloc(n * sizeof *dq), *dk = host_alloc(n * sizeof *dk), *dv = host_alloc(n * sizeof *dv);
         float *g_dout = dev_from(dout, n * 4);
         float *g_dq = dev_poison(n * 4), *g_dk = dev_poison(n * 4), *g_dv = dev_poison(n * 4);
-        cpu->attention_backward(NULL, dq, dk, dv, dout, q, k, v, out, lse, mask, drop, B, T, H, D, m, QB_F32);
-        gpu->attention_backward(NULL, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, g_out, g_lse, g_mask, drop, B, T, H, D, m, QB_F32);
+        cpu->attention_backward(NULL, dq, dk, dv, dout, q, k, v, H * D, out, lse, mask, drop, B, T, H, D, m, QB_F32);
+        gpu->attention_backward(NULL, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, H * D, g_out, g_lse, g_mask, drop, B, T, H, D, m, QB_F32);
         snprintf(part, sizeof part, "%s: dq", what);
         check_close(part, g_dq, dq, n, tol);
         snprintf(part, sizeof part, "%s: dk", what);
@@ -79,6 +79,38 @@ static void check_attention(int B, int T, int H, int D, int train, float p, qb_m
     }
     free(q), free(k), free(v), free(dout), free(mask), free(out), free(lse);
     gpu->free(g_q), gpu->free(g_k), gpu->free(g_v), gpu->free(g_mask), gpu->free(g_out), gpu->free(g_lse);
+}
+
+/* q, k, v as the thirds of one (B, T, 3 H D) buffer (a fused QKV product, ld = 3 H D)
+ * and dq, dk, dv into the thirds of another, with dropout: out and each gradient's
+ * third against the CPU's on the same layout; the other thirds of the gradient
+ * buffer (poisoned) are the other gradients', so every element must be written. */
+static void check_fused(int B, int T, int H, int D, qb_math m)
+{
+    char what[96];
+    const int C = H * D, ld = 3 * C;
+    const size_t n = (size_t)B * T * C, n3 = 3 * n, nl = (size_t)B * H * T;
+    const double tol = m == QB_MATH_FP32 ? CUDA_TOL : 1e-2;
+    float *qkv = rand_host(n3, -2, 2), *dout = rand_host(n, -1, 1), *out = host_alloc(n * 4), *lse = host_alloc(nl * 4);
+    float *dqkv = host_alloc(n3 * 4);
+    int32_t *mask = host_alloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++) mask[i] = i % T < T - 3 * (i / T);
+    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 11};
+    float *g_qkv = dev_from(qkv, n3 * 4), *g_dout = dev_from(dout, n * 4), *g_out = dev_poison(n * 4);
+    float *g_lse = dev_poison(nl * 4), *g_dqkv = dev_poison(n3 * 4);
+    int32_t *g_mask = dev_from(mask, (size_t)B * T * 4);
+    cpu->attention(NULL, out, lse, qkv, qkv + C, qkv + 2 * C, ld, mask, &drop, B, T, H, D, m, QB_F32);
+    gpu->attention(NULL, g_out, g_lse, g_qkv, g_qkv + C, g_qkv + 2 * C, ld, g_mask, &drop, B, T, H, D, m, QB_F32);
+    snprintf(what, sizeof what, "attention fused qkv %s B=%d T=%d H=%d D=%d: out", qb_math_name(m), B, T, H, D);
+    check_close(what, g_out, out, n, tol);
+    cpu->attention_backward(NULL, dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C, ld, out, lse, mask,
+                            &drop, B, T, H, D, m, QB_F32);
+    gpu->attention_backward(NULL, g_dqkv, g_dqkv + C, g_dqkv + 2 * C, g_dout, g_qkv, g_qkv + C, g_qkv + 2 * C, ld, g_out,
+                            g_lse, g_mask, &drop, B, T, H, D, m, QB_F32);
+    snprintf(what, sizeof what, "attention_backward fused qkv %s B=%d T=%d H=%d D=%d", qb_math_name(m), B, T, H, D);
+    check_close(what, g_dqkv, dqkv, n3, tol);
+    free(qkv), free(dout), free(out), free(lse), free(dqkv), free(mask);
+    gpu->free(g_qkv), gpu->free(g_dout), gpu->free(g_out), gpu->free(g_lse), gpu->free(g_dqkv), gpu->free(g_mask);
 }
 
 /* T past 512 or D past 128: nothing runs, and the next sync reports an error whose
@@ -95,13 +127,13 @@ static void check_limits(void)
         int32_t *mask = dev_from(NULL, (size_t)T * 4);
         for (int mi = 0; mi < 2; mi++) {  /* the FP32 kernels' limits and the tensor cores' */
             const qb_math m = mi ? QB_MATH_BF16 : QB_MATH_FP32;
-            gpu->attention(NULL, buf, lse, buf, buf, buf, mask, NULL, 1, T, 1, D, m, QB_F32);
+            gpu->attention(NULL, buf, lse, buf, buf, buf, D, mask, NULL, 1, T, 1, D, m, QB_F32);
             qb_status st = qb_cuda_sync(NULL);
             CHECKF(st != QB_OK && strstr(qb_error(), limit), "attention %s T=%d D=%d: %s", qb_math_name(m), T, D,
                    st == QB_OK ? "no error" : qb_error());
             CHECK(qb_cuda_sync(NULL) == QB_OK);
 
-            gpu->attention_backward(NULL, dq, dk, dv, buf, buf, buf, buf, buf, lse, mask, NULL, 1, T, 1, D, m, QB_F32);
+            gpu->attention_backward(NULL, dq, dk, dv, buf, buf, buf, buf, D, buf, lse, mask, NULL, 1, T, 1, D, m, QB_F32);
             st = qb_cuda_sync(NULL);
             CHECKF(st != QB_OK && strstr(qb_error(), limit), "attention_backward %s T=%d D=%d: %s", qb_math_name(m),
                    T, D, st == QB_OK ? "no error" : qb_error());
@@ -128,6 +160,10 @@ int main(void)
             for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++)
                 check_attention(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], variants[i].train,
                                 variants[i].p, maths[mi]);
+    for (size_t mi = 0; mi < sizeof maths / sizeof *maths; mi++) {
+        check_fused(2, 77, 3, 64, maths[mi]);
+        check_fused(3, 130, 2, 32, maths[mi]);
+    }
     check_limits();
     return check_summary("test_cuda_attention");
 }

@@ -249,16 +249,16 @@ static void check_attention(qb_dtype t, int B, int T, int H, int D)
     float *out = host_alloc(n * 4), *lse = host_alloc(nl * 4), *dq = host_alloc(n * 4), *dk = host_alloc(n * 4);
     float *dv = host_alloc(n * 4), *g_lse = dev_poison(nl * 4);
     void *g_out = dev_poison(n * e), *g_dq = dev_poison(n * e), *g_dk = dev_poison(n * e), *g_dv = dev_poison(n * e);
-    cpu->attention(NULL, out, lse, q, k, v, mask, &drop, B, T, H, D, m, QB_F32);
-    gpu->attention(NULL, g_out, g_lse, g_q, g_k, g_v, g_mask, &drop, B, T, H, D, m, t);
+    cpu->attention(NULL, out, lse, q, k, v, H * D, mask, &drop, B, T, H, D, m, QB_F32);
+    gpu->attention(NULL, g_out, g_lse, g_q, g_k, g_v, H * D, g_mask, &drop, B, T, H, D, m, t);
     snprintf(what, sizeof what, "attention B=%d T=%d H=%d D=%d: out", B, T, H, D);
     check_as(what, g_out, t, out, n, HALF_TOL);
     /* the backward from the GPU's own out (as stored) and lse */
     void *stored = host_from(g_out, n * e, "attention out");
     cpu->rows(NULL, out, QB_F32, n, stored, t, n, 1, (int)n);
     free(stored);
-    cpu->attention_backward(NULL, dq, dk, dv, dout, q, k, v, out, lse, mask, &drop, B, T, H, D, m, QB_F32);
-    gpu->attention_backward(NULL, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, g_out, g_lse, g_mask, &drop, B, T, H, D,
+    cpu->attention_backward(NULL, dq, dk, dv, dout, q, k, v, H * D, out, lse, mask, &drop, B, T, H, D, m, QB_F32);
+    gpu->attention_backward(NULL, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, H * D, g_out, g_lse, g_mask, &drop, B, T, H, D,
                             m, t);
     const void *gg[3] = {g_dq, g_dk, g_dv};
     const float *rr[3] = {dq, dk, dv};

@@ -9,9 +9,10 @@
  * fragment layouts, the swizzle, the tile pipeline, the online softmax, the masks
  * (padding tails, skipped key tiles, a fully padded sequence), dropout and both
  * backward kernels before any of them runs on a GPU; test_cuda_attention checks the
- * same on the GPU itself. Storage: FP32 (as the backend uses the kernels today) and
- * the operand type itself (what half-precision activations will use). Shapes: T = 1,
- * T = 512, T off the tiles, D = 32, 64, 128 (whose dK, dV take two blocks). */
+ * same on the GPU itself. Storage: FP32 (the reference mode with BF16 / FP16 products) and
+ * the operand type itself (half-precision activations), q, k, v in their own buffers
+ * and as the thirds of one fused QKV product. Shapes: T = 1, T = 512, T off the tiles,
+ * D = 32, 64, 128 (whose dK, dV take two blocks). */
 #include "simt.h"
 
 #include "check.h"
@@ -29,6 +30,7 @@ struct Case {
     bool half_store;   /* q, k, v, out and the gradients in the operand type, not FP32 */
     bool train;        /* lse and the backward */
     float p;           /* dropout */
+    bool fused;        /* q, k, v (and their gradients) the thirds of one (B, T, 3 H D) buffer */
 };
 
 static std::vector<float> random_floats(size_t n, float lo, float hi)
@@ -61,6 +63,14 @@ template <typename S> static std::vector<float> floats(const std::vector<S> &s)
     return x;
 }
 
+/* The (B T, C) slice at element off of rows of ld. */
+static std::vector<float> slice(const std::vector<float> &x, size_t off, size_t rows, size_t C, size_t ld)
+{
+    std::vector<float> r(rows * C);
+    for (size_t i = 0; i < rows; i++) memcpy(&r[i * C], &x[off + i * ld], C * 4);
+    return r;
+}
+
 static void check_close(const char *what, const std::vector<float> &got, const std::vector<float> &ref, double tol)
 {
     const double e = rel_l2(got.data(), ref.data(), ref.size());
@@ -69,14 +79,15 @@ static void check_close(const char *what, const std::vector<float> &got, const s
 
 template <typename S, typename M, int D> static void run(const Case &c)
 {
-    const int B = c.B, T = c.T, H = c.H, C = H * D;
-    const size_t n = (size_t)B * T * C, nl = (size_t)B * H * T;
+    const int B = c.B, T = c.T, H = c.H, C = H * D, ld = c.fused ? 3 * C : C;
+    const size_t n = (size_t)B * T * C, nl = (size_t)B * H * T, rows = (size_t)B * T;
+    /* q, k, v in one buffer: three (B T, C) blocks, or (fused) the thirds of its rows */
+    const size_t off[3] = {0, c.fused ? (size_t)C : n, c.fused ? 2 * (size_t)C : 2 * n};
     char what[128], part[160];
-    snprintf(what, sizeof what, "flash %s store=%s B=%d T=%d H=%d D=%d train=%d p=%g", qb_math_name(c.math),
-             c.half_store ? "half" : "fp32", B, T, H, D, c.train, c.p);
+    snprintf(what, sizeof what, "flash %s store=%s B=%d T=%d H=%d D=%d train=%d p=%g%s", qb_math_name(c.math),
+             c.half_store ? "half" : "fp32", B, T, H, D, c.train, c.p, c.fused ? " fused qkv" : "");
     const clock_t t0 = clock();
-    std::vector<float> q = random_floats(n, -2, 2), k = random_floats(n, -2, 2), v = random_floats(n, -1, 1);
-    std::vector<float> dout = random_floats(n, -1, 1);
+    std::vector<float> qkv = random_floats(3 * n, -2, 2), dout = random_floats(n, -1, 1);
     std::vector<int32_t> mask((size_t)B * T);
     /* the first sequence with a padded tail (whole key tiles of it at T >= 192), the
      * last (B >= 2) fully padded, the others of random length */
@@ -84,8 +95,7 @@ template <typename S, typename M, int D> static void run(const Case &c)
         const int len = B >= 2 && b == B - 1 ? 0 : b == 0 ? T - T / 3 : 1 + (int)(qb_rng_u32(&rng) % T);
         for (int t = 0; t < T; t++) mask[(size_t)b * T + t] = t < len;
     }
-    std::vector<S> sq = storage<S>(&q, n), sk = storage<S>(&k, n), sv = storage<S>(&v, n);
-    std::vector<S> sdout = storage<S>(&dout, n), sout = storage<S>(NULL, n);
+    std::vector<S> sqkv = storage<S>(&qkv, 3 * n), sdout = storage<S>(&dout, n), sout = storage<S>(NULL, n);
     std::vector<float> lse(nl), g_lse(nl);
     memset(g_lse.data(), 0xFF, nl * 4);
     const qb_dropout drop = {c.p, qb_rng_u32(&rng), 5};
@@ -93,10 +103,11 @@ template <typename S, typename M, int D> static void run(const Case &c)
 
     std::vector<float> out(n);
     const qb_backend *cpu = qb_backend_cpu();
-    cpu->attention(NULL, out.data(), c.train ? lse.data() : NULL, q.data(), k.data(), v.data(), mask.data(), &drop, B,
-                     T, H, D, c.math, QB_F32);
-    const flash::Forward<S> fa = {sq.data(), sk.data(), sv.data(), sout.data(), c.train ? g_lse.data() : NULL,
-                                  mask.data(), T, H, C, C, scale_log2, drop, drop_scale};
+    const float *q = &qkv[off[0]], *k = &qkv[off[1]], *v = &qkv[off[2]];
+    cpu->attention(NULL, out.data(), c.train ? lse.data() : NULL, q, k, v, ld, mask.data(), &drop, B, T, H, D, c.math,
+                   QB_F32);
+    const flash::Forward<S> fa = {&sqkv[off[0]], &sqkv[off[1]], &sqkv[off[2]], sout.data(), c.train ? g_lse.data() : NULL,
+                                  mask.data(), T, H, ld, C, scale_log2, drop, drop_scale};
     const unsigned query_blocks = (unsigned)(B * H * ((T + flash::BM - 1) / flash::BM));
     simt::launch(query_blocks, flash::THREADS, flash::forward_bytes<D>(),
                  [&](char *smem) { flash::forward<S, M, D>(fa, smem); });
@@ -105,29 +116,28 @@ template <typename S, typename M, int D> static void run(const Case &c)
     check_close(part, g_out, out, 1e-2);
     if (c.train) {
         for (int b = 0; b < B - (B >= 2); b++) {  /* the fully padded sequence's lse is the kernel's own */
-            const size_t off = (size_t)b * H * T;
-            const double e = rel_l2(g_lse.data() + off, lse.data() + off, (size_t)H * T);
+            const size_t o = (size_t)b * H * T;
+            const double e = rel_l2(g_lse.data() + o, lse.data() + o, (size_t)H * T);
             CHECKF(e <= 1e-2 && !isnan(e), "%s: lse of sequence %d: relative L2 error %.3g", what, b, e);
         }
-        std::vector<float> dq(n), dk(n), dv(n), dsum(nl);
-        cpu->attention_backward(NULL, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(),
-                                  out.data(), lse.data(), mask.data(), &drop, B, T, H, D, c.math, QB_F32);
-        std::vector<S> sdq = storage<S>(NULL, n), sdk = storage<S>(NULL, n), sdv = storage<S>(NULL, n);
-        const flash::Backward<S> ba = {sq.data(),  sk.data(),    sv.data(),  sout.data(), sdout.data(),
-                                       sdq.data(), sdk.data(),   sdv.data(), g_lse.data(), dsum.data(),
-                                       mask.data(), T,           H,          C,            C,
+        std::vector<float> dqkv(3 * n), dsum(nl);
+        cpu->attention_backward(NULL, &dqkv[off[0]], &dqkv[off[1]], &dqkv[off[2]], dout.data(), q, k, v, ld,
+                                out.data(), lse.data(), mask.data(), &drop, B, T, H, D, c.math, QB_F32);
+        std::vector<S> sdqkv = storage<S>(NULL, 3 * n);
+        const flash::Backward<S> ba = {&sqkv[off[0]],  &sqkv[off[1]],  &sqkv[off[2]],  sout.data(), sdout.data(),
+                                       &sdqkv[off[0]], &sdqkv[off[1]], &sdqkv[off[2]], g_lse.data(), dsum.data(),
+                                       mask.data(),    T,              H,              ld,           C,
                                        scale_log2, (float)(1.0 / sqrt((double)D)), drop, drop_scale};
         simt::launch(query_blocks, flash::THREADS, flash::dq_bytes<D>(),
                      [&](char *smem) { flash::backward_dq<S, M, D>(ba, smem); });
         const unsigned key_blocks = (unsigned)(B * H * ((T + flash::BN - 1) / flash::BN) * (D / flash::DKDV_COLS<D>));
         simt::launch(key_blocks, flash::THREADS, flash::dkdv_bytes<D>(),
                      [&](char *smem) { flash::backward_dkdv<S, M, D>(ba, smem); });
-        const char *names[3] = {"dq", "dk", "dv"};
-        const std::vector<float> *refs[3] = {&dq, &dk, &dv};
-        const std::vector<S> *gots[3] = {&sdq, &sdk, &sdv};
+        const std::vector<float> g_dqkv = floats(sdqkv);
         for (int i = 0; i < 3; i++) {
-            snprintf(part, sizeof part, "%s: %s", what, names[i]);
-            check_close(part, floats(*gots[i]), *refs[i], 1e-2);
+            snprintf(part, sizeof part, "%s: d%c", what, "qkv"[i]);
+            check_close(part, slice(g_dqkv, off[i], rows, (size_t)C, (size_t)ld), slice(dqkv, off[i], rows, (size_t)C,
+                        (size_t)ld), 1e-2);
         }
     }
     printf("%s: %.1f s\n", what, (double)(clock() - t0) / CLOCKS_PER_SEC);
@@ -149,13 +159,14 @@ int main()
 {
     qb_rng_init(&rng, check_seed());
     static const Case cases[] = {
-        {2, 1, 1, 64, QB_MATH_BF16, false, true, 0.0f},     /* T = 1 */
-        {3, 45, 1, 64, QB_MATH_BF16, false, true, 0.1f},    /* a fully padded sequence, dropout */
-        {1, 77, 2, 32, QB_MATH_FP16, false, true, 0.0f},    /* D = 32 */
-        {2, 70, 2, 64, QB_MATH_BF16, true, true, 0.1f},     /* half storage (cp.async) */
-        {1, 130, 1, 128, QB_MATH_FP16, true, true, 0.1f},   /* D = 128: dK, dV in two blocks */
-        {2, 200, 1, 64, QB_MATH_FP16, false, false, 0.0f},  /* inference; a skipped key tile */
-        {1, 512, 1, 64, QB_MATH_BF16, true, true, 0.0f},    /* T = 512: tiles 6, 7 skipped */
+        {2, 1, 1, 64, QB_MATH_BF16, false, true, 0.0f, false},    /* T = 1 */
+        {3, 45, 1, 64, QB_MATH_BF16, false, true, 0.1f, false},   /* a fully padded sequence, dropout */
+        {1, 77, 2, 32, QB_MATH_FP16, false, true, 0.0f, false},   /* D = 32 */
+        {2, 70, 2, 64, QB_MATH_BF16, true, true, 0.1f, false},    /* half storage (cp.async) */
+        {2, 70, 2, 64, QB_MATH_BF16, true, true, 0.1f, true},     /* q, k, v the thirds of one QKV product */
+        {1, 130, 1, 128, QB_MATH_FP16, true, true, 0.1f, false},  /* D = 128: dK, dV in two blocks */
+        {2, 200, 1, 64, QB_MATH_FP16, false, false, 0.0f, false}, /* inference; a skipped key tile */
+        {1, 512, 1, 64, QB_MATH_BF16, true, true, 0.0f, false},   /* T = 512: tiles 6, 7 skipped */
     };
     for (const Case &c : cases) {
         switch (c.D) {

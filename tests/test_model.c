@@ -3,14 +3,17 @@
  * state of the tiny BertForSequenceClassification, loaded from safetensors and
  * from pytorch_model.bin, on every FP32 GEMM path this CPU has; F16/BF16 weight
  * files; a pre-training checkpoint without a classifier; the errors of
- * config.json and weight loading; and the model copied to a backend. */
+ * config.json and weight loading; and the model copied to a backend, whose query,
+ * key and value Linears run as one GEMM. */
 #include "check.h"
+#include "model_check.h"
 
 #include "backend/backend.h"
 #include "cpu/cpu.h"
 #include "qbert/io.h"
 #include "qbert/model.h"
 #include "qbert/tokenizer.h"
+#include "qbert/train.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -483,6 +486,46 @@ static void test_half_copies(void)
     qb_model_free(&m);
 }
 
+/* A backend copy keeps each layer's query, key and value weights back to back and
+ * runs them as one (M, 3C) GEMM; a loaded model (one tensor per weight) runs three.
+ * The two agree: logits exactly (each output element is the same dot product), the
+ * loss and gradients up to summation order (the input gradient sums over 3C at once). */
+static void test_fused_qkv(void)
+{
+    enum { B = 2, T = 5 };
+    const qb_backend *be = qb_backend_cpu();
+    qb_config cfg;
+    CHECK(qb_config_preset("bert-tiny", &cfg) == QB_OK);
+    cfg.vocab_size = 40;
+    const size_t CC = (size_t)cfg.hidden_size * cfg.hidden_size;
+    qb_model m, c, gm, gc;
+    qb_activations *am, *ac;
+    if (qb_model_init_random(&cfg, 11, &m) || qb_model_to_backend(&m, be, QB_WEIGHTS_FP32, QB_F32, &c) ||
+        qb_model_zeros_like(&m, &gm) || qb_model_zeros_like(&c, &gc) || qb_activations_new(&m, be, true, &am) ||
+        qb_activations_new(&c, be, true, &ac)) {
+        fprintf(stderr, "fused QKV setup: %s\n", qb_error());
+        exit(1);
+    }
+    CHECK(c.layers[1].k.w == c.layers[1].q.w + CC && c.layers[1].v.b == c.layers[1].k.b + cfg.hidden_size);
+    CHECK(m.layers[1].k.w != m.layers[1].q.w + CC);  /* the separate path really is separate */
+    int32_t ids[B * T] = {2, 7, 9, 3, 11, 5, 1, 30, 0, 0}, mask[B * T] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+    int32_t labels[B] = {0, 1};
+    float lm[B * QB_MAX_LABELS], lc[B * QB_MAX_LABELS], loss_m, loss_c;
+    const size_t bytes = (size_t)B * cfg.num_labels * sizeof *lm;
+    CHECK(qb_model_infer(&m, am, ids, NULL, mask, B, T, lm, NULL) == QB_OK &&
+          qb_model_infer(&c, ac, ids, NULL, mask, B, T, lc, NULL) == QB_OK && memcmp(lm, lc, bytes) == 0);
+    const qb_batch batch = {ids, NULL, mask, labels, B, T};
+    const qb_dropout_plan drop = {0.1f, 0.1f, 5, 0};
+    CHECK(qb_model_forward_backward(&m, am, &batch, &drop, 1.0f / B, &gm, &loss_m, NULL) == QB_OK &&
+          qb_model_forward_backward(&c, ac, &batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
+    CHECKF(loss_m == loss_c, "loss %.9g fused, %.9g separate", loss_c, loss_m);
+    bool *noisy = calloc((size_t)gm.weights.count, sizeof *noisy);
+    compare_grads(&gc, &gm, noisy, 1e-5, 1e-6);
+    free(noisy);
+    qb_activations_free(am), qb_activations_free(ac);
+    qb_model_free(&gm), qb_model_free(&gc), qb_model_free(&c), qb_model_free(&m);
+}
+
 int main(void)
 {
     qb_log_set_level(QB_LOG_ERROR);
@@ -502,6 +545,7 @@ int main(void)
     test_save_roundtrip();
     test_backend_copy();
     test_half_copies();
+    test_fused_qkv();
     qb_weights_free(&ref);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

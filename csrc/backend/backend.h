@@ -125,7 +125,8 @@ typedef struct qb_backend {
     /* dx (n) = dy * (1 - y^2) with y = tanh output; dx may alias dy. */
     void (*tanh_backward)(qb_stream *s, float *dx, const float *dy, const float *y, size_t n);
     /* out (B, T, H*D) = dropout(softmax(q k^T / sqrt(D) + maskbias)) v per head;
-     * q, k, v (B, T, H*D); mask (B, T) 1 = attend, 0 = padding (bias -inf-like: a
+     * q, k, v (B, T, H*D) in rows of ld elements (H*D, or 3 H*D when they are the
+     * thirds of one QKV product); mask (B, T) 1 = attend, 0 = padding (bias -inf-like: a
      * sequence with no key to attend to attends uniformly to all of them, as in HF).
      * lse (B, H, T), when not NULL (training), receives the log-sum-exp of each row's
      * scores, ln sum_j exp(score_ij), from which a backward may recompute the
@@ -135,13 +136,14 @@ typedef struct qb_backend {
      * in that format, with FP32 sums and softmax (the GPU's tensor cores; emulated on
      * the CPU); FP32 and TF32 compute in FP32. out, q, k, v in t (FP16 / BF16 storage
      * needs D = 32, 64 or 128). */
-    void (*attention)(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v,
+    void (*attention)(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v, int ld,
                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
                       qb_dtype t);
-    /* dq, dk, dv (B, T, H*D) from dout (B, T, H*D), the forward's inputs (q, k, v,
-     * mask, drop, math) and its out and lse; every tensor but lse in t. */
+    /* dq, dk, dv (B, T, H*D; rows of ld, as q, k, v) from dout (B, T, H*D), the
+     * forward's inputs (q, k, v, mask, drop, math) and its out and lse; every tensor but
+     * lse in t. */
     void (*attention_backward)(qb_stream *s, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                               const void *k, const void *v, const void *out, const float *lse,
+                               const void *k, const void *v, int ld, const void *out, const float *lse,
                                const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                qb_math math, qb_dtype t);
     /* out (B*T, C) = word[ids] + pos[t] + type[types]; ids/types (B, T); out in t,

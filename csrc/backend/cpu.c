@@ -132,19 +132,19 @@ static void cpu_tanh_backward(qb_stream *s, float *dx, const float *dy, const fl
     qb_cpu_tanh_backward(dx, dy, y, n);
 }
 
-static void cpu_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v,
+static void cpu_attention(qb_stream *s, void *out, float *lse, const void *q, const void *k, const void *v, int ld,
                           const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math,
                           qb_dtype t)
 {
-    qb_cpu_attention(out, lse, q, k, v, mask, drop, B, T, H, D, math);
+    qb_cpu_attention(out, lse, q, k, v, ld, mask, drop, B, T, H, D, math);
 }
 
 static void cpu_attention_backward(qb_stream *s, void *dq, void *dk, void *dv, const void *dout, const void *q,
-                                   const void *k, const void *v, const void *out, const float *lse,
+                                   const void *k, const void *v, int ld, const void *out, const float *lse,
                                    const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                    qb_math math, qb_dtype t)
 {
-    qb_cpu_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, drop, B, T, H, D, math);
+    qb_cpu_attention_backward(dq, dk, dv, dout, q, k, v, ld, out, lse, mask, drop, B, T, H, D, math);
 }
 
 static void cpu_embedding(qb_stream *s, void *out, const int32_t *ids, const int32_t *types, const void *word,

@@ -5,7 +5,8 @@
  * The additive mask (not a "skip the key") is kept on purpose: a fully padded row
  * then has all scores equal to -FLT_MAX and attends uniformly to every key, exactly
  * like HF. Every product goes through the dispatched GEMM, reading the heads of q, k,
- * v, dout (row stride H*D) in place and writing its head of the outputs in place;
+ * v (row stride ld: H*D, or 3 H*D for the thirds of a QKV product) and dout (row
+ * stride H*D) in place and writing its head of the outputs in place;
  * the only scratch is a thread's T x T matrices. OpenMP runs over the B*H heads; the
  * GEMMs inside stay on their thread, and each head writes only its own slice of the
  * outputs, so results do not depend on the thread count.
@@ -62,31 +63,34 @@ static void round_to(float *x, size_t n, qb_math m)
     for (size_t i = 0; m != QB_MATH_FP32 && i < n; i++) x[i] = qb_math_round(x[i], m);
 }
 
-/* Copies of the k inputs ins (n floats each) rounded to m, in one allocation (*mem;
- * NULL when out of memory); with m FP32 the inputs themselves. */
-static bool rounded_inputs(const float **out, const float *const *ins, int k, size_t n, qb_math m, float **mem)
+/* Copies of the k inputs ins (n[i] floats each) rounded to m, in one allocation
+ * (*mem; NULL when out of memory); with m FP32 the inputs themselves. */
+static bool rounded_inputs(const float **out, const float *const *ins, const size_t *n, int k, qb_math m,
+                           float **mem)
 {
     *mem = NULL;
-    for (int i = 0; i < k; i++) out[i] = ins[i];
+    size_t all = 0;
+    for (int i = 0; i < k; i++) out[i] = ins[i], all += n[i];
     if (m == QB_MATH_FP32) return true;
-    if (!(*mem = qb_malloc((size_t)k * n * sizeof **mem))) return false;
+    if (!(*mem = qb_malloc(all * sizeof **mem))) return false;
+    float *r = *mem;
     for (int i = 0; i < k; i++) {
-        float *r = *mem + (size_t)i * n;
-        memcpy(r, ins[i], n * sizeof *r);
-        round_to(r, n, m);
+        memcpy(r, ins[i], n[i] * sizeof *r);
+        round_to(r, n[i], m);
         out[i] = r;
+        r += n[i];
     }
     return true;
 }
 
-/* s (T, T) = the scores of head (b, h) from q and k (its rows at base, row stride C):
- * Q K^T / sqrt(D) + the mask's bias, as HF forms them. */
-static void head_scores(float *s, const float *q, const float *k, const int32_t *mb, size_t base, size_t C, int T,
+/* s (T, T) = the scores of head (b, h) from q and k (its rows at base, row stride
+ * ld): Q K^T / sqrt(D) + the mask's bias, as HF forms them. */
+static void head_scores(float *s, const float *q, const float *k, const int32_t *mb, size_t base, size_t ld, int T,
                         int D)
 {
     /* HF divides the scores by math.sqrt(head_size). */
     const float sqrt_d = (float)sqrt((double)D);
-    head_gemm(s, T, q + base, C, 0, k + base, C, 0, T, T, D);  /* S = Q K^T */
+    head_gemm(s, T, q + base, ld, 0, k + base, ld, 0, T, T, D);  /* S = Q K^T */
     for (int i = 0; i < T; i++) {
         float *si = s + (size_t)i * T;
         for (int j = 0; j < T; j++) si[j] = si[j] / sqrt_d + (1.0f - (float)mb[j]) * -FLT_MAX;
@@ -107,17 +111,20 @@ static void row_lse(float *lse, const float *s, int T)
     }
 }
 
-void qb_cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+/* The floats a (B*T, C) head slice spans at row stride ld: up to the last row's end. */
+static size_t extent(int B, int T, size_t C, size_t ld) { return ((size_t)B * T - 1) * ld + C; }
+
+void qb_cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v, int ld,
                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math)
 {
     const int heads = B * H;
     if (heads <= 0 || T <= 0 || D <= 0) return;
-    const size_t C = (size_t)H * D, tt = (size_t)T * T, n = (size_t)B * T * C;
+    const size_t C = (size_t)H * D, tt = (size_t)T * T, n = (size_t)B * T * C, nin = extent(B, T, C, (size_t)ld);
     const qb_math m = attention_math(math);
     int nt;
     float *ws = head_scratch("attention", B, T, H, D, heads, tt, &nt), *copies;
     const float *in[3];
-    if (!ws || !rounded_inputs(in, (const float *const[]){q, k, v}, 3, n, m, &copies)) {
+    if (!ws || !rounded_inputs(in, (const float *const[]){q, k, v}, (const size_t[]){nin, nin, nin}, 3, m, &copies)) {
         fill_nan(out, n);
         qb_free(ws);
         return;
@@ -126,35 +133,37 @@ void qb_cpu_attention(float *out, float *lse, const float *q, const float *k, co
     for (int bh = 0; bh < heads; bh++) {
         const int b = bh / H, h = bh % H;
         float *s = ws + (size_t)omp_get_thread_num() * tt;
-        const size_t base = (size_t)b * T * C + (size_t)h * D;  /* element (b, 0, h*D) */
-        head_scores(s, in[0], in[1], mask + (size_t)b * T, base, C, T, D);
+        const size_t base = (size_t)b * T * C + (size_t)h * D;    /* element (b, 0, h*D) of out */
+        const size_t at = (size_t)b * T * ld + (size_t)h * D;      /* and of q, k, v */
+        head_scores(s, in[0], in[1], mask + (size_t)b * T, at, (size_t)ld, T, D);
         if (lse) row_lse(lse + (size_t)bh * T, s, T);
         qb_cpu_softmax(s, T, T);
         qb_cpu_dropout_at(s, tt, (uint64_t)bh * tt, drop);
         round_to(s, tt, m);
-        head_gemm(out + base, C, s, T, 0, in[2] + base, C, 1, T, D, T);  /* O = P' V */
+        head_gemm(out + base, C, s, T, 0, in[2] + at, (size_t)ld, 1, T, D, T);  /* O = P' V */
     }
     qb_free(copies);
     qb_free(ws);
 }
 
 void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                               const float *k, const float *v, const float *out, const float *lse,
+                               const float *k, const float *v, int ld, const float *out, const float *lse,
                                const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                qb_math math)
 {
     const int heads = B * H;
     if (heads <= 0 || T <= 0 || D <= 0) return;
-    const size_t C = (size_t)H * D, tt = (size_t)T * T, n = (size_t)B * T * C;
+    const size_t C = (size_t)H * D, tt = (size_t)T * T, n = (size_t)B * T * C, nin = extent(B, T, C, (size_t)ld);
     const size_t per_thread = 3 * tt;  /* P, P', dP */
     const qb_math m = attention_math(math);
     int nt;
     float *ws = head_scratch("attention backward", B, T, H, D, heads, per_thread, &nt), *copies;
     const float *in[4];
-    if (!ws || !rounded_inputs(in, (const float *const[]){q, k, v, dout}, 4, n, m, &copies)) {
-        fill_nan(dq, n);
-        fill_nan(dk, n);
-        fill_nan(dv, n);
+    if (!ws || !rounded_inputs(in, (const float *const[]){q, k, v, dout}, (const size_t[]){nin, nin, nin, n}, 4, m,
+                               &copies)) {
+        fill_nan(dq, nin);
+        fill_nan(dk, nin);
+        fill_nan(dv, nin);
         qb_free(ws);
         return;
     }
@@ -163,14 +172,15 @@ void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
     for (int bh = 0; bh < heads; bh++) {
         const int b = bh / H, h = bh % H;
         float *P = ws + (size_t)omp_get_thread_num() * per_thread, *pd = P + tt, *dp = pd + tt;
-        const size_t base = (size_t)b * T * C + (size_t)h * D;
-        head_scores(P, in[0], in[1], mask + (size_t)b * T, base, C, T, D);
-        qb_cpu_softmax(P, T, T);                                            /* P, as the forward */
+        const size_t base = (size_t)b * T * C + (size_t)h * D, at = (size_t)b * T * ld + (size_t)h * D;
+        const size_t L = (size_t)ld;
+        head_scores(P, in[0], in[1], mask + (size_t)b * T, at, L, T, D);
+        qb_cpu_softmax(P, T, T);                                          /* P, as the forward */
         memcpy(pd, P, tt * sizeof *pd);
-        qb_cpu_dropout_at(pd, tt, (uint64_t)bh * tt, drop);                 /* P' */
+        qb_cpu_dropout_at(pd, tt, (uint64_t)bh * tt, drop);               /* P' */
         round_to(pd, tt, m);
-        head_gemm(dv + base, C, pd, T, 1, in[3] + base, C, 1, T, D, T);     /* dV = P'^T dO */
-        head_gemm(dp, T, in[3] + base, C, 0, in[2] + base, C, 0, T, T, D);  /* dP' = dO V^T */
+        head_gemm(dv + at, L, pd, T, 1, in[3] + base, C, 1, T, D, T);     /* dV = P'^T dO */
+        head_gemm(dp, T, in[3] + base, C, 0, in[2] + at, L, 0, T, T, D);  /* dP' = dO V^T */
         qb_cpu_dropout_at(dp, tt, (uint64_t)bh * tt, drop);                 /* dP */
         for (int i = 0; i < T; i++) {
             const float *pi = P + (size_t)i * T;
@@ -180,8 +190,8 @@ void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
             for (int j = 0; j < T; j++) di[j] = pi[j] * (di[j] - (float)dot_pd) * inv_sqrt_d;
         }
         round_to(dp, tt, m);
-        head_gemm(dq + base, C, dp, T, 0, in[1] + base, C, 1, T, D, T);     /* dQ = dS K */
-        head_gemm(dk + base, C, dp, T, 1, in[0] + base, C, 1, T, D, T);     /* dK = dS^T Q */
+        head_gemm(dq + at, L, dp, T, 0, in[1] + at, L, 1, T, D, T);       /* dQ = dS K */
+        head_gemm(dk + at, L, dp, T, 1, in[0] + at, L, 1, T, D, T);       /* dK = dS^T Q */
     }
     qb_free(copies);
     qb_free(ws);

@@ -260,10 +260,10 @@ void qb_cpu_tanh(float *x, size_t n);
 void qb_cpu_tanh_backward(float *dx, const float *dy, const float *y, size_t n);
 /* Logs an error and writes NaN to its outputs if its scratch memory cannot be
  * allocated (the ops have no error return). */
-void qb_cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v,
+void qb_cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v, int ld,
                       const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D, qb_math math);
 void qb_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                               const float *k, const float *v, const float *out, const float *lse,
+                               const float *k, const float *v, int ld, const float *out, const float *lse,
                                const int32_t *mask, const qb_dropout *drop, int B, int T, int H, int D,
                                qb_math math);
 /* ids and types are NOT checked here: the caller (the model) validates them. */

@@ -49,6 +49,7 @@ struct qb_activations {
     bool quantized;          /* the model has quantized Linears */
     qb_math math;            /* of the products (qb_activations_set_math) */
     qb_dtype act;            /* the storage of the encoder's activations in the laid-out pass */
+    bool fused;              /* query, key and value as one GEMM into one (M, 3C) buffer (fused_qkv) */
     void *mem;               /* one backend allocation, carved by plan() */
     size_t cap;              /* its size in bytes */
     int B, T;
@@ -82,7 +83,7 @@ struct qb_activations {
 };
 
 /* Walks the layout of one batch: with `base` NULL it only adds up the bytes; with a
- * base it sets every pointer. Buffers are 64-byte aligned. */
+ * base it sets every pointer (NULL while sizing). Buffers are 64-byte aligned. */
 typedef struct {
     char *base;
     size_t off;
@@ -93,6 +94,20 @@ static void *carve(carver *c, size_t bytes)
     void *p = c->base ? c->base + c->off : NULL;
     c->off += (bytes + 63) & ~(size_t)63;
     return p;
+}
+
+/* p + off bytes, or NULL while sizing. */
+static void *at(void *p, size_t off) { return p ? (char *)p + off : NULL; }
+
+/* Query, key and value of (M, C) each: three buffers, or the thirds of one (M, 3C)
+ * one when they are one GEMM's output (a->fused). */
+static void carve_qkv(const qb_activations *a, carver *cv, size_t MC, size_t rowbytes, void **q, void **k, void **v)
+{
+    if (a->fused) {
+        *q = carve(cv, 3 * MC), *k = at(*q, rowbytes), *v = at(*q, 2 * rowbytes);
+    } else {
+        *q = carve(cv, MC), *k = carve(cv, MC), *v = carve(cv, MC);
+    }
 }
 
 static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv)
@@ -108,21 +123,24 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
         a->st0 = carve(cv, ST);
         for (int l = 0; l < L; l++) {
             layer_acts *la = &a->layer[l];
-            la->q = carve(cv, MC), la->k = carve(cv, MC), la->v = carve(cv, MC), la->ctx = carve(cv, MC);
+            carve_qkv(a, cv, MC, C * E, &la->q, &la->k, &la->v);
+            la->ctx = carve(cv, MC);
             la->lse = carve(cv, BHT);
             la->t1 = carve(cv, MC), la->st1 = carve(cv, ST), la->h1 = carve(cv, MC);
             la->a = carve(cv, MI), la->g = carve(cv, MI);
             la->t2 = carve(cv, MC), la->st2 = carve(cv, ST);
         }
         a->dx = carve(cv, MC), a->dh = carve(cv, MC), a->dtmp = carve(cv, MC), a->dctx = carve(cv, MC);
-        a->dq = carve(cv, MC), a->dk = carve(cv, MC), a->dv = carve(cv, MC), a->da = carve(cv, MI);
+        carve_qkv(a, cv, MC, C * E, &a->dq, &a->dk, &a->dv);
+        a->da = carve(cv, MI);
         a->dcls = carve(cv, BC), a->dpool = carve(cv, BC);
     } else {
         /* Every layer on the same buffers: the hidden state x and the LayerNorm 1
          * output h1 share one buffer (the layer input is dead once LayerNorm 1 has
          * added it), t1 and t2 share another, the GELU runs in place. */
-        void *x = carve(cv, MC), *t = carve(cv, MC), *inter = carve(cv, MI);
-        void *q = carve(cv, MC), *k = carve(cv, MC), *v = carve(cv, MC), *ctx = carve(cv, MC);
+        void *x = carve(cv, MC), *t = carve(cv, MC), *inter = carve(cv, MI), *q, *k, *v;
+        carve_qkv(a, cv, MC, C * E, &q, &k, &v);
+        void *ctx = carve(cv, MC);
         for (int l = 0; l <= L; l++) a->x[l] = x;
         a->t0 = x;
         a->st0 = NULL;
@@ -470,11 +488,17 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         layer_acts *la = &a->layer[l];
         const void *x = a->x[l];
         const int li = 6 * l;  /* this layer's first Linear */
-        linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false, t);
-        linear(m, a, trace, li + 1, la->k, NULL, x, xq, &P->k, M, C, C, false, t);
-        linear(m, a, trace, li + 2, la->v, NULL, x, xq, &P->v, M, C, C, false, t);
+        if (a->fused) {  /* one GEMM, N = 3C, over the three back-to-back weights */
+            const qb_linear_params qkv = {.w = P->q.w, .b = P->q.b, .wh = P->q.wh, .bh = P->q.bh};
+            linear(m, a, trace, li + 0, la->q, NULL, x, xq, &qkv, M, 3 * C, C, false, t);
+        } else {
+            linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false, t);
+            linear(m, a, trace, li + 1, la->k, NULL, x, xq, &P->k, M, C, C, false, t);
+            linear(m, a, trace, li + 2, la->v, NULL, x, xq, &P->v, M, C, C, false, t);
+        }
         d = site(drop, true, site_attn(l));
-        be->attention(s, la->ctx, la->lse, la->q, la->k, la->v, a->mask, &d, B, T, H, D, a->math, t);
+        be->attention(s, la->ctx, la->lse, la->q, la->k, la->v, a->fused ? 3 * C : C, a->mask, &d, B, T, H, D, a->math,
+                      t);
         linear(m, a, trace, li + 3, la->t1, NULL, la->ctx, NULL, &P->attn_out, M, C, C, false, t);
         d = site(drop, false, site_attn_out(l));
         be->dropout(s, la->t1, MC, &d, t);
@@ -553,15 +577,22 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
         be->dropout(s, a->dtmp, MC, &d, t);
         linear_backward(m, a, li + 3, a->dctx, &G->attn_out, a->dtmp, la->ctx, &P->attn_out, M, C, C, t);
         d = site(drop, true, site_attn(l));
-        be->attention_backward(s, a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, la->ctx, la->lse, a->mask, &d, B,
-                               T, H, D, a->math, t);
+        be->attention_backward(s, a->dq, a->dk, a->dv, a->dctx, la->q, la->k, la->v, a->fused ? 3 * C : C, la->ctx,
+                               la->lse, a->mask, &d, B, T, H, D, a->math, t);
         const void *x = a->x[l];
-        linear_backward(m, a, li + 0, a->dtmp, &G->q, a->dq, x, &P->q, M, C, C, t);
-        be->add(s, a->dx, a->dtmp, MC, t);
-        linear_backward(m, a, li + 1, a->dtmp, &G->k, a->dk, x, &P->k, M, C, C, t);
-        be->add(s, a->dx, a->dtmp, MC, t);
-        linear_backward(m, a, li + 2, a->dtmp, &G->v, a->dv, x, &P->v, M, C, C, t);
-        be->add(s, a->dx, a->dtmp, MC, t);
+        if (a->fused) {  /* the gradients lie back to back too (fused_qkv) */
+            qb_linear_params gqkv = {.w = G->q.w, .b = G->q.b};
+            const qb_linear_params qkv = {.w = P->q.w, .b = P->q.b, .wh = P->q.wh, .bh = P->q.bh};
+            linear_backward(m, a, li + 0, a->dtmp, &gqkv, a->dq, x, &qkv, M, 3 * C, C, t);
+            be->add(s, a->dx, a->dtmp, MC, t);
+        } else {
+            linear_backward(m, a, li + 0, a->dtmp, &G->q, a->dq, x, &P->q, M, C, C, t);
+            be->add(s, a->dx, a->dtmp, MC, t);
+            linear_backward(m, a, li + 1, a->dtmp, &G->k, a->dk, x, &P->k, M, C, C, t);
+            be->add(s, a->dx, a->dtmp, MC, t);
+            linear_backward(m, a, li + 2, a->dtmp, &G->v, a->dv, x, &P->v, M, C, C, t);
+            be->add(s, a->dx, a->dtmp, MC, t);
+        }
     }
 
     /* Embeddings: dropout, LayerNorm, then the scatter into the three tables. */
@@ -588,11 +619,45 @@ static qb_dtype storage(const qb_model *m, const qb_activations *a)
     return (a->be->caps & QB_CAN_HALF) && want != QB_F32 && m->half == want ? want : QB_F32;
 }
 
+/* Whether a and b + n elements of e bytes are the same place (b follows a). */
+static bool follows(const void *a, const void *b, size_t n, size_t e)
+{
+    return a && b && (const char *)a + n * e == (const char *)b;
+}
+
+/* Whether layer P's query, key and value weights and biases in storage t (the half
+ * copies in half storage) lie back to back. */
+static bool qkv_adjacent(const qb_layer_params *P, qb_dtype t, size_t C)
+{
+    const size_t e = qb_store_bytes(t);
+    const bool f = t == QB_F32;
+    const void *w[3] = {f ? (void *)P->q.w : P->q.wh, f ? (void *)P->k.w : P->k.wh, f ? (void *)P->v.w : P->v.wh};
+    const void *b[3] = {f ? (void *)P->q.b : P->q.bh, f ? (void *)P->k.b : P->k.bh, f ? (void *)P->v.b : P->v.bh};
+    return follows(w[0], w[1], C * C, e) && follows(w[1], w[2], C * C, e) && follows(b[0], b[1], C, e) &&
+           follows(b[1], b[2], C, e);
+}
+
+/* Whether every layer's query, key and value Linears can run as one GEMM in storage
+ * t: their weights and biases lie back to back, as a backend copy of the model keeps
+ * them (csrc/model/weights.c), and so do the gradients' (grads, NULL for inference),
+ * and nothing needs them apart: QAT (its fake-quantized weights and observers per
+ * Linear), quantized Linears, a trace of each Linear's input. */
+static bool fused_qkv(const qb_model *m, const qb_model *grads, qb_dtype t, const qb_forward_trace *trace)
+{
+    if (m->qat || has_qlinear(m) || (trace && trace->linear_input)) return false;
+    const size_t C = (size_t)m->cfg.hidden_size;
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        if (!qkv_adjacent(&m->layers[l], t, C) || (grads && !qkv_adjacent(&grads->layers[l], QB_F32, C)))
+            return false;
+    return true;
+}
+
 /* What a pass over a batch needs first: checked inputs, the storage decided, the QAT
  * weights remade if stale, the half weights remade from their masters, activations
  * fitting B x T, and the batch in backend memory. */
-static qb_status stage(const qb_model *m, qb_activations *a, const int32_t *ids, const int32_t *types,
-                       const int32_t *mask, const int32_t *labels, int B, int T, const qb_forward_trace *trace)
+static qb_status stage(const qb_model *m, const qb_model *grads, qb_activations *a, const int32_t *ids,
+                       const int32_t *types, const int32_t *mask, const int32_t *labels, int B, int T,
+                       const qb_forward_trace *trace)
 {
     qb_status st = check_inputs(&m->cfg, ids, types, mask, labels, B, T);
     if (st) return st;
@@ -603,10 +668,11 @@ static qb_status stage(const qb_model *m, qb_activations *a, const int32_t *ids,
     if (act != QB_F32 && (m->qat || a->quantized || (trace && trace->linear_input)))
         return qb_fail(QB_EINVAL, "QAT, quantized Linears and calibration traces run with FP32 activations: copy "
                        "the model to the backend without half weights");
-    if (act != a->act) {  /* another layout: the records go with the old one */
+    const bool fused = fused_qkv(m, grads, act, trace);
+    if (act != a->act || fused != a->fused) {  /* another layout: the records go with the old one */
         if (a->graphs) a->be->graphs_free(a->graphs);
         a->graphs = NULL;
-        a->act = act;
+        a->act = act, a->fused = fused;
     }
     if ((st = qat_refresh(m, a->be)) || (st = activations_fit(a, &m->cfg, B, T))) return st;
     if (act != QB_F32) qb_model_refresh_half(m, a->stream);
@@ -629,7 +695,7 @@ qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *id
                          const int32_t *mask, int B, int T, float *logits, qb_forward_trace *trace)
 {
     const size_t bytes = (size_t)B * m->cfg.num_labels * 4;
-    qb_status st = stage(m, a, ids, types, mask, NULL, B, T, trace);
+    qb_status st = stage(m, NULL, a, ids, types, mask, NULL, B, T, trace);
     if (st) return st;
     if ((a->be->caps & QB_CAN_GRAPHS) && !trace) {  /* a trace copies to the host mid-pass: never recorded */
         const uint64_t key[4] = {(uintptr_t)m, (uint64_t)B, (uint64_t)T, (uint64_t)a->math};
@@ -667,7 +733,7 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     if (m->copies == QB_WEIGHTS_HALF)
         return qb_fail(QB_EINVAL, "a model without FP32 weights cannot be trained: copy it to the backend with "
                        "QB_WEIGHTS_FP32 or QB_WEIGHTS_FP32_AND_HALF");
-    qb_status st = stage(m, a, batch->ids, batch->types, batch->mask, batch->labels, B, T, NULL);
+    qb_status st = stage(m, grads, a, batch->ids, batch->types, batch->mask, batch->labels, B, T, NULL);
     if (st) return st;
     qb_stream *s = a->stream;
     forward(m, a, drop, NULL);

@@ -47,17 +47,30 @@ static void spec(param_spec *s, int *n, const char *name, int ndim, int64_t d0, 
     p->group = group;
 }
 
+/* The weights of the n Linears prefixes[i] (each (out, in), params[i]), then their
+ * biases: query, key and value so lie in one (3 out, in) block and one (3 out) block
+ * of a model's allocation, for one fused GEMM (csrc/model/bert.c). */
+static void spec_linears(param_spec *s, int *n, const char *const *prefixes, qb_linear_params *const *params, int count,
+                         int64_t out, int64_t in, int group)
+{
+    char name[96];
+    for (int i = 0; i < count; i++) {
+        snprintf(name, sizeof name, "%.88s.weight", prefixes[i]);
+        spec(s, n, name, 2, out, in, P_NORMAL, &params[i]->w, group);
+        s[*n - 1].qdst = &params[i]->q;
+        if (group == 0) s[*n - 1].hdst = &params[i]->wh;
+    }
+    for (int i = 0; i < count; i++) {
+        snprintf(name, sizeof name, "%.88s.bias", prefixes[i]);
+        spec(s, n, name, 1, out, 0, P_ZERO, &params[i]->b, group);
+        if (group == 0) s[*n - 1].hdst = &params[i]->bh;
+    }
+}
+
 static void spec_linear(param_spec *s, int *n, const char *prefix, int64_t out, int64_t in,
                         qb_linear_params *p, int group)
 {
-    char name[96];
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    spec(s, n, name, 2, out, in, P_NORMAL, &p->w, group);
-    s[*n - 1].qdst = &p->q;
-    if (group == 0) s[*n - 1].hdst = &p->wh;
-    snprintf(name, sizeof name, "%s.bias", prefix);
-    spec(s, n, name, 1, out, 0, P_ZERO, &p->b, group);
-    if (group == 0) s[*n - 1].hdst = &p->bh;
+    spec_linears(s, n, &prefix, &p, 1, out, in, group);
 }
 
 static void spec_ln(param_spec *s, int *n, const char *prefix, int64_t c, qb_ln_params *p)
@@ -123,9 +136,10 @@ static int model_specs(qb_model *m, param_spec *s)
         qb_layer_params *L = &m->layers[l];
         char p[96];
 #define LAYER(suffix) (snprintf(p, sizeof p, "bert.encoder.layer.%d.%s", l, suffix), p)
-        spec_linear(s, &n, LAYER(layer_linear[0]), C, C, &L->q, 0);
-        spec_linear(s, &n, LAYER(layer_linear[1]), C, C, &L->k, 0);
-        spec_linear(s, &n, LAYER(layer_linear[2]), C, C, &L->v, 0);
+        char qkv[3][96];
+        for (int i = 0; i < 3; i++) snprintf(qkv[i], sizeof qkv[i], "bert.encoder.layer.%d.%s", l, layer_linear[i]);
+        spec_linears(s, &n, (const char *const[]){qkv[0], qkv[1], qkv[2]},
+                     (qb_linear_params *const[]){&L->q, &L->k, &L->v}, 3, C, C, 0);
         spec_linear(s, &n, LAYER(layer_linear[3]), C, C, &L->attn_out, 0);
         spec_ln(s, &n, LAYER("attention.output.LayerNorm"), C, &L->ln_attn);
         spec_linear(s, &n, LAYER(layer_linear[4]), I, C, &L->inter, 0);
