@@ -12,9 +12,9 @@
  * four at a time (one 16- or 8-byte access); otherwise, and for the last n % 4
  * elements, one by one.
  *
- * sumsq: each block adds (double) x^2 over its grid-stride share into a partial
- * (scratch on the stream), one block adds the partials in a fixed order (the same
- * result run after run), and the host waits for the total. */
+ * sumsq: for each array, each block adds (double) x^2 over its grid-stride share
+ * into a partial (scratch on the stream); one block adds all the partials in a fixed
+ * order (the same result run after run), and the host waits once for the total. */
 #include "cuda/common.cuh"
 
 #include <math.h>
@@ -171,25 +171,32 @@ static __global__ void sumsq_kernel(double *partial, const float *x, size_t n)
 }
 
 /* One block of FINAL_THREADS: *total = the sum of v (n). */
-static __global__ void sum_kernel(double *total, const double *v, unsigned n)
+static __global__ void sum_kernel(double *total, const double *v, size_t n)
 {
     __shared__ double scratch[32];
     double s = 0.0;
-    for (unsigned i = threadIdx.x; i < n; i += blockDim.x) s += v[i];
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += v[i];
     s = block_sum_d(s, scratch);
     if (threadIdx.x == 0) *total = s;
 }
 
-extern "C" double qb_cuda_sumsq(qb_stream *s, const float *x, size_t n)
+extern "C" double qb_cuda_sumsq(qb_stream *s, int count, const float *const *x, const size_t *n)
 {
-    if (n == 0) return 0.0;
+    size_t parts = 0;  /* blocks over all the arrays: one partial each */
+    for (int i = 0; i < count; i++) parts += n[i] ? qb_cuda_blocks(n[i]) : 0;
+    if (parts == 0) return 0.0;
     const cudaStream_t stream = qb_cuda_stream(s);
-    const unsigned parts = qb_cuda_blocks(n);
     double *partial = NULL, total = NAN;  /* partial (parts + 1): the block sums, then the total */
     if (qb_cuda_note(s, cudaMallocAsync((void **)&partial, (parts + 1) * sizeof *partial, stream), "sumsq: scratch"))
         return NAN;
-    sumsq_kernel<<<parts, QB_CUDA_THREADS, 0, stream>>>(partial, x, n);
-    bool failed = qb_cuda_launched(s, "sumsq");
+    bool failed = false;
+    for (size_t i = 0, at = 0; i < (size_t)count && !failed; i++) {
+        if (n[i] == 0) continue;
+        const unsigned blocks = qb_cuda_blocks(n[i]);
+        sumsq_kernel<<<blocks, QB_CUDA_THREADS, 0, stream>>>(partial + at, x[i], n[i]);
+        failed = qb_cuda_launched(s, "sumsq");
+        at += blocks;
+    }
     if (!failed) {
         sum_kernel<<<1, FINAL_THREADS, 0, stream>>>(partial + parts, partial, parts);
         failed = qb_cuda_launched(s, "sumsq: total");

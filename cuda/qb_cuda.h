@@ -141,7 +141,7 @@ void qb_cuda_tanh_backward(qb_stream *s, float *dx, const float *dy, const float
 void qb_cuda_add(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t);
 void qb_cuda_rows(qb_stream *s, void *dst, qb_dtype dt, size_t ldd, const void *src, qb_dtype st, size_t lds,
                   int rows, int cols);
-double qb_cuda_sumsq(qb_stream *s, const float *x, size_t n);
+double qb_cuda_sumsq(qb_stream *s, int count, const float *const *x, const size_t *n);
 
 /* cuda/attention.cu (BF16 / FP16 products at head dims 32, 64, 128 go on to
  * cuda/flash_attention.cu; FP16 / BF16 storage only there) */

@@ -163,8 +163,9 @@ typedef struct qb_backend {
                  int K, float grad_scale);
     /* One AdamW update of w, m, v (n) from g (n). */
     void (*adamw)(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *a);
-    /* Sum of squares of x (n), accumulated in double (for the global gradient norm). */
-    double (*sumsq)(qb_stream *s, const float *x, size_t n);
+    /* Sum of squares over the count arrays x[i] (n[i]), accumulated in double: the
+     * global gradient norm, with one wait for the host however many tensors. */
+    double (*sumsq)(qb_stream *s, int count, const float *const *x, const size_t *n);
     /* y (n) += x (n); in t. */
     void (*add)(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t);
     /* Row r of dst (rows, cols; in dt, row stride ldd elements) = row r of src (in st,

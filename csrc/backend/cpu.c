@@ -176,7 +176,12 @@ static void cpu_adamw(qb_stream *s, float *w, float *m, float *v, const float *g
     qb_cpu_adamw(w, m, v, g, n, a);
 }
 
-static double cpu_sumsq(qb_stream *s, const float *x, size_t n) { return qb_cpu_sumsq(x, n); }
+static double cpu_sumsq(qb_stream *s, int count, const float *const *x, const size_t *n)
+{
+    double total = 0.0;
+    for (int i = 0; i < count; i++) total += qb_cpu_sumsq(x[i], n[i]);
+    return total;
+}
 
 static void cpu_add(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t) { qb_cpu_add(y, x, n); }
 
