@@ -131,11 +131,16 @@ typedef struct {
 static void op_bf16(void *p) { args *a = p; qb_cuda_gemm_bf16(NULL, a->c16, a->a16, a->b16, CEIL, CEIL, CEIL); }
 static void op_copy(void *p) { args *a = p; a->be->copy(NULL, a->y, a->x, (size_t)a->n * 4); }
 static void op_linear(void *p) { args *a = p; a->be->linear(NULL, a->y, a->x, a->w, a->bias, M, a->nn, a->kk, a->math, a->st); }
-static void op_linear_q(void *p) { args *a = p; a->be->linear_q(NULL, a->y, NULL, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0); }
+/* x and y in a->st; the quantized Linears' bias is FP32 whatever the storage. */
+static void op_linear_q(void *p)
+{
+    args *a = p;
+    a->be->linear_q(NULL, a->y, NULL, a->x, a->xq.u ? &a->xq : NULL, a->ql, a->bias, M, 0, a->st);
+}
 static void op_linear_q_gelu(void *p)
 {
     args *a = p;
-    a->be->linear_q(NULL, a->y, a->yq.u ? &a->yq : NULL, a->x, &a->xq, a->ql, a->bias, M, 1);
+    a->be->linear_q(NULL, a->y, a->yq.u ? &a->yq : NULL, a->x, &a->xq, a->ql, a->bias, M, 1, a->st);
 }
 static void op_linear_backward(void *p)
 {
@@ -258,6 +263,30 @@ static qb_qlinear *random_qlinear(bench *b, int bits, int N, int K)
     return q;
 }
 
+/* linear_q of a->ql in a->st: quantizing its own input, on a shared quantized input
+ * and, for the FFN's first Linear, with GELU and its output quantized as well. */
+static void quantized_rows(bench *b, args *a, const char *kind, const char *storage, const char *shape, double flops)
+{
+    char name[96];
+    qb_qinput shared = a->xq, yq = a->yq;
+    a->xq.u = NULL;  /* quantizing its own input */
+    snprintf(name, sizeof name, "linear_q %s (quantize x)%s", kind, storage);
+    report(b, name, shape, seconds(b, op_linear_q, a), flops, 0);
+    a->xq = shared;
+    a->xq.K = a->kk, a->xq.ldu = qb_qinput_ldu(a->kk);  /* x quantized beforehand, by a LayerNorm */
+    snprintf(name, sizeof name, "linear_q %s (shared x)%s", kind, storage);
+    report(b, name, shape, seconds(b, op_linear_q, a), flops, 0);
+    if (a->nn == I && a->kk == C) {  /* the FFN's first Linear: GELU; its output quantized for the next */
+        a->yq.u = NULL;
+        snprintf(name, sizeof name, "linear_q %s +gelu%s", kind, storage);
+        report(b, name, shape, seconds(b, op_linear_q_gelu, a), flops, 0);
+        a->yq = yq;
+        snprintf(name, sizeof name, "linear_q %s +gelu, quantized y%s", kind, storage);
+        report(b, name, shape, seconds(b, op_linear_q_gelu, a), flops, 0);
+    }
+    a->xq = shared;
+}
+
 static void gemm_rows(bench *b, args *a, args *hv)
 {
     static const int shapes[][2] = {{768, 768}, {3072, 768}, {768, 3072}};  /* (N, K) */
@@ -286,27 +315,12 @@ static void gemm_rows(bench *b, args *a, args *hv)
         const qb_cuda_w4a8 chosen = qb_cuda_set_w4a8(QB_W4A8_MMA);  /* QBERT_CUDA_W4A8's, restored below */
         bool made = true;
         for (size_t v = 0; v < sizeof quantized / sizeof quantized[0]; v++) {
-            char name[64];
             qb_cuda_set_w4a8(quantized[v].kernel);
             if (!(made = (a->ql = random_qlinear(b, quantized[v].bits, a->nn, a->kk)) != NULL)) break;
-            qb_qinput shared = a->xq;
-            a->xq.u = NULL;  /* quantizing its own input */
-            snprintf(name, sizeof name, "linear_q %s (quantize x)", quantized[v].name);
-            report(b, name, shape, seconds(b, op_linear_q, a), flops, 0);
-            a->xq = shared;
-            a->xq.K = a->kk, a->xq.ldu = qb_qinput_ldu(a->kk);  /* x quantized beforehand, by a LayerNorm */
-            snprintf(name, sizeof name, "linear_q %s (shared x)", quantized[v].name);
-            report(b, name, shape, seconds(b, op_linear_q, a), flops, 0);
-            if (a->nn == I && a->kk == C) {  /* the FFN's first Linear: GELU; its output quantized for the next */
-                qb_qinput yq = a->yq;
-                a->yq.u = NULL;
-                snprintf(name, sizeof name, "linear_q %s +gelu", quantized[v].name);
-                report(b, name, shape, seconds(b, op_linear_q_gelu, a), flops, 0);
-                a->yq = yq;
-                snprintf(name, sizeof name, "linear_q %s +gelu, quantized y", quantized[v].name);
-                report(b, name, shape, seconds(b, op_linear_q_gelu, a), flops, 0);
-            }
-            a->xq = shared;
+            args h = *a;  /* BF16 activations around the integer product: x and y of the half set, a's FP32 bias */
+            h.x = hv->x, h.y = hv->y, h.st = QB_BF16;
+            quantized_rows(b, a, quantized[v].name, "", shape, flops);
+            quantized_rows(b, &h, quantized[v].name, ", bf16 storage", shape, flops);
             qb_qlinear_free(a->ql);
             free(a->ql);
             a->ql = NULL;

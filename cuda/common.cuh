@@ -104,19 +104,21 @@ __device__ __forceinline__ uint8_t qb_u7(float x, float inv, float zf)
     return (uint8_t)(c < 127.0f ? c : 127.0f);
 }
 
-/* One row x (K) quantized per token into u (ldu bytes: the K values, then the zero
- * point as padding), *scale and *zp, by the whole block; lo and hi are the thread's
- * min(x, 0) and max(x, 0) over the columns it owns (its own x[c] are all it reads
- * back, so x may be shared memory it wrote). scratch: 64 floats of shared memory. */
-__device__ __forceinline__ void qb_quantize_row_u7(uint8_t *u, float *scale, int32_t *zp, const float *x, int K,
-                                                   int ldu, float lo, float hi, float *scratch)
+/* One row x (K, in any storage type) quantized per token into u (ldu bytes: the K
+ * values, then the zero point as padding), *scale and *zp, by the whole block; lo and
+ * hi are the thread's min(x, 0) and max(x, 0) over the columns it owns (its own x[c]
+ * are all it reads back, so x may be shared memory it wrote). scratch: 64 floats of
+ * shared memory. */
+template <typename X>
+__device__ __forceinline__ void qb_quantize_row_u7(uint8_t *u, float *scale, int32_t *zp, const X *x, int K, int ldu,
+                                                   float lo, float hi, float *scratch)
 {
     qb_block_minmax(lo, hi, scratch);
     float inv;
     int32_t z;
     const float s = qb_u7_params(lo, hi, &inv, &z);
     if (threadIdx.x == 0) *scale = s, *zp = z;
-    for (int c = threadIdx.x; c < ldu; c += blockDim.x) u[c] = c < K ? qb_u7(x[c], inv, (float)z) : (uint8_t)z;
+    for (int c = threadIdx.x; c < ldu; c += blockDim.x) u[c] = c < K ? qb_u7(qb_to_float(x[c]), inv, (float)z) : (uint8_t)z;
 }
 
 /* Exact GELU, x Phi(x) with erf, as csrc/cpu/gelu.c. */

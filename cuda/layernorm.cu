@@ -41,7 +41,7 @@ static int row_threads(int C)
 
 /* grid (M), row_threads(C) threads, C floats of dynamic shared memory. With u, the
  * row's output is also quantized per token (qb_qinput: u (M, ldu), qscale, qzp (M))
- * from the values just computed, which the block holds in shared memory: the 7-bit
+ * from the values just stored, which the block holds in shared memory: the 7-bit
  * grid needs the row's min and max first, so the quantizer cannot run column by
  * column, but it needs no second pass over memory either. */
 template <typename T>
@@ -69,9 +69,10 @@ static __global__ void layernorm_kernel(T *out, T *u_out, float *stats, uint8_t 
     const float rstd = 1.0f / sqrtf(qb_block_sum(q, scratch) / C + eps);
     if (stats && threadIdx.x == 0) stats[2 * (size_t)blockIdx.x] = mean, stats[2 * (size_t)blockIdx.x + 1] = rstd;
     float lo = 0.0f, hi = 0.0f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        const float o = (row[c] - mean) * rstd * g[c] + b[c];
-        out[off + c] = qb_from_float<T>(o);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {  /* row: out as stored, for the quantizer */
+        const T r = qb_from_float<T>((row[c] - mean) * rstd * g[c] + b[c]);
+        const float o = qb_to_float(r);
+        out[off + c] = r;
         row[c] = o;
         lo = o < lo ? o : lo, hi = o > hi ? o : hi;
     }

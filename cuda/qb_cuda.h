@@ -116,8 +116,8 @@ void qb_cuda_gemm_release(void);
 
 /* cuda/qlinear.cu (backend.h's linear_q and qlinear_prepare) */
 qb_status qb_cuda_qlinear_prepare(qb_stream *s, struct qb_qlinear *q);
-void qb_cuda_linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq,
-                      const struct qb_qlinear *q, const float *b, int M, int gelu);
+void qb_cuda_linear_q(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
+                      const struct qb_qlinear *q, const float *b, int M, int gelu, qb_dtype t);
 /* The W4A8 kernel: the tensor cores' mma.sync on nibbles unpacked to int8 (the
  * default), or dp4a on the CUDA cores; the same bits either way. QBERT_CUDA_W4A8 =
  * mma | dp4a sets it at qb_cuda_init; qbert-bench kernels and the tests switch

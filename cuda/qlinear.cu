@@ -22,6 +22,10 @@
  *   weight-only   FP32 x times the weights dequantized once at prepare (qb_cuda_linear).
  * The epilogues use __fmul_rn / __fadd_rn, so nvcc fuses nothing into an FMA and the
  * outputs are the CPU reference's bits (GELU aside: CUDA's erff against libm's).
+ * x and y may be stored in FP16 / BF16 (the half activations; not weight-only): x is
+ * read as float, y computed in FP32 exactly as above and rounded once as it is
+ * stored, and a quantized y (yq) is made from the rounded values, as the next Linear
+ * reading y would make it.
  *
  * Weights move to the device once, at prepare, in the layout of their kernel; the
  * quantized activations (M, ldu), their scales and zero points (M each) and the int32
@@ -32,6 +36,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <type_traits>
 
 #include "qbert/quant.h"
 
@@ -88,15 +93,16 @@ static bool grow(qb_stream *s, void **p, size_t *cap, size_t bytes, const char *
  * padding), sx[m], zp[m]. is_static: with the file's scale (inv its inverse as the
  * CPU computes it), v = clamp(rint(x inv), -128, 127), zp 0 (qb_quantize_s8); else
  * per token on the 7-bit grid. */
-static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const float *x, int K, int ldu,
+template <typename X>
+static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const X *x, int K, int ldu,
                                        bool is_static, float inv, float scale)
 {
     __shared__ float scratch[64];
-    const float *xr = x + (size_t)blockIdx.x * K;
+    const X *xr = x + (size_t)blockIdx.x * K;
     int8_t *vr = v + (size_t)blockIdx.x * ldu;
     if (is_static) {
         for (int k = threadIdx.x; k < ldu; k += blockDim.x) {
-            float r = k < K ? rintf(__fmul_rn(xr[k], inv)) : 0.0f;
+            float r = k < K ? rintf(__fmul_rn(qb_to_float(xr[k]), inv)) : 0.0f;
             r = r > -128.0f ? r : -128.0f;
             vr[k] = (int8_t)(r < 127.0f ? r : 127.0f);
         }
@@ -105,7 +111,7 @@ static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const 
     }
     float lo = 0.0f, hi = 0.0f;
     for (int k = threadIdx.x; k < K; k += blockDim.x) {
-        const float e = xr[k];
+        const float e = qb_to_float(xr[k]);
         lo = e < lo ? e : lo, hi = e > hi ? e : hi;
     }
     qb_quantize_row_u7((uint8_t *)vr, &sx[blockIdx.x], &zp[blockIdx.x], xr, K, ldu, lo, hi, scratch);
@@ -119,7 +125,8 @@ __device__ __forceinline__ float finish(float a, float s, float b, int gelu)
 }
 
 /* Grid-stride over y (M, N): the INT8 epilogue on acc (M, Np). */
-static __global__ void epilogue_kernel(float *y, const int32_t *acc, const float *sx, const int32_t *zp,
+template <typename Y>
+static __global__ void epilogue_kernel(Y *y, const int32_t *acc, const float *sx, const int32_t *zp,
                                        const int32_t *colsum, const float *sw, const float *b, int M, int N, int Np,
                                        int gelu)
 {
@@ -127,15 +134,16 @@ static __global__ void epilogue_kernel(float *y, const int32_t *acc, const float
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n_out; i += (size_t)gridDim.x * blockDim.x) {
         const int m = (int)(i / N), n = (int)(i % N);
         const int32_t a = acc[(size_t)m * Np + n] - zp[m] * colsum[n];
-        y[i] = finish((float)a, __fmul_rn(sx[m], sw[n]), b ? b[n] : 0.0f, gelu);
+        y[i] = qb_from_float<Y>(finish((float)a, __fmul_rn(sx[m], sw[n]), b ? b[n] : 0.0f, gelu));
     }
 }
 
 /* One block per row m of y (M, N): the epilogue above, the row kept in shared memory
- * (N floats) and quantized per token into u (ldu bytes per row), su[m], zu[m] from
- * there: the FFN's GELU output reaches the next Linear quantized without a second
- * pass over it. */
-static __global__ void epilogue_rows_kernel(float *y, uint8_t *u, float *su, int32_t *zu, int ldu, const int32_t *acc,
+ * (N floats, as stored in y) and quantized per token into u (ldu bytes per row),
+ * su[m], zu[m] from there: the FFN's GELU output reaches the next Linear quantized
+ * without a second pass over it. */
+template <typename Y>
+static __global__ void epilogue_rows_kernel(Y *y, uint8_t *u, float *su, int32_t *zu, int ldu, const int32_t *acc,
                                             const float *sx, const int32_t *zp, const int32_t *colsum,
                                             const float *sw, const float *b, int N, int Np, int gelu)
 {
@@ -145,8 +153,9 @@ static __global__ void epilogue_rows_kernel(float *y, uint8_t *u, float *su, int
     float lo = 0.0f, hi = 0.0f;
     for (int n = threadIdx.x; n < N; n += blockDim.x) {
         const int32_t a = acc[(size_t)m * Np + n] - zp[m] * colsum[n];
-        const float e = finish((float)a, __fmul_rn(sx[m], sw[n]), b ? b[n] : 0.0f, gelu);
-        y[(size_t)m * N + n] = row[n] = e;
+        const Y r = qb_from_float<Y>(finish((float)a, __fmul_rn(sx[m], sw[n]), b ? b[n] : 0.0f, gelu));
+        const float e = qb_to_float(r);
+        y[(size_t)m * N + n] = r, row[n] = e;
         lo = e < lo ? e : lo, hi = e > hi ? e : hi;
     }
     qb_quantize_row_u7(u + (size_t)m * ldu, &su[m], &zu[m], row, N, ldu, lo, hi, scratch);
@@ -179,7 +188,8 @@ __device__ __forceinline__ float add_group(float f, int32_t s, int m, int n, int
  * with zero points zp, the nibbles w4 (N, K / 2), per-group colsum and scales
  * (N, groups). group is a multiple of 4, so a chunk ends on a word boundary and words
  * past it are zero. */
-static __global__ void w4a8_dp4a_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu,
+template <typename Y>
+static __global__ void w4a8_dp4a_kernel(Y *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu,
                                         const uint8_t *w4, const int32_t *colsum, const float *sw, const float *b,
                                         int M, int N, int K, int group, int gelu)
 {
@@ -226,7 +236,7 @@ static __global__ void w4a8_dp4a_kernel(float *y, const int8_t *v, const float *
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-            if (m < M && n < N) y[(size_t)m * N + n] = finish(f[i][j], sx[m], b ? b[n] : 0.0f, gelu);
+            if (m < M && n < N) y[(size_t)m * N + n] = qb_from_float<Y>(finish(f[i][j], sx[m], b ? b[n] : 0.0f, gelu));
         }
 }
 
@@ -246,8 +256,9 @@ __device__ __forceinline__ void mma_s8(int d[4], const int a[4], const int b[2])
  * (columns) go to shared memory as words of 4 int8 along k, zero past the group,
  * M or N; a warp's output element (m, n) is d[i][j][e] with m = 16 i + g + 8 (e / 2),
  * n = 8 j + 2 t + e % 2 within its 32 x 32 (row, col). */
+template <typename Y>
 static __global__ void __launch_bounds__(128, 4)
-    w4a8_mma_kernel(float *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu, const uint8_t *w4,
+    w4a8_mma_kernel(Y *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu, const uint8_t *w4,
                     const int32_t *colsum, const float *sw, const float *b, int M, int N, int K, int group, int gelu)
 {
     __shared__ int xs[MMA_TILE][MMA_LDS], ws[MMA_TILE][MMA_LDS];  /* [row or column][word of the chunk] */
@@ -305,7 +316,8 @@ static __global__ void __launch_bounds__(128, 4)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int m = row(i, e), n = col(j, e);
-                if (m < M && n < N) y[(size_t)m * N + n] = finish(f[i][j][e], sx[m], b ? b[n] : 0.0f, gelu);
+                if (m < M && n < N)
+                    y[(size_t)m * N + n] = qb_from_float<Y>(finish(f[i][j][e], sx[m], b ? b[n] : 0.0f, gelu));
             }
 }
 
@@ -386,7 +398,8 @@ extern "C" qb_status qb_cuda_qlinear_prepare(qb_stream *s, qb_qlinear *q)
 
 /* yq (laid out for M x N) = y (M, N) quantized per token, padding rows zero (as
  * qb_qinput_quantize); rows_done: the rows are already there (epilogue_rows_kernel). */
-static void quantize_out(qb_stream *s, qb_qinput *yq, const float *y, int M, int N, bool rows_done)
+template <typename T>
+static void quantize_out(qb_stream *s, qb_qinput *yq, const T *y, int M, int N, bool rows_done)
 {
     if (!rows_done) {
         quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>((int8_t *)yq->u, yq->scale, yq->zp, y, N,
@@ -396,13 +409,19 @@ static void quantize_out(qb_stream *s, qb_qinput *yq, const float *y, int M, int
     qb_cuda_qinput_pad(s, yq, "linear_q: padding rows");
 }
 
-/* The product into y, and when the IMMA epilogue can, yq's rows with it (true then). */
-static bool linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq,
-                     const qb_qlinear *q, const prepared *p, const float *b, int M, int gelu)
+/* The product into y (M, N; x and y stored as T), and when the IMMA epilogue can,
+ * yq's rows with it (true then). */
+template <typename T>
+static bool linear_q(qb_stream *s, T *y, qb_qinput *yq, const T *x, const qb_qinput *xq, const qb_qlinear *q,
+                     const prepared *p, const float *b, int M, int gelu)
 {
     const cudaStream_t stream = qb_cuda_stream(s);
     qb_cuda_scratch *scratch = qb_cuda_scratch_get(s);
     if (q->act_f32) {
+        if (!std::is_same<T, float>::value) {
+            qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: weight-only Linears run with FP32 activations");
+            return false;
+        }
         qb_cuda_linear(s, y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32, QB_F32);
         if (gelu) qb_cuda_gelu(s, y, y, (size_t)M * q->N, QB_F32);
         return false;
@@ -464,8 +483,8 @@ static bool linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, cons
     return false;
 }
 
-extern "C" void qb_cuda_linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq, const qb_qlinear *q,
-                                 const float *b, int M, int gelu)
+extern "C" void qb_cuda_linear_q(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
+                                 const qb_qlinear *q, const float *b, int M, int gelu, qb_dtype t)
 {
     const prepared *p = (const prepared *)q->prepared;
     if (M <= 0) return;
@@ -481,8 +500,11 @@ extern "C" void qb_cuda_linear_q(qb_stream *s, float *y, qb_qinput *yq, const fl
         qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: the quantized input is laid out for another shape");
         return;
     }
-    const bool rows_done = linear_q(s, y, yq, x, xq, q, p, b, M, gelu);
-    if (yq) quantize_out(s, yq, y, M, q->N, rows_done);
+    qb_cuda_storage(t, [&](auto *tag) {
+        using T = std::remove_pointer_t<decltype(tag)>;
+        const bool rows_done = linear_q(s, (T *)y, yq, (const T *)x, xq, q, p, b, M, gelu);
+        if (yq) quantize_out(s, yq, (const T *)y, M, q->N, rows_done);
+    });
 }
 
 extern "C" qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)

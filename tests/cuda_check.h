@@ -76,6 +76,18 @@ static inline void *dev_poison(size_t bytes)
     return d;
 }
 
+/* A device buffer of the n values x stored in t, x replaced by the stored values
+ * (what the CPU then reads). */
+static inline void *dev_store(float *x, size_t n, qb_dtype t)
+{
+    void *h = host_alloc(n * qb_store_bytes(t));
+    cpu->rows(NULL, h, t, n, x, QB_F32, n, 1, (int)n);
+    cpu->rows(NULL, x, QB_F32, n, h, t, n, 1, (int)n);
+    void *d = dev_from(h, n * qb_store_bytes(t));
+    free(h);
+    return d;
+}
+
 /* A host copy of bytes of device memory (malloc'ed); a pending CUDA error fails
  * the check named what. */
 static inline void *host_from(const void *dev, size_t bytes, const char *what)

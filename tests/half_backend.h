@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "cpu/cpu.h"
+#include "qbert/quant.h"
 
 static const qb_backend *half_cpu;
 
@@ -33,6 +35,30 @@ static void narrow(void *dst, float *f, size_t n, qb_dtype t)
 {
     if (dst) half_cpu->rows(NULL, dst, t, n, f, QB_F32, n, 1, (int)n);
     free(f);
+}
+
+/* q (when not NULL) = y (n, stored in t) quantized per token: from y as stored. */
+static void quantize_stored(qb_qinput *q, const void *y, size_t n, qb_dtype t)
+{
+    if (!q) return;
+    float *f = widen(y, n, t);
+    qb_qinput_quantize(q, f);
+    free(f);
+}
+
+static void hb_linear_q(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
+                        const struct qb_qlinear *q, const float *b, int M, int gelu, qb_dtype t)
+{
+    if (t == QB_F32) {
+        qb_backend_cpu()->linear_q(s, y, yq, x, xq, q, b, M, gelu, t);
+        return;
+    }
+    const size_t ny = (size_t)M * q->N;
+    float *fy = widen(NULL, ny, t), *fx = x ? widen(x, (size_t)M * q->K, t) : NULL;
+    qb_backend_cpu()->linear_q(s, fy, NULL, fx, xq, q, b, M, gelu, QB_F32);
+    narrow(y, fy, ny, t);
+    free(fx);
+    quantize_stored(yq, y, ny, t);
 }
 
 static void hb_linear(qb_stream *s, void *y, const void *x, const void *w, const void *b, int M, int N, int K,
@@ -73,10 +99,11 @@ static void hb_layernorm(qb_stream *s, void *out, void *u_out, float *stats, qb_
     const size_t n = (size_t)M * C;
     float *fx = widen(x, n, t), *fres = res ? widen(res, n, t) : NULL, *fo = widen(NULL, n, t);
     float *fu = u_out ? widen(NULL, n, t) : NULL;
-    qb_backend_cpu()->layernorm(s, fo, fu, stats, outq, fx, fres, g, b, M, C, eps, QB_F32);
+    qb_backend_cpu()->layernorm(s, fo, fu, stats, NULL, fx, fres, g, b, M, C, eps, QB_F32);
     narrow(out, fo, n, t);
     if (u_out) narrow(u_out, fu, n, t);
     free(fx), free(fres);
+    quantize_stored(outq, out, n, t);
 }
 
 static void hb_layernorm_backward(qb_stream *s, void *du, float *dg, float *db, const void *dout, const void *u,
@@ -202,7 +229,7 @@ static const qb_backend *half_backend(void)
         be = *qb_backend_cpu();
         be.name = "cpu-half";
         be.caps = QB_CAN_HALF;
-        be.linear = hb_linear, be.linear_backward = hb_linear_backward;
+        be.linear = hb_linear, be.linear_q = hb_linear_q, be.linear_backward = hb_linear_backward;
         be.layernorm = hb_layernorm, be.layernorm_backward = hb_layernorm_backward;
         be.gelu = hb_gelu, be.gelu_backward = hb_gelu_backward, be.add = hb_add, be.dropout = hb_dropout;
         be.attention = hb_attention, be.attention_backward = hb_attention_backward;

@@ -20,18 +20,6 @@ static const qb_dtype halves[2] = {QB_BF16, QB_F16};
 
 static qb_math math_of(qb_dtype t) { return t == QB_BF16 ? QB_MATH_BF16 : QB_MATH_FP16; }
 
-/* A device buffer of the n values x stored in t, x replaced by the stored values
- * (what the CPU then reads). */
-static void *dev_store(float *x, size_t n, qb_dtype t)
-{
-    void *h = host_alloc(n * qb_store_bytes(t));
-    cpu->rows(NULL, h, t, n, x, QB_F32, n, 1, (int)n);
-    cpu->rows(NULL, x, QB_F32, n, h, t, n, 1, (int)n);
-    void *d = dev_from(h, n * qb_store_bytes(t));
-    free(h);
-    return d;
-}
-
 /* n fresh values in [lo, hi), rounded to t, on the device (*dev) and the host. */
 static float *rand_store(size_t n, float lo, float hi, qb_dtype t, void **dev)
 {

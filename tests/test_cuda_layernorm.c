@@ -3,7 +3,8 @@
  * and stats, in every aliasing the contract allows (out = x, t_out = x, out = res);
  * the backward with dt separate and dt = dout, dg and db added onto non-zero values,
  * and the same bits on a second run; the output quantized per token (outq): the bytes,
- * scales and zero points of the CPU's quantizer on the GPU's own output. Shapes:
+ * scales and zero points of the CPU's quantizer on the GPU's own output, stored in
+ * FP32, BF16 or FP16. Shapes:
  * C in {1, 31, 384, 768, 1024, 4099} (one column, part of a warp, several columns per
  * thread, odd and over 4 per thread of a 1024-thread block) x M in {1, 7, 300}, and a
  * backward with more rows than it has blocks (M = 1100). Inputs have an offset mean
@@ -116,19 +117,20 @@ static void test_backward(int M, int C)
 }
 
 /* outq: the GPU's out quantized per token in the same kernel must be exactly what
- * the CPU's quantizer (qb_qinput_quantize) makes of that out, padding included;
- * with res, and with out aliasing x (the encoder's in-place use). A qb_qinput laid
- * out for another shape is refused with a pending error. */
-static void test_outq(int M, int C, int alias)
+ * the CPU's quantizer (qb_qinput_quantize) makes of that out as stored (in t: FP32,
+ * or half, the INT8 Linears' half activations), padding included; with res, and with
+ * out aliasing x (the encoder's in-place use). A qb_qinput laid out for another shape
+ * is refused with a pending error. */
+static void test_outq(int M, int C, int alias, qb_dtype t)
 {
     char what[96];
-    snprintf(what, sizeof what, "layernorm outq M=%d C=%d%s", M, C, alias ? " out = x" : "");
-    const size_t n = (size_t)M * C;
+    snprintf(what, sizeof what, "layernorm outq M=%d C=%d%s %s", M, C, alias ? " out = x" : "", qb_dtype_name(t));
+    const size_t n = (size_t)M * C, e = qb_store_bytes(t);
     float *x = rand_host(n, -2, 2), *res = rand_host(n, 2, 6), *g = rand_host((size_t)C, 0.5f, 1.5f);
     float *b = rand_host((size_t)C, -0.5f, 0.5f);
     for (int m = 0; m < M; m += 4) x[(size_t)m * C] = 50.0f;  /* outliers move the zero point */
-    float *dx = dev_from(x, n * 4), *dres = dev_from(res, n * 4), *dg = dev_from(g, (size_t)C * 4);
-    float *db = dev_from(b, (size_t)C * 4), *dout = alias ? dx : dev_from(NULL, n * 4);
+    void *dx = dev_store(x, n, t), *dres = dev_store(res, n, t), *dout = alias ? dx : dev_from(NULL, n * e);
+    float *dg = dev_from(g, (size_t)C * 4), *db = dev_from(b, (size_t)C * 4);
     qb_qinput ref;
     CHECK(qb_qinput_alloc(&ref, M, C) == QB_OK);
     const size_t ubytes = (size_t)qb_qinput_rows(M) * ref.ldu;
@@ -137,8 +139,11 @@ static void test_outq(int M, int C, int alias)
     if (qb_qinput_rows(M) > M)  /* a dirty padding row: the kernel must zero it */
         gpu->to_device(NULL, dq.u + (size_t)M * ref.ldu, (const uint8_t[]){0xAB}, 1);
     dq.scale = dev_from(NULL, (size_t)M * 4), dq.zp = dev_from(NULL, (size_t)M * 4);
-    gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, QB_F32);
-    float *out = host_from(dout, n * 4, what);
+    gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, t);
+    void *stored = host_from(dout, n * e, what);
+    float *out = host_alloc(n * sizeof *out);
+    cpu->rows(NULL, out, QB_F32, n, stored, t, n, 1, (int)n);
+    free(stored);
     qb_qinput_quantize(&ref, out);
     char part[128];
     snprintf(part, sizeof part, "%s: bytes", what);
@@ -148,7 +153,7 @@ static void test_outq(int M, int C, int alias)
     snprintf(part, sizeof part, "%s: zero points", what);
     check_equal(part, dq.zp, ref.zp, (size_t)M * 4);
     dq.K = C + 1;
-    gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, QB_F32);
+    gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, t);
     CHECK(qb_cuda_sync(NULL) != QB_OK);
     CHECK(qb_cuda_sync(NULL) == QB_OK);
     qb_qinput_free(&ref);
@@ -168,10 +173,13 @@ int main(void)
         }
     /* More rows than the backward has blocks: each block sums several. */
     test_backward(1100, 768);
-    test_outq(1, 768, 0);
-    test_outq(7, 31, 1);
-    test_outq(300, 768, 1);
-    test_outq(5, 4099, 0);
+    for (int k = 0; k < 3; k++) {
+        const qb_dtype t = k == 0 ? QB_F32 : k == 1 ? QB_BF16 : QB_F16;
+        test_outq(1, 768, 0, t);
+        test_outq(7, 31, 1, t);
+        test_outq(300, 768, 1, t);
+        test_outq(5, 4099, 0, t);
+    }
     CHECK(qb_cuda_sync(NULL) == QB_OK);
     return check_summary("test_cuda_layernorm");
 }

@@ -11,7 +11,11 @@
  * fused into the INT8 epilogue when a row fits shared memory, a pass after it
  * otherwise), whose bytes must be the CPU quantizer's on the GPU's own output (the
  * CPU's output may differ in the last bit with GELU); an unprepared Linear, a
- * mis-shaped yq or xq, and an INT4 group size the kernel cannot take. */
+ * mis-shaped yq or xq, and an INT4 group size the kernel cannot take. With x and y
+ * stored in BF16 / FP16 (the half activations): the CPU reads the rounded x and its
+ * output is rounded once, so without GELU the GPU's stored y must be those bits, with
+ * GELU within 1e-3 (a last-bit flip of a few elements); yq is checked against the
+ * CPU quantizer on the GPU's stored y. */
 #include "cuda_check.h"
 
 #include "cpu/cpu.h"
@@ -48,13 +52,23 @@ static float *random_input(int M, int K)
     return x;
 }
 
-/* yq (a device qb_qinput for M x N) against the CPU quantizer on dy (the GPU's y):
- * every byte, the padding rows' included, every scale and zero point. */
-static void check_output_quantized(const char *what, const qb_qinput *yq, const float *dy, int M, int N)
+/* n values of device memory stored in t, as floats (malloc'ed). */
+static float *host_floats(const void *dev, size_t n, qb_dtype t, const char *what)
+{
+    void *h = host_from(dev, n * qb_store_bytes(t), what);
+    float *f = host_alloc(n * sizeof *f);
+    cpu->rows(NULL, f, QB_F32, n, h, t, n, 1, (int)n);
+    free(h);
+    return f;
+}
+
+/* yq (a device qb_qinput for M x N) against the CPU quantizer on dy (the GPU's y,
+ * stored in t): every byte, the padding rows' included, every scale and zero point. */
+static void check_output_quantized(const char *what, const qb_qinput *yq, const void *dy, int M, int N, qb_dtype t)
 {
     qb_qinput ref;
     CHECK(qb_qinput_alloc(&ref, M, N) == QB_OK);
-    float *y = host_from(dy, (size_t)M * N * sizeof *y, what);
+    float *y = host_floats(dy, (size_t)M * N, t, what);
     qb_qinput_quantize(&ref, y);
     char w[200];
     snprintf(w, sizeof w, "%s: quantized output", what);
@@ -80,20 +94,21 @@ static qb_qinput dev_qinput(int M, int K)
     return d;
 }
 
+/* x and y stored in t (weight-only: FP32 only). */
 static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group, int bias, int gelu, int shared,
-                          int outq)
+                          int outq, qb_dtype t)
 {
-    char what[160];
-    snprintf(what, sizeof what, "linear_q INT%d%s %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d yq=%d", bits,
+    char what[180];
+    snprintf(what, sizeof what, "linear_q INT%d%s %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d yq=%d %s", bits,
              bits == 4 && act != WEIGHT_ONLY ? w4a8_names[w4a8] : "", act_names[act], M, N, K, bits == 8 ? K : group,
-             bias, gelu, shared, outq);
+             bias, gelu, shared, outq, qb_dtype_name(t));
     qb_qlinear q = random_qlinear(bits, N, K, group, act), g = q;  /* g: the same weights, prepared for CUDA */
     const qb_status st = gpu->qlinear_prepare(NULL, &g);
     CHECKF(st == QB_OK, "%s: prepare: %s", what, qb_error());
-    float *x = random_input(M, K), *b = bias ? rand_host((size_t)N, -1, 1) : NULL;
-    float *y = host_alloc((size_t)M * N * sizeof *y);
-    float *dx = dev_from(x, (size_t)M * K * 4), *db = b ? dev_from(b, (size_t)N * 4) : NULL;
-    float *dy = dev_from(NULL, (size_t)M * N * 4);
+    const size_t MN = (size_t)M * N, e = qb_store_bytes(t);
+    float *x = random_input(M, K), *b = bias ? rand_host((size_t)N, -1, 1) : NULL;  /* x: then as stored */
+    float *y = host_alloc(MN * sizeof *y), *db = b ? dev_from(b, (size_t)N * 4) : NULL;
+    void *dx = dev_store(x, (size_t)M * K, t), *dy = dev_poison(MN * e);
     qb_qinput hq = {0}, dq = {0};  /* shared: x quantized per token once, on the host and as a device copy */
     if (shared) {
         CHECK(qb_qinput_alloc(&hq, M, K) == QB_OK);
@@ -104,11 +119,21 @@ static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group
         dq.zp = dev_from(hq.zp, (size_t)M * 4);
     }
     qb_qinput yq = outq ? dev_qinput(M, N) : (qb_qinput){0};
-    cpu->linear_q(NULL, y, NULL, x, shared ? &hq : NULL, &q, b, M, gelu);
-    if (!st) gpu->linear_q(NULL, dy, outq ? &yq : NULL, dx, shared ? &dq : NULL, &g, db, M, gelu);
-    if (gelu || act == WEIGHT_ONLY) check_close(what, dy, y, (size_t)M * N, CUDA_TOL);
-    else check_equal(what, dy, y, (size_t)M * N * sizeof *y);
-    if (outq) check_output_quantized(what, &yq, dy, M, N);
+    cpu->linear_q(NULL, y, NULL, x, shared ? &hq : NULL, &q, b, M, gelu, QB_F32);
+    if (!st) gpu->linear_q(NULL, dy, outq ? &yq : NULL, dx, shared ? &dq : NULL, &g, db, M, gelu, t);
+    void *stored = host_alloc(MN * e);  /* the CPU's y as the GPU stores it, and as floats again */
+    cpu->rows(NULL, stored, t, MN, y, QB_F32, MN, 1, (int)MN);
+    if (gelu || act == WEIGHT_ONLY) {
+        float *got = host_floats(dy, MN, t, what);
+        cpu->rows(NULL, y, QB_F32, MN, stored, t, MN, 1, (int)MN);
+        const double err = rel_l2(got, y, MN), tol = t == QB_F32 ? CUDA_TOL : 1e-3;
+        CHECKF(err <= tol && !isnan(err), "%s: relative L2 error %.3g > %.1g", what, err, tol);
+        free(got);
+    } else {
+        check_equal(what, dy, stored, MN * e);
+    }
+    free(stored);
+    if (outq) check_output_quantized(what, &yq, dy, M, N, t);
     if (outq) gpu->free(yq.u), gpu->free(yq.scale), gpu->free(yq.zp);
     if (g.prepared) g.release(&g);
     if (shared) qb_qinput_free(&hq), gpu->free(dq.u), gpu->free(dq.scale), gpu->free(dq.zp);
@@ -122,16 +147,16 @@ static void test_refusals(void)
 {
     qb_qlinear q = random_qlinear(8, 4, 8, 8, DYNAMIC);
     float *d = dev_from(NULL, 64 * 4);
-    gpu->linear_q(NULL, d, NULL, d, NULL, &q, NULL, 2, 0);
+    gpu->linear_q(NULL, d, NULL, d, NULL, &q, NULL, 2, 0, QB_F32);
     CHECK(qb_cuda_sync(NULL) != QB_OK);
     CHECK(qb_cuda_sync(NULL) == QB_OK);
     qb_qlinear p = q;
     CHECK(gpu->qlinear_prepare(NULL, &p) == QB_OK);
     qb_qinput wrong = dev_qinput(2, 5);  /* the output is 2 x 4, the input 2 x 8 */
-    gpu->linear_q(NULL, d, &wrong, d, NULL, &p, NULL, 2, 0);
+    gpu->linear_q(NULL, d, &wrong, d, NULL, &p, NULL, 2, 0, QB_F32);
     CHECK(qb_cuda_sync(NULL) != QB_OK && strstr(qb_error(), "output is laid out for another shape"));
     CHECK(qb_cuda_sync(NULL) == QB_OK);
-    gpu->linear_q(NULL, d, NULL, d, &wrong, &p, NULL, 2, 0);
+    gpu->linear_q(NULL, d, NULL, d, &wrong, &p, NULL, 2, 0, QB_F32);
     CHECK(qb_cuda_sync(NULL) != QB_OK && strstr(qb_error(), "input is laid out for another shape"));
     CHECK(qb_cuda_sync(NULL) == QB_OK);
     if (p.prepared) p.release(&p);
@@ -162,17 +187,23 @@ int main(void)
                 for (w4a8 = QB_W4A8_MMA; w4a8 <= (bits == 4 && act != WEIGHT_ONLY ? QB_W4A8_DP4A : QB_W4A8_MMA);
                      w4a8++) {
                     qb_cuda_set_w4a8(w4a8);
-                    check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0);
-                    check_qlinear(bits, act, M, N, K, group, 0, 1, 0, 0);
-                    check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1);
-                    if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1, 0);
+                    check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0, QB_F32);
+                    check_qlinear(bits, act, M, N, K, group, 0, 1, 0, 0, QB_F32);
+                    check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1, QB_F32);
+                    if (act == DYNAMIC) check_qlinear(bits, act, M, N, K, group, 1, 0, 1, 0, QB_F32);
+                    for (int h = 0; h < 2 && act != WEIGHT_ONLY; h++) {  /* half activations */
+                        const qb_dtype t = h ? QB_F16 : QB_BF16;
+                        check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0, t);
+                        check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1, t);
+                    }
                 }
     }
     qb_cuda_set_w4a8(QB_W4A8_MMA);
     /* A row too wide for the fused epilogue (N > 12288): quantized in a pass after it. */
-    check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1);
+    check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1, QB_F32);
+    check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1, QB_BF16);
     /* The scratch buffers grown by a large call serve a small one after it. */
-    check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0, 0);
+    check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0, 0, QB_F32);
     test_refusals();
     qb_cuda_scratch_release(NULL);
     qb_cuda_gemm_release();

@@ -157,24 +157,24 @@ static bool linears_prepared_match_reference(qb_model *q)
         float *x = malloc((size_t)M * ql->K * sizeof *x), *ys = malloc((size_t)M * ql->N * sizeof *ys);
         float *yr = malloc((size_t)M * ql->N * sizeof *yr);
         for (int j = 0; j < M * ql->K; j++) x[j] = qb_rng_normal(&rng, 0, 1);
-        qb_backend_cpu()->linear_q(NULL, ys, NULL, x, NULL, ql, NULL, M, 0);
+        qb_backend_cpu()->linear_q(NULL, ys, NULL, x, NULL, ql, NULL, M, 0, QB_F32);
         if (qb_qlinear_dynamic(ql)) {
             qb_qinput xq;
             CHECK(qb_qinput_alloc(&xq, M, ql->K) == QB_OK);
             qb_qinput_quantize(&xq, x);
-            qb_backend_cpu()->linear_q(NULL, yr, NULL, NULL, &xq, ql, NULL, M, 0);
+            qb_backend_cpu()->linear_q(NULL, yr, NULL, NULL, &xq, ql, NULL, M, 0, QB_F32);
             bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
             qb_qinput_free(&xq);
             CHECK(qb_qinput_alloc(&xq, M + 1, ql->K) == QB_OK);
             qb_log_set_level(QB_LOG_QUIET);
-            qb_backend_cpu()->linear_q(NULL, yr, NULL, NULL, &xq, ql, NULL, M, 0);
+            qb_backend_cpu()->linear_q(NULL, yr, NULL, NULL, &xq, ql, NULL, M, 0, QB_F32);
             qb_log_set_level(QB_LOG_ERROR);
             bad += !isnan(yr[0]) || !isnan(yr[(size_t)M * ql->N - 1]);
             qb_qinput_free(&xq);
         }
         void *prepared = ql->prepared;
         ql->prepared = NULL;
-        qb_backend_cpu()->linear_q(NULL, yr, NULL, x, NULL, ql, NULL, M, 0);
+        qb_backend_cpu()->linear_q(NULL, yr, NULL, x, NULL, ql, NULL, M, 0, QB_F32);
         ql->prepared = prepared;
         bad += memcmp(ys, yr, (size_t)M * ql->N * sizeof *ys) != 0;
         free(x), free(ys), free(yr);
@@ -514,7 +514,7 @@ static bool linears_match_fake_quant(const qb_model *m, const qb_model *q)
         for (int j = 0; j < M * K; j++) x[j] = (2.0f * qb_rng_uniform(&rng) - 1.0f) * 140.0f * s;
         qb_cpu_fake_quant(xfq, x, (size_t)M * K, s, 8);
         qb_cpu_linear(yf, xfq, m->qat->wfq[i], b, M, N, K);
-        qb_backend_cpu()->linear_q(NULL, yi, NULL, x, NULL, ql, b, M, 0);
+        qb_backend_cpu()->linear_q(NULL, yi, NULL, x, NULL, ql, b, M, 0, QB_F32);
         const double e = rel_l2(yi, yf, (size_t)M * N);
         if (!(e < 1e-5)) bad++, fprintf(stderr, "Linear %d (%dx%d): integer vs fake-quant %g\n", i, N, K, e);
         free(x), free(xfq), free(yi), free(yf);

@@ -93,9 +93,11 @@ typedef struct qb_backend {
      * M x N), also receives y quantized per token: the bits a dynamic Linear reading
      * y would compute (the FFN's output Linear reads the GELU output so, quantized in
      * the epilogue that made it rather than in a second pass over it). The prepared
-     * layout is used when present, else the scalar reference. FP32 storage. */
-    void (*linear_q)(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq,
-                     const struct qb_qlinear *q, const float *b, int M, int gelu);
+     * layout is used when present, else the scalar reference. x and y in t (half
+     * storage: y computed in FP32 as with FP32 storage, then rounded; yq quantized
+     * from y as stored; not weight-only Linears), b FP32. */
+    void (*linear_q)(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
+                     const struct qb_qlinear *q, const float *b, int M, int gelu, qb_dtype t);
     /* Lays q's weights out for this backend once (q->prepared, q->release). */
     qb_status (*qlinear_prepare)(qb_stream *s, struct qb_qlinear *q);
     /* Backward of linear: dx (M, K) = dy (M, N) . w (N, K) (overwritten; NULL skips it),
@@ -107,9 +109,9 @@ typedef struct qb_backend {
     /* u = x + res (res may be NULL); out (M, C) = (u - mean) / sqrt(var + eps) * g + b.
      * For the backward pass u_out (M, C) receives u and stats (M, 2) the mean and
      * 1 / sqrt(var + eps); either may be NULL. out and u_out may alias x; out may alias
-     * res. out, u_out, x, res in t. outq, when not NULL (laid out for M x C; FP32
-     * storage), also receives out quantized per token (qb_qinput), the bits linear_q
-     * would compute from out. */
+     * res. out, u_out, x, res in t. outq, when not NULL (laid out for M x C), also
+     * receives out quantized per token (qb_qinput) as stored: the bits linear_q would
+     * compute from out. */
     void (*layernorm)(qb_stream *s, void *out, void *u_out, float *stats, qb_qinput *outq, const void *x,
                       const void *res, const float *g, const float *b, int M, int C, float eps, qb_dtype t);
     /* du (M, C) = gradient wrt u from dout (M, C), given u and stats of the forward;

@@ -98,8 +98,8 @@ static void cpu_rows(qb_stream *s, void *dst, qb_dtype dt, size_t ldd, const voi
     }
 }
 
-static void cpu_linear_q(qb_stream *s, float *y, qb_qinput *yq, const float *x, const qb_qinput *xq,
-                         const struct qb_qlinear *q, const float *b, int M, int gelu)
+static void cpu_linear_q(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
+                         const struct qb_qlinear *q, const float *b, int M, int gelu, qb_dtype t)
 {
     qb_cpu_linear_q(y, yq, x, xq, q, b, M, gelu);
 }

@@ -13,9 +13,11 @@
  *
  * With [experiment] devices = cpu, cuda every variant is also a row on each device
  * (its model written once): the CPU vs GPU table. On a GPU a variant's FP32 Linears
- * multiply in its `math` (by default fp16 for scheme fp16, bf16 for bf16: the tensor
- * cores such a file is made for); the CPU always multiplies in FP32, its emulations of
- * the other maths being for accuracy studies, not speed. qbert bench builds the same
+ * and attention multiply in its `math` (by default fp16 for scheme fp16, bf16 for
+ * bf16: the tensor cores such a file is made for; fp16 for the schemes with INT8
+ * inputs, whose activations then stay FP16 around the integer products); the CPU
+ * always multiplies in FP32, its emulations of the other maths being for accuracy
+ * studies, not speed. qbert bench builds the same
  * experiment from its options (--devices, --precisions) instead of an INI file.
  *
  * Latency is what a caller of the engine waits for: one qb_engine_classify call on
@@ -329,13 +331,24 @@ static int largest_batch(const experiment *x)
     return b;
 }
 
-/* The math of a variant's FP32 Linears on a device (see the top of the file). */
+/* Whether a variant's quantized Linears read INT8 inputs (not weight-only; a QAT
+ * checkpoint is written with its learned static input scales). */
+static bool int8_inputs(const variant *v)
+{
+    qb_qscheme s;
+    if (strcmp(v->scheme, "qat") == 0) return true;
+    if (strcmp(v->scheme, "fp32") == 0 || strcmp(v->act, "fp32") == 0 || qb_qscheme_get(v->scheme, v->group, &s))
+        return false;
+    return s.linear != QB_Q_F16 && s.linear != QB_Q_BF16 && s.act != QB_ACT_F32;
+}
+
+/* The math of a variant on a device (see the top of the file). */
 static qb_math row_math(const variant *v, const char *device)
 {
     qb_math m = QB_MATH_FP32;
     if (strcmp(device, "cpu") == 0) return m;
     if (v->math[0]) qb_math_parse(v->math, &m);  /* checked when read */
-    else if (strcmp(v->scheme, "fp16") == 0) m = QB_MATH_FP16;
+    else if (strcmp(v->scheme, "fp16") == 0 || int8_inputs(v)) m = QB_MATH_FP16;
     else if (strcmp(v->scheme, "bf16") == 0) m = QB_MATH_BF16;
     return m;
 }
@@ -663,7 +676,8 @@ static void usage(FILE *f)
             "  [latency] warmup (5), runs (20), batches (1, 32)\n"
             "  [variant NAME] scheme = fp32 | fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | qat,\n"
             "                 model (default: the experiment's), group-size, act, calib-method, percentile,\n"
-            "                 math (of FP32 Linears on a GPU; default fp16 / bf16 for those schemes, else fp32)\n"
+            "                 math (on a GPU, of FP32 Linears and attention, and the activations' storage;\n"
+            "                 default fp16 / bf16 for those schemes, fp16 for INT8 inputs, else fp32)\n"
             "example: qbert experiment experiments/smsa_ptq.ini\n");
 }
 

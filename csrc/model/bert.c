@@ -174,14 +174,19 @@ static void plan(qb_activations *a, const qb_config *c, int B, int T, carver *cv
     }
 }
 
-/* Whether a Linear of m is quantized (m's own, or borrowed by a backend copy). */
-static bool has_qlinear(const qb_model *m)
+/* Whether a Linear of m is quantized (m's own, or borrowed by a backend copy); with
+ * weight_only, quantized with FP32 inputs (act_f32), which keep FP32 storage. */
+static bool has_qlinear_of(const qb_model *m, bool weight_only)
 {
     const int n = qb_config_linears(&m->cfg, NULL);
-    for (int i = 0; i < n; i++)
-        if (qb_model_linear(m, i)->q) return true;
+    for (int i = 0; i < n; i++) {
+        const qb_qlinear *q = qb_model_linear(m, i)->q;
+        if (q && (!weight_only || q->act_f32)) return true;
+    }
     return false;
 }
+
+static bool has_qlinear(const qb_model *m) { return has_qlinear_of(m, false); }
 
 qb_status qb_activations_new(const qb_model *m, const qb_backend *be, bool train, qb_activations **out)
 {
@@ -327,7 +332,7 @@ static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace
     qb_qat *q = m->qat;
     if (trace && trace->linear_input) trace->linear_input(trace->ctx, index, x, M, K);
     if (p->q) {
-        be->linear_q(s, y, yq, x, xq, p->q, p->b, M, gelu);
+        be->linear_q(s, y, yq, x, xq, p->q, p->b, M, gelu, t);
         return;
     }
     const void *w = t == QB_F32 ? p->w : p->wh, *b = t == QB_F32 ? p->b : p->bh;
@@ -606,7 +611,7 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
 qb_dtype qb_model_half_type(const qb_model *m, const qb_backend *be, qb_math math)
 {
     const qb_config *c = &m->cfg;
-    if (!(be->caps & QB_CAN_HALF) || m->qat || has_qlinear(m) || !qb_half_heads(c->hidden_size / c->num_heads))
+    if (!(be->caps & QB_CAN_HALF) || m->qat || has_qlinear_of(m, true) || !qb_half_heads(c->hidden_size / c->num_heads))
         return QB_F32;
     return math == QB_MATH_BF16 ? QB_BF16 : math == QB_MATH_FP16 ? QB_F16 : QB_F32;
 }
@@ -665,9 +670,9 @@ static qb_status stage(const qb_model *m, const qb_model *grads, qb_activations 
     if (m->copies == QB_WEIGHTS_HALF && act != m->half)
         return qb_fail(QB_EINVAL, "the model's weights are %s only on the %s backend: run it with math %s",
                        qb_dtype_name(m->half), a->be->name, m->half == QB_BF16 ? "bf16" : "fp16");
-    if (act != QB_F32 && (m->qat || a->quantized || (trace && trace->linear_input)))
-        return qb_fail(QB_EINVAL, "QAT, quantized Linears and calibration traces run with FP32 activations: copy "
-                       "the model to the backend without half weights");
+    if (act != QB_F32 && (m->qat || has_qlinear_of(m, true) || (trace && trace->linear_input)))
+        return qb_fail(QB_EINVAL, "QAT, weight-only quantized Linears and calibration traces run with FP32 "
+                       "activations: copy the model to the backend without half weights");
     const bool fused = fused_qkv(m, grads, act, trace);
     if (act != a->act || fused != a->fused) {  /* another layout: the records go with the old one */
         if (a->graphs) a->be->graphs_free(a->graphs);

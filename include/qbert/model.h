@@ -139,8 +139,9 @@ qb_status qb_model_to_backend(const qb_model *m, const struct qb_backend *be, qb
                               qb_model *out);
 /* The half type (QB_F16, QB_BF16) that be's copy of m needs for passes with products
  * in math to store their activations in half (csrc/model/bert.c); QB_F32 when they
- * cannot: a backend without QB_CAN_HALF, FP32 / TF32 math, a QAT or quantized model,
- * a head dim attention cannot take in half. */
+ * cannot: a backend without QB_CAN_HALF, FP32 / TF32 math, a QAT model or one with
+ * weight-only quantized Linears, a head dim attention cannot take in half. (INT8 and
+ * W4A8 Linears read and write half activations; their products stay integer.) */
 qb_dtype qb_model_half_type(const qb_model *m, const struct qb_backend *be, qb_math math);
 /* Remakes the half copies of a QB_WEIGHTS_FP32_AND_HALF model from its FP32 weights
  * (one conversion on s; nothing for other models). */
