@@ -10,8 +10,9 @@
 #               256, fp32 at batch 32, MFU against the BF16 ceiling just measured
 #   latency     qbert-bench latency --device cuda, batch 1 and 128, seq 128, of a random
 #               IndoBERT-base model with FP32 / BF16 / FP16 products and of its INT8
-#               and INT4 files with FP16 activations around the integer products
-#               (INT4 on both W4A8 kernels: the default and dp4a), and INT8 with
+#               and INT4 files with FP16 activations around the integer products,
+#               each on every kernel it has (INT8: the pipelined GEMM, the default,
+#               and cuBLASLt; INT4: pipelined, mma on nibbles, dp4a), and INT8 with
 #               FP32 activations (the reference path) for comparison
 #   peer        bench/peers/torch_gpu.py: PyTorch FP32 / FP16 inference and bf16
 #               training (eager, torch.compile), the same shapes (needs torch +
@@ -107,8 +108,10 @@ if step "models" 120 bash -c "'$qbert' init --preset indobert-base-p2 --vocab '$
   }
   for m in fp32 bf16 fp16; do lat "$m" "$tmp/base" "$m"; done
   lat int8 "$tmp/int8" fp16
+  lat int8-cublaslt "$tmp/int8" fp16 QBERT_CUDA_INT8=cublaslt
   lat int8-fp32 "$tmp/int8" ""
   lat int4 "$tmp/int4" fp16
+  lat int4-mma "$tmp/int4" fp16 QBERT_CUDA_W4A8=mma
   lat int4-dp4a "$tmp/int4" fp16 QBERT_CUDA_W4A8=dp4a
 fi
 

@@ -309,13 +309,17 @@ static void gemm_rows(bench *b, args *a, args *hv)
                 report(b, name, shape, seconds(b, op_linear_backward, x), 2 * flops + 2.0 * M * a->nn, 0);
             }
         a->math = QB_MATH_FP32;
-        /* INT8 on cuBLASLt's IMMA; W4A8 on each of its two kernels (the same bits) */
-        static const struct { int bits; qb_cuda_w4a8 kernel; const char *name; } quantized[] = {
-            {8, QB_W4A8_MMA, "int8"}, {4, QB_W4A8_MMA, "w4a8 mma"}, {4, QB_W4A8_DP4A, "w4a8 dp4a"}};
-        const qb_cuda_w4a8 chosen = qb_cuda_set_w4a8(QB_W4A8_MMA);  /* QBERT_CUDA_W4A8's, restored below */
+        /* INT8 and W4A8 on each of their kernels (the same bits) */
+        static const struct { int bits, kernel; const char *name; } quantized[] = {
+            {8, QB_INT8_PIPELINED, "int8 pipelined"}, {8, QB_INT8_CUBLASLT, "int8 cublaslt"},
+            {4, QB_W4A8_PIPELINED, "w4a8 pipelined"}, {4, QB_W4A8_MMA, "w4a8 mma"}, {4, QB_W4A8_DP4A, "w4a8 dp4a"}};
+        /* QBERT_CUDA_W4A8's and QBERT_CUDA_INT8's kernels, restored below */
+        const qb_cuda_w4a8 chosen = qb_cuda_set_w4a8(QB_W4A8_PIPELINED);
+        const qb_cuda_int8 chosen8 = qb_cuda_set_int8(QB_INT8_PIPELINED);
         bool made = true;
         for (size_t v = 0; v < sizeof quantized / sizeof quantized[0]; v++) {
-            qb_cuda_set_w4a8(quantized[v].kernel);
+            if (quantized[v].bits == 4) qb_cuda_set_w4a8((qb_cuda_w4a8)quantized[v].kernel);
+            else qb_cuda_set_int8((qb_cuda_int8)quantized[v].kernel);
             if (!(made = (a->ql = random_qlinear(b, quantized[v].bits, a->nn, a->kk)) != NULL)) break;
             args h = *a;  /* BF16 activations around the integer product: x and y of the half set, a's FP32 bias */
             h.x = hv->x, h.y = hv->y, h.st = QB_BF16;
@@ -326,6 +330,7 @@ static void gemm_rows(bench *b, args *a, args *hv)
             a->ql = NULL;
         }
         qb_cuda_set_w4a8(chosen);
+        qb_cuda_set_int8(chosen8);
         if (!made) return;
     }
 }

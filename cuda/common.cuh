@@ -121,7 +121,4 @@ __device__ __forceinline__ void qb_quantize_row_u7(uint8_t *u, float *scale, int
     for (int c = threadIdx.x; c < ldu; c += blockDim.x) u[c] = c < K ? qb_u7(qb_to_float(x[c]), inv, (float)z) : (uint8_t)z;
 }
 
-/* Exact GELU, x Phi(x) with erf, as csrc/cpu/gelu.c. */
-__device__ __forceinline__ float qb_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
 #endif

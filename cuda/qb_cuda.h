@@ -118,14 +118,20 @@ void qb_cuda_gemm_release(void);
 qb_status qb_cuda_qlinear_prepare(qb_stream *s, struct qb_qlinear *q);
 void qb_cuda_linear_q(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
                       const struct qb_qlinear *q, const float *b, int M, int gelu, qb_dtype t);
-/* The W4A8 kernel: the tensor cores' mma.sync on nibbles unpacked to int8 (the
- * default), or dp4a on the CUDA cores; the same bits either way. QBERT_CUDA_W4A8 =
- * mma | dp4a sets it at qb_cuda_init; qbert-bench kernels and the tests switch
- * between them (on linear_q called directly: a recorded graph keeps the kernel it
- * was recorded with). */
-typedef enum { QB_W4A8_MMA, QB_W4A8_DP4A } qb_cuda_w4a8;
-/* Returns the kernel it replaces. */
+/* The kernels of the quantized Linears, the same bits whichever runs. W4A8: the
+ * pipelined mma.sync GEMM on the values widened to int8 (cuda/qgemm.cuh; the
+ * default), mma.sync on nibbles unpacked in shared memory, or dp4a on the CUDA cores.
+ * INT8: the pipelined GEMM (the default), or cuBLASLt's IMMA GEMM and an epilogue
+ * kernel. A shape the pipelined GEMM cannot take (K not a multiple of 16, INT4 groups
+ * not of 32) goes to the second. QBERT_CUDA_W4A8 = pipelined | mma | dp4a and
+ * QBERT_CUDA_INT8 = pipelined | cublaslt set them at qb_cuda_init; qbert-bench
+ * kernels and the tests switch between them (on linear_q called directly: a recorded
+ * graph keeps the kernel it was recorded with). Each setter returns the kernel it
+ * replaces. */
+typedef enum { QB_W4A8_PIPELINED, QB_W4A8_MMA, QB_W4A8_DP4A } qb_cuda_w4a8;
 qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel);
+typedef enum { QB_INT8_PIPELINED, QB_INT8_CUBLASLT } qb_cuda_int8;
+qb_cuda_int8 qb_cuda_set_int8(qb_cuda_int8 kernel);
 
 /* cuda/layernorm.cu */
 void qb_cuda_layernorm(qb_stream *s, void *out, void *u_out, float *stats, qb_qinput *outq, const void *x,

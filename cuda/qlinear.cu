@@ -3,10 +3,14 @@
  *
  *   INT8 dynamic  x (M, K) on the 7-bit per-token grid (a LayerNorm's qb_qinput, or
  *                 quantize_kernel here): v = u in [0, 127] is a valid int8, so the
- *                 product is cuBLASLt's IMMA GEMM (qb_cuda_gemm_s8) of v and the
- *                 weights into int32; the epilogue takes the zero point off in
- *                 integers (sum q w = sum v w - zp colsum(w), exact), then
- *                 y = (float)acc * (sx * sw) + b and GELU.
+ *                 product is an IMMA GEMM of v and the weights into int32; the
+ *                 epilogue takes the zero point off in integers (sum q w =
+ *                 sum v w - zp colsum(w), exact), then y = (float)acc * (sx * sw) + b
+ *                 and GELU. By default the pipelined mma.sync kernel of
+ *                 cuda/qgemm.cuh does it all in one pass, the int32 sums kept in
+ *                 registers; otherwise (QBERT_CUDA_INT8=cublaslt, or a K it cannot
+ *                 take) cuBLASLt's IMMA GEMM (qb_cuda_gemm_s8) writes them and an
+ *                 epilogue kernel reads them back.
  *   INT8 static   x quantized with the file's per-tensor scale straight to s8 (v = q,
  *                 zp 0): the same GEMM and epilogue.
  *   INT4 (W4A8)   the same activations against the file's packed nibbles: one exact
@@ -17,10 +21,14 @@
  *                 group's sums in registers: w4a8_mma_kernel unpacks the nibbles to
  *                 int8 in shared memory and sums on the tensor cores (mma.sync
  *                 m16n8k32, the IMMA instruction), w4a8_dp4a_kernel on the CUDA
- *                 cores (dp4a). Both give the same bits; qb_cuda_set_w4a8 picks one,
- *                 so that qbert-bench can measure both (cuda/README.md).
+ *                 cores (dp4a); the default is the pipelined kernel of
+ *                 cuda/qgemm.cuh on the values widened to int8 in device memory at
+ *                 prepare (twice the nibbles' bytes: INT8's). All give the same
+ *                 bits; qb_cuda_set_w4a8 picks one, so that qbert-bench can measure
+ *                 them (cuda/README.md).
  *   weight-only   FP32 x times the weights dequantized once at prepare (qb_cuda_linear).
- * The epilogues use __fmul_rn / __fadd_rn, so nvcc fuses nothing into an FMA and the
+ * The epilogues round each product and sum (__fmul_rn / __fadd_rn, qb_mul_rn /
+ * qb_add_rn), so nvcc fuses nothing into an FMA and the
  * outputs are the CPU reference's bits (GELU aside: CUDA's erff against libm's).
  * x and y may be stored in FP16 / BF16 (the half activations; not weight-only): x is
  * read as float, y computed in FP32 exactly as above and rounded once as it is
@@ -38,6 +46,7 @@
 #include <stdlib.h>
 #include <type_traits>
 
+#include "cuda/qgemm.cuh"
 #include "qbert/quant.h"
 
 /* w4a8_dp4a_kernel: a block computes TILE rows x TILE columns of y, 256 threads as
@@ -57,7 +66,8 @@
 #define MMA_LDS (MMA_KW + 4)
 
 typedef struct {
-    int8_t *w;        /* INT8: (Np, Kp), zero past N and K: the column-major (Kp, Np) IMMA operand */
+    int8_t *w;        /* INT8: (Np, Kp), zero past N and K: the column-major (Kp, Np) IMMA operand;
+                       * INT4: (N, K) the values widened, for qgemm (NULL when it cannot take K) */
     uint8_t *w4;      /* INT4: (N, K / 2) the file's nibbles, low first */
     int32_t *colsum;  /* INT8: (Np) sum over k of w; INT4: (N, groups) the same per group */
     float *scales;    /* (N, groups); INT8: groups = 1 */
@@ -65,7 +75,9 @@ typedef struct {
     int Np, Kp;
 } prepared;
 
-static qb_cuda_w4a8 w4a8 = QB_W4A8_MMA;  /* the W4A8 kernel (__atomic: any thread may set it) */
+/* The kernels of the INT8 and W4A8 Linears (__atomic: any thread may set them). */
+static qb_cuda_w4a8 w4a8 = QB_W4A8_PIPELINED;
+static qb_cuda_int8 int8_kernel = QB_INT8_PIPELINED;
 
 /* cudaMalloc; a failure is recorded naming what and how many bytes. */
 static bool dev_alloc(qb_stream *s, void **p, size_t bytes, const char *what)
@@ -117,12 +129,8 @@ static __global__ void quantize_kernel(int8_t *v, float *sx, int32_t *zp, const 
     qb_quantize_row_u7((uint8_t *)vr, &sx[blockIdx.x], &zp[blockIdx.x], xr, K, ldu, lo, hi, scratch);
 }
 
-/* y = a * s + b with the CPU's two roundings, then GELU when asked. */
-__device__ __forceinline__ float finish(float a, float s, float b, int gelu)
-{
-    const float y = __fadd_rn(__fmul_rn(a, s), b);
-    return gelu ? qb_gelu(y) : y;
-}
+using qgemm::add_group;
+using qgemm::finish;
 
 /* Grid-stride over y (M, N): the INT8 epilogue on acc (M, Np). */
 template <typename Y>
@@ -173,15 +181,6 @@ __device__ __forceinline__ int nibbles4(const uint8_t *w4, int n, int K, int k)
 {
     const uint16_t h = *(const uint16_t *)(w4 + ((size_t)n * K + k) / 2);
     return pack4((int8_t)(h << 4) >> 4, (int8_t)h >> 4, (int8_t)(h >> 4) >> 4, (int8_t)(h >> 8) >> 4);
-}
-
-/* f += (float)(S_g - zp colsum_g) * sw_g: group g's term of output (m, n), in the CPU's
- * roundings; both W4A8 kernels add their groups in order through this. */
-__device__ __forceinline__ float add_group(float f, int32_t s, int m, int n, int g, int groups, const int32_t *zp,
-                                          const int32_t *colsum, const float *sw)
-{
-    const size_t at = (size_t)n * groups + g;
-    return __fadd_rn(f, __fmul_rn((float)(s - zp[m] * colsum[at]), sw[at]));
 }
 
 /* grid (ceil(N / TILE), ceil(M / TILE)), 256 threads: y (M, N) of W4A8 from v (M, ldu)
@@ -321,6 +320,15 @@ static __global__ void __launch_bounds__(128, 4)
             }
 }
 
+/* grid (ceil(M / BM) ceil(N / BN)), qgemm::THREADS: the pipelined integer GEMM with its
+ * epilogue (cuda/qgemm.cuh). */
+template <typename Y, bool Grouped>
+static __global__ void __launch_bounds__(qgemm::THREADS) qgemm_kernel(qgemm::Args<Y> a)
+{
+    __shared__ __align__(16) char smem[qgemm::SMEM_BYTES];
+    qgemm::gemm<Y, Grouped>(a, smem, (int)blockIdx.x);
+}
+
 static void release(qb_qlinear *q)
 {
     prepared *p = (prepared *)q->prepared;
@@ -358,8 +366,10 @@ static bool build(qb_stream *s, const qb_qlinear *q, prepared *p)
         int32_t *cs = (int32_t *)calloc(n_scales, sizeof *cs);
         if (w4) qb_int4_pack(w4, q->wq, (size_t)N * K);  /* the file's packing; K is even */
         for (size_t i = 0; cs && i < (size_t)N * K; i++) cs[i / q->group] += q->wq[i];
-        const bool ok = w4 && cs && upload(s, &p->w4, w4, (size_t)N * K / 2, "quantized Linear: INT4 weights") &&
-                        upload(s, &p->colsum, cs, n_scales * sizeof *cs, "quantized Linear: column sums");
+        bool ok = w4 && cs && upload(s, &p->w4, w4, (size_t)N * K / 2, "quantized Linear: INT4 weights") &&
+                  upload(s, &p->colsum, cs, n_scales * sizeof *cs, "quantized Linear: column sums");
+        if (ok && qgemm::fits(K, qb_qinput_ldu(K), K, q->group))  /* wq is (N, K) int8 already */
+            ok = upload(s, &p->w, q->wq, (size_t)N * K, "quantized Linear: INT4 weights widened to int8");
         free(w4), free(cs);
         return ok;
     }
@@ -447,7 +457,18 @@ static bool linear_q(qb_stream *s, T *y, qb_qinput *yq, const T *x, const qb_qin
         if (qb_cuda_launched(s, "linear_q: quantize")) return false;
         v = qv, sx = qs, zp = qz;
     }
-    if (q->bits == 4 && __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_MMA) {
+    const int ldw = q->bits == 4 ? q->K : p->Kp;
+    const bool pipelined = q->bits == 4 ? __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_PIPELINED
+                                        : __atomic_load_n(&int8_kernel, __ATOMIC_RELAXED) == QB_INT8_PIPELINED;
+    if (pipelined && p->w && qgemm::fits(q->K, ldu, ldw, q->group)) {
+        const qgemm::Args<T> a = {y, v, sx, zp, p->w, p->colsum, p->scales, b, M, q->N, q->K, ldu, ldw, q->group, gelu};
+        const unsigned blocks = (unsigned)((M + qgemm::BM - 1) / qgemm::BM) * (unsigned)((q->N + qgemm::BN - 1) / qgemm::BN);
+        if (q->bits == 4) qgemm_kernel<T, true><<<blocks, qgemm::THREADS, 0, stream>>>(a);
+        else qgemm_kernel<T, false><<<blocks, qgemm::THREADS, 0, stream>>>(a);
+        qb_cuda_launched(s, "linear_q: pipelined integer GEMM");
+        return false;
+    }
+    if (q->bits == 4 && __atomic_load_n(&w4a8, __ATOMIC_RELAXED) != QB_W4A8_DP4A) {
         const dim3 grid((unsigned)((q->N + MMA_TILE - 1) / MMA_TILE), (unsigned)((M + MMA_TILE - 1) / MMA_TILE));
         w4a8_mma_kernel<<<grid, 128, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
                                                   q->group, gelu);
@@ -510,4 +531,9 @@ extern "C" void qb_cuda_linear_q(qb_stream *s, void *y, qb_qinput *yq, const voi
 extern "C" qb_cuda_w4a8 qb_cuda_set_w4a8(qb_cuda_w4a8 kernel)
 {
     return __atomic_exchange_n(&w4a8, kernel, __ATOMIC_RELAXED);
+}
+
+extern "C" qb_cuda_int8 qb_cuda_set_int8(qb_cuda_int8 kernel)
+{
+    return __atomic_exchange_n(&int8_kernel, kernel, __ATOMIC_RELAXED);
 }

@@ -1,14 +1,18 @@
 /* Warp-level tensor-core primitives for the hand-written mma.sync kernels (sm_80 and
- * later): ldmatrix, mma.m16n8k16 with FP16 / BF16 operands and FP32 sums, 16-byte
- * cp.async with zero fill, the swizzled shared-memory tile they read, and the
- * conversions between FP32 and the operand types.
+ * later): ldmatrix, mma.m16n8k16 with FP16 / BF16 operands and FP32 sums,
+ * mma.m16n8k32 with INT8 operands and INT32 sums, 16-byte cp.async with zero fill,
+ * the swizzled shared-memory tile they read, and the conversions between FP32 and
+ * the operand types.
  *
  * Fragments of mma.m16n8k16 (PTX ISA), lane = 4 g + q (g the group, q its thread):
  *   A (16 x 16, row-major): reg 0 = row g, cols 2q, 2q+1; reg 1 = row g+8, same cols;
  *                           reg 2 = row g, cols 2q+8, 2q+9; reg 3 = row g+8, those;
  *   B (16 x 8, k x n):      reg 0 = k 2q, 2q+1 at col n = g; reg 1 = k 2q+8, 2q+9;
  *   C, D (16 x 8, FP32):    c0, c1 = row g, cols 2q, 2q+1; c2, c3 = row g+8, those;
- * two 16-bit values to a register, the lower index in the low half. ldmatrix.x4:
+ * two 16-bit values to a register, the lower index in the low half. mma.m16n8k32 with
+ * INT8 operands has the same layouts counted in pairs of bytes (four int8 to a
+ * register, the lowest k in the low byte; C, D INT32), so ldmatrix loads its
+ * fragments from the same tiles read as 16-bit elements. ldmatrix.x4:
  * lane 8 j + r gives the address of row r of 8 x 8 matrix j (16 bytes); register j of
  * lane t receives row t / 4, elements 2 (t % 4), 2 (t % 4) + 1 of matrix j, or with
  * .trans column t / 4, rows 2 (t % 4), 2 (t % 4) + 1.
@@ -45,6 +49,19 @@ template <typename T> QB_DEV void mma(float d[4], const uint32_t a[4], uint32_t 
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #elif defined(QB_SIMT)
     simt::mma16816(d, a, b0, b1, std::is_same<T, __nv_bfloat16>::value);
+#endif
+}
+
+/* d (16 x 8, INT32) += a (16 x 32) b (32 x 8), INT8 operands, exactly. */
+QB_DEV void mma_s8(int32_t d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#elif defined(QB_SIMT)
+    simt::mma16832_s8(d, a, b0, b1);
 #endif
 }
 

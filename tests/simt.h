@@ -8,7 +8,8 @@
  * part with the values it has there. The primitives follow the PTX ISA's definitions
  * (the fragment layouts in cuda/warp.cuh): ldmatrix gathers each lane's elements
  * through the row addresses the other lanes gave, mma.m16n8k16 forms each lane's D
- * elements from the A and B fragments of the lanes that hold them, with FP32 sums.
+ * elements from the A and B fragments of the lanes that hold them, with FP32 sums
+ * (and mma.m16n8k32 on INT8, with INT32 sums).
  * cp.async copies at once. Shared memory is poisoned (NaN) before each block. Blocks
  * run one after another. ldmatrix also counts its bank conflicts: a matrix whose 8
  * rows do not fall in 8 distinct 16-byte quarters of a 128-byte bank line
@@ -151,6 +152,30 @@ inline void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1, 
             const float x = operand(peer(4 * (row % 8) + (k % 8) / 2).slot[row / 8 + 2 * (k / 8)], k % 2, bf16);
             const float y = operand(peer(4 * col + (k % 8) / 2).slot[4 + k / 8], k % 2, bf16);
             acc += x * y;
+        }
+        d[e] = acc;
+    }
+    syncwarp();
+}
+
+/* mma.m16n8k32 with INT8 operands (row.col, INT32 sums): the layouts of mma16816 in
+ * pairs of bytes, four int8 to a register (cuda/warp.cuh). */
+inline void mma16832_s8(int32_t d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    Lane &me = st.lane[st.cur];
+    for (int i = 0; i < 4; i++) me.slot[i] = a[i];
+    me.slot[4] = b0, me.slot[5] = b1;
+    syncwarp();
+    const int t = st.cur & 31, g = t / 4, q = t % 4;
+    for (int e = 0; e < 4; e++) {
+        const int row = g + 8 * (e >> 1), col = 2 * q + (e & 1);
+        int32_t acc = d[e];
+        for (int k = 0; k < 32; k++) {
+            /* A (row, k): lane 4 (row % 8) + (k % 16) / 4, register row / 8 + 2 (k / 16);
+             * B (k, col): lane 4 col + (k % 16) / 4, register 4 + k / 16; byte k % 4. */
+            const uint32_t wa = peer(4 * (row % 8) + (k % 16) / 4).slot[row / 8 + 2 * (k / 16)];
+            const uint32_t wb = peer(4 * col + (k % 16) / 4).slot[4 + k / 16];
+            acc += (int8_t)(wa >> (8 * (k % 4))) * (int8_t)(wb >> (8 * (k % 4)));
         }
         d[e] = acc;
     }

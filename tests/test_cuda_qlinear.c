@@ -1,8 +1,10 @@
 /* The CUDA quantized Linear (cuda/qlinear.cu) against the CPU's scalar reference
  * (an unprepared qb_qlinear on the CPU backend) on fresh random weights, scales and
- * inputs: INT8 with per-token and static inputs (IMMA), W4A8 with per-token and
- * static inputs on both W4A8 kernels (mma.sync, dp4a), weight-only INT8 / INT4; with and without bias; shapes whose N is
- * not a multiple of 4 (the classifier's 3) and whose K is not either. The integer
+ * inputs: INT8 with per-token and static inputs on both INT8 kernels (the pipelined
+ * mma.sync GEMM, cuBLASLt's IMMA), W4A8 with per-token and static inputs on its three
+ * (pipelined, mma.sync on nibbles, dp4a), weight-only INT8 / INT4; with and without
+ * bias; shapes whose N is not a multiple of 4 (the classifier's 3) and whose K is not
+ * either (the pipelined GEMM then hands over to the second kernel). The integer
  * paths give the reference's integers and its float operations, so without GELU
  * their outputs must be the same bits; GELU (CUDA's erff against libm's) and the
  * weight-only FP32 GEMM within 1e-5. Also: the input quantized once per token
@@ -23,8 +25,10 @@
 
 typedef enum { DYNAMIC, STATIC, WEIGHT_ONLY } act_kind;
 static const char *const act_names[] = {"dynamic", "static", "weight-only"};
-static const char *const w4a8_names[] = {" (mma)", " (dp4a)"};
-static qb_cuda_w4a8 w4a8;  /* the W4A8 kernel the checks run on */
+/* The kernel the checks run on: qb_cuda_int8 for INT8, qb_cuda_w4a8 for W4A8. */
+static const char *const int8_names[] = {" (pipelined)", " (cublaslt)"};
+static const char *const w4a8_names[] = {" (pipelined)", " (mma)", " (dp4a)"};
+static int kernel;
 
 /* A random quantized Linear (bits 8: group = K). */
 static qb_qlinear random_qlinear(int bits, int N, int K, int group, act_kind act)
@@ -100,7 +104,7 @@ static void check_qlinear(int bits, act_kind act, int M, int N, int K, int group
 {
     char what[180];
     snprintf(what, sizeof what, "linear_q INT%d%s %s M=%d N=%d K=%d group=%d bias=%d gelu=%d xq=%d yq=%d %s", bits,
-             bits == 4 && act != WEIGHT_ONLY ? w4a8_names[w4a8] : "", act_names[act], M, N, K, bits == 8 ? K : group,
+             act == WEIGHT_ONLY ? "" : bits == 4 ? w4a8_names[kernel] : int8_names[kernel], act_names[act], M, N, K, bits == 8 ? K : group,
              bias, gelu, shared, outq, qb_dtype_name(t));
     qb_qlinear q = random_qlinear(bits, N, K, group, act), g = q;  /* g: the same weights, prepared for CUDA */
     const qb_status st = gpu->qlinear_prepare(NULL, &g);
@@ -184,9 +188,9 @@ int main(void)
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], group = shapes[s][3];
         for (int bits = 8; bits >= (group ? 4 : 8); bits -= 4)
             for (act_kind act = DYNAMIC; act <= WEIGHT_ONLY; act++)
-                for (w4a8 = QB_W4A8_MMA; w4a8 <= (bits == 4 && act != WEIGHT_ONLY ? QB_W4A8_DP4A : QB_W4A8_MMA);
-                     w4a8++) {
-                    qb_cuda_set_w4a8(w4a8);
+                for (kernel = 0; kernel < (act == WEIGHT_ONLY ? 1 : bits == 4 ? 3 : 2); kernel++) {
+                    qb_cuda_set_w4a8((qb_cuda_w4a8)kernel);
+                    qb_cuda_set_int8((qb_cuda_int8)(kernel % 2));
                     check_qlinear(bits, act, M, N, K, group, 1, 0, 0, 0, QB_F32);
                     check_qlinear(bits, act, M, N, K, group, 0, 1, 0, 0, QB_F32);
                     check_qlinear(bits, act, M, N, K, group, 1, 1, act == DYNAMIC, 1, QB_F32);
@@ -198,10 +202,15 @@ int main(void)
                     }
                 }
     }
-    qb_cuda_set_w4a8(QB_W4A8_MMA);
-    /* A row too wide for the fused epilogue (N > 12288): quantized in a pass after it. */
-    check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1, QB_F32);
-    check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1, QB_BF16);
+    /* A row too wide for the cuBLASLt path's row epilogue (N > 12288): quantized in a
+     * pass after it, as the pipelined GEMM's always is. */
+    for (kernel = 1; kernel >= 0; kernel--) {
+        qb_cuda_set_int8((qb_cuda_int8)kernel);
+        check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1, QB_F32);
+        check_qlinear(8, DYNAMIC, 3, 12300, 16, 0, 1, 1, 0, 1, QB_BF16);
+    }
+    qb_cuda_set_w4a8(QB_W4A8_PIPELINED);
+    kernel = 0;
     /* The scratch buffers grown by a large call serve a small one after it. */
     check_qlinear(8, DYNAMIC, 2, 3, 768, 64, 1, 0, 0, 0, QB_F32);
     test_refusals();

@@ -50,12 +50,19 @@ static qb_status init_once(void)
                  prop.name, prop.major, prop.minor);
     else
         snprintf(rt.name, sizeof rt.name, "%.100s (sm_%d%d)", prop.name, prop.major, prop.minor);
-    const char *w4a8 = getenv("QBERT_CUDA_W4A8");  /* for measuring one W4A8 kernel against the other */
+    /* for measuring one quantized-Linear kernel against another */
+    const char *w4a8 = getenv("QBERT_CUDA_W4A8"), *int8 = getenv("QBERT_CUDA_INT8");
     if (!rt.init_msg[0] && w4a8) {
-        if (strcmp(w4a8, "mma") == 0 || strcmp(w4a8, "dp4a") == 0)
-            qb_cuda_set_w4a8(strcmp(w4a8, "dp4a") == 0 ? QB_W4A8_DP4A : QB_W4A8_MMA);
+        if (strcmp(w4a8, "pipelined") == 0 || strcmp(w4a8, "mma") == 0 || strcmp(w4a8, "dp4a") == 0)
+            qb_cuda_set_w4a8(w4a8[0] == 'p' ? QB_W4A8_PIPELINED : w4a8[0] == 'm' ? QB_W4A8_MMA : QB_W4A8_DP4A);
         else
-            snprintf(rt.init_msg, sizeof rt.init_msg, "QBERT_CUDA_W4A8=%.60s: expected mma or dp4a", w4a8);
+            snprintf(rt.init_msg, sizeof rt.init_msg, "QBERT_CUDA_W4A8=%.60s: expected pipelined, mma or dp4a", w4a8);
+    }
+    if (!rt.init_msg[0] && int8) {
+        if (strcmp(int8, "pipelined") == 0 || strcmp(int8, "cublaslt") == 0)
+            qb_cuda_set_int8(int8[0] == 'p' ? QB_INT8_PIPELINED : QB_INT8_CUBLASLT);
+        else
+            snprintf(rt.init_msg, sizeof rt.init_msg, "QBERT_CUDA_INT8=%.60s: expected pipelined or cublaslt", int8);
     }
     cudaGetLastError();  /* a failed call above must not look like a later launch's error */
     return rt.init_msg[0] ? QB_EUNSUPPORTED : QB_OK;

@@ -6,12 +6,16 @@
 #ifndef QBERT_CPU_H
 #define QBERT_CPU_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
 #include "qbert/core.h"
 
+#ifdef __cplusplus
+extern "C" {  /* the host emulation of the CUDA kernels (C++) checks against these */
+#endif
 
 typedef enum { QB_ISA_SCALAR, QB_ISA_AVX2, QB_ISA_AVX512 } qb_isa;
 
@@ -171,7 +175,7 @@ void qb_qinput_pad(qb_qinput *a);
 #define QB_U8_MR_MAX 8
 /* qb_qinput's rows are padded to a multiple of every tile's mr (4, 6 and 8), so that the
  * last row block of any tile reads inside the buffer. */
-_Static_assert(QB_QINPUT_ROW_PAD % QB_U8_MR_AVX2 == 0 && QB_QINPUT_ROW_PAD % QB_U8_MR_AVXVNNI == 0 &&
+static_assert(QB_QINPUT_ROW_PAD % QB_U8_MR_AVX2 == 0 && QB_QINPUT_ROW_PAD % QB_U8_MR_AVXVNNI == 0 &&
                    QB_QINPUT_ROW_PAD % QB_U8_MR_AVX512 == 0,
                "the tiles' row blocks must divide the activation row padding");
 /* s8 weights (N, K) packed for the u8 tiles (layout in gemm_u8.c), Kq = K rounded up
@@ -299,5 +303,9 @@ qb_status qb_cpu_qlinear_prepare(struct qb_qlinear *q);
 void qb_cpu_add(float *y, const float *x, size_t n);
 /* Row-wise softmax in place, x (M, N), max-subtracted in FP32. */
 void qb_cpu_softmax(float *x, int M, int N);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
