@@ -98,10 +98,12 @@ int qb_bench_latency(int argc, char **argv)
     qb_model copy = {0};  /* on a device: the model in its memory (borrowing m's quantized Linears) */
     const qb_model *run = &m;
     qb_activations *acts = NULL;
-    /* as the engine opens a model: the quantized Linears laid out for the backend, the
-     * model copied to the device (the encoder's weights in half only where the passes
-     * store activations in half), activations allocated once and kept */
-    if (qb_backend_by_name(l.device, "--device", &be) || qb_model_prepare(&m, be, NULL)) {
+    /* as the engine opens a model: the quantized Linears laid out for the backend (on a
+     * device, query, key and value joined first), the model copied to the device (the
+     * encoder's weights in half only where the passes store activations in half),
+     * activations allocated once and kept */
+    if (qb_backend_by_name(l.device, "--device", &be) || (be->device != QB_DEV_CPU && qb_model_join_qkv(&m)) ||
+        qb_model_prepare(&m, be, NULL)) {
         fprintf(stderr, "qbert-bench latency: %s\n", qb_error());
         qb_model_free(&m);
         return 1;

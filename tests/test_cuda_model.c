@@ -433,8 +433,9 @@ static void half_inference(const qb_model *m, const int32_t *ids, const int32_t 
     qb_model_free(&hm);
 }
 
-/* m written as an int8-dynamic file and loaded back, prepared for the GPU, and its
- * device copy in dq (host model in q: the copy borrows its quantized Linears). */
+/* m written as an int8-dynamic file and loaded back, its query, key and value joined
+ * and prepared for the GPU (as the engine does), and its device copy in dq (host
+ * model in q: the copy borrows its quantized Linears). */
 static void int8_copy(const qb_model *m, qb_model *q, qb_model *dq)
 {
     char dir[] = "/tmp/qbert-cuda-model-XXXXXX", path[64];
@@ -442,7 +443,7 @@ static void int8_copy(const qb_model *m, qb_model *q, qb_model *dq)
     if (!mkdtemp(dir)) exit(1);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if (qb_model_save(m, dir) || qb_qscheme_get("int8-dynamic", 0, &plan.scheme) || qb_quant_save(m, &plan, path) ||
-        qb_model_load(dir, 1, q) || qb_model_to_backend(q, gpu, QB_WEIGHTS_FP32, QB_F32, dq) ||
+        qb_model_load(dir, 1, q) || qb_model_join_qkv(q) || qb_model_to_backend(q, gpu, QB_WEIGHTS_FP32, QB_F32, dq) ||
         qb_model_prepare(q, gpu, NULL)) {
         fprintf(stderr, "INT8 model: %s\n", qb_error());
         exit(1);

@@ -92,12 +92,13 @@ static void quantize(const qb_model *m, const char *scheme, bool weight_only, qb
     }
 }
 
-/* Inference of m quantized by scheme in both half types; a weight-only model keeps
- * FP32 activations. */
+/* Inference of m quantized by scheme in both half types, query, key and value joined;
+ * a weight-only model keeps FP32 activations. */
 static void quantized_inference(const qb_model *m, const char *scheme)
 {
     qb_model q;
     quantize(m, scheme, false, &q);
+    CHECK(qb_model_join_qkv(&q) == QB_OK && q.layers[0].qkv);  /* the copies run one GEMM, as on a GPU */
     half_inference(&q, QB_BF16, QB_MATH_BF16);
     half_inference(&q, QB_F16, QB_MATH_FP16);
     qb_model_free(&q);

@@ -142,6 +142,28 @@ static float *last_hidden(qb_model *m, bool prepare)
     return out;
 }
 
+/* Query, key and value joined (qb_model_join_qkv: per-token inputs alike; joined
+ * iff `joinable`) and run as one GEMM on a backend copy of q, against q's three: the
+ * same bits, unprepared (the scalar reference) and prepared (the u8 tiles). */
+static void check_joined(qb_model *q, bool joinable)
+{
+    const qb_backend *cpu = qb_backend_cpu();
+    CHECK(qb_model_join_qkv(q) == QB_OK);
+    CHECKF((q->layers[1].qkv != NULL) == joinable, "%s: joined %d", q->scheme, q->layers[1].qkv != NULL);
+    qb_model c;
+    if (!joinable || qb_model_to_backend(q, cpu, QB_WEIGHTS_FP32, QB_F32, &c) != QB_OK) return;
+    CHECK(c.layers[1].qkv == q->layers[1].qkv && c.layers[1].k.b == c.layers[1].q.b + q->cfg.hidden_size);
+    for (int prepare = 0; prepare < 2; prepare++) {
+        float apart[B * 3], joined[B * 3];
+        if (prepare) CHECK(qb_model_prepare(q, cpu, NULL) == QB_OK);
+        CHECK(qb_model_forward(q, cpu, ids, NULL, mask, B, T, apart, NULL) == QB_OK);
+        CHECK(qb_model_forward(&c, cpu, ids, NULL, mask, B, T, joined, NULL) == QB_OK);
+        CHECKF(memcmp(apart, joined, sizeof apart) == 0, "%s, prepared %d: joined QKV logits differ", q->scheme,
+               prepare);
+    }
+    qb_model_free(&c);
+}
+
 /* Each prepared (packed, SIMD) Linear of q against its unprepared (scalar reference)
  * self on fresh inputs, bit for bit (no GELU: the fused one's erf differs); a
  * dynamic one also when handed its input already quantized (as a LayerNorm does),
@@ -218,6 +240,7 @@ static void test_schemes(void)
     CHECKF(rel_l2(h_ref, ref, MC) < 0.04, "int8-dynamic vs FP32: %g", rel_l2(h_ref, ref, MC));
     double e8 = rel_l2(h_ref, ref, MC);
     free(h_ref), free(h_simd);
+    check_joined(&q, true);
     qb_model_free(&q);
 
     /* int8-static: the scales written are the ones loaded. */
@@ -229,6 +252,7 @@ static void test_schemes(void)
     for (int i = 0; i < n_lin; i++) bad += qb_model_linear(&q, i)->q->act_scale != act[i];
     CHECK(bad == 0);
     check_integers(&f, &q, 8, 0, false);
+    check_joined(&q, false);  /* a scale per Linear: not one GEMM */
     qb_model_free(&q);
 
     /* int4 per group: exact integers, W4A8 prepared = reference, close to FP32. */
@@ -240,6 +264,7 @@ static void test_schemes(void)
     double e4 = rel_l2(h_ref, ref, MC);
     CHECKF(e4 < 0.3 && e4 > e8, "int4 vs FP32: %g (int8 %g)", e4, e8);
     free(h_ref), free(h_simd);
+    check_joined(&q, true);
     qb_model_free(&q);
 
     /* int4 per tensor: one scale per Linear weight. */

@@ -65,7 +65,7 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
     e->run = &e->model;
     if ((e->be->caps & QB_CAN_STREAMS) && !(e->stream = e->be->stream_new())) st = QB_ENOMEM;
     const qb_dtype half = qb_model_half_type(&e->model, e->be, o->math);
-    if (!st && e->be->device != QB_DEV_CPU &&
+    if (!st && e->be->device != QB_DEV_CPU && !(st = qb_model_join_qkv(&e->model)) &&
         !(st = qb_model_to_backend(&e->model, e->be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_HALF, half,
                                    &e->copy))) {
         e->copy.qat = e->model.qat;  /* borrowed (a QAT checkpoint's observed ranges) */

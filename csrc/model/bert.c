@@ -416,6 +416,8 @@ qb_status qb_model_prepare(qb_model *m, const qb_backend *be, qb_stream *s)
 {
     qb_status st = QB_OK;
     for (int i = 0; i < m->n_qlinear && !st; i++) st = be->qlinear_prepare(s, &m->qlinear[i]);
+    for (int l = 0; m->qkv && l < m->cfg.num_layers && !st; l++)
+        if (m->qkv[l].wq) st = be->qlinear_prepare(s, &m->qkv[l]);
     return st;
 }
 
@@ -493,8 +495,8 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         layer_acts *la = &a->layer[l];
         const void *x = a->x[l];
         const int li = 6 * l;  /* this layer's first Linear */
-        if (a->fused) {  /* one GEMM, N = 3C, over the three back-to-back weights */
-            const qb_linear_params qkv = {.w = P->q.w, .b = P->q.b, .wh = P->q.wh, .bh = P->q.bh};
+        if (a->fused) {  /* one GEMM, N = 3C, over the three back-to-back (or joined) weights */
+            const qb_linear_params qkv = {.w = P->q.w, .b = P->q.b, .q = P->qkv, .wh = P->q.wh, .bh = P->q.bh};
             linear(m, a, trace, li + 0, la->q, NULL, x, xq, &qkv, M, 3 * C, C, false, t);
         } else {
             linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false, t);
@@ -644,16 +646,20 @@ static bool qkv_adjacent(const qb_layer_params *P, qb_dtype t, size_t C)
 
 /* Whether every layer's query, key and value Linears can run as one GEMM in storage
  * t: their weights and biases lie back to back, as a backend copy of the model keeps
- * them (csrc/model/weights.c), and so do the gradients' (grads, NULL for inference),
- * and nothing needs them apart: QAT (its fake-quantized weights and observers per
- * Linear), quantized Linears, a trace of each Linear's input. */
+ * them (csrc/model/weights.c), and so do the gradients' (grads, NULL for inference);
+ * quantized ones are joined (qb_model_join_qkv) and their FP32 biases back to back.
+ * And nothing needs them apart: QAT (its fake-quantized weights and observers per
+ * Linear), a trace of each Linear's input. */
 static bool fused_qkv(const qb_model *m, const qb_model *grads, qb_dtype t, const qb_forward_trace *trace)
 {
-    if (m->qat || has_qlinear(m) || (trace && trace->linear_input)) return false;
+    if (m->qat || (trace && trace->linear_input)) return false;
     const size_t C = (size_t)m->cfg.hidden_size;
-    for (int l = 0; l < m->cfg.num_layers; l++)
-        if (!qkv_adjacent(&m->layers[l], t, C) || (grads && !qkv_adjacent(&grads->layers[l], QB_F32, C)))
-            return false;
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const qb_layer_params *P = &m->layers[l];
+        const bool joined = P->qkv && follows(P->q.b, P->k.b, C, 4) && follows(P->k.b, P->v.b, C, 4);
+        if (P->q.q || P->k.q || P->v.q ? !joined : !qkv_adjacent(P, t, C)) return false;
+        if (grads && !qkv_adjacent(&grads->layers[l], QB_F32, C)) return false;
+    }
     return true;
 }
 

@@ -460,10 +460,49 @@ static qb_status model_like(const qb_model *m, const qb_backend *be, bool copy, 
         if ((st = qb_weights_add(&out->weights, p->name, t))) qb_tensor_free(&t);
     }
     free(specs);
+    for (int l = 0; be && !st && l < m->cfg.num_layers; l++) out->layers[l].qkv = m->layers[l].qkv;  /* borrowed */
     /* The copies ran on the default stream: done before another stream reads them. */
     if (!st && be) st = be->sync(NULL);
     if (st) qb_model_free(out);
     return st;
+}
+
+/* Layer P's query, key and value as one quantized Linear into out (zeroed), when the
+ * three quantize their input per token with the same shape, bits and group. */
+static qb_status join_qkv(const qb_layer_params *P, qb_qlinear *out)
+{
+    const qb_qlinear *p[3] = {P->q.q, P->k.q, P->v.q};
+    for (int i = 0; i < 3; i++)
+        if (!qb_qlinear_dynamic(p[i]) || p[i]->bits != p[0]->bits || p[i]->group != p[0]->group ||
+            p[i]->N != p[0]->N || p[i]->K != p[0]->K)
+            return QB_OK;
+    const size_t nk = (size_t)p[0]->N * p[0]->K, ns = nk / p[0]->group;
+    int8_t *wq = qb_malloc(3 * nk);  /* as the loader allocates them (SIMD tails may over-read) */
+    float *scales = qb_malloc(3 * ns * sizeof *scales);
+    if (!wq || !scales) {
+        qb_free(wq), qb_free(scales);
+        return qb_fail(QB_ENOMEM, "cannot join the query, key and value Linears (%zu bytes)", 3 * nk);
+    }
+    for (int i = 0; i < 3; i++) {  /* the rows of each in turn: (N, K) and (N, K / group) */
+        memcpy(wq + i * nk, p[i]->wq, nk);
+        memcpy(scales + i * ns, p[i]->scales, ns * sizeof *scales);
+    }
+    *out = (qb_qlinear){.bits = p[0]->bits, .N = 3 * p[0]->N, .K = p[0]->K, .group = p[0]->group, .wq = wq,
+                        .scales = scales};
+    return QB_OK;
+}
+
+qb_status qb_model_join_qkv(qb_model *m)
+{
+    const int L = m->cfg.num_layers;
+    if (m->qkv || m->mem_be || !m->n_qlinear) return QB_OK;  /* joined already, a copy, or nothing to join */
+    if (!(m->qkv = calloc((size_t)L, sizeof *m->qkv))) return qb_fail(QB_ENOMEM, "out of memory");
+    for (int l = 0; l < L; l++) {
+        const qb_status st = join_qkv(&m->layers[l], &m->qkv[l]);
+        if (st) return st;  /* what was joined is freed with the model */
+        if (m->qkv[l].wq) m->layers[l].qkv = &m->qkv[l];
+    }
+    return QB_OK;
 }
 
 qb_status qb_model_zeros_like(const qb_model *m, qb_model *out)
@@ -576,6 +615,8 @@ void qb_model_free(qb_model *m)
     if (m->half_mem) m->mem_be->free(m->half_mem);
     for (int i = 0; i < m->n_qlinear; i++) qb_qlinear_free(&m->qlinear[i]);
     free(m->qlinear);
+    for (int l = 0; m->qkv && l < m->cfg.num_layers; l++) qb_qlinear_free(&m->qkv[l]);
+    free(m->qkv);
     qb_qat_free(m->qat);
     free(m->layers);
     qb_config_free(&m->cfg);

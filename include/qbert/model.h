@@ -46,6 +46,9 @@ typedef struct { float *g, *b; } qb_ln_params;      /* (C) */
 
 typedef struct {
     qb_linear_params q, k, v, attn_out;   /* (C, C) */
+    /* q, k and v quantized alike joined into one (3C, C) Linear (qb_model_join_qkv), or
+     * NULL: one GEMM for the three where their biases lie back to back (a backend copy) */
+    const struct qb_qlinear *qkv;
     qb_ln_params ln_attn;
     qb_linear_params inter;               /* (I, C) */
     qb_linear_params out;                 /* (C, I) */
@@ -64,6 +67,7 @@ typedef struct {
     qb_weights weights;  /* owns every tensor above, under its HF name */
     struct qb_qlinear *qlinear;  /* (n_qlinear) the quantized Linears, owned */
     int n_qlinear;
+    struct qb_qlinear *qkv;      /* (L) the joined ones the layers' qkv point at, owned; NULL */
     char scheme[32];     /* quantization scheme of a low-bit file; "" for FP32 */
     struct qb_qat *qat;  /* quantization-aware training state (fake quantization), or NULL */
     /* A model in backend memory (qb_model_to_backend): every tensor is a view into
@@ -110,8 +114,16 @@ qb_status qb_model_load_labels(const char *dir, const char *const *labels, int n
 qb_status qb_model_from_weights(const qb_config *cfg, qb_weights *w, uint64_t seed,
                                 const char *source, qb_model *m);
 /* Lays out the quantized Linears' weights for the backend (CPU: packed INT8 / INT4
- * tiles) once, on stream s; without it they run on the scalar reference path. */
+ * tiles) once, on stream s, the joined ones too; without it they run on the scalar
+ * reference path. */
 qb_status qb_model_prepare(qb_model *m, const struct qb_backend *be, struct qb_stream *s);
+/* Joins each layer's query, key and value quantized Linears into one (3C, C) Linear
+ * (their rows in turn) where the three quantize their input per token with the same
+ * bits and group: a backend copy made afterwards (qb_model_to_backend, which keeps
+ * the biases back to back) runs them as one GEMM, the same bits as three. The engine
+ * does it for a device; on the CPU the host model's biases lie apart, and the joined
+ * weights would only cost memory. A model without such Linears: nothing to do. */
+qb_status qb_model_join_qkv(qb_model *m);
 /* A zero-filled model with m's config and shapes (gradients, optimizer moments):
  * same tensor names, same pointer layout, in the same memory as m (host, or m's
  * backend for a qb_model_to_backend copy). Its config borrows nothing (no labels). */
