@@ -254,9 +254,10 @@ __device__ __forceinline__ void mma_s8(int d[4], const int a[4], const int b[2])
  * computes, the sums on the tensor cores. A chunk's x (rows) and unpacked weights
  * (columns) go to shared memory as words of 4 int8 along k, zero past the group,
  * M or N; a warp's output element (m, n) is d[i][j][e] with m = 16 i + g + 8 (e / 2),
- * n = 8 j + 2 t + e % 2 within its 32 x 32 (row, col). */
+ * n = 8 j + 2 t + e % 2 within its 32 x 32 (row, col). Two blocks an SM: at four,
+ * the 128-register cap spilled. */
 template <typename Y>
-static __global__ void __launch_bounds__(128, 4)
+static __global__ void __launch_bounds__(128, 2)
     w4a8_mma_kernel(Y *y, const int8_t *v, const float *sx, const int32_t *zp, int ldu, const uint8_t *w4,
                     const int32_t *colsum, const float *sw, const float *b, int M, int N, int K, int group, int gelu)
 {
