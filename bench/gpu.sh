@@ -70,7 +70,7 @@ bin=$(cd "$dir" && pwd)
 
 # Tests: from tests/, as ctest runs them; tests.log has each binary's output.
 : > "$out/tests.log"
-for t in "$bin"/tests/test_cuda_* "$bin"/tests/test_flash_emu; do
+for t in "$bin"/tests/test_cuda_* "$bin"/tests/test_*_emu; do
   [ -x "$t" ] || continue
   n=$(basename "$t")
   step "test $n" 90 bash -c "cd tests && '$t' > '$tmp/$n.log' 2>&1"
