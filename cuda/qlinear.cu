@@ -420,70 +420,40 @@ static void quantize_out(qb_stream *s, qb_qinput *yq, const T *y, int M, int N, 
     qb_cuda_qinput_pad(s, yq, "linear_q: padding rows");
 }
 
-/* The product into y (M, N; x and y stored as T), and when the IMMA epilogue can,
- * yq's rows with it (true then). */
+/* The activations of q as int8 in *in (u read as int8, scale, zp, ldu): xq itself when
+ * it is shared (per token: u < 128 is a valid int8), else x (M, K) quantized here into
+ * the stream's scratch; false after recording a failure. */
 template <typename T>
-static bool linear_q(qb_stream *s, T *y, qb_qinput *yq, const T *x, const qb_qinput *xq, const qb_qlinear *q,
-                     const prepared *p, const float *b, int M, int gelu)
+static bool int8_input(qb_stream *s, qb_qinput *in, const T *x, const qb_qinput *xq, const qb_qlinear *q, int M)
+{
+    if (xq && qb_qlinear_dynamic(q)) {
+        *in = *xq;
+        return true;
+    }
+    qb_cuda_scratch *scratch = qb_cuda_scratch_get(s);
+    const int ldu = qb_qinput_ldu(q->K);
+    if (!grow(s, (void **)&scratch->v, &scratch->v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
+        !grow(s, (void **)&scratch->rows, &scratch->rows_cap, (size_t)M * 8, "linear_q: activation scales"))
+        return false;
+    in->u = (uint8_t *)scratch->v, in->scale = scratch->rows, in->zp = (int32_t *)(scratch->rows + M);
+    in->M = M, in->K = q->K, in->ldu = ldu;
+    const float as = q->act_scale;  /* its inverse as the CPU computes it */
+    const bool is_static = as > 0.0f;
+    quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(
+        (int8_t *)in->u, in->scale, in->zp, x, q->K, ldu, is_static, is_static ? 1.0f / as : 0.0f, as);
+    return !qb_cuda_launched(s, "linear_q: quantize");
+}
+
+/* INT8 on cuBLASLt's IMMA GEMM into the stream's int32 scratch, then an epilogue
+ * kernel, which also fills yq's rows when a row fits its shared memory (true then). */
+template <typename T>
+static bool int8_cublaslt(qb_stream *s, T *y, qb_qinput *yq, const qb_qinput *in, const qb_qlinear *q,
+                          const prepared *p, const float *b, int M, int gelu)
 {
     const cudaStream_t stream = qb_cuda_stream(s);
     qb_cuda_scratch *scratch = qb_cuda_scratch_get(s);
-    if (q->act_f32) {
-        if (!std::is_same<T, float>::value) {
-            qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: weight-only Linears run with FP32 activations");
-            return false;
-        }
-        qb_cuda_linear(s, y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32, QB_F32);
-        if (gelu) qb_cuda_gelu(s, y, y, (size_t)M * q->N, QB_F32);
-        return false;
-    }
-    const int8_t *v;
-    const float *sx;
-    const int32_t *zp;
-    int ldu;
-    if (xq && qb_qlinear_dynamic(q)) {  /* a shared input is per token (u < 128: a valid int8) */
-        v = (const int8_t *)xq->u, sx = xq->scale, zp = xq->zp, ldu = xq->ldu;
-    } else {
-        ldu = qb_qinput_ldu(q->K);
-        if (!grow(s, (void **)&scratch->v, &scratch->v_cap, (size_t)M * ldu, "linear_q: quantized activations") ||
-            !grow(s, (void **)&scratch->rows, &scratch->rows_cap, (size_t)M * 8, "linear_q: activation scales"))
-            return false;
-        int8_t *qv = scratch->v;
-        float *qs = scratch->rows;
-        int32_t *qz = (int32_t *)(scratch->rows + M);
-        const float as = q->act_scale;  /* its inverse as the CPU computes it */
-        const bool is_static = as > 0.0f;
-        quantize_kernel<<<(unsigned)M, QB_CUDA_THREADS, 0, stream>>>(qv, qs, qz, x, q->K, ldu, is_static,
-                                                                    is_static ? 1.0f / as : 0.0f, as);
-        if (qb_cuda_launched(s, "linear_q: quantize")) return false;
-        v = qv, sx = qs, zp = qz;
-    }
-    const int ldw = q->bits == 4 ? q->K : p->Kp;
-    const bool pipelined = q->bits == 4 ? __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_PIPELINED
-                                        : __atomic_load_n(&int8_kernel, __ATOMIC_RELAXED) == QB_INT8_PIPELINED;
-    if (pipelined && p->w && qgemm::fits(q->K, ldu, ldw, q->group)) {
-        const qgemm::Args<T> a = {y, v, sx, zp, p->w, p->colsum, p->scales, b, M, q->N, q->K, ldu, ldw, q->group, gelu};
-        const unsigned blocks = (unsigned)((M + qgemm::BM - 1) / qgemm::BM) * (unsigned)((q->N + qgemm::BN - 1) / qgemm::BN);
-        if (q->bits == 4) qgemm_kernel<T, true><<<blocks, qgemm::THREADS, 0, stream>>>(a);
-        else qgemm_kernel<T, false><<<blocks, qgemm::THREADS, 0, stream>>>(a);
-        qb_cuda_launched(s, "linear_q: pipelined integer GEMM");
-        return false;
-    }
-    if (q->bits == 4 && __atomic_load_n(&w4a8, __ATOMIC_RELAXED) != QB_W4A8_DP4A) {
-        const dim3 grid((unsigned)((q->N + MMA_TILE - 1) / MMA_TILE), (unsigned)((M + MMA_TILE - 1) / MMA_TILE));
-        w4a8_mma_kernel<<<grid, 128, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N, q->K,
-                                                  q->group, gelu);
-        qb_cuda_launched(s, "linear_q: W4A8 (mma)");
-        return false;
-    }
-    if (q->bits == 4) {
-        const dim3 grid((unsigned)((q->N + TILE - 1) / TILE), (unsigned)((M + TILE - 1) / TILE));
-        w4a8_dp4a_kernel<<<grid, 256, 0, stream>>>(y, v, sx, zp, ldu, p->w4, p->colsum, p->scales, b, M, q->N,
-                                                   q->K, q->group, gelu);
-        qb_cuda_launched(s, "linear_q: W4A8 (dp4a)");
-        return false;
-    }
-    if (ldu != p->Kp) {
+    const int8_t *v = (const int8_t *)in->u;
+    if (in->ldu != p->Kp) {
         qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: activations and weights disagree on K");
         return false;
     }
@@ -494,15 +464,80 @@ static bool linear_q(qb_stream *s, T *y, qb_qinput *yq, const T *x, const qb_qin
     const size_t row_bytes = (size_t)q->N * sizeof(float);
     if (yq && row_bytes <= 48 * 1024) {  /* the row fits the default shared memory: up to N = 12288 */
         epilogue_rows_kernel<<<(unsigned)M, QB_CUDA_THREADS, row_bytes, stream>>>(
-            y, yq->u, yq->scale, yq->zp, yq->ldu, scratch->acc, sx, zp, p->colsum, p->scales, b, q->N, p->Np, gelu);
+            y, yq->u, yq->scale, yq->zp, yq->ldu, scratch->acc, in->scale, in->zp, p->colsum, p->scales, b, q->N,
+            p->Np, gelu);
         qb_cuda_launched(s, "linear_q: epilogue (rows, quantized output)");
         return true;
     }
     const size_t n_out = (size_t)M * q->N;
-    epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch->acc, sx, zp, p->colsum,
-                                                                          p->scales, b, M, q->N, p->Np, gelu);
+    epilogue_kernel<<<qb_cuda_blocks(n_out), QB_CUDA_THREADS, 0, stream>>>(y, scratch->acc, in->scale, in->zp,
+                                                                          p->colsum, p->scales, b, M, q->N, p->Np,
+                                                                          gelu);
     qb_cuda_launched(s, "linear_q: epilogue");
     return false;
+}
+
+/* W4A8 on the nibbles: the mma.sync kernel, or the dp4a one. */
+template <typename T>
+static void w4a8_nibbles(qb_stream *s, T *y, const qb_qinput *in, const qb_qlinear *q, const prepared *p,
+                         const float *b, int M, int gelu, bool dp4a)
+{
+    const cudaStream_t stream = qb_cuda_stream(s);
+    const int8_t *v = (const int8_t *)in->u;
+    if (!dp4a) {
+        const dim3 grid((unsigned)((q->N + MMA_TILE - 1) / MMA_TILE), (unsigned)((M + MMA_TILE - 1) / MMA_TILE));
+        w4a8_mma_kernel<<<grid, 128, 0, stream>>>(y, v, in->scale, in->zp, in->ldu, p->w4, p->colsum, p->scales, b, M,
+                                                  q->N, q->K, q->group, gelu);
+        qb_cuda_launched(s, "linear_q: W4A8 (mma)");
+        return;
+    }
+    const dim3 grid((unsigned)((q->N + TILE - 1) / TILE), (unsigned)((M + TILE - 1) / TILE));
+    w4a8_dp4a_kernel<<<grid, 256, 0, stream>>>(y, v, in->scale, in->zp, in->ldu, p->w4, p->colsum, p->scales, b, M,
+                                               q->N, q->K, q->group, gelu);
+    qb_cuda_launched(s, "linear_q: W4A8 (dp4a)");
+}
+
+/* The pipelined integer GEMM (cuda/qgemm.cuh) when it is the chosen kernel and takes
+ * the shape; false when not (nothing launched). */
+template <typename T>
+static bool pipelined(qb_stream *s, T *y, const qb_qinput *in, const qb_qlinear *q, const prepared *p,
+                      const float *b, int M, int gelu)
+{
+    const int ldw = q->bits == 4 ? q->K : p->Kp;
+    const bool chosen = q->bits == 4 ? __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_PIPELINED
+                                     : __atomic_load_n(&int8_kernel, __ATOMIC_RELAXED) == QB_INT8_PIPELINED;
+    if (!chosen || !p->w || !qgemm::fits(q->K, in->ldu, ldw, q->group)) return false;
+    const qgemm::Args<T> a = {y, (const int8_t *)in->u, in->scale, in->zp, p->w, p->colsum, p->scales, b,
+                              M, q->N, q->K, in->ldu, ldw, q->group, gelu};
+    const unsigned blocks = (unsigned)((M + qgemm::BM - 1) / qgemm::BM) * (unsigned)((q->N + qgemm::BN - 1) / qgemm::BN);
+    if (q->bits == 4) qgemm_kernel<T, true><<<blocks, qgemm::THREADS, 0, qb_cuda_stream(s)>>>(a);
+    else qgemm_kernel<T, false><<<blocks, qgemm::THREADS, 0, qb_cuda_stream(s)>>>(a);
+    qb_cuda_launched(s, "linear_q: pipelined integer GEMM");
+    return true;
+}
+
+/* The product into y (M, N; x and y stored as T), and when the cuBLASLt epilogue can,
+ * yq's rows with it (true then). */
+template <typename T>
+static bool linear_q(qb_stream *s, T *y, qb_qinput *yq, const T *x, const qb_qinput *xq, const qb_qlinear *q,
+                     const prepared *p, const float *b, int M, int gelu)
+{
+    if (q->act_f32) {
+        if (!std::is_same<T, float>::value) {
+            qb_cuda_note(s, cudaErrorInvalidValue, "linear_q: weight-only Linears run with FP32 activations");
+            return false;
+        }
+        qb_cuda_linear(s, y, x, p->wf, b, M, q->N, q->K, QB_MATH_FP32, QB_F32);
+        if (gelu) qb_cuda_gelu(s, y, y, (size_t)M * q->N, QB_F32);
+        return false;
+    }
+    qb_qinput in;
+    if (!int8_input(s, &in, x, xq, q, M) || pipelined(s, y, &in, q, p, b, M, gelu)) return false;
+    if (q->bits == 4) {
+        w4a8_nibbles(s, y, &in, q, p, b, M, gelu, __atomic_load_n(&w4a8, __ATOMIC_RELAXED) == QB_W4A8_DP4A);
+        return false;
+    }
+    return int8_cublaslt(s, y, yq, &in, q, p, b, M, gelu);
 }
 
 extern "C" void qb_cuda_linear_q(qb_stream *s, void *y, qb_qinput *yq, const void *x, const qb_qinput *xq,
