@@ -240,6 +240,14 @@ QB_DEV uint32_t keep_bits(const qb_dropout &d, uint64_t base, uint64_t row_step,
     return bits;
 }
 
+/* keep_bits of this lane's 16 x BN tile of P (query rows row, row + 8; key tile kt),
+ * indexed (bh T + query) T + key; 0 without dropout. Args: Forward or Backward. */
+template <typename Args> QB_DEV uint32_t query_keep(const Args &a, const Place &pl, int row, int kt, int lane)
+{
+    if (!(a.drop.p > 0.0f)) return 0;
+    return keep_bits<BN>(a.drop, (uint64_t)pl.bh * a.T * a.T, a.T, 1, row, kt * BN + 2 * (lane & 3));
+}
+
 /* The dropout factor of element (j, e) of a tile whose kept elements are bits. */
 QB_DEV float kept(uint32_t bits, int j, int e, float scale) { return bits >> (4 * j + e) & 1 ? scale : 0.0f; }
 
@@ -305,9 +313,7 @@ QB_DEV void forward(const Forward<S> &a, char *smem)
             QB_UNROLL
             for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
         const bool drop = a.drop.p > 0.0f;
-        const uint32_t keep = drop ? keep_bits<BN>(a.drop, (uint64_t)pl.bh * a.T * a.T, a.T, 1, row,
-                                                   kt * BN + 2 * (lane & 3))
-                                   : 0;
+        const uint32_t keep = query_keep(a, pl, row, kt, lane);
         QB_UNROLL
         for (int j = 0; j < BN / 8; j++)
             QB_UNROLL
@@ -398,9 +404,7 @@ QB_DEV void backward_dq(const Backward<S> &a, char *smem)
         gemm_abt<M, D, BN>(s, Qs, warp_id * 16, K, lane);                    /* S = Q K^T */
         gemm_abt<M, D, BN>(dp, Os, warp_id * 16, Vs + stage * BN * D, lane);  /* dP' = dO V^T */
         const bool drop = a.drop.p > 0.0f;
-        const uint32_t keep = drop ? keep_bits<BN>(a.drop, (uint64_t)pl.bh * a.T * a.T, a.T, 1, row,
-                                                   kt * BN + 2 * (lane & 3))
-                                   : 0;
+        const uint32_t keep = query_keep(a, pl, row, kt, lane);
         QB_UNROLL
         for (int j = 0; j < BN / 8; j++)
             QB_UNROLL

@@ -99,6 +99,16 @@ static inline void *host_from(const void *dev, size_t bytes, const char *what)
     return h;
 }
 
+/* n values of device memory stored in t, as floats (malloc'ed). */
+static inline float *host_floats(const void *dev, size_t n, qb_dtype t, const char *what)
+{
+    void *h = host_from(dev, n * qb_store_bytes(t), what);
+    float *f = host_alloc(n * sizeof *f);
+    cpu->rows(NULL, f, QB_F32, n, h, t, n, 1, (int)n);
+    free(h);
+    return f;
+}
+
 /* Compares n floats of device memory with the CPU result ref; names what failed. */
 static inline void check_close(const char *what, const float *dev, const float *ref, size_t n, double tol)
 {

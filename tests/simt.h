@@ -134,14 +134,21 @@ inline float operand(uint32_t w, int half, bool bf16)
     return bf16 ? qb_bf16_to_f32(h) : qb_f16_to_f32(h);
 }
 
-/* mma.m16n8k16 (row.col, FP32 sums): d += a b for this lane's four D elements, from the
- * fragments every lane of the warp gives (cuda/warp.cuh: A, B, C layouts). */
-inline void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1, bool bf16)
+/* This lane's A and B fragments of an mma into its slots (A registers 0-3, B 4-5),
+ * once the whole warp has given its own. */
+inline void give_fragments(const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
     Lane &me = st.lane[st.cur];
     for (int i = 0; i < 4; i++) me.slot[i] = a[i];
     me.slot[4] = b0, me.slot[5] = b1;
     syncwarp();
+}
+
+/* mma.m16n8k16 (row.col, FP32 sums): d += a b for this lane's four D elements, from the
+ * fragments every lane of the warp gives (cuda/warp.cuh: A, B, C layouts). */
+inline void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1, bool bf16)
+{
+    give_fragments(a, b0, b1);
     const int t = st.cur & 31, g = t / 4, q = t % 4;
     for (int e = 0; e < 4; e++) {
         const int row = g + 8 * (e >> 1), col = 2 * q + (e & 1);
@@ -162,10 +169,7 @@ inline void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1, 
  * pairs of bytes, four int8 to a register (cuda/warp.cuh). */
 inline void mma16832_s8(int32_t d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
-    Lane &me = st.lane[st.cur];
-    for (int i = 0; i < 4; i++) me.slot[i] = a[i];
-    me.slot[4] = b0, me.slot[5] = b1;
-    syncwarp();
+    give_fragments(a, b0, b1);
     const int t = st.cur & 31, g = t / 4, q = t % 4;
     for (int e = 0; e < 4; e++) {
         const int row = g + 8 * (e >> 1), col = 2 * q + (e & 1);

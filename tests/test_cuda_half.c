@@ -31,12 +31,10 @@ static float *rand_store(size_t n, float lo, float hi, qb_dtype t, void **dev)
 /* n values of device buffer dev stored in t against ref. */
 static void check_as(const char *what, const void *dev, qb_dtype t, const float *ref, size_t n, double tol)
 {
-    void *h = host_from(dev, n * qb_store_bytes(t), what);
-    float *got = host_alloc(n * sizeof *got);
-    cpu->rows(NULL, got, QB_F32, n, h, t, n, 1, (int)n);
+    float *got = host_floats(dev, n, t, what);
     const double e = rel_l2(got, ref, n);
     CHECKF(e <= tol && !isnan(e), "%s %s: relative L2 error %.3g > %.1g (n %zu)", what, qb_dtype_name(t), e, tol, n);
-    free(h), free(got);
+    free(got);
 }
 
 /* rows: FP32 -> t -> FP32, gathered with strides, against the CPU's conversions: the
@@ -127,9 +125,8 @@ static void check_layernorm(qb_dtype t, int M, int C)
     check_close(what, g_stats, stats, (size_t)M * 2, SUM_TOL);
 
     /* the backward reads u as stored: the CPU reads it rounded too */
-    void *stored = host_from(g_u, n * e, "layernorm u");
-    cpu->rows(NULL, u, QB_F32, n, stored, t, n, 1, (int)n);
-    free(stored);
+    free(u);
+    u = host_floats(g_u, n, t, "layernorm u");
     cpu->layernorm_backward(NULL, du, dg, db, dout, u, stats, g, M, C, QB_F32);
     gpu->layernorm_backward(NULL, g_du, g_dg, g_db, g_dout, g_u, g_stats, g_g, M, C, t);
     snprintf(what, sizeof what, "layernorm_backward M=%d C=%d: du", M, C);
@@ -242,9 +239,8 @@ static void check_attention(qb_dtype t, int B, int T, int H, int D)
     snprintf(what, sizeof what, "attention B=%d T=%d H=%d D=%d: out", B, T, H, D);
     check_as(what, g_out, t, out, n, HALF_TOL);
     /* the backward from the GPU's own out (as stored) and lse */
-    void *stored = host_from(g_out, n * e, "attention out");
-    cpu->rows(NULL, out, QB_F32, n, stored, t, n, 1, (int)n);
-    free(stored);
+    free(out);
+    out = host_floats(g_out, n, t, "attention out");
     cpu->attention_backward(NULL, dq, dk, dv, dout, q, k, v, H * D, out, lse, mask, &drop, B, T, H, D, m, QB_F32);
     gpu->attention_backward(NULL, g_dq, g_dk, g_dv, g_dout, g_q, g_k, g_v, H * D, g_out, g_lse, g_mask, &drop, B, T, H, D,
                             m, t);

@@ -140,10 +140,7 @@ static void test_outq(int M, int C, int alias, qb_dtype t)
         gpu->to_device(NULL, dq.u + (size_t)M * ref.ldu, (const uint8_t[]){0xAB}, 1);
     dq.scale = dev_from(NULL, (size_t)M * 4), dq.zp = dev_from(NULL, (size_t)M * 4);
     gpu->layernorm(NULL, dout, NULL, NULL, &dq, dx, dres, dg, db, M, C, EPS, t);
-    void *stored = host_from(dout, n * e, what);
-    float *out = host_alloc(n * sizeof *out);
-    cpu->rows(NULL, out, QB_F32, n, stored, t, n, 1, (int)n);
-    free(stored);
+    float *out = host_floats(dout, n, t, what);
     qb_qinput_quantize(&ref, out);
     char part[128];
     snprintf(part, sizeof part, "%s: bytes", what);

@@ -56,16 +56,6 @@ static float *random_input(int M, int K)
     return x;
 }
 
-/* n values of device memory stored in t, as floats (malloc'ed). */
-static float *host_floats(const void *dev, size_t n, qb_dtype t, const char *what)
-{
-    void *h = host_from(dev, n * qb_store_bytes(t), what);
-    float *f = host_alloc(n * sizeof *f);
-    cpu->rows(NULL, f, QB_F32, n, h, t, n, 1, (int)n);
-    free(h);
-    return f;
-}
-
 /* yq (a device qb_qinput for M x N) against the CPU quantizer on dy (the GPU's y,
  * stored in t): every byte, the padding rows' included, every scale and zero point. */
 static void check_output_quantized(const char *what, const qb_qinput *yq, const void *dy, int M, int N, qb_dtype t)
