@@ -447,6 +447,13 @@ static qb_qinput *gelu_output(qb_activations *a, const qb_layer_params *P)
     return P->inter.q ? shared_input(&a->xqi, (const qb_linear_params *const[]){&P->out}, 1) : NULL;
 }
 
+/* Layer P's query, key and value as one Linear of 3C outputs (fused_qkv): the query's
+ * pointers, which the key's and value's follow, or the joined quantized Linear. */
+static qb_linear_params joined_qkv(const qb_layer_params *P)
+{
+    return (qb_linear_params){.w = P->q.w, .b = P->q.b, .q = P->qkv, .wh = P->q.wh, .bh = P->q.bh};
+}
+
 /* The hidden state x (M, C; stored in act) to host memory in FP32 (a trace). */
 static void trace_hidden(qb_activations *a, float *host, const void *x, size_t n)
 {
@@ -496,7 +503,7 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
         const void *x = a->x[l];
         const int li = 6 * l;  /* this layer's first Linear */
         if (a->fused) {  /* one GEMM, N = 3C, over the three back-to-back (or joined) weights */
-            const qb_linear_params qkv = {.w = P->q.w, .b = P->q.b, .q = P->qkv, .wh = P->q.wh, .bh = P->q.bh};
+            const qb_linear_params qkv = joined_qkv(P);
             linear(m, a, trace, li + 0, la->q, NULL, x, xq, &qkv, M, 3 * C, C, false, t);
         } else {
             linear(m, a, trace, li + 0, la->q, NULL, x, xq, &P->q, M, C, C, false, t);
@@ -589,7 +596,7 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
         const void *x = a->x[l];
         if (a->fused) {  /* the gradients lie back to back too (fused_qkv) */
             qb_linear_params gqkv = {.w = G->q.w, .b = G->q.b};
-            const qb_linear_params qkv = {.w = P->q.w, .b = P->q.b, .wh = P->q.wh, .bh = P->q.bh};
+            const qb_linear_params qkv = joined_qkv(P);
             linear_backward(m, a, li + 0, a->dtmp, &gqkv, a->dq, x, &qkv, M, 3 * C, C, t);
             be->add(s, a->dx, a->dtmp, MC, t);
         } else {
