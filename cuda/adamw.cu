@@ -8,14 +8,18 @@
  * equals the CPU's bit for bit (the test still allows CUDA_TOL). */
 #include "cuda/common.cuh"
 
-static __global__ void adamw_kernel(float *w, float *m, float *v, const float *g, size_t n, qb_adamw_args s)
+static __global__ void adamw_kernel(float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
+                                    qb_adamw_args s, const double *sumsq)
 {
-    const float decay = __fsub_rn(1.0f, __fmul_rn(s.lr, s.weight_decay)), step_size = __fdiv_rn(s.lr, s.bc1);
+    float grad_scale;  /* every thread derives it from the one double: no second launch */
+    if (!qb_adamw_grad_scale(&s, *sumsq, &grad_scale)) return;
+    const float with = __fsub_rn(1.0f, __fmul_rn(s.lr, s.weight_decay)), step_size = __fdiv_rn(s.lr, s.bc1);
     const float b1 = s.beta1, b2 = s.beta2, one_b1 = __fsub_rn(1.0f, b1), one_b2 = __fsub_rn(1.0f, b2);
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float gi = __fmul_rn(g[i], s.grad_scale);
-        const float wi = __fmul_rn(w[i], decay);
+        const float factor = !decay || decay[i / QB_DECAY_BLOCK] ? with : 1.0f;
+        const float gi = __fmul_rn(g[i], grad_scale);
+        const float wi = __fmul_rn(w[i], factor);
         const float mi = __fadd_rn(__fmul_rn(m[i], b1), __fmul_rn(gi, one_b1));
         const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(gi, gi), one_b2));
         const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);
@@ -25,10 +29,10 @@ static __global__ void adamw_kernel(float *w, float *m, float *v, const float *g
     }
 }
 
-extern "C" void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n,
-                              const qb_adamw_args *a)
+extern "C" void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay,
+                              size_t n, const qb_adamw_args *a, const double *sumsq)
 {
     if (n == 0) return;
-    adamw_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(w, m, v, g, n, *a);
+    adamw_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(w, m, v, g, decay, n, *a, sumsq);
     qb_cuda_launched(s, "adamw");
 }

@@ -12,9 +12,9 @@
  * four at a time (one 16- or 8-byte access); otherwise, and for the last n % 4
  * elements, one by one.
  *
- * sumsq: for each array, each block adds (double) x^2 over its grid-stride share
- * into a partial (scratch on the stream); one block adds all the partials in a fixed
- * order (the same result run after run), and the host waits once for the total. */
+ * sumsq: each block adds (double) x^2 over its grid-stride share into a partial
+ * (scratch on the stream); one block adds all the partials in a fixed order (the
+ * same result run after run) to the total in device memory: nobody waits. */
 #include "cuda/common.cuh"
 
 #include <math.h>
@@ -170,41 +170,27 @@ static __global__ void sumsq_kernel(double *partial, const float *x, size_t n)
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-/* One block of FINAL_THREADS: *total = the sum of v (n). */
+/* One block of FINAL_THREADS: *total += the sum of v (n). */
 static __global__ void sum_kernel(double *total, const double *v, size_t n)
 {
     __shared__ double scratch[32];
     double s = 0.0;
     for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += v[i];
     s = block_sum_d(s, scratch);
-    if (threadIdx.x == 0) *total = s;
+    if (threadIdx.x == 0) *total += s;
 }
 
-extern "C" double qb_cuda_sumsq(qb_stream *s, int count, const float *const *x, const size_t *n)
+extern "C" void qb_cuda_sumsq(qb_stream *s, double *out, const float *x, size_t n)
 {
-    size_t parts = 0;  /* blocks over all the arrays: one partial each */
-    for (int i = 0; i < count; i++) parts += n[i] ? qb_cuda_blocks(n[i]) : 0;
-    if (parts == 0) return 0.0;
+    if (n == 0) return;
     const cudaStream_t stream = qb_cuda_stream(s);
-    double *partial = NULL, total = NAN;  /* partial (parts + 1): the block sums, then the total */
-    if (qb_cuda_note(s, cudaMallocAsync((void **)&partial, (parts + 1) * sizeof *partial, stream), "sumsq: scratch"))
-        return NAN;
-    bool failed = false;
-    for (size_t i = 0, at = 0; i < (size_t)count && !failed; i++) {
-        if (n[i] == 0) continue;
-        const unsigned blocks = qb_cuda_blocks(n[i]);
-        sumsq_kernel<<<blocks, QB_CUDA_THREADS, 0, stream>>>(partial + at, x[i], n[i]);
-        failed = qb_cuda_launched(s, "sumsq");
-        at += blocks;
+    const unsigned parts = qb_cuda_blocks(n);
+    double *partial = NULL;  /* one per block; stream-ordered, so a graph can record it */
+    if (qb_cuda_note(s, cudaMallocAsync((void **)&partial, parts * sizeof *partial, stream), "sumsq: scratch")) return;
+    sumsq_kernel<<<parts, QB_CUDA_THREADS, 0, stream>>>(partial, x, n);
+    if (!qb_cuda_launched(s, "sumsq")) {
+        sum_kernel<<<1, FINAL_THREADS, 0, stream>>>(out, partial, parts);
+        qb_cuda_launched(s, "sumsq: total");
     }
-    if (!failed) {
-        sum_kernel<<<1, FINAL_THREADS, 0, stream>>>(partial + parts, partial, parts);
-        failed = qb_cuda_launched(s, "sumsq: total");
-    }
-    if (!failed)
-        failed = qb_cuda_note(s, cudaMemcpyAsync(&total, partial + parts, sizeof total, cudaMemcpyDeviceToHost, stream),
-                              "sumsq: result");
-    failed |= qb_cuda_note(s, cudaFreeAsync(partial, stream), "sumsq: scratch");
-    failed |= qb_cuda_note(s, cudaStreamSynchronize(stream), "sumsq");
-    return failed ? NAN : total;
+    qb_cuda_note(s, cudaFreeAsync(partial, stream), "sumsq: scratch");
 }

@@ -7,7 +7,7 @@
  * puts them into the op table.
  *
  * Ordering: every launcher enqueues on the stream it is given (qb_stream; NULL: the
- * default one) and returns; an op that hands a value to the host (sumsq, minmax,
+ * default one) and returns; an op that hands a value to the host (minmax,
  * abs_percentile, to_host) waits for that stream first. Errors: a failed launch or
  * call is recorded on the op's stream (qb_cuda_note) and the op does nothing more;
  * qb_cuda_sync(s) waits for s and reports its first one. Threads: streams can be
@@ -77,6 +77,7 @@ void qb_cuda_free(void *p);
 void qb_cuda_zero(qb_stream *s, void *p, size_t bytes);
 void qb_cuda_to_device(qb_stream *s, void *dst, const void *src, size_t bytes);
 void qb_cuda_to_host(qb_stream *s, void *dst, const void *src, size_t bytes);
+void qb_cuda_to_host_async(qb_stream *s, void *dst, const void *src, size_t bytes);
 void qb_cuda_copy(qb_stream *s, void *dst, const void *src, size_t bytes);
 /* Page-locked host memory (backend.h's host_alloc, host_free). */
 void *qb_cuda_host_alloc(size_t bytes);
@@ -147,7 +148,7 @@ void qb_cuda_tanh_backward(qb_stream *s, float *dx, const float *dy, const float
 void qb_cuda_add(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t);
 void qb_cuda_rows(qb_stream *s, void *dst, qb_dtype dt, size_t ldd, const void *src, qb_dtype st, size_t lds,
                   int rows, int cols);
-double qb_cuda_sumsq(qb_stream *s, int count, const float *const *x, const size_t *n);
+void qb_cuda_sumsq(qb_stream *s, double *out, const float *x, size_t n);
 
 /* cuda/attention.cu (BF16 / FP16 products at head dims 32, 64, 128 go on to
  * cuda/flash_attention.cu; FP16 / BF16 storage only there) */
@@ -184,7 +185,8 @@ void qb_cuda_xent(qb_stream *s, float *losses, float *dlogits, const float *logi
                   int K, float grad_scale);
 
 /* cuda/adamw.cu */
-void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *a);
+void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
+                   const qb_adamw_args *a, const double *sumsq);
 
 /* cuda/fake_quant.cu */
 void qb_cuda_fake_quant_weight(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,

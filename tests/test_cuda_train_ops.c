@@ -157,34 +157,46 @@ static void test_xent(int B, int K, float range, float grad_scale)
 /* ---- AdamW ---- */
 
 /* steps updates from zero moments with fresh gradients each step; bc1 and bc2_sqrt
- * as qb_adamw_step computes them. Small weights and a large lr make the update a
- * visible part of w, so w's relative error measures it. */
-static void test_adamw(size_t n, float weight_decay, float grad_scale, int steps)
+ * as qb_adamw_queue computes them. The squared norm sits in device memory: some
+ * steps clip, one is NaN (both sides change nothing). masked: a random decay byte
+ * per block, else decay everywhere (NULL). Small weights and a large lr make the
+ * update a visible part of w, so w's relative error measures it. */
+static void test_adamw(size_t n, float weight_decay, double unscale, bool masked, int steps)
 {
+    const size_t blocks = (n + QB_DECAY_BLOCK - 1) / QB_DECAY_BLOCK;
     float *w = rand_host(n, -0.02f, 0.02f), *m = host_alloc(n * sizeof *m), *v = host_alloc(n * sizeof *v);
+    uint8_t *mask = host_alloc(blocks);
+    for (size_t k = 0; k < blocks; k++) mask[k] = rand() & 1;
     memset(m, 0, n * sizeof *m);
     memset(v, 0, n * sizeof *v);
     float *d_w = dev_from(w, n * sizeof *w), *d_m = dev_from(NULL, n * sizeof *m), *d_v = dev_from(NULL, n * sizeof *v);
     float *d_g = dev_from(NULL, n * sizeof(float));
+    uint8_t *d_mask = masked ? dev_from(mask, blocks) : NULL;
+    double *d_sumsq = dev_from(NULL, sizeof(double));
     for (int t = 1; t <= steps; t++) {
         const float beta1 = 0.9f, beta2 = 0.999f;
         const qb_adamw_args s = {
             .lr = 1e-2f * (1.0f - 0.1f * (float)(t - 1)), .beta1 = beta1, .beta2 = beta2, .eps = 1e-8f,
-            .weight_decay = weight_decay, .grad_scale = grad_scale,
+            .weight_decay = weight_decay, .max_norm = 1.0f, .unscale = unscale,
             .bc1 = (float)(1.0 - pow(beta1, (double)t)),
             .bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t)),
         };
+        /* norms (before unscale) 0.5, NaN, 3, 0.5, 3, ...: clipped and not */
+        const double sumsq = t == 2 ? NAN : t % 2 ? 0.25 : 9.0;
         float *g = rand_host(n, -1.0f, 1.0f);
         gpu->to_device(NULL, d_g, g, n * sizeof *g);
-        cpu->adamw(NULL, w, m, v, g, n, &s);
-        gpu->adamw(NULL, d_w, d_m, d_v, d_g, n, &s);
+        gpu->to_device(NULL, d_sumsq, &sumsq, sizeof sumsq);
+        cpu->adamw(NULL, w, m, v, g, masked ? mask : NULL, n, &s, &sumsq);
+        gpu->adamw(NULL, d_w, d_m, d_v, d_g, d_mask, n, &s, d_sumsq);
         free(g);
     }
-    check_close(named("adamw w n=%zu wd=%g scale=%g", n, weight_decay, grad_scale), d_w, w, n, CUDA_TOL);
-    check_close(named("adamw m n=%zu wd=%g scale=%g", n, weight_decay, grad_scale), d_m, m, n, CUDA_TOL);
-    check_close(named("adamw v n=%zu wd=%g scale=%g", n, weight_decay, grad_scale), d_v, v, n, CUDA_TOL);
-    gpu->free(d_w), gpu->free(d_m), gpu->free(d_v), gpu->free(d_g);
-    free(w), free(m), free(v);
+    const char *kind = masked ? "masked" : "unmasked";
+    check_close(named("adamw w n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_w, w, n, CUDA_TOL);
+    check_close(named("adamw m n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_m, m, n, CUDA_TOL);
+    check_close(named("adamw v n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_v, v, n, CUDA_TOL);
+    gpu->free(d_w), gpu->free(d_m), gpu->free(d_v), gpu->free(d_g), gpu->free(d_sumsq);
+    if (d_mask) gpu->free(d_mask);
+    free(w), free(m), free(v), free(mask);
 }
 
 int main(void)
@@ -205,9 +217,10 @@ int main(void)
             test_xent(Bs[bi], Ks[ki], 80.0f, 1.0f / 33.0f);
         }
 
-    test_adamw(1, 0.01f, 0.5f, 3);
-    test_adamw(1000, 0.01f, 0.7f, 5);
-    test_adamw(100003, 0.0f, 0.25f, 4);
+    test_adamw(1, 0.01f, 1.0, false, 3);
+    test_adamw(1000, 0.01f, 0.7, true, 5);
+    test_adamw(100003, 0.1f, 1.0 / 1024, true, 4);
+    test_adamw(100003, 0.0f, 1.0, false, 4);
 
     return check_summary("test_cuda_train_ops");
 }

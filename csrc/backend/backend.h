@@ -9,6 +9,8 @@
 #include "qbert/core.h"
 #include "qbert/tensor.h"
 
+#include <math.h>
+
 #ifdef __cplusplus
 extern "C" {  /* the CUDA sources and C++ tests use the op table */
 #endif
@@ -22,14 +24,46 @@ typedef struct {
     uint64_t seed, stream;
 } qb_dropout;
 
-/* AdamW for one tensor, as torch.optim.AdamW computes it (decoupled decay first):
- *   w *= 1 - lr * weight_decay;  g' = g * grad_scale (clipping)
+/* AdamW over arrays of parameters, as torch.optim.AdamW computes it (decoupled
+ * decay first), after clip_grad_norm_ over the gradients whose sum of squares the
+ * sumsq op left in backend memory (so no value goes to the host and back):
+ *   norm = sqrt(sumsq) * unscale; nothing changes when norm is not finite;
+ *   g' = g * grad_scale, grad_scale = unscale * min(1, max_norm / (norm + 1e-6))
+ *        (max_norm 0: no clipping; qb_adamw_grad_scale)
+ *   w *= 1 - lr * weight_decay (where the decay mask says so)
  *   m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
  *   w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),  bc_i = 1 - b_i^step. */
 typedef struct {
-    float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    float lr, beta1, beta2, eps, weight_decay, max_norm;
     float bc1, bc2_sqrt;  /* 1 - beta1^step, sqrt(1 - beta2^step) */
+    double unscale;       /* 1 / the fp16 loss scale (1: none) */
 } qb_adamw_args;
+
+/* Decay masks hold one byte per QB_DECAY_BLOCK elements: the tensors of a model's
+ * arena start on 256-byte boundaries (csrc/model/weights.c), so a block belongs to
+ * one tensor. */
+#define QB_DECAY_BLOCK 64
+
+#ifdef __CUDACC__
+#define QB_HOST_DEVICE __host__ __device__
+#else
+#define QB_HOST_DEVICE
+#endif
+/* The factor on the gradients from their sum of squares, with the host's double
+ * arithmetic on both sides (the same bits on a GPU); false when the norm is not
+ * finite (the step is skipped). */
+static inline QB_HOST_DEVICE bool qb_adamw_grad_scale(const qb_adamw_args *a, double sumsq, float *grad_scale)
+{
+    const double norm = sqrt(sumsq) * a->unscale;
+    if (!(norm - norm == 0.0)) return false;  /* NaN or infinite (isfinite is not a device function in C) */
+    float clip = 1.0f;
+    if (a->max_norm > 0.0f) {
+        const float coef = (float)(a->max_norm / (norm + 1e-6));
+        if (coef < 1.0f) clip = coef;
+    }
+    *grad_scale = (float)(clip * a->unscale);
+    return true;
+}
 
 struct qb_qlinear;
 
@@ -163,11 +197,16 @@ typedef struct qb_backend {
      * -log softmax(logits)[label], dlogits (B, K) = (softmax - onehot) * grad_scale. */
     void (*xent)(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
                  int K, float grad_scale);
-    /* One AdamW update of w, m, v (n) from g (n). */
-    void (*adamw)(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *a);
-    /* Sum of squares over the count arrays x[i] (n[i]), accumulated in double: the
-     * global gradient norm, with one wait for the host however many tensors. */
-    double (*sumsq)(qb_stream *s, int count, const float *const *x, const size_t *n);
+    /* One AdamW update of w, m, v (n) from g (n), clipped by the norm whose square
+     * *sumsq (backend memory) holds (qb_adamw_args). decay (n / QB_DECAY_BLOCK
+     * rounded up, backend memory): 1 where a->weight_decay applies, 0 where not;
+     * NULL: everywhere. A model's whole arena is one call (csrc/train/optim.c). */
+    void (*adamw)(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
+                  const qb_adamw_args *a, const double *sumsq);
+    /* *out (backend memory) += the sum of x^2 over x (n), accumulated in double in a
+     * fixed order (the same bits every run): the squared gradient norm, left on the
+     * device. */
+    void (*sumsq)(qb_stream *s, double *out, const float *x, size_t n);
     /* y (n) += x (n); in t. */
     void (*add)(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t);
     /* Row r of dst (rows, cols; in dt, row stride ldd elements) = row r of src (in st,
@@ -201,6 +240,9 @@ typedef struct qb_backend {
     /* Copies between host and backend memory (plain memcpy on the CPU). */
     void (*to_device)(qb_stream *s, void *dst, const void *src, size_t bytes);
     void (*to_host)(qb_stream *s, void *dst, const void *src, size_t bytes);
+    /* to_host without the wait: dst (host_alloc memory) holds the bytes once the
+     * caller's next sync of s returns (values read back once per training step). */
+    void (*to_host_async)(qb_stream *s, void *dst, const void *src, size_t bytes);
     /* Copies within backend memory. */
     void (*copy)(qb_stream *s, void *dst, const void *src, size_t bytes);
     /* Waits for the work queued on s so far; the first error of an op on s since the

@@ -171,17 +171,13 @@ static void cpu_xent(qb_stream *s, float *losses, float *dlogits, const float *l
     qb_cpu_xent(losses, dlogits, logits, labels, B, K, grad_scale);
 }
 
-static void cpu_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *a)
+static void cpu_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
+                      const qb_adamw_args *a, const double *sumsq)
 {
-    qb_cpu_adamw(w, m, v, g, n, a);
+    qb_cpu_adamw(w, m, v, g, decay, n, a, *sumsq);
 }
 
-static double cpu_sumsq(qb_stream *s, int count, const float *const *x, const size_t *n)
-{
-    double total = 0.0;
-    for (int i = 0; i < count; i++) total += qb_cpu_sumsq(x[i], n[i]);
-    return total;
-}
+static void cpu_sumsq(qb_stream *s, double *out, const float *x, size_t n) { *out += qb_cpu_sumsq(x, n); }
 
 static void cpu_add(qb_stream *s, void *y, const void *x, size_t n, qb_dtype t) { qb_cpu_add(y, x, n); }
 
@@ -246,6 +242,7 @@ static const qb_backend cpu_backend = {
     .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,
+    .to_host_async = cpu_copy,
     .copy = cpu_copy,
     .sync = cpu_sync,
     .host_alloc = qb_malloc,

@@ -184,6 +184,11 @@ void qb_cuda_to_host(qb_stream *s, void *dst, const void *src, size_t bytes)
         qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), "to_host");
 }
 
+void qb_cuda_to_host_async(qb_stream *s, void *dst, const void *src, size_t bytes)
+{
+    if (bytes) qb_cuda_note(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, qb_cuda_stream(s)), "to_host");
+}
+
 void qb_cuda_copy(qb_stream *s, void *dst, const void *src, size_t bytes)
 {
     if (bytes) qb_cuda_note(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qb_cuda_stream(s)), "copy");
@@ -370,6 +375,7 @@ static const qb_backend cuda_backend = {
     .zero = qb_cuda_zero,
     .to_device = qb_cuda_to_device,
     .to_host = qb_cuda_to_host,
+    .to_host_async = qb_cuda_to_host_async,
     .copy = qb_cuda_copy,
     .sync = qb_cuda_sync,
     .host_alloc = qb_cuda_host_alloc,

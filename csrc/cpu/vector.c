@@ -7,19 +7,28 @@
 /* Below this many elements a thread team costs more than it saves. */
 #define PAR_MIN 16384
 
-void qb_cpu_adamw(float *w, float *m, float *v, const float *g, size_t n, const qb_adamw_args *s)
+void qb_cpu_adamw(float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
+                  const qb_adamw_args *s, double sumsq)
 {
-    /* The same float operations, in the same order, as torch's single-tensor AdamW. */
-    const float decay = 1.0f - s->lr * s->weight_decay, step_size = s->lr / s->bc1;
+    float grad_scale;
+    if (!qb_adamw_grad_scale(s, sumsq, &grad_scale)) return;  /* a non-finite norm: the step is skipped */
+    /* The same float operations, in the same order, as torch's single-tensor AdamW
+     * (w * 1.0f where there is no decay is w itself). */
+    const float with = 1.0f - s->lr * s->weight_decay, step_size = s->lr / s->bc1;
     const float b1 = s->beta1, b2 = s->beta2;
+    const long blocks = (long)((n + QB_DECAY_BLOCK - 1) / QB_DECAY_BLOCK);
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        const float gi = g[i] * s->grad_scale;
-        w[i] *= decay;
-        m[i] = m[i] * b1 + gi * (1.0f - b1);
-        v[i] = v[i] * b2 + gi * gi * (1.0f - b2);
-        const float denom = sqrtf(v[i]) / s->bc2_sqrt + s->eps;
-        w[i] += -step_size * (m[i] / denom);
+    for (long k = 0; k < blocks; k++) {
+        const float factor = !decay || decay[k] ? with : 1.0f;
+        const size_t lo = (size_t)k * QB_DECAY_BLOCK, hi = n - lo < QB_DECAY_BLOCK ? n : lo + QB_DECAY_BLOCK;
+        for (size_t i = lo; i < hi; i++) {
+            const float gi = g[i] * grad_scale;
+            w[i] *= factor;
+            m[i] = m[i] * b1 + gi * (1.0f - b1);
+            v[i] = v[i] * b2 + gi * gi * (1.0f - b2);
+            const float denom = sqrtf(v[i]) / s->bc2_sqrt + s->eps;
+            w[i] += -step_size * (m[i] / denom);
+        }
     }
 }
 

@@ -52,7 +52,7 @@ struct qb_activations {
     bool fused;              /* query, key and value as one GEMM into one (M, 3C) buffer (fused_qkv) */
     void *mem;               /* one backend allocation, carved by plan() */
     size_t cap;              /* its size in bytes */
-    int B, T;
+    int B, T, K;             /* the last batch's shape; K labels */
     /* Host staging for the copies (backend host memory: pinned on a GPU): ids, types,
      * mask (B, T) and labels (B) on the way in; logits (B, K) and losses (B) out.
      * Rewritten by the next pass only after this one has synced. */
@@ -252,7 +252,7 @@ static qb_status activations_fit(qb_activations *a, const qb_config *c, int B, i
     }
     cv = (carver){a->mem, 0};
     plan(a, c, B, T, &cv);
-    a->B = B, a->T = T;
+    a->B = B, a->T = T, a->K = c->num_labels;
     return QB_OK;
 }
 
@@ -756,15 +756,21 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     qb_stream *s = a->stream;
     forward(m, a, drop, NULL);
     a->be->xent(s, a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
-    float *out = host_out(a), *losses = out + (size_t)B * K;
-    a->be->to_host(s, losses, a->losses, (size_t)B * 4);
-    if (logits) a->be->to_host(s, out, a->logits, (size_t)B * K * 4);
-    /* the forward's error; the backward's comes at the caller's next sync */
+    float *out = host_out(a);
+    a->be->to_host_async(s, out + (size_t)B * K, a->losses, (size_t)B * 4);
+    if (logits) a->be->to_host_async(s, out, a->logits, (size_t)B * K * 4);
+    backward(m, a, drop, grads);  /* queued behind the forward: no wait between them */
+    if (!loss && !logits) return QB_OK;
     if ((st = a->be->sync(s))) return st;
-    double sum = 0.0;
-    for (int b = 0; b < B; b++) sum += losses[b];
-    *loss = (float)(sum / B);
+    if (loss) *loss = qb_activations_loss(a);
     if (logits) memcpy(logits, out, (size_t)B * K * 4);
-    backward(m, a, drop, grads);
     return QB_OK;
+}
+
+float qb_activations_loss(const qb_activations *a)
+{
+    const float *losses = host_out(a) + (size_t)a->B * a->K;
+    double sum = 0.0;
+    for (int b = 0; b < a->B; b++) sum += losses[b];
+    return a->B ? (float)(sum / a->B) : 0.0f;
 }

@@ -528,6 +528,10 @@ void qb_model_refresh_half(const qb_model *m, qb_stream *s)
 
 void qb_model_zero(qb_model *m, const qb_backend *be)
 {
+    if (m->mem && m->copies == QB_WEIGHTS_FP32) {  /* the arena (padding included): one memset */
+        be->zero(NULL, m->mem, m->mem_floats * 4);
+        return;
+    }
     for (int i = 0; i < m->weights.count; i++)
         be->zero(NULL, m->weights.tensors[i].data, qb_tensor_nbytes(&m->weights.tensors[i]));
 }

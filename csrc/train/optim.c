@@ -7,6 +7,7 @@
 #include "backend/backend.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void qb_optim_default_config(qb_optim_config *c)
@@ -32,12 +33,42 @@ bool qb_param_decays(const char *name)
     return !strstr(name, "bias") && !strstr(name, "LayerNorm.");
 }
 
+/* The decay mask of a model's arena: each tensor's blocks (it starts on one) say
+ * whether Trainer decays it; the padding between tensors is zero everywhere. */
+static qb_status decay_mask(qb_adamw *o, const qb_model *model)
+{
+    const size_t blocks = model->mem_floats / QB_DECAY_BLOCK;
+    uint8_t *mask = calloc(blocks ? blocks : 1, 1);
+    if (!mask) return qb_fail(QB_ENOMEM, "out of memory");
+    for (int i = 0; i < model->weights.count; i++) {
+        const qb_tensor *t = &model->weights.tensors[i];
+        const size_t first = (size_t)((const float *)t->data - (const float *)model->mem) / QB_DECAY_BLOCK;
+        const size_t count = ((size_t)qb_tensor_numel(t) + QB_DECAY_BLOCK - 1) / QB_DECAY_BLOCK;
+        memset(mask + first, qb_param_decays(model->weights.names[i]), count);
+    }
+    qb_status st = QB_OK;
+    if (!(o->decay = o->be->alloc(blocks ? blocks : 1)))
+        st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the decay mask", o->be->name);
+    else
+        o->be->to_device(NULL, o->decay, mask, blocks);
+    free(mask);
+    return st ? st : o->be->sync(NULL);
+}
+
 qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_config *cfg)
 {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
+    o->be = model->mem_be ? model->mem_be : qb_backend_cpu();
+    if (model->copies == QB_WEIGHTS_HALF)
+        return qb_fail(QB_EINVAL, "a model without FP32 weights cannot be trained (QB_WEIGHTS_HALF)");
     qb_status st = qb_model_zeros_like(model, &o->m);
-    if (!st && (st = qb_model_zeros_like(model, &o->v))) qb_model_free(&o->m);
+    if (!st) st = qb_model_zeros_like(model, &o->v);
+    if (!st && !(o->sumsq = o->be->alloc(sizeof *o->sumsq)))
+        st = qb_fail(QB_ENOMEM, "%s backend: out of memory", o->be->name);
+    if (!st && !(o->norm_host = o->be->host_alloc(sizeof *o->norm_host))) st = qb_fail(QB_ENOMEM, "out of host memory");
+    if (!st && model->mem) st = decay_mask(o, model);
+    if (st) qb_adamw_free(o);
     return st;
 }
 
@@ -45,58 +76,58 @@ void qb_adamw_free(qb_adamw *o)
 {
     qb_model_free(&o->m);
     qb_model_free(&o->v);
+    if (o->be) {
+        o->be->free(o->decay);
+        o->be->free(o->sumsq);
+        o->be->host_free(o->norm_host);
+    }
     memset(o, 0, sizeof *o);
 }
 
-double qb_grad_norm(const qb_backend *be, const qb_model *grads)
+void qb_adamw_queue(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *grads, float *lr)
 {
-    /* torch: the norm of the per-tensor norms, which is the square root of the sum of
-     * all the squares: one backend call (one wait) per CHUNK tensors, one for BERT. */
-    enum { CHUNK = 256 };
-    const float *x[CHUNK];
-    size_t n[CHUNK];
-    double total = 0.0;
-    for (int i = 0; i < grads->weights.count; i += CHUNK) {
-        const int count = grads->weights.count - i < CHUNK ? grads->weights.count - i : CHUNK;
-        for (int j = 0; j < count; j++) {
-            const qb_tensor *t = &grads->weights.tensors[i + j];
-            x[j] = t->data, n[j] = (size_t)qb_tensor_numel(t);
+    const qb_backend *be = o->be;
+    const qb_optim_config *c = &o->cfg;
+    *lr = qb_lr_at(c, o->step);
+    const int64_t t = ++o->step;  /* undone by qb_adamw_done if the device skips it */
+    qb_adamw_args a = {
+        .lr = *lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .weight_decay = c->weight_decay,
+        .max_norm = c->max_grad_norm, .bc1 = (float)(1.0 - pow(c->beta1, (double)t)),
+        .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t)),
+        .unscale = o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0,
+    };
+    be->zero(s, o->sumsq, sizeof *o->sumsq);
+    if (o->decay) {  /* the arenas: one reduction, one update */
+        be->sumsq(s, o->sumsq, grads->mem, grads->mem_floats);
+        be->adamw(s, model->mem, o->m.mem, o->v.mem, grads->mem, o->decay, model->mem_floats, &a, o->sumsq);
+    } else {  /* a host model: tensor by tensor (the same names, in the same order) */
+        for (int i = 0; i < grads->weights.count; i++) {
+            const qb_tensor *g = &grads->weights.tensors[i];
+            be->sumsq(s, o->sumsq, g->data, (size_t)qb_tensor_numel(g));
         }
-        total += be->sumsq(NULL, count, x, n);
+        for (int i = 0; i < model->weights.count; i++) {
+            a.weight_decay = qb_param_decays(model->weights.names[i]) ? c->weight_decay : 0.0f;
+            be->adamw(s, model->weights.tensors[i].data, o->m.weights.tensors[i].data, o->v.weights.tensors[i].data,
+                      grads->weights.tensors[i].data, NULL, (size_t)qb_tensor_numel(&model->weights.tensors[i]), &a,
+                      o->sumsq);
+        }
     }
-    return sqrt(total);
+    be->to_host_async(s, o->norm_host, o->sumsq, sizeof *o->sumsq);
+}
+
+qb_status qb_adamw_done(qb_adamw *o, double *grad_norm)
+{
+    const double norm = sqrt(*o->norm_host) * (o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0);
+    *grad_norm = norm;
+    if (isfinite(norm)) return QB_OK;
+    o->step--;
+    return qb_fail(QB_ENUMERIC, "optimizer step %lld: gradient norm is %g", (long long)o->step + 1, norm);
 }
 
 qb_status qb_adamw_step(qb_adamw *o, const qb_backend *be, qb_model *model, const qb_model *grads,
                         double *grad_norm, float *lr)
 {
-    const qb_optim_config *c = &o->cfg;
-    const double unscale = o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0;
-    const double norm = qb_grad_norm(be, grads) * unscale;
-    *grad_norm = norm;
-    *lr = qb_lr_at(c, o->step);
-    if (!isfinite(norm))
-        return qb_fail(QB_ENUMERIC, "optimizer step %lld: gradient norm is %g", (long long)o->step + 1, norm);
-    /* clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied only when below 1. */
-    float clip = 1.0f;
-    if (c->max_grad_norm > 0.0f) {
-        const float coef = (float)(c->max_grad_norm / (norm + 1e-6));
-        if (coef < 1.0f) clip = coef;
-    }
-    const int64_t t = ++o->step;
-    qb_adamw_args s = {
-        .lr = *lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .grad_scale = (float)(clip * unscale),
-        .bc1 = (float)(1.0 - pow(c->beta1, (double)t)),
-        .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t)),
-    };
-    for (int i = 0; i < model->weights.count; i++) {
-        const char *name = model->weights.names[i];
-        const int gi = qb_weights_find(&grads->weights, name), mi = qb_weights_find(&o->m.weights, name);
-        if (gi < 0 || mi < 0) return qb_fail(QB_EINVAL, "optimizer: no gradient for %s", name);
-        qb_tensor *w = &model->weights.tensors[i];
-        s.weight_decay = qb_param_decays(name) ? c->weight_decay : 0.0f;
-        be->adamw(NULL, w->data, o->m.weights.tensors[mi].data, o->v.weights.tensors[mi].data,
-                  grads->weights.tensors[gi].data, (size_t)qb_tensor_numel(w), &s);
-    }
-    return QB_OK;
+    qb_adamw_queue(o, NULL, model, grads, lr);
+    const qb_status st = be->sync(NULL);
+    return st ? st : qb_adamw_done(o, grad_norm);
 }

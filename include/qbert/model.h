@@ -228,9 +228,14 @@ qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *id
  * batch, logits (B, num_labels) to host memory when not NULL, and the gradient of
  * grad_scale * B * loss (i.e. dlogits = (softmax - onehot) * grad_scale) ADDED to
  * grads (from qb_model_zeros_like). Use grad_scale = 1 / (B * grad_accum) for
- * Trainer's mean loss divided by the accumulation steps. drop NULL: no dropout. */
+ * Trainer's mean loss divided by the accumulation steps. drop NULL: no dropout.
+ * With loss or logits it waits for the pass; with neither it only queues it. */
 qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const qb_batch *batch,
                                     const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
                                     float *loss, float *logits);
+/* The mean loss of the last qb_model_forward_backward over a, once the caller has
+ * synced a's stream (a pass given neither loss nor logits waits for nothing: the
+ * trainer reads the loss after the optimizer step, one wait per step). */
+float qb_activations_loss(const qb_activations *a);
 
 #endif

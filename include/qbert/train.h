@@ -30,24 +30,39 @@ float qb_lr_at(const qb_optim_config *c, int64_t step);
 /* Whether Trainer decays a parameter of this name: not a bias, not a LayerNorm. */
 bool qb_param_decays(const char *name);
 
+struct qb_stream;
+
 typedef struct {
     qb_optim_config cfg;
     qb_model m, v;      /* first and second moments, zeros_like the model */
     int64_t step;       /* optimizer steps done */
     float loss_scale;   /* the gradients are this multiple of the true ones (fp16 loss
                          * scaling); 0 (qb_adamw_init) or 1: none */
+    /* In the memory of be, the model's backend: the decay mask of its arena (one byte
+     * per QB_DECAY_BLOCK floats; NULL for a host model, updated tensor by tensor) and
+     * the step's squared gradient norm; norm_host: its copy for the host. */
+    const struct qb_backend *be;
+    uint8_t *decay;
+    double *sumsq, *norm_host;
 } qb_adamw;
 
+/* For a model in backend memory (qb_model_to_backend) the moments are too, and the
+ * steps run there; for a host model on the CPU backend. */
 qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_config *cfg);
 void qb_adamw_free(qb_adamw *o);
 
-/* Global L2 norm of the gradients (in double, per tensor then over tensors). */
-double qb_grad_norm(const struct qb_backend *be, const qb_model *grads);
+/* Queues one optimizer step on stream s of the model's backend, waiting for
+ * nothing: the squared global norm of the gradients (one reduction over the arena of
+ * a backend copy), unscaling (loss_scale) and clipping by it on the device, the
+ * update of model and moments (one pass over the arenas), and the norm's copy for
+ * qb_adamw_done. *lr receives the rate. Does not zero grads. */
+void qb_adamw_queue(qb_adamw *o, struct qb_stream *s, qb_model *model, const qb_model *grads, float *lr);
+/* After the caller's sync of that stream: *grad_norm = the true norm before
+ * clipping. A non-finite norm means the device changed nothing: the step is
+ * undone and QB_ENUMERIC returned. */
+qb_status qb_adamw_done(qb_adamw *o, double *grad_norm);
 
-/* One optimizer step: unscale (loss_scale), clip by the global norm (*grad_norm
- * receives the true norm before clipping, *lr the rate used), update model and
- * moments, advance the step. A non-finite norm changes nothing and returns
- * QB_ENUMERIC. Does not zero grads. */
+/* qb_adamw_queue, the sync, qb_adamw_done (be: the model's backend). */
 qb_status qb_adamw_step(qb_adamw *o, const struct qb_backend *be, qb_model *model,
                         const qb_model *grads, double *grad_norm, float *lr);
 
