@@ -3,7 +3,8 @@
 # `tokenizers` Python package that the tokenizer parity test compares against).
 # Skips what is already there, so it is cheap to run every time.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libcjson-dev libinih-dev libutf8proc-dev python3)
+# Open MPI: data-parallel training (mpirun -np N qbert train ...) and its test
+pkgs=(build-essential cmake pkg-config libcjson-dev libinih-dev libutf8proc-dev python3 libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

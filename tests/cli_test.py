@@ -6,29 +6,12 @@ non-zero with one message naming the file and the problem. Standard library only
 import json
 import os
 import shutil
-import struct
 import sys
 
-from testutil import check, expect_error, main_in_tempdir, qbert, write
+from testutil import check, expect_error, main_in_tempdir, qbert, read_safetensors, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = t["data_offsets"]
-        raw = data[8 + n + b:8 + n + e]
-        fmt = {"F32": "f", "I32": "i"}[t["dtype"]]
-        out[name] = (t["shape"], struct.unpack("<%d%s" % (len(raw) // 4, fmt), raw))
-    return out
 
 
 def main():

@@ -2,8 +2,10 @@
 ($QBERT_BIN or argv[1]), pass/fail counting, running the binary (a sanitizer report in
 its stderr fails a check even where the exit status was the expected one), writing
 files. Standard library only."""
+import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,23 @@ def expect_error(args, code, needles, stdin=None, what=None):
     rc, out, err = qbert(*args, stdin=stdin)
     ok = rc == code and all(n in err for n in needles)
     check(ok, "%s: exit %d (want %d), stderr %r lacks %r" % (what or args, rc, code, err.strip(), needles))
+
+
+def read_safetensors(path):
+    """{name: (shape, values)} of an F32 / I32 safetensors file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        b, e = t["data_offsets"]
+        raw = data[8 + n + b:8 + n + e]
+        fmt = {"F32": "f", "I32": "i"}[t["dtype"]]
+        out[name] = (t["shape"], struct.unpack("<%d%s" % (len(raw) // 4, fmt), raw))
+    return out
 
 
 def write(path, data):

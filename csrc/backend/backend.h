@@ -284,9 +284,12 @@ static inline bool qb_half_heads(int D) { return D == 32 || D == 64 || D == 128;
 static inline size_t qb_store_bytes(qb_dtype t) { return t == QB_F32 ? 4 : 2; }
 
 const qb_backend *qb_backend_cpu(void);
-/* The CUDA backend on device 0 (csrc/backend/cuda.c); QB_EUNSUPPORTED naming the
+/* The CUDA backend on one device (csrc/backend/cuda.c); QB_EUNSUPPORTED naming the
  * reason when there is no usable GPU or the build has no CUDA. */
 qb_status qb_backend_cuda(const qb_backend **out);
+/* The device it takes: index modulo the devices present (default 0). Called before
+ * the first qb_backend_cuda: a data-parallel process passes its local rank. */
+void qb_backend_cuda_device(int index);
 /* The backend called name ("cpu" or "cuda"); `what` names the setting it came from
  * in the error ("[device] type", "--device"). */
 qb_status qb_backend_by_name(const char *name, const char *what, const qb_backend **out);

@@ -34,6 +34,10 @@ static struct {
 
 static qb_stream *of(qb_stream *s) { return s ? s : &rt.def; }
 
+static int chosen_device;  /* qb_backend_cuda_device */
+
+void qb_backend_cuda_device(int index) { chosen_device = index; }
+
 static qb_status init_once(void)
 {
     int n = 0;
@@ -42,12 +46,14 @@ static qb_status init_once(void)
     if (e != cudaSuccess || n < 1)
         snprintf(rt.init_msg, sizeof rt.init_msg, "no CUDA device (%s)",
                  e != cudaSuccess ? cudaGetErrorString(e) : "the driver sees none");
-    else if ((e = cudaSetDevice(0)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess ||
+    else if ((e = cudaSetDevice(chosen_device % n)) != cudaSuccess ||
+             (e = cudaGetDeviceProperties(&prop, chosen_device % n)) != cudaSuccess ||
              (e = cudaStreamCreateWithFlags(&rt.def.stream, cudaStreamNonBlocking)) != cudaSuccess)
-        snprintf(rt.init_msg, sizeof rt.init_msg, "CUDA device 0 cannot be used: %s", cudaGetErrorString(e));
+        snprintf(rt.init_msg, sizeof rt.init_msg, "CUDA device %d cannot be used: %s", chosen_device % n,
+                 cudaGetErrorString(e));
     else if (prop.major < 8)  /* the kernels are built for sm_80 and later */
-        snprintf(rt.init_msg, sizeof rt.init_msg, "CUDA device 0 (%.100s) is sm_%d%d; qbert needs sm_80 or later",
-                 prop.name, prop.major, prop.minor);
+        snprintf(rt.init_msg, sizeof rt.init_msg, "CUDA device %d (%.100s) is sm_%d%d; qbert needs sm_80 or later",
+                 chosen_device % n, prop.name, prop.major, prop.minor);
     else
         snprintf(rt.name, sizeof rt.name, "%.100s (sm_%d%d)", prop.name, prop.major, prop.minor);
     /* for measuring one quantized-Linear kernel against another */

@@ -7,3 +7,5 @@ qb_status qb_backend_cuda(const qb_backend **out)
     *out = NULL;
     return qb_fail(QB_EUNSUPPORTED, "this qbert was built without CUDA (no nvcc was found when it was configured)");
 }
+
+void qb_backend_cuda_device(int index) { (void)index; }

@@ -3,6 +3,7 @@
  * step boundary with a checkpoint (a second Ctrl-C kills the process at once). */
 #include "cli/cli.h"
 
+#include "qbert/dist.h"
 #include "qbert/train.h"
 
 #include <signal.h>
@@ -27,6 +28,8 @@ static void usage(FILE *f)
             "  --resume DIR      continue from a checkpoint directory, or from an output directory's latest\n"
             "  --stop-after N    write a checkpoint and stop after N optimizer steps\n"
             "Ctrl-C stops at the next step with a checkpoint (exit status 130).\n"
+            "Data parallel, one process per GPU (or CPU socket): mpirun -np N qbert train CONFIG.ini\n"
+            "  (train.batch_size is per process; process 0 writes the outputs)\n"
             "example: qbert train experiments/smsa_finetune.ini --set train.epochs=1\n");
 }
 
@@ -59,16 +62,25 @@ int qb_cmd_train(int argc, char **argv)
     if (!bad && !config) bad = qb_cli_fail("train", "a CONFIG.ini argument is required (see qbert train --help)");
     if (!bad && stop_s && !qb_cli_int("train", "--stop-after", stop_s, 1, 0x7fffffffL, &stop_after)) bad = 1;
     if (bad) return 2;
-    if (qb_train_config_load(config, &c)) return qb_cli_fail("train", "%s", qb_error());
-    for (int i = 0; i < n_sets; i++)
-        if (qb_train_config_set(&c, sets[i])) return qb_cli_fail("train", "%s", qb_error());
-    signal(SIGINT, on_sigint);
-    qb_train_options o = {.resume = resume, .stop_after = stop_after, .stop = (volatile const int *)&interrupted};
-    qb_status st = qb_train_run(&c, &o);
-    signal(SIGINT, SIG_DFL);
-    if (st == QB_EINTERRUPTED) {
-        fprintf(stderr, "qbert train: %s\n", qb_error());
-        return 130;
+    qb_dist *dist;
+    if (qb_dist_init(&argc, &argv, &dist)) return qb_cli_fail("train", "%s", qb_error());
+    qb_status st = qb_train_config_load(config, &c);
+    for (int i = 0; i < n_sets && !st; i++) st = qb_train_config_set(&c, sets[i]);
+    if (!st) {
+        signal(SIGINT, on_sigint);
+        qb_train_options o = {.resume = resume, .stop_after = stop_after, .stop = (volatile const int *)&interrupted,
+                              .dist = dist};
+        st = qb_train_run(&c, &o);
+        signal(SIGINT, SIG_DFL);
     }
-    return st ? qb_cli_fail("train", "%s", qb_error()) : 0;
+    const int code = st == QB_EINTERRUPTED ? 130 : st ? 1 : 0;
+    if (st && qb_dist_size(dist) > 1) {
+        /* The other processes may be waiting in a collective for this one: end them all. */
+        fprintf(stderr, "qbert train (process %d of %d): %s\n", qb_dist_rank(dist), qb_dist_size(dist), qb_error());
+        if (st != QB_EINTERRUPTED) qb_dist_abort(dist, code);
+    } else if (st) {
+        fprintf(stderr, "qbert train: %s\n", qb_error());
+    }
+    qb_dist_free(dist);
+    return code;
 }

@@ -80,6 +80,9 @@ struct qb_activations {
     void *dx, *dh, *dtmp, *dctx, *dq, *dk, *dv;  /* (M, C) */
     void *da;                /* (M, I) */
     float *dcls, *dpool;     /* (B, C) */
+    /* qb_activations_set_grads_hook */
+    void (*grads_final)(void *ctx, const float *from);
+    void *grads_ctx;
 };
 
 /* Walks the layout of one batch: with `base` NULL it only adds up the bytes; with a
@@ -346,6 +349,7 @@ static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace
             } else {
                 be->minmax(s, batch, x, n);
             }
+            if (q->combine) q->combine(q->combine_ctx, batch);
             qb_qat_observe(q, index, batch);
         }
         be->fake_quant(s, a->xfq[index], x, n, qb_qat_act_scale(q, index), q->set.act_bits);
@@ -547,6 +551,19 @@ static void forward(const qb_model *m, qb_activations *a, const qb_dropout_plan 
 }
 
 /* The backward pass from a->dlogits; parameter gradients are ADDED to g. */
+/* Tells the hook that the gradients from `from` to the end of the arena are final:
+ * the backward pass finishes the arena back to front (head, last layer .. first,
+ * embeddings; csrc/model/weights.c lays it out front to back). */
+static void grads_final(const qb_activations *a, const float *from)
+{
+    if (a->grads_final) a->grads_final(a->grads_ctx, from);
+}
+
+void qb_activations_set_grads_hook(qb_activations *a, void (*fn)(void *ctx, const float *from), void *ctx)
+{
+    a->grads_final = fn, a->grads_ctx = ctx;
+}
+
 static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan *drop, qb_model *g)
 {
     const qb_backend *be = a->be;
@@ -565,6 +582,7 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
     be->dropout(s, a->dpool, BC, &d, QB_F32);
     be->tanh_backward(s, a->dpool, a->dpool, a->pooled, BC);
     linear_backward(m, a, 6 * L, a->dcls, &g->pooler, a->dpool, a->cls, &m->pooler, B, C, C, QB_F32);
+    grads_final(a, g->pooler.w);
     be->zero(s, a->dx, MC * qb_store_bytes(t));
     be->rows(s, a->dx, t, (size_t)T * C, a->dcls, QB_F32, (size_t)C, B, C);
 
@@ -607,6 +625,7 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
             linear_backward(m, a, li + 2, a->dtmp, &G->v, a->dv, x, &P->v, M, C, C, t);
             be->add(s, a->dx, a->dtmp, MC, t);
         }
+        grads_final(a, G->q.w);
     }
 
     /* Embeddings: dropout, LayerNorm, then the scatter into the three tables. */
@@ -615,6 +634,7 @@ static void backward(const qb_model *m, qb_activations *a, const qb_dropout_plan
     be->layernorm_backward(s, a->dx, g->ln_emb.g, g->ln_emb.b, a->dx, a->t0, a->st0, m->ln_emb.g, M, C, t);
     be->embedding_backward(s, g->word_emb, g->pos_emb, g->type_emb, a->dx, a->ids, a->types, c->pad_token_id, B, T,
                            C, t);
+    grads_final(a, g->word_emb);
 }
 
 qb_dtype qb_model_half_type(const qb_model *m, const qb_backend *be, qb_math math)

@@ -71,6 +71,7 @@ static const key_spec KEYS[] = {
     NUM("train", "log_every", K_INT, log_every, 1, 1 << 30),
     CHOICE("train", "precision", precision, "fp32|tf32|bf16|fp16", false),
     NUM("train", "loss_scale", K_FLOAT, loss_scale, 1, 1e30),
+    NUM("train", "bucket_mb", K_FLOAT, bucket_mb, 0.01, 4096),
     NUM("qat", "enabled", K_BOOL, qat_enabled, 0, 0),
     NUM("qat", "weight_bits", K_BITS, qat.weight_bits, 4, 8),
     NUM("qat", "act_bits", K_BITS, qat.act_bits, 8, 8),
@@ -109,6 +110,7 @@ void qb_train_default_config(qb_train_config *c)
     c->dropout = true;
     c->log_every = 10;
     c->loss_scale = 65536.0f;
+    c->bucket_mb = 25.0f;
     c->qat = (qb_qat_settings){.weight_bits = 8, .act_bits = 8, .observer = QB_OBS_EMA, .ema = 0.01f,
                                .percentile = 99.99f};
     c->qat_group_size = 64;

@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "data/sample.h"
+#include "qbert/dist.h"
 #include "qbert/io.h"
 
 #include <cjson/cJSON.h>
@@ -46,6 +47,12 @@ typedef struct {
     uint64_t seed;
     char dir[PATHBUF], model_dir[PATHBUF], ckpt_root[PATHBUF];
     const qb_backend *be;           /* where the steps run ([device] type) */
+    /* data parallel (qb_train_run's comment): this process of how many; rank 0 leads
+     * (evaluates, logs, prints, writes); the others print and log into sink */
+    qb_dist *dist;
+    int rank, world;
+    bool lead;
+    FILE *sink;
     qb_tokenizer *tok;
     /* host: the model as loaded or built, with its labels and QAT state; what is saved.
      * model: its copy in be's memory that the steps train (on the CPU too, so that
@@ -222,6 +229,7 @@ static cJSON *state_json(const run *r)
     cJSON_AddStringToObject(s, "seed", seed);
     cJSON_AddNumberToObject(s, "total_steps", (double)r->total_steps);
     cJSON_AddNumberToObject(s, "train_examples", r->train.n);
+    cJSON_AddNumberToObject(s, "world_size", r->world);
     cJSON_AddBoolToObject(s, "has_best", r->has_best);
     cJSON_AddNumberToObject(s, "best", r->has_best ? r->best : 0);
     cJSON_AddNumberToObject(s, "best_step", (double)r->best_step);
@@ -247,6 +255,7 @@ static qb_status host_moments(run *r, qb_model moments[2])
 
 static qb_status checkpoint_save(run *r)
 {
+    if (!r->lead) return QB_OK;  /* every process holds the same state */
     char name[64], tmp[PATHBUF], final[PATHBUF], path[PATHBUF];
     snprintf(name, sizeof name, "step-%lld.tmp", (long long)r->step);
     join(tmp, r->ckpt_root, name);
@@ -371,6 +380,12 @@ static qb_status checkpoint_load(run *r, const char *arg)
     if (!st && (int)v[5] != r->train.n)
         st = qb_fail(QB_EINVAL, "%s: the checkpoint was trained on %d examples, the training file has %d", path,
                      (int)v[5], r->train.n);
+    const cJSON *ws = cJSON_GetObjectItemCaseSensitive(s, "world_size");
+    const int world = cJSON_IsNumber(ws) ? ws->valueint : 1;  /* written before data parallel: one process */
+    if (!st && world != r->world)
+        st = qb_fail(QB_EINVAL, "%s: the checkpoint was written by %d process%s, this run has %d: resume with the "
+                     "same world size (mpirun -np %d), which keeps its batches and data order", path, world,
+                     world == 1 ? "" : "es", r->world, world);
     if (!st) {
         r->step = (int64_t)v[0], r->epoch = (int)v[1], r->batch = (int)v[2], r->micro = (int64_t)v[3];
         r->opt.step = (int64_t)v[4];
@@ -510,6 +525,57 @@ static qb_status stop_for_nan(run *r, const char *what, double value)
                    r->last_ckpt);
 }
 
+/* Data parallel: a global batch with fewer examples than processes would leave one
+ * without rows, so it joins a neighbour (the one before; the first joins the next). */
+static qb_status join_small_batches(qb_epoch_plan *p, int world)
+{
+    int out = 1;  /* boundaries kept; starts[0] stays */
+    for (int b = 1; b < p->n_batches; b++) {
+        const int current = p->starts[b] - p->starts[out - 1], next = p->starts[b + 1] - p->starts[b];
+        if (current >= world && next >= world) p->starts[out++] = p->starts[b];
+    }
+    p->starts[out] = p->starts[p->n_batches];
+    p->n_batches = out;
+    if (p->starts[out] - p->starts[out - 1] < world)
+        return qb_fail(QB_EINVAL, "%d processes need at least %d training examples, there are %d", world, world, p->n);
+    return QB_OK;
+}
+
+/* The epoch's order and its global batches (batch_size per process). */
+static qb_status make_plan(run *r, int epoch)
+{
+    qb_epoch_plan_free(&r->plan);
+    qb_status st = qb_epoch_plan_make(&r->train, r->c->batch_size * r->world, r->c->group_by_length, r->seed, epoch,
+                                      &r->plan);
+    return st || r->world == 1 ? st : join_small_batches(&r->plan, r->world);
+}
+
+static void grads_final(void *dist, const float *from) { qb_dist_grads_final(dist, from); }
+
+/* Forward and backward of this process's share [lo, lo + n) of a global batch of
+ * `global` examples (the gradients of the global mean loss, over grad_accum
+ * micro-batches). The step's last micro-batch also all-reduces the gradients,
+ * bucket by bucket as the backward finishes them, and waits for nothing: its loss
+ * is read after the optimizer step (qb_activations_loss). Otherwise *loss. */
+static qb_status micro_batch(run *r, const qb_dropout_plan *drop, int lo, int n, int global, bool last, float *loss)
+{
+    const qb_train_config *c = r->c;
+    qb_status st = qb_batch_fill(&r->bb, &r->train, r->plan.order + lo, n, c->pad_to_max_length ? c->max_length : 0,
+                                 r->pad_id);
+    if (st) return st;
+    if (r->model.qat) r->model.qat->observe = !c->qat_freeze_after || r->step < c->qat_freeze_after;
+    const float scale = r->opt.loss_scale > 0 ? r->opt.loss_scale : 1.0f;
+    if (last && (st = qb_dist_grads_begin(r->dist, r->be, NULL, r->grads.mem, r->grads.mem_floats,
+                                          (size_t)(c->bucket_mb * 1048576.0))))
+        return st;
+    if (last) qb_activations_set_grads_hook(r->acts, grads_final, r->dist);
+    st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, drop, scale / ((float)global * c->grad_accum),
+                                   &r->grads, last ? NULL : loss, NULL);
+    qb_activations_set_grads_hook(r->acts, NULL, NULL);
+    const qb_status all = last ? qb_dist_grads_end(r->dist) : QB_OK;
+    return st ? st : all;
+}
+
 static qb_status train_loop(run *r)
 {
     const qb_train_config *c = r->c;
@@ -517,49 +583,52 @@ static qb_status train_loop(run *r)
     qb_dropout_plan drop = {c->dropout ? mc->hidden_dropout : 0, c->dropout ? mc->attention_dropout : 0, r->seed, 0};
     const uint64_t sites = qb_dropout_sites(mc);
     qb_status st = QB_OK;
-    double loss_sum = 0;
+    double loss_sum = 0;  /* this process's part of the sum of the step's micro-batch mean losses */
     int loss_n = 0, group = 0, samples = 0;
-    bool bad_loss = false;
-    double bad_value = 0;
-    const bool tty = isatty(fileno(r->progress));
+    const bool tty = r->lead && isatty(fileno(r->progress));
     for (; r->epoch < r->epochs && r->step < r->total_steps; r->epoch++, r->batch = 0) {
-        if (r->batch == 0) {  /* a fresh epoch (on resume, the stored plan is used) */
-            qb_epoch_plan_free(&r->plan);
-            if ((st = qb_epoch_plan_make(&r->train, c->batch_size, c->group_by_length, r->seed, r->epoch, &r->plan)))
-                return st;
-        }
+        /* a fresh epoch (on resume, the stored plan is used) */
+        if (r->batch == 0 && (st = make_plan(r, r->epoch))) return st;
         double t_epoch = qb_now(), t_last = t_epoch;
         int epoch_samples = 0;
         /* r->batch is the next batch to run: a checkpoint taken between steps resumes there. */
         while (r->batch < r->plan.n_batches) {
             const int bi = r->batch++;
             const int lo = r->plan.starts[bi], n = r->plan.starts[bi + 1] - lo;
-            if ((st = qb_batch_fill(&r->bb, &r->train, r->plan.order + lo, n,
-                                    c->pad_to_max_length ? c->max_length : 0, r->pad_id)))
-                return st;
-            drop.stream = (uint64_t)r->micro * sites;
-            if (r->model.qat) r->model.qat->observe = !c->qat_freeze_after || r->step < c->qat_freeze_after;
-            float loss;
-            const float scale = r->opt.loss_scale > 0 ? r->opt.loss_scale : 1.0f;
-            st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, &drop, scale / ((float)n * c->grad_accum),
-                                           &r->grads, &loss, NULL);
-            if (st) return st;
-            r->micro++;
-            group++, samples += n, epoch_samples += n;
-            if (!isfinite(loss)) bad_loss = true, bad_value = loss;
-            loss_sum += loss, loss_n++;
+            /* this process's contiguous share of the global batch */
+            const int mine = lo + (int)((int64_t)n * r->rank / r->world);
+            const int mine_n = lo + (int)((int64_t)n * (r->rank + 1) / r->world) - mine;
+            /* each process its own dropout streams; one process: stream micro x sites */
+            drop.stream = ((uint64_t)r->micro * r->world + r->rank) * sites;
             /* An optimizer step after grad_accum micro-batches, or at the end of the epoch. */
-            const bool epoch_end = r->batch == r->plan.n_batches;
-            if (group < c->grad_accum && !epoch_end) continue;
+            const bool epoch_end = r->batch == r->plan.n_batches, last = group + 1 == c->grad_accum || epoch_end;
+            float loss = 0;
+            if ((st = micro_batch(r, &drop, mine, mine_n, n, last, &loss))) return st;
+            r->micro++;
+            group++, samples += n, epoch_samples += n, loss_n++;
+            if (!last) {
+                loss_sum += (double)loss * mine_n / n;
+                continue;
+            }
             group = 0;
+            /* The step, queued behind the backward pass: norm, clipping, the update and
+             * its skip when the norm is not finite all on the device; then one wait. A
+             * non-finite loss comes with a non-finite norm (its logits make dlogits and
+             * so the classifier's gradient non-finite), so such a step is skipped there. */
             double norm = 0;
             float lr = 0;
-            if (!bad_loss) st = qb_adamw_step(&r->opt, r->be, &r->model, &r->grads, &norm, &lr);
+            qb_adamw_queue(&r->opt, NULL, &r->model, &r->grads, &lr);
+            qb_model_zero(&r->grads, r->be);
             qb_status dev = r->be->sync(NULL);  /* an error of the backward pass or the update */
             if (dev) return dev;
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
-            if (st && st != QB_ENUMERIC) return st;
-            qb_model_zero(&r->grads, r->be);
+            loss_sum += (double)qb_activations_loss(r->acts) * mine_n / n;
+            /* the step's loss over all processes, and whether any of them was asked to stop */
+            double shared[2] = {loss_sum, r->o->stop && *r->o->stop};
+            if ((st = qb_dist_sum(r->dist, shared, 2))) return st;
+            const double step_loss = shared[0] / loss_n;
+            const bool bad_loss = !isfinite(step_loss);
+            st = qb_adamw_done(&r->opt, &norm);
             /* A dropped step still ends its epoch (evaluation, checkpoint, stop). */
             bool dropped = false;
             if (!bad_loss && st == QB_ENUMERIC && r->opt.loss_scale >= 2) {
@@ -573,12 +642,11 @@ static qb_status train_loop(run *r)
                 dropped = true;
             } else if (bad_loss || st == QB_ENUMERIC) {
                 if (!c->skip_nan)
-                    return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_loss ? bad_value : norm);
+                    return stop_for_nan(r, bad_loss ? "the loss" : "the gradient norm", bad_loss ? step_loss : norm);
                 qb_log(QB_LOG_WARN, "step %lld (epoch %d, batch %d): non-finite %s; step skipped (train.on_nan = skip)",
                        (long long)r->step + 1, r->epoch + 1, r->batch, bad_loss ? "loss" : "gradient norm");
                 r->skipped++;
                 st = QB_OK;
-                bad_loss = false;
                 dropped = true;
             }
             if (!dropped) {
@@ -591,7 +659,7 @@ static qb_status train_loop(run *r)
                 char scale_field[48] = "";
                 if (r->opt.loss_scale > 0) snprintf(scale_field, sizeof scale_field, ",\"loss_scale\":%.9g", r->opt.loss_scale);
                 fprintf(r->log, "{\"step\":%lld,\"epoch\":%.4f,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"samples_per_second\":%.4g%s}\n",
-                        (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, loss_sum / loss_n, lr,
+                        (long long)r->step, r->epoch + (double)r->batch / r->plan.n_batches, step_loss, lr,
                         norm, sps, scale_field);
                 fflush(r->log);
                 if (r->step % c->log_every == 0 || r->step == r->total_steps) {
@@ -600,7 +668,7 @@ static qb_status train_loop(run *r)
                     format_eta(r->train_seconds / (double)r->step * (double)(r->total_steps - r->step), eta, sizeof eta);
                     fprintf(r->progress, "%sepoch %d/%d  step %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s%s",
                             tty ? "\r" : "", r->epoch + 1, r->epochs, (long long)r->step, (long long)r->total_steps,
-                            loss_sum / loss_n, lr, rate, eta, tty ? "   " : "\n");
+                            step_loss, lr, rate, eta, tty ? "   " : "\n");
                     fflush(r->progress);
                 }
             }
@@ -620,11 +688,11 @@ static qb_status train_loop(run *r)
             }
             if (eval_now || (!dropped && c->checkpoint_every && r->step % c->checkpoint_every == 0)) {
                 if (tty) fputc('\n', r->progress);
-                if (eval_now && (st = evaluate(r))) return st;
+                if (eval_now && r->lead && (st = evaluate(r))) return st;
                 if ((st = checkpoint_save(r))) return st;
                 t_last = qb_now();
             }
-            const bool stop = (r->o->stop && *r->o->stop) || (r->o->stop_after > 0 && r->step >= r->o->stop_after);
+            const bool stop = shared[1] > 0 || (r->o->stop_after > 0 && r->step >= r->o->stop_after);
             if (stop && !at_end) {
                 if (tty) fputc('\n', r->progress);
                 if (!(st = checkpoint_save(r)))
@@ -726,11 +794,15 @@ static void run_free(run *r)
     free(r->vocab_text);
     cJSON_Delete(r->history);
     cJSON_Delete(r->epoch_times);
-    if (r->log) fclose(r->log);
+    if (r->log && r->log != r->sink) fclose(r->log);
+    if (r->sink) fclose(r->sink);
 }
 
 /* Everything that can fail on bad input happens here, before the first step, and
  * before anything is written: a failed start leaves an old run's directory as it was. */
+/* Data parallel QAT: one batch statistic for all processes (qb_qat.combine). */
+static void combine_stats(void *dist, float batch[2]) { qb_dist_min_max(dist, batch); }
+
 /* [qat]: a fresh QAT state on the model, or the one of a QAT checkpoint being
  * trained further with the same settings (its observed ranges are kept). Without
  * [qat] a QAT checkpoint fine-tunes as a plain FP32 model. */
@@ -785,14 +857,16 @@ static qb_status setup(run *r)
     if (c->max_length > r->host.cfg.max_position)
         return qb_fail(QB_EINVAL, "data.max_length = %d exceeds the model's max_position_embeddings %d",
                        c->max_length, r->host.cfg.max_position);
-    st = qb_mkdirs(r->dir);
-    if (!st) st = qb_mkdirs(r->model_dir);
-    if (!st) st = qb_mkdirs(r->ckpt_root);
-    char *ini = st ? NULL : qb_train_config_to_ini(c);
-    join(path, r->dir, "config.ini");
-    if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
-    free(ini);
-    if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
+    if (r->lead) {  /* only the lead process writes */
+        st = qb_mkdirs(r->dir);
+        if (!st) st = qb_mkdirs(r->model_dir);
+        if (!st) st = qb_mkdirs(r->ckpt_root);
+        char *ini = st ? NULL : qb_train_config_to_ini(c);
+        join(path, r->dir, "config.ini");
+        if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
+        free(ini);
+        if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
+    }
     if ((st = qat_setup(r))) return st;
     /* bf16 / fp16 on a GPU: FP32 master weights and half copies, half activations */
     const qb_dtype half = qb_model_half_type(&r->host, r->be, (qb_math)c->precision);
@@ -800,10 +874,11 @@ static qb_status setup(run *r)
                                   &r->model)))
         return st;
     r->model.qat = r->host.qat;  /* borrowed: the host model owns it and saves its ranges */
+    if (r->model.qat && r->world > 1) r->model.qat->combine = combine_stats, r->model.qat->combine_ctx = r->dist;
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
     /* Steps: from the first epoch's batch count (length grouping can add a few). */
-    if ((st = qb_epoch_plan_make(&r->train, c->batch_size, c->group_by_length, r->seed, 0, &r->plan))) return st;
+    if ((st = make_plan(r, 0))) return st;
     r->steps_per_epoch = (r->plan.n_batches + c->grad_accum - 1) / c->grad_accum;
     r->total_steps = c->max_steps > 0 ? c->max_steps : (int64_t)c->epochs * r->steps_per_epoch;
     r->epochs = c->max_steps > 0 ? (int)((c->max_steps + r->steps_per_epoch - 1) / r->steps_per_epoch) : c->epochs;
@@ -817,11 +892,17 @@ static qb_status setup(run *r)
     r->epoch_times = cJSON_CreateArray();
     if (!r->history || !r->epoch_times) return qb_fail(QB_ENOMEM, "history");
     if (r->o->resume && (st = checkpoint_load(r, r->o->resume))) return st;
-    if (!r->o->resume) clear_checkpoints(r->ckpt_root);
+    if (!r->o->resume && r->lead) clear_checkpoints(r->ckpt_root);
     char threads[32] = "";
     if (r->be->device == QB_DEV_CPU) snprintf(threads, sizeof threads, ", %d threads", omp_get_max_threads());
     join(path, r->dir, "train_log.jsonl");
-    if (!(r->log = fopen(path, r->o->resume ? "a" : "w"))) return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
+    if (!r->lead) r->log = r->sink;
+    else if (!(r->log = fopen(path, r->o->resume ? "a" : "w")))
+        return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
+    if (r->world > 1)
+        fprintf(r->progress, "data parallel: %d processes x batch %d = global batch %d, gradients all-reduced in "
+                "buckets of %g MiB (%s)\n", r->world, c->batch_size, c->batch_size * r->world, c->bucket_mb,
+                r->be->device == QB_DEV_CUDA ? "NCCL" : "MPI");
     fprintf(r->progress, "train: %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "
             "valid %d, test %d; model %s (%zu parameters), seed %llu, %s%s, %s products\n",
             r->train.n, r->plan.n_batches, c->batch_size, (long long)r->total_steps, r->epochs,
@@ -840,11 +921,16 @@ static qb_status run_one(const qb_train_config *c, const qb_train_options *o, ui
     r.progress = o->progress ? o->progress : stderr;
     r.report = o->report ? o->report : stdout;
     snprintf(r.dir, sizeof r.dir, "%s", dir);
-    qb_status st = qb_backend_by_name(c->device == 1 ? "cuda" : "cpu", "[device] type", &r.be);
+    r.dist = o->dist, r.rank = qb_dist_rank(o->dist), r.world = qb_dist_size(o->dist), r.lead = r.rank == 0;
+    qb_status st = QB_OK;
+    if (!r.lead && !(r.sink = fopen("/dev/null", "w"))) st = qb_fail(QB_EIO, "/dev/null: %s", strerror(errno));
+    if (!r.lead) r.progress = r.sink;
+    if (c->device == 1) qb_backend_cuda_device(qb_dist_local_rank(o->dist));  /* one GPU per process of a machine */
+    if (!st) st = qb_backend_by_name(c->device == 1 ? "cuda" : "cpu", "[device] type", &r.be);
     if (!st) st = setup(&r);
     if (!st) st = train_loop(&r);
-    if (!st) st = finish(&r, test_out);
-    if (!st)
+    if (!st && r.lead) st = finish(&r, test_out);
+    if (!st && r.lead)
         fprintf(r.report, "\nwrote %s: model/ (best: %s %.4f at step %lld), metrics.json, train_log.jsonl, report.txt, confusion.svg\n",
                 r.dir, metric_name(c->metric_for_best), r.best, (long long)r.best_step);
     run_free(&r);
@@ -908,7 +994,7 @@ qb_status qb_train_run(const qb_train_config *c, const qb_train_options *opts)
         else snprintf(dir, sizeof dir, "%s", c->output_dir);
         st = run_one(c, &o, c->seeds[s], dir, &tests[s]);
     }
-    if (!st && c->n_seeds > 1) st = summarize(c, tests, o.report ? o.report : stdout);
+    if (!st && c->n_seeds > 1 && qb_dist_rank(o.dist) == 0) st = summarize(c, tests, o.report ? o.report : stdout);
     for (int s = 0; s < c->n_seeds; s++) cJSON_Delete(tests[s]);
     return st;
 }

@@ -237,5 +237,11 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
  * synced a's stream (a pass given neither loss nor logits waits for nothing: the
  * trainer reads the loss after the optimizer step, one wait per step). */
 float qb_activations_loss(const qb_activations *a);
+/* Calls fn(ctx, from) as the backward passes over a finish the gradients' arena
+ * (a qb_model_zeros_like copy in backend memory) from `from` to its end: after the
+ * head, after each layer, after the embeddings (queued work, on an asynchronous
+ * backend). Data-parallel training starts its all-reduce buckets there. fn NULL:
+ * none. */
+void qb_activations_set_grads_hook(qb_activations *a, void (*fn)(void *ctx, const float *from), void *ctx);
 
 #endif

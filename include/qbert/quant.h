@@ -165,6 +165,11 @@ typedef struct qb_qat {
     float **wfq;                /* (n) fake-quantized weights (N, K) */
     float *efq[3];              /* fake-quantized word, position, type tables (embeddings) */
     float *scales;              /* scratch for the weight scales */
+    /* Data parallel: makes one batch statistic (min, max) of every process's before
+     * it is folded in (the smallest min, the largest max: the whole global batch's
+     * for min/max and EMA; the largest of the processes' percentiles), or NULL. */
+    void (*combine)(void *ctx, float batch[2]);
+    void *combine_ctx;
 } qb_qat;
 
 /* A fresh state for a model of config c (observe on, stale), after checking the

@@ -10,6 +10,7 @@
 #include "qbert/quant.h"
 
 struct qb_backend;
+struct qb_dist;
 
 /* Optimizer and schedule, as Trainer sets them up by default: torch AdamW, weight
  * decay on every parameter except biases and LayerNorm weights, the learning rate
@@ -110,6 +111,7 @@ typedef struct {
                                     * CPU an emulation (rounded copies): slower, for checking */
     float loss_scale;              /* fp16: the first loss scale (65536), halved on an overflow,
                                     * doubled after 2000 steps without one (torch GradScaler) */
+    float bucket_mb;               /* data parallel: the gradient all-reduce's buckets (MiB) */
     /* [qat]: quantization-aware training (fake quantization of every Linear's weight
      * and input, and optionally of the embedding tables) */
     bool qat_enabled;
@@ -143,6 +145,7 @@ typedef struct {
     volatile const int *stop;     /* set asynchronously (SIGINT): checkpoint at the next step, stop */
     FILE *progress;               /* progress lines (stderr when NULL) */
     FILE *report;                 /* reports and the summary (stdout when NULL) */
+    struct qb_dist *dist;         /* data parallel: this process's world (qb_dist_init), or NULL */
 } qb_train_options;
 
 /* Runs the configured training: one run per seed (in OUTPUT/seed-S when there are
@@ -150,7 +153,18 @@ typedef struct {
  * model as a Hugging Face directory, metrics.json, train_log.jsonl, the test report
  * and confusion matrix, and checkpoints. Returns QB_EINTERRUPTED when stopped by
  * options->stop or stop_after (a checkpoint was written), QB_ENUMERIC when a
- * non-finite loss or gradient stopped it. */
+ * non-finite loss or gradient stopped it.
+ *
+ * Data parallel (o->dist of more than one process, csrc/dist): as Hugging Face
+ * Trainer under DDP. batch_size is per process; the epoch's order is cut into global
+ * batches of size x batch_size (a last one with fewer examples than processes joins
+ * the one before), and process r takes its own contiguous share of each; the
+ * gradients are summed over the processes before clipping (the same model on every
+ * one), the schedule counts global steps, the QAT observers see the whole global
+ * batch. Process 0 alone evaluates, logs, prints and writes; a checkpoint resumes
+ * only with the world size that wrote it. With dropout each process draws its own
+ * masks; without, N processes compute what one does with the global batch, but for
+ * the order of the sums. */
 qb_status qb_train_run(const qb_train_config *c, const qb_train_options *o);
 
 #endif
