@@ -6,13 +6,14 @@
  *   its values (the second pass re-reads the group from cache; each lane reads a value
  *   before writing it, so y may alias w).
  * - fake_quant, fake_quant_backward, x (n): element-wise.
- * - minmax: per-block min / max, then one block over the partials; the two values
- *   are copied to the host and the stream synchronised.
+ * - minmax: per-block min / max, then one block over the partials, into device
+ *   memory (the observers stay on the device: nobody waits).
  * - abs_percentile: the largest |x| (block maxima merged with atomicMax on the bits,
  *   which order like the values for non-negative floats), a 2048-bin histogram of
  *   |x| * (2048 / amax) (one shared-memory histogram per block, merged with 64-bit
  *   atomics; integer counts are exact, so any order gives the CPU's histogram), then
- *   the cumulative scan on the host, as the CPU does it.
+ *   the cumulative scan in one thread, as the CPU does it.
+ * - observe: one thread folds the batch statistic into the range and makes the scale.
  *
  * Bit-identity: the same float operations as the CPU in the same order, with x * (1 / s)
  * (not x / s), rintf (half to even on both sides) and the CPU's comparisons
@@ -23,12 +24,10 @@
  * Maxima here are of values that are never NaN, hence unique and order-free.
  *
  * Scratch (minmax, abs_percentile) is stream-ordered (cudaMallocAsync / cudaFreeAsync).
- * On any failure the error is noted (qb_cuda_note) and minmax writes NAN to out[0] and
- * out[1], abs_percentile returns NAN. */
+ * On any failure the error is noted (qb_cuda_note), for the stream's next sync. */
 #include "cuda/common.cuh"
 
 #include <math.h>
-#include <string.h>
 
 #define FULL_MASK 0xffffffffu
 #define WARPS_PER_BLOCK (QB_CUDA_THREADS / 32)
@@ -97,17 +96,20 @@ static __global__ void fake_quant_weight_kernel(float *y, float *scales, const f
     if (lane == 0) scales[gid] = s;
 }
 
-static __global__ void fake_quant_kernel(float *y, const float *x, size_t n, float scale, float inv, float qmin,
+/* The scale is an observer's, in device memory; inv = 1 / scale as the CPU divides. */
+static __global__ void fake_quant_kernel(float *y, const float *x, size_t n, const float *scale_p, float qmin,
                                          float qmax)
 {
+    const float scale = *scale_p, inv = __fdiv_rn(1.0f, scale);
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         y[i] = __fmul_rn(minf(maxf(rintf(__fmul_rn(x[i], inv)), qmin), qmax), scale);
 }
 
-static __global__ void fake_quant_backward_kernel(float *dx, const float *dy, const float *x, size_t n, float inv,
-                                                  float qmin, float qmax)
+static __global__ void fake_quant_backward_kernel(float *dx, const float *dy, const float *x, size_t n,
+                                                  const float *scale, float qmin, float qmax)
 {
+    const float inv = __fdiv_rn(1.0f, *scale);
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         const float q = rintf(__fmul_rn(x[i], inv));
@@ -173,6 +175,45 @@ static __global__ void abs_histogram_kernel(struct percentile_scratch *ps, const
         if (bins[b]) atomicAdd(&ps->hist[b], (unsigned long long)bins[b]);
 }
 
+/* One thread: out = (-P, P) from the histogram, qb_cpu_abs_percentile's scan (double
+ * sums of exact integer counts, then the same float operations). */
+static __global__ void percentile_kernel(float *out, const struct percentile_scratch *ps, size_t n, double p)
+{
+    const float amax = __uint_as_float(ps->amax_bits);
+    float r = amax;
+    if (!(amax > 0.0f) || !isfinite(amax)) {
+        r = amax > 0.0f ? amax : 0.0f;
+    } else {
+        const double want = __dmul_rn((double)n, p) / 100.0;
+        double seen = 0.0;
+        for (int b = 0; b < BINS; b++)
+            if ((seen += (double)ps->hist[b]) >= want) {
+                r = __fdiv_rn(__fmul_rn(amax, (float)(b + 1)), (float)BINS);
+                break;
+            }
+    }
+    out[0] = -r;
+    out[1] = r;
+}
+
+/* One thread: qb_cpu_observe (csrc/cpu/fake_quant.c), operation for operation. */
+static __global__ void observe_kernel(float *range, float *scale, const float *batch, float ema, float qmax)
+{
+    const float lo = batch[0], hi = batch[1];
+    if (isfinite(lo) && isfinite(hi)) {
+        if (isnan(range[0])) {
+            range[0] = lo, range[1] = hi;
+        } else if (ema == 0.0f) {
+            range[0] = fminf(range[0], lo), range[1] = fmaxf(range[1], hi);
+        } else {
+            range[0] = __fadd_rn(range[0], __fmul_rn(ema, __fsub_rn(lo, range[0])));
+            range[1] = __fadd_rn(range[1], __fmul_rn(ema, __fsub_rn(hi, range[1])));
+        }
+    }
+    const float s = __fdiv_rn(fmaxf(fabsf(range[0]), fabsf(range[1])), qmax);
+    *scale = isfinite(s) && s > 0.0f ? s : 1.0f;
+}
+
 extern "C" void qb_cuda_fake_quant_weight(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,
                                           int bits)
 {
@@ -185,57 +226,46 @@ extern "C" void qb_cuda_fake_quant_weight(qb_stream *s, float *y, float *scales,
     qb_cuda_launched(s, "fake_quant_weight");
 }
 
-/* inv = 1 / scale is computed here, on the host, as the CPU does (IEEE division). */
-extern "C" void qb_cuda_fake_quant(qb_stream *s, float *y, const float *x, size_t n, float scale, int bits)
+extern "C" void qb_cuda_fake_quant(qb_stream *s, float *y, const float *x, size_t n, const float *scale, int bits)
 {
     if (n == 0) return;
-    const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f, inv = 1.0f / scale;
-    fake_quant_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(y, x, n, scale, inv, qmin, qmax);
+    const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f;
+    fake_quant_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(y, x, n, scale, qmin, qmax);
     qb_cuda_launched(s, "fake_quant");
 }
 
-extern "C" void qb_cuda_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n, float scale,
-                                            int bits)
+extern "C" void qb_cuda_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n,
+                                            const float *scale, int bits)
 {
     if (n == 0) return;
-    const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f, inv = 1.0f / scale;
-    fake_quant_backward_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(dx, dy, x, n, inv, qmin,
+    const float qmax = (float)((1 << (bits - 1)) - 1), qmin = -qmax - 1.0f;
+    fake_quant_backward_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(dx, dy, x, n, scale, qmin,
                                                                                             qmax);
     qb_cuda_launched(s, "fake_quant_backward");
 }
 
-/* Scratch part (2 * blocks + 2): the per-block minima, the per-block maxima, then
- * the result. */
-extern "C" void qb_cuda_minmax(qb_stream *s, float out[2], const float *x, size_t n)
+/* Scratch part (2 * blocks): the per-block minima, then the maxima; the final
+ * pass writes out. */
+extern "C" void qb_cuda_minmax(qb_stream *s, float *out, const float *x, size_t n)
 {
     const cudaStream_t st = qb_cuda_stream(s);
     const unsigned blocks = capped_blocks(n, REDUCE_BLOCKS);
-    float *part = NULL, res[2];
-    out[0] = out[1] = NAN;
-    if (qb_cuda_note(s, cudaMallocAsync((void **)&part, (2 * (size_t)blocks + 2) * sizeof *part, st),
-                     "minmax: scratch"))
+    float *part = NULL;
+    if (qb_cuda_note(s, cudaMallocAsync((void **)&part, 2 * (size_t)blocks * sizeof *part, st), "minmax: scratch"))
         return;
     minmax_kernel<<<blocks, QB_CUDA_THREADS, 0, st>>>(part, part + blocks, x, x, n);
-    int bad = qb_cuda_launched(s, "minmax");
-    if (!bad) {
-        minmax_kernel<<<1, QB_CUDA_THREADS, 0, st>>>(part + 2 * blocks, part + 2 * blocks + 1, part, part + blocks,
-                                                     blocks);
-        bad = qb_cuda_launched(s, "minmax: final");
+    if (!qb_cuda_launched(s, "minmax")) {
+        minmax_kernel<<<1, QB_CUDA_THREADS, 0, st>>>(out, out + 1, part, part + blocks, blocks);
+        qb_cuda_launched(s, "minmax: final");
     }
-    if (!bad)
-        bad = qb_cuda_note(s, cudaMemcpyAsync(res, part + 2 * blocks, sizeof res, cudaMemcpyDeviceToHost, st),
-                           "minmax: result");
     qb_cuda_note(s, cudaFreeAsync(part, st), "minmax: scratch");
-    if (bad || qb_cuda_note(s, cudaStreamSynchronize(st), "minmax")) return;
-    out[0] = res[0];
-    out[1] = res[1];
 }
 
-extern "C" float qb_cuda_abs_percentile(qb_stream *s, const float *x, size_t n, double p)
+extern "C" void qb_cuda_abs_percentile(qb_stream *s, float *out, const float *x, size_t n, double p)
 {
     const cudaStream_t st = qb_cuda_stream(s);
-    struct percentile_scratch *ps = NULL, h;
-    if (qb_cuda_note(s, cudaMallocAsync((void **)&ps, sizeof *ps, st), "abs_percentile: scratch")) return NAN;
+    struct percentile_scratch *ps = NULL;
+    if (qb_cuda_note(s, cudaMallocAsync((void **)&ps, sizeof *ps, st), "abs_percentile: scratch")) return;
     int bad = qb_cuda_note(s, cudaMemsetAsync(ps, 0, sizeof *ps, st), "abs_percentile: scratch");
     if (!bad) {
         abs_max_kernel<<<capped_blocks(n, REDUCE_BLOCKS), QB_CUDA_THREADS, 0, st>>>(&ps->amax_bits, x, n);
@@ -245,18 +275,15 @@ extern "C" float qb_cuda_abs_percentile(qb_stream *s, const float *x, size_t n, 
         abs_histogram_kernel<<<capped_blocks(n, HIST_BLOCKS), QB_CUDA_THREADS, 0, st>>>(ps, x, n);
         bad = qb_cuda_launched(s, "abs_percentile: histogram");
     }
-    if (!bad)
-        bad = qb_cuda_note(s, cudaMemcpyAsync(&h, ps, sizeof h, cudaMemcpyDeviceToHost, st), "abs_percentile: result");
+    if (!bad) {
+        percentile_kernel<<<1, 1, 0, st>>>(out, ps, n, p);
+        qb_cuda_launched(s, "abs_percentile: scan");
+    }
     qb_cuda_note(s, cudaFreeAsync(ps, st), "abs_percentile: scratch");
-    if (bad || qb_cuda_note(s, cudaStreamSynchronize(st), "abs_percentile")) return NAN;
+}
 
-    /* From here on, qb_cpu_abs_percentile's own code. */
-    float amax;
-    memcpy(&amax, &h.amax_bits, sizeof amax);
-    if (!(amax > 0.0f) || !isfinite(amax)) return amax > 0.0f ? amax : 0.0f;
-    const double want = (double)n * p / 100.0;
-    double seen = 0.0;
-    for (int b = 0; b < BINS; b++)
-        if ((seen += (double)h.hist[b]) >= want) return amax * (float)(b + 1) / (float)BINS;
-    return amax;
+extern "C" void qb_cuda_observe(qb_stream *s, float *range, float *scale, const float *batch, float ema, int bits)
+{
+    observe_kernel<<<1, 1, 0, qb_cuda_stream(s)>>>(range, scale, batch, ema, (float)((1 << (bits - 1)) - 1));
+    qb_cuda_launched(s, "observe");
 }

@@ -7,8 +7,8 @@
  * puts them into the op table.
  *
  * Ordering: every launcher enqueues on the stream it is given (qb_stream; NULL: the
- * default one) and returns; an op that hands a value to the host (minmax,
- * abs_percentile, to_host) waits for that stream first. Errors: a failed launch or
+ * default one) and returns; an op that hands a value to the host (to_host) waits
+ * for that stream first. Errors: a failed launch or
  * call is recorded on the op's stream (qb_cuda_note) and the op does nothing more;
  * qb_cuda_sync(s) waits for s and reports its first one. Threads: streams can be
  * driven from several threads at once, each its own; what the streams share (the
@@ -191,11 +191,12 @@ void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, c
 /* cuda/fake_quant.cu */
 void qb_cuda_fake_quant_weight(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,
                                int bits);
-void qb_cuda_fake_quant(qb_stream *s, float *y, const float *x, size_t n, float scale, int bits);
-void qb_cuda_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n, float scale,
-                                 int bits);
-void qb_cuda_minmax(qb_stream *s, float out[2], const float *x, size_t n);
-float qb_cuda_abs_percentile(qb_stream *s, const float *x, size_t n, double p);
+void qb_cuda_fake_quant(qb_stream *s, float *y, const float *x, size_t n, const float *scale, int bits);
+void qb_cuda_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n,
+                                 const float *scale, int bits);
+void qb_cuda_minmax(qb_stream *s, float *out, const float *x, size_t n);
+void qb_cuda_abs_percentile(qb_stream *s, float *out, const float *x, size_t n, double p);
+void qb_cuda_observe(qb_stream *s, float *range, float *scale, const float *batch, float ema, int bits);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,8 @@
  * exact rounding ties, and y aliasing w; fake_quant and fake_quant_backward with
  * values exactly on the clip boundaries and at ties, in place too; minmax and
  * abs_percentile (p = 50, 99.9, 100) on mixed, positive-only, negative-only and
- * all-zero x, and with a NaN or an infinity present (whatever the CPU gives). */
+ * all-zero x, and with a NaN or an infinity present (whatever the CPU gives), into
+ * device memory; observe folding runs of statistics (min / max and EMA). */
 #include "cuda_check.h"
 
 static int rand_int(int lo, int hi)
@@ -74,26 +75,26 @@ static void check_fake_quant(int bits, float s, size_t n)
     float *x = act_input(n, s, bits), *dy = rand_host(n, -1, 1);
     float *y = host_alloc(n * sizeof *y), *dx = host_alloc(n * sizeof *dx);
     float *g_x = dev_from(x, n * sizeof *x), *g_dy = dev_from(dy, n * sizeof *dy);
-    float *g_y = dev_from(NULL, n * sizeof *y), *g_dx = dev_from(NULL, n * sizeof *dx);
-    cpu->fake_quant(NULL, y, x, n, s, bits);
-    cpu->fake_quant_backward(NULL, dx, dy, x, n, s, bits);
+    float *g_y = dev_from(NULL, n * sizeof *y), *g_dx = dev_from(NULL, n * sizeof *dx), *g_s = dev_from(&s, sizeof s);
+    cpu->fake_quant(NULL, y, x, n, &s, bits);
+    cpu->fake_quant_backward(NULL, dx, dy, x, n, &s, bits);
 
-    gpu->fake_quant(NULL, g_y, g_x, n, s, bits);
+    gpu->fake_quant(NULL, g_y, g_x, n, g_s, bits);
     snprintf(part, sizeof part, "%s: y", what);
     check_equal(part, g_y, y, n * sizeof *y);
-    gpu->fake_quant_backward(NULL, g_dx, g_dy, g_x, n, s, bits);
+    gpu->fake_quant_backward(NULL, g_dx, g_dy, g_x, n, g_s, bits);
     snprintf(part, sizeof part, "%s: backward dx", what);
     check_equal(part, g_dx, dx, n * sizeof *dx);
 
     /* In place: dx aliasing dy, then y aliasing x (x last: the backward reads it). */
-    gpu->fake_quant_backward(NULL, g_dy, g_dy, g_x, n, s, bits);
+    gpu->fake_quant_backward(NULL, g_dy, g_dy, g_x, n, g_s, bits);
     snprintf(part, sizeof part, "%s: backward in place", what);
     check_equal(part, g_dy, dx, n * sizeof *dx);
-    gpu->fake_quant(NULL, g_x, g_x, n, s, bits);
+    gpu->fake_quant(NULL, g_x, g_x, n, g_s, bits);
     snprintf(part, sizeof part, "%s: in place", what);
     check_equal(part, g_x, y, n * sizeof *y);
     free(x), free(dy), free(y), free(dx);
-    gpu->free(g_x), gpu->free(g_dy), gpu->free(g_y), gpu->free(g_dx);
+    gpu->free(g_x), gpu->free(g_dy), gpu->free(g_y), gpu->free(g_dx), gpu->free(g_s);
 }
 
 enum { MIXED, POSITIVE, NEGATIVE, ZERO, WITH_NAN, WITH_INF, KINDS };
@@ -113,19 +114,46 @@ static float *stat_input(size_t n, int kind)
 static void check_statistics(size_t n, int kind)
 {
     float *x = stat_input(n, kind), want[2], got[2];
-    float *g_x = dev_from(x, n * sizeof *x);
+    float *g_x = dev_from(x, n * sizeof *x), *g_out = dev_from(NULL, sizeof got);
     cpu->minmax(NULL, want, x, n);
-    gpu->minmax(NULL, got, g_x, n);
+    gpu->minmax(NULL, g_out, g_x, n);
+    gpu->to_host(NULL, got, g_out, sizeof got);
     CHECKF(memcmp(got, want, sizeof got) == 0, "minmax n=%zu %s: got %a %a, CPU %a %a", n, kind_names[kind],
            (double)got[0], (double)got[1], (double)want[0], (double)want[1]);
     static const double ps[] = {50.0, 99.9, 100.0};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
-        const float a = cpu->abs_percentile(NULL, x, n, ps[i]), b = gpu->abs_percentile(NULL, g_x, n, ps[i]);
-        CHECKF(memcmp(&a, &b, sizeof a) == 0, "abs_percentile n=%zu %s p=%g: got %a, CPU %a", n,
-               kind_names[kind], ps[i], (double)b, (double)a);
+        cpu->abs_percentile(NULL, want, x, n, ps[i]);
+        gpu->abs_percentile(NULL, g_out, g_x, n, ps[i]);
+        gpu->to_host(NULL, got, g_out, sizeof got);
+        CHECKF(memcmp(got, want, sizeof got) == 0, "abs_percentile n=%zu %s p=%g: got %a %a, CPU %a %a", n,
+               kind_names[kind], ps[i], (double)got[0], (double)got[1], (double)want[0], (double)want[1]);
     }
     free(x);
-    gpu->free(g_x);
+    gpu->free(g_x), gpu->free(g_out);
+}
+
+/* observe: a run of batch statistics folded by min / max (ema 0) and by EMA, from
+ * an unobserved (NaN) range, with non-finite batches that must change nothing; the
+ * range and the scale after each fold, bit for bit. */
+static void check_observe(float ema, int bits)
+{
+    float range[2] = {NAN, NAN}, scale, got[3];
+    float *g = dev_from(range, sizeof range), *g_scale = dev_from(NULL, sizeof scale);
+    float *g_batch = dev_from(NULL, 2 * sizeof(float));
+    for (int i = 0; i < 40; i++) {
+        float batch[2] = {-qb_rng_uniform(&cuda_rng) * 8, qb_rng_uniform(&cuda_rng) * 8};
+        if (i % 7 == 3) batch[i % 2] = i % 3 ? NAN : INFINITY;
+        if (i == 0) batch[0] = batch[1] = 0.0f;  /* a zero range: scale 1 */
+        gpu->to_device(NULL, g_batch, batch, sizeof batch);
+        cpu->observe(NULL, range, &scale, batch, ema, bits);
+        gpu->observe(NULL, g, g_scale, g_batch, ema, bits);
+        gpu->to_host(NULL, got, g, 2 * sizeof(float));
+        gpu->to_host(NULL, got + 2, g_scale, sizeof(float));
+        CHECKF(memcmp(got, range, sizeof range) == 0 && memcmp(got + 2, &scale, sizeof scale) == 0,
+               "observe ema=%g bits=%d fold %d: got %a %a scale %a, CPU %a %a scale %a", ema, bits, i,
+               (double)got[0], (double)got[1], (double)got[2], (double)range[0], (double)range[1], (double)scale);
+    }
+    gpu->free(g), gpu->free(g_scale), gpu->free(g_batch);
 }
 
 int main(void)
@@ -149,6 +177,11 @@ int main(void)
     static const size_t sizes[] = {1, 5, 100003, 3000017};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (int kind = 0; kind < KINDS; kind++) check_statistics(sizes[i], kind);
+    for (int bits = 4; bits <= 8; bits += 4) {
+        check_observe(0.0f, bits);
+        check_observe(0.01f, bits);
+        check_observe(0.3f, bits);
+    }
 
     CHECKF(qb_cuda_sync(NULL) == QB_OK, "pending CUDA error: %s", qb_error());
     return check_summary("test_cuda_fake_quant");

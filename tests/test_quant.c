@@ -101,8 +101,8 @@ static void test_fake_quant_act(void)
         float *x = rand_floats(n, (qmin - 20) * s, (qmax + 20) * s), *dy = rand_floats(n, -1, 1);
         memcpy(x, edge, sizeof edge);
         float *y = malloc(n * sizeof *y), *dx = malloc(n * sizeof *dx);
-        be->fake_quant(NULL, y, x, n, s, bits);
-        be->fake_quant_backward(NULL, dx, dy, x, n, s, bits);
+        be->fake_quant(NULL, y, x, n, &s, bits);
+        be->fake_quant_backward(NULL, dx, dy, x, n, &s, bits);
         int bad = 0, bad_grad = 0;
         for (size_t i = 0; i < n; i++) {
             bad += y[i] != direct_q(x[i], s, bits);
@@ -121,13 +121,13 @@ static void test_fake_quant_act(void)
         /* A random, non-power-of-two scale too. */
         const float s2 = 0.01f + qb_rng_uniform(&rng);
         for (size_t i = 0; i < n; i++) x[i] = (qmin - 10) * s2 + (qmax - qmin + 20) * s2 * qb_rng_uniform(&rng);
-        be->fake_quant(NULL, y, x, n, s2, bits);
+        be->fake_quant(NULL, y, x, n, &s2, bits);
         bad = 0;
         for (size_t i = 0; i < n; i++) bad += y[i] != direct_q(x[i], s2, bits);
         CHECKF(bad == 0, "fake_quant bits=%d s=%g: %d mismatches", bits, s2, bad);
         /* in place */
         memcpy(dx, x, n * sizeof *dx);
-        be->fake_quant(NULL, dx, dx, n, s2, bits);
+        be->fake_quant(NULL, dx, dx, n, &s2, bits);
         CHECK(memcmp(dx, y, n * sizeof *y) == 0);
         free(x), free(dy), free(y), free(dx);
     }
@@ -146,7 +146,7 @@ static void test_ste_finite_differences(void)
     float *x = rand_floats(n, 2 * lo, 2 * hi), *c = rand_floats(n, -1, 1), *dx = malloc(n * sizeof *dx);
     for (int i = 0; i < n; i++)
         if (fabs(x[i] - lo) < 2 * h || fabs(x[i] - hi) < 2 * h) x[i] = 0.5f * x[i];
-    be->fake_quant_backward(NULL, dx, c, x, n, s, bits);
+    be->fake_quant_backward(NULL, dx, c, x, n, &s, bits);
     double worst = 0.0;
     for (int i = 0; i < n; i++) {
         const double xp = fmin(fmax(x[i] + h, lo), hi), xm = fmin(fmax(x[i] - h, lo), hi);

@@ -223,18 +223,26 @@ typedef struct qb_backend {
      * the weight gradient passes unchanged (no backward op). y may alias w. */
     void (*fake_quant_weight)(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,
                               int bits);
-    /* Activations x (n), one scale s > 0: y = q(x). y may alias x. */
-    void (*fake_quant)(qb_stream *s, float *y, const float *x, size_t n, float scale, int bits);
+    /* Activations x (n), one scale *scale > 0 (backend memory: an observer's, which
+     * stays on the device): y = q(x). y may alias x. */
+    void (*fake_quant)(qb_stream *s, float *y, const float *x, size_t n, const float *scale, int bits);
     /* Clipped straight-through estimator: dx = dy where qmin <= rint(x / s) <= qmax,
      * else 0 (torch's rule). dx may alias dy. */
-    void (*fake_quant_backward)(qb_stream *s, float *dx, const float *dy, const float *x, size_t n, float scale,
-                                int bits);
-    /* out[0] = min, out[1] = max of x (n): the statistic of the activation observers. */
-    void (*minmax)(qb_stream *s, float out[2], const float *x, size_t n);
-    /* The p-th percentile (0 < p <= 100) of |x| (n), to 1/2048 of the largest |x|:
-     * the upper edge of the histogram bin where the count reaches p% (the percentile
-     * observer's statistic). 0 for an all-zero x. */
-    float (*abs_percentile)(qb_stream *s, const float *x, size_t n, double p);
+    void (*fake_quant_backward)(qb_stream *s, float *dx, const float *dy, const float *x, size_t n,
+                                const float *scale, int bits);
+    /* The activation observers' statistic of one batch, into backend memory (out, 2
+     * floats: nothing waits for the host). minmax: out[0] = min, out[1] = max of x (n),
+     * NaN ignored. abs_percentile: out = (-P, P) for P the p-th percentile
+     * (0 < p <= 100) of |x| (n), to 1/2048 of the largest |x|: the upper edge of the
+     * histogram bin where the count reaches p%; P = 0 for an all-zero x. */
+    void (*minmax)(qb_stream *s, float *out, const float *x, size_t n);
+    void (*abs_percentile)(qb_stream *s, float *out, const float *x, size_t n, double p);
+    /* Folds a batch statistic (2) into an observer's range (2): the first finite one
+     * is taken (the range is NaN until then), later ones by min / max (ema 0) or
+     * range += ema * (batch - range); a non-finite batch changes nothing. Then
+     * *scale = max(|min|, |max|) / (2^(bits-1) - 1), or 1 when that is 0 or not
+     * finite. All in backend memory (qb_cpu_observe is the reference). */
+    void (*observe)(qb_stream *s, float *range, float *scale, const float *batch, float ema, int bits);
     /* Sets bytes of backend memory to zero. */
     void (*zero)(qb_stream *s, void *p, size_t bytes);
     /* Copies between host and backend memory (plain memcpy on the CPU). */

@@ -187,22 +187,28 @@ static void cpu_fake_quant_weight(qb_stream *s, float *y, float *scales, const f
     qb_cpu_fake_quant_weight(y, scales, w, N, K, group, bits);
 }
 
-static void cpu_fake_quant(qb_stream *s, float *y, const float *x, size_t n, float scale, int bits)
+static void cpu_fake_quant(qb_stream *s, float *y, const float *x, size_t n, const float *scale, int bits)
 {
-    qb_cpu_fake_quant(y, x, n, scale, bits);
+    qb_cpu_fake_quant(y, x, n, *scale, bits);
 }
 
-static void cpu_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n, float scale,
-                                    int bits)
+static void cpu_fake_quant_backward(qb_stream *s, float *dx, const float *dy, const float *x, size_t n,
+                                    const float *scale, int bits)
 {
-    qb_cpu_fake_quant_backward(dx, dy, x, n, scale, bits);
+    qb_cpu_fake_quant_backward(dx, dy, x, n, *scale, bits);
 }
 
-static void cpu_minmax(qb_stream *s, float out[2], const float *x, size_t n) { qb_cpu_minmax(out, x, n); }
+static void cpu_minmax(qb_stream *s, float *out, const float *x, size_t n) { qb_cpu_minmax(out, x, n); }
 
-static float cpu_abs_percentile(qb_stream *s, const float *x, size_t n, double p)
+static void cpu_abs_percentile(qb_stream *s, float *out, const float *x, size_t n, double p)
 {
-    return qb_cpu_abs_percentile(x, n, p);
+    out[1] = qb_cpu_abs_percentile(x, n, p);
+    out[0] = -out[1];
+}
+
+static void cpu_observe(qb_stream *s, float *range, float *scale, const float *batch, float ema, int bits)
+{
+    qb_cpu_observe(range, scale, batch, ema, bits);
 }
 
 static const char *cpu_device_name(void) { return "cpu"; }
@@ -239,6 +245,7 @@ static const qb_backend cpu_backend = {
     .fake_quant_backward = cpu_fake_quant_backward,
     .minmax = cpu_minmax,
     .abs_percentile = cpu_abs_percentile,
+    .observe = cpu_observe,
     .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,

@@ -378,6 +378,7 @@ static const qb_backend cuda_backend = {
     .fake_quant_backward = qb_cuda_fake_quant_backward,
     .minmax = qb_cuda_minmax,
     .abs_percentile = qb_cuda_abs_percentile,
+    .observe = qb_cuda_observe,
     .zero = qb_cuda_zero,
     .to_device = qb_cuda_to_device,
     .to_host = qb_cuda_to_host,

@@ -296,6 +296,9 @@ void qb_cpu_fake_quant_backward(float *dx, const float *dy, const float *x, size
                                 int bits);
 void qb_cpu_minmax(float out[2], const float *x, size_t n);
 float qb_cpu_abs_percentile(const float *x, size_t n, double p);
+/* The backend's observe op (csrc/backend/backend.h): a batch statistic folded into
+ * an observer's range, and the input scale of that range. */
+void qb_cpu_observe(float range[2], float *scale, const float batch[2], float ema, int bits);
 /* Quantized Linear (linear_q.c): the INT8 / W4A8 / weight-only paths above behind one
  * op; prepare packs the weights for the SIMD tiles (or dequantizes a weight-only
  * Linear's) once. */

@@ -140,3 +140,20 @@ float qb_cpu_abs_percentile(const float *x, size_t n, double p)
         if ((seen += hist[b]) >= want) return amax * (float)(b + 1) / BINS;
     return amax;
 }
+
+void qb_cpu_observe(float range[2], float *scale, const float batch[2], float ema, int bits)
+{
+    if (isfinite(batch[0]) && isfinite(batch[1])) {  /* a non-finite batch is the trainer's to report */
+        if (isnan(range[0])) {
+            range[0] = batch[0], range[1] = batch[1];
+        } else if (ema == 0.0f) {
+            range[0] = fminf(range[0], batch[0]), range[1] = fmaxf(range[1], batch[1]);
+        } else {
+            range[0] += ema * (batch[0] - range[0]);
+            range[1] += ema * (batch[1] - range[1]);
+        }
+    }
+    const float amax = fmaxf(fabsf(range[0]), fabsf(range[1]));
+    const float s = amax / qmax_of(bits);
+    *scale = isfinite(s) && s > 0.0f ? s : 1.0f;
+}

@@ -113,15 +113,19 @@ qb_status qb_dist_sum(qb_dist *d, double *x, int n)
     return QB_OK;
 }
 
-qb_status qb_dist_min_max(qb_dist *d, float v[2])
+static qb_status nccl_setup(qb_dist *d);
+
+qb_status qb_dist_min_max(qb_dist *d, const qb_backend *be, qb_stream *s, float *v)
 {
-#ifdef QBERT_HAVE_MPI
-    if (d && d->mpi) {
-        MPI_Allreduce(MPI_IN_PLACE, &v[0], 1, MPI_FLOAT, MPI_MIN, MPI_COMM_WORLD);
-        MPI_Allreduce(MPI_IN_PLACE, &v[1], 1, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+    if (!d || !d->mpi) return QB_OK;
+    if (be->device == QB_DEV_CUDA) {
+        const qb_status st = nccl_setup(d);
+        return st ? st : qb_nccl_min_max(d->nccl, s, v);
     }
+#ifdef QBERT_HAVE_MPI
+    MPI_Allreduce(MPI_IN_PLACE, &v[0], 1, MPI_FLOAT, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &v[1], 1, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
 #endif
-    (void)d, (void)v;
     return QB_OK;
 }
 

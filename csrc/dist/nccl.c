@@ -80,6 +80,17 @@ qb_status qb_nccl_start(qb_nccl *c, qb_stream *s, float *x, size_t n)
     return r == ncclSuccess ? QB_OK : nccl_fail(r, "all-reduce");
 }
 
+qb_status qb_nccl_min_max(qb_nccl *c, qb_stream *s, float *v)
+{
+    const cudaStream_t st = qb_cuda_stream(s);
+    ncclResult_t r = ncclGroupStart();
+    if (r == ncclSuccess) r = ncclAllReduce(v, v, 1, ncclFloat, ncclMin, c->comm, st);
+    if (r == ncclSuccess) r = ncclAllReduce(v + 1, v + 1, 1, ncclFloat, ncclMax, c->comm, st);
+    const ncclResult_t e = ncclGroupEnd();
+    if (r == ncclSuccess) r = e;
+    return r == ncclSuccess ? QB_OK : nccl_fail(r, "observer min / max");
+}
+
 qb_status qb_nccl_join(qb_nccl *c, qb_stream *s)
 {
     cudaError_t e;
@@ -110,6 +121,11 @@ void qb_nccl_free(qb_nccl *c) { (void)c; }
 qb_status qb_nccl_start(qb_nccl *c, struct qb_stream *s, float *x, size_t n)
 {
     (void)c, (void)s, (void)x, (void)n;
+    return missing();
+}
+qb_status qb_nccl_min_max(qb_nccl *c, struct qb_stream *s, float *v)
+{
+    (void)c, (void)s, (void)v;
     return missing();
 }
 qb_status qb_nccl_join(qb_nccl *c, struct qb_stream *s) { (void)c, (void)s; return missing(); }

@@ -22,6 +22,9 @@ void qb_nccl_free(qb_nccl *c);
 /* Sums x (n floats, device memory) over the world in place, on the
  * communicator's stream, after the work queued on s so far. */
 qb_status qb_nccl_start(qb_nccl *c, struct qb_stream *s, float *x, size_t n);
+/* v[0] = the min of v[0], v[1] = the max of v[1] over the world (device memory),
+ * on stream s itself. */
+qb_status qb_nccl_min_max(qb_nccl *c, struct qb_stream *s, float *v);
 /* Orders s after every all-reduce started; reports NCCL's asynchronous errors. */
 qb_status qb_nccl_join(qb_nccl *c, struct qb_stream *s);
 

@@ -341,18 +341,16 @@ static void linear(const qb_model *m, qb_activations *a, qb_forward_trace *trace
     const void *w = t == QB_F32 ? p->w : p->wh, *b = t == QB_F32 ? p->b : p->bh;
     if (q) {
         const size_t n = (size_t)M * K;
-        if (a->train && q->observe) {
-            float batch[2];
-            if (q->set.observer == QB_OBS_PERCENTILE) {
-                batch[1] = be->abs_percentile(s, x, n, q->set.percentile);
-                batch[0] = -batch[1];
-            } else {
-                be->minmax(s, batch, x, n);
-            }
-            if (q->combine) q->combine(q->combine_ctx, batch);
-            qb_qat_observe(q, index, batch);
+        float *scale = q->dev_scale + index;
+        if (a->train && q->observe) {  /* on the device: the host waits for nothing */
+            float *batch = q->dev_batch + 2 * index;
+            if (q->set.observer == QB_OBS_PERCENTILE) be->abs_percentile(s, batch, x, n, q->set.percentile);
+            else be->minmax(s, batch, x, n);
+            if (q->combine) q->combine(q->combine_ctx, batch, s);
+            be->observe(s, q->dev_range + 2 * index, scale, batch,
+                        q->set.observer == QB_OBS_MINMAX ? 0.0f : q->set.ema, q->set.act_bits);
         }
-        be->fake_quant(s, a->xfq[index], x, n, qb_qat_act_scale(q, index), q->set.act_bits);
+        be->fake_quant(s, a->xfq[index], x, n, scale, q->set.act_bits);
         x = a->xfq[index];
         w = q->wfq[index];
     }
@@ -372,11 +370,26 @@ static void linear_backward(const qb_model *m, qb_activations *a, int index, voi
     const void *w = q ? q->wfq[index] : t == QB_F32 ? p->w : p->wh;
     be->linear_backward(a->stream, dx, g->w, g->b, dy, q ? a->xfq[index] : x, w, M, N, K, a->math, t);
     if (q && dx)
-        be->fake_quant_backward(a->stream, dx, dx, x, (size_t)M * K, qb_qat_act_scale(q, index), q->set.act_bits);
+        be->fake_quant_backward(a->stream, dx, dx, x, (size_t)M * K, q->dev_scale + index, q->set.act_bits);
 }
 
-/* QAT: the backend buffers (first use) and the fake-quantized weights and tables
- * (after the weights changed). */
+/* QAT: ranges set on the host (new, loaded) and their scales into backend memory. */
+static qb_status qat_upload_ranges(qb_qat *q)
+{
+    const qb_backend *be = q->be;
+    float *scale = malloc((size_t)q->n * sizeof *scale);
+    if (!scale) return qb_fail(QB_ENOMEM, "out of memory");
+    for (int i = 0; i < q->n; i++) scale[i] = qb_qat_act_scale(q, i);
+    if (q->dev_range != q->range) be->to_device(NULL, q->dev_range, q->range, (size_t)q->n * 2 * sizeof(float));
+    be->to_device(NULL, q->dev_scale, scale, (size_t)q->n * sizeof *scale);
+    const qb_status st = be->sync(NULL);  /* scale is freed next; once per load, not per step */
+    free(scale);
+    if (!st) q->host_newer = false;
+    return st;
+}
+
+/* QAT: the backend buffers (first use), the ranges the host set, and the
+ * fake-quantized weights and tables (after the weights changed). */
 static qb_status qat_refresh(const qb_model *m, const qb_backend *be)
 {
     qb_qat *q = m->qat;
@@ -404,7 +417,14 @@ static qb_status qat_refresh(const qb_model *m, const qb_backend *be)
                 st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the fake-quantized embedding tables", be->name);
         if (!st && !(q->scales = be->alloc(most * 4)))
             st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the QAT weight scales", be->name);
+        /* the observers: on the CPU the host's ranges are the backend's */
+        const size_t bytes = (size_t)n * 2 * sizeof(float);
+        if (!st && !(q->dev_range = be->device == QB_DEV_CPU ? q->range : be->alloc(bytes)))
+            st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the QAT ranges", be->name);
+        if (!st && (!(q->dev_scale = be->alloc(bytes / 2)) || !(q->dev_batch = be->alloc(bytes))))
+            st = qb_fail(QB_ENOMEM, "%s backend: cannot allocate the QAT scales", be->name);
     }
+    if (!st && q->host_newer) st = qat_upload_ranges(q);
     for (int i = 0; i < n && !st; i++)
         be->fake_quant_weight(NULL, q->wfq[i], q->scales, qb_model_linear(m, i)->w, lin[i].N, lin[i].K,
                               q->set.group ? q->set.group : lin[i].K, q->set.weight_bits);

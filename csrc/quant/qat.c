@@ -9,6 +9,7 @@
 #include "qbert/quant.h"
 
 #include "backend/backend.h"
+#include "cpu/cpu.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +47,7 @@ qb_status qb_qat_new(const qb_config *c, const qb_qat_settings *s, qb_qat **out)
     q->set = *s;
     q->n = n;
     for (int i = 0; i < 2 * n; i++) q->range[i] = NAN;
-    q->observe = q->stale = true;
+    q->observe = q->stale = q->host_newer = true;
     *out = q;
     return QB_OK;
 }
@@ -58,6 +59,9 @@ void qb_qat_free(qb_qat *q)
         for (int i = 0; q->wfq && i < q->n; i++) q->be->free(q->wfq[i]);
         for (int t = 0; t < 3; t++) q->be->free(q->efq[t]);
         q->be->free(q->scales);
+        if (q->dev_range != q->range) q->be->free(q->dev_range);
+        q->be->free(q->dev_scale);
+        q->be->free(q->dev_batch);
     }
     free(q->wfq);
     free(q->range);
@@ -73,24 +77,17 @@ bool qb_qat_settings_equal(const qb_qat_settings *a, const qb_qat_settings *b)
 
 float qb_qat_act_scale(const qb_qat *q, int i)
 {
-    const float lo = q->range[2 * i], hi = q->range[2 * i + 1];
-    const float amax = fmaxf(fabsf(lo), fabsf(hi));
-    const float s = amax / (float)((1 << (q->set.act_bits - 1)) - 1);
-    return isfinite(s) && s > 0.0f ? s : 1.0f;
+    float range[2] = {q->range[2 * i], q->range[2 * i + 1]}, scale;
+    const float none[2] = {NAN, NAN};  /* folds nothing: only the scale of the range */
+    qb_cpu_observe(range, &scale, none, 0.0f, q->set.act_bits);
+    return scale;
 }
 
-void qb_qat_observe(qb_qat *q, int i, const float batch[2])
+qb_status qb_qat_pull(qb_qat *q)
 {
-    float *r = q->range + 2 * i;
-    if (!isfinite(batch[0]) || !isfinite(batch[1])) return;  /* a non-finite batch is the trainer's to report */
-    if (isnan(r[0])) {
-        r[0] = batch[0], r[1] = batch[1];
-    } else if (q->set.observer == QB_OBS_MINMAX) {
-        r[0] = fminf(r[0], batch[0]), r[1] = fmaxf(r[1], batch[1]);
-    } else {
-        r[0] += q->set.ema * (batch[0] - r[0]);
-        r[1] += q->set.ema * (batch[1] - r[1]);
-    }
+    if (!q->be || !q->dev_range || q->dev_range == q->range) return QB_OK;
+    q->be->to_host(NULL, q->range, q->dev_range, (size_t)q->n * 2 * sizeof *q->range);
+    return q->be->sync(NULL);
 }
 
 /* ---- in model files ---- */
@@ -194,7 +191,7 @@ qb_status qb_qat_read_ranges(qb_qat *q, const qb_config *c, qb_weights *w, const
         qb_tensor_free(&taken);
     }
     free(name);
-    q->stale = true;
+    q->stale = q->host_newer = true;
     return st;
 }
 

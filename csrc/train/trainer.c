@@ -50,6 +50,7 @@ typedef struct {
     /* data parallel (qb_train_run's comment): this process of how many; rank 0 leads
      * (evaluates, logs, prints, writes); the others print and log into sink */
     qb_dist *dist;
+    qb_status comm_error;           /* the first failure of a collective inside a pass */
     int rank, world;
     bool lead;
     FILE *sink;
@@ -188,7 +189,8 @@ static qb_status build_model(run *r, const qb_dataset *train)
 static qb_status pull(run *r)
 {
     qb_model_to_host(&r->model, &r->host);
-    return r->be->sync(NULL);
+    const qb_status st = r->be->sync(NULL);
+    return st || !r->host.qat ? st : qb_qat_pull(r->host.qat);  /* the observers' ranges too */
 }
 
 /* The best model so far, with the tokenizer files that travel with it. */
@@ -573,7 +575,9 @@ static qb_status micro_batch(run *r, const qb_dropout_plan *drop, int lo, int n,
                                    &r->grads, last ? NULL : loss, NULL);
     qb_activations_set_grads_hook(r->acts, NULL, NULL);
     const qb_status all = last ? qb_dist_grads_end(r->dist) : QB_OK;
-    return st ? st : all;
+    if (!st) st = all;
+    if (!st && r->comm_error) st = qb_fail(r->comm_error, "data parallel: a collective failed in the pass");
+    return st;
 }
 
 static qb_status train_loop(run *r)
@@ -800,8 +804,14 @@ static void run_free(run *r)
 
 /* Everything that can fail on bad input happens here, before the first step, and
  * before anything is written: a failed start leaves an old run's directory as it was. */
-/* Data parallel QAT: one batch statistic for all processes (qb_qat.combine). */
-static void combine_stats(void *dist, float batch[2]) { qb_dist_min_max(dist, batch); }
+/* Data parallel QAT: one batch statistic for all processes (qb_qat.combine). An
+ * error (NCCL's) is kept for the step's end, where the trainer looks. */
+static void combine_stats(void *run_, float *batch, qb_stream *s)
+{
+    run *r = run_;
+    const qb_status st = qb_dist_min_max(r->dist, r->be, s, batch);
+    if (st && !r->comm_error) r->comm_error = st;
+}
 
 /* [qat]: a fresh QAT state on the model, or the one of a QAT checkpoint being
  * trained further with the same settings (its observed ranges are kept). Without
@@ -874,7 +884,7 @@ static qb_status setup(run *r)
                                   &r->model)))
         return st;
     r->model.qat = r->host.qat;  /* borrowed: the host model owns it and saves its ranges */
-    if (r->model.qat && r->world > 1) r->model.qat->combine = combine_stats, r->model.qat->combine_ctx = r->dist;
+    if (r->model.qat && r->world > 1) r->model.qat->combine = combine_stats, r->model.qat->combine_ctx = r;
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
     /* Steps: from the first epoch's batch count (length grouping can add a few). */

@@ -35,8 +35,10 @@ int qb_dist_local_rank(const qb_dist *d);  /* among the processes of this machin
 
 /* Host collectives. x (n) = its sum over the processes. */
 qb_status qb_dist_sum(qb_dist *d, double *x, int n);
-/* v[0] = the smallest v[0], v[1] = the largest v[1] over the processes. */
-qb_status qb_dist_min_max(qb_dist *d, float v[2]);
+/* v[0] = the smallest v[0], v[1] = the largest v[1] over the processes, for v in
+ * be's memory: on the host over MPI, on a GPU over NCCL on stream s (queued: no
+ * wait). The QAT observers' statistics. */
+qb_status qb_dist_min_max(qb_dist *d, const struct qb_backend *be, struct qb_stream *s, float *v);
 /* buf (bytes) = rank 0's. */
 qb_status qb_dist_broadcast(qb_dist *d, void *buf, size_t bytes);
 

@@ -165,10 +165,17 @@ typedef struct qb_qat {
     float **wfq;                /* (n) fake-quantized weights (N, K) */
     float *efq[3];              /* fake-quantized word, position, type tables (embeddings) */
     float *scales;              /* scratch for the weight scales */
-    /* Data parallel: makes one batch statistic (min, max) of every process's before
-     * it is folded in (the smallest min, the largest max: the whole global batch's
-     * for min/max and EMA; the largest of the processes' percentiles), or NULL. */
-    void (*combine)(void *ctx, float batch[2]);
+    /* The observers where the passes run (backend memory of be, made with the other
+     * buffers): the ranges (n, 2) (the array `range` itself on the CPU backend, a
+     * mirror on a GPU: qb_qat_pull), the input scales (n) and the batch statistics
+     * (n, 2). Training passes update them there, without waiting for the host. */
+    float *dev_range, *dev_scale, *dev_batch;
+    bool host_newer;            /* range was set on the host (new, loaded): copied over at the next pass */
+    /* Data parallel: makes one batch statistic (min, max; 2 floats of backend memory,
+     * on stream s) of every process's before it is folded in (the smallest min, the
+     * largest max: the whole global batch's for min/max and EMA; the largest of the
+     * processes' percentiles), or NULL. */
+    void (*combine)(void *ctx, float *batch, struct qb_stream *s);
     void *combine_ctx;
 } qb_qat;
 
@@ -181,8 +188,9 @@ bool qb_qat_settings_equal(const qb_qat_settings *a, const qb_qat_settings *b);
 /* The input scale of Linear i: max(|min|, |max|) / qmax of its range (1 when it is
  * unobserved or zero), the scale its static INT8 file stores. */
 float qb_qat_act_scale(const qb_qat *q, int i);
-/* Folds one batch's statistic of Linear i's input (min, max) into its range. */
-void qb_qat_observe(qb_qat *q, int i, const float batch[2]);
+/* range = the ranges the passes left in backend memory (a wait; nothing to do on
+ * the CPU backend or before the first pass). */
+qb_status qb_qat_pull(qb_qat *q);
 
 /* In model files: X.input_range F32 (2) per Linear and __metadata__ qbert.qat.*
  * (weight_bits, act_bits, group_size, observer, embeddings, ema_constant, percentile).
