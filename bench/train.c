@@ -1,9 +1,11 @@
 /* qbert-bench train: training throughput of the trainer's step on random data, the
  * figure to set beside PyTorch + transformers (bench/peers/torch_gpu.py) on the same
  * machine and config. A step is what the trainer does per batch: zero the gradients,
- * forward and backward with dropout 0.1 (qb_model_forward_backward, the loss copied
- * to the host), clip to norm 1 and AdamW (qb_adamw_step); the model, gradients and
- * moments live on the device. `warmup` untimed steps, then `runs` timed ones between
+ * forward and backward with dropout 0.1 (qb_model_forward_backward), the gradient
+ * norm, clipping to 1 and AdamW queued behind it (qb_adamw_queue), one wait, then the
+ * loss and the norm read (qb_activations_loss, qb_adamw_done); the model, gradients
+ * and moments live on the device. With --qat, QAT with EMA observers. On CUDA the
+ * host's waits for the device are counted (qb_cuda_waits) and reported per step. `warmup` untimed steps, then `runs` timed ones between
  * two syncs. Model FLOPs per step (step_flops): 6 per parameter and row it multiplies,
  * plus 12 x layers x B x T^2 x hidden for attention (forward 2 matmuls of 2 B T^2 C
  * each, backward twice that); MFU divides the achieved rate by --ceiling (TFLOP/s:
@@ -14,6 +16,10 @@
 #include "qbert/metrics.h"
 #include "qbert/model.h"
 #include "qbert/train.h"
+
+#ifdef QBERT_BENCH_CUDA
+#include "cuda/qb_cuda.h"
+#endif
 
 #include <cjson/cJSON.h>
 #include <omp.h>
@@ -28,6 +34,7 @@ static void usage(FILE *f)
             "  --preset NAME      model shape, random weights (default indobert-base-p2)\n"
             "  --device NAME      cpu or cuda (default cuda)\n"
             "  --precision NAME   products: fp32, tf32, bf16 (default), fp16 (no loss scaling here)\n"
+            "  --qat BITS         quantization-aware training, 8 or 4 bit weights (FP32 activations, EMA)\n"
             "  --batch N          (default 32)\n"
             "  --seq N            (default 128)\n"
             "  --ceiling TFLOPS   the device's measured BF16 ceiling, for MFU (qbert-bench kernels)\n"
@@ -42,6 +49,7 @@ typedef struct {
     qb_math math;
     int batch, seq;
     double ceiling;
+    int qat_bits;  /* 0: plain training */
 } train_options;
 
 static int own_option(const char *name, const char *value, void *ctx, int *ok)
@@ -53,6 +61,8 @@ static int own_option(const char *name, const char *value, void *ctx, int *ok)
     else if (strcmp(name, "--batch") == 0) *ok = value && qb_bench_parse_int(value, 1, &t->batch);
     else if (strcmp(name, "--seq") == 0) *ok = value && qb_bench_parse_int(value, 2, &t->seq);
     else if (strcmp(name, "--ceiling") == 0) *ok = value && (t->ceiling = atof(value)) > 0;
+    else if (strcmp(name, "--qat") == 0) *ok = value && qb_bench_parse_int(value, 4, &t->qat_bits) &&
+                                                (t->qat_bits == 4 || t->qat_bits == 8);
     else return 0;
     return 1;
 }
@@ -69,9 +79,19 @@ static double step_flops(const qb_model *m, int B, int T)
     return 6.0 * encoder * B * T + 6.0 * head * B + 12.0 * c->num_layers * (double)B * T * T * C;
 }
 
+/* The host's waits for the GPU so far (CUDA builds; 0 otherwise). */
+static unsigned long long host_waits(void)
+{
+#ifdef QBERT_BENCH_CUDA
+    return qb_cuda_waits();
+#else
+    return 0;
+#endif
+}
+
 int qb_bench_train(int argc, char **argv)
 {
-    train_options t = {"indobert-base-p2", "cuda", QB_MATH_BF16, 32, 128, 0};
+    train_options t = {"indobert-base-p2", "cuda", QB_MATH_BF16, 32, 128, 0, 0};
     qb_bench_common o = {.warmup = 3, .runs = 20};
     const int parsed = qb_bench_options("train", argc, argv, &o, usage, own_option, &t);
     if (parsed >= 0) return parsed;
@@ -92,14 +112,18 @@ int qb_bench_train(int argc, char **argv)
         goto done;
     }
     /* as the trainer: FP32 master weights, with half copies where the activations can be half */
+    const qb_qat_settings qs = {.weight_bits = t.qat_bits, .act_bits = 8, .observer = QB_OBS_EMA, .ema = 0.01f,
+                                .percentile = 99.99f, .group = t.qat_bits == 4 ? 64 : 0};
     if (qb_backend_by_name(t.device, "--device", &be) || qb_config_preset(t.preset, &cfg) ||
-        qb_model_init_random(&cfg, 42, &host)) {
+        qb_model_init_random(&cfg, 42, &host) || (t.qat_bits && qb_qat_new(&host.cfg, &qs, &host.qat))) {
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
         goto done;
     }
     const qb_dtype half = qb_model_half_type(&host, be, t.math);
-    if (qb_model_to_backend(&host, be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_FP32_AND_HALF, half, &model) ||
-        qb_model_zeros_like(&model, &grads) || qb_adamw_init(&opt, &model, &oc) ||
+    qb_status st = qb_model_to_backend(&host, be, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_FP32_AND_HALF, half,
+                                       &model);
+    model.qat = host.qat;  /* borrowed, as the trainer does (before the activations: QAT keeps more) */
+    if (st || qb_model_zeros_like(&model, &grads) || qb_adamw_init(&opt, &model, &oc) ||
         qb_activations_new(&model, be, true, &acts)) {
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
         goto done;
@@ -111,6 +135,7 @@ int qb_bench_train(int argc, char **argv)
     for (int b = 0; b < B; b++) labels[b] = (int32_t)(qb_rng_u32(&rng) % (uint32_t)cfg.num_labels);
     const qb_batch batch = {ids, NULL, NULL, labels, B, T};
     double t0 = 0;
+    unsigned long long waits0 = 0;
     for (int step = 0; step < o.warmup + o.runs; step++) {
         if (step == o.warmup) {
             if (be->sync(NULL)) {
@@ -118,28 +143,39 @@ int qb_bench_train(int argc, char **argv)
                 goto done;
             }
             t0 = qb_now();
+            waits0 = host_waits();
         }
+        /* the trainer's step: everything queued, one wait, then the loss and the norm */
         const qb_dropout_plan drop = {0.1f, 0.1f, 42, (uint64_t)step * qb_dropout_sites(&cfg)};
-        float loss, lr;
+        float lr;
         double norm;
-        qb_model_zero(&grads, be);
-        if (qb_model_forward_backward(&model, acts, &batch, &drop, 1.0f / B, &grads, &loss, NULL) ||
-            qb_adamw_step(&opt, be, &model, &grads, &norm, &lr)) {
+        if (model.qat) model.qat->stale = true;  /* the fake-quantized weights are remade after each update */
+        st = qb_model_forward_backward(&model, acts, &batch, &drop, 1.0f / B, &grads, NULL, NULL);
+        if (!st) {
+            qb_adamw_queue(&opt, NULL, &model, &grads, &lr);
+            qb_model_zero(&grads, be);
+            st = be->sync(NULL);
+        }
+        if (st || (st = qb_adamw_done(&opt, &norm))) {
             fprintf(stderr, "qbert-bench train: step %d: %s\n", step, qb_error());
             goto done;
         }
-        fprintf(stderr, "  step %d / %d: loss %.4f\r", step + 1, o.warmup + o.runs, loss);
+        fprintf(stderr, "  step %d / %d: loss %.4f\r", step + 1, o.warmup + o.runs, qb_activations_loss(acts));
     }
+    const double waits = (double)(host_waits() - waits0) / o.runs;
     if (be->sync(NULL)) {
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
         goto done;
     }
     const double s = (qb_now() - t0) / o.runs;
     const double tflops = step_flops(&host, B, T) / s / 1e12, mfu = t.ceiling > 0 ? tflops / t.ceiling : 0;
-    printf("qbert-bench train: %s | %s | %s products | batch %d x seq %d | %d timed steps after %d\n", t.preset,
-           be->device_name(), qb_math_name(t.math), B, T, o.runs, o.warmup);
+    char qat[16] = "";
+    if (t.qat_bits) snprintf(qat, sizeof qat, " | QAT INT%d", t.qat_bits);
+    printf("qbert-bench train: %s | %s | %s products%s | batch %d x seq %d | %d timed steps after %d\n", t.preset,
+           be->device_name(), qb_math_name(t.math), qat, B, T, o.runs, o.warmup);
     printf("step %.2f ms | %.1f samples/s | %.3g model TFLOP/s", s * 1e3, B / s, tflops);
     if (mfu > 0) printf(" | MFU %.1f%% of %.1f TFLOP/s", 100 * mfu, t.ceiling);
+    if (be->device == QB_DEV_CUDA) printf(" | %.1f host waits per step", waits);
     printf("\n");
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "preset", t.preset);
@@ -147,6 +183,8 @@ int qb_bench_train(int argc, char **argv)
     cJSON_AddStringToObject(root, "precision", qb_math_name(t.math));
     cJSON_AddNumberToObject(root, "batch", B);
     cJSON_AddNumberToObject(root, "seq", T);
+    cJSON_AddNumberToObject(root, "qat_bits", t.qat_bits);
+    if (be->device == QB_DEV_CUDA) cJSON_AddNumberToObject(root, "host_waits_per_step", waits);
     cJSON_AddNumberToObject(root, "step_ms", s * 1e3);
     cJSON_AddNumberToObject(root, "samples_per_s", B / s);
     cJSON_AddNumberToObject(root, "model_tflops", tflops);
@@ -156,6 +194,7 @@ done:
     qb_activations_free(acts);
     qb_adamw_free(&opt);
     qb_model_free(&grads);
+    model.qat = NULL;  /* the host model's */
     qb_model_free(&model);
     qb_model_free(&host);
     free(ids), free(labels);

@@ -234,7 +234,7 @@ static const void *ones(qb_stream *s, size_t n, qb_dtype t)
     qb_cuda_scratch *c = qb_cuda_scratch_get(s);
     const int i = t == QB_F16 ? 1 : t == QB_BF16 ? 2 : 0;
     if (c->ones_len >= n) return c->ones[i];
-    qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), "bias gradient");  /* the old vectors may be in use */
+    qb_cuda_wait(s, "bias gradient");  /* the old vectors may be in use */
     for (int j = 0; j < 3; j++) cudaFree(c->ones[j]), c->ones[j] = NULL;
     qb_cuda_scratch_moved(s);  /* graphs recorded with the old vectors are stale */
     c->ones_len = 0;

@@ -42,6 +42,12 @@ int qb_cuda_launched(qb_stream *s, const char *what);
 /* Waits for s; returns its pending error (and clears it) as a qb_status message
  * "CUDA: <what>: <cuda error text>". */
 qb_status qb_cuda_sync(qb_stream *s);
+/* Waits for s, noting a failure as `what`: every wait of the host for the device
+ * goes through here (or qb_cuda_sync), so that they can be counted. */
+int qb_cuda_wait(qb_stream *s, const char *what);
+/* How many times the host has waited for a stream so far (the training benchmark's
+ * host synchronizations per step). */
+unsigned long long qb_cuda_waits(void);
 /* The device's name and compute capability, for reports ("NVIDIA H100 (sm_90)"). */
 const char *qb_cuda_device_name(void);
 /* The one lock of what every stream shares. */

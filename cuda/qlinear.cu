@@ -92,7 +92,7 @@ static bool dev_alloc(qb_stream *s, void **p, size_t bytes, const char *what)
 static bool grow(qb_stream *s, void **p, size_t *cap, size_t bytes, const char *what)
 {
     if (*cap >= bytes) return true;
-    qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), what);
+    qb_cuda_wait(s, what);
     qb_cuda_scratch_moved(s);  /* graphs recorded with the old buffer are stale */
     cudaFree(*p);
     *p = NULL, *cap = 0;
@@ -399,7 +399,7 @@ extern "C" qb_status qb_cuda_qlinear_prepare(qb_stream *s, qb_qlinear *q)
     q->prepared = p;
     q->release = release;
     /* Waits for the copies: the layout may be used from any stream. */
-    if (build(s, q, p) && !qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), "quantized Linear: upload"))
+    if (build(s, q, p) && !qb_cuda_wait(s, "quantized Linear: upload"))
         return QB_OK;
     release(q);
     char why[256] = "out of host memory";

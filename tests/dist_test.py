@@ -29,7 +29,6 @@ import time
 import testutil
 from testutil import QBERT, TIMEOUT, check, read_safetensors, sanitizer_clean, write
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 MPIEXEC = os.environ.get("QBERT_MPIEXEC", "mpirun")
 TOL = 1e-5
 os.environ.update({

@@ -104,10 +104,20 @@ int qb_cuda_note(qb_stream *st, cudaError_t e, const char *what)
 
 int qb_cuda_launched(qb_stream *s, const char *what) { return qb_cuda_note(s, cudaGetLastError(), what); }
 
+static unsigned long long waits;  /* qb_cuda_waits */
+
+int qb_cuda_wait(qb_stream *s, const char *what)
+{
+    __atomic_add_fetch(&waits, 1, __ATOMIC_RELAXED);
+    return qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), what);
+}
+
+unsigned long long qb_cuda_waits(void) { return __atomic_load_n(&waits, __ATOMIC_RELAXED); }
+
 qb_status qb_cuda_sync(qb_stream *st)
 {
     qb_stream *s = of(st);
-    qb_cuda_note(s, cudaStreamSynchronize(s->stream), "stream synchronize");
+    qb_cuda_wait(s, "stream synchronize");
     if (s->err == cudaSuccess) return QB_OK;
     const cudaError_t e = s->err;
     s->err = cudaSuccess;
@@ -136,7 +146,7 @@ qb_stream *qb_cuda_stream_new(void)
 static void scratch_free(qb_stream *s)
 {
     qb_cuda_scratch *c = &s->scratch;
-    cudaStreamSynchronize(s->stream);
+    qb_cuda_wait(s, "stream free");
     cudaFree(c->workspace), cudaFree(c->v), cudaFree(c->rows), cudaFree(c->acc);
     for (int i = 0; i < 3; i++) cudaFree(c->ones[i]);
     *c = (qb_cuda_scratch){0};
@@ -187,7 +197,7 @@ void qb_cuda_to_host(qb_stream *s, void *dst, const void *src, size_t bytes)
 {
     if (!bytes) return;
     if (!qb_cuda_note(s, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, qb_cuda_stream(s)), "to_host"))
-        qb_cuda_note(s, cudaStreamSynchronize(qb_cuda_stream(s)), "to_host");
+        qb_cuda_wait(s, "to_host");
 }
 
 void qb_cuda_to_host_async(qb_stream *s, void *dst, const void *src, size_t bytes)
