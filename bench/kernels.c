@@ -239,7 +239,7 @@ static void attention_rows(bench *b, args *a, args *hv, const char *shape)
         snprintf(name, sizeof name, "attention %s (inference)", runs[i].name);
         report(b, name, shape, seconds(b, op_attention, x), attn, 0);
         x->lse = lse;
-        x->drop = (qb_dropout){0.1f, 1, 2};
+        x->drop = (qb_dropout){0.1f, 1, 2, NULL};
         snprintf(name, sizeof name, "attention %s (training)", runs[i].name);
         report(b, name, shape, seconds(b, op_attention, x), attn, 0);
         snprintf(name, sizeof name, "attention_backward %s", runs[i].name);
@@ -455,7 +455,7 @@ int qb_bench_kernels(int argc, char **argv)
         report(&b, name, shape, seconds(&b, op_gelu, x), 0, 2.0 * MI * e);
         snprintf(name, sizeof name, "gelu_backward%s", sfx);
         report(&b, name, shape, seconds(&b, op_gelu_backward, x), 0, 3.0 * MI * e);
-        x->drop = (qb_dropout){0.1f, 1, 2};
+        x->drop = (qb_dropout){0.1f, 1, 2, NULL};
         snprintf(name, sizeof name, "dropout%s", sfx);
         report(&b, name, shape, seconds(&b, op_dropout, x), 0, 2.0 * MI * e);
         x->drop = (qb_dropout){0};

@@ -146,7 +146,7 @@ int qb_bench_train(int argc, char **argv)
             waits0 = host_waits();
         }
         /* the trainer's step: everything queued, one wait, then the loss and the norm */
-        const qb_dropout_plan drop = {0.1f, 0.1f, 42, (uint64_t)step * qb_dropout_sites(&cfg)};
+        const qb_dropout_plan drop = {0.1f, 0.1f, 42, (uint64_t)step * qb_dropout_sites(&cfg), NULL};
         float lr;
         double norm;
         if (model.qat) model.qat->stale = true;  /* the fake-quantized weights are remade after each update */

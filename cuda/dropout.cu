@@ -13,10 +13,10 @@
 template <typename T>
 static __global__ void dropout_kernel(T *x, size_t n, qb_dropout d, float scale)
 {
-    const uint64_t blocks = (n + 3) / 4, stride = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t blocks = (n + 3) / 4, stride = (uint64_t)gridDim.x * blockDim.x, stream = qb_dropout_stream(d);
     for (uint64_t k = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; k < blocks; k += stride) {
         uint32_t w[4];
-        qb_philox(d.seed, k, d.stream, w);
+        qb_philox(d.seed, k, stream, w);
 #pragma unroll
         for (int i = 0; i < 4; i++)
             if (4 * k + i < n) x[4 * k + i] = qb_from_float<T>(qb_to_float(x[4 * k + i]) * qb_dropout_keep(w[i], d.p, scale));

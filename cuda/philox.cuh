@@ -47,6 +47,10 @@ QB_HD float qb_dropout_keep(uint32_t w, float p, float scale)
     return (float)(w >> 8) * (1.0f / 16777216.0f) >= p ? scale : 0.0f;
 }
 
+/* The stream of a site: d.stream, plus *d.offset when the step's streams come from
+ * device memory (qb_dropout in backend.h). */
+QB_HD uint64_t qb_dropout_stream(const qb_dropout &d) { return d.offset ? d.stream + *d.offset : d.stream; }
+
 /* The dropout factor of element `idx` of a site (qb_dropout in backend.h): word idx % 4
  * of block idx / 4, times scale = 1 / (1 - d.p) (the caller's, so that it is computed
  * once). One Philox block per element: for scattered indices; runs of indices use
@@ -54,7 +58,7 @@ QB_HD float qb_dropout_keep(uint32_t w, float p, float scale)
 QB_HD float qb_dropout_factor(const qb_dropout &d, uint64_t idx, float scale)
 {
     uint32_t w[4];
-    qb_philox(d.seed, idx / 4, d.stream, w);
+    qb_philox(d.seed, idx / 4, qb_dropout_stream(d), w);
     const unsigned i = (unsigned)(idx & 3);  /* a select, not w[i]: that would put w in local memory */
     return qb_dropout_keep(i == 0 ? w[0] : i == 1 ? w[1] : i == 2 ? w[2] : w[3], d.p, scale);
 }
@@ -65,7 +69,7 @@ QB_HD float qb_dropout_factor(const qb_dropout &d, uint64_t idx, float scale)
 QB_HD void qb_dropout_block(float *x, uint64_t first, uint64_t n, const qb_dropout &d, float scale, uint64_t g)
 {
     uint32_t w[4];
-    qb_philox(d.seed, g, d.stream, w);
+    qb_philox(d.seed, g, qb_dropout_stream(d), w);
 QB_UNROLL
     for (int i = 0; i < 4; i++) {
         const uint64_t idx = 4 * g + i;

@@ -353,7 +353,7 @@ static void test_dropout(void)
             const size_t n = lens[li];
             const qb_dropout d = {0.05f + 0.9f * qb_rng_uniform(&rng),
                                   (uint64_t)qb_rng_u32(&rng) << 32 | qb_rng_u32(&rng),
-                                  (uint64_t)qb_rng_u32(&rng) << 20 | qb_rng_u32(&rng)};
+                                  (uint64_t)qb_rng_u32(&rng) << 20 | qb_rng_u32(&rng), NULL};
             float *a = rand_floats(n, -1, 1), *b = xmalloc((n ? n : 1) * sizeof *b);
             memcpy(b, a, n * sizeof *b);
             qb_dropout_scalar(a, n, firsts[fi], &d);

@@ -95,7 +95,7 @@ static void check_fused(int B, int T, int H, int D, qb_math m)
     float *dqkv = host_alloc(n3 * 4);
     int32_t *mask = host_alloc((size_t)B * T * 4);
     for (int i = 0; i < B * T; i++) mask[i] = i % T < T - 3 * (i / T);
-    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 11};
+    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 11, NULL};
     float *g_qkv = dev_from(qkv, n3 * 4), *g_dout = dev_from(dout, n * 4), *g_out = dev_poison(n * 4);
     float *g_lse = dev_poison(nl * 4), *g_dqkv = dev_poison(n3 * 4);
     int32_t *g_mask = dev_from(mask, (size_t)B * T * 4);

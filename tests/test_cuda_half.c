@@ -88,7 +88,7 @@ static void check_elementwise(qb_dtype t, size_t n, size_t off)
     snprintf(what, sizeof what, "add n=%zu offset %zu", n, off);
     check_as(what, (char *)g_y + off * e, t, ref, n, HALF_TOL);
 
-    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 3};
+    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 3, NULL};
     memcpy(ref, x + off, n * 4);
     cpu->dropout(NULL, ref, n, &drop, QB_F32);
     gpu->dropout(NULL, gx, n, &drop, t);
@@ -230,7 +230,7 @@ static void check_attention(qb_dtype t, int B, int T, int H, int D)
         for (int i = 0; i < T; i++) mask[(size_t)b * T + i] = i < len;
     }
     int32_t *g_mask = dev_from(mask, (size_t)B * T * 4);
-    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 9};
+    const qb_dropout drop = {0.1f, qb_rng_u32(&cuda_rng), 9, NULL};
     float *out = host_alloc(n * 4), *lse = host_alloc(nl * 4), *dq = host_alloc(n * 4), *dk = host_alloc(n * 4);
     float *dv = host_alloc(n * 4), *g_lse = dev_poison(nl * 4);
     void *g_out = dev_poison(n * e), *g_dq = dev_poison(n * e), *g_dk = dev_poison(n * e), *g_dv = dev_poison(n * e);

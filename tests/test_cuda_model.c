@@ -117,7 +117,7 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
     bool *noisy = calloc((size_t)m.weights.count, sizeof *noisy);
     bool *unsettled = calloc(qb_model_param_count(&m), sizeof *unsettled);
     for (int s = 0; s < STEPS; s++) {
-        const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&m0->cfg)};
+        const qb_dropout_plan drop = {0.1f, 0.1f, 1234, (uint64_t)s * qb_dropout_sites(&m0->cfg), NULL};
         float loss_c, loss_g, lr;
         double norm_c, norm_g;
         qb_model_zero(&gc, cpu);

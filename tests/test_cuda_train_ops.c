@@ -98,6 +98,27 @@ static void test_dropout_one(size_t n, const qb_dropout *d)
     free(x);
 }
 
+/* A stream offset in device memory (a recorded step's): the GPU's mask with stream
+ * S and *offset K is the CPU's with stream S + K, and the CPU's own offset (in its
+ * memory, the host's) gives the same. */
+static void test_dropout_offset(size_t n, float p)
+{
+    const uint64_t k = rand_u64() >> 1, base = qb_rng_u32(&cuda_rng);
+    uint64_t *d_k = dev_from(&k, sizeof k);
+    const qb_dropout on_gpu = {p, rand_u64(), base, d_k}, on_cpu = {p, on_gpu.seed, base, &k};
+    const qb_dropout plain = {p, on_gpu.seed, base + k, NULL};
+    float *x = rand_host(n, -2.0f, 2.0f), *y = host_alloc(n * sizeof *y);
+    memcpy(y, x, n * sizeof *x);
+    float *d_x = dev_from(x, n * sizeof *x);
+    cpu->dropout(NULL, x, n, &plain, QB_F32);
+    cpu->dropout(NULL, y, n, &on_cpu, QB_F32);
+    gpu->dropout(NULL, d_x, n, &on_gpu, QB_F32);
+    check_equal(named("dropout n=%zu p=%g, stream offset in device memory", n, p), d_x, x, n * sizeof *x);
+    CHECKF(memcmp(x, y, n * sizeof *x) == 0, "CPU dropout n=%zu: the offset in memory differs from stream + offset", n);
+    gpu->free(d_x), gpu->free(d_k);
+    free(x), free(y);
+}
+
 static void test_dropout(void)
 {
     static const size_t ns[] = {1, 3, 4, 5, 1000003};
@@ -105,13 +126,14 @@ static void test_dropout(void)
     for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
         for (size_t pi = 0; pi < sizeof ps / sizeof *ps; pi++) {
             /* Small and full 64-bit seeds and streams (both halves of the Philox key and counter). */
-            const qb_dropout sites[] = {{ps[pi], rand_u64() >> 40, 0},
-                                        {ps[pi], rand_u64(), qb_rng_u32(&cuda_rng) % 64},
-                                        {ps[pi], rand_u64(), rand_u64()}};
+            const qb_dropout sites[] = {{ps[pi], rand_u64() >> 40, 0, NULL},
+                                        {ps[pi], rand_u64(), qb_rng_u32(&cuda_rng) % 64, NULL},
+                                        {ps[pi], rand_u64(), rand_u64(), NULL}};
             for (size_t s = 0; s < sizeof sites / sizeof *sites; s++) test_dropout_one(ns[ni], &sites[s]);
+            test_dropout_offset(ns[ni], ps[pi]);
         }
         /* Off: x unchanged (the CPU leaves it so too). */
-        const qb_dropout off = {0.0f, rand_u64(), 1};
+        const qb_dropout off = {0.0f, rand_u64(), 1, NULL};
         test_dropout_one(ns[ni], &off);
         test_dropout_one(ns[ni], NULL);
     }

@@ -98,7 +98,7 @@ template <typename S, typename M, int D> static void run(const Case &c)
     std::vector<S> sqkv = storage<S>(&qkv, 3 * n), sdout = storage<S>(&dout, n), sout = storage<S>(NULL, n);
     std::vector<float> lse(nl), g_lse(nl);
     memset(g_lse.data(), 0xFF, nl * 4);
-    const qb_dropout drop = {c.p, qb_rng_u32(&rng), 5};
+    const qb_dropout drop = {c.p, qb_rng_u32(&rng), 5, nullptr};
     const float scale_log2 = (float)(1.4426950408889634 / sqrt((double)D)), drop_scale = 1.0f / (1.0f - c.p);
 
     std::vector<float> out(n);

@@ -147,7 +147,7 @@ static void half_training(const qb_model *m0, qb_dtype t, qb_math math)
     bool *noisy = calloc((size_t)mc.weights.count, sizeof *noisy);
     const qb_batch batch = {ids, types, mask, labels, B, T};
     for (int s = 0; s < STEPS; s++) {
-        const qb_dropout_plan drop = {0.1f, 0.1f, 77, (uint64_t)s * qb_dropout_sites(&m0->cfg)};
+        const qb_dropout_plan drop = {0.1f, 0.1f, 77, (uint64_t)s * qb_dropout_sites(&m0->cfg), NULL};
         float lc, lh, lr;
         double nc, nh;
         qb_model_zero(&gc, cpu);

@@ -515,7 +515,7 @@ static void test_fused_qkv(void)
     CHECK(qb_model_infer(&m, am, ids, NULL, mask, B, T, lm, NULL) == QB_OK &&
           qb_model_infer(&c, ac, ids, NULL, mask, B, T, lc, NULL) == QB_OK && memcmp(lm, lc, bytes) == 0);
     const qb_batch batch = {ids, NULL, mask, labels, B, T};
-    const qb_dropout_plan drop = {0.1f, 0.1f, 5, 0};
+    const qb_dropout_plan drop = {0.1f, 0.1f, 5, 0, NULL};
     CHECK(qb_model_forward_backward(&m, am, &batch, &drop, 1.0f / B, &gm, &loss_m, NULL) == QB_OK &&
           qb_model_forward_backward(&c, ac, &batch, &drop, 1.0f / B, &gc, &loss_c, NULL) == QB_OK);
     CHECKF(loss_m == loss_c, "loss %.9g fused, %.9g separate", loss_c, loss_m);

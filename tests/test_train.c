@@ -298,7 +298,7 @@ static void test_dropout_masks(void)
     const qb_backend *be = qb_backend_cpu();
     const size_t n = 1000003;  /* not a multiple of 4 nor of the 4096 chunk */
     const float p = 0.1f, scale = 1.0f / (1.0f - p);
-    const qb_dropout d = {p, 7, 3};
+    const qb_dropout d = {p, 7, 3, NULL};
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
     fill_ones(x, n);
     be->dropout(NULL, x, n, &d, QB_F32);
@@ -321,7 +321,7 @@ static void test_dropout_masks(void)
     be->dropout(NULL, y, n, &d, QB_F32);
     CHECK(memcmp(x, y, sizeof(float) * n) == 0);
     /* Another stream, another seed: another mask (about 2 p (1 - p) = 18% differ). */
-    const qb_dropout other_stream = {p, 7, 4}, other_seed = {p, 8, 3};
+    const qb_dropout other_stream = {p, 7, 4, NULL}, other_seed = {p, 8, 3, NULL};
     fill_ones(y, n);
     be->dropout(NULL, y, n, &other_stream, QB_F32);
     const size_t ds = count_diff(x, y, n);
@@ -329,6 +329,12 @@ static void test_dropout_masks(void)
     be->dropout(NULL, y, n, &other_seed, QB_F32);
     const size_t dk = count_diff(x, y, n);
     CHECKF(ds > n / 8 && dk > n / 8, "other stream: %zu differ, other seed: %zu differ", ds, dk);
+    /* The stream as base + an offset read from memory (a recorded step's): the same mask. */
+    const uint64_t two = 2;
+    const qb_dropout in_memory = {p, 7, 1, &two};
+    fill_ones(y, n);
+    be->dropout(NULL, y, n, &in_memory, QB_F32);
+    CHECK(memcmp(x, y, sizeof(float) * n) == 0);
     /* Split at offsets that cut Philox blocks and chunks: the same mask. */
     const size_t cut[] = {0, 1, 12345, 600001, 999999, n};
     fill_ones(y, n);
@@ -349,7 +355,7 @@ static void test_dropout_masks(void)
     CHECK(same1 && same2);
     /* p = 0 and a NULL plan leave arbitrary data untouched. */
     for (size_t i = 0; i < n; i++) x[i] = y[i] = (float)i * 0.25f - 3.0f;
-    const qb_dropout off = {0.0f, 7, 3};
+    const qb_dropout off = {0.0f, 7, 3, NULL};
     be->dropout(NULL, y, n, &off, QB_F32);
     be->dropout(NULL, y, n, NULL, QB_F32);
     qb_cpu_dropout_at(y, n, 5, &off);
@@ -421,7 +427,7 @@ static void test_dropout_model(const qb_weights *fwd, const qb_weights *tr)
     const qb_backend *be = qb_backend_cpu();
     qb_model m = load_tiny(), g, g2, scratch;
     const qb_batch b = ref_batch(fwd, tr);
-    const qb_dropout_plan plan = {m.cfg.hidden_dropout, m.cfg.attention_dropout, 7, 0};
+    const qb_dropout_plan plan = {m.cfg.hidden_dropout, m.cfg.attention_dropout, 7, 0, NULL};
     CHECK(plan.hidden == 0.1f && plan.attention == 0.1f);
     qb_activations *a;
     CHECK(qb_model_zeros_like(&m, &g) == QB_OK && qb_model_zeros_like(&m, &g2) == QB_OK &&
@@ -440,8 +446,8 @@ static void test_dropout_model(const qb_weights *fwd, const qb_weights *tr)
     CHECKF(same == g.weights.count, "%d of %d gradient tensors differ between identical steps",
            g.weights.count - same, g.weights.count);
     /* (b) Another stream (the next step's, disjoint) or seed: another loss; no plan: another. */
-    const qb_dropout_plan next = {plan.hidden, plan.attention, plan.seed, plan.stream + qb_dropout_sites(&m.cfg)};
-    const qb_dropout_plan seed8 = {plan.hidden, plan.attention, 8, plan.stream};
+    const qb_dropout_plan next = {plan.hidden, plan.attention, plan.seed, plan.stream + qb_dropout_sites(&m.cfg), NULL};
+    const qb_dropout_plan seed8 = {plan.hidden, plan.attention, 8, plan.stream, NULL};
     CHECK(step(&m, a, &b, &next, &scratch, &loss_next, NULL) == QB_OK);
     CHECK(step(&m, a, &b, &seed8, &scratch, &loss_seed, NULL) == QB_OK);
     CHECK(step(&m, a, &b, NULL, &g2, &loss_off, NULL) == QB_OK);  /* g2: dropout-off gradient */

@@ -18,10 +18,14 @@ extern "C" {  /* the CUDA sources and C++ tests use the op table */
 /* Dropout at one site of one step: element i of the site is kept (and scaled by
  * 1 / (1 - p)) when the 24-bit uniform of word i of Philox4x32(key = seed,
  * counter = (i / 4, stream)) is >= p, so a mask is a pure function of (seed, stream,
- * index): the backward pass recomputes it, and a GPU draws the same one. p = 0: off. */
+ * index): the backward pass recomputes it, and a GPU draws the same one. p = 0: off.
+ * offset, when not NULL, points to backend memory holding a number added to stream
+ * (read when the op runs: a recorded training step takes each step's streams from
+ * the device). */
 typedef struct {
     float p;
     uint64_t seed, stream;
+    const uint64_t *offset;
 } qb_dropout;
 
 /* AdamW over arrays of parameters, as torch.optim.AdamW computes it (decoupled

@@ -32,10 +32,12 @@ void qb_dropout_scalar(float *x, size_t n, uint64_t first, const qb_dropout *d)
 void qb_cpu_dropout_at(float *x, size_t n, uint64_t first, const qb_dropout *d)
 {
     if (!d || d->p <= 0.0f) return;
+    qb_dropout r = *d;  /* the stream as it is now (offset: in backend memory, here the host's) */
+    if (r.offset) r.stream += *r.offset, r.offset = NULL;
     if (qb_cpu_isa() != QB_ISA_SCALAR)
-        qb_dropout_avx2(x, n, first, d);
+        qb_dropout_avx2(x, n, first, &r);
     else
-        qb_dropout_scalar(x, n, first, d);
+        qb_dropout_scalar(x, n, first, &r);
 }
 
 void qb_cpu_dropout(float *x, size_t n, const qb_dropout *d)

@@ -310,7 +310,7 @@ enum { SITE_EMB = 0 };
 static qb_dropout site(const qb_dropout_plan *d, bool attention, uint64_t s)
 {
     qb_dropout r = {0};
-    if (d) r = (qb_dropout){attention ? d->attention : d->hidden, d->seed, d->stream + s};
+    if (d) r = (qb_dropout){attention ? d->attention : d->hidden, d->seed, d->stream + s, d->offset};
     return r;
 }
 static uint64_t site_attn(int l) { return 1 + 3 * (uint64_t)l; }

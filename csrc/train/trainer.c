@@ -584,7 +584,7 @@ static qb_status train_loop(run *r)
 {
     const qb_train_config *c = r->c;
     const qb_config *mc = &r->model.cfg;
-    qb_dropout_plan drop = {c->dropout ? mc->hidden_dropout : 0, c->dropout ? mc->attention_dropout : 0, r->seed, 0};
+    qb_dropout_plan drop = {c->dropout ? mc->hidden_dropout : 0, c->dropout ? mc->attention_dropout : 0, r->seed, 0, NULL};
     const uint64_t sites = qb_dropout_sites(mc);
     qb_status st = QB_OK;
     double loss_sum = 0;  /* this process's part of the sum of the step's micro-batch mean losses */

@@ -199,10 +199,14 @@ typedef struct {
 /* Dropout of one training step: rates (0 = off; the trainer takes them from the
  * config) and Philox (seed, stream). A step uses the qb_dropout_sites(cfg) streams
  * stream, stream + 1, ...: the embeddings, then per layer the attention
- * probabilities, the attention output and the FFN output, then the pooled output. */
+ * probabilities, the attention output and the FFN output, then the pooled output.
+ * offset, when not NULL, points to backend memory whose value is added to stream
+ * when the ops run (qb_dropout in csrc/backend/backend.h): a recorded step reads its
+ * streams there (qb_model_train_step). */
 typedef struct {
     float hidden, attention;
     uint64_t seed, stream;
+    const uint64_t *offset;
 } qb_dropout_plan;
 uint64_t qb_dropout_sites(const qb_config *cfg);
 
