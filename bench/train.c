@@ -1,15 +1,16 @@
 /* qbert-bench train: training throughput of the trainer's step on random data, the
  * figure to set beside PyTorch + transformers (bench/peers/torch_gpu.py) on the same
- * machine and config. A step is what the trainer does per batch: zero the gradients,
- * forward and backward with dropout 0.1 (qb_model_forward_backward), the gradient
- * norm, clipping to 1 and AdamW queued behind it (qb_adamw_queue), one wait, then the
- * loss and the norm read (qb_activations_loss, qb_adamw_done); the model, gradients
- * and moments live on the device. With --qat, QAT with EMA observers. On CUDA the
- * host's waits for the device are counted (qb_cuda_waits) and reported per step. `warmup` untimed steps, then `runs` timed ones between
- * two syncs. Model FLOPs per step (step_flops): 6 per parameter and row it multiplies,
- * plus 12 x layers x B x T^2 x hidden for attention (forward 2 matmuls of 2 B T^2 C
- * each, backward twice that); MFU divides the achieved rate by --ceiling (TFLOP/s:
- * qbert-bench kernels' measured BF16 GEMM ceiling). */
+ * machine and config. A step is what the trainer does per batch: forward and backward
+ * with dropout 0.1, the gradient norm, clipping to 1, AdamW and zeroing the gradients
+ * queued as one pass (qb_model_train_step; with --graphs 1 recorded as one CUDA graph
+ * per shape and replayed), one wait, then the loss and the norm read
+ * (qb_activations_loss, qb_adamw_done); the model, gradients and moments live on the
+ * device. With --qat, QAT with EMA observers. On CUDA the host's waits for the device
+ * are counted (qb_cuda_waits) and reported per step. `warmup` untimed steps, then
+ * `runs` timed ones between two syncs. Model FLOPs per step (step_flops): 6 per
+ * parameter and row it multiplies, plus 12 x layers x B x T^2 x hidden for attention
+ * (forward 2 matmuls of 2 B T^2 C each, backward twice that); MFU divides the achieved
+ * rate by --ceiling (TFLOP/s: qbert-bench kernels' measured BF16 GEMM ceiling). */
 #include "bench.h"
 
 #include "backend/backend.h"
@@ -35,6 +36,7 @@ static void usage(FILE *f)
             "  --device NAME      cpu or cuda (default cuda)\n"
             "  --precision NAME   products: fp32, tf32, bf16 (default), fp16 (no loss scaling here)\n"
             "  --qat BITS         quantization-aware training, 8 or 4 bit weights (FP32 activations, EMA)\n"
+            "  --graphs 0|1       record the step as one CUDA graph and replay it (default 0)\n"
             "  --batch N          (default 32)\n"
             "  --seq N            (default 128)\n"
             "  --ceiling TFLOPS   the device's measured BF16 ceiling, for MFU (qbert-bench kernels)\n"
@@ -50,6 +52,7 @@ typedef struct {
     int batch, seq;
     double ceiling;
     int qat_bits;  /* 0: plain training */
+    int graphs;
 } train_options;
 
 static int own_option(const char *name, const char *value, void *ctx, int *ok)
@@ -61,6 +64,7 @@ static int own_option(const char *name, const char *value, void *ctx, int *ok)
     else if (strcmp(name, "--batch") == 0) *ok = value && qb_bench_parse_int(value, 1, &t->batch);
     else if (strcmp(name, "--seq") == 0) *ok = value && qb_bench_parse_int(value, 2, &t->seq);
     else if (strcmp(name, "--ceiling") == 0) *ok = value && (t->ceiling = atof(value)) > 0;
+    else if (strcmp(name, "--graphs") == 0) *ok = value && qb_bench_parse_int(value, 0, &t->graphs) && t->graphs <= 1;
     else if (strcmp(name, "--qat") == 0) *ok = value && qb_bench_parse_int(value, 4, &t->qat_bits) &&
                                                 (t->qat_bits == 4 || t->qat_bits == 8);
     else return 0;
@@ -79,6 +83,20 @@ static double step_flops(const qb_model *m, int B, int T)
     return 6.0 * encoder * B * T + 6.0 * head * B + 12.0 * c->num_layers * (double)B * T * T * C;
 }
 
+/* The optimizer's part of the step, queued inside its pass. */
+typedef struct {
+    qb_adamw *opt;
+    qb_model *model, *grads;
+    const qb_backend *be;
+} optimizer;
+
+static void update(void *ctx)
+{
+    optimizer *u = ctx;
+    qb_adamw_update(u->opt, NULL, u->model, u->grads);
+    qb_model_zero(u->grads, u->be);
+}
+
 /* The host's waits for the GPU so far (CUDA builds; 0 otherwise). */
 static unsigned long long host_waits(void)
 {
@@ -91,7 +109,7 @@ static unsigned long long host_waits(void)
 
 int qb_bench_train(int argc, char **argv)
 {
-    train_options t = {"indobert-base-p2", "cuda", QB_MATH_BF16, 32, 128, 0, 0};
+    train_options t = {"indobert-base-p2", "cuda", QB_MATH_BF16, 32, 128, 0, 0, 0};
     qb_bench_common o = {.warmup = 3, .runs = 20};
     const int parsed = qb_bench_options("train", argc, argv, &o, usage, own_option, &t);
     if (parsed >= 0) return parsed;
@@ -101,11 +119,12 @@ int qb_bench_train(int argc, char **argv)
     qb_model host = {0}, model = {0}, grads = {0};
     qb_adamw opt = {0};
     qb_activations *acts = NULL;
-    const qb_backend *be;
+    const qb_backend *be = NULL;
     qb_optim_config oc;
     qb_optim_default_config(&oc);
     oc.total_steps = o.warmup + o.runs;
     int32_t *ids = malloc((size_t)B * T * 4), *labels = malloc((size_t)B * 4);
+    struct { uint64_t *dev, *host; } streams = {NULL, NULL};  /* the step's dropout streams (drop.offset) */
     int rc = 1;
     if (!ids || !labels) {
         fprintf(stderr, "qbert-bench train: out of memory\n");
@@ -128,6 +147,10 @@ int qb_bench_train(int argc, char **argv)
         fprintf(stderr, "qbert-bench train: %s\n", qb_error());
         goto done;
     }
+    if (!(streams.dev = be->alloc(sizeof(uint64_t))) || !(streams.host = be->host_alloc(sizeof(uint64_t)))) {
+        fprintf(stderr, "qbert-bench train: out of memory\n");
+        goto done;
+    }
     qb_activations_set_math(acts, t.math);
     qb_rng rng;
     qb_rng_init(&rng, 1234);
@@ -145,17 +168,18 @@ int qb_bench_train(int argc, char **argv)
             t0 = qb_now();
             waits0 = host_waits();
         }
-        /* the trainer's step: everything queued, one wait, then the loss and the norm */
-        const qb_dropout_plan drop = {0.1f, 0.1f, 42, (uint64_t)step * qb_dropout_sites(&cfg), NULL};
+        /* the trainer's step: the step's numbers to the device, the pass queued, one
+         * wait, then the loss and the norm */
+        *streams.host = (uint64_t)step * qb_dropout_sites(&cfg);
+        be->to_device(NULL, streams.dev, streams.host, sizeof *streams.host);
+        const qb_dropout_plan drop = {0.1f, 0.1f, 42, 0, streams.dev};
         float lr;
         double norm;
         if (model.qat) model.qat->stale = true;  /* the fake-quantized weights are remade after each update */
-        st = qb_model_forward_backward(&model, acts, &batch, &drop, 1.0f / B, &grads, NULL, NULL);
-        if (!st) {
-            qb_adamw_queue(&opt, NULL, &model, &grads, &lr);
-            qb_model_zero(&grads, be);
-            st = be->sync(NULL);
-        }
+        qb_adamw_prepare(&opt, NULL, &lr);
+        optimizer u = {&opt, &model, &grads, be};
+        st = qb_model_train_step(&model, acts, &batch, &drop, 1.0f / B, &grads, update, &u, (uintptr_t)&opt, t.graphs);
+        if (!st) st = be->sync(NULL);
         if (st || (st = qb_adamw_done(&opt, &norm))) {
             fprintf(stderr, "qbert-bench train: step %d: %s\n", step, qb_error());
             goto done;
@@ -169,8 +193,9 @@ int qb_bench_train(int argc, char **argv)
     }
     const double s = (qb_now() - t0) / o.runs;
     const double tflops = step_flops(&host, B, T) / s / 1e12, mfu = t.ceiling > 0 ? tflops / t.ceiling : 0;
-    char qat[16] = "";
+    char qat[32] = "";
     if (t.qat_bits) snprintf(qat, sizeof qat, " | QAT INT%d", t.qat_bits);
+    if (t.graphs) snprintf(qat + strlen(qat), sizeof qat - strlen(qat), " | graphs");
     printf("qbert-bench train: %s | %s | %s products%s | batch %d x seq %d | %d timed steps after %d\n", t.preset,
            be->device_name(), qb_math_name(t.math), qat, B, T, o.runs, o.warmup);
     printf("step %.2f ms | %.1f samples/s | %.3g model TFLOP/s", s * 1e3, B / s, tflops);
@@ -184,6 +209,7 @@ int qb_bench_train(int argc, char **argv)
     cJSON_AddNumberToObject(root, "batch", B);
     cJSON_AddNumberToObject(root, "seq", T);
     cJSON_AddNumberToObject(root, "qat_bits", t.qat_bits);
+    cJSON_AddBoolToObject(root, "graphs", t.graphs);
     if (be->device == QB_DEV_CUDA) cJSON_AddNumberToObject(root, "host_waits_per_step", waits);
     cJSON_AddNumberToObject(root, "step_ms", s * 1e3);
     cJSON_AddNumberToObject(root, "samples_per_s", B / s);
@@ -192,6 +218,8 @@ int qb_bench_train(int argc, char **argv)
     rc = qb_bench_finish("train", 0, o.json, root);
 done:
     qb_activations_free(acts);
+    if (be && streams.dev) be->free(streams.dev);
+    if (be && streams.host) be->host_free(streams.host);
     qb_adamw_free(&opt);
     qb_model_free(&grads);
     model.qat = NULL;  /* the host model's */

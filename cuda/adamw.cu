@@ -9,8 +9,9 @@
 #include "cuda/common.cuh"
 
 static __global__ void adamw_kernel(float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
-                                    qb_adamw_args s, const double *sumsq)
+                                    const qb_adamw_args *args, const double *sumsq)
 {
+    const qb_adamw_args s = *args;
     float grad_scale;  /* every thread derives it from the one double: no second launch */
     if (!qb_adamw_grad_scale(&s, *sumsq, &grad_scale)) return;
     const float with = __fsub_rn(1.0f, __fmul_rn(s.lr, s.weight_decay)), step_size = __fdiv_rn(s.lr, s.bc1);
@@ -33,6 +34,6 @@ extern "C" void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const 
                               size_t n, const qb_adamw_args *a, const double *sumsq)
 {
     if (n == 0) return;
-    adamw_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(w, m, v, g, decay, n, *a, sumsq);
+    adamw_kernel<<<qb_cuda_blocks(n), QB_CUDA_THREADS, 0, qb_cuda_stream(s)>>>(w, m, v, g, decay, n, a, sumsq);
     qb_cuda_launched(s, "adamw");
 }

@@ -3,7 +3,7 @@
  * asks, and its own scratch) and the launchers of the .cu files of cuda/. Every
  * qb_cuda_<op> has the signature and contract of the op of the same name in
  * csrc/backend/backend.h, with device pointers; host pointers only where that
- * contract says so (qb_dropout, qb_adamw_args, minmax's out). csrc/backend/cuda.c
+ * contract says so (qb_dropout but its offset). csrc/backend/cuda.c
  * puts them into the op table.
  *
  * Ordering: every launcher enqueues on the stream it is given (qb_stream; NULL: the

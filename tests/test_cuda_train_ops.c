@@ -195,6 +195,7 @@ static void test_adamw(size_t n, float weight_decay, double unscale, bool masked
     float *d_g = dev_from(NULL, n * sizeof(float));
     uint8_t *d_mask = masked ? dev_from(mask, blocks) : NULL;
     double *d_sumsq = dev_from(NULL, sizeof(double));
+    qb_adamw_args *d_args = dev_from(NULL, sizeof *d_args);  /* the op reads its arguments on the device */
     for (int t = 1; t <= steps; t++) {
         const float beta1 = 0.9f, beta2 = 0.999f;
         const qb_adamw_args s = {
@@ -208,15 +209,16 @@ static void test_adamw(size_t n, float weight_decay, double unscale, bool masked
         float *g = rand_host(n, -1.0f, 1.0f);
         gpu->to_device(NULL, d_g, g, n * sizeof *g);
         gpu->to_device(NULL, d_sumsq, &sumsq, sizeof sumsq);
+        gpu->to_device(NULL, d_args, &s, sizeof s);
         cpu->adamw(NULL, w, m, v, g, masked ? mask : NULL, n, &s, &sumsq);
-        gpu->adamw(NULL, d_w, d_m, d_v, d_g, d_mask, n, &s, d_sumsq);
+        gpu->adamw(NULL, d_w, d_m, d_v, d_g, d_mask, n, d_args, d_sumsq);
         free(g);
     }
     const char *kind = masked ? "masked" : "unmasked";
     check_close(named("adamw w n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_w, w, n, CUDA_TOL);
     check_close(named("adamw m n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_m, m, n, CUDA_TOL);
     check_close(named("adamw v n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_v, v, n, CUDA_TOL);
-    gpu->free(d_w), gpu->free(d_m), gpu->free(d_v), gpu->free(d_g), gpu->free(d_sumsq);
+    gpu->free(d_w), gpu->free(d_m), gpu->free(d_v), gpu->free(d_g), gpu->free(d_sumsq), gpu->free(d_args);
     if (d_mask) gpu->free(d_mask);
     free(w), free(m), free(v), free(mask);
 }

@@ -37,7 +37,7 @@ typedef struct {
  *   w *= 1 - lr * weight_decay (where the decay mask says so)
  *   m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2
  *   w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),  bc_i = 1 - b_i^step. */
-typedef struct {
+typedef struct qb_adamw_args {
     float lr, beta1, beta2, eps, weight_decay, max_norm;
     float bc1, bc2_sqrt;  /* 1 - beta1^step, sqrt(1 - beta2^step) */
     double unscale;       /* 1 / the fp16 loss scale (1: none) */
@@ -202,9 +202,10 @@ typedef struct qb_backend {
     void (*xent)(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
                  int K, float grad_scale);
     /* One AdamW update of w, m, v (n) from g (n), clipped by the norm whose square
-     * *sumsq (backend memory) holds (qb_adamw_args). decay (n / QB_DECAY_BLOCK
-     * rounded up, backend memory): 1 where a->weight_decay applies, 0 where not;
-     * NULL: everywhere. A model's whole arena is one call (csrc/train/optim.c). */
+     * *sumsq holds (qb_adamw_args). decay (n / QB_DECAY_BLOCK rounded up): 1 where
+     * a->weight_decay applies, 0 where not; NULL: everywhere. a, sumsq and decay are
+     * in backend memory (read when the op runs: a recorded step takes each step's
+     * rate from there). A model's whole arena is one call (csrc/train/optim.c). */
     void (*adamw)(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
                   const qb_adamw_args *a, const double *sumsq);
     /* *out (backend memory) += the sum of x^2 over x (n), accumulated in double in a

@@ -228,12 +228,20 @@ void qb_activations_set_math(qb_activations *a, qb_math math) { a->math = math; 
 
 void qb_activations_set_stream(qb_activations *a, qb_stream *s) { a->stream = s; }
 
+/* Recorded passes go with the memory they were recorded on. */
+static void drop_graphs(qb_activations *a)
+{
+    if (a->graphs) a->be->graphs_free(a->graphs);
+    a->graphs = NULL;
+}
+
 /* Lays the activations out for a B x T batch, growing the allocations if needed
- * (recorded passes go with the old device memory). */
+ * (a recorded training pass also copies its loss into the host staging). */
 static qb_status activations_fit(qb_activations *a, const qb_config *c, int B, int T)
 {
     const size_t host = ((size_t)B * T * 3 + B) * 4 + (size_t)B * (c->num_labels + 1) * 4;
     if (host > a->host_cap) {
+        drop_graphs(a);
         if (a->host) a->be->host_free(a->host);
         a->host_cap = 0;
         if (!(a->host = a->be->host_alloc(host)))
@@ -244,8 +252,7 @@ static qb_status activations_fit(qb_activations *a, const qb_config *c, int B, i
     carver cv = {NULL, 0};
     plan(a, c, B, T, &cv);
     if (cv.off > a->cap) {
-        if (a->graphs) a->be->graphs_free(a->graphs);
-        a->graphs = NULL;
+        drop_graphs(a);
         if (a->mem) a->be->free(a->mem);
         a->cap = 0;
         if (!(a->mem = a->be->alloc(cv.off)))
@@ -728,8 +735,7 @@ static qb_status stage(const qb_model *m, const qb_model *grads, qb_activations 
                        "activations: copy the model to the backend without half weights");
     const bool fused = fused_qkv(m, grads, act, trace);
     if (act != a->act || fused != a->fused) {  /* another layout: the records go with the old one */
-        if (a->graphs) a->be->graphs_free(a->graphs);
-        a->graphs = NULL;
+        drop_graphs(a);
         a->act = act, a->fused = fused;
     }
     if ((st = qat_refresh(m, a->be)) || (st = activations_fit(a, &m->cfg, B, T))) return st;
@@ -778,12 +784,37 @@ qb_status qb_model_forward(const qb_model *m, const qb_backend *be, const int32_
     return st;
 }
 
-qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const qb_batch *batch,
-                                    const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
-                                    float *loss, float *logits)
+/* A training pass: forward, loss, the loss (and logits) copied to the staging
+ * area, backward, then `after` (the optimizer's ops), queued only. */
+typedef struct {
+    const qb_model *m;
+    qb_activations *a;
+    const qb_dropout_plan *drop;
+    float grad_scale;
+    qb_model *grads;
+    bool logits;
+    void (*after)(void *ctx);
+    void *ctx;
+} train_pass;
+
+static void queue_train(void *ctx)
 {
-    const qb_config *c = &m->cfg;
-    const int B = batch->B, T = batch->T, K = c->num_labels;
+    const train_pass *p = ctx;
+    qb_activations *a = p->a;
+    qb_stream *s = a->stream;
+    const int B = a->B, K = a->K;
+    forward(p->m, a, p->drop, NULL);
+    a->be->xent(s, a->losses, a->dlogits, a->logits, a->labels, B, K, p->grad_scale);
+    float *out = host_out(a);
+    a->be->to_host_async(s, out + (size_t)B * K, a->losses, (size_t)B * 4);
+    if (p->logits) a->be->to_host_async(s, out, a->logits, (size_t)B * K * 4);
+    backward(p->m, a, p->drop, p->grads);  /* queued behind the forward: no wait between them */
+    if (p->after) p->after(p->ctx);
+}
+
+/* The checks and the staging of a training pass. */
+static qb_status stage_train(const qb_model *m, qb_activations *a, const qb_batch *batch, qb_model *grads)
+{
     if (!a->train) return qb_fail(QB_EINVAL, "forward_backward needs training activations");
     if (has_qlinear(m))
         return qb_fail(QB_EINVAL, "a quantized (%s) model cannot be trained: train the FP32 model (with [qat] "
@@ -791,20 +822,57 @@ qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const 
     if (m->copies == QB_WEIGHTS_HALF)
         return qb_fail(QB_EINVAL, "a model without FP32 weights cannot be trained: copy it to the backend with "
                        "QB_WEIGHTS_FP32 or QB_WEIGHTS_FP32_AND_HALF");
-    qb_status st = stage(m, grads, a, batch->ids, batch->types, batch->mask, batch->labels, B, T, NULL);
+    return stage(m, grads, a, batch->ids, batch->types, batch->mask, batch->labels, batch->B, batch->T, NULL);
+}
+
+qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const qb_batch *batch,
+                                    const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
+                                    float *loss, float *logits)
+{
+    qb_status st = stage_train(m, a, batch, grads);
     if (st) return st;
-    qb_stream *s = a->stream;
-    forward(m, a, drop, NULL);
-    a->be->xent(s, a->losses, a->dlogits, a->logits, a->labels, B, K, grad_scale);
-    float *out = host_out(a);
-    a->be->to_host_async(s, out + (size_t)B * K, a->losses, (size_t)B * 4);
-    if (logits) a->be->to_host_async(s, out, a->logits, (size_t)B * K * 4);
-    backward(m, a, drop, grads);  /* queued behind the forward: no wait between them */
+    queue_train(&(train_pass){m, a, drop, grad_scale, grads, logits != NULL, NULL, NULL});
     if (!loss && !logits) return QB_OK;
-    if ((st = a->be->sync(s))) return st;
+    if ((st = a->be->sync(a->stream))) return st;
     if (loss) *loss = qb_activations_loss(a);
-    if (logits) memcpy(logits, out, (size_t)B * K * 4);
+    if (logits) memcpy(logits, host_out(a), (size_t)a->B * a->K * 4);
     return QB_OK;
+}
+
+/* FNV-1a over n bytes, folded into h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) h = (h ^ ((const unsigned char *)p)[i]) * 0x100000001b3ull;
+    return h;
+}
+
+qb_status qb_model_train_step(const qb_model *m, qb_activations *a, const qb_batch *batch,
+                              const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
+                              void (*after)(void *ctx), void *ctx, uint64_t after_key, bool record)
+{
+    qb_status st = stage_train(m, a, batch, grads);
+    if (st) return st;
+    train_pass pass = {m, a, drop, grad_scale, grads, false, after, ctx};
+    /* A hook runs host code in the pass (data parallel): such a pass is never recorded. */
+    if (!record || !(a->be->caps & QB_CAN_GRAPHS) || a->grads_final) {
+        queue_train(&pass);
+        return QB_OK;
+    }
+    /* Everything a record fixes: buffers, shapes, values passed by value to the ops
+     * (the loss's gradient scale, the dropout rates, seed and base stream: the
+     * per-step part of the streams must come through drop->offset) and after's. */
+    uint64_t h = fnv(0xcbf29ce484222325ull, &grad_scale, sizeof grad_scale);
+    const bool observe = m->qat && m->qat->observe;
+    h = fnv(h, &observe, sizeof observe);
+    h = fnv(h, &after_key, sizeof after_key);
+    if (drop) {
+        h = fnv(h, &drop->hidden, sizeof drop->hidden), h = fnv(h, &drop->attention, sizeof drop->attention);
+        h = fnv(h, &drop->seed, sizeof drop->seed), h = fnv(h, &drop->stream, sizeof drop->stream);
+        h = fnv(h, &drop->offset, sizeof drop->offset);
+    }
+    const uint64_t key[4] = {(uintptr_t)m, (uintptr_t)grads,
+                             (uint64_t)batch->B | (uint64_t)batch->T << 24 | (uint64_t)a->math << 48 | 1ull << 63, h};
+    return a->be->replay(a->stream, &a->graphs, key, queue_train, &pass);
 }
 
 float qb_activations_loss(const qb_activations *a)

@@ -84,6 +84,7 @@ static const key_spec KEYS[] = {
     NUM("qat", "embeddings", K_BOOL, qat.embeddings, 0, 0),
     NUM("device", "threads", K_INT, threads, 0, 4096),
     CHOICE("device", "type", device, "cpu|cuda", false),
+    NUM("device", "graphs", K_BOOL, graphs, 0, 0),
     STR("output", "dir", output_dir),
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])

@@ -33,6 +33,13 @@ bool qb_param_decays(const char *name)
     return !strstr(name, "bias") && !strstr(name, "LayerNorm.");
 }
 
+/* What the host writes for the device and reads back (qb_adamw.host): the step's
+ * arguments with decay and without, and the squared norm. */
+struct qb_adamw_host {
+    qb_adamw_args args[2];
+    double sumsq;
+};
+
 /* The decay mask of a model's arena: each tensor's blocks (it starts on one) say
  * whether Trainer decays it; the padding between tensors is zero everywhere. */
 static qb_status decay_mask(qb_adamw *o, const qb_model *model)
@@ -64,9 +71,9 @@ qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_confi
         return qb_fail(QB_EINVAL, "a model without FP32 weights cannot be trained (QB_WEIGHTS_HALF)");
     qb_status st = qb_model_zeros_like(model, &o->m);
     if (!st) st = qb_model_zeros_like(model, &o->v);
-    if (!st && !(o->sumsq = o->be->alloc(sizeof *o->sumsq)))
+    if (!st && (!(o->sumsq = o->be->alloc(sizeof *o->sumsq)) || !(o->args = o->be->alloc(2 * sizeof *o->args))))
         st = qb_fail(QB_ENOMEM, "%s backend: out of memory", o->be->name);
-    if (!st && !(o->norm_host = o->be->host_alloc(sizeof *o->norm_host))) st = qb_fail(QB_ENOMEM, "out of host memory");
+    if (!st && !(o->host = o->be->host_alloc(sizeof *o->host))) st = qb_fail(QB_ENOMEM, "out of host memory");
     if (!st && model->mem) st = decay_mask(o, model);
     if (st) qb_adamw_free(o);
     return st;
@@ -79,45 +86,58 @@ void qb_adamw_free(qb_adamw *o)
     if (o->be) {
         o->be->free(o->decay);
         o->be->free(o->sumsq);
-        o->be->host_free(o->norm_host);
+        o->be->free(o->args);
+        o->be->host_free(o->host);
     }
     memset(o, 0, sizeof *o);
 }
 
-void qb_adamw_queue(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *grads, float *lr)
+void qb_adamw_prepare(qb_adamw *o, qb_stream *s, float *lr)
 {
-    const qb_backend *be = o->be;
     const qb_optim_config *c = &o->cfg;
     *lr = qb_lr_at(c, o->step);
     const int64_t t = ++o->step;  /* undone by qb_adamw_done if the device skips it */
-    qb_adamw_args a = {
+    qb_adamw_args *a = o->host->args;
+    a[0] = (qb_adamw_args){
         .lr = *lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .weight_decay = c->weight_decay,
         .max_norm = c->max_grad_norm, .bc1 = (float)(1.0 - pow(c->beta1, (double)t)),
         .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t)),
         .unscale = o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0,
     };
+    a[1] = a[0];
+    a[1].weight_decay = 0.0f;  /* a host model's biases and LayerNorms */
+    o->be->to_device(s, o->args, a, 2 * sizeof *a);
+}
+
+void qb_adamw_update(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *grads)
+{
+    const qb_backend *be = o->be;
     be->zero(s, o->sumsq, sizeof *o->sumsq);
     if (o->decay) {  /* the arenas: one reduction, one update */
         be->sumsq(s, o->sumsq, grads->mem, grads->mem_floats);
-        be->adamw(s, model->mem, o->m.mem, o->v.mem, grads->mem, o->decay, model->mem_floats, &a, o->sumsq);
+        be->adamw(s, model->mem, o->m.mem, o->v.mem, grads->mem, o->decay, model->mem_floats, o->args, o->sumsq);
     } else {  /* a host model: tensor by tensor (the same names, in the same order) */
         for (int i = 0; i < grads->weights.count; i++) {
             const qb_tensor *g = &grads->weights.tensors[i];
             be->sumsq(s, o->sumsq, g->data, (size_t)qb_tensor_numel(g));
         }
-        for (int i = 0; i < model->weights.count; i++) {
-            a.weight_decay = qb_param_decays(model->weights.names[i]) ? c->weight_decay : 0.0f;
+        for (int i = 0; i < model->weights.count; i++)
             be->adamw(s, model->weights.tensors[i].data, o->m.weights.tensors[i].data, o->v.weights.tensors[i].data,
-                      grads->weights.tensors[i].data, NULL, (size_t)qb_tensor_numel(&model->weights.tensors[i]), &a,
-                      o->sumsq);
-        }
+                      grads->weights.tensors[i].data, NULL, (size_t)qb_tensor_numel(&model->weights.tensors[i]),
+                      o->args + !qb_param_decays(model->weights.names[i]), o->sumsq);
     }
-    be->to_host_async(s, o->norm_host, o->sumsq, sizeof *o->sumsq);
+    be->to_host_async(s, &o->host->sumsq, o->sumsq, sizeof *o->sumsq);
+}
+
+void qb_adamw_queue(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *grads, float *lr)
+{
+    qb_adamw_prepare(o, s, lr);
+    qb_adamw_update(o, s, model, grads);
 }
 
 qb_status qb_adamw_done(qb_adamw *o, double *grad_norm)
 {
-    const double norm = sqrt(*o->norm_host) * (o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0);
+    const double norm = sqrt(o->host->sumsq) * (o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0);
     *grad_norm = norm;
     if (isfinite(norm)) return QB_OK;
     o->step--;

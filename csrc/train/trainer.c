@@ -51,6 +51,7 @@ typedef struct {
      * (evaluates, logs, prints, writes); the others print and log into sink */
     qb_dist *dist;
     qb_status comm_error;           /* the first failure of a collective inside a pass */
+    struct { uint64_t *dev, *host; } streams;  /* the micro-batch's dropout streams (qb_dropout_plan.offset) */
     int rank, world;
     bool lead;
     FILE *sink;
@@ -554,29 +555,48 @@ static qb_status make_plan(run *r, int epoch)
 
 static void grads_final(void *dist, const float *from) { qb_dist_grads_final(dist, from); }
 
+/* The optimizer's part of a step, queued inside its pass (qb_model_train_step): the
+ * gradients' sums over the processes first (data parallel; nothing otherwise),
+ * then the update and the zeroing. */
+static void step_update(void *run_)
+{
+    run *r = run_;
+    const qb_status st = qb_dist_grads_end(r->dist);
+    if (st && !r->comm_error) r->comm_error = st;
+    qb_adamw_update(&r->opt, NULL, &r->model, &r->grads);
+    qb_model_zero(&r->grads, r->be);
+}
+
 /* Forward and backward of this process's share [lo, lo + n) of a global batch of
  * `global` examples (the gradients of the global mean loss, over grad_accum
- * micro-batches). The step's last micro-batch also all-reduces the gradients,
- * bucket by bucket as the backward finishes them, and waits for nothing: its loss
- * is read after the optimizer step (qb_activations_loss). Otherwise *loss. */
-static qb_status micro_batch(run *r, const qb_dropout_plan *drop, int lo, int n, int global, bool last, float *loss)
+ * micro-batches), with the dropout streams of micro-batch r->micro (through device
+ * memory: a recorded step reads them there). The step's last micro-batch is the
+ * whole step: it also all-reduces the gradients, bucket by bucket as the backward
+ * finishes them, and queues the optimizer (*lr: its rate), all one pass that
+ * [device] graphs records; it waits for nothing, its loss is read after the caller's
+ * sync (qb_activations_loss). Other micro-batches give *loss. */
+static qb_status micro_batch(run *r, const qb_dropout_plan *drop, int lo, int n, int global, bool last, float *loss,
+                             float *lr)
 {
     const qb_train_config *c = r->c;
     qb_status st = qb_batch_fill(&r->bb, &r->train, r->plan.order + lo, n, c->pad_to_max_length ? c->max_length : 0,
                                  r->pad_id);
     if (st) return st;
     if (r->model.qat) r->model.qat->observe = !c->qat_freeze_after || r->step < c->qat_freeze_after;
-    const float scale = r->opt.loss_scale > 0 ? r->opt.loss_scale : 1.0f;
-    if (last && (st = qb_dist_grads_begin(r->dist, r->be, NULL, r->grads.mem, r->grads.mem_floats,
-                                          (size_t)(c->bucket_mb * 1048576.0))))
+    /* each process its own dropout streams; one process: micro x sites */
+    *r->streams.host = ((uint64_t)r->micro * r->world + r->rank) * qb_dropout_sites(&r->model.cfg);
+    r->be->to_device(NULL, r->streams.dev, r->streams.host, sizeof(uint64_t));
+    const float scale = (r->opt.loss_scale > 0 ? r->opt.loss_scale : 1.0f) / ((float)global * c->grad_accum);
+    if (!last) return qb_model_forward_backward(&r->model, r->acts, &r->bb.b, drop, scale, &r->grads, loss, NULL);
+    if ((st = qb_dist_grads_begin(r->dist, r->be, NULL, r->grads.mem, r->grads.mem_floats,
+                                  (size_t)(c->bucket_mb * 1048576.0))))
         return st;
-    if (last) qb_activations_set_grads_hook(r->acts, grads_final, r->dist);
-    st = qb_model_forward_backward(&r->model, r->acts, &r->bb.b, drop, scale / ((float)global * c->grad_accum),
-                                   &r->grads, last ? NULL : loss, NULL);
+    qb_adamw_prepare(&r->opt, NULL, lr);
+    if (r->world > 1) qb_activations_set_grads_hook(r->acts, grads_final, r->dist);
+    st = qb_model_train_step(&r->model, r->acts, &r->bb.b, drop, scale, &r->grads, step_update, r,
+                             (uintptr_t)&r->opt, c->graphs);
     qb_activations_set_grads_hook(r->acts, NULL, NULL);
-    const qb_status all = last ? qb_dist_grads_end(r->dist) : QB_OK;
-    if (!st) st = all;
-    if (!st && r->comm_error) st = qb_fail(r->comm_error, "data parallel: a collective failed in the pass");
+    if (!st && r->comm_error) st = qb_fail(r->comm_error, "data parallel: a collective failed in the step");
     return st;
 }
 
@@ -584,8 +604,8 @@ static qb_status train_loop(run *r)
 {
     const qb_train_config *c = r->c;
     const qb_config *mc = &r->model.cfg;
-    qb_dropout_plan drop = {c->dropout ? mc->hidden_dropout : 0, c->dropout ? mc->attention_dropout : 0, r->seed, 0, NULL};
-    const uint64_t sites = qb_dropout_sites(mc);
+    qb_dropout_plan drop = {c->dropout ? mc->hidden_dropout : 0, c->dropout ? mc->attention_dropout : 0, r->seed, 0,
+                            r->streams.dev};
     qb_status st = QB_OK;
     double loss_sum = 0;  /* this process's part of the sum of the step's micro-batch mean losses */
     int loss_n = 0, group = 0, samples = 0;
@@ -602,12 +622,10 @@ static qb_status train_loop(run *r)
             /* this process's contiguous share of the global batch */
             const int mine = lo + (int)((int64_t)n * r->rank / r->world);
             const int mine_n = lo + (int)((int64_t)n * (r->rank + 1) / r->world) - mine;
-            /* each process its own dropout streams; one process: stream micro x sites */
-            drop.stream = ((uint64_t)r->micro * r->world + r->rank) * sites;
             /* An optimizer step after grad_accum micro-batches, or at the end of the epoch. */
             const bool epoch_end = r->batch == r->plan.n_batches, last = group + 1 == c->grad_accum || epoch_end;
-            float loss = 0;
-            if ((st = micro_batch(r, &drop, mine, mine_n, n, last, &loss))) return st;
+            float loss = 0, lr = 0;
+            if ((st = micro_batch(r, &drop, mine, mine_n, n, last, &loss, &lr))) return st;
             r->micro++;
             group++, samples += n, epoch_samples += n, loss_n++;
             if (!last) {
@@ -620,9 +638,6 @@ static qb_status train_loop(run *r)
              * non-finite loss comes with a non-finite norm (its logits make dlogits and
              * so the classifier's gradient non-finite), so such a step is skipped there. */
             double norm = 0;
-            float lr = 0;
-            qb_adamw_queue(&r->opt, NULL, &r->model, &r->grads, &lr);
-            qb_model_zero(&r->grads, r->be);
             qb_status dev = r->be->sync(NULL);  /* an error of the backward pass or the update */
             if (dev) return dev;
             if (r->model.qat) r->model.qat->stale = true;  /* the fake-quantized weights are remade */
@@ -789,6 +804,7 @@ static void run_free(run *r)
     qb_epoch_plan_free(&r->plan);
     qb_batch_buf_free(&r->bb);
     qb_activations_free(r->acts);
+    if (r->be) r->be->free(r->streams.dev), r->be->host_free(r->streams.host);
     qb_adamw_free(&r->opt);
     qb_model_free(&r->grads);
     r->model.qat = NULL;  /* borrowed from the host model */
@@ -887,6 +903,8 @@ static qb_status setup(run *r)
     if (r->model.qat && r->world > 1) r->model.qat->combine = combine_stats, r->model.qat->combine_ctx = r;
     if ((st = qb_model_zeros_like(&r->model, &r->grads))) return st;
     if ((st = qb_activations_new(&r->model, r->be, true, &r->acts))) return st;
+    if (!(r->streams.dev = r->be->alloc(sizeof(uint64_t))) || !(r->streams.host = r->be->host_alloc(sizeof(uint64_t))))
+        return qb_fail(QB_ENOMEM, "%s backend: out of memory", r->be->name);
     /* Steps: from the first epoch's batch count (length grouping can add a few). */
     if ((st = make_plan(r, 0))) return st;
     r->steps_per_epoch = (r->plan.n_batches + c->grad_accum - 1) / c->grad_accum;

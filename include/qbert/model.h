@@ -237,7 +237,19 @@ qb_status qb_model_infer(const qb_model *m, qb_activations *a, const int32_t *id
 qb_status qb_model_forward_backward(const qb_model *m, qb_activations *a, const qb_batch *batch,
                                     const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
                                     float *loss, float *logits);
-/* The mean loss of the last qb_model_forward_backward over a, once the caller has
+/* A whole training step as one pass: qb_model_forward_backward (waiting for nothing;
+ * the loss is read with qb_activations_loss after the caller's sync), then
+ * after(ctx), which only queues ops on the pass's stream (the optimizer's update:
+ * qb_adamw_update, zeroing the gradients). With record set, on a backend that
+ * records passes (QB_CAN_GRAPHS: one CUDA graph per key, launched at once from the
+ * third step of a key on) unless a grads hook is set. The key is the model, the
+ * gradients, the batch shape, the math, grad_scale, the dropout plan (its stream
+ * too: what changes from step to step must reach the ops through drop->offset),
+ * whether QAT observes, and after_key for what after's ops fix. */
+qb_status qb_model_train_step(const qb_model *m, qb_activations *a, const qb_batch *batch,
+                              const qb_dropout_plan *drop, float grad_scale, qb_model *grads,
+                              void (*after)(void *ctx), void *ctx, uint64_t after_key, bool record);
+/* The mean loss of the last training pass over a, once the caller has
  * synced a's stream (a pass given neither loss nor logits waits for nothing: the
  * trainer reads the loss after the optimizer step, one wait per step). */
 float qb_activations_loss(const qb_activations *a);

@@ -40,11 +40,14 @@ typedef struct {
     float loss_scale;   /* the gradients are this multiple of the true ones (fp16 loss
                          * scaling); 0 (qb_adamw_init) or 1: none */
     /* In the memory of be, the model's backend: the decay mask of its arena (one byte
-     * per QB_DECAY_BLOCK floats; NULL for a host model, updated tensor by tensor) and
-     * the step's squared gradient norm; norm_host: its copy for the host. */
+     * per QB_DECAY_BLOCK floats; NULL for a host model, updated tensor by tensor), the
+     * step's squared gradient norm and its arguments (with decay, without); host:
+     * their host side (page-locked on a GPU) */
     const struct qb_backend *be;
     uint8_t *decay;
-    double *sumsq, *norm_host;
+    double *sumsq;
+    struct qb_adamw_args *args;
+    struct qb_adamw_host *host;
 } qb_adamw;
 
 /* For a model in backend memory (qb_model_to_backend) the moments are too, and the
@@ -56,8 +59,13 @@ void qb_adamw_free(qb_adamw *o);
  * nothing: the squared global norm of the gradients (one reduction over the arena of
  * a backend copy), unscaling (loss_scale) and clipping by it on the device, the
  * update of model and moments (one pass over the arenas), and the norm's copy for
- * qb_adamw_done. *lr receives the rate. Does not zero grads. */
+ * qb_adamw_done. *lr receives the rate. Does not zero grads. It is two parts:
+ * prepare copies the step's arguments (rate, bias corrections) to the device;
+ * update queues only ops on device memory, the same every step, so that a
+ * recorded training step can hold it (qb_model_train_step). */
 void qb_adamw_queue(qb_adamw *o, struct qb_stream *s, qb_model *model, const qb_model *grads, float *lr);
+void qb_adamw_prepare(qb_adamw *o, struct qb_stream *s, float *lr);
+void qb_adamw_update(qb_adamw *o, struct qb_stream *s, qb_model *model, const qb_model *grads);
 /* After the caller's sync of that stream: *grad_norm = the true norm before
  * clipping. A non-finite norm means the device changed nothing: the step is
  * undone and QB_ENUMERIC returned. */
@@ -122,6 +130,8 @@ typedef struct {
     /* [device] */
     int device;                    /* type = cpu (0) or cuda (1): the backend the steps run on */
     int threads;                   /* 0: OpenMP default */
+    bool graphs;                   /* record each (batch, length) step as one CUDA graph and replay it
+                                    * (one process; the CPU ignores it) */
     /* [output] */
     char output_dir[QB_PATH_MAX];
 } qb_train_config;
