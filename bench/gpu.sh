@@ -4,10 +4,13 @@
 # and a step that would start past the deadline is skipped, saying so.
 #   build       Release for sm_90 only (ARCH), unless PREBUILT=1
 #   tests       each CUDA test binary and the host emulation of the tensor-core
-#               kernels, then each CUDA test again under compute-sanitizer memcheck
+#               kernels, then each CUDA test again under compute-sanitizer memcheck;
+#               tests/dist_test.py (NCCL under mpirun -np 1) where mpirun exists
 #   kernels     qbert-bench kernels: every CUDA op against the measured ceilings
-#   training    qbert-bench train, IndoBERT-base shape, seq 128: bf16 at batch 32 and
-#               256, fp32 at batch 32, MFU against the BF16 ceiling just measured
+#   training    qbert-bench train, IndoBERT-base shape, seq 128: bf16 at batch 32
+#               (the step as it is, and recorded as one CUDA graph) and 256 (graph),
+#               fp32 at batch 32, INT8 QAT at batch 32 (both ways); MFU against the
+#               BF16 ceiling just measured, host waits per step
 #   latency     qbert-bench latency --device cuda, batch 1 and 128, seq 128, of a random
 #               IndoBERT-base model with FP32 / BF16 / FP16 products and of its INT8
 #               and INT4 files with FP16 activations around the integer products,
@@ -87,12 +90,27 @@ if [ "${SAN:-1}" != 0 ]; then
   done
 fi
 
+# Data parallel: NCCL with one process under mpirun against the run without a
+# launcher and the CPU's (tests/dist_test.py; needs Open MPI's mpirun).
+if command -v mpirun > /dev/null; then
+  step "test dist (mpirun)" 120 bash -c "cd tests && QBERT_BIN='$qbert' python3 dist_test.py > '$tmp/dist.log' 2>&1"
+  echo "dist_test rc=$?" >> "$out/tests.log"
+  cat "$tmp/dist.log" >> "$out/tests.log"
+else
+  echo "== test dist: SKIPPED (no mpirun: Open MPI is not installed)" | tee -a "$log"
+fi
+
 step kernels 90 "$bench" kernels --json "$out/kernels.json"
 ceiling=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ceiling_bf16_tflops"])' \
   "$out/kernels.json" 2>/dev/null || echo 769)
-for run in bf16:32 bf16:256 fp32:32; do
-  p=${run%:*} b=${run#*:}
-  step "train $p batch $b" 60 "$bench" train --precision "$p" --batch "$b" --ceiling "$ceiling" --json "$tmp/train-$p-$b.json"
+# RUN = precision:batch:graphs[:qat bits]; the JSON key is precision-batch[-g][-qatN]
+for run in bf16:32:0 bf16:32:1 bf16:256:1 fp32:32:0 fp32:32:0:8 fp32:32:1:8; do
+  IFS=: read -r p b g q <<< "$run"
+  key=$p-$b
+  [ "$g" = 1 ] && key=$key-g
+  key=$key${q:+-qat$q}
+  step "train $key" 60 "$bench" train --precision "$p" --batch "$b" --graphs "$g" ${q:+--qat "$q"} \
+    --ceiling "$ceiling" --json "$tmp/train-$key.json"
 done
 
 shared=${SHARED:-../shared}

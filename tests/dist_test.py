@@ -14,7 +14,8 @@ Open MPI's mpirun ($QBERT_MPIEXEC):
   noise into lr-sized steps on each side; they are held to |delta| <= 3 * sum(lr).
 - a checkpoint of 2 processes resumes with 2 (the same bytes as the uninterrupted run)
   and is refused by 1, naming both world sizes;
-- a process killed with SIGKILL ends the whole job with an error status (no hang).
+- a process killed with SIGKILL ends the whole job with an error status (no hang);
+- on a GPU, the NCCL path with one process (test_nccl).
 
 Dropout is off: with it each process draws its own masks. bert-tiny, the sample data,
 max_length 32, one thread per process. Standard library only."""
@@ -185,6 +186,34 @@ def test_killed_rank(tmp):
               "killed rank: process %d still alive" % pid)
 
 
+def test_nccl(tmp):
+    """On a GPU: the NCCL path with one process under mpirun (NCCL allows one process
+    per GPU) computes what the run without a launcher does, bit for bit (a sum over
+    one process), and follows the CPU run (per-step loss and norm within 1e-3, as
+    train_test.py holds the CUDA run to the CPU's). Skipped without a usable GPU."""
+    cfg = config(tmp, "gpu.ini", "batch_size = 8\n[device]\ntype = cuda")
+    plain, nccl, cpu = (os.path.join(tmp, d) for d in ("gpu-plain", "gpu-nccl", "gpu-cpu"))
+    rc, _, err = testutil.qbert("train", cfg, "--set", "output.dir=" + plain)
+    if rc != 0 and "[device] type = cuda" in err:
+        print("nccl: no usable GPU here: skipped")
+        return
+    check(rc == 0, "cuda, no launcher: exit %d: %s" % (rc, err[-1500:]))
+    rc, _, err = mpirun(1, "train", cfg, "--set", "output.dir=" + nccl)
+    check(rc == 0, "cuda under mpirun -np 1 (NCCL): exit %d: %s" % (rc, err[-1500:]))
+    rc, _, err = testutil.qbert("train", cfg, "--set", "output.dir=" + cpu, "--set", "device.type=cpu")
+    check(rc == 0, "cpu reference: exit %d: %s" % (rc, err[-1500:]))
+    if not all(os.path.exists(os.path.join(d, "model", "model.safetensors")) for d in (plain, nccl, cpu)):
+        return
+
+    def model(d):
+        with open(os.path.join(d, "model", "model.safetensors"), "rb") as f:
+            return f.read()
+    check(model(plain) == model(nccl), "cuda: the NCCL run's model differs from the run without a launcher")
+    for p, q in zip(step_lines(cpu), step_lines(nccl)):
+        for k in ("loss", "grad_norm"):
+            check(abs(p[k] - q[k]) <= 1e-3 * abs(p[k]), "nccl: step %d %s %r vs the CPU's %r" % (p["step"], k, q[k], p[k]))
+
+
 def run(tmp):
     compare(tmp, "finetune", "", ["--set", "train.batch_size=16"], ["--set", "train.batch_size=8"])
     compare(tmp, "accum", "grad_accum = 2", ["--set", "train.batch_size=8"], ["--set", "train.batch_size=4"])
@@ -192,6 +221,7 @@ def run(tmp):
             ["--set", "train.batch_size=16"], ["--set", "train.batch_size=8"])
     test_resume(tmp)
     test_killed_rank(tmp)
+    test_nccl(tmp)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@
  * x its tensor's RMS: under compute-sanitizer, cuBLASLt picks other algorithms and
  * 2-4 such elements of the zero-initialised biases went the other way in TF32 /
  * BF16); there only the size of the move is bounded.
- * Then inference through recorded CUDA graphs, FP32 and INT8 (graph_replays), and
+ * Whole training steps recorded as one CUDA graph against the same steps run
+ * directly, bit for bit, with one host wait a step (recorded_steps). Then inference
+ * through recorded CUDA graphs, FP32 and INT8 (graph_replays), and
  * on three streams from three threads at once (streams_apart); two engines, each on
  * its own stream, classifying from two threads at once (engines_apart). */
 #include "cuda_check.h"
@@ -147,6 +149,90 @@ static void train_steps(const qb_model *m0, const qb_batch *batch, qb_math math,
     qb_activations_free(ac), qb_activations_free(ag);
     qb_model_free(&gc), qb_model_free(&gg_host), qb_model_free(&gg), qb_model_free(&w_host);
     qb_model_free(&dm), qb_model_free(&m);
+}
+
+/* The optimizer's part of a recorded step (qb_model_train_step's after). */
+typedef struct {
+    qb_adamw *opt;
+    qb_model *model, *grads;
+} update_ctx;
+
+static void update(void *ctx)
+{
+    update_ctx *u = ctx;
+    qb_adamw_update(u->opt, NULL, u->model, u->grads);
+    qb_model_zero(u->grads, gpu);
+}
+
+/* Five training steps (qb_model_train_step, dropout streams from device memory, AdamW
+ * and zeroing inside the pass) of two GPU copies of m0, one run directly, one
+ * recorded (the second step records, the later ones replay the graph): the same
+ * losses, norms and weights bit for bit, and from the third step on the host waits
+ * once per step (qb_cuda_waits), QAT included (its observers stay on the device). */
+static void recorded_steps(const qb_model *m0, const qb_batch *batch, qb_math math, int qat_bits)
+{
+    enum { N = 5 };
+    char what[64];
+    snprintf(what, sizeof what, "recorded steps %s%s", qb_math_name(math), qat_bits ? " QAT" : "");
+    qb_model host[2], dm[2], g[2], w[2];
+    qb_activations *a[2];
+    qb_adamw o[2];
+    qb_optim_config oc;
+    qb_optim_default_config(&oc);
+    oc.lr = 1e-4f, oc.weight_decay = 0.01f, oc.total_steps = N, oc.max_grad_norm = 1.0f;
+    const qb_qat_settings qs = {qat_bits, 8, 0, QB_OBS_EMA, 0.01f, 99.99f, false};
+    float loss[2][N];
+    double norm[2][N];
+    uint64_t *streams = dev_from(NULL, sizeof *streams), step_stream;
+    for (int r = 0; r < 2; r++) {
+        if (qb_model_zeros_like(m0, &host[r]) || qb_model_zeros_like(m0, &w[r])) exit(1);
+        for (int i = 0; i < m0->weights.count; i++)
+            memcpy(host[r].weights.tensors[i].data, m0->weights.tensors[i].data,
+                   qb_tensor_nbytes(&m0->weights.tensors[i]));
+        if (qat_bits && qb_qat_new(&host[r].cfg, &qs, &host[r].qat)) exit(1);
+        const qb_dtype half = qb_model_half_type(&host[r], gpu, math);
+        if (qb_model_to_backend(&host[r], gpu, half == QB_F32 ? QB_WEIGHTS_FP32 : QB_WEIGHTS_FP32_AND_HALF, half,
+                                &dm[r]))
+            exit(1);
+        dm[r].qat = host[r].qat;
+        if (qb_model_zeros_like(&dm[r], &g[r]) || qb_activations_new(&dm[r], gpu, true, &a[r]) ||
+            qb_adamw_init(&o[r], &dm[r], &oc)) {
+            fprintf(stderr, "%s: setup: %s\n", what, qb_error());
+            exit(1);
+        }
+        qb_activations_set_math(a[r], math);
+        update_ctx u = {&o[r], &dm[r], &g[r]};
+        for (int s = 0; s < N; s++) {
+            step_stream = (uint64_t)s * qb_dropout_sites(&m0->cfg);
+            gpu->to_device(NULL, streams, &step_stream, sizeof step_stream);
+            const qb_dropout_plan drop = {0.1f, 0.1f, 1234, 0, streams};
+            float lr;
+            if (dm[r].qat) dm[r].qat->stale = true;
+            const unsigned long long waits = qb_cuda_waits();
+            qb_adamw_prepare(&o[r], NULL, &lr);
+            CHECKF(qb_model_train_step(&dm[r], a[r], batch, &drop, 1.0f / B, &g[r], update, &u, 1, r == 1) == QB_OK &&
+                       qb_cuda_sync(NULL) == QB_OK && qb_adamw_done(&o[r], &norm[r][s]) == QB_OK,
+                   "%s: step %d (%s): %s", what, s, r ? "recorded" : "direct", qb_error());
+            if (s >= 2)
+                CHECKF(qb_cuda_waits() - waits == 1, "%s: step %d (%s): the host waited %llu times", what, s,
+                       r ? "recorded" : "direct", qb_cuda_waits() - waits);
+            loss[r][s] = qb_activations_loss(a[r]);
+        }
+        qb_model_to_host(&dm[r], &w[r]);
+        CHECK(qb_cuda_sync(NULL) == QB_OK);
+    }
+    CHECKF(memcmp(loss[0], loss[1], sizeof loss[0]) == 0 && memcmp(norm[0], norm[1], sizeof norm[0]) == 0,
+           "%s: losses or norms differ (first step %.9g / %.9g)", what, loss[1][0], loss[0][0]);
+    for (int i = 0; i < w[0].weights.count; i++)
+        CHECKF(memcmp(w[0].weights.tensors[i].data, w[1].weights.tensors[i].data,
+                      qb_tensor_nbytes(&w[0].weights.tensors[i])) == 0,
+               "%s: %s differs after %d steps", what, w[0].weights.names[i], N);
+    for (int r = 0; r < 2; r++) {
+        dm[r].qat = NULL;  /* the host model's */
+        qb_adamw_free(&o[r]), qb_activations_free(a[r]);
+        qb_model_free(&g[r]), qb_model_free(&dm[r]), qb_model_free(&w[r]), qb_model_free(&host[r]);
+    }
+    gpu->free(streams);
 }
 
 /* A random padded batch (B, T): ids, and a mask with 1 to T real tokens per row. */
@@ -503,6 +589,9 @@ int main(void)
     train_steps(&m, &batch, QB_MATH_FP32, GRAD_TOL, WEIGHT_TOL, 1e-6);
     train_steps(&m, &batch, QB_MATH_TF32, 1e-3, 1e-2, 1e-6);
     train_steps(&m, &batch, QB_MATH_BF16, 3e-2, 5e-2, 0x1p-8);
+    recorded_steps(&m, &batch, QB_MATH_FP32, 0);
+    recorded_steps(&m, &batch, QB_MATH_BF16, 0);
+    recorded_steps(&m, &batch, QB_MATH_FP32, 8);
 
     graph_replays(&dm, "FP32", false);
     qb_model q, dq;

@@ -103,6 +103,7 @@ void qb_dist_abort(qb_dist *d, int code)
 int qb_dist_rank(const qb_dist *d) { return d ? d->rank : 0; }
 int qb_dist_size(const qb_dist *d) { return d ? d->size : 1; }
 int qb_dist_local_rank(const qb_dist *d) { return d ? d->local_rank : 0; }
+bool qb_dist_launched(const qb_dist *d) { return d && d->mpi; }
 
 qb_status qb_dist_sum(qb_dist *d, double *x, int n)
 {

@@ -592,7 +592,8 @@ static qb_status micro_batch(run *r, const qb_dropout_plan *drop, int lo, int n,
                                   (size_t)(c->bucket_mb * 1048576.0))))
         return st;
     qb_adamw_prepare(&r->opt, NULL, lr);
-    if (r->world > 1) qb_activations_set_grads_hook(r->acts, grads_final, r->dist);
+    /* under a launcher the all-reduce runs host code in the pass: never recorded */
+    if (qb_dist_launched(r->dist)) qb_activations_set_grads_hook(r->acts, grads_final, r->dist);
     st = qb_model_train_step(&r->model, r->acts, &r->bb.b, drop, scale, &r->grads, step_update, r,
                              (uintptr_t)&r->opt, c->graphs);
     qb_activations_set_grads_hook(r->acts, NULL, NULL);

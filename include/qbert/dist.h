@@ -32,6 +32,9 @@ void qb_dist_abort(qb_dist *d, int code);
 int qb_dist_rank(const qb_dist *d);        /* 0 .. size - 1; 0 for NULL */
 int qb_dist_size(const qb_dist *d);        /* 1 for NULL */
 int qb_dist_local_rank(const qb_dist *d);  /* among the processes of this machine: picks the GPU */
+/* Whether a launcher started this world (its collectives then do something, even
+ * for one process). */
+bool qb_dist_launched(const qb_dist *d);
 
 /* Host collectives. x (n) = its sum over the processes. */
 qb_status qb_dist_sum(qb_dist *d, double *x, int n);
