@@ -182,7 +182,7 @@ static void op_dropout(void *p) { args *a = p; a->be->dropout(NULL, a->y, (size_
 static void op_adamw(void *p)
 {
     args *a = p;
-    a->be->adamw(NULL, a->wf, a->m, a->v, a->g, a->decay, (size_t)a->n, a->adam, a->sumsq);
+    a->be->adamw(NULL, a->wf, a->m, a->v, a->g, a->decay, (size_t)a->n, a->adam, a->sumsq, NULL);
 }
 /* The gradient norm's reduction into sumsq (left growing: only the time counts). */
 static void op_sumsq(void *p) { args *a = p; a->be->sumsq(NULL, a->sumsq, a->g, (size_t)a->n); }
@@ -466,7 +466,7 @@ int qb_bench_kernels(int argc, char **argv)
     attention_rows(&b, &a, &hv, shape);
     a.n = I * C;
     const qb_adamw_args adam = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f,
-                                .max_norm = 1.0f, .bc1 = 0.1f, .bc2_sqrt = 0.03f, .unscale = 1.0};
+                                .max_norm = 1.0f, .bc1 = 0.1f, .bc2_sqrt = 0.03f};
     be->to_device(NULL, a.adam, &adam, sizeof adam);
     snprintf(shape, sizeof shape, "%d", a.n);
     report(&b, "adamw", shape, seconds(&b, op_adamw, &a), 0, 7.0 * a.n * 4);  /* w m v g in, w m v out */

@@ -188,11 +188,12 @@ void qb_cuda_dropout(qb_stream *s, void *x, size_t n, const qb_dropout *drop, qb
 
 /* cuda/xent.cu */
 void qb_cuda_xent(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
-                  int K, float grad_scale);
+                  int K, float grad_scale, const float *loss_scale);
 
 /* cuda/adamw.cu */
 void qb_cuda_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
-                   const qb_adamw_args *a, const double *sumsq);
+                   const qb_adamw_args *a, const double *sumsq, const float *loss_scale);
+void qb_cuda_loss_scale_update(qb_stream *s, float *scale, int32_t *good, const double *sumsq);
 
 /* cuda/fake_quant.cu */
 void qb_cuda_fake_quant_weight(qb_stream *s, float *y, float *scales, const float *w, int N, int K, int group,

@@ -1,6 +1,7 @@
 /* Softmax cross-entropy on the GPU (qb_cpu_xent in csrc/cpu/softmax.c is the
  * reference): logits (B, K), labels (B) -> losses (B) = logsumexp(z) - z[label] and
- * dlogits (B, K) = (softmax(z) - onehot(label)) * grad_scale, fused in one pass over
+ * dlogits (B, K) = (softmax(z) - onehot(label)) * grad_scale (times the loss scale in
+ * device memory, when given), fused in one pass over
  * each row. One warp per row (K is the number of classes: a few to a few hundred).
  * The arithmetic is the CPU's: float maximum, exp of the max-shifted logits summed in
  * double, lse = max + log(sum) in double, probabilities exp(z - lse) rounded to float;
@@ -13,8 +14,9 @@
 /* grid (ceil(B / ROWS_PER_BLOCK)), 32 * ROWS_PER_BLOCK threads: warp w of block
  * blk handles row blk * ROWS_PER_BLOCK + w. */
 static __global__ void xent_kernel(float *losses, float *dlogits, const float *logits, const int32_t *labels,
-                                   int B, int K, float grad_scale)
+                                   int B, int K, float grad_scale, const float *loss_scale)
 {
+    if (loss_scale) grad_scale = __fmul_rn(grad_scale, *loss_scale);  /* as the CPU backend does */
     const int lane = threadIdx.x & 31, row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     if (row >= B) return;  /* the whole warp: row is the same in all its lanes */
     const float *z = logits + (size_t)row * K;
@@ -38,11 +40,11 @@ static __global__ void xent_kernel(float *losses, float *dlogits, const float *l
 }
 
 extern "C" void qb_cuda_xent(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
-                             int K, float grad_scale)
+                             int K, float grad_scale, const float *loss_scale)
 {
     if (B <= 0 || K <= 0) return;
     const unsigned blocks = (unsigned)((B + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK);
     xent_kernel<<<blocks, 32 * ROWS_PER_BLOCK, 0, qb_cuda_stream(s)>>>(losses, dlogits, logits, labels, B, K,
-                                                                      grad_scale);
+                                                                      grad_scale, loss_scale);
     qb_cuda_launched(s, "xent");
 }

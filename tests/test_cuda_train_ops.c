@@ -159,8 +159,10 @@ static void check_losses(const char *what, const float *dev, const float *ref, i
     free(got);
 }
 
-static void test_xent(int B, int K, float range, float grad_scale)
+/* loss_scale 0: none (NULL), else fp16's scale in the backend's memory. */
+static void test_xent(int B, int K, float range, float grad_scale, float loss_scale)
 {
+    float *d_scale = loss_scale > 0 ? dev_from(&loss_scale, sizeof loss_scale) : NULL;
     const size_t n = (size_t)B * K;
     float *logits = rand_host(n, -range, range);
     int32_t *labels = rand_ints((size_t)B, K);
@@ -168,11 +170,13 @@ static void test_xent(int B, int K, float range, float grad_scale)
     float *d_logits = dev_from(logits, n * sizeof *logits), *d_dlogits = dev_from(NULL, n * sizeof *dlogits);
     float *d_losses = dev_from(NULL, (size_t)B * sizeof *losses);
     int32_t *d_labels = dev_from(labels, (size_t)B * sizeof *labels);
-    cpu->xent(NULL, losses, dlogits, logits, labels, B, K, grad_scale);
-    gpu->xent(NULL, d_losses, d_dlogits, d_logits, d_labels, B, K, grad_scale);
+    cpu->xent(NULL, losses, dlogits, logits, labels, B, K, grad_scale, loss_scale > 0 ? &loss_scale : NULL);
+    gpu->xent(NULL, d_losses, d_dlogits, d_logits, d_labels, B, K, grad_scale, d_scale);
     check_losses(named("xent losses B=%d K=%d range %g", B, K, range), d_losses, losses, B);
-    check_close(named("xent dlogits B=%d K=%d range %g", B, K, range), d_dlogits, dlogits, n, CUDA_TOL);
+    check_close(named("xent dlogits B=%d K=%d range %g scale %g", B, K, range, loss_scale), d_dlogits, dlogits, n,
+                CUDA_TOL);
     gpu->free(d_logits), gpu->free(d_dlogits), gpu->free(d_losses), gpu->free(d_labels);
+    if (d_scale) gpu->free(d_scale);
     free(logits), free(labels), free(losses), free(dlogits);
 }
 
@@ -183,8 +187,10 @@ static void test_xent(int B, int K, float range, float grad_scale)
  * steps clip, one is NaN (both sides change nothing). masked: a random decay byte
  * per block, else decay everywhere (NULL). Small weights and a large lr make the
  * update a visible part of w, so w's relative error measures it. */
-static void test_adamw(size_t n, float weight_decay, double unscale, bool masked, int steps)
+static void test_adamw(size_t n, float weight_decay, float loss_scale, bool masked, int steps)
 {
+    float *d_scale = loss_scale > 0 ? dev_from(&loss_scale, sizeof loss_scale) : NULL;
+    const float *scale = loss_scale > 0 ? &loss_scale : NULL;
     const size_t blocks = (n + QB_DECAY_BLOCK - 1) / QB_DECAY_BLOCK;
     float *w = rand_host(n, -0.02f, 0.02f), *m = host_alloc(n * sizeof *m), *v = host_alloc(n * sizeof *v);
     uint8_t *mask = host_alloc(blocks);
@@ -200,7 +206,7 @@ static void test_adamw(size_t n, float weight_decay, double unscale, bool masked
         const float beta1 = 0.9f, beta2 = 0.999f;
         const qb_adamw_args s = {
             .lr = 1e-2f * (1.0f - 0.1f * (float)(t - 1)), .beta1 = beta1, .beta2 = beta2, .eps = 1e-8f,
-            .weight_decay = weight_decay, .max_norm = 1.0f, .unscale = unscale,
+            .weight_decay = weight_decay, .max_norm = 1.0f,
             .bc1 = (float)(1.0 - pow(beta1, (double)t)),
             .bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t)),
         };
@@ -210,17 +216,43 @@ static void test_adamw(size_t n, float weight_decay, double unscale, bool masked
         gpu->to_device(NULL, d_g, g, n * sizeof *g);
         gpu->to_device(NULL, d_sumsq, &sumsq, sizeof sumsq);
         gpu->to_device(NULL, d_args, &s, sizeof s);
-        cpu->adamw(NULL, w, m, v, g, masked ? mask : NULL, n, &s, &sumsq);
-        gpu->adamw(NULL, d_w, d_m, d_v, d_g, d_mask, n, d_args, d_sumsq);
+        cpu->adamw(NULL, w, m, v, g, masked ? mask : NULL, n, &s, &sumsq, scale);
+        gpu->adamw(NULL, d_w, d_m, d_v, d_g, d_mask, n, d_args, d_sumsq, d_scale);
         free(g);
     }
     const char *kind = masked ? "masked" : "unmasked";
-    check_close(named("adamw w n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_w, w, n, CUDA_TOL);
-    check_close(named("adamw m n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_m, m, n, CUDA_TOL);
-    check_close(named("adamw v n=%zu wd=%g unscale=%g %s", n, weight_decay, unscale, kind), d_v, v, n, CUDA_TOL);
+    check_close(named("adamw w n=%zu wd=%g loss scale %g %s", n, weight_decay, loss_scale, kind), d_w, w, n, CUDA_TOL);
+    check_close(named("adamw m n=%zu wd=%g loss scale %g %s", n, weight_decay, loss_scale, kind), d_m, m, n, CUDA_TOL);
+    check_close(named("adamw v n=%zu wd=%g loss scale %g %s", n, weight_decay, loss_scale, kind), d_v, v, n, CUDA_TOL);
     gpu->free(d_w), gpu->free(d_m), gpu->free(d_v), gpu->free(d_g), gpu->free(d_sumsq), gpu->free(d_args);
     if (d_mask) gpu->free(d_mask);
+    if (d_scale) gpu->free(d_scale);
     free(w), free(m), free(v), free(mask);
+}
+
+/* fp16 loss scaling: a run of finite and non-finite norms, past 2000 good steps and
+ * down to a scale of 1, the device's scale and count after each against the CPU's. */
+static void test_loss_scale(void)
+{
+    float scale = 8.0f;
+    int32_t good = 1990;
+    float *d_scale = dev_from(&scale, sizeof scale);
+    int32_t *d_good = dev_from(&good, sizeof good);
+    double *d_sumsq = dev_from(NULL, sizeof(double));
+    for (int i = 0; i < 40; i++) {
+        const double sumsq = i % 9 == 4 || (i >= 20 && i < 26) ? (i % 2 ? INFINITY : NAN) : 2.5;
+        float got_scale;
+        int32_t got_good;
+        gpu->to_device(NULL, d_sumsq, &sumsq, sizeof sumsq);
+        cpu->loss_scale_update(NULL, &scale, &good, &sumsq);
+        gpu->loss_scale_update(NULL, d_scale, d_good, d_sumsq);
+        gpu->to_host(NULL, &got_scale, d_scale, sizeof got_scale);
+        gpu->to_host(NULL, &got_good, d_good, sizeof got_good);
+        CHECKF(got_scale == scale && got_good == good, "loss scale update %d: %g after %d, CPU %g after %d", i,
+               got_scale, got_good, scale, good);
+    }
+    CHECK(scale == 1.0f);  /* the run went past a doubling and down to the floor */
+    gpu->free(d_scale), gpu->free(d_good), gpu->free(d_sumsq);
 }
 
 int main(void)
@@ -237,14 +269,16 @@ int main(void)
     static const int Ks[] = {2, 3, 64}, Bs[] = {1, 33};
     for (int ki = 0; ki < 3; ki++)
         for (int bi = 0; bi < 2; bi++) {
-            test_xent(Bs[bi], Ks[ki], 3.0f, 0.37f);
-            test_xent(Bs[bi], Ks[ki], 80.0f, 1.0f / 33.0f);
+            test_xent(Bs[bi], Ks[ki], 3.0f, 0.37f, 0.0f);
+            test_xent(Bs[bi], Ks[ki], 80.0f, 1.0f / 33.0f, 0.0f);
+            test_xent(Bs[bi], Ks[ki], 3.0f, 1.0f / 33.0f, 65536.0f);
         }
 
-    test_adamw(1, 0.01f, 1.0, false, 3);
-    test_adamw(1000, 0.01f, 0.7, true, 5);
-    test_adamw(100003, 0.1f, 1.0 / 1024, true, 4);
-    test_adamw(100003, 0.0f, 1.0, false, 4);
+    test_adamw(1, 0.01f, 0.0f, false, 3);
+    test_adamw(1000, 0.01f, 3.0f, true, 5);
+    test_adamw(100003, 0.1f, 1024.0f, true, 4);
+    test_adamw(100003, 0.0f, 0.0f, false, 4);
+    test_loss_scale();
 
     return check_summary("test_cuda_train_ops");
 }

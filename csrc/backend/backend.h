@@ -30,7 +30,8 @@ typedef struct {
 
 /* AdamW over arrays of parameters, as torch.optim.AdamW computes it (decoupled
  * decay first), after clip_grad_norm_ over the gradients whose sum of squares the
- * sumsq op left in backend memory (so no value goes to the host and back):
+ * sumsq op left in backend memory (so no value goes to the host and back), the
+ * gradients being loss_scale times the true ones (fp16; unscale = 1 / loss_scale):
  *   norm = sqrt(sumsq) * unscale; nothing changes when norm is not finite;
  *   g' = g * grad_scale, grad_scale = unscale * min(1, max_norm / (norm + 1e-6))
  *        (max_norm 0: no clipping; qb_adamw_grad_scale)
@@ -40,7 +41,6 @@ typedef struct {
 typedef struct qb_adamw_args {
     float lr, beta1, beta2, eps, weight_decay, max_norm;
     float bc1, bc2_sqrt;  /* 1 - beta1^step, sqrt(1 - beta2^step) */
-    double unscale;       /* 1 / the fp16 loss scale (1: none) */
 } qb_adamw_args;
 
 /* Decay masks hold one byte per QB_DECAY_BLOCK elements: the tensors of a model's
@@ -56,16 +56,17 @@ typedef struct qb_adamw_args {
 /* The factor on the gradients from their sum of squares, with the host's double
  * arithmetic on both sides (the same bits on a GPU); false when the norm is not
  * finite (the step is skipped). */
-static inline QB_HOST_DEVICE bool qb_adamw_grad_scale(const qb_adamw_args *a, double sumsq, float *grad_scale)
+static inline QB_HOST_DEVICE bool qb_adamw_grad_scale(const qb_adamw_args *a, double sumsq, double unscale,
+                                                       float *grad_scale)
 {
-    const double norm = sqrt(sumsq) * a->unscale;
+    const double norm = sqrt(sumsq) * unscale;
     if (!(norm - norm == 0.0)) return false;  /* NaN or infinite (isfinite is not a device function in C) */
     float clip = 1.0f;
     if (a->max_norm > 0.0f) {
         const float coef = (float)(a->max_norm / (norm + 1e-6));
         if (coef < 1.0f) clip = coef;
     }
-    *grad_scale = (float)(clip * a->unscale);
+    *grad_scale = (float)(clip * unscale);
     return true;
 }
 
@@ -198,16 +199,24 @@ typedef struct qb_backend {
     /* x (n; in t) *= dropout mask (forward and backward alike). */
     void (*dropout)(qb_stream *s, void *x, size_t n, const qb_dropout *drop, qb_dtype t);
     /* Softmax cross-entropy over logits (B, K) with labels (B): losses (B) =
-     * -log softmax(logits)[label], dlogits (B, K) = (softmax - onehot) * grad_scale. */
+     * -log softmax(logits)[label], dlogits (B, K) = (softmax - onehot) * g with
+     * g = grad_scale * *loss_scale (backend memory: fp16's scale, kept on the
+     * device; NULL: g = grad_scale). */
     void (*xent)(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
-                 int K, float grad_scale);
+                 int K, float grad_scale, const float *loss_scale);
     /* One AdamW update of w, m, v (n) from g (n), clipped by the norm whose square
-     * *sumsq holds (qb_adamw_args). decay (n / QB_DECAY_BLOCK rounded up): 1 where
-     * a->weight_decay applies, 0 where not; NULL: everywhere. a, sumsq and decay are
-     * in backend memory (read when the op runs: a recorded step takes each step's
-     * rate from there). A model's whole arena is one call (csrc/train/optim.c). */
+     * *sumsq holds, with g *loss_scale times the true gradient (NULL: 1)
+     * (qb_adamw_args). decay (n / QB_DECAY_BLOCK rounded up): 1 where
+     * a->weight_decay applies, 0 where not; NULL: everywhere. a, sumsq, loss_scale
+     * and decay are in backend memory (read when the op runs: a recorded step takes
+     * each step's rate and scale from there). A model's whole arena is one call
+     * (csrc/train/optim.c). */
     void (*adamw)(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
-                  const qb_adamw_args *a, const double *sumsq);
+                  const qb_adamw_args *a, const double *sumsq, const float *loss_scale);
+    /* fp16 loss scaling after a step, as torch's GradScaler (backend memory): a
+     * non-finite *sumsq halves *scale when it is at least 2 and zeroes *good; a
+     * finite one counts *good, doubling *scale at 2000 (and zeroing *good). */
+    void (*loss_scale_update)(qb_stream *s, float *scale, int32_t *good, const double *sumsq);
     /* *out (backend memory) += the sum of x^2 over x (n), accumulated in double in a
      * fixed order (the same bits every run): the squared gradient norm, left on the
      * device. */

@@ -166,15 +166,20 @@ static void cpu_dropout(qb_stream *s, void *x, size_t n, const qb_dropout *drop,
 }
 
 static void cpu_xent(qb_stream *s, float *losses, float *dlogits, const float *logits, const int32_t *labels, int B,
-                     int K, float grad_scale)
+                     int K, float grad_scale, const float *loss_scale)
 {
-    qb_cpu_xent(losses, dlogits, logits, labels, B, K, grad_scale);
+    qb_cpu_xent(losses, dlogits, logits, labels, B, K, loss_scale ? grad_scale * *loss_scale : grad_scale);
 }
 
 static void cpu_adamw(qb_stream *s, float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
-                      const qb_adamw_args *a, const double *sumsq)
+                      const qb_adamw_args *a, const double *sumsq, const float *loss_scale)
 {
-    qb_cpu_adamw(w, m, v, g, decay, n, a, *sumsq);
+    qb_cpu_adamw(w, m, v, g, decay, n, a, *sumsq, loss_scale ? 1.0 / *loss_scale : 1.0);
+}
+
+static void cpu_loss_scale_update(qb_stream *s, float *scale, int32_t *good, const double *sumsq)
+{
+    qb_cpu_loss_scale_update(scale, good, *sumsq);
 }
 
 static void cpu_sumsq(qb_stream *s, double *out, const float *x, size_t n) { *out += qb_cpu_sumsq(x, n); }
@@ -237,6 +242,7 @@ static const qb_backend cpu_backend = {
     .dropout = cpu_dropout,
     .xent = cpu_xent,
     .adamw = cpu_adamw,
+    .loss_scale_update = cpu_loss_scale_update,
     .sumsq = cpu_sumsq,
     .add = cpu_add,
     .rows = cpu_rows,

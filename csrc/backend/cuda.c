@@ -380,6 +380,7 @@ static const qb_backend cuda_backend = {
     .dropout = qb_cuda_dropout,
     .xent = qb_cuda_xent,
     .adamw = qb_cuda_adamw,
+    .loss_scale_update = qb_cuda_loss_scale_update,
     .sumsq = qb_cuda_sumsq,
     .add = qb_cuda_add,
     .rows = qb_cuda_rows,

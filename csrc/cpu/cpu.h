@@ -285,9 +285,11 @@ void qb_cpu_dropout(float *x, size_t n, const qb_dropout *drop);
 void qb_cpu_dropout_at(float *x, size_t n, uint64_t first, const qb_dropout *drop);
 void qb_cpu_xent(float *losses, float *dlogits, const float *logits, const int32_t *labels,
                  int B, int K, float grad_scale);
-/* The backend's adamw op with the gradients' sum of squares given by value. */
+/* The backend's adamw and loss_scale_update ops with the gradients' sum of squares
+ * (and 1 / the loss scale) given by value. */
 void qb_cpu_adamw(float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
-                  const qb_adamw_args *s, double sumsq);
+                  const qb_adamw_args *s, double sumsq, double unscale);
+void qb_cpu_loss_scale_update(float *scale, int32_t *good, double sumsq);
 double qb_cpu_sumsq(const float *x, size_t n);
 void qb_cpu_fake_quant_weight(float *y, float *scales, const float *w, int N, int K, int group,
                               int bits);

@@ -8,10 +8,10 @@
 #define PAR_MIN 16384
 
 void qb_cpu_adamw(float *w, float *m, float *v, const float *g, const uint8_t *decay, size_t n,
-                  const qb_adamw_args *s, double sumsq)
+                  const qb_adamw_args *s, double sumsq, double unscale)
 {
     float grad_scale;
-    if (!qb_adamw_grad_scale(s, sumsq, &grad_scale)) return;  /* a non-finite norm: the step is skipped */
+    if (!qb_adamw_grad_scale(s, sumsq, unscale, &grad_scale)) return;  /* a non-finite norm: the step is skipped */
     /* The same float operations, in the same order, as torch's single-tensor AdamW
      * (w * 1.0f where there is no decay is w itself). */
     const float with = 1.0f - s->lr * s->weight_decay, step_size = s->lr / s->bc1;
@@ -29,6 +29,17 @@ void qb_cpu_adamw(float *w, float *m, float *v, const float *g, const uint8_t *d
             const float denom = sqrtf(v[i]) / s->bc2_sqrt + s->eps;
             w[i] += -step_size * (m[i] / denom);
         }
+    }
+}
+
+void qb_cpu_loss_scale_update(float *scale, int32_t *good, double sumsq)
+{
+    if (!isfinite(sumsq)) {
+        if (*scale >= 2.0f) *scale /= 2.0f;
+        *good = 0;
+    } else if (++*good == 2000) {
+        *scale *= 2.0f;
+        *good = 0;
     }
 }
 

@@ -48,6 +48,7 @@ struct qb_activations {
     bool train;
     bool quantized;          /* the model has quantized Linears */
     qb_math math;            /* of the products (qb_activations_set_math) */
+    const float *loss_scale; /* backend memory: fp16's (qb_activations_set_loss_scale), or NULL */
     qb_dtype act;            /* the storage of the encoder's activations in the laid-out pass */
     bool fused;              /* query, key and value as one GEMM into one (M, 3C) buffer (fused_qkv) */
     void *mem;               /* one backend allocation, carved by plan() */
@@ -225,6 +226,8 @@ void qb_activations_free(qb_activations *a)
 }
 
 void qb_activations_set_math(qb_activations *a, qb_math math) { a->math = math; }
+
+void qb_activations_set_loss_scale(qb_activations *a, const float *scale) { a->loss_scale = scale; }
 
 void qb_activations_set_stream(qb_activations *a, qb_stream *s) { a->stream = s; }
 
@@ -804,7 +807,7 @@ static void queue_train(void *ctx)
     qb_stream *s = a->stream;
     const int B = a->B, K = a->K;
     forward(p->m, a, p->drop, NULL);
-    a->be->xent(s, a->losses, a->dlogits, a->logits, a->labels, B, K, p->grad_scale);
+    a->be->xent(s, a->losses, a->dlogits, a->logits, a->labels, B, K, p->grad_scale, a->loss_scale);
     float *out = host_out(a);
     a->be->to_host_async(s, out + (size_t)B * K, a->losses, (size_t)B * 4);
     if (p->logits) a->be->to_host_async(s, out, a->logits, (size_t)B * K * 4);

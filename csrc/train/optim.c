@@ -33,11 +33,19 @@ bool qb_param_decays(const char *name)
     return !strstr(name, "bias") && !strstr(name, "LayerNorm.");
 }
 
+/* What a step leaves on the device for the host: the squared norm, and fp16's loss
+ * scale with its count of good steps (qb_adamw.state). */
+struct qb_adamw_state {
+    double sumsq;
+    float scale;
+    int32_t good;
+};
+
 /* What the host writes for the device and reads back (qb_adamw.host): the step's
- * arguments with decay and without, and the squared norm. */
+ * arguments with decay and without, and the state. */
 struct qb_adamw_host {
     qb_adamw_args args[2];
-    double sumsq;
+    struct qb_adamw_state state;
 };
 
 /* The decay mask of a model's arena: each tensor's blocks (it starts on one) say
@@ -71,7 +79,7 @@ qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_confi
         return qb_fail(QB_EINVAL, "a model without FP32 weights cannot be trained (QB_WEIGHTS_HALF)");
     qb_status st = qb_model_zeros_like(model, &o->m);
     if (!st) st = qb_model_zeros_like(model, &o->v);
-    if (!st && (!(o->sumsq = o->be->alloc(sizeof *o->sumsq)) || !(o->args = o->be->alloc(2 * sizeof *o->args))))
+    if (!st && (!(o->state = o->be->alloc(sizeof *o->state)) || !(o->args = o->be->alloc(2 * sizeof *o->args))))
         st = qb_fail(QB_ENOMEM, "%s backend: out of memory", o->be->name);
     if (!st && !(o->host = o->be->host_alloc(sizeof *o->host))) st = qb_fail(QB_ENOMEM, "out of host memory");
     if (!st && model->mem) st = decay_mask(o, model);
@@ -85,7 +93,7 @@ void qb_adamw_free(qb_adamw *o)
     qb_model_free(&o->v);
     if (o->be) {
         o->be->free(o->decay);
-        o->be->free(o->sumsq);
+        o->be->free(o->state);
         o->be->free(o->args);
         o->be->host_free(o->host);
     }
@@ -102,7 +110,6 @@ void qb_adamw_prepare(qb_adamw *o, qb_stream *s, float *lr)
         .lr = *lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps, .weight_decay = c->weight_decay,
         .max_norm = c->max_grad_norm, .bc1 = (float)(1.0 - pow(c->beta1, (double)t)),
         .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t)),
-        .unscale = o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0,
     };
     a[1] = a[0];
     a[1].weight_decay = 0.0f;  /* a host model's biases and LayerNorms */
@@ -112,21 +119,24 @@ void qb_adamw_prepare(qb_adamw *o, qb_stream *s, float *lr)
 void qb_adamw_update(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *grads)
 {
     const qb_backend *be = o->be;
-    be->zero(s, o->sumsq, sizeof *o->sumsq);
+    double *sumsq = &o->state->sumsq;
+    const float *scale = o->loss_scale > 0.0f ? &o->state->scale : NULL;
+    be->zero(s, sumsq, sizeof *sumsq);
     if (o->decay) {  /* the arenas: one reduction, one update */
-        be->sumsq(s, o->sumsq, grads->mem, grads->mem_floats);
-        be->adamw(s, model->mem, o->m.mem, o->v.mem, grads->mem, o->decay, model->mem_floats, o->args, o->sumsq);
+        be->sumsq(s, sumsq, grads->mem, grads->mem_floats);
+        be->adamw(s, model->mem, o->m.mem, o->v.mem, grads->mem, o->decay, model->mem_floats, o->args, sumsq, scale);
     } else {  /* a host model: tensor by tensor (the same names, in the same order) */
         for (int i = 0; i < grads->weights.count; i++) {
             const qb_tensor *g = &grads->weights.tensors[i];
-            be->sumsq(s, o->sumsq, g->data, (size_t)qb_tensor_numel(g));
+            be->sumsq(s, sumsq, g->data, (size_t)qb_tensor_numel(g));
         }
         for (int i = 0; i < model->weights.count; i++)
             be->adamw(s, model->weights.tensors[i].data, o->m.weights.tensors[i].data, o->v.weights.tensors[i].data,
                       grads->weights.tensors[i].data, NULL, (size_t)qb_tensor_numel(&model->weights.tensors[i]),
-                      o->args + !qb_param_decays(model->weights.names[i]), o->sumsq);
+                      o->args + !qb_param_decays(model->weights.names[i]), sumsq, scale);
     }
-    be->to_host_async(s, &o->host->sumsq, o->sumsq, sizeof *o->sumsq);
+    if (scale) be->loss_scale_update(s, &o->state->scale, &o->state->good, sumsq);
+    be->to_host_async(s, &o->host->state, o->state, sizeof *o->state);
 }
 
 void qb_adamw_queue(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *grads, float *lr)
@@ -137,12 +147,24 @@ void qb_adamw_queue(qb_adamw *o, qb_stream *s, qb_model *model, const qb_model *
 
 qb_status qb_adamw_done(qb_adamw *o, double *grad_norm)
 {
-    const double norm = sqrt(o->host->sumsq) * (o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0);
+    const struct qb_adamw_state *d = &o->host->state;
+    const double norm = sqrt(d->sumsq) * (o->loss_scale > 0.0f ? 1.0 / o->loss_scale : 1.0);  /* the step's scale */
     *grad_norm = norm;
+    if (o->loss_scale > 0.0f) o->loss_scale = d->scale, o->good_steps = d->good;  /* the device's decision */
     if (isfinite(norm)) return QB_OK;
     o->step--;
     return qb_fail(QB_ENUMERIC, "optimizer step %lld: gradient norm is %g", (long long)o->step + 1, norm);
 }
+
+qb_status qb_adamw_set_loss_scale(qb_adamw *o, float scale, int32_t good_steps)
+{
+    o->loss_scale = scale, o->good_steps = good_steps;
+    o->host->state = (struct qb_adamw_state){.scale = scale, .good = good_steps};
+    o->be->to_device(NULL, o->state, &o->host->state, sizeof o->host->state);
+    return o->be->sync(NULL);  /* at the start or a resume, not per step */
+}
+
+const float *qb_adamw_loss_scale(const qb_adamw *o) { return o->loss_scale > 0.0f ? &o->state->scale : NULL; }
 
 qb_status qb_adamw_step(qb_adamw *o, const qb_backend *be, qb_model *model, const qb_model *grads,
                         double *grad_norm, float *lr)

@@ -76,9 +76,8 @@ typedef struct {
     double best;
     int64_t best_step;
     int best_epoch, skipped;
-    /* fp16 loss scaling (opt.loss_scale): optimizer steps since the last change of
-     * the scale, and how often it was halved for an overflow */
-    int64_t good_steps;
+    /* fp16 loss scaling (opt.loss_scale, opt.good_steps): how often the scale was
+     * halved for an overflow */
     int backoffs;
     cJSON *history, *epoch_times;
     double train_seconds;
@@ -239,7 +238,7 @@ static cJSON *state_json(const run *r)
     cJSON_AddNumberToObject(s, "best_epoch", r->best_epoch);
     cJSON_AddNumberToObject(s, "skipped_steps", r->skipped);
     cJSON_AddNumberToObject(s, "loss_scale", r->opt.loss_scale);
-    cJSON_AddNumberToObject(s, "good_steps", (double)r->good_steps);
+    cJSON_AddNumberToObject(s, "good_steps", r->opt.good_steps);
     cJSON_AddNumberToObject(s, "loss_scale_backoffs", r->backoffs);
     cJSON_AddNumberToObject(s, "train_seconds", r->train_seconds);
     cJSON_AddItemToObject(s, "history", cJSON_Duplicate(r->history, true));
@@ -398,9 +397,10 @@ static qb_status checkpoint_load(run *r, const char *arg)
         r->skipped = cJSON_IsNumber(x) ? x->valueint : 0;
         if (r->opt.loss_scale > 0) {  /* fp16: the scale goes on where it was */
             x = cJSON_GetObjectItemCaseSensitive(s, "loss_scale");
-            if (cJSON_IsNumber(x) && x->valuedouble >= 1) r->opt.loss_scale = (float)x->valuedouble;
+            const float scale = cJSON_IsNumber(x) && x->valuedouble >= 1 ? (float)x->valuedouble : r->opt.loss_scale;
             x = cJSON_GetObjectItemCaseSensitive(s, "good_steps");
-            r->good_steps = cJSON_IsNumber(x) ? (int64_t)x->valuedouble : 0;
+            const int good = cJSON_IsNumber(x) && x->valuedouble >= 0 && x->valuedouble < 2000 ? x->valueint : 0;
+            st = qb_adamw_set_loss_scale(&r->opt, scale, good);
             x = cJSON_GetObjectItemCaseSensitive(s, "loss_scale_backoffs");
             r->backoffs = cJSON_IsNumber(x) ? x->valueint : 0;
         }
@@ -586,7 +586,7 @@ static qb_status micro_batch(run *r, const qb_dropout_plan *drop, int lo, int n,
     /* each process its own dropout streams; one process: micro x sites */
     *r->streams.host = ((uint64_t)r->micro * r->world + r->rank) * qb_dropout_sites(&r->model.cfg);
     r->be->to_device(NULL, r->streams.dev, r->streams.host, sizeof(uint64_t));
-    const float scale = (r->opt.loss_scale > 0 ? r->opt.loss_scale : 1.0f) / ((float)global * c->grad_accum);
+    const float scale = 1.0f / ((float)global * c->grad_accum);  /* and fp16's loss scale, on the device */
     if (!last) return qb_model_forward_backward(&r->model, r->acts, &r->bb.b, drop, scale, &r->grads, loss, NULL);
     if ((st = qb_dist_grads_begin(r->dist, r->be, NULL, r->grads.mem, r->grads.mem_floats,
                                   (size_t)(c->bucket_mb * 1048576.0))))
@@ -648,14 +648,15 @@ static qb_status train_loop(run *r)
             if ((st = qb_dist_sum(r->dist, shared, 2))) return st;
             const double step_loss = shared[0] / loss_n;
             const bool bad_loss = !isfinite(step_loss);
+            const float scale_used = r->opt.loss_scale;
             st = qb_adamw_done(&r->opt, &norm);
             /* A dropped step still ends its epoch (evaluation, checkpoint, stop). */
             bool dropped = false;
-            if (!bad_loss && st == QB_ENUMERIC && r->opt.loss_scale >= 2) {
-                /* fp16: the scaled gradients overflowed; the step is dropped and the
-                 * scale halved, as torch's GradScaler does (down to 1: below that a
+            if (!bad_loss && st == QB_ENUMERIC && scale_used >= 2) {
+                /* fp16: the scaled gradients overflowed; the device dropped the step and
+                 * halved the scale, as torch's GradScaler does (down to 1: below that a
                  * non-finite gradient is a real one, for on_nan) */
-                r->opt.loss_scale /= 2, r->good_steps = 0, r->backoffs++;
+                r->backoffs++;
                 qb_log(QB_LOG_INFO, "step %lld: gradient overflow in fp16; step skipped, loss scale now %g",
                        (long long)r->step + 1, r->opt.loss_scale);
                 st = QB_OK;
@@ -671,7 +672,6 @@ static qb_status train_loop(run *r)
             }
             if (!dropped) {
                 r->step++;
-                if (r->opt.loss_scale > 0 && ++r->good_steps == 2000) r->opt.loss_scale *= 2, r->good_steps = 0;
                 const double now = qb_now(), dt = now - t_last;
                 r->train_seconds += dt;
                 t_last = now;
@@ -915,7 +915,8 @@ static qb_status setup(run *r)
     oc.total_steps = r->total_steps;
     oc.warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : (int64_t)ceil(c->warmup_ratio * (double)r->total_steps);
     if ((st = qb_adamw_init(&r->opt, &r->model, &oc))) return st;
-    if (c->precision == QB_MATH_FP16) r->opt.loss_scale = c->loss_scale;
+    if (c->precision == QB_MATH_FP16 && (st = qb_adamw_set_loss_scale(&r->opt, c->loss_scale, 0))) return st;
+    qb_activations_set_loss_scale(r->acts, qb_adamw_loss_scale(&r->opt));
     qb_activations_set_math(r->acts, (qb_math)c->precision);
     r->history = cJSON_CreateArray();
     r->epoch_times = cJSON_CreateArray();

@@ -220,6 +220,9 @@ void qb_activations_free(qb_activations *a);
  * stores activations in half (QB_CAN_HALF), BF16 / FP16 with a model that has half
  * weights of that type (qb_model_to_backend) also stores the activations in it. */
 void qb_activations_set_math(qb_activations *a, qb_math math);
+/* fp16 loss scaling: the training passes over a multiply the loss's gradient by
+ * *scale, read in backend memory when they run (qb_adamw_loss_scale); NULL: 1. */
+void qb_activations_set_loss_scale(qb_activations *a, const float *scale);
 /* The stream passes over a run on (default NULL: the backend's default one). */
 void qb_activations_set_stream(qb_activations *a, struct qb_stream *s);
 

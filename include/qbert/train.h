@@ -38,22 +38,32 @@ typedef struct {
     qb_model m, v;      /* first and second moments, zeros_like the model */
     int64_t step;       /* optimizer steps done */
     float loss_scale;   /* the gradients are this multiple of the true ones (fp16 loss
-                         * scaling); 0 (qb_adamw_init) or 1: none */
+                         * scaling: qb_adamw_set_loss_scale; 0: none). The device holds it
+                         * and changes it after each step, halving it on an overflow and
+                         * doubling it after 2000 good steps (torch GradScaler's rule);
+                         * qb_adamw_done copies it back here, with good_steps */
+    int32_t good_steps;
     /* In the memory of be, the model's backend: the decay mask of its arena (one byte
      * per QB_DECAY_BLOCK floats; NULL for a host model, updated tensor by tensor), the
      * step's squared gradient norm and its arguments (with decay, without); host:
      * their host side (page-locked on a GPU) */
     const struct qb_backend *be;
     uint8_t *decay;
-    double *sumsq;
+    struct qb_adamw_state *state;
     struct qb_adamw_args *args;
     struct qb_adamw_host *host;
 } qb_adamw;
 
 /* For a model in backend memory (qb_model_to_backend) the moments are too, and the
- * steps run there; for a host model on the CPU backend. */
+ * steps run there; for a host model on the CPU backend. No loss scaling. */
 qb_status qb_adamw_init(qb_adamw *o, const qb_model *model, const qb_optim_config *cfg);
 void qb_adamw_free(qb_adamw *o);
+/* fp16 loss scaling from now on, at scale (> 0) after good_steps good steps (a
+ * resume goes on where it was); one wait. */
+qb_status qb_adamw_set_loss_scale(qb_adamw *o, float scale, int32_t good_steps);
+/* Where the loss scale lives in backend memory (the loss's gradient is multiplied by
+ * it: qb_activations_set_loss_scale), or NULL without loss scaling. */
+const float *qb_adamw_loss_scale(const qb_adamw *o);
 
 /* Queues one optimizer step on stream s of the model's backend, waiting for
  * nothing: the squared global norm of the gradients (one reduction over the arena of
@@ -67,8 +77,9 @@ void qb_adamw_queue(qb_adamw *o, struct qb_stream *s, qb_model *model, const qb_
 void qb_adamw_prepare(qb_adamw *o, struct qb_stream *s, float *lr);
 void qb_adamw_update(qb_adamw *o, struct qb_stream *s, qb_model *model, const qb_model *grads);
 /* After the caller's sync of that stream: *grad_norm = the true norm before
- * clipping. A non-finite norm means the device changed nothing: the step is
- * undone and QB_ENUMERIC returned. */
+ * clipping; loss_scale and good_steps as the device left them. A non-finite norm
+ * means the device changed nothing but the loss scale: the step is undone and
+ * QB_ENUMERIC returned. */
 qb_status qb_adamw_done(qb_adamw *o, double *grad_norm);
 
 /* qb_adamw_queue, the sync, qb_adamw_done (be: the model's backend). */
