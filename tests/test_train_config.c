@@ -1,7 +1,8 @@
 /* The trainer's INI configuration: configs/train_defaults.ini says exactly what the
  * code's defaults are; the shipped experiments parse; every error names FILE:LINE
  * (or the --set argument) and what was expected; the INI written beside a run reads
- * back to the same configuration. */
+ * back to the same configuration, long lines included; indented lines and repeated
+ * keys are errors. */
 #include "check.h"
 
 #include "qbert/train.h"
@@ -125,6 +126,37 @@ static void test_errors(void)
     CHECK(qb_train_config_validate(&c) == QB_EINVAL && strstr(qb_error(), "exactly one"));
 }
 
+/* Lines of any length (libinih alone reads 199 characters and takes the rest for the
+ * next line): a long path with an inline comment reads whole, what is written back
+ * reads back the same, and an error after a long line names its own line. Indented
+ * lines and keys given twice are errors at their line, never silent overrides. */
+static void test_long_and_repeated(void)
+{
+    char path[700], text[1000];
+    memset(path, 'p', sizeof path - 1), path[sizeof path - 1] = '\0';
+    memcpy(path, "/tmp/", 5);
+    snprintf(text, sizeof text, "[output]\ndir = %s   ; where it goes\n[train]\nepochs = 2\n", path);
+    qb_train_config c, d;
+    CHECKF(parse(text, &c) == QB_OK, "%s", qb_error());
+    CHECK(strcmp(c.output_dir, path) == 0 && c.epochs == 2);
+    char *ini = qb_train_config_to_ini(&c);
+    CHECK(ini && strstr(ini, path));
+    CHECKF(ini && parse(ini, &d) == QB_OK, "the written INI: %s", qb_error());
+    CHECK(memcmp(&c, &d, sizeof c) == 0);
+    free(ini);
+    snprintf(text, sizeof text, "[output]\ndir = %s\n[train]\nepochs = many\n", path);
+    expect_error(text, "t.ini:4:", "epochs");
+    char seeds[400] = "[train]\nseeds=";
+    for (int i = 0; i < 16; i++) snprintf(seeds + strlen(seeds), sizeof seeds - strlen(seeds), "%s%d", i ? "," : "",
+                                          1000000000 + i);
+    CHECKF(parse(seeds, &c) == QB_OK && c.n_seeds == 16 && c.seeds[15] == 1000000015, "%s", qb_error());
+    expect_error("[train]\nepochs = 2\n  batch_size = 8\n", "t.ini:3:", "indented");
+    expect_error("[train]\nepochs = 2\nepochs = 3\n", "t.ini:3:", "\"epochs\" is set twice");
+    expect_error("[train]\nepochs = 2\n[data]\nmax_length = 64\n[train]\nepochs = 3\n", "t.ini:6:", "first at line 2");
+    CHECK(parse("[train]\nepochs = 2\n[data]\nepochs_x = 1\n", &c) == QB_EINVAL);  /* unknown key, not a repeat */
+    CHECK(parse("[train]\nepochs = 2\n\t; an indented comment\n\n", &c) == QB_OK);
+}
+
 int main(void)
 {
     qb_log_set_level(QB_LOG_ERROR);
@@ -132,5 +164,6 @@ int main(void)
     test_experiments();
     test_values();
     test_errors();
+    test_long_and_repeated();
     return check_summary("test_train_config");
 }

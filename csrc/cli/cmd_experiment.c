@@ -26,11 +26,11 @@
 #include "cli/cli.h"
 
 #include "backend/backend.h"
+#include "qbert/io.h"
 #include "qbert/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,8 +306,10 @@ static qb_status load_experiment(const char *path, experiment *x)
         free(text);
         return st;
     }
-    const int rc = ini_parse_string(text, handler, &p);
+    const char *why;
+    const int rc = qb_ini_parse(text, handler, &p, &why);
     free(text);
+    if (rc > 0 && why) return qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, why);
     if (rc > 0 && p.msg[0]) return qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, p.msg);
     if (rc != 0) return qb_fail(QB_EINVAL, "%s:%d: syntax error: expected [section], key = value or a ; comment", path, rc);
     const char *missing = !x->model[0] ? "[experiment] model" : !x->test[0] ? "[experiment] test"

@@ -2,11 +2,11 @@
  * overrides and the INI written back beside a run's outputs, so the three cannot
  * disagree. inih reports a failed handler only through the line number it returns,
  * so the handler keeps the first message and the caller prefixes FILE:LINE. */
+#include "qbert/io.h"
 #include "qbert/train.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -315,10 +315,11 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
-static qb_status finish_parse(int rc, parse_ctx *p, const char *name)
+static qb_status finish_parse(int rc, const char *why, parse_ctx *p, const char *name)
 {
     if (rc == 0) return QB_OK;
-    if (rc < 0) return qb_fail(QB_EIO, "%s: cannot read", name);
+    if (rc < 0) return qb_fail(QB_ENOMEM, "%s: out of memory", name);
+    if (why) return qb_fail(QB_EINVAL, "%s:%d: %s", name, rc, why);
     if (p->failed) return qb_fail(QB_EINVAL, "%s:%d: %s", name, rc, p->msg);
     return qb_fail(QB_EINVAL, "%s:%d: syntax error: expected [section], key = value or a ; comment", name, rc);
 }
@@ -326,7 +327,9 @@ static qb_status finish_parse(int rc, parse_ctx *p, const char *name)
 qb_status qb_train_config_parse(const char *text, const char *name, qb_train_config *c)
 {
     parse_ctx p = {c, "", false};
-    return finish_parse(ini_parse_string(text, handler, &p), &p, name);
+    const char *why;
+    const int rc = qb_ini_parse(text, handler, &p, &why);
+    return finish_parse(rc, why, &p, name);
 }
 
 qb_status qb_train_config_load(const char *path, qb_train_config *c)

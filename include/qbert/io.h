@@ -55,4 +55,12 @@ qb_status qb_safetensors_save(const char *path, const qb_weights *w, const qb_me
  * deflate-compressed entries with QB_EUNSUPPORTED. */
 qb_status qb_torchbin_load(const char *path, qb_weights *out);
 
+/* An INI text through inih: ini_parse_string's handler and return value (0, the first
+ * line that failed, or -1 when out of memory), with lines of any length and no silent
+ * override: an indented line (inih would add it to the value above) and a key set
+ * twice in a section (also across repeated [section] headers) fail at their line, *why
+ * saying which (NULL: inih's syntax error, or the handler's). */
+int qb_ini_parse(const char *text, int (*handler)(void *user, const char *section, const char *key, const char *value),
+                 void *user, const char **why);
+
 #endif
