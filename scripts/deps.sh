@@ -5,6 +5,8 @@
 set -euo pipefail
 # Open MPI: data-parallel training (mpirun -np N qbert train ...) and its test
 pkgs=(build-essential cmake pkg-config libcjson-dev libinih-dev libutf8proc-dev python3 libopenmpi-dev openmpi-bin)
+# --fuzz: clang and its OpenMP runtime, for the libFuzzer harnesses (tests/fuzz/run.sh)
+if [ "${1:-}" = "--fuzz" ]; then pkgs+=(clang libomp-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

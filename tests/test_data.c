@@ -286,6 +286,35 @@ static void test_csv(void)
     CHECK(qb_dataset_load(p, &o, &d) == QB_EFORMAT);
     CHECK_ERR("forced.txt:1: expected text<TAB>label");
 
+    /* Record ends as Python's csv module reads them: a bare \r, and \r\n after a
+     * quoted last field with no final newline (or a lone \r there); spaces after a
+     * closing quote. */
+    o = opts();
+    p = put("cr.csv", "text,label\rsatu,positive\r\"dua\",negative\r");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 2 && d.lines[0] == 2 && d.lines[1] == 3 && d.labels[1] == 2);
+    qb_dataset_free(&d);
+    p = put("crlf_end.csv", "text,label\r\n\"satu\",\"positive\"\r\n\"dua\",\"negative\"");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 2 && strcmp(d.texts[1], "dua") == 0 && d.labels[1] == 2);
+    qb_dataset_free(&d);
+    p = put("space.csv", "text,label\n\"satu\" ,positive\n\"dua, tiga\"  ,\"neutral\"  \n");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 2 && strcmp(d.texts[1], "dua, tiga") == 0 && d.labels[1] == 1);
+    qb_dataset_free(&d);
+
+    /* A delimiter: a TSV with a header row, by column name (and quotes). */
+    o.delimiter = '\t';
+    o.label_column = "sentiment";
+    p = put("header.tsv", "id\ttext\tsentiment\n1\tsaya, suka\tpositive\n2\t\"a\tb\"\tnegative\n");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 2 && strcmp(d.texts[0], "saya, suka") == 0 && strcmp(d.texts[1], "a\tb") == 0 &&
+          d.labels[1] == 2);
+    qb_dataset_free(&d);
+    o.delimiter = '"';
+    CHECK(qb_dataset_load(p, &o, &d) == QB_EINVAL);
+    CHECK_ERR("delimiter");
+
     /* From memory: the name picks the format and appears in messages. */
     o = opts();
     const char buf[] = "text,label\nsatu,positive\ndua,oops\n";

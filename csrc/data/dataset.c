@@ -218,15 +218,21 @@ typedef struct {
     const char *name;
     const char *p, *end;
     int line;          /* the line *p is on */
+    char delim;        /* ',' or the delimiter option */
     char *buf;         /* unescaped fields of the current record; as large as the input */
     size_t used;
     size_t *off, *len; /* field i is buf[off[i] .. off[i] + len[i]) */
     int n, cap;
 } csv_reader;
 
-static bool csv_eol(const csv_reader *r, const char *q)
+/* A record ends at \n, \r\n or a bare \r, as in Python's csv module. */
+static bool csv_eol(const char *q) { return *q == '\n' || *q == '\r'; }
+
+/* Steps over the line end at *q (one or two bytes), counting the line. */
+static void csv_skip_eol(csv_reader *r)
 {
-    return *q == '\n' || (*q == '\r' && q + 1 < r->end && q[1] == '\n');
+    r->p += *r->p == '\r' && r->p + 1 < r->end && r->p[1] == '\n' ? 2 : 1;
+    r->line++;
 }
 
 static qb_status csv_add_field(csv_reader *r, size_t off)
@@ -249,20 +255,21 @@ static qb_status csv_add_field(csv_reader *r, size_t off)
 /* Reads the next record into r->buf / r->off / r->len, skipping blank lines (empty or
  * only spaces and tabs). *got is false at the end of the input; *rec_line is the line
  * the record starts on. Quotes inside an unquoted field are kept as they are (as
- * Python's csv module does); after a closing quote only a comma or a line end may follow. */
+ * Python's csv module does); after a closing quote, spaces and tabs, then only the
+ * delimiter or a line end may follow. */
 static qb_status csv_next(csv_reader *r, int *rec_line, bool *got)
 {
     *got = false;
     for (;;) {
         const char *q = r->p;
-        while (q < r->end && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+        while (q < r->end && (*q == ' ' || (*q == '\t' && r->delim != '\t'))) q++;
         if (q >= r->end) {
             r->p = q;
             return QB_OK;
         }
-        if (*q != '\n') break;
-        r->p = q + 1;
-        r->line++;
+        if (!csv_eol(q)) break;
+        r->p = q;
+        csv_skip_eol(r);
     }
     *rec_line = r->line;
     r->n = 0;
@@ -286,25 +293,25 @@ static qb_status csv_next(csv_reader *r, int *rec_line, bool *got)
                     r->p++;
                     break;
                 }
-                if (c == '\n') r->line++;
+                if (c == '\n' || (c == '\r' && (r->p + 1 >= r->end || r->p[1] != '\n'))) r->line++;
                 r->buf[r->used++] = c;
                 r->p++;
             }
-            if (r->p < r->end && *r->p != ',' && !csv_eol(r, r->p))
-                return qb_fail(QB_EFORMAT, "%s:%d: expected a comma or a line end after a closing quote, found '%c'",
-                               r->name, r->line, *r->p);
+            while (r->p < r->end && (*r->p == ' ' || (*r->p == '\t' && r->delim != '\t'))) r->p++;
+            if (r->p < r->end && *r->p != r->delim && !csv_eol(r->p))
+                return qb_fail(QB_EFORMAT, "%s:%d: expected the delimiter or a line end after a closing quote, "
+                               "found '%c'", r->name, r->line, *r->p);
         } else {
-            while (r->p < r->end && *r->p != ',' && !csv_eol(r, r->p)) r->buf[r->used++] = *r->p++;
+            while (r->p < r->end && *r->p != r->delim && !csv_eol(r->p)) r->buf[r->used++] = *r->p++;
         }
         qb_status st = csv_add_field(r, off);
         if (st != QB_OK) return st;
         if (r->p >= r->end) break;
-        if (*r->p == ',') {
+        if (*r->p == r->delim) {
             r->p++;
             continue;
         }
-        r->p += *r->p == '\r' ? 2 : 1; /* the line end */
-        r->line++;
+        csv_skip_eol(r);
         break;
     }
     *got = true;
@@ -345,7 +352,8 @@ static qb_status csv_missing_column(const csv_reader *r, const char *want)
 
 static qb_status parse_csv(loader *L, const char *buf, size_t len)
 {
-    csv_reader r = {.name = L->name, .p = buf, .end = buf + len, .line = 1};
+    csv_reader r = {.name = L->name, .p = buf, .end = buf + len, .line = 1,
+                    .delim = L->o->delimiter ? L->o->delimiter : ','};
     r.buf = malloc(len + 1);
     if (!r.buf) return qb_fail(QB_ENOMEM, "%s: cannot allocate %zu bytes", L->name, len + 1);
     const char *text_name = L->o->text_column ? L->o->text_column : "text";
@@ -389,6 +397,8 @@ static bool has_csv_extension(const char *name)
 static qb_status check_options(const char *name, const qb_data_options *o)
 {
     if (o->n_labels < 0) return qb_fail(QB_EINVAL, "%s: n_labels is %d (expected >= 0)", name, o->n_labels);
+    if (o->delimiter == '"' || o->delimiter == '\n' || o->delimiter == '\r' || o->delimiter == ' ')
+        return qb_fail(QB_EINVAL, "%s: the delimiter cannot be a quote, a space or a line end", name);
     if (o->label_names && o->n_labels == 0)
         return qb_fail(QB_EINVAL, "%s: label_names given with n_labels = 0", name);
     for (int i = 0; o->label_names && i < o->n_labels; i++)
@@ -424,7 +434,8 @@ qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
         buf += 3;
         len -= 3;
     }
-    bool csv = o->format == QB_FORMAT_CSV || (o->format == QB_FORMAT_AUTO && has_csv_extension(name));
+    const bool csv = o->format == QB_FORMAT_CSV || o->delimiter ||
+                     (o->format == QB_FORMAT_AUTO && has_csv_extension(name));
     if (st == QB_OK) st = csv ? parse_csv(&L, buf, len) : parse_tsv(&L, buf, len);
     if (st == QB_OK && out->count == 0) {
         st = out->skipped ? qb_fail(QB_EFORMAT, "%s: no rows (all %d were skipped; the first: %s)", name,

@@ -10,6 +10,8 @@ typedef enum { QB_FORMAT_AUTO, QB_FORMAT_TSV, QB_FORMAT_CSV } qb_data_format;
 
 typedef struct {
     qb_data_format format;      /* AUTO: by extension (.csv -> CSV, else TSV) */
+    char delimiter;             /* a delimiter other than CSV's comma (a TSV with a header row:
+                                 * '\t'); 0: ','. Set, the file is read as CSV with it */
     const char *text_column;    /* CSV header name; default "text" */
     const char *label_column;   /* CSV header name; default "label" */
     /* Label names (index = id). A label field matches a name exactly, or is an
@@ -47,6 +49,9 @@ void qb_data_default_options(qb_data_options *o);
  * CSV: a header row, then RFC 4180 records: "quoted" fields with "" escapes and
  *   embedded commas / newlines; columns are chosen by header name. A row with a
  *   different number of fields than the header, or an unterminated quote, is an error.
+ *   As Python's csv module: \r\n or a bare \r ends a record too; spaces after a
+ *   closing quote are allowed. With a delimiter (tab: a TSV with a header row) the
+ *   fields are cut there, and the file is read as CSV whatever its name.
  * Both: \r\n line ends, a UTF-8 BOM and blank lines are accepted. Labels and header
  *   names are trimmed of surrounding whitespace, then matched exactly. A row whose
  *   label is unknown/empty or whose text is empty (after trimming ASCII whitespace) is
