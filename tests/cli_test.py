@@ -85,6 +85,11 @@ def run(tmp):
     csv = write(os.path.join(tmp, "d.csv"), '\ufefflabel,text\nneutral,"enak, murah"\n2,"tidak ""enak"""\n')
     rc, out, err = qbert("eval", "--model", tiny, "--data", csv)
     check(rc == 0 and "2 texts" in out, "eval csv: exit %d %s" % (rc, err))
+    # a TSV with a header row (by column name) through --delimiter tab; bare CR line ends
+    tsvh = write(os.path.join(tmp, "h.tsv"), 'id\tsentiment\ttext\r1\tpositive\tenak sekali\r2\tnegative\t"a\tb"\r')
+    rc, out, err = qbert("eval", "--model", tiny, "--data", tsvh, "--delimiter", "tab", "--label-column", "sentiment")
+    check(rc == 0 and "2 texts" in out, "eval --delimiter tab: exit %d %s" % (rc, err))
+    expect_error(["eval", "--model", tiny, "--data", tsvh, "--delimiter", "space"], 2, ["--delimiter", "tab, comma"])
 
     # init + predict on the new directory; a preset grows its vocabulary to fit vocab.txt
     mdir = os.path.join(tmp, "init")

@@ -130,6 +130,16 @@ static void test_errors(void)
  * next line): a long path with an inline comment reads whole, what is written back
  * reads back the same, and an error after a long line names its own line. Indented
  * lines and keys given twice are errors at their line, never silent overrides. */
+/* data.delimiter and data.skip_bad_rows reach the loader's options by name. */
+static void test_data_keys(void)
+{
+    qb_train_config c;
+    CHECKF(parse("[data]\ndelimiter = tab\nskip_bad_rows = true\n", &c) == QB_OK, "%s", qb_error());
+    CHECK(c.delimiter == 1 && c.skip_bad_rows);
+    CHECK(parse("[data]\ndelimiter = semicolon\n", &c) == QB_OK && c.delimiter == 3);
+    expect_error("[data]\ndelimiter = space\n", "t.ini:2:", "auto tab comma semicolon pipe");
+}
+
 static void test_long_and_repeated(void)
 {
     char path[700], text[1000];
@@ -165,5 +175,6 @@ int main(void)
     test_values();
     test_errors();
     test_long_and_repeated();
+    test_data_keys();
     return check_summary("test_train_config");
 }

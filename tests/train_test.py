@@ -405,6 +405,11 @@ threads = 2
     bad = write(os.path.join(d, "badlabel.tsv"), "enak sekali\tpositive\nbiasa\tneutral\nmahal\tgreat\nburuk\tnegative\n")
     expect([good, "--set", "data.train=" + bad], 1,
            ["badlabel.tsv:3", "great"], "label not in labels")
+    skipped = os.path.join(d, "skipped")
+    rc, _, err = qbert("train", good, "--set", "data.train=" + bad, "--set", "data.skip_bad_rows=true",
+                       "--set", "output.dir=" + skipped, "--set", "train.max_steps=1")
+    check(rc == 0 and "skipped 1 bad rows" in err and "badlabel.tsv:3" in err,
+          "data.skip_bad_rows: exit %d, %r" % (rc, err.strip()[-500:]))
     empty = write(os.path.join(d, "empty.tsv"), "")
     expect([good, "--set", "data.valid=" + empty], 1, ["empty.tsv", "no rows"], "empty valid file")
     plain = write(os.path.join(d, "plainfile"), "x\n")

@@ -20,6 +20,8 @@ static void usage(FILE *f)
             "  --model DIR          Hugging Face model directory (config.json, weights, vocab.txt)\n"
             "  --data FILE          labelled data: TSV text<TAB>label (no header) or CSV with a header\n"
             "  --format tsv|csv     default: by file extension\n"
+            "  --delimiter D        tab|comma|semicolon|pipe: fields cut there, read as CSV with a\n"
+            "                       header row (a TSV with a header: tab)\n"
             "  --text-column NAME   CSV text column (default text)\n"
             "  --label-column NAME  CSV label column (default label)\n"
             "  --max-length N       tokens per text incl. [CLS]/[SEP] (default 128)\n"
@@ -166,6 +168,14 @@ int qb_cli_data_option(int argc, char **argv, int *i, qb_data_options *o, int *b
     if (qb_cli_opt(argc, argv, i, "--text-column", &o->text_column, bad)) return 1;
     if (qb_cli_opt(argc, argv, i, "--label-column", &o->label_column, bad)) return 1;
     if (qb_cli_opt(argc, argv, i, "--stopwords", &o->stopwords_file, bad)) return 1;
+    if (qb_cli_opt(argc, argv, i, "--delimiter", &v, bad)) {
+        static const char *const names[] = {"tab", "comma", "semicolon", "pipe"};
+        int k = 0;
+        while (v && k < 4 && strcmp(v, names[k])) k++;
+        if (v && k < 4) o->delimiter = "\t,;|"[k];
+        else if (v) *bad = qb_cli_fail("eval", "--delimiter must be tab, comma, semicolon or pipe, got \"%s\"", v);
+        return 1;
+    }
     if (qb_cli_opt(argc, argv, i, "--format", &v, bad)) {
         if (!v) return 1;
         if (strcmp(v, "tsv") == 0) o->format = QB_FORMAT_TSV;

@@ -136,6 +136,8 @@ static qb_status load_data(run *r, const char *path, qb_dataset *d)
     o.lowercase = c->lowercase;
     o.remove_non_alpha = c->remove_non_alpha;
     o.remove_stopwords = c->remove_stopwords;
+    o.delimiter = "\0\t,;|"[c->delimiter];  /* the choices of data.delimiter, in order */
+    o.skip_bad_rows = c->skip_bad_rows;
     if (strncmp(path, "embedded:", 9) == 0) {
         size_t len;
         const char *buf = qb_sample_data(path + 9, &len);

@@ -109,6 +109,8 @@ typedef struct {
     int n_labels;
     int max_length;
     bool lowercase, remove_non_alpha, remove_stopwords;
+    int delimiter;                 /* auto (0: the format's), tab, comma, semicolon, pipe */
+    bool skip_bad_rows;            /* skip rows with an unknown label or no text (counted) */
     /* [train] */
     qb_optim_config optim;         /* lr, weight decay, max_grad_norm (betas/eps: defaults) */
     float warmup_ratio;            /* used when warmup_steps is 0 */
