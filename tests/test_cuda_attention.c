@@ -145,7 +145,7 @@ static void check_limits(void)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_attention")) return 0;
+    if (!cuda_or_skip("test_cuda_attention")) return QB_TEST_SKIPPED;
     static const int shapes[][4] = {{2, 1, 2, 64},  {3, 45, 2, 64},  {3, 77, 3, 32}, {2, 512, 2, 64},
                                     {2, 100, 2, 128}, {3, 17, 2, 3}, {1, 64, 4, 64}, {4, 128, 2, 64},
                                     {2, 200, 1, 128}};

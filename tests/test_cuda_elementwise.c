@@ -120,7 +120,7 @@ static void check_empty(void)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_elementwise")) return 0;
+    if (!cuda_or_skip("test_cuda_elementwise")) return QB_TEST_SKIPPED;
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
         for (size_t off = 0; off < 2; off++) {
             const size_t n = sizes[si];

@@ -158,7 +158,7 @@ static void check_observe(float ema, int bits)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_fake_quant")) return 0;
+    if (!cuda_or_skip("test_cuda_fake_quant")) return QB_TEST_SKIPPED;
     static const int weights[][4] = {
         /* bits, N, K, group */
         {8, 64, 768, 768}, {4, 64, 768, 768},  {8, 5, 100, 100},  {4, 7, 33, 33},   {8, 3, 3072, 3072},

@@ -122,7 +122,7 @@ static void check_linear_backward(int M, int N, int K, int want_dx, int want_db,
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_gemm")) return 0;
+    if (!cuda_or_skip("test_cuda_gemm")) return QB_TEST_SKIPPED;
     static const int shapes[][3] = {{1, 1, 1}, {1, 3, 768}, {7, 5, 3}, {33, 65, 17}, {128, 768, 768},
                                     {256, 3072, 768}, {300, 768, 3072}, {4, 3, 384}};
     for (qb_math m = QB_MATH_FP32; m <= QB_MATH_FP16; m++)

@@ -257,7 +257,7 @@ static void check_attention(qb_dtype t, int B, int T, int H, int D)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_half")) return 0;
+    if (!cuda_or_skip("test_cuda_half")) return QB_TEST_SKIPPED;
     static const size_t sizes[] = {1, 7, 4099, 100003};
     for (int h = 0; h < 2; h++) {
         const qb_dtype t = halves[h];

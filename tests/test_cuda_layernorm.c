@@ -162,7 +162,7 @@ static void test_outq(int M, int C, int alias, qb_dtype t)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_layernorm")) return 0;
+    if (!cuda_or_skip("test_cuda_layernorm")) return QB_TEST_SKIPPED;
     for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
         for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++) {
             test_forward(Ms[mi], Cs[ci]);

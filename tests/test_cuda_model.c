@@ -542,7 +542,7 @@ static void int8_copy(const qb_model *m, qb_model *q, qb_model *dq)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_model")) return 0;
+    if (!cuda_or_skip("test_cuda_model")) return QB_TEST_SKIPPED;
     qb_config cfg;
     qb_model m, dm;
     if (qb_config_preset("bert-tiny", &cfg) || qb_model_init_random(&cfg, qb_rng_u32(&cuda_rng), &m) ||

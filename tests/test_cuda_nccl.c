@@ -11,11 +11,11 @@
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_nccl")) return 0;
+    if (!cuda_or_skip("test_cuda_nccl")) return QB_TEST_SKIPPED;
     unsigned char id[QB_NCCL_ID_BYTES];
     if (qb_nccl_unique_id(id)) {
         printf("test_cuda_nccl: skipped: %s\n", qb_error());
-        return 0;
+        return QB_TEST_SKIPPED;
     }
     qb_nccl *c;
     CHECKF(qb_nccl_new(id, 0, 1, &c) == QB_OK, "communicator: %s", qb_error());

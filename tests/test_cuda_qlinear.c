@@ -166,7 +166,7 @@ static void test_refusals(void)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_qlinear")) return 0;
+    if (!cuda_or_skip("test_cuda_qlinear")) return QB_TEST_SKIPPED;
     /* M, N, K, INT4 group (0: INT8 only, K has no group that is a multiple of 4) */
     /* Groups shorter than an mma's 32 k (4, 12), of one, two and one and a half of the
      * mma kernel's 64-k chunks, and of 48 (its second mma on a half-empty 32 k); M and

@@ -257,7 +257,7 @@ static void test_loss_scale(void)
 
 int main(void)
 {
-    if (!cuda_or_skip("test_cuda_train_ops")) return 0;
+    if (!cuda_or_skip("test_cuda_train_ops")) return QB_TEST_SKIPPED;
 
     test_embedding(1, 1, 1, 3, 2);
     test_embedding(3, 5, 37, 7, 2);

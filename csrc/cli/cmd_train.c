@@ -26,7 +26,7 @@ static void usage(FILE *f)
             "  CONFIG.ini        sections [model] [data] [train] [device] [output]; see configs/train_defaults.ini\n"
             "  --set S.K=V       override one key (repeatable), e.g. --set train.learning_rate=3e-5\n"
             "  --resume DIR      continue from a checkpoint directory, or from an output directory's latest\n"
-            "  --stop-after N    write a checkpoint and stop after N optimizer steps\n"
+            "  --stop-after N    write a checkpoint and stop after N optimizer steps (exit status 0)\n"
             "Ctrl-C stops at the next step with a checkpoint (exit status 130).\n"
             "Data parallel, one process per GPU (or CPU socket): mpirun -np N qbert train CONFIG.ini\n"
             "  (train.batch_size is per process; process 0 writes the outputs)\n"
@@ -73,7 +73,8 @@ int qb_cmd_train(int argc, char **argv)
         st = qb_train_run(&c, &o);
         signal(SIGINT, SIG_DFL);
     }
-    const int code = st == QB_EINTERRUPTED ? 130 : st ? 1 : 0;
+    /* --stop-after did what was asked (0); Ctrl-C is 130 */
+    const int code = st == QB_EINTERRUPTED ? (interrupted ? 130 : 0) : st ? 1 : 0;
     if (st && qb_dist_size(dist) > 1) {
         /* The other processes may be waiting in a collective for this one: end them all. */
         fprintf(stderr, "qbert train (process %d of %d): %s\n", qb_dist_rank(dist), qb_dist_size(dist), qb_error());
