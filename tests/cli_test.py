@@ -90,6 +90,9 @@ def run(tmp):
     rc, out, err = qbert("eval", "--model", tiny, "--data", tsvh, "--delimiter", "tab", "--label-column", "sentiment")
     check(rc == 0 and "2 texts" in out, "eval --delimiter tab: exit %d %s" % (rc, err))
     expect_error(["eval", "--model", tiny, "--data", tsvh, "--delimiter", "space"], 2, ["--delimiter", "tab, comma"])
+    # the sample set inside the binary, as the trainer reads it
+    rc, out, err = qbert("eval", "--model", tiny, "--data", "embedded:test.tsv")
+    check(rc == 0 and "60 texts" in out, "eval --data embedded:test.tsv: exit %d %s" % (rc, err[-300:]))
 
     # init + predict on the new directory; a preset grows its vocabulary to fit vocab.txt
     mdir = os.path.join(tmp, "init")

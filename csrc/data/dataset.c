@@ -13,6 +13,8 @@
  *   fields, so a message points at the line an editor shows. */
 #include "qbert/data.h"
 
+#include "data/sample.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,6 +462,12 @@ qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
 qb_status qb_dataset_load(const char *path, const qb_data_options *o, qb_dataset *out)
 {
     memset(out, 0, sizeof *out);
+    if (strncmp(path, "embedded:", 9) == 0) {  /* the sample set inside the binary */
+        size_t len;
+        const char *buf = qb_sample_data(path + 9, &len);
+        if (!buf) return qb_fail(QB_ENOTFOUND, "%s: no such embedded data (train.tsv, valid.tsv, test.tsv)", path);
+        return qb_dataset_load_buffer(path, buf, len, o, out);
+    }
     char *buf;
     size_t len;
     qb_status st = qb_read_file(path, &buf, &len);

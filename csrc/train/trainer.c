@@ -16,7 +16,6 @@
 #include "train/internal.h"
 
 #include "backend/backend.h"
-#include "data/sample.h"
 #include "qbert/dist.h"
 #include "qbert/io.h"
 
@@ -138,12 +137,6 @@ static qb_status load_data(run *r, const char *path, qb_dataset *d)
     o.remove_stopwords = c->remove_stopwords;
     o.delimiter = "\0\t,;|"[c->delimiter];  /* the choices of data.delimiter, in order */
     o.skip_bad_rows = c->skip_bad_rows;
-    if (strncmp(path, "embedded:", 9) == 0) {
-        size_t len;
-        const char *buf = qb_sample_data(path + 9, &len);
-        if (!buf) return qb_fail(QB_ENOTFOUND, "%s: no such embedded data (train.tsv, valid.tsv, test.tsv)", path);
-        return qb_dataset_load_buffer(path, buf, len, &o, d);
-    }
     return qb_dataset_load(path, &o, d);
 }
 

@@ -61,6 +61,8 @@ void qb_data_default_options(qb_data_options *o);
  *   text that preprocessing empties (e.g. only stopwords) is kept.
  * A file with no rows is an error. */
 qb_status qb_dataset_load(const char *path, const qb_data_options *o, qb_dataset *out);
+/* (path "embedded:train.tsv", "embedded:valid.tsv", "embedded:test.tsv": the sample
+ * set inside the binary, as the trainer and the demo use it.) */
 /* The same from memory: `name` is used in messages and for format-by-extension. */
 qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
                                  const qb_data_options *o, qb_dataset *out);
