@@ -130,6 +130,17 @@ static void test_errors(void)
  * next line): a long path with an inline comment reads whole, what is written back
  * reads back the same, and an error after a long line names its own line. Indented
  * lines and keys given twice are errors at their line, never silent overrides. */
+/* Floats are written as the shortest text that reads back the same float. */
+static void test_written_floats(void)
+{
+    qb_train_config c;
+    CHECK(parse("[train]\nlearning_rate = 0.001\nweight_decay = 0.1\nwarmup_ratio = 0.3333333\n", &c) == QB_OK);
+    char *ini = qb_train_config_to_ini(&c);
+    CHECKF(ini && strstr(ini, "learning_rate = 0.001\n") && strstr(ini, "weight_decay = 0.1\n") &&
+               strstr(ini, "warmup_ratio = 0.3333333\n"), "%s", ini ? ini : "(null)");
+    free(ini);
+}
+
 /* data.delimiter and data.skip_bad_rows reach the loader's options by name. */
 static void test_data_keys(void)
 {
@@ -176,5 +187,6 @@ int main(void)
     test_errors();
     test_long_and_repeated();
     test_data_keys();
+    test_written_floats();
     return check_summary("test_train_config");
 }

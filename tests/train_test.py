@@ -219,6 +219,11 @@ def test_resume(tmp, cfg, a):
             check(os.path.isfile(os.path.join(ckpt, f)), "%s: %s/%s missing" % (what, name, f))
         check(read_json(os.path.join(ckpt, "state.json")).get("step") == stop, "%s: state.json step" % what)
         check(len(step_lines(b)) == stop, "%s: %d step lines before the resume" % (what, len(step_lines(b))))
+        rc, _, err = qbert("train", cfg, "--set", "output.dir=" + b, "--resume", b, "--set", "train.batch_size=8")
+        check(rc == 1 and "train.batch_size = 16, this run has 8" in err,
+              "%s: resume with another batch size: exit %d, %r" % (what, rc, err.strip()[-300:]))
+        check("batch_size = 16\n" in (read_bytes(os.path.join(b, "config.ini")) or b"").decode(),
+              "%s: the refused resume rewrote config.ini" % what)
         # mid-epoch: resume from the output directory; boundary: from the checkpoint itself
         src = b if stop == 5 else ckpt
         rc, _, err = qbert("train", cfg, "--set", "output.dir=" + b, "--resume", src)

@@ -91,7 +91,8 @@ qb_status qb_write_file_atomic(const char *path, const void *data, size_t len)
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return qb_fail(QB_EINVAL, "%s: path too long", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return qb_fail(QB_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    /* errors name the user's path: the temporary file is ours */
+    if (fd < 0) return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
     const char *p = data;
     size_t left = len;
     while (left > 0) {
@@ -101,7 +102,7 @@ qb_status qb_write_file_atomic(const char *path, const void *data, size_t len)
             int e = errno;
             close(fd);
             unlink(tmp);
-            return qb_fail(QB_EIO, "%s: write failed: %s", tmp, strerror(e));
+            return qb_fail(QB_EIO, "%s: write failed: %s", path, strerror(e));
         }
         p += w;
         left -= (size_t)w;
@@ -109,7 +110,7 @@ qb_status qb_write_file_atomic(const char *path, const void *data, size_t len)
     if (fsync(fd) != 0 || close(fd) != 0) {
         int e = errno;
         unlink(tmp);
-        return qb_fail(QB_EIO, "%s: cannot flush: %s", tmp, strerror(e));
+        return qb_fail(QB_EIO, "%s: cannot flush: %s", path, strerror(e));
     }
     if (rename(tmp, path) != 0) {
         int e = errno;

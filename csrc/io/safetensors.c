@@ -478,7 +478,7 @@ qb_status qb_safetensors_save(const char *path, const qb_weights *w, const qb_me
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         st = qb_fail(QB_EINVAL, "%s: path too long", path);
     else if (!(f = fopen(tmp, "wb")))
-        st = qb_fail(QB_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        st = qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
     if (st) {
         free(json);
         free(order);
@@ -504,7 +504,7 @@ qb_status qb_safetensors_save(const char *path, const qb_weights *w, const qb_me
     }
     if (!ok) {
         unlink(tmp);
-        return qb_fail(QB_EIO, "%s: write failed: %s", tmp, strerror(e));
+        return qb_fail(QB_EIO, "%s: write failed: %s", path, strerror(e));
     }
     if (rename(tmp, path) != 0) {
         e = errno;

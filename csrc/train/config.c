@@ -388,7 +388,14 @@ char *qb_train_config_to_ini(const qb_train_config *c)
         case K_STR: PUT("%s\n", field); break;
         case K_INT: case K_BITS: PUT("%d\n", *(const int *)field); break;
         case K_I64: PUT("%lld\n", (long long)*(const int64_t *)field); break;
-        case K_FLOAT: PUT("%.9g\n", *(const float *)field); break;
+        case K_FLOAT: {  /* the shortest text that reads back as the same float: 0.001, not 0.00100000005 */
+            const float x = *(const float *)field;
+            char num[32];
+            for (int digits = 6; digits <= 9; digits++)
+                if (snprintf(num, sizeof num, "%.*g", digits, x), strtof(num, NULL) == x) break;
+            PUT("%s\n", num);
+            break;
+        }
         case K_BOOL: PUT("%s\n", *(const bool *)field ? "true" : "false"); break;
         case K_CHOICE:
             PUT("%s\n", choice_name(k->choices, k->is_bool ? *(const bool *)field : *(const int *)field, buf, sizeof buf));

@@ -227,6 +227,8 @@ static cJSON *state_json(const run *r)
     cJSON_AddNumberToObject(s, "total_steps", (double)r->total_steps);
     cJSON_AddNumberToObject(s, "train_examples", r->train.n);
     cJSON_AddNumberToObject(s, "world_size", r->world);
+    cJSON_AddNumberToObject(s, "batch_size", r->c->batch_size);
+    cJSON_AddNumberToObject(s, "grad_accum", r->c->grad_accum);
     cJSON_AddBoolToObject(s, "has_best", r->has_best);
     cJSON_AddNumberToObject(s, "best", r->has_best ? r->best : 0);
     cJSON_AddNumberToObject(s, "best_step", (double)r->best_step);
@@ -379,6 +381,15 @@ static qb_status checkpoint_load(run *r, const char *arg)
                      (int)v[5], r->train.n);
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(s, "world_size");
     const int world = cJSON_IsNumber(ws) ? ws->valueint : 1;  /* written before data parallel: one process */
+    /* the stored order is cut into batches of the checkpoint's size: another would be ignored */
+    for (int i = 0; i < 2 && !st; i++) {
+        static const char *const keys2[] = {"batch_size", "grad_accum"};
+        const int now = i ? r->c->grad_accum : r->c->batch_size;
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(s, keys2[i]);
+        if (cJSON_IsNumber(b) && b->valueint != now)
+            st = qb_fail(QB_EINVAL, "%s: the checkpoint was trained with train.%s = %d, this run has %d: resume "
+                         "with the same value", path, keys2[i], b->valueint, now);
+    }
     if (!st && world != r->world)
         st = qb_fail(QB_EINVAL, "%s: the checkpoint was written by %d process%s, this run has %d: resume with the "
                      "same world size (mpirun -np %d), which keeps its batches and data order", path, world,
@@ -879,16 +890,6 @@ static qb_status setup(run *r)
     if (c->max_length > r->host.cfg.max_position)
         return qb_fail(QB_EINVAL, "data.max_length = %d exceeds the model's max_position_embeddings %d",
                        c->max_length, r->host.cfg.max_position);
-    if (r->lead) {  /* only the lead process writes */
-        st = qb_mkdirs(r->dir);
-        if (!st) st = qb_mkdirs(r->model_dir);
-        if (!st) st = qb_mkdirs(r->ckpt_root);
-        char *ini = st ? NULL : qb_train_config_to_ini(c);
-        join(path, r->dir, "config.ini");
-        if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
-        free(ini);
-        if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
-    }
     if ((st = qat_setup(r))) return st;
     /* bf16 / fp16 on a GPU: FP32 master weights and half copies, half activations */
     const qb_dtype half = qb_model_half_type(&r->host, r->be, (qb_math)c->precision);
@@ -917,6 +918,18 @@ static qb_status setup(run *r)
     r->epoch_times = cJSON_CreateArray();
     if (!r->history || !r->epoch_times) return qb_fail(QB_ENOMEM, "history");
     if (r->o->resume && (st = checkpoint_load(r, r->o->resume))) return st;
+    /* Only now, with every input checked (a refused --resume included), is anything
+     * written; only the lead process writes. */
+    if (r->lead) {
+        st = qb_mkdirs(r->dir);
+        if (!st) st = qb_mkdirs(r->model_dir);
+        if (!st) st = qb_mkdirs(r->ckpt_root);
+        char *ini = st ? NULL : qb_train_config_to_ini(c);
+        join(path, r->dir, "config.ini");
+        if (!st) st = ini ? qb_write_file_atomic(path, ini, strlen(ini)) : qb_fail(QB_ENOMEM, "config.ini");
+        free(ini);
+        if (st) return qb_fail_context(st, "output directory %s is not writable", r->dir);
+    }
     if (!r->o->resume && r->lead) clear_checkpoints(r->ckpt_root);
     char threads[32] = "";
     if (r->be->device == QB_DEV_CPU) snprintf(threads, sizeof threads, ", %d threads", omp_get_max_threads());
