@@ -411,6 +411,12 @@ threads = 2
     bad = write(os.path.join(d, "badlabel.tsv"), "enak sekali\tpositive\nbiasa\tneutral\nmahal\tgreat\nburuk\tnegative\n")
     expect([good, "--set", "data.train=" + bad], 1,
            ["badlabel.tsv:3", "great"], "label not in labels")
+    # no data.labels: the model's own names (its config.json id2label) are read, as eval reads them
+    golden = os.path.join(HERE, "golden", "tiny")
+    own = write(os.path.join(d, "own.ini"), "[model]\npath = %s\n[data]\ntrain = embedded:train.tsv\n"
+                "max_length = 32\n[train]\nmax_steps = 1\n" % golden)
+    rc, _, err = qbert("train", own, "--set", "output.dir=" + os.path.join(d, "own"))
+    check(rc == 0, "label names from the model's id2label: exit %d, %r" % (rc, err.strip()[-500:]))
     skipped = os.path.join(d, "skipped")
     rc, _, err = qbert("train", good, "--set", "data.train=" + bad, "--set", "data.skip_bad_rows=true",
                        "--set", "output.dir=" + skipped, "--set", "train.max_steps=1")

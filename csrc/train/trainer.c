@@ -120,9 +120,10 @@ static void clear_checkpoints(const char *root)
 
 /* ---- data ---- */
 
-/* Labels by name when [data] labels is set, else integers (their range is checked
- * against the model when the split is built). */
-static qb_status load_data(run *r, const char *path, qb_dataset *d)
+/* Labels by the names given (n_names of them: [data] labels, or the model's own
+ * id2label), or integers (their range is checked against the model when the split is
+ * built). */
+static qb_status load_data(run *r, const char *path, const char *const *names, int n_names, qb_dataset *d)
 {
     const qb_train_config *c = r->c;
     qb_data_options o;
@@ -130,8 +131,8 @@ static qb_status load_data(run *r, const char *path, qb_dataset *d)
     o.format = c->format;
     o.text_column = c->text_column;
     o.label_column = c->label_column;
-    o.label_names = c->n_labels ? r->labels : NULL;
-    o.n_labels = c->n_labels;
+    o.label_names = n_names ? names : NULL;
+    o.n_labels = n_names;
     o.lowercase = c->lowercase;
     o.remove_non_alpha = c->remove_non_alpha;
     o.remove_stopwords = c->remove_stopwords;
@@ -875,12 +876,25 @@ static qb_status setup(run *r)
     join(r->model_dir, r->dir, "model");
     join(r->ckpt_root, r->dir, "checkpoints");
     for (int i = 0; i < c->n_labels; i++) r->labels[i] = c->labels[i];
+    /* Without [data] labels a model's own names (its config.json's id2label, as eval
+     * reads them) are accepted besides integer ids. A config that does not load is
+     * build_model's to report. */
+    qb_config own = {0};
+    const char *const *names = c->n_labels ? r->labels : NULL;
+    int n_names = c->n_labels;
+    join(path, c->model_path, "config.json");
+    if (!n_names && c->model_path[0] && qb_config_load(path, &own) == QB_OK) {
+        n_names = own.num_labels;
+        for (int i = 0; i < own.num_labels; i++) n_names = own.id2label[i] ? n_names : 0;
+        names = (const char *const *)own.id2label;
+    }
     qb_dataset d[3] = {{0}};
     const char *files[3] = {c->train, c->valid, c->test};
     qb_split *splits[3] = {&r->train, &r->valid, &r->test};
     qb_status st = QB_OK;
     for (int i = 0; i < 3 && !st; i++)
-        if (files[i][0]) st = load_data(r, files[i], &d[i]);
+        if (files[i][0]) st = load_data(r, files[i], names, n_names, &d[i]);
+    qb_config_free(&own);
     if (!st) st = build_model(r, &d[0]);
     for (int i = 0; i < 3 && !st; i++)
         if (files[i][0]) st = qb_split_build(r->tok, &d[i], c->max_length, r->host.cfg.num_labels, splits[i]);
