@@ -100,7 +100,8 @@ def run(tmp):
 
     # Bad input.
     base = ["quantize", "--model", TINY, "--out", os.path.join(tmp, "bad")]
-    expect_error(base + ["--scheme", "int5"], 2, ["unknown quantization scheme \"int5\"", "int8-dynamic"])
+    expect_error(base + ["--scheme", "int5"], 2, ["unknown scheme \"int5\"", "int8-dynamic", "hybrid or qat"])
+    expect_error(base + ["--scheme", "qat-int8"], 2, ["unknown scheme \"qat-int8\"", "or qat"])
     expect_error(base + ["--scheme", "int8-static"], 2, ["needs --calib"])
     expect_error(base + ["--scheme", "int8-static", "--calib", data, "--calib-samples", "1000"], 1,
                  ["d.tsv", "%d rows, fewer than the 1000" % len(texts)])
@@ -149,7 +150,7 @@ def qat_end_to_end(tmp, data):
     if not check(rc == 0 and "qat: INT8 weights per output channel" in err, "QAT train: exit %d %s" % (rc, err[-800:])):
         return
     rc, _, err = qbert("train", c8, "--set", "output.dir=" + b, "--stop-after", "3")
-    check(rc == 130, "QAT train --stop-after 3: exit %d %s" % (rc, err[-500:]))
+    check(rc == 0, "QAT train --stop-after 3: exit %d %s" % (rc, err[-500:]))
     rc, _, err = qbert("train", c8, "--set", "output.dir=" + b, "--resume", b)
     check(rc == 0, "QAT resume: exit %d %s" % (rc, err[-500:]))
     ha, body_a = header(os.path.join(a, "model", "model.safetensors"))

@@ -65,7 +65,10 @@ qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan)
         return qb_fail(QB_EINVAL, "--scheme qat takes its settings from the checkpoint (no --group-size, --act or "
                        "--calib)");
     if (qat) return QB_OK;
-    if (qb_qscheme_get(r->scheme, r->group, &plan->scheme)) return qb_fail(QB_EINVAL, "--scheme: %s", qb_error());
+    /* qat-int8 / qat-int4 are what a QAT checkpoint's plan calls itself; here it is "qat" */
+    if (strncmp(r->scheme, "qat-", 4) == 0 || qb_qscheme_get(r->scheme, r->group, &plan->scheme))
+        return qb_fail(QB_EINVAL, "--scheme: unknown scheme \"%.64s\" (expected fp16, bf16, int8-dynamic, int8-static, "
+                       "int4, int4-tensor, hybrid or qat)", r->scheme);
     const bool hybrid = strcmp(r->scheme, "hybrid") == 0;
     if (hybrid && (!r->valid || (r->budget_mb > 0) == (r->max_drop >= 0)))
         return qb_fail(QB_EINVAL, "--scheme hybrid needs --valid FILE (labelled) and one of --budget-mb MB or "
