@@ -236,7 +236,7 @@ def bad_input(tmp, data, qat):
     bad("no_model.ini", ok.replace("model = %s\n" % TINY, "", 1), ["[experiment] model is required"])
     bad("no_variant.ini", ok.split("[variant")[0], ["no [variant NAME] section"])
     bad("unknown_scheme.ini", ok + "\n[variant x]\nscheme = int3\n", [":21:", "[variant x]",
-                                                                       "unknown quantization scheme \"int3\""])
+                                                                       "unknown scheme \"int3\""])
     bad("act_fp16.ini", ok + "\n[variant h]\nscheme = fp16\nact = fp32\n", ["[variant h]", "--act must be int8 or fp32"])
     bad("dup.ini", ok + "\n[variant fp32]\nscheme = fp16\n", [":21:", "[variant fp32] again (first on line 18)"])
     bad("empty.ini", ok + "\n[variant nothing]\n", [":21:", "[variant nothing] has no scheme"])
