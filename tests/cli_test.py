@@ -98,6 +98,11 @@ def run(tmp):
     mdir = os.path.join(tmp, "init")
     rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", mdir, "--vocab", os.path.join(tiny, "vocab.txt"), "--seed", "5")
     check(rc == 0 and os.path.exists(os.path.join(mdir, "model.safetensors")), "init: %s" % err)
+    # a NUL byte does not end the text early: read as U+FFFD, with a warning naming the line
+    rc, out, err = qbert("predict", "--model", tiny, "--text", stdin=b"makanan\x00 enak\nbiasa\n")
+    lines = out.splitlines()
+    check(rc == 0 and len(lines) == 2 and json.loads(lines[0])["text"] == "makanan\ufffd enak" and "line 1" in err,
+          "predict with a NUL byte: exit %d %r %r" % (rc, out[:200], err[-200:]))
     rc, out, err = qbert("predict", "--model", mdir, stdin=b"saya suka\n\xff\xfe bad utf-8\n")
     check(rc == 0 and len(out.splitlines()) == 2, "predict on init model / invalid UTF-8: exit %d %s" % (rc, err))
 

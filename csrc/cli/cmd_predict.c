@@ -46,6 +46,21 @@ static int flush_chunk(qb_engine *e, char **lines, int n, float *probs, int echo
     return 0;
 }
 
+/* A copy of line (len bytes) with each NUL byte as U+FFFD, as the data loader reads
+ * them: a NUL must not end the text early. NULL when out of memory. */
+static char *without_nul(const char *line, size_t len)
+{
+    size_t nuls = 0;
+    for (size_t i = 0; i < len; i++) nuls += !line[i];
+    char *out = malloc(len + 2 * nuls + 1), *o = out;
+    for (size_t i = 0; out && i < len; i++) {
+        if (line[i]) *o++ = line[i];
+        else memcpy(o, "\xef\xbf\xbd", 3), o += 3;
+    }
+    if (out) *o = '\0';
+    return out;
+}
+
 int qb_cmd_predict(int argc, char **argv)
 {
     const char *model = NULL;
@@ -78,9 +93,13 @@ int qb_cmd_predict(int argc, char **argv)
     size_t linecap = 0;
     ssize_t len;
     if (!lines || !probs) rc = qb_cli_fail("predict", "out of memory");
+    int line_no = 0, nul_lines = 0;
     while (!rc && (len = getline(&line, &linecap, stdin)) >= 0) {
+        line_no++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-        if (!(lines[n++] = strdup(line))) rc = qb_cli_fail("predict", "out of memory");
+        if (!(lines[n++] = without_nul(line, (size_t)len))) rc = qb_cli_fail("predict", "out of memory");
+        if (!rc && strlen(lines[n - 1]) != (size_t)len && !nul_lines++)
+            qb_log(QB_LOG_WARN, "stdin line %d: a NUL byte, read as U+FFFD (as data files are)", line_no);
         if (!rc && n == cap) {
             rc = flush_chunk(e, lines, n, probs, echo);
             for (int i = 0; i < n; i++) free(lines[i]);
