@@ -98,6 +98,17 @@ def run(tmp):
     mdir = os.path.join(tmp, "init")
     rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", mdir, "--vocab", os.path.join(tiny, "vocab.txt"), "--seed", "5")
     check(rc == 0 and os.path.exists(os.path.join(mdir, "model.safetensors")), "init: %s" % err)
+    # the max_length a model was trained with (tokenizer_config.json model_max_length, which
+    # the trainer writes) is the default: the same as asking for it, not as 128
+    short = copy_model("tiny", os.path.join(tmp, "short"))
+    conf = json.load(open(os.path.join(short, "tokenizer_config.json")))
+    conf["model_max_length"] = 5
+    write(os.path.join(short, "tokenizer_config.json"), json.dumps(conf))
+    long_text = b"makanan enak sekali tetapi pelayanan lambat dan mahal\n"
+    outs = [qbert("predict", "--model", short, *extra, stdin=long_text)[1] for extra in ([], ["--max-length", "5"],
+                                                                                         ["--max-length", "128"])]
+    check(outs[0] and outs[0] == outs[1] and outs[0] != outs[2],
+          "predict's default max_length is the model's: %r" % [o[:80] for o in outs])
     # a NUL byte does not end the text early: read as U+FFFD, with a warning naming the line
     rc, out, err = qbert("predict", "--model", tiny, "--text", stdin=b"makanan\x00 enak\nbiasa\n")
     lines = out.splitlines()

@@ -123,6 +123,9 @@ def test_demo(tmp):
     for f in ("model.safetensors", "vocab.txt"):
         p = os.path.join(out, "model", f)
         check(os.path.isfile(p) and os.path.getsize(p) > 0, "demo: model/%s missing or empty" % f)
+    tok = read_json(os.path.join(out, "model", "tokenizer_config.json"))
+    check(tok.get("model_max_length") == 64, "demo: model/tokenizer_config.json model_max_length %r (trained at 64)" %
+          tok.get("model_max_length"))
     m = read_json(os.path.join(out, "metrics.json"))
     test = m.get("test", {})
     check(all(isinstance(test.get(k), (int, float)) for k in ("accuracy", "precision", "recall", "f1", "loss")),

@@ -119,7 +119,7 @@ qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quan
         qb_dataset d;
         if ((st = qb_cli_load_texts(r->calib, r->calib_samples, &m->cfg, r->text_column, false, "--calib-samples", &d))) goto done;
         const qb_calib_method method = (qb_calib_method)qb_calib_method_parse(r->calib_method);
-        qb_calib_options co = {method, r->percentile, eo->batch_size, eo->max_length};
+        qb_calib_options co = {method, r->percentile, eo->batch_size, qb_engine_max_length(e)};
         if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
         double t0 = qb_now();
         if (!st) st = qb_calibrate(m, qb_engine_tokenizer(e), (const char *const *)d.texts, r->calib_samples, &co, scales);

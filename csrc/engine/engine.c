@@ -36,7 +36,7 @@ struct qb_engine {
 
 void qb_engine_default_options(qb_engine_options *o)
 {
-    o->max_length = 128;
+    o->max_length = 0;  /* the model's */
     o->batch_size = 32;
     o->threads = 0;
     o->seed = 42;
@@ -47,8 +47,9 @@ void qb_engine_default_options(qb_engine_options *o)
 qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out)
 {
     *out = NULL;
-    if (o->max_length < 2 || o->batch_size < 1)
-        return qb_fail(QB_EINVAL, "max_length must be >= 2 and batch_size >= 1 (got %d, %d)", o->max_length, o->batch_size);
+    if ((o->max_length && o->max_length < 2) || o->batch_size < 1)
+        return qb_fail(QB_EINVAL, "max_length must be 0 (the model's) or >= 2, and batch_size >= 1 (got %d, %d)",
+                       o->max_length, o->batch_size);
     qb_engine *e = calloc(1, sizeof *e);
     if (!e) return qb_fail(QB_ENOMEM, "cannot allocate an engine");
     e->opt = *o;
@@ -79,9 +80,15 @@ qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_e
     }
     qb_activations_set_math(e->acts, o->math);
     qb_activations_set_stream(e->acts, e->stream);
+    const bool asked = e->opt.max_length != 0;
+    if (!asked) {  /* what the model was trained with, else BERT fine-tuning's usual 128 */
+        const int trained = qb_tokenizer_model_max_length(e->tok);
+        e->opt.max_length = trained ? trained : 128;
+    }
     if (e->opt.max_length > e->model.cfg.max_position) {
-        qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
-               e->opt.max_length, e->model.cfg.max_position, e->model.cfg.max_position);
+        if (asked)
+            qb_log(QB_LOG_WARN, "max_length %d is above the model's max_position_embeddings %d; using %d",
+                   e->opt.max_length, e->model.cfg.max_position, e->model.cfg.max_position);
         e->opt.max_length = e->model.cfg.max_position;
     }
     *out = e;
@@ -99,6 +106,8 @@ void qb_engine_close(qb_engine *e)
     qb_tokenizer_free(e->tok);
     free(e);
 }
+
+int qb_engine_max_length(const qb_engine *e) { return e->opt.max_length; }
 
 const qb_model *qb_engine_model(const qb_engine *e) { return &e->model; }
 void qb_engine_set_batch_size(qb_engine *e, int batch_size) { e->opt.batch_size = batch_size > 0 ? batch_size : 1; }

@@ -164,6 +164,7 @@ void qb_tokenizer_default_options(qb_tokenizer_options *o)
     o->strip_accents = -1;
     o->tokenize_chinese_chars = true;
     o->max_chars_per_word = 100;
+    o->model_max_length = 0;
 }
 
 /* text: a malloc'ed, NUL-terminated vocab of len bytes, owned by the tokenizer from here. */
@@ -251,6 +252,9 @@ static qb_status read_config(const char *path, qb_tokenizer_options *o)
         !(st = config_bool(root, path, "strip_accents", &strip, &strip_null)) &&
         !(st = config_bool(root, path, "tokenize_chinese_chars", &o->tokenize_chinese_chars, NULL)))
         o->strip_accents = strip_null ? -1 : strip;
+    /* HF writes 10^30 for "no limit": only a length a model could take counts */
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
+    if (!st && cJSON_IsNumber(m) && m->valuedouble >= 2 && m->valuedouble <= 1e6) o->model_max_length = m->valueint;
     cJSON_Delete(root);
     free(text);
     return st;
@@ -280,6 +284,8 @@ void qb_tokenizer_free(qb_tokenizer *t)
 }
 
 int qb_tokenizer_vocab_size(const qb_tokenizer *t) { return t->vocab_size; }
+
+int qb_tokenizer_model_max_length(const qb_tokenizer *t) { return t->opt.model_max_length; }
 
 int qb_tokenizer_token_id(const qb_tokenizer *t, const char *token)
 {

@@ -4,8 +4,10 @@
  * WordPiece training, good enough for a few-hundred-sentence corpus. Words are
  * split the way the BERT pre-tokenizer splits: lowercase, whitespace, and every
  * punctuation character on its own. */
+#include "qbert/metrics.h"
 #include "qbert/tokenizer.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,5 +203,25 @@ qb_status qb_tokenizer_copy_files(const char *from_dir, const char *to_dir)
         st = qb_write_file_atomic(dst, data, len);
         free(data);
     }
+    return st;
+}
+
+qb_status qb_tokenizer_set_max_length(const char *dir, int max_length)
+{
+    char path[4096], *text = NULL;
+    size_t len = 0;
+    qb_status st = qb_path_join(path, sizeof path, dir, "tokenizer_config.json");
+    if (!st && qb_file_exists(path)) st = qb_read_file(path, &text, &len);
+    if (st) return st;
+    cJSON *root = text ? cJSON_ParseWithLength(text, len) : cJSON_CreateObject();
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return qb_fail(QB_EFORMAT, "%s: expected a JSON object", path);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "model_max_length");
+    cJSON_AddNumberToObject(root, "model_max_length", max_length);
+    st = qb_json_write_file(path, root);
+    cJSON_Delete(root);
     return st;
 }

@@ -194,8 +194,10 @@ static qb_status save_best(run *r)
 {
     qb_status st = pull(r);
     if (!st) st = qb_model_save(&r->host, r->model_dir);
-    if (st || r->c->preset[0]) return st ? st : qb_tokenizer_write_files(r->model_dir, r->vocab_text, r->vocab_len);
-    return qb_tokenizer_copy_files(r->c->model_path, r->model_dir);
+    if (!st) st = r->c->preset[0] ? qb_tokenizer_write_files(r->model_dir, r->vocab_text, r->vocab_len)
+                                  : qb_tokenizer_copy_files(r->c->model_path, r->model_dir);
+    /* eval / predict then cut texts where training did */
+    return st ? st : qb_tokenizer_set_max_length(r->model_dir, r->c->max_length);
 }
 
 /* ---- checkpoints ---- */

@@ -13,7 +13,9 @@
 typedef struct qb_engine qb_engine;
 
 typedef struct {
-    int max_length;   /* tokens per text incl. [CLS]/[SEP]; longer texts are truncated */
+    int max_length;   /* tokens per text incl. [CLS]/[SEP]; longer texts are truncated. 0
+                       * (the default): the model's (tokenizer_config.json model_max_length,
+                       * which the trainer writes), else 128 */
     int batch_size;
     int threads;      /* 0 = OpenMP default */
     uint64_t seed;    /* for a classifier head missing from the checkpoint */
@@ -25,6 +27,8 @@ void qb_engine_default_options(qb_engine_options *o);
 qb_status qb_engine_open(const char *model_dir, const qb_engine_options *o, qb_engine **out);
 void qb_engine_close(qb_engine *e);
 const qb_model *qb_engine_model(const qb_engine *e);
+/* The tokens a text is cut to: the option, or the model's, within its positions. */
+int qb_engine_max_length(const qb_engine *e);
 /* Texts per forward pass from the next qb_engine_classify on (>= 1; the activations
  * grow on the first batch that needs more). */
 void qb_engine_set_batch_size(qb_engine *e, int batch_size);

@@ -14,6 +14,8 @@ typedef struct {
     int strip_accents;          /* -1 = follow lowercase (HF default), 0 = no, 1 = yes */
     bool tokenize_chinese_chars;
     int max_chars_per_word;     /* 100 */
+    int model_max_length;       /* tokens a text is cut to (tokenizer_config.json: what the model
+                                 * was trained with); 0: not said */
 } qb_tokenizer_options;
 
 void qb_tokenizer_default_options(qb_tokenizer_options *o);
@@ -68,5 +70,11 @@ qb_status qb_tokenizer_write_files(const char *dir, const char *vocab, size_t le
 /* Copies the tokenizer files of a model directory (vocab.txt, tokenizer_config.json,
  * special_tokens_map.json, tokenizer.json: those present) into to_dir, atomically. */
 qb_status qb_tokenizer_copy_files(const char *from_dir, const char *to_dir);
+/* Sets "model_max_length" in dir/tokenizer_config.json (made when missing; rewritten
+ * atomically): the trainer records the max_length a model was trained with, which an
+ * engine then takes by default. */
+qb_status qb_tokenizer_set_max_length(const char *dir, int max_length);
+/* model_max_length of the tokenizer_config.json it was loaded with, or 0. */
+int qb_tokenizer_model_max_length(const qb_tokenizer *t);
 
 #endif
