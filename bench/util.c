@@ -56,9 +56,13 @@ void qb_bench_cpu_name(char *buf, size_t cap)
 static int common_option(const char *name, const char *value, qb_bench_common *c, int *ok)
 {
     *ok = value != NULL;
-    if (strcmp(name, "--json") == 0)
+    if (strcmp(name, "--json") == 0) {
         c->json = value;
-    else if (strcmp(name, "--warmup") == 0)
+        if (value && qb_prepare_output(value)) {  /* at once, not after the whole run */
+            fprintf(stderr, "qbert-bench: --json: %s\n", qb_error());
+            *ok = 0;
+        }
+    } else if (strcmp(name, "--warmup") == 0)
         *ok = value && qb_bench_parse_int(value, 0, &c->warmup);
     else if (strcmp(name, "--runs") == 0)
         *ok = value && qb_bench_parse_int(value, 1, &c->runs);

@@ -90,6 +90,17 @@ def run(tmp):
     rc, out, err = qbert("eval", "--model", tiny, "--data", tsvh, "--delimiter", "tab", "--label-column", "sentiment")
     check(rc == 0 and "2 texts" in out, "eval --delimiter tab: exit %d %s" % (rc, err))
     expect_error(["eval", "--model", tiny, "--data", tsvh, "--delimiter", "space"], 2, ["--delimiter", "tab, comma"])
+    # output folders: made when missing; a path that cannot be written fails before the run
+    nested = os.path.join(tmp, "new", "deeper", "m.json")
+    rc, _, err = qbert("eval", "--model", tiny, "--data", data, "--json", nested)
+    check(rc == 0 and os.path.isfile(nested), "eval --json into missing folders: exit %d %s" % (rc, err[-300:]))
+    blocker = write(os.path.join(tmp, "blocker"), "x")
+    rc, _, err = qbert("eval", "--model", tiny, "--data", data, "--json", os.path.join(blocker, "m.json"))
+    check(rc == 1 and "blocker is not a folder" in err and "[eval]" not in err,
+          "eval --json under a file: exit %d, %r (want a failure before the run)" % (rc, err[-300:]))
+    rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", os.path.join(tmp, "new", "a", "b", "model"))
+    check(rc == 0 and os.path.isfile(os.path.join(tmp, "new", "a", "b", "model", "config.json")),
+          "init --out into missing folders: exit %d %s" % (rc, err[-300:]))
     # the sample set inside the binary, as the trainer reads it
     rc, out, err = qbert("eval", "--model", tiny, "--data", "embedded:test.tsv")
     check(rc == 0 and "60 texts" in out, "eval --data embedded:test.tsv: exit %d %s" % (rc, err[-300:]))

@@ -240,6 +240,11 @@ int qb_cmd_eval(int argc, char **argv)
     }
     if (!bad && (!model || !data)) bad = qb_cli_fail("eval", "--model and --data are required (see qbert eval --help)");
     if (bad) return 2;
+    /* the outputs' folders before the run, not a failed write after it */
+    for (int i = 0; i < 2; i++) {
+        const char *out = i ? svg : json;
+        if (out && qb_prepare_output(out)) return qb_cli_fail("eval", "%s", qb_error());
+    }
 
     qb_engine *e;
     if (qb_engine_open(model, &eo, &e)) return qb_cli_fail("eval", "%s", qb_error());

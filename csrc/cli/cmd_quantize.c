@@ -93,8 +93,8 @@ qb_status qb_cli_quant_check(const qb_cli_quant_request *r, qb_qplan *plan)
 qb_status qb_cli_write_model_dir(const qb_model *m, const char *model_dir, const char *out)
 {
     char path[4096];
-    if (mkdir(out, 0755) != 0 && errno != EEXIST)
-        return qb_fail(QB_EIO, "%s: cannot create directory: %s", out, strerror(errno));
+    qb_status made = qb_mkdirs(out);  /* with its missing parents */
+    if (made) return made;
     qb_status st = qb_tokenizer_copy_files(model_dir, out);
     char *json = st ? NULL : qb_config_to_json(&m->cfg);
     if (!st && !json) st = qb_fail(QB_ENOMEM, "cannot serialise config.json");

@@ -135,6 +135,23 @@ bool qb_file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+qb_status qb_prepare_output(const char *path)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return qb_fail(QB_EINVAL, "%s: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = '\0';  /* a file in / */
+    else *slash = '\0';
+    qb_status st = qb_mkdirs(dir);
+    if (st) return qb_fail_context(st, "%s", path);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return qb_fail(QB_EIO, "%s: %s is not a folder", path, dir);
+    if (access(dir, W_OK) != 0) return qb_fail(QB_EIO, "%s: cannot write in %s: %s", path, dir, strerror(errno));
+    return QB_OK;
+}
+
 qb_status qb_mkdirs(const char *path)
 {
     char buf[4096];

@@ -587,8 +587,8 @@ qb_status qb_model_save(const qb_model *m, const char *dir)
     if (m->n_qlinear)
         return qb_fail(QB_EINVAL, "%s: a quantized (%s) model is written by qbert quantize, not saved as FP32",
                        dir, m->scheme);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return qb_fail(QB_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
+    qb_status made = qb_mkdirs(dir);  /* with its missing parents */
+    if (made) return made;
     char *json = qb_config_to_json(&m->cfg);
     if (!json) return qb_fail(QB_ENOMEM, "cannot serialise config.json");
     qb_status st = qb_path_join(path, sizeof path, dir, "config.json");

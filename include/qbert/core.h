@@ -65,6 +65,9 @@ qb_status qb_path_join(char *buf, size_t cap, const char *dir, const char *name)
 bool qb_file_exists(const char *path);
 /* Creates the directory path and its missing parents (mkdir -p). */
 qb_status qb_mkdirs(const char *path);
+/* Before a long run that ends by writing the file path: its folder is created when
+ * missing and must be writable, so that a bad path fails at once, naming it. */
+qb_status qb_prepare_output(const char *path);
 
 /* Decodes one code point from s[0..n), n >= 1, as Python's errors="replace" does:
  * returns it, or -1 for a maximal ill-formed subsequence (a byte that cannot start a
