@@ -2,6 +2,7 @@
 #ifndef QBERT_BENCH_H
 #define QBERT_BENCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -42,5 +43,9 @@ int qb_bench_finish(const char *cmd, int rc, const char *json_path, struct cJSON
 double qb_bench_peak_fma(long iters);
 double qb_bench_peak_madd16(long iters);
 double qb_bench_peak_maddubs(long iters);
+/* peak_avx512.c, the same for the AVX-512 FP32 GEMM (vfmadd231ps zmm) and the VNNI
+ * u8 tiles (vpdpbusd: zmm for AVX-512 VNNI, ymm for AVX-VNNI); only on CPUs with them. */
+double qb_bench_peak_fma512(long iters);
+double qb_bench_peak_dpbusd(long iters, bool zmm);
 
 #endif
