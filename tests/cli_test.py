@@ -101,6 +101,11 @@ def run(tmp):
     rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", os.path.join(tmp, "new", "a", "b", "model"))
     check(rc == 0 and os.path.isfile(os.path.join(tmp, "new", "a", "b", "model", "config.json")),
           "init --out into missing folders: exit %d %s" % (rc, err[-300:]))
+    rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", mdir_again := os.path.join(tmp, "again"),
+                       "--vocab", os.path.join(tiny, "vocab.txt"))
+    rc2, _, err2 = qbert("init", "--preset", "bert-tiny", "--out", mdir_again)
+    check(rc == 0 and rc2 == 0 and not os.path.exists(os.path.join(mdir_again, "vocab.txt")),
+          "init again without --vocab kept the earlier vocab.txt: %s %s" % (err[-200:], err2[-200:]))
     # the sample set inside the binary, as the trainer reads it
     rc, out, err = qbert("eval", "--model", tiny, "--data", "embedded:test.tsv")
     check(rc == 0 and "60 texts" in out, "eval --data embedded:test.tsv: exit %d %s" % (rc, err[-300:]))

@@ -124,7 +124,7 @@ int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, co
             qb_cli_fail("eval", "%s", qb_error());
             goto done;
         }
-        fprintf(stderr, "wrote %s\n", json_path);
+        printf("wrote %s\n", json_path);
     }
     if (svg_path) {
         char *svg = qb_confusion_svg(&m, names, d->path);
@@ -134,7 +134,7 @@ int qb_cli_evaluate(qb_engine *e, const qb_dataset *d, const char *json_path, co
             qb_cli_fail("eval", "%s", qb_error());
             goto done;
         }
-        fprintf(stderr, "wrote %s\n", svg_path);
+        printf("wrote %s\n", svg_path);
     }
     rc = 0;
 done:

@@ -599,7 +599,7 @@ static qb_status write_reports(const char *source, const experiment *x, const qb
     snprintf(file, sizeof file, "%s/results.svg", x->out);
     st = qb_svg_write(file, svg);
     free(svg);
-    if (!st) fprintf(stderr, "wrote %s/results.json, results.md and results.svg\n", x->out);
+    if (!st) printf("wrote %s/results.json, results.md and results.svg\n", x->out);
     return st;
 }
 

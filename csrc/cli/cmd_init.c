@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 static void usage(FILE *f)
@@ -69,8 +70,12 @@ int qb_cmd_init(int argc, char **argv)
     } else {
         st = qb_model_save(&m, out);
         if (!st && vocab) st = qb_tokenizer_write_files(out, vocab, vlen);
+        for (int i = 0; !st && !vocab && i < 2; i++) {  /* an earlier init's tokenizer does not fit this model */
+            char path[4096];
+            if (!qb_path_join(path, sizeof path, out, i ? "tokenizer_config.json" : "vocab.txt")) unlink(path);
+        }
         if (!st)
-            fprintf(stderr, "wrote %s: %d layers x %d hidden, %zu parameters%s\n", out, m.cfg.num_layers,
+            printf("wrote %s: %d layers x %d hidden, %zu parameters%s\n", out, m.cfg.num_layers,
                     m.cfg.hidden_size, qb_model_param_count(&m), vocab ? "" : " (no vocab.txt: --vocab adds one)");
         qb_model_free(&m);
     }
