@@ -185,10 +185,16 @@ static void test_bad_rows(void)
     CHECK(qb_dataset_load(p, &o, &d) == QB_EFORMAT);
     CHECK_ERR("header.csv: no rows");
 
-    /* A line without a tab: an error, or the whole text with label -1. */
+    /* A line without a tab: an error, skipped with the bad rows, or the whole text
+     * with label -1. */
     p = put("notab.tsv", "ada label\tpositive\ntanpa label di sini\n");
     CHECK(qb_dataset_load(p, &o, &d) == QB_EFORMAT);
     CHECK_ERR("notab.tsv:2: expected text<TAB>label");
+    o.skip_bad_rows = true;
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 1 && d.skipped == 1);
+    qb_dataset_free(&d);
+    o.skip_bad_rows = false;
     o.allow_unlabelled = true;
     CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
     CHECK(d.count == 2 && d.labels[0] == 0 && d.labels[1] == -1);

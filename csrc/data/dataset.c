@@ -205,8 +205,10 @@ static qb_status parse_tsv(loader *L, const char *buf, size_t len)
             st = add_row(L, p, (size_t)(tab - p), tab + 1, (size_t)(e - tab - 1), line);
         } else if (L->o->allow_unlabelled) {
             st = add_row(L, p, (size_t)(e - p), NULL, 0, line);
-        } else {
-            return qb_fail(QB_EFORMAT, "%s:%d: expected text<TAB>label, found no tab", L->name, line);
+        } else {  /* skippable like any bad row */
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s:%d: expected text<TAB>label, found no tab", L->name, line);
+            st = bad_row(L, msg);
         }
         if (st != QB_OK) return st;
         p = next;
