@@ -106,6 +106,13 @@ def run(tmp):
     rc2, _, err2 = qbert("init", "--preset", "bert-tiny", "--out", mdir_again)
     check(rc == 0 and rc2 == 0 and not os.path.exists(os.path.join(mdir_again, "vocab.txt")),
           "init again without --vocab kept the earlier vocab.txt: %s %s" % (err[-200:], err2[-200:]))
+    # integer labels that are not the model's classes: a warning, and a label map for them
+    ints = write(os.path.join(tmp, "binary.tsv"), "enak sekali\t1\nburuk\t0\n")
+    rc, out, err = qbert("eval", "--model", tiny, "--data", ints)
+    check(rc == 0 and "2 of the model's 3 classes" in err and "--label-map" in err,
+          "eval of 0/1 labels: exit %d, %r" % (rc, err[-400:]))
+    rc, out, err = qbert("eval", "--model", tiny, "--data", ints, "--label-map", "0=negative,1=positive")
+    check(rc == 0 and "classes" not in err, "eval --label-map: exit %d, %r" % (rc, err[-400:]))
     # the sample set inside the binary, as the trainer reads it
     rc, out, err = qbert("eval", "--model", tiny, "--data", "embedded:test.tsv")
     check(rc == 0 and "60 texts" in out, "eval --data embedded:test.tsv: exit %d %s" % (rc, err[-300:]))

@@ -185,6 +185,19 @@ static void test_bad_rows(void)
     CHECK(qb_dataset_load(p, &o, &d) == QB_EFORMAT);
     CHECK_ERR("header.csv: no rows");
 
+    /* A label map: the file's 0 / 1 mean negative / positive (names), 7 the model's id 1;
+     * an unmapped label still resolves as before; a malformed map names itself. */
+    o.skip_bad_rows = false;
+    o.label_map = "0=negative, 1 = positive,7=1";
+    p = put("mapped.tsv", "buruk\t0\nbagus\t1\nbiasa\t7\nlagi\tneutral\n");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 4 && d.labels[0] == 2 && d.labels[1] == 0 && d.labels[2] == 1 && d.labels[3] == 1);
+    qb_dataset_free(&d);
+    o.label_map = "0:negative";
+    CHECK(qb_dataset_load(p, &o, &d) == QB_EINVAL);
+    CHECK_ERR("label map \"0:negative\": expected FROM=TO");
+    o.label_map = NULL;
+
     /* A line without a tab: an error, skipped with the bad rows, or the whole text
      * with label -1. */
     p = put("notab.tsv", "ada label\tpositive\ntanpa label di sini\n");

@@ -34,6 +34,7 @@ static void usage(FILE *f)
             "  --json FILE          write every metric as JSON\n"
             "  --svg FILE           draw the confusion matrix\n"
             "  --skip-bad-rows      skip rows with an unknown label or no text (counted) instead of failing\n"
+            "  --label-map MAP      the file's labels as the model's, e.g. 0=negative,1=positive\n"
             "  --lowercase --remove-non-alpha --collapse-whitespace --remove-stopwords  preprocessing\n"
             "  --stopwords FILE     stopword list (one per line) instead of the built-in Indonesian one\n"
             "example: qbert eval --model runs/smsa/best --data ../shared/data/smsa/test.tsv --json test.json\n");
@@ -169,6 +170,7 @@ int qb_cli_data_option(int argc, char **argv, int *i, qb_data_options *o, int *b
     if (qb_cli_opt(argc, argv, i, "--text-column", &o->text_column, bad)) return 1;
     if (qb_cli_opt(argc, argv, i, "--label-column", &o->label_column, bad)) return 1;
     if (qb_cli_opt(argc, argv, i, "--stopwords", &o->stopwords_file, bad)) return 1;
+    if (qb_cli_opt(argc, argv, i, "--label-map", &o->label_map, bad)) return 1;
     if (qb_cli_opt(argc, argv, i, "--delimiter", &v, bad)) {
         static const char *const names[] = {"tab", "comma", "semicolon", "pipe"};
         int k = 0;

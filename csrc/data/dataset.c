@@ -52,6 +52,12 @@ typedef struct {
     int n_invalid, first_invalid_line;
     int n_emptied;             /* texts that preprocessing left empty (kept) */
     char first_skip[512];      /* message of the first skipped row */
+    /* label_map parsed: the file's label from[i] is read as to[i] */
+    char map_text[1024];
+    const char *map_from[64], *map_to[64];
+    int n_map;
+    unsigned long long ids_seen;  /* integer labels read (bit i: id i, i < 64), for the count warning */
+    bool by_id;
 } loader;
 
 static bool is_ascii_space(char c)
@@ -77,7 +83,7 @@ static qb_status bad_row(loader *L, const char *msg)
 }
 
 /* Parses a label field s[0..n) (already trimmed) into *label; false with a message. */
-static bool parse_label(const loader *L, const char *s, size_t n, int line, int *label,
+static bool parse_label(loader *L, const char *s, size_t n, int line, int *label,
                         char *msg, size_t cap)
 {
     const qb_data_options *o = L->o;
@@ -98,6 +104,8 @@ static bool parse_label(const loader *L, const char *s, size_t n, int line, int 
     }
     if (digits && (o->n_labels == 0 || v < o->n_labels)) {
         *label = (int)v;
+        L->by_id = true;
+        if (v < 64) L->ids_seen |= 1ull << v;
         return true;
     }
     if (o->label_names)
@@ -155,6 +163,11 @@ static qb_status add_row(loader *L, const char *text, size_t tlen, const char *l
     int id = -1;
     if (label) {
         trim(&label, &llen);
+        for (int i = 0; i < L->n_map; i++)  /* --label-map: the file's label as the model's */
+            if (strlen(L->map_from[i]) == llen && memcmp(L->map_from[i], label, llen) == 0) {
+                label = L->map_to[i], llen = strlen(label);
+                break;
+            }
         if (llen == 0 && !L->o->allow_unlabelled) {
             snprintf(msg, sizeof msg, "%s:%d: empty label", L->name, line);
             return bad_row(L, msg);
@@ -392,6 +405,40 @@ static qb_status parse_csv(loader *L, const char *buf, size_t len)
 
 /* ---- loading ------------------------------------------------------------------- */
 
+/* label_map "FROM=TO,FROM=TO" into L->map_from / map_to (copies in L->map_text). */
+static qb_status parse_label_map(loader *L, const char *map)
+{
+    if (!map || !*map) return QB_OK;
+    if (snprintf(L->map_text, sizeof L->map_text, "%s", map) >= (int)sizeof L->map_text)
+        return qb_fail(QB_EINVAL, "label map \"%.40s...\": longer than %zu bytes", map, sizeof L->map_text - 1);
+    for (char *p = L->map_text, *next; p; p = next) {
+        next = strchr(p, ',');
+        if (next) *next++ = '\0';
+        char *eq = strchr(p, '=');
+        const char *from = p, *to = eq ? eq + 1 : NULL;
+        size_t fn = eq ? (size_t)(eq - p) : 0, tn = to ? strlen(to) : 0;
+        if (eq) trim(&from, &fn), trim(&to, &tn);
+        if (!eq || !fn || !tn || L->n_map == 64)
+            return qb_fail(QB_EINVAL, "label map \"%s\": expected FROM=TO pairs separated by commas (at most 64), "
+                           "e.g. 0=negative,1=positive", map);
+        ((char *)from)[fn] = '\0', ((char *)to)[tn] = '\0';
+        L->map_from[L->n_map] = from, L->map_to[L->n_map++] = to;
+    }
+    return QB_OK;
+}
+
+/* Integer labels that do not cover the model's classes often mean other classes. */
+static void warn_label_count(const loader *L)
+{
+    const int n = L->o->n_labels;
+    if (!L->by_id || n <= 0 || n > 64 || L->n_map) return;
+    const int seen = __builtin_popcountll(L->ids_seen);
+    if (seen != n)
+        qb_log(QB_LOG_WARN, "%s: its integer labels are %d of the model's %d classes (ids 0..%d): if they mean other "
+               "classes, a label map (--label-map / data.label_map, e.g. 0=negative,1=positive) reads them as such",
+               L->name, seen, n, n - 1);
+}
+
 static bool has_csv_extension(const char *name)
 {
     size_t n = strlen(name);
@@ -440,6 +487,7 @@ qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
     }
     const bool csv = o->format == QB_FORMAT_CSV || o->delimiter ||
                      (o->format == QB_FORMAT_AUTO && has_csv_extension(name));
+    if (st == QB_OK && (st = parse_label_map(&L, o->label_map))) st = qb_fail_context(st, "%s", name);
     if (st == QB_OK) st = csv ? parse_csv(&L, buf, len) : parse_tsv(&L, buf, len);
     if (st == QB_OK && out->count == 0) {
         st = out->skipped ? qb_fail(QB_EFORMAT, "%s: no rows (all %d were skipped; the first: %s)", name,
@@ -453,6 +501,7 @@ qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
     }
     if (out->skipped)
         qb_log(QB_LOG_WARN, "%s: skipped %d bad rows (the first: %s)", name, out->skipped, L.first_skip);
+    warn_label_count(&L);
     if (L.n_invalid)
         qb_log(QB_LOG_WARN, "%s: replaced %d invalid UTF-8 sequences by U+FFFD (the first on line %d)", name,
                L.n_invalid, L.first_invalid_line);

@@ -49,6 +49,7 @@ static const key_spec KEYS[] = {
     NUM("data", "remove_non_alpha", K_BOOL, remove_non_alpha, 0, 0),
     NUM("data", "remove_stopwords", K_BOOL, remove_stopwords, 0, 0),
     NUM("data", "skip_bad_rows", K_BOOL, skip_bad_rows, 0, 0),
+    STR("data", "label_map", label_map),
     NUM("train", "learning_rate", K_FLOAT, optim.lr, 0, 10),
     NUM("train", "batch_size", K_INT, batch_size, 1, 65536),
     NUM("train", "epochs", K_INT, epochs, 1, 100000),

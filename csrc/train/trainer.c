@@ -138,6 +138,7 @@ static qb_status load_data(run *r, const char *path, const char *const *names, i
     o.remove_stopwords = c->remove_stopwords;
     o.delimiter = "\0\t,;|"[c->delimiter];  /* the choices of data.delimiter, in order */
     o.skip_bad_rows = c->skip_bad_rows;
+    o.label_map = c->label_map[0] ? c->label_map : NULL;
     return qb_dataset_load(path, &o, d);
 }
 

@@ -20,6 +20,9 @@ typedef struct {
     const char *const *label_names;
     int n_labels;
     bool skip_bad_rows;         /* skip rows with an unknown label or empty text (counted) */
+    const char *label_map;      /* "0=negative,1=positive": the file's label FROM read as TO (a
+                                 * name or an id of the model), for files whose labels mean
+                                 * something else than the model's ids; NULL: none */
     bool allow_unlabelled;      /* a missing label column / field is not an error (label -1) */
     /* preprocessing, applied in this order */
     bool lowercase;
@@ -59,6 +62,9 @@ void qb_data_default_options(qb_data_options *o);
  *   warning for all). Invalid UTF-8 (and NUL bytes) in a text are replaced by U+FFFD,
  *   with one warning giving the count. Texts are preprocessed after these checks; a
  *   text that preprocessing empties (e.g. only stopwords) is kept.
+ * A label_map applies first (a label equal to a FROM is read as its TO). Integer labels
+ * that are not all of the model's n_labels classes get a warning (they may mean other
+ * classes: a label map says which).
  * A file with no rows is an error. */
 qb_status qb_dataset_load(const char *path, const qb_data_options *o, qb_dataset *out);
 /* (path "embedded:train.tsv", "embedded:valid.tsv", "embedded:test.tsv": the sample

@@ -111,6 +111,7 @@ typedef struct {
     bool lowercase, remove_non_alpha, remove_stopwords;
     int delimiter;                 /* auto (0: the format's), tab, comma, semicolon, pipe */
     bool skip_bad_rows;            /* skip rows with an unknown label or no text (counted) */
+    char label_map[512];           /* "0=negative,1=positive": the files' labels as the model's; "" none */
     /* [train] */
     qb_optim_config optim;         /* lr, weight decay, max_grad_norm (betas/eps: defaults) */
     float warmup_ratio;            /* used when warmup_steps is 0 */
