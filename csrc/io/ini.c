@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define SHORT 150           /* longer lines are shortened (inih's limit is 199) */
-#define PLACEHOLDER '\x02'  /* no INI text has it: qb_read_ini_file reads text files */
+#define PLACEHOLDER '\x02'  /* a control character: rejected in the text itself */
 
 typedef struct {
     const char *section, *key;
@@ -74,7 +74,11 @@ static int one_line(parse *p, const char *s, const char *end, int line, seen_key
                     seen_key *section, char **out, const char **why)
 {
     if (line == 1 && end - s >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0) s += 3;  /* inih skips a BOM */
-    const size_t len = (size_t)(end - s);
+    const size_t len = end > s ? (size_t)(end - s) : 0;
+    if (len && memchr(s, PLACEHOLDER, len)) {  /* it would pass for a shortened line's value */
+        *why = "a control character (0x02) in the line";
+        return line;
+    }
     if (comment(s, end)) {  /* a long comment is dropped; any other is kept as it is */
         if (len >= SHORT) end = s;
     } else if (blank(*s)) {
