@@ -179,6 +179,12 @@ static void test_long_and_repeated(void)
     /* 0x02 marks a shortened line's value inside the reader: in the text it is an error
      * (the fuzzer's first finding: it read past the table of long values) */
     expect_error("[qat]\npercentile = \x02" "9.99\n", "t.ini:2:", "control character");
+    /* a value that begins with ';' (no space before it: not a comment) is written so
+     * that it reads back (the fuzzer's second finding: "dir = ;x" read as a comment) */
+    CHECK(parse("[output]\ndir =;./shared\n[data]\nlabels =;a,b\n", &c) == QB_OK && strcmp(c.output_dir, ";./shared") == 0);
+    ini = qb_train_config_to_ini(&c);
+    CHECK(ini && parse(ini, &d) == QB_OK && strcmp(d.output_dir, ";./shared") == 0 && strcmp(d.labels[0], ";a") == 0);
+    free(ini);
 }
 
 int main(void)

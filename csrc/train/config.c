@@ -384,7 +384,11 @@ char *qb_train_config_to_ini(const qb_train_config *c)
         const char *field = (const char *)c + k->off;
         if (strcmp(k->name, "seed") == 0) continue;  /* written as seeds */
         if (strcmp(section, k->section) != 0) PUT("%s[%s]\n", n ? "\n" : "", section = k->section);
-        PUT("%s = ", k->name);
+        /* "key = ;x" would read as an empty value and a comment (a ';' after a space
+         * starts one): a value that begins with ';' follows the '=' directly */
+        const bool semicolon = (k->kind == K_STR && field[0] == ';') ||
+                               (k->kind == K_LABELS && c->n_labels && c->labels[0][0] == ';');
+        PUT("%s =%s", k->name, semicolon ? "" : " ");
         switch (k->kind) {
         case K_STR: PUT("%s\n", field); break;
         case K_INT: case K_BITS: PUT("%d\n", *(const int *)field); break;
