@@ -179,6 +179,11 @@ static void test_long_and_repeated(void)
     /* 0x02 marks a shortened line's value inside the reader: in the text it is an error
      * (the fuzzer's first finding: it read past the table of long values) */
     expect_error("[qat]\npercentile = \x02" "9.99\n", "t.ini:2:", "control character");
+    /* a long line whose length is mostly spaces before the '=' (the fuzzer's third
+     * finding: the shortened line came out longer than the original) */
+    char padded[400];
+    snprintf(padded, sizeof padded, "[train]\nepochs%200s= 3\n", "");
+    CHECKF(parse(padded, &c) == QB_OK && c.epochs == 3, "%s", qb_error());
     /* a value that begins with ';' (no space before it: not a comment) is written so
      * that it reads back (the fuzzer's second finding: "dir = ;x" read as a comment) */
     CHECK(parse("[output]\ndir =;./shared\n[data]\nlabels =;a,b\n", &c) == QB_OK && strcmp(c.output_dir, ";./shared") == 0);

@@ -115,7 +115,8 @@ static int one_line(parse *p, const char *s, const char *end, int line, seen_key
             if (!grown) return line;
             p->values = grown;
             if (!(grown[p->n_values] = value_of(eq + 1, end))) return line;
-            *out += sprintf(*out, "%.*s= %c%d", (int)(eq - s), s, PLACEHOLDER, p->n_values++);
+            /* the trimmed key (under SHORT / 2) keeps the line shorter than the original */
+            *out += sprintf(*out, "%.*s = %c%d", (int)(ke - k), k, PLACEHOLDER, p->n_values++);
             return 0;
         }
         if (len >= SHORT) {  /* a long line with no value inih could read: its own syntax error */
