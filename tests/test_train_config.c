@@ -184,6 +184,10 @@ static void test_long_and_repeated(void)
     char padded[400];
     snprintf(padded, sizeof padded, "[train]\nepochs%200s= 3\n", "");
     CHECKF(parse(padded, &c) == QB_OK && c.epochs == 3, "%s", qb_error());
+    /* ... and a long line with no key is a syntax error at its line, not more of the
+     * value above (the fourth finding) */
+    snprintf(padded, sizeof padded, "[data]\ntrain = a.tsv\n=;%200s\n", "x");
+    expect_error(padded, "t.ini:3:", "syntax error");
     /* a value that begins with ';' (no space before it: not a comment) is written so
      * that it reads back (the fuzzer's second finding: "dir = ;x" read as a comment) */
     CHECK(parse("[output]\ndir =;./shared\n[data]\nlabels =;a,b\n", &c) == QB_OK && strcmp(c.output_dir, ";./shared") == 0);

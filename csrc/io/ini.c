@@ -110,7 +110,7 @@ static int one_line(parse *p, const char *s, const char *end, int line, seen_key
             *seen = grown;
             (*seen)[(*n_seen)++] = (seen_key){section->section, k, section->section_len, (size_t)(ke - k), line};
         }
-        if (len >= SHORT && eq < end && ke - k < SHORT / 2) {  /* key = \x02N */
+        if (len >= SHORT && eq < end && ke > k && ke - k < SHORT / 2) {  /* key = \x02N */
             char **grown = realloc(p->values, (size_t)(p->n_values + 1) * sizeof *grown);
             if (!grown) return line;
             p->values = grown;

@@ -103,8 +103,10 @@ def main():
     put("train_ini", "finding-placeholder.ini", "[qat]\nobserver = ema\npercentile = \x029.99\n")
     # the second: a value beginning with ';' was written back as a comment
     put("train_ini", "finding-semicolon.ini", "[data]\ntrain =;./ shared\nlabels =;a,b\n")
-    # the third (a long line of spaces before '=' was shortened into a longer one)
+    # the third: a long line of spaces before '=' was shortened into a longer one
     put("train_ini", "finding-padded-key.ini", "[train]\nepochs" + " " * 200 + "= 3\n")
+    # the fourth (a long line with no key was shortened into a continuation line)
+    put("train_ini", "finding-no-key.ini", "[data]\ntrain = a.tsv\n=;" + " " * 200 + "x\n")
 
     tsv = b"text\tlabel\nsaya suka buku ini\tpositive\ntidak bagus\tnegative\nbiasa saja\tneutral\n"
     csv = (b'\xef\xbb\xbf"id","text","label"\r\n1,"saya ""suka"", buku",positive\r\n2,"dua\nbaris",negative\r\n'
