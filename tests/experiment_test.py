@@ -211,7 +211,8 @@ def bench(tmp, data):
     bad(["--devices", "cpu,cpu"], ["--devices must be cpu, cuda or both"])
     bad(["--devices", "cpu,"], ["--devices must be cpu, cuda or both"])
     bad(["--precisions", "int8,int8-dynamic"], ["int8 and int8-dynamic are the same"])
-    bad(["--precisions", "fp32,int3"], ["--precisions: unknown quantization scheme \"int3\""])
+    bad(["--precisions", "fp32,int3"], ["--precisions: unknown precision \"int3\"", "int4 or int4-tensor"])
+    bad(["--precisions", "fp32,qat-int8"], ["--precisions: unknown precision \"qat-int8\""])
     bad(["--precisions", "fp32,fp32"], ["--precisions: fp32 twice"])
     bad(["--precisions", "qat"], ["qat needs more than a precision", "qbert experiment"])
     bad(["--precisions", "int8-static"], ["--precisions int8-static", "--calib FILE"])
@@ -230,6 +231,16 @@ def bad_input(tmp, data, qat):
         expect_error(["experiment", write(os.path.join(tmp, name), text)], 1, [name] + needles, what=name)
 
     ok = experiment_ini(tmp, data, qat, os.path.join(tmp, "bad-out"), "[variant fp32]\nscheme = fp32\n")
+    # --set: a key of the file overridden from the command line (here the output folder
+    # and the runs); an unknown one names itself
+    okfile = write(os.path.join(tmp, "set.ini"), ok)
+    setout = os.path.join(tmp, "set-out")
+    rc, so, err = qbert("experiment", okfile, "--set", "experiment.out=" + setout, "--set", "latency.runs=1",
+                        "--set", "variant fp32.math=fp32")
+    check(rc == 0 and os.path.isfile(os.path.join(setout, "results.json")),
+          "experiment --set: exit %d %s" % (rc, err[-300:]))
+    expect_error(["experiment", okfile, "--set", "latency.runz=1"], 1, ["--set latency.runz=1", "unknown key"])
+    expect_error(["experiment", okfile, "--set", "nodot"], 1, ["--set nodot", "section.key=value"])
     bad("unknown_key.ini", ok.replace("threads = 1", "thread = 1"), [":7:", "[experiment] thread = \"1\": unknown key"])
     bad("bad_runs.ini", ok.replace("runs = 4", "runs = zero"), [":15:", "[latency] runs = \"zero\": expected an integer in [1, 100000]"])
     bad("bad_batches.ini", ok.replace("batches = 1, 8", "batches = 1; 8"), ["batches", "like 1, 32"])

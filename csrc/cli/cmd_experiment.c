@@ -295,7 +295,25 @@ static qb_status check_variant(const experiment *x, variant *v)
     return QB_OK;
 }
 
-static qb_status load_experiment(const char *path, experiment *x)
+/* One --set "section.key=value" through the file's handler (section: experiment,
+ * calibration, latency, or "variant NAME" of a variant the file has). */
+static qb_status apply_set(parse_ctx *p, const char *assignment)
+{
+    const char *dot = strchr(assignment, '.'), *eq = strchr(assignment, '=');
+    char section[96], key[64];
+    if (!dot || !eq || dot > eq || dot - assignment >= (int)sizeof section || eq - dot - 1 >= (int)sizeof key)
+        return qb_fail(QB_EINVAL, "--set %s: expected section.key=value (e.g. latency.runs=50, \"variant int8.scheme=int4\")",
+                       assignment);
+    snprintf(section, sizeof section, "%.*s", (int)(dot - assignment), assignment);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
+    p->msg[0] = '\0';
+    if (!handler(p, section, key, eq + 1))
+        return qb_fail(QB_EINVAL, "--set %s: %s", assignment, p->msg[0] ? p->msg : "not accepted");
+    return QB_OK;
+}
+
+/* The experiment of FILE, then the --set overrides (n_sets of them), then the checks. */
+static qb_status load_experiment(const char *path, const char *const *sets, int n_sets, experiment *x)
 {
     default_experiment(x);
     char *text;
@@ -312,6 +330,8 @@ static qb_status load_experiment(const char *path, experiment *x)
     if (rc > 0 && why) return qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, why);
     if (rc > 0 && p.msg[0]) return qb_fail(QB_EINVAL, "%s:%d: %s", path, rc, p.msg);
     if (rc != 0) return qb_fail(QB_EINVAL, "%s:%d: syntax error: expected [section], key = value or a ; comment", path, rc);
+    for (int i = 0; i < n_sets; i++)
+        if ((st = apply_set(&p, sets[i]))) return st;
     const char *missing = !x->model[0] ? "[experiment] model" : !x->test[0] ? "[experiment] test"
                           : !x->out[0] ? "[experiment] out" : NULL;
     if (missing) return qb_fail(QB_EINVAL, "%s: %s is required", path, missing);
@@ -669,7 +689,7 @@ static int run_experiment(const char *cmd, const char *source, bool is_file, con
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: qbert experiment FILE.ini\n"
+            "usage: qbert experiment FILE.ini [--set section.key=value ...]\n"
             "  Evaluates and times every [variant NAME] of FILE (the first one is the baseline) and\n"
             "  writes results.json, results.md and results.svg to its [experiment] out directory.\n"
             "  [experiment] model DIR, test FILE, out DIR, devices (cpu; or cpu, cuda: every variant on\n"
@@ -680,6 +700,7 @@ static void usage(FILE *f)
             "                 model (default: the experiment's), group-size, act, calib-method, percentile,\n"
             "                 math (on a GPU, of FP32 Linears and attention, and the activations' storage;\n"
             "                 default fp16 / bf16 for those schemes, fp16 for INT8 inputs, else fp32)\n"
+            "  --set S.K=V   overrides a key of FILE, e.g. --set latency.runs=50 --set \"variant int8.math=fp32\"\n"
             "example: qbert experiment experiments/smsa_ptq.ini\n");
 }
 
@@ -689,14 +710,27 @@ int qb_cmd_experiment(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (argc != 2) {
-        usage(stderr);
+    const char *file = NULL, *sets[64];
+    int n_sets = 0, bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        const char *v;
+        if (qb_cli_opt(argc, argv, &i, "--set", &v, &bad)) {
+            if (n_sets == 64) bad = qb_cli_fail("experiment", "more than 64 --set options");
+            else if (v) sets[n_sets++] = v;
+        } else if (argv[i][0] == '-' || file) {
+            bad = qb_cli_fail("experiment", "unexpected argument \"%s\" (see qbert experiment --help)", argv[i]);
+        } else {
+            file = argv[i];
+        }
+    }
+    if (bad || !file) {
+        if (!bad) usage(stderr);
         return 2;
     }
     experiment *x = calloc(1, sizeof *x);
     if (!x) return qb_cli_fail("experiment", "out of memory");
-    int rc = load_experiment(argv[1], x) ? qb_cli_fail("experiment", "%s", qb_error())
-                                         : run_experiment("experiment", argv[1], true, x);
+    int rc = load_experiment(file, sets, n_sets, x) ? qb_cli_fail("experiment", "%s", qb_error())
+                                                     : run_experiment("experiment", file, true, x);
     free(x);
     return rc;
 }
@@ -746,10 +780,10 @@ static qb_status bench_precisions(const char *v, experiment *x)
         for (int i = 0; i < x->n; i++)
             if (strcmp(x->v[i].scheme, r->scheme) == 0)
                 return qb_fail(QB_EINVAL, "--precisions: %s and %s are the same (%s)", x->v[i].name, r->name, r->scheme);
-        if (strcmp(r->scheme, "fp32") != 0) {
-            qb_qscheme q;
-            if (qb_qscheme_get(r->scheme, 0, &q)) return qb_fail(QB_EINVAL, "--precisions: %s", qb_error());
-        }
+        qb_qscheme q;  /* the names this list takes (hybrid and qat are refused above) */
+        if (strcmp(r->scheme, "fp32") != 0 && (strncmp(r->scheme, "qat-", 4) == 0 || qb_qscheme_get(r->scheme, 0, &q)))
+            return qb_fail(QB_EINVAL, "--precisions: unknown precision \"%s\" (expected fp32, fp16, bf16, int8, "
+                           "int8-dynamic, int8-static, int4 or int4-tensor)", r->name);
         x->n++;
     }
     return x->n ? QB_OK : qb_fail(QB_EINVAL, "--precisions: empty");
