@@ -134,7 +134,15 @@ def run(tmp):
           "results.md has every row and both latency tables, and is printed")
     svg = ET.parse(os.path.join(out, "results.svg")).getroot()
     texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
-    check(all(n in texts for n in names) and "median ms, batch 8" in texts, "results.svg draws every row")
+    check(all(n in texts for n in names) and "ms, batch 8 (median, p95)" in texts, "results.svg draws every row")
+    # the chart's title is short, every value of a panel has the same decimals, the
+    # accuracy axis says where it starts when zoomed, latency bars have p95 whiskers
+    title = texts[0] or ""
+    check(len(title) < 90 and "qbert" not in title, "results.svg title %r (not the command line)" % title)
+    lines = [l for l in svg.iter("{http://www.w3.org/2000/svg}line")]
+    check(len(lines) >= 4 + 2 * len(names), "results.svg: %d lines (axes and p95 whiskers)" % len(lines))
+    accs = [t for t in texts if t and t.endswith("%") and "axis" not in t]
+    check(accs and all(len(a.split(".")[-1]) == 2 for a in accs), "accuracy labels one decimal: %r" % accs)
 
     bad_input(tmp, data, qat)
     bench(tmp, data)

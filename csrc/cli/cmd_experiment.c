@@ -592,27 +592,36 @@ static qb_status write_reports(const char *source, const experiment *x, const qb
     qb_status st = qb_cli_write_reports(x->out, "results", results_json(source, x, test, rows, labels), md, md_len);
     if (st) return st;
 
-    /* Panels: accuracy, size, then the median latency of each batch size. */
+    /* Panels: accuracy (its axis zoomed: variants differ by tenths of a point), size,
+     * then the median latency of each batch size with a whisker to its p95. */
     const int n_panels = 2 + x->n_batches, n_rows = x->n * x->n_devices;
     const char *names[MAX_VARIANTS * MAX_DEVICES];
     char titles[2 + MAX_BATCHES][48];
-    const char *panels[2 + MAX_BATCHES];
-    double *v = malloc((size_t)n_panels * n_rows * sizeof *v);
+    qb_bar_panel panels[2 + MAX_BATCHES];
+    double *v = malloc((size_t)(n_panels + x->n_batches) * n_rows * sizeof *v), *p95 = v + (size_t)n_panels * n_rows;
     if (!v) return qb_fail(QB_ENOMEM, "out of memory for the chart");
     snprintf(titles[0], sizeof titles[0], "accuracy");
     snprintf(titles[1], sizeof titles[1], "size on disk (MB)");
     for (int k = 0; k < x->n_batches; k++)
-        snprintf(titles[2 + k], sizeof titles[2 + k], "median ms, batch %d", x->batches[k]);
-    for (int p = 0; p < n_panels; p++) panels[p] = titles[p];
+        snprintf(titles[2 + k], sizeof titles[2 + k], "ms, batch %d (median, p95)", x->batches[k]);
+    for (int p = 0; p < n_panels; p++)
+        panels[p] = (qb_bar_panel){titles[p], v + (size_t)p * n_rows, p >= 2 ? p95 + (size_t)(p - 2) * n_rows : NULL,
+                                   p == 0, p == 0};
     for (int i = 0; i < n_rows; i++) {
         names[i] = rows[i].label;
         v[i] = rows[i].m.accuracy;
         v[n_rows + i] = rows[i].bytes / 1e6;
-        for (int k = 0; k < x->n_batches; k++) v[(size_t)(2 + k) * n_rows + i] = rows[i].lat[k].median;
+        for (int k = 0; k < x->n_batches; k++) {
+            v[(size_t)(2 + k) * n_rows + i] = rows[i].lat[k].median;
+            p95[(size_t)k * n_rows + i] = rows[i].lat[k].p95;
+        }
     }
-    char title[PATH_CAP + 64];
-    snprintf(title, sizeof title, "%s: %d test texts", source, test->count);
-    char *svg = qb_bars_svg(title, names, n_rows, panels, v, n_panels);
+    /* a title that fits: the model and the test file, not the whole command line */
+    const char *model = strrchr(x->model, '/'), *data = strrchr(x->test, '/');
+    char title[2 * PATH_CAP + 64];
+    snprintf(title, sizeof title, "%s on %s: %d texts", model && model[1] ? model + 1 : x->model,
+             data ? data + 1 : x->test, test->count);
+    char *svg = qb_bars_svg(title, names, n_rows, panels, n_panels);
     free(v);
     if (!svg) return qb_fail(QB_ENOMEM, "out of memory drawing the chart");
     char file[PATH_CAP + 32];

@@ -446,16 +446,45 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
     return sb_finish(&b, "confusion SVG");
 }
 
-char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const char *const *panels,
-                  const double *values, int n_panels)
+/* Decimals for every value of a panel, from its largest: about 3 significant digits. */
+static int panel_decimals(double vmax) { return vmax >= 100 ? 0 : vmax >= 10 ? 1 : vmax >= 1 ? 2 : 3; }
+
+/* The panel's axis: [lo, lo + span) over the bar width. zoom starts it below the
+ * smallest value by half the values' range (at least 1% of the largest), rounded. */
+static void panel_axis(const qb_bar_panel *p, int n, double *lo, double *span)
+{
+    double vmin = INFINITY, vmax = 0;
+    for (int r = 0; r < n; r++) {
+        const double hi = p->high && isfinite(p->high[r]) ? p->high[r] : p->values[r];
+        if (isfinite(p->values[r])) vmin = fmin(vmin, p->values[r]), vmax = fmax(vmax, fmax(p->values[r], hi));
+    }
+    *lo = 0;
+    if (p->zoom && isfinite(vmin) && vmin > 0) {
+        const double margin = fmax(0.5 * (vmax - vmin), 0.01 * vmax), step = pow(10, floor(log10(margin)));
+        *lo = fmax(0, floor((vmin - margin) / step) * step);
+    }
+    *span = vmax > *lo ? vmax - *lo : 1;
+}
+
+/* title cut to fit width (characters from the end, then an ellipsis). */
+static void fitted_title(strbuf *b, const char *title, double fs, double width)
+{
+    char cut[512];
+    snprintf(cut, sizeof cut, "%s", title);
+    for (size_t n = strlen(cut); n > 4 && est_width(cut, fs) > width; n--)
+        snprintf(cut + n - 4, 4 + 1, "...");
+    sb_escaped(b, cut);
+}
+
+char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const qb_bar_panel *panels, int n_panels)
 {
     const double bar_h = 22, gap = 8, panel_w = 230, panel_gap = 36, pad = 20;
-    const double label_fs = 13, value_fs = 11, panel_fs = 14, title_fs = 18;
+    const double label_fs = 13, value_fs = 11, panel_fs = 14, title_fs = 18, note_fs = 10;
     double label_w = 0;
     for (int r = 0; r < n_rows; r++) label_w = fmax(label_w, est_width(rows[r], label_fs));
     const double x0 = pad + label_w + 10, y0 = pad + (title ? title_fs + 14 : 0) + panel_fs + 12;
     const double width = x0 + n_panels * (panel_w + panel_gap) + pad;
-    const double height = y0 + n_rows * (bar_h + gap) + pad;
+    const double height = y0 + n_rows * (bar_h + gap) + pad + note_fs + 4;
     strbuf b = {0};
     sb_printf(&b,
               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
@@ -464,7 +493,7 @@ char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const 
     if (title) {
         sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
                   title_fs);
-        sb_escaped(&b, title);
+        fitted_title(&b, title, title_fs, width - 2 * pad);
         sb_printf(&b, "</text>\n");
     }
     for (int r = 0; r < n_rows; r++) {
@@ -473,30 +502,45 @@ char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const 
         sb_escaped(&b, rows[r]);
         sb_printf(&b, "</text>\n");
     }
+    const double bottom = y0 + n_rows * (bar_h + gap) - gap;
     for (int p = 0; p < n_panels; p++) {
-        const double *v = values + (size_t)p * n_rows, px = x0 + p * (panel_w + panel_gap);
-        double vmax = 0;
+        const qb_bar_panel *pn = &panels[p];
+        const double px = x0 + p * (panel_w + panel_gap);
+        double lo, span, vmax = 0;
+        panel_axis(pn, n_rows, &lo, &span);
         for (int r = 0; r < n_rows; r++)
-            if (isfinite(v[r])) vmax = fmax(vmax, v[r]);
-        /* Room on the right of the longest bar for its value. */
-        const double scale = vmax > 0 ? (panel_w - 52) / vmax : 0;
+            if (isfinite(pn->values[r])) vmax = fmax(vmax, pn->values[r]);
+        const int dec = pn->percent ? 1 : panel_decimals(vmax);
+        const double scale = (panel_w - 60) / span;  /* room on the right for the value */
         sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", px, y0 - 12, panel_fs);
-        sb_escaped(&b, panels[p]);
+        sb_escaped(&b, pn->name);
         sb_printf(&b, "</text>\n<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n", px,
-                  y0 - 4, px, y0 + n_rows * (bar_h + gap) - gap + 4);
+                  y0 - 4, px, bottom + 4);
+        if (lo > 0)  /* a zoomed axis says where it starts */
+            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">axis from %.*f%s</text>\n",
+                      px, bottom + 4 + note_fs + 2, note_fs, pn->percent ? dec : dec + 1, pn->percent ? 100 * lo : lo,
+                      pn->percent ? "%" : "");
         for (int r = 0; r < n_rows; r++) {
-            const double y = y0 + r * (bar_h + gap);
-            if (!isfinite(v[r])) {
+            const double y = y0 + r * (bar_h + gap), v = pn->values[r];
+            if (!isfinite(v)) {
                 sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">n/a</text>\n", px + 4,
                           y + bar_h * 0.5 + value_fs * 0.35, value_fs);
                 continue;
             }
-            const double w = fmax(v[r] * scale, 1.0);
+            const double w = fmax((v - lo) * scale, 1.0);
             /* The first row is the baseline the others are compared with: darker. */
             sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", px, y, w, bar_h,
                       r == 0 ? "#08306b" : "#6baed6");
-            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\">%.4g</text>\n", px + w + 4,
-                      y + bar_h * 0.5 + value_fs * 0.35, value_fs, v[r]);
+            double end = px + w;
+            if (pn->high && isfinite(pn->high[r]) && pn->high[r] > v) {  /* the whisker: to the p95 */
+                end = px + (pn->high[r] - lo) * scale;
+                sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333333\"/>\n"
+                          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333333\"/>\n",
+                          px + w, y + bar_h / 2, end, y + bar_h / 2, end, y + 5, end, y + bar_h - 5);
+            }
+            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\">%.*f%s</text>\n", end + 4,
+                      y + bar_h * 0.5 + value_fs * 0.35, value_fs, dec, pn->percent ? 100 * v : v,
+                      pn->percent ? "%" : "");
         }
     }
     sb_printf(&b, "</svg>\n");

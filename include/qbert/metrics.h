@@ -62,13 +62,21 @@ qb_status qb_json_write_file(const char *path, const cJSON *json);
  * row share (white -> blue). title may be NULL. Returns a malloc'ed string (free
  * with free()), or NULL when out of memory (message in qb_error()). */
 char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, const char *title);
-/* A standalone SVG of horizontal bar charts side by side: one panel per series
- * (panels, n_panels), one bar per row (rows, n_rows; the first, the baseline, drawn
- * darker), each bar's value printed at its end. values: (n_panels, n_rows); a
- * non-finite value is drawn as "n/a". Axes start at 0. Returns a malloc'ed string, or
- * NULL when out of memory. */
-char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const char *const *panels,
-                  const double *values, int n_panels);
+/* One panel of qb_bars_svg: a series of n_rows values (a non-finite one is drawn as
+ * "n/a"); high, when not NULL, a whisker from each bar's end to that value (the p95 of
+ * a median); zoom: the axis starts just below the smallest value instead of at 0, and
+ * says so (accuracies a few tenths of a point apart); percent: values in [0, 1] printed
+ * as percentages. Every value of a panel is printed with the same number of decimals. */
+typedef struct {
+    const char *name;
+    const double *values, *high;
+    bool zoom, percent;
+} qb_bar_panel;
+/* A standalone SVG of horizontal bar charts side by side, one panel per series, one
+ * bar per row (rows, n_rows; the first, the baseline, drawn darker). The title is
+ * cut with an ellipsis where it would run off the image. Returns a malloc'ed string,
+ * or NULL when out of memory. */
+char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const qb_bar_panel *panels, int n_panels);
 /* Writes an SVG string atomically. */
 qb_status qb_svg_write(const char *path, const char *svg);
 
