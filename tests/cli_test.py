@@ -14,6 +14,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
 
 
+def read_bytes_or(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def main():
     return main_in_tempdir("cli_test", run)
 
@@ -104,8 +112,12 @@ def run(tmp):
     rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", mdir_again := os.path.join(tmp, "again"),
                        "--vocab", os.path.join(tiny, "vocab.txt"))
     rc2, _, err2 = qbert("init", "--preset", "bert-tiny", "--out", mdir_again)
-    check(rc == 0 and rc2 == 0 and not os.path.exists(os.path.join(mdir_again, "vocab.txt")),
+    fresh = read_bytes_or(os.path.join(mdir_again, "vocab.txt"))
+    check(rc == 0 and rc2 == 0 and fresh and fresh != read_bytes_or(os.path.join(tiny, "vocab.txt")),
           "init again without --vocab kept the earlier vocab.txt: %s %s" % (err[-200:], err2[-200:]))
+    # without --vocab: a vocabulary of single characters, so the new model runs at once
+    rc, out, err = qbert("predict", "--model", mdir_again, stdin=b"saya suka buku\n")
+    check(rc == 0 and len(out.splitlines()) == 1, "predict on init without --vocab: exit %d %s" % (rc, err[-300:]))
     # integer labels that are not the model's classes: a warning, and a label map for them
     ints = write(os.path.join(tmp, "binary.tsv"), "enak sekali\t1\nburuk\t0\n")
     rc, out, err = qbert("eval", "--model", tiny, "--data", ints)

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <sys/stat.h>
 
 static void usage(FILE *f)
@@ -17,6 +16,7 @@ static void usage(FILE *f)
             "  --preset NAME   bert-tiny (2 x 128) or indobert-base-p2 (12 x 768, 50000-row embedding)\n"
             "  --config FILE   a Hugging Face BERT config.json\n"
             "  --vocab FILE    copy this vocab.txt into DIR; a preset grows its vocabulary to fit it\n"
+            "                  (without it: a vocabulary of single characters, so the model can be run)\n"
             "  --seed S        initialisation seed (default 42)\n"
             "example: qbert init --preset indobert-base-p2 --out /tmp/indobert-random\n");
 }
@@ -63,20 +63,28 @@ int qb_cmd_init(int argc, char **argv)
             qb_log(QB_LOG_WARN, "%s has %d tokens but %s has vocab_size %d: ids above it will be rejected",
                    vocab_path, lines, config, cfg.vocab_size);
     }
+    if (!vocab) {  /* every ASCII letter, digit and punctuation mark, bare and ##-continued */
+        char chars[256];
+        int n = 0;
+        for (int c = 33; c < 127; c++) chars[n++] = (char)c, chars[n++] = ' ';
+        chars[n] = '\0';
+        const char *texts[1] = {chars};
+        if (qb_vocab_build(texts, 1, 0, &vocab, &vlen)) {
+            qb_config_free(&cfg);
+            return qb_cli_fail("init", "%s", qb_error());
+        }
+    }
+    fprintf(stderr, "[init] %s: drawing the random weights...\n", out);  /* indobert-base: seconds */
     qb_model m;
     qb_status st = qb_model_init_random(&cfg, (uint64_t)seed, &m);
     if (st) {
         qb_config_free(&cfg);
     } else {
         st = qb_model_save(&m, out);
-        if (!st && vocab) st = qb_tokenizer_write_files(out, vocab, vlen);
-        for (int i = 0; !st && !vocab && i < 2; i++) {  /* an earlier init's tokenizer does not fit this model */
-            char path[4096];
-            if (!qb_path_join(path, sizeof path, out, i ? "tokenizer_config.json" : "vocab.txt")) unlink(path);
-        }
+        if (!st) st = qb_tokenizer_write_files(out, vocab, vlen);  /* replaces an earlier init's */
         if (!st)
-            printf("wrote %s: %d layers x %d hidden, %zu parameters%s\n", out, m.cfg.num_layers,
-                    m.cfg.hidden_size, qb_model_param_count(&m), vocab ? "" : " (no vocab.txt: --vocab adds one)");
+            printf("wrote %s: %d layers x %d hidden, %zu parameters, %s vocab.txt\n", out, m.cfg.num_layers,
+                   m.cfg.hidden_size, qb_model_param_count(&m), vocab_path ? "the given" : "a single-character");
         qb_model_free(&m);
     }
     free(vocab);
