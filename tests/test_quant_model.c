@@ -479,8 +479,8 @@ static void test_calibration(void)
     const int L = m.cfg.num_layers, C = m.cfg.hidden_size, n_lin = qb_config_linears(&m.cfg, NULL);
     float *s[4];
     for (int k = 0; k < 4; k++) s[k] = malloc((size_t)n_lin * sizeof(float));
-    const qb_calib_options opts[4] = {{QB_CALIB_MINMAX, 0, 4, 32}, {QB_CALIB_PERCENTILE, 100.0, 4, 32},
-                                      {QB_CALIB_PERCENTILE, 99.0, 4, 32}, {QB_CALIB_MSE, 0, 4, 32}};
+    const qb_calib_options opts[4] = {{QB_CALIB_MINMAX, 0, 4, 32, NULL, NULL}, {QB_CALIB_PERCENTILE, 100.0, 4, 32, NULL, NULL},
+                                      {QB_CALIB_PERCENTILE, 99.0, 4, 32, NULL, NULL}, {QB_CALIB_MSE, 0, 4, 32, NULL, NULL}};
     for (int k = 0; k < 4; k++) CHECKF(qb_calibrate(&m, tok, texts, n, &opts[k], s[k]) == QB_OK, "%s", qb_error());
     /* The same texts, one forward over all of them, statistics from the trace. */
     qb_encoding enc;

@@ -104,6 +104,13 @@ qb_status qb_cli_write_model_dir(const qb_model *m, const char *model_dir, const
     return st;
 }
 
+/* The calibration's progress, as the other commands print theirs: one line a pass. */
+static void calib_progress(void *ctx, int pass, int done, int total)
+{
+    (void)ctx;
+    if (done == total) fprintf(stderr, "[quantize] calibration pass %d: %d texts\n", pass, total);
+}
+
 qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quant_request *r, qb_qplan *plan,
                           const qb_engine_options *eo, const char *out)
 {
@@ -119,7 +126,7 @@ qb_status qb_cli_quantize(qb_engine *e, const char *model_dir, const qb_cli_quan
         qb_dataset d;
         if ((st = qb_cli_load_texts(r->calib, r->calib_samples, &m->cfg, r->text_column, false, "--calib-samples", &d))) goto done;
         const qb_calib_method method = (qb_calib_method)qb_calib_method_parse(r->calib_method);
-        qb_calib_options co = {method, r->percentile, eo->batch_size, qb_engine_max_length(e)};
+        qb_calib_options co = {method, r->percentile, eo->batch_size, qb_engine_max_length(e), calib_progress, NULL};
         if (!(scales = malloc((size_t)n_lin * sizeof *scales))) st = qb_fail(QB_ENOMEM, "out of memory");
         double t0 = qb_now();
         if (!st) st = qb_calibrate(m, qb_engine_tokenizer(e), (const char *const *)d.texts, r->calib_samples, &co, scales);

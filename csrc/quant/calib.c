@@ -102,7 +102,7 @@ static qb_status run_pass(const qb_model *m, const qb_tokenizer *tok, const char
                               enc.batch, enc.seq, logits, &tr);
         qb_encoding_free(&enc);
         if (st) return st;
-        qb_log(QB_LOG_INFO, "calibration pass %d: %d/%d texts", s->pass, start + b, n);
+        if (o->progress) o->progress(o->ctx, s->pass, start + b, n);
     }
     return QB_OK;
 }

@@ -118,6 +118,9 @@ typedef struct {
     qb_calib_method method;
     double percentile;   /* PERCENTILE: the clip is this percentile of |x| (e.g. 99.99) */
     int batch_size, max_length;
+    /* called after each batch of a pass (the CLI prints its progress line), or NULL */
+    void (*progress)(void *ctx, int pass, int done, int total);
+    void *ctx;
 } qb_calib_options;
 
 /* "minmax" "percentile" "mse" -> method; -1 for another name. */
