@@ -173,6 +173,9 @@ def uninterrupted(tmp, cfg):
     a = os.path.join(tmp, "A")
     rc, _, err = qbert("train", cfg, "--set", "output.dir=" + a)
     check(rc == 0, "run A: exit %d: %s" % (rc, err[-2000:]))
+    # progress lines as every command writes them: "[train] ..." (warnings: "qbert: ...")
+    odd = [l for l in err.replace("\r", "\n").splitlines() if l.strip() and not l.startswith(("[train] ", "qbert: "))]
+    check(not odd, "run A: progress lines not in the [train] style: %r" % odd[:3])
     return a if rc == 0 else None
 
 

@@ -462,7 +462,7 @@ static qb_status checkpoint_load(run *r, const char *arg)
     qb_model_free(&moments[0]), qb_model_free(&moments[1]);
     if (!st) {
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", dir);
-        fprintf(r->progress, "resuming from %s: step %lld, epoch %d, batch %d\n", dir, (long long)r->step,
+        fprintf(r->progress, "[train] resuming from %s: step %lld, epoch %d, batch %d\n", dir, (long long)r->step,
                 r->epoch + 1, r->batch);
     }
     return st;
@@ -510,7 +510,7 @@ static qb_status evaluate(run *r)
     char *line = cJSON_PrintUnformatted(e);
     if (line) fprintf(r->log, "{\"eval\":\"valid\",%s\n", line + 1), free(line);
     fflush(r->log);
-    fprintf(r->progress, "%seval  step %lld (epoch %d): loss %.4f  accuracy %.4f  precision %.4f  recall %.4f  f1 %.4f%s\n",
+    fprintf(r->progress, "%s[train] eval  step %lld (epoch %d): loss %.4f  accuracy %.4f  precision %.4f  recall %.4f  f1 %.4f%s\n",
             "", (long long)r->step, r->epoch + 1, loss, m.accuracy, m.weighted_p, m.weighted_r, m.weighted_f1,
             better ? "  (best so far)" : "");
     qb_metrics_free(&m);
@@ -696,7 +696,7 @@ static qb_status train_loop(run *r)
                     const double spent = now - t_epoch, rate = epoch_samples / (spent > 0 ? spent : 1e-9);
                     char eta[32];
                     format_eta(r->train_seconds / (double)r->step * (double)(r->total_steps - r->step), eta, sizeof eta);
-                    fprintf(r->progress, "%sepoch %d/%d  step %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s%s",
+                    fprintf(r->progress, "%s[train] epoch %d/%d  step %lld/%lld  loss %.4f  lr %.3g  %.1f samples/s  ETA %s%s",
                             tty ? "\r" : "", r->epoch + 1, r->epochs, (long long)r->step, (long long)r->total_steps,
                             step_loss, lr, rate, eta, tty ? "   " : "\n");
                     fflush(r->progress);
@@ -866,7 +866,7 @@ static qb_status qat_setup(run *r)
     char gran[32] = "per output channel", freeze[48] = "";
     if (group) snprintf(gran, sizeof gran, "per group of %d", s.group);
     if (c->qat_freeze_after) snprintf(freeze, sizeof freeze, ", frozen after step %lld", (long long)c->qat_freeze_after);
-    fprintf(r->progress, "qat: INT%d weights %s, INT%d inputs per tensor (%s observer%s)%s\n", s.weight_bits, gran,
+    fprintf(r->progress, "[train] qat: INT%d weights %s, INT%d inputs per tensor (%s observer%s)%s\n", s.weight_bits, gran,
             s.act_bits, s.observer == QB_OBS_EMA ? "EMA" : s.observer == QB_OBS_MINMAX ? "min/max" : "percentile",
             freeze, s.embeddings ? "; embedding tables too" : "");
     return QB_OK;
@@ -955,10 +955,10 @@ static qb_status setup(run *r)
     else if (!(r->log = fopen(path, r->o->resume ? "a" : "w")))
         return qb_fail(QB_EIO, "%s: cannot write: %s", path, strerror(errno));
     if (r->world > 1)
-        fprintf(r->progress, "data parallel: %d processes x batch %d = global batch %d, gradients all-reduced in "
+        fprintf(r->progress, "[train] data parallel: %d processes x batch %d = global batch %d, gradients all-reduced in "
                 "buckets of %g MiB (%s)\n", r->world, c->batch_size, c->batch_size * r->world, c->bucket_mb,
                 r->be->device == QB_DEV_CUDA ? "NCCL" : "MPI");
-    fprintf(r->progress, "train: %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "
+    fprintf(r->progress, "[train] %d examples, %d batches of up to %d, %lld steps (%d epochs), warm-up %lld; "
             "valid %d, test %d; model %s (%zu parameters), seed %llu, %s%s, %s products\n",
             r->train.n, r->plan.n_batches, c->batch_size, (long long)r->total_steps, r->epochs,
             (long long)oc.warmup_steps, r->valid.n, r->test.n, c->preset[0] ? c->preset : c->model_path,
