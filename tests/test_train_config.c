@@ -148,6 +148,9 @@ static void test_data_keys(void)
     CHECKF(parse("[data]\ndelimiter = tab\nskip_bad_rows = true\n", &c) == QB_OK, "%s", qb_error());
     CHECK(c.delimiter == 1 && c.skip_bad_rows);
     CHECK(parse("[data]\ndelimiter = semicolon\n", &c) == QB_OK && c.delimiter == 3);
+    /* seeds are JSON numbers in metrics.json: at most 2^53 */
+    CHECK(parse("[train]\nseed = 9007199254740992\n", &c) == QB_OK && c.seeds[0] == 9007199254740992ull);
+    expect_error("[train]\nseed = 9007199254740993\n", "t.ini:2:", "2^53");
     expect_error("[data]\ndelimiter = space\n", "t.ini:2:", "auto tab comma semicolon pipe");
 }
 

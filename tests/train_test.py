@@ -580,7 +580,7 @@ def test_seeds(tmp, cfg):
     tests = []
     for s in (1, 2):
         m = read_json(os.path.join(out, "seed-%d" % s, "metrics.json"))
-        check(m.get("seed") == str(s) and "test" in m, "seeds: seed-%d/metrics.json %r" % (s, str(m)[:200]))
+        check(m.get("seed") == s and "test" in m, "seeds: seed-%d/metrics.json %r" % (s, str(m)[:200]))
         tests.append(m.get("test", {}))
     summary = read_json(os.path.join(out, "summary.json"))
     for k in ("accuracy", "precision", "recall", "f1", "loss"):

@@ -263,6 +263,9 @@ static qb_status set_key(qb_train_config *c, const char *section, const char *na
             unsigned long long x = strtoull(items[i], &end, 10);
             if (*end || errno || items[i][0] == '-')
                 return qb_fail(QB_EINVAL, "%s.%s: \"%s\" is not a non-negative integer", section, name, items[i]);
+            if (x > QB_MAX_SEED)  /* metrics.json and state.json keep it as a JSON number */
+                return qb_fail(QB_EINVAL, "%s.%s: %llu is above 2^53 = %llu, the largest integer JSON keeps exact",
+                               section, name, x, (unsigned long long)QB_MAX_SEED);
             c->seeds[i] = x;
         }
         c->n_seeds = n;

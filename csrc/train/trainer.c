@@ -225,9 +225,7 @@ static cJSON *state_json(const run *r)
     cJSON_AddNumberToObject(s, "batch", r->batch);
     cJSON_AddNumberToObject(s, "micro_batches", (double)r->micro);
     cJSON_AddNumberToObject(s, "optimizer_step", (double)r->opt.step);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
-    cJSON_AddStringToObject(s, "seed", seed);
+    cJSON_AddNumberToObject(s, "seed", (double)r->seed);  /* exact: seeds are at most 2^53 */
     cJSON_AddNumberToObject(s, "total_steps", (double)r->total_steps);
     cJSON_AddNumberToObject(s, "train_examples", r->train.n);
     cJSON_AddNumberToObject(s, "world_size", r->world);
@@ -376,8 +374,10 @@ static qb_status checkpoint_load(run *r, const char *arg)
     const char *keys[] = {"step", "epoch", "batch", "micro_batches", "optimizer_step", "train_examples",
                           "best", "best_step", "best_epoch"};
     for (int i = 0; i < 9 && !st; i++) st = json_int(s, keys[i], path, &v[i]);
-    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(s, "seed");
-    if (!st && (!cJSON_IsString(seed) || strtoull(seed->valuestring, NULL, 10) != r->seed))
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(s, "seed");  /* a number; a string before 2026-12-05 */
+    const bool same = cJSON_IsNumber(seed) ? seed->valuedouble == (double)r->seed
+                      : cJSON_IsString(seed) && strtoull(seed->valuestring, NULL, 10) == r->seed;
+    if (!st && !same)
         st = qb_fail(QB_EINVAL, "%s: the checkpoint is of another seed than train.seed = %llu", path,
                      (unsigned long long)r->seed);
     if (!st && (int)v[5] != r->train.n)
@@ -760,9 +760,7 @@ static qb_status finish(run *r, cJSON **test_out)
         if ((st = load_weights(r, path))) return st;
     }
     cJSON *root = cJSON_CreateObject();
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
-    cJSON_AddStringToObject(root, "seed", seed);
+    cJSON_AddNumberToObject(root, "seed", (double)r->seed);
     cJSON_AddNumberToObject(root, "steps", (double)r->step);
     cJSON_AddNumberToObject(root, "skipped_steps", r->skipped);
     cJSON_AddNumberToObject(root, "train_examples", r->train.n);

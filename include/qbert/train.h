@@ -91,6 +91,7 @@ qb_status qb_adamw_step(qb_adamw *o, const struct qb_backend *be, qb_model *mode
  * Strings are fixed buffers; "" means unset. */
 #define QB_PATH_MAX 1024
 #define QB_MAX_SEEDS 16
+#define QB_MAX_SEED (1ull << 53)  /* seeds are JSON numbers in metrics.json: exact up to 2^53 */
 
 typedef enum { QB_METRIC_F1, QB_METRIC_ACCURACY, QB_METRIC_PRECISION, QB_METRIC_RECALL,
                QB_METRIC_LOSS } qb_metric;
