@@ -6,9 +6,10 @@ non-zero with one message naming the file and the problem. Standard library only
 import json
 import os
 import shutil
+import subprocess
 import sys
 
-from testutil import check, expect_error, main_in_tempdir, qbert, read_safetensors, write
+from testutil import QBERT, check, expect_error, main_in_tempdir, qbert, read_safetensors, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
@@ -106,9 +107,20 @@ def run(tmp):
     rc, _, err = qbert("eval", "--model", tiny, "--data", data, "--json", os.path.join(blocker, "m.json"))
     check(rc == 1 and "blocker is not a folder" in err and "[eval]" not in err,
           "eval --json under a file: exit %d, %r (want a failure before the run)" % (rc, err[-300:]))
-    rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", os.path.join(tmp, "new", "a", "b", "model"))
-    check(rc == 0 and os.path.isfile(os.path.join(tmp, "new", "a", "b", "model", "config.json")),
-          "init --out into missing folders: exit %d %s" % (rc, err[-300:]))
+    rc, so, err = qbert("init", "--preset", "bert-tiny", "--out", os.path.join(tmp, "new", "a", "b", "model"))
+    check(rc == 0 and os.path.isfile(os.path.join(tmp, "new", "a", "b", "model", "config.json")) and
+          "[init]" in err and "wrote" in so, "init --out into missing folders: exit %d %s" % (rc, err[-300:]))
+    rc, so, err = qbert("quantize", "--model", tiny, "--scheme", "int8-dynamic", "--out",
+                        os.path.join(tmp, "new", "q", "int8"))
+    check(rc == 0 and os.path.isfile(os.path.join(tmp, "new", "q", "int8", "model.safetensors")),
+          "quantize --out into missing folders: exit %d %s" % (rc, err[-300:]))
+    # qbert-bench checks --json before its run too, naming the path (not a temporary file)
+    bench = os.path.join(os.path.dirname(QBERT), "qbert-bench")
+    if os.path.exists(bench):
+        p = subprocess.run([bench, "gemm", "--m", "128", "--json", os.path.join(blocker, "g.json")],
+                           capture_output=True, text=True, timeout=60)
+        check(p.returncode == 2 and "blocker is not a folder" in p.stderr and ".tmp." not in p.stderr and
+              "GMAC" not in p.stdout, "qbert-bench --json under a file: exit %d %r" % (p.returncode, p.stderr[-300:]))
     rc, _, err = qbert("init", "--preset", "bert-tiny", "--out", mdir_again := os.path.join(tmp, "again"),
                        "--vocab", os.path.join(tiny, "vocab.txt"))
     rc2, _, err2 = qbert("init", "--preset", "bert-tiny", "--out", mdir_again)

@@ -46,6 +46,19 @@ def run(tmp):
     data = write(os.path.join(tmp, "d.tsv"), "".join("%s\t%s\n" % (t, labels[i % 3]) for i, t in enumerate(texts)))
     fp32_size = os.path.getsize(os.path.join(TINY, "model.safetensors"))
 
+    # A model of 24 positions calibrates at 24 tokens (the engine's length), not at a
+    # default 128 it cannot take; a random one from init, with a config of its own
+    cfg = json.load(open(os.path.join(TINY, "config.json")))
+    cfg["max_position_embeddings"] = 24
+    short_dir = os.path.join(tmp, "short")
+    rc, _, err = qbert("init", "--config", write(os.path.join(tmp, "short.json"), json.dumps(cfg)), "--out", short_dir,
+                       "--vocab", os.path.join(TINY, "vocab.txt"))
+    long_texts = write(os.path.join(tmp, "long.tsv"), "".join("%s\t%s\n" % (" ".join(texts[:8]), l) for l in labels))
+    rc2, _, err2 = qbert("quantize", "--model", short_dir, "--scheme", "int8-static", "--calib", long_texts,
+                         "--calib-samples", "3", "--out", os.path.join(tmp, "short-int8"))
+    check(rc == 0 and rc2 == 0 and "calibration pass" in err2,
+          "int8-static on a 24-position model: exit %d %d: %s %s" % (rc, rc2, err[-200:], err2[-300:]))
+
     # Each scheme: a loadable directory whose tensors have the scheme's dtypes.
     want_dtype = {"fp16": "F16", "bf16": "BF16", "int8-dynamic": "I8", "int8-static": "I8", "int4": "U8",
                   "int4-tensor": "U8"}
