@@ -535,6 +535,81 @@ static void test_sklearn_fixture(void)
     cJSON_Delete(root);
 }
 
+/* n ints of a JSON array into out (malloc'ed). */
+static int *json_ints(const cJSON *a, int *n)
+{
+    *n = cJSON_GetArraySize(a);
+    int *out = malloc((size_t)(*n ? *n : 1) * sizeof *out), i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a) out[i++] = v->valueint;
+    return out;
+}
+
+/* McNemar's exact test against statsmodels, the paired bootstrap against numpy with the
+ * same draws (tests/golden/make_significance.py); then the seeded bootstrap itself:
+ * the same interval twice for one seed, another for another, and a variant equal to
+ * the baseline has a difference and interval of exactly 0. */
+static void test_significance(void)
+{
+    const char *path = "golden/significance.json";
+    char *text = NULL;
+    size_t len = 0;
+    CHECKF(qb_read_file(path, &text, &len) == QB_OK, "%s", qb_error());
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    CHECKF(root != NULL, "%s: not valid JSON", path);
+    if (!root) return;
+    const cJSON *c;
+    int cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "mcnemar")) {
+        const int b = (int)num(c, "b"), cc = (int)num(c, "c");
+        const double want = num(c, "p"), got = qb_mcnemar_exact(b, cc);
+        CHECKF(fabs(got - want) <= 1e-12 * fmax(want, 1e-300) + 1e-300, "mcnemar(%d, %d) = %.17g, statsmodels %.17g",
+               b, cc, got, want);
+        cases++;
+    }
+    CHECK(cases >= 8);
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(root, "bootstrap");
+    int n, nb, nv, ni;
+    int *gold = json_ints(cJSON_GetObjectItemCaseSensitive(bs, "gold"), &n);
+    int *base = json_ints(cJSON_GetObjectItemCaseSensitive(bs, "base"), &nb);
+    int *variant = json_ints(cJSON_GetObjectItemCaseSensitive(bs, "variant"), &nv);
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(bs, "indices");
+    const int resamples = cJSON_GetArraySize(rows), K = (int)num(bs, "num_labels");
+    int32_t *idx = malloc((size_t)resamples * n * sizeof *idx);
+    int r = 0;
+    cJSON_ArrayForEach(c, rows) {
+        int *row = json_ints(c, &ni);
+        for (int i = 0; i < n && ni == n; i++) idx[(size_t)r * n + i] = row[i];
+        free(row);
+        r++;
+    }
+    qb_paired_diff d;
+    CHECK(n == 40 && nb == n && nv == n && resamples == 200);
+    CHECKF(qb_paired_bootstrap(gold, base, variant, n, K, resamples, 0, idx, &d) == QB_OK, "%s", qb_error());
+    const cJSON *ai = cJSON_GetObjectItemCaseSensitive(bs, "acc_interval"), *fi = cJSON_GetObjectItemCaseSensitive(bs, "f1_interval");
+    CHECKF(fabs(d.acc_diff - num(bs, "acc_diff")) < 1e-12 && fabs(d.f1_diff - num(bs, "f1_diff")) < 1e-12,
+           "differences %.17g %.17g vs numpy %.17g %.17g", d.acc_diff, d.f1_diff, num(bs, "acc_diff"), num(bs, "f1_diff"));
+    CHECKF(fabs(d.acc_lo - cJSON_GetArrayItem(ai, 0)->valuedouble) < 1e-12 &&
+               fabs(d.acc_hi - cJSON_GetArrayItem(ai, 1)->valuedouble) < 1e-12 &&
+               fabs(d.f1_lo - cJSON_GetArrayItem(fi, 0)->valuedouble) < 1e-12 &&
+               fabs(d.f1_hi - cJSON_GetArrayItem(fi, 1)->valuedouble) < 1e-12,
+           "intervals [%g, %g] [%g, %g] vs numpy", d.acc_lo, d.acc_hi, d.f1_lo, d.f1_hi);
+    qb_paired_diff s1, s2, s3, same;
+    CHECK(qb_paired_bootstrap(gold, base, variant, n, K, 2000, 42, NULL, &s1) == QB_OK &&
+          qb_paired_bootstrap(gold, base, variant, n, K, 2000, 42, NULL, &s2) == QB_OK &&
+          qb_paired_bootstrap(gold, base, variant, n, K, 2000, 43, NULL, &s3) == QB_OK);
+    CHECK(memcmp(&s1, &s2, sizeof s1) == 0 && (s1.acc_lo != s3.acc_lo || s1.f1_hi != s3.f1_hi));
+    CHECK(s1.acc_lo <= s1.acc_diff && s1.acc_diff <= s1.acc_hi && s1.f1_lo <= s1.f1_diff && s1.f1_diff <= s1.f1_hi);
+    CHECK(qb_paired_bootstrap(gold, base, base, n, K, 500, 1, NULL, &same) == QB_OK && same.acc_diff == 0 &&
+          same.acc_lo == 0 && same.acc_hi == 0 && same.f1_lo == 0 && same.f1_hi == 0);
+    base[0] = K;  /* a label out of range is refused */
+    CHECK(qb_paired_bootstrap(gold, base, variant, n, K, 500, 1, NULL, &same) == QB_EINVAL);
+    free(gold), free(base), free(variant), free(idx);
+    cJSON_Delete(root);
+    printf("significance: McNemar %d cases, bootstrap intervals equal numpy's\n", cases);
+}
+
 int main(void)
 {
     test_hand_worked();
@@ -546,5 +621,6 @@ int main(void)
     test_svg();
     test_latency_hand();
     test_sklearn_fixture();
+    test_significance();
     return check_summary("test_metrics");
 }

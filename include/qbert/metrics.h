@@ -94,4 +94,25 @@ qb_status qb_latency_compute(const double *samples_ms, int n, qb_latency_stats *
  * position (n - 1) * q / 100, linear interpolation between its neighbours. */
 double qb_percentile_sorted(const double *sorted, int n, double q);
 
+/* ---- Is a difference real? (significance.c) ---- */
+
+/* McNemar's exact test of two models on the same texts: b texts the first got right
+ * and the second wrong, c the reverse; the two-sided p = min(1, 2 P[X <= min(b, c)]),
+ * X ~ Binomial(b + c, 1/2), as statsmodels' mcnemar(exact=True). 1 when b + c = 0. */
+double qb_mcnemar_exact(int b, int c);
+
+/* A variant against a baseline on the same n texts: the accuracy and weighted-F1
+ * differences (variant - baseline) and their paired bootstrap 95% intervals (the 2.5th
+ * and 97.5th percentiles, numpy's linear interpolation, of `resamples` differences
+ * over n texts drawn with replacement, the same draw for both models). */
+typedef struct {
+    double acc_diff, acc_lo, acc_hi;
+    double f1_diff, f1_lo, f1_hi;
+} qb_paired_diff;
+
+/* gold, base, variant (n) labels in [0, num_labels). indices: (resamples, n) draws to
+ * use (a test's), or NULL: drawn from seed (Philox). */
+qb_status qb_paired_bootstrap(const int *gold, const int *base, const int *variant, int n, int num_labels,
+                              int resamples, uint64_t seed, const int32_t *indices, qb_paired_diff *out);
+
 #endif
