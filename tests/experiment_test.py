@@ -8,8 +8,13 @@ the first row. Then the bad-input cases of the INI file, each a non-zero exit na
 the file, the line or section, and what was expected. qbert bench builds the same table
 from its options: its rows are checked the same way, on the CPU and, where a GPU is
 present, on the GPU against qbert eval --device cuda (without one, a clear error before
-any work). Standard library only."""
+any work). Significance: every row's discordant counts and McNemar p against the
+baseline are those counted from qbert predict's labels (p from the binomial written out
+here); with [experiment] seeds, each seed's models are run and the summary over seeds is
+the mean / std / t-interval of the per-seed scores. Standard library only."""
 import json
+import math
+import statistics
 import os
 import struct
 import sys
@@ -73,6 +78,30 @@ def predictions(model, data):
     return [json.loads(line)["label"] for line in so.splitlines()]
 
 
+def gold_labels(data):
+    with open(data, encoding="utf-8") as f:
+        return [line.rstrip("\n").rsplit("\t", 1)[1] for line in f]
+
+
+def mcnemar_exact(b, c):
+    """statsmodels' mcnemar(exact=True): two-sided binomial test of min(b, c) in b + c."""
+    n = b + c
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
+
+
+def check_significance(name, sig, gold, base_pred, pred):
+    """sig (a row's vs_baseline.significance) against the labels themselves."""
+    b = sum(g == x and g != y for g, x, y in zip(gold, base_pred, pred))
+    c = sum(g != x and g == y for g, x, y in zip(gold, base_pred, pred))
+    check(sig["only_baseline_right"] == b and sig["only_variant_right"] == c and
+          abs(sig["mcnemar_p"] - mcnemar_exact(b, c)) < 1e-12, "%s: significance %r, labels give b %d c %d" % (name, sig, b, c))
+    acc = (c - b) / len(gold)
+    lo, hi = sig["accuracy_diff_interval"]
+    check(abs(sig["accuracy_diff"] - acc) < 1e-12 and lo <= acc <= hi and (b + c > 0 or lo == hi == 0),
+          "%s: accuracy difference %r in [%r, %r], labels give %r" % (name, sig["accuracy_diff"], lo, hi, acc))
+    return b + c
+
+
 def run(tmp):
     data = labelled_texts(tmp)
     qat = qat_checkpoint(tmp, data)
@@ -90,6 +119,7 @@ def run(tmp):
     check(res["test_texts"] == 24 and res["latency_protocol"]["runs"] == 4, "protocol %r" % res["latency_protocol"])
     base = rows[0]
     base_pred = predictions(base["model"], data)
+    gold = gold_labels(data)
     for r in rows:
         name, m = r["name"], r["metrics"]
         # The model directory is the input model for fp32, else the one written for the row.
@@ -116,6 +146,10 @@ def run(tmp):
         check(len(pred) == 24 and abs(r["agreement_with_baseline"] - agree) < 1e-12,
               "%s: agreement %r, predict gives %r" % (name, r["agreement_with_baseline"], agree))
         d = r["vs_baseline"]
+        if name == "fp32":
+            check(d["significance"] is None, "the baseline has no significance")
+        else:
+            check_significance(name, d["significance"], gold, base_pred, pred)
         check(abs(d["accuracy"] - (m["accuracy"] - base["metrics"]["accuracy"])) < 1e-12 and
               abs(d["size_ratio"] - r["size_bytes"] / base["size_bytes"]) < 1e-12, "%s: differences %r" % (name, d))
         for b in ("batch_1", "batch_8"):
@@ -132,6 +166,9 @@ def run(tmp):
         md = f.read()
     check(all("| %s |" % n in md for n in names) and md.count("Latency, batch") == 2 and md in so,
           "results.md has every row and both latency tables, and is printed")
+    check("Is the difference real?" in md and "| qat-int8 | cpu | %d | %d |" % (
+        rows[-1]["vs_baseline"]["significance"]["only_baseline_right"],
+        rows[-1]["vs_baseline"]["significance"]["only_variant_right"]) in md, "results.md: the significance table")
     svg = ET.parse(os.path.join(out, "results.svg")).getroot()
     texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
     check(all(n in texts for n in names) and "ms, batch 8 (median, p95)" in texts, "results.svg draws every row")
@@ -144,8 +181,64 @@ def run(tmp):
     accs = [t for t in texts if t and t.endswith("%") and "axis" not in t]
     check(accs and all(len(a.split(".")[-1]) == 2 for a in accs), "accuracy labels one decimal: %r" % accs)
 
+    seeds(tmp, data)
     bad_input(tmp, data, qat)
     bench(tmp, data)
+
+
+T_975_DF1 = 12.706204736174707  # scipy.stats.t.ppf(0.975, 1), a table value
+
+
+def seeds(tmp, data):
+    """[experiment] seeds = 1, 2: QAT models trained with train.seeds = 1, 2, named by
+    {seed}; each seed's rows are run, quantized models go to out/seed-S/, and
+    across_seeds is the mean / sample std / t-interval of the per-seed scores."""
+    qs = os.path.join(tmp, "qat-seeds")
+    cfg = write(os.path.join(tmp, "qat-seeds.ini"), "[model]\npath = %s\n[data]\ntrain = %s\nvalid = %s\n"
+                "labels = positive, neutral, negative\nmax_length = 32\n[train]\nlearning_rate = 3e-3\n"
+                "batch_size = 8\nmax_steps = 6\nseeds = 1, 2\n[qat]\nenabled = true\n[output]\ndir = %s\n" % (TINY, data, data, qs))
+    rc, _, err = qbert("train", cfg)
+    if not check(rc == 0, "QAT train over seeds: exit %d %s" % (rc, err[-500:])):
+        return
+    out = os.path.join(tmp, "ex-seeds")
+    variants = ("[variant fp32]\nscheme = fp32\n\n[variant int8]\nscheme = int8-dynamic\n\n"
+                "[variant qat]\nscheme = qat\nmodel = %s/seed-{seed}/model\n" % qs)
+    ini = write(os.path.join(tmp, "ex-seeds.ini"), experiment_ini(tmp, data, None, out, variants).replace(
+        "threads = 1\n", "threads = 1\nseeds = 1, 2\n").replace("batches = 1, 8", "batches = 1\n[significance]\n"
+                                                                 "resamples = 500\nseed = 3"))
+    rc, so, err = qbert("experiment", ini)
+    if not check(rc == 0, "experiment with seeds: exit %d %s" % (rc, err[-1500:])):
+        return
+    check("[experiment] 6/6 qat (qat) on cpu, seed 2" in err, "progress names the seed: %r" % err[-400:])
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        res = json.load(f)
+    check(res["seeds"] == [1, 2] and res["significance_protocol"]["bootstrap_resamples"] == 500 and
+          res["significance_protocol"]["bootstrap_seed"] == 3, "seeds and protocol %r" % res.get("seeds"))
+    gold, discordant = gold_labels(data), 0
+    for r in res["variants"]:
+        per = r["per_seed"]
+        check([p["seed"] for p in per] == [1, 2], "%s: per_seed %r" % (r["name"], [p["seed"] for p in per]))
+        want = {"fp32": [TINY] * 2, "int8": [os.path.join(out, "seed-%d" % s, "int8") for s in (1, 2)],
+                "qat": [os.path.join(out, "seed-%d" % s, "qat") for s in (1, 2)]}[r["name"]]
+        check([p["model"] for p in per] == want and r["model"] == want[0], "%s: models %r" % (r["name"], per))
+        check(r["metrics"] == per[0]["metrics"], "%s: the top-level metrics are the first seed's" % r["name"])
+        for k, key in (("accuracy", "accuracy"), ("f1_weighted", "f1_weighted")):
+            v = [p["metrics"][key] for p in per]
+            a = r["across_seeds"][k]
+            half = T_975_DF1 * statistics.stdev(v) / math.sqrt(2)
+            check(abs(a["mean"] - statistics.mean(v)) < 1e-12 and abs(a["std"] - statistics.stdev(v)) < 1e-12 and
+                  abs(a["t_interval_95"][0] - (statistics.mean(v) - half)) < 1e-9 and
+                  abs(a["t_interval_95"][1] - (statistics.mean(v) + half)) < 1e-9, "%s: across seeds %s %r" % (r["name"], k, a))
+        for s, p in enumerate(per):
+            if r["name"] != "fp32":
+                base = res["variants"][0]["per_seed"][s]["model"]
+                discordant += check_significance("%s seed %d" % (r["name"], p["seed"]), p["significance"], gold,
+                                   predictions(base, data), predictions(p["model"], data))
+    check(discordant > 0, "some row predicts a text differently from fp32 (the significance checks compared something)")
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as f:
+        md = f.read()
+    check("means over the seeds (1, 2)" in md and "Across the 2 seeds (1, 2)" in md and "| qat | cpu | 2 |" in md,
+          "results.md: the tables over seeds")
 
 
 def eval_metrics(tmp, model, data, device="cpu", math="fp32"):
@@ -274,6 +367,16 @@ def bad_input(tmp, data, qat):
         [":8:", "[experiment] devices = \"cpu, gpu\": expected cpu, cuda or both"])
     bad("math.ini", ok + "\n[variant h]\nscheme = fp16\nmath = fp8\n", [":23:", "[variant h] math = \"fp8\": expected fp32, "
                                                                       "tf32, bf16 or fp16"])
+    seeded = ok.replace("threads = 1", "threads = 1\nseeds = 1, 2")
+    bad("seeds_twice.ini", ok.replace("threads = 1", "threads = 1\nseeds = 1, 1"),
+        [":8:", "[experiment] seeds = \"1, 1\": expected 1 to 16 distinct integers"])
+    bad("seeds_same_run.ini", seeded, ["no model path has {seed}", "every seed would be the same run"])
+    bad("seed_unset.ini", ok + "\n[variant q]\nscheme = qat\nmodel = %s/seed-{seed}/model\n" % qat,
+        ["[variant q]", "has {seed}: set [experiment] seeds"])
+    bad("seed_missing.ini", seeded + "\n[variant q]\nscheme = qat\nmodel = %s-{seed}\n" % qat,
+        ["[variant q]", "model %s-1: no config.json" % qat])
+    bad("resamples.ini", ok + "\n[significance]\nresamples = 10\n", [":22:", "[significance] resamples = \"10\": "
+                                                                        "expected an integer in [100, 1000000]"])
     expect_error(["experiment", os.path.join(tmp, "none.ini")], 1, ["none.ini", "cannot open"])
     expect_error(["experiment"], 2, ["usage: qbert experiment FILE.ini"])
 

@@ -545,6 +545,35 @@ static int *json_ints(const cJSON *a, int *n)
     return out;
 }
 
+/* Student's t quantiles and the 95% t-interval over seeds against scipy. */
+static void test_across_seeds(const cJSON *root)
+{
+    const cJSON *c;
+    int n = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "t_quantiles")) {
+        const double q = num(c, "q"), want = num(c, "t"), got = qb_t_quantile(q, (int)num(c, "df"));
+        CHECKF(fabs(got - want) <= 1e-9 * fmax(1.0, fabs(want)), "t quantile %g, df %g: %.15g, scipy %.15g", q,
+               num(c, "df"), got, want);
+        n++;
+    }
+    CHECK(n >= 40 && isnan(qb_t_quantile(1.0, 3)) && isnan(qb_t_quantile(0.5, 0)));
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "seed_intervals")) {
+        const cJSON *values = cJSON_GetObjectItemCaseSensitive(c, "values"), *ci = cJSON_GetObjectItemCaseSensitive(c, "interval");
+        double v[8];
+        const int k = cJSON_GetArraySize(values);
+        for (int i = 0; i < k && i < 8; i++) v[i] = cJSON_GetArrayItem(values, i)->valuedouble;
+        qb_seed_stats s;
+        qb_seed_stats_compute(v, k, &s);
+        CHECKF(s.n == k && fabs(s.mean - num(c, "mean")) < 1e-12 && fabs(s.std - num(c, "std")) < 1e-12 &&
+                   fabs(s.lo - cJSON_GetArrayItem(ci, 0)->valuedouble) < 1e-10 &&
+                   fabs(s.hi - cJSON_GetArrayItem(ci, 1)->valuedouble) < 1e-10,
+               "%d seeds: %.12g +- %.12g [%.12g, %.12g] vs scipy", k, s.mean, s.std, s.lo, s.hi);
+    }
+    qb_seed_stats one;
+    qb_seed_stats_compute((const double[]){0.75}, 1, &one);
+    CHECK(one.mean == 0.75 && one.std == 0 && isnan(one.lo) && isnan(one.hi));
+}
+
 /* McNemar's exact test against statsmodels, the paired bootstrap against numpy with the
  * same draws (tests/golden/make_significance.py); then the seeded bootstrap itself:
  * the same interval twice for one seed, another for another, and a variant equal to
@@ -584,9 +613,11 @@ static void test_significance(void)
         free(row);
         r++;
     }
-    qb_paired_diff d;
+    qb_paired_comparison d;
     CHECK(n == 40 && nb == n && nv == n && resamples == 200);
-    CHECKF(qb_paired_bootstrap(gold, base, variant, n, K, resamples, 0, idx, &d) == QB_OK, "%s", qb_error());
+    CHECKF(qb_paired_compare(gold, base, variant, n, K, resamples, 0, idx, &d) == QB_OK, "%s", qb_error());
+    CHECKF(d.b == (int)num(bs, "b") && d.c == (int)num(bs, "c") && d.mcnemar_p == qb_mcnemar_exact(d.b, d.c),
+           "discordant %d %d vs numpy %g %g", d.b, d.c, num(bs, "b"), num(bs, "c"));
     const cJSON *ai = cJSON_GetObjectItemCaseSensitive(bs, "acc_interval"), *fi = cJSON_GetObjectItemCaseSensitive(bs, "f1_interval");
     CHECKF(fabs(d.acc_diff - num(bs, "acc_diff")) < 1e-12 && fabs(d.f1_diff - num(bs, "f1_diff")) < 1e-12,
            "differences %.17g %.17g vs numpy %.17g %.17g", d.acc_diff, d.f1_diff, num(bs, "acc_diff"), num(bs, "f1_diff"));
@@ -595,17 +626,18 @@ static void test_significance(void)
                fabs(d.f1_lo - cJSON_GetArrayItem(fi, 0)->valuedouble) < 1e-12 &&
                fabs(d.f1_hi - cJSON_GetArrayItem(fi, 1)->valuedouble) < 1e-12,
            "intervals [%g, %g] [%g, %g] vs numpy", d.acc_lo, d.acc_hi, d.f1_lo, d.f1_hi);
-    qb_paired_diff s1, s2, s3, same;
-    CHECK(qb_paired_bootstrap(gold, base, variant, n, K, 2000, 42, NULL, &s1) == QB_OK &&
-          qb_paired_bootstrap(gold, base, variant, n, K, 2000, 42, NULL, &s2) == QB_OK &&
-          qb_paired_bootstrap(gold, base, variant, n, K, 2000, 43, NULL, &s3) == QB_OK);
+    qb_paired_comparison s1, s2, s3, same;
+    CHECK(qb_paired_compare(gold, base, variant, n, K, 2000, 42, NULL, &s1) == QB_OK &&
+          qb_paired_compare(gold, base, variant, n, K, 2000, 42, NULL, &s2) == QB_OK &&
+          qb_paired_compare(gold, base, variant, n, K, 2000, 43, NULL, &s3) == QB_OK);
     CHECK(memcmp(&s1, &s2, sizeof s1) == 0 && (s1.acc_lo != s3.acc_lo || s1.f1_hi != s3.f1_hi));
     CHECK(s1.acc_lo <= s1.acc_diff && s1.acc_diff <= s1.acc_hi && s1.f1_lo <= s1.f1_diff && s1.f1_diff <= s1.f1_hi);
-    CHECK(qb_paired_bootstrap(gold, base, base, n, K, 500, 1, NULL, &same) == QB_OK && same.acc_diff == 0 &&
-          same.acc_lo == 0 && same.acc_hi == 0 && same.f1_lo == 0 && same.f1_hi == 0);
+    CHECK(qb_paired_compare(gold, base, base, n, K, 500, 1, NULL, &same) == QB_OK && same.acc_diff == 0 &&
+          same.b == 0 && same.c == 0 && same.mcnemar_p == 1 && same.acc_lo == 0 && same.acc_hi == 0 && same.f1_lo == 0 && same.f1_hi == 0);
     base[0] = K;  /* a label out of range is refused */
-    CHECK(qb_paired_bootstrap(gold, base, variant, n, K, 500, 1, NULL, &same) == QB_EINVAL);
+    CHECK(qb_paired_compare(gold, base, variant, n, K, 500, 1, NULL, &same) == QB_EINVAL);
     free(gold), free(base), free(variant), free(idx);
+    test_across_seeds(root);
     cJSON_Delete(root);
     printf("significance: McNemar %d cases, bootstrap intervals equal numpy's\n", cases);
 }

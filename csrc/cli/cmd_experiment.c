@@ -9,7 +9,7 @@
  * first row's predictions) and timed; the first row is the baseline that every
  * difference is taken against. Output under [experiment] out: results.json (all of
  * it), results.md (the tables, also printed), results.svg (accuracy, size and
- * latency drawn), and one model directory per quantized row.
+ * latency drawn; experiment_report.c), and one model directory per quantized row.
  *
  * With [experiment] devices = cpu, cuda every variant is also a row on each device
  * (its model written once): the CPU vs GPU table. On a GPU a variant's FP32 Linears
@@ -22,8 +22,15 @@
  *
  * Latency is what a caller of the engine waits for: one qb_engine_classify call on
  * the first B texts of the test set (tokenisation, forward, softmax), `warmup`
- * untimed calls and then `runs` timed ones, for each batch size B. */
+ * untimed calls and then `runs` timed ones, for each batch size B.
+ *
+ * Every row is compared with the baseline on the same texts (McNemar's exact test, a
+ * paired bootstrap; experiment_report.c). With [experiment] seeds every row is run once
+ * per seed, "{seed}" in a model path standing for it (models trained with
+ * train.seeds = ...), quantized models written to out/seed-S/, and the reports add the
+ * spread over the seeds; latency is measured in the first seed's run only. */
 #include "cli/cli.h"
+#include "cli/experiment.h"
 
 #include "backend/backend.h"
 #include "qbert/io.h"
@@ -35,41 +42,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { MAX_VARIANTS = 32, MAX_BATCHES = 8, MAX_DEVICES = 2, PATH_CAP = 1024 };
-
-typedef struct {
-    char name[64];
-    int line;               /* of its [variant NAME] header */
-    char scheme[32], model[PATH_CAP], act[8], calib_method[16];
-    char math[8];           /* of FP32 Linears on a GPU; "": by the scheme */
-    int group;
-    double percentile;
-} variant;
-
-typedef struct {
-    char model[PATH_CAP], test[PATH_CAP], out[PATH_CAP], calib[PATH_CAP];
-    int max_length, batch, threads, calib_samples;
-    int warmup, runs, batches[MAX_BATCHES], n_batches;
-    char devices[MAX_DEVICES][8];
-    int n_devices;
-    variant v[MAX_VARIANTS];
-    int n;
-} experiment;
-
-/* What one row (a variant on a device) measured. Rows are variant-major: row i is
- * variant i / n_devices on device i % n_devices; row 0 is the baseline. */
-typedef struct {
-    char label[80];         /* the variant's name, and its device when there are several */
-    const char *device;
-    qb_math math;
-    char dir[PATH_CAP];
-    int64_t bytes;          /* the weights file on disk */
-    qb_metrics m;
-    int *pred;              /* (n_test) */
-    double agreement;       /* share of test texts predicted as the baseline predicts them */
-    qb_latency_stats lat[MAX_BATCHES];
-} row;
 
 /* ---- the INI file ---- */
 
@@ -100,23 +72,45 @@ static bool parse_int(const char *v, long lo, long hi, int *out)
     return true;
 }
 
-/* "1, 32": up to MAX_BATCHES sizes in [1, 4096]. */
-static bool parse_batches(const char *v, experiment *x)
+/* "1, 32": 1 to cap integers in [lo, hi] into out; returns how many, or -1. */
+static int parse_list(const char *v, long long lo, long long hi, long long *out, int cap)
 {
-    x->n_batches = 0;
-    const char *s = v;
-    while (*s) {
+    int n = 0;
+    for (const char *s = v; *s;) {
         char *end;
         errno = 0;
-        long b = strtol(s, &end, 10);
-        if (end == s || errno || b < 1 || b > 4096 || x->n_batches == MAX_BATCHES) return false;
-        x->batches[x->n_batches++] = (int)b;
+        const long long b = strtoll(s, &end, 10);
+        if (end == s || errno || b < lo || b > hi || n == cap) return -1;
+        out[n++] = b;
         s = end;
         while (*s == ' ' || *s == '\t') s++;
         if (*s == ',') s++;
-        else if (*s) return false;
+        else if (*s) return -1;
     }
-    return x->n_batches > 0;
+    return n ? n : -1;
+}
+
+/* "1, 32": up to MAX_BATCHES sizes in [1, 4096]. */
+static bool parse_batches(const char *v, experiment *x)
+{
+    long long b[MAX_BATCHES];
+    const int n = parse_list(v, 1, 4096, b, MAX_BATCHES);
+    for (int i = 0; i < n; i++) x->batches[i] = (int)b[i];
+    if (n > 0) x->n_batches = n;
+    return n > 0;
+}
+
+/* "42, 123, 456": up to MAX_SEEDS distinct seeds in [0, 2^53] (JSON numbers). */
+static bool parse_seeds(const char *v, experiment *x)
+{
+    long long s[MAX_SEEDS];
+    const int n = parse_list(v, 0, 1LL << 53, s, MAX_SEEDS);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (s[i] == s[j]) return false;
+    for (int i = 0; i < n; i++) x->seeds[i] = (uint64_t)s[i];
+    if (n > 0) x->n_seeds = n;
+    return n > 0;
 }
 
 /* "cpu, cuda": 1 to MAX_DEVICES distinct device names. */
@@ -193,6 +187,7 @@ static int handler(void *user, const char *section, const char *name, const char
         {"calibration", "samples", NULL, &x->calib_samples, 1, 1 << 24},
         {"latency", "warmup", NULL, &x->warmup, 0, 100000},
         {"latency", "runs", NULL, &x->runs, 1, 100000},
+        {"significance", "resamples", NULL, &x->resamples, 100, 1000000},
     };
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         if (strcmp(section, keys[i].section) != 0 || strcmp(name, keys[i].key) != 0) continue;
@@ -212,8 +207,20 @@ static int handler(void *user, const char *section, const char *name, const char
         if (!parse_devices(v, x)) return fail_key(p, section, name, v, "expected cpu, cuda or both, like cpu, cuda");
         return 1;
     }
-    return fail_key(p, section, name, v, "unknown key (sections: [experiment] model test out devices max_length batch "
-                    "threads, [calibration] data samples, [latency] warmup runs batches, [variant NAME])");
+    if (strcmp(section, "experiment") == 0 && strcmp(name, "seeds") == 0) {
+        if (!parse_seeds(v, x))
+            return fail_key(p, section, name, v, "expected 1 to 16 distinct integers in [0, 2^53], like 42, 123, 456");
+        return 1;
+    }
+    if (strcmp(section, "significance") == 0 && strcmp(name, "seed") == 0) {
+        long long s;
+        if (parse_list(v, 0, 1LL << 53, &s, 1) != 1) return fail_key(p, section, name, v, "expected an integer in [0, 2^53]");
+        x->bootstrap_seed = (uint64_t)s;
+        return 1;
+    }
+    return fail_key(p, section, name, v, "unknown key (sections: [experiment] model test out devices seeds max_length "
+                    "batch threads, [calibration] data samples, [latency] warmup runs batches, [significance] "
+                    "resamples seed, [variant NAME])");
 }
 
 /* The [variant NAME] headers of text, in order, with their lines: inih calls the
@@ -264,7 +271,28 @@ static void variant_request(const experiment *x, const variant *v, qb_cli_quant_
 static void default_experiment(experiment *x)
 {
     *x = (experiment){.max_length = 128, .batch = 32, .calib_samples = 256, .warmup = 5, .runs = 20,
-                      .batches = {1, 32}, .n_batches = 2, .devices = {"cpu"}, .n_devices = 1};
+                      .batches = {1, 32}, .n_batches = 2, .devices = {"cpu"}, .n_devices = 1,
+                      .resamples = 2000, .bootstrap_seed = 42};
+}
+
+/* A model path of run `run`: tmpl with every "{seed}" replaced by the run's seed. */
+static qb_status seed_path(const experiment *x, const char *tmpl, int run, char *out)
+{
+    size_t n = 0;
+    for (const char *s = tmpl; *s;) {
+        const char *hit = strstr(s, "{seed}");
+        const size_t len = hit ? (size_t)(hit - s) : strlen(s);
+        char seed[24] = "";
+        if (hit && !x->n_seeds) return qb_fail(QB_EINVAL, "model %s has {seed}: set [experiment] seeds", tmpl);
+        if (hit) snprintf(seed, sizeof seed, "%llu", (unsigned long long)x->seeds[run]);
+        if (n + len + strlen(seed) >= PATH_CAP) return qb_fail(QB_EINVAL, "model %s: path too long with its seed", tmpl);
+        memcpy(out + n, s, len);
+        memcpy(out + n + len, seed, strlen(seed));
+        n += len + strlen(seed);
+        s += len + (hit ? strlen("{seed}") : 0);
+    }
+    out[n] = '\0';
+    return QB_OK;
 }
 
 /* Checks a variant's options, and sets its model to the experiment's when it names
@@ -288,10 +316,14 @@ static qb_status check_variant(const experiment *x, variant *v)
     }
     if (!v->model[0]) strcpy(v->model, x->model);
     /* Every model is there before the first row's minutes are spent. */
-    char config[PATH_CAP + 16];
-    snprintf(config, sizeof config, "%s/config.json", v->model);
-    if (!qb_file_exists(config))
-        return qb_fail(QB_ENOTFOUND, "model %s: no config.json there (a model directory expected)", v->model);
+    for (int run = 0; run < experiment_runs(x); run++) {
+        char dir[PATH_CAP], config[PATH_CAP + 16];
+        qb_status st = seed_path(x, v->model, run, dir);
+        if (st) return st;
+        snprintf(config, sizeof config, "%s/config.json", dir);
+        if (!qb_file_exists(config))
+            return qb_fail(QB_ENOTFOUND, "model %s: no config.json there (a model directory expected)", dir);
+    }
     return QB_OK;
 }
 
@@ -336,15 +368,19 @@ static qb_status load_experiment(const char *path, const char *const *sets, int 
                           : !x->out[0] ? "[experiment] out" : NULL;
     if (missing) return qb_fail(QB_EINVAL, "%s: %s is required", path, missing);
     if (x->n == 0) return qb_fail(QB_EINVAL, "%s: no [variant NAME] section; the first one is the baseline", path);
-    for (int i = 0; i < x->n; i++)
+    bool seeded = false;
+    for (int i = 0; i < x->n; i++) {
         if ((st = check_variant(x, &x->v[i])))
             return qb_fail(st, "%s:%d: [variant %s] %s", path, x->v[i].line, x->v[i].name, qb_error());
+        seeded |= strstr(x->v[i].model, "{seed}") != NULL;
+    }
+    if (x->n_seeds > 1 && !seeded)
+        return qb_fail(QB_EINVAL, "%s: [experiment] seeds: no model path has {seed}, so every seed would be the same run "
+                       "(e.g. model = runs/fp32/seed-{seed}/model)", path);
     return QB_OK;
 }
 
 /* ---- running a row ---- */
-
-static const variant *row_variant(const experiment *x, int i) { return &x->v[i / x->n_devices]; }
 
 static int largest_batch(const experiment *x)
 {
@@ -400,10 +436,61 @@ static qb_status time_batches(qb_engine *e, const experiment *x, const qb_datase
     return st;
 }
 
-/* Row i: writes its variant's model on the variant's first device (unless fp32), then
- * evaluates and times it on the row's device. */
-static qb_status run_row(const experiment *x, int i, const qb_engine_options *base_eo, const qb_dataset *test,
-                         const qb_config *base, const int *base_pred, row *r)
+/* The model directory of row i in run `run` (r->dir): the variant's own for fp32,
+ * else written by qbert quantize from it on the variant's first device. */
+static qb_status row_model(const experiment *x, int run, int i, const qb_engine_options *eo, row *r)
+{
+    const variant *v = row_variant(x, i);
+    char src[PATH_CAP], out[PATH_CAP + 32];
+    qb_status st = seed_path(x, v->model, run, src);
+    if (st) return st;
+    if (strcmp(v->scheme, "fp32") == 0) {
+        snprintf(r->dir, sizeof r->dir, "%s", src);
+        return QB_OK;
+    }
+    /* several seeds: out/seed-S/NAME */
+    if (x->n_seeds > 1) snprintf(out, sizeof out, "%s/seed-%llu", x->out, (unsigned long long)x->seeds[run]);
+    else snprintf(out, sizeof out, "%s", x->out);
+    if (snprintf(r->dir, sizeof r->dir, "%s/%s", out, v->name) >= (int)sizeof r->dir)
+        return qb_fail(QB_EINVAL, "%s/%s: path too long", out, v->name);
+    if (i % x->n_devices) return QB_OK;  /* written once, before its first row */
+    qb_cli_quant_request q;
+    qb_qplan plan;
+    variant_request(x, v, &q);
+    qb_engine *e;
+    if ((st = qb_cli_quant_check(&q, &plan)) || (st = qb_engine_open(src, eo, &e))) return st;
+    st = qb_cli_quantize(e, src, &q, &plan, eo, r->dir);
+    qb_engine_close(e);
+    return st;
+}
+
+/* The test set's predictions of r's model, its scores, and its agreement with and
+ * comparison to the baseline's row (NULL: r is the baseline). */
+static qb_status score(const experiment *x, qb_engine *e, const qb_dataset *test, const row *base, row *r)
+{
+    const int n = test->count, K = qb_engine_model(e)->cfg.num_labels;
+    float *conf = malloc((size_t)n * sizeof *conf);
+    double seconds;
+    qb_status st = QB_OK;
+    if (!(r->pred = malloc((size_t)n * sizeof *r->pred)) || !conf) st = qb_fail(QB_ENOMEM, "out of memory");
+    if (!st && qb_cli_classify(e, (const char *const *)test->texts, n, r->pred, conf, &seconds))
+        st = qb_fail(QB_EIO, "%s: classifying the test set failed", r->dir);
+    if (!st) st = qb_metrics_compute(test->labels, r->pred, conf, n, K, &r->m);
+    free(conf);
+    if (st || !base) {
+        r->agreement = 1.0;
+        return st;
+    }
+    int same = 0;
+    for (int k = 0; k < n; k++) same += r->pred[k] == base->pred[k];
+    r->agreement = (double)same / n;
+    return qb_paired_compare(test->labels, base->pred, r->pred, n, K, x->resamples, x->bootstrap_seed, NULL, &r->vs);
+}
+
+/* Row i of run `run`: its model (written unless fp32), evaluated on the row's device
+ * against the run's baseline row (NULL for row 0), and timed in the first run. */
+static qb_status run_row(const experiment *x, int run, int i, const qb_engine_options *base_eo, const qb_dataset *test,
+                         const qb_config *base_cfg, const row *base, row *r)
 {
     const variant *v = row_variant(x, i);
     qb_engine_options eo = *base_eo;
@@ -411,224 +498,23 @@ static qb_status run_row(const experiment *x, int i, const qb_engine_options *ba
     eo.math = r->math = row_math(v, r->device);
     if (x->n_devices > 1) snprintf(r->label, sizeof r->label, "%s %s", v->name, r->device);
     else snprintf(r->label, sizeof r->label, "%s", v->name);
-    qb_status st = QB_OK;
-    snprintf(r->dir, sizeof r->dir, "%s", v->model);
-    if (strcmp(v->scheme, "fp32") != 0 &&
-        snprintf(r->dir, sizeof r->dir, "%s/%s", x->out, v->name) >= (int)sizeof r->dir)
-        return qb_fail(QB_EINVAL, "%s/%s: path too long", x->out, v->name);
-    if (strcmp(v->scheme, "fp32") != 0 && i % x->n_devices == 0) {  /* written once, before its first row */
-        qb_cli_quant_request q;
-        qb_qplan plan;
-        variant_request(x, v, &q);
-        qb_engine *src;
-        if ((st = qb_cli_quant_check(&q, &plan)) || (st = qb_engine_open(v->model, base_eo, &src))) return st;
-        st = qb_cli_quantize(src, v->model, &q, &plan, base_eo, r->dir);
-        qb_engine_close(src);
-        if (st) return st;
-    }
+    qb_status st = row_model(x, run, i, base_eo, r);
+    if (st) return st;
     if ((r->bytes = qb_model_weights_bytes(r->dir)) < 0)
         return qb_fail(QB_ENOTFOUND, "%s: no model.safetensors or pytorch_model.bin", r->dir);
     qb_engine *e;
     if ((st = qb_engine_open(r->dir, &eo, &e))) return st;
     const qb_config *cfg = &qb_engine_model(e)->cfg;
-    const int n = test->count;
     /* The test labels are ids of the baseline's label names. */
-    bool same_labels = cfg->num_labels == base->num_labels;
+    bool same_labels = cfg->num_labels == base_cfg->num_labels;
     for (int k = 0; same_labels && k < cfg->num_labels; k++)
-        same_labels = strcmp(cfg->id2label[k], base->id2label[k]) == 0;
-    if (!same_labels) {
-        qb_engine_close(e);
-        return qb_fail(QB_EINVAL, "%s: its labels (id2label) differ from the baseline's (%s)", r->dir, x->v[0].model);
-    }
-    float *conf = malloc((size_t)n * sizeof *conf);
-    double seconds;
-    if (!(r->pred = malloc((size_t)n * sizeof *r->pred)) || !conf) st = qb_fail(QB_ENOMEM, "out of memory");
-    if (!st && qb_cli_classify(e, (const char *const *)test->texts, n, r->pred, conf, &seconds))
-        st = qb_fail(QB_EIO, "%s: classifying the test set failed", r->dir);
-    if (!st) st = qb_metrics_compute(test->labels, r->pred, conf, n, cfg->num_labels, &r->m);
-    if (!st) {
-        int same = 0;
-        for (int k = 0; k < n; k++) same += r->pred[k] == (base_pred ? base_pred[k] : r->pred[k]);
-        r->agreement = (double)same / n;
-        st = time_batches(e, x, test, r);
-    }
-    free(conf);
+        same_labels = strcmp(cfg->id2label[k], base_cfg->id2label[k]) == 0;
+    if (!same_labels)
+        st = qb_fail(QB_EINVAL, "%s: its labels (id2label) differ from the baseline's (%s)", r->dir,
+                     base ? base->dir : r->dir);
+    if (!st) st = score(x, e, test, base, r);
+    if (!st && run == 0) st = time_batches(e, x, test, r);
     qb_engine_close(e);
-    return st;
-}
-
-/* ---- reports ---- */
-
-/* The first variant's row on row i's device: what "on the device" speedups divide. */
-static const row *device_baseline(const experiment *x, const row *rows, int i) { return &rows[i % x->n_devices]; }
-
-static cJSON *latency_json(const qb_latency_stats *s)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "n", s->n);
-    cJSON_AddNumberToObject(o, "mean", s->mean);
-    cJSON_AddNumberToObject(o, "median", s->median);
-    cJSON_AddNumberToObject(o, "std", s->std);
-    cJSON_AddNumberToObject(o, "p95", s->p95);
-    cJSON_AddNumberToObject(o, "min", s->min);
-    cJSON_AddNumberToObject(o, "max", s->max);
-    return o;
-}
-
-static cJSON *results_json(const char *source, const experiment *x, const qb_dataset *test, const row *rows,
-                           const char *const *labels)
-{
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "experiment", source);
-    cJSON_AddStringToObject(root, "test", x->test);
-    cJSON_AddNumberToObject(root, "test_texts", test->count);
-    cJSON_AddStringToObject(root, "baseline", x->v[0].name);
-    cJSON *devices = cJSON_AddArrayToObject(root, "devices");
-    for (int d = 0; d < x->n_devices; d++) cJSON_AddItemToArray(devices, cJSON_CreateString(x->devices[d]));
-    cJSON *lat = cJSON_AddObjectToObject(root, "latency_protocol");
-    cJSON_AddStringToObject(lat, "timed", "one qb_engine_classify call on the first B test texts: tokenisation, "
-                                          "forward, softmax");
-    cJSON_AddNumberToObject(lat, "warmup", x->warmup);
-    cJSON_AddNumberToObject(lat, "runs", x->runs);
-    cJSON_AddNumberToObject(lat, "threads", x->threads);
-    cJSON_AddNumberToObject(lat, "max_length", x->max_length);
-    cJSON *variants = cJSON_AddArrayToObject(root, "variants");
-    const row *b = &rows[0];
-    for (int i = 0; i < x->n * x->n_devices; i++) {
-        const row *r = &rows[i], *bd = device_baseline(x, rows, i);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToArray(variants, o);
-        cJSON_AddStringToObject(o, "name", row_variant(x, i)->name);
-        cJSON_AddStringToObject(o, "device", r->device);
-        cJSON_AddStringToObject(o, "math", qb_math_name(r->math));
-        cJSON_AddStringToObject(o, "scheme", row_variant(x, i)->scheme);
-        cJSON_AddStringToObject(o, "model", r->dir);
-        cJSON_AddNumberToObject(o, "size_bytes", (double)r->bytes);
-        cJSON_AddItemToObject(o, "metrics", qb_metrics_to_json(&r->m, labels));
-        cJSON_AddNumberToObject(o, "agreement_with_baseline", r->agreement);
-        cJSON *l = cJSON_AddObjectToObject(o, "latency_ms");
-        char key[16];
-        for (int k = 0; k < x->n_batches; k++) {
-            snprintf(key, sizeof key, "batch_%d", x->batches[k]);
-            cJSON_AddItemToObject(l, key, latency_json(&r->lat[k]));
-        }
-        /* Differences to the baseline: metric deltas, ratios for size and speed; speed
-         * also against the first variant on the same device. */
-        cJSON *d = cJSON_AddObjectToObject(o, "vs_baseline");
-        cJSON_AddNumberToObject(d, "accuracy", r->m.accuracy - b->m.accuracy);
-        cJSON_AddNumberToObject(d, "precision_weighted", r->m.weighted_p - b->m.weighted_p);
-        cJSON_AddNumberToObject(d, "recall_weighted", r->m.weighted_r - b->m.weighted_r);
-        cJSON_AddNumberToObject(d, "f1_weighted", r->m.weighted_f1 - b->m.weighted_f1);
-        cJSON_AddNumberToObject(d, "avg_confidence", r->m.avg_confidence - b->m.avg_confidence);
-        cJSON_AddNumberToObject(d, "size_bytes", (double)(r->bytes - b->bytes));
-        cJSON_AddNumberToObject(d, "size_ratio", (double)r->bytes / (double)b->bytes);
-        for (int k = 0; k < x->n_batches; k++) {
-            snprintf(key, sizeof key, "batch_%d", x->batches[k]);
-            cJSON *s = cJSON_AddObjectToObject(d, key);
-            cJSON_AddNumberToObject(s, "mean_ms", r->lat[k].mean - b->lat[k].mean);
-            cJSON_AddNumberToObject(s, "median_ms", r->lat[k].median - b->lat[k].median);
-            cJSON_AddNumberToObject(s, "p95_ms", r->lat[k].p95 - b->lat[k].p95);
-            cJSON_AddNumberToObject(s, "speedup_median", b->lat[k].median / r->lat[k].median);
-            cJSON_AddNumberToObject(s, "speedup_median_same_device", bd->lat[k].median / r->lat[k].median);
-        }
-    }
-    return root;
-}
-
-/* "0.7030 (+0.30)": a value and its difference to the baseline, in points for shares. */
-static void cell(FILE *f, double v, double base, bool first)
-{
-    if (first) fprintf(f, " %.4f |", v);
-    else fprintf(f, " %.4f (%+.2f) |", v, 100.0 * (v - base));
-}
-
-static void write_markdown(FILE *f, const experiment *x, const qb_dataset *test, const row *rows)
-{
-    const row *b = &rows[0];
-    const int n_rows = x->n * x->n_devices;
-    fprintf(f, "Test set: %s (%d texts). Differences to %s on %s in parentheses, in points.\n\n", x->test,
-            test->count, x->v[0].name, rows[0].device);
-    fprintf(f, "| variant | device | scheme | accuracy | F1 (weighted) | precision (w) | recall (w) | avg confidence | "
-               "agreement | size MB | size vs %s |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
-            x->v[0].name);
-    for (int i = 0; i < n_rows; i++) {
-        const row *r = &rows[i];
-        fprintf(f, "| %s | %s | %s |", row_variant(x, i)->name, r->device, row_variant(x, i)->scheme);
-        cell(f, r->m.accuracy, b->m.accuracy, i == 0);
-        cell(f, r->m.weighted_f1, b->m.weighted_f1, i == 0);
-        cell(f, r->m.weighted_p, b->m.weighted_p, i == 0);
-        cell(f, r->m.weighted_r, b->m.weighted_r, i == 0);
-        cell(f, r->m.avg_confidence, b->m.avg_confidence, i == 0);
-        fprintf(f, " %.4f | %.4g | %.1f%% |\n", r->agreement, r->bytes / 1e6, 100.0 * r->bytes / b->bytes);
-    }
-    for (int k = 0; k < x->n_batches; k++) {
-        char threads[32] = "all cores";
-        if (x->threads) snprintf(threads, sizeof threads, "%d threads", x->threads);
-        fprintf(f, "\nLatency, batch %d (ms; warm-up %d, %d runs; CPU: %s):\n\n", x->batches[k], x->warmup, x->runs,
-                threads);
-        fprintf(f, "| variant | device | math | mean | std | median | p95 | speedup (median) | vs %s on the device | "
-                   "texts/s |\n|---|---|---|---|---|---|---|---|---|---|\n", x->v[0].name);
-        for (int i = 0; i < n_rows; i++) {
-            const qb_latency_stats *s = &rows[i].lat[k];
-            fprintf(f, "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.1f |\n", row_variant(x, i)->name,
-                    rows[i].device, qb_math_name(rows[i].math), s->mean, s->std, s->median, s->p95,
-                    b->lat[k].median / s->median, device_baseline(x, rows, i)->lat[k].median / s->median,
-                    x->batches[k] * 1e3 / s->median);
-        }
-    }
-}
-
-static qb_status write_reports(const char *source, const experiment *x, const qb_dataset *test, const row *rows,
-                               const char *const *labels)
-{
-    char *md = NULL;
-    size_t md_len = 0;
-    FILE *f = open_memstream(&md, &md_len);
-    if (f) {
-        write_markdown(f, x, test, rows);
-        fclose(f);
-    }
-    if (md) printf("\n%s", md);
-    qb_status st = qb_cli_write_reports(x->out, "results", results_json(source, x, test, rows, labels), md, md_len);
-    if (st) return st;
-
-    /* Panels: accuracy (its axis zoomed: variants differ by tenths of a point), size,
-     * then the median latency of each batch size with a whisker to its p95. */
-    const int n_panels = 2 + x->n_batches, n_rows = x->n * x->n_devices;
-    const char *names[MAX_VARIANTS * MAX_DEVICES];
-    char titles[2 + MAX_BATCHES][48];
-    qb_bar_panel panels[2 + MAX_BATCHES];
-    double *v = malloc((size_t)(n_panels + x->n_batches) * n_rows * sizeof *v), *p95 = v + (size_t)n_panels * n_rows;
-    if (!v) return qb_fail(QB_ENOMEM, "out of memory for the chart");
-    snprintf(titles[0], sizeof titles[0], "accuracy");
-    snprintf(titles[1], sizeof titles[1], "size on disk (MB)");
-    for (int k = 0; k < x->n_batches; k++)
-        snprintf(titles[2 + k], sizeof titles[2 + k], "ms, batch %d (median, p95)", x->batches[k]);
-    for (int p = 0; p < n_panels; p++)
-        panels[p] = (qb_bar_panel){titles[p], v + (size_t)p * n_rows, p >= 2 ? p95 + (size_t)(p - 2) * n_rows : NULL,
-                                   p == 0, p == 0};
-    for (int i = 0; i < n_rows; i++) {
-        names[i] = rows[i].label;
-        v[i] = rows[i].m.accuracy;
-        v[n_rows + i] = rows[i].bytes / 1e6;
-        for (int k = 0; k < x->n_batches; k++) {
-            v[(size_t)(2 + k) * n_rows + i] = rows[i].lat[k].median;
-            p95[(size_t)k * n_rows + i] = rows[i].lat[k].p95;
-        }
-    }
-    /* a title that fits: the model and the test file, not the whole command line */
-    const char *model = strrchr(x->model, '/'), *data = strrchr(x->test, '/');
-    char title[2 * PATH_CAP + 64];
-    snprintf(title, sizeof title, "%s on %s: %d texts", model && model[1] ? model + 1 : x->model,
-             data ? data + 1 : x->test, test->count);
-    char *svg = qb_bars_svg(title, names, n_rows, panels, n_panels);
-    free(v);
-    if (!svg) return qb_fail(QB_ENOMEM, "out of memory drawing the chart");
-    char file[PATH_CAP + 32];
-    snprintf(file, sizeof file, "%s/results.svg", x->out);
-    st = qb_svg_write(file, svg);
-    free(svg);
-    if (!st) printf("wrote %s/results.json, results.md and results.svg\n", x->out);
     return st;
 }
 
@@ -651,8 +537,9 @@ static int run_experiment(const char *cmd, const char *source, bool is_file, con
     }
     /* The test set, with the baseline's label names. */
     qb_config cfg = {0};
-    char cpath[PATH_CAP + 32];
-    snprintf(cpath, sizeof cpath, "%s/config.json", x->v[0].model);
+    char base_dir[PATH_CAP], cpath[PATH_CAP + 32];
+    if (!st) st = seed_path(x, x->v[0].model, 0, base_dir);
+    snprintf(cpath, sizeof cpath, "%s/config.json", base_dir);
     qb_dataset test = {0};
     qb_data_options dop;
     qb_data_default_options(&dop);
@@ -666,27 +553,33 @@ static int run_experiment(const char *cmd, const char *source, bool is_file, con
         st = qb_fail(QB_EINVAL, "[latency] batches: %s has %d texts, fewer than the largest batch (%d)", x->test,
                      test.count, largest_batch(x));
     if (!st) st = qb_mkdirs(x->out);
-    const int n_rows = x->n * x->n_devices;
-    row *rows = calloc((size_t)n_rows, sizeof *rows);
+    const int n_rows = experiment_rows(x), n_all = experiment_runs(x) * n_rows;
+    row *rows = calloc((size_t)n_all, sizeof *rows);
     if (!st && !rows) st = qb_fail(QB_ENOMEM, "out of memory");
     const double t0 = qb_now();
-    for (int i = 0; !st && i < n_rows; i++) {
+    for (int j = 0; !st && j < n_all; j++) {
+        const int run = j / n_rows, i = j % n_rows;
         const variant *v = row_variant(x, i);
         const double el = qb_now() - t0;
-        fprintf(stderr, "[experiment] %d/%d %s (%s) on %s  elapsed %.0fs", i + 1, n_rows, v->name, v->scheme,
-                x->devices[i % x->n_devices], el);
-        if (i) fprintf(stderr, "  ETA %.0fs", el / i * (n_rows - i));
+        fprintf(stderr, "[experiment] %d/%d %s (%s) on %s", j + 1, n_all, v->name, v->scheme, x->devices[i % x->n_devices]);
+        if (x->n_seeds) fprintf(stderr, ", seed %llu", (unsigned long long)x->seeds[run]);
+        fprintf(stderr, "  elapsed %.0fs", el);
+        if (j) fprintf(stderr, "  ETA %.0fs", el / j * (n_all - j));
         fprintf(stderr, "\n");
-        if ((st = run_row(x, i, &eo, &test, &cfg, i ? rows[0].pred : NULL, &rows[i])))
+        const row *base = i ? &rows[run * n_rows] : NULL;
+        if ((st = run_row(x, run, i, &eo, &test, &cfg, base, &rows[j]))) {
             st = qb_fail(st, "[variant %s] on %s: %s", v->name, x->devices[i % x->n_devices], qb_error());
-        else
-            fprintf(stderr, "[experiment]   accuracy %.4f, agreement %.4f, %.1f MB\n", rows[i].m.accuracy,
-                    rows[i].agreement, rows[i].bytes / 1e6);
+        } else {
+            fprintf(stderr, "[experiment]   accuracy %.4f, agreement %.4f, %.1f MB", rows[j].m.accuracy,
+                    rows[j].agreement, rows[j].bytes / 1e6);
+            if (base) fprintf(stderr, ", McNemar p %.3g", rows[j].vs.mcnemar_p);
+            fprintf(stderr, "\n");
+        }
     }
-    if (!st) st = write_reports(source, x, &test, rows, (const char *const *)cfg.id2label);
-    for (int i = 0; rows && i < n_rows; i++) {
-        qb_metrics_free(&rows[i].m);
-        free(rows[i].pred);
+    if (!st) st = experiment_write_reports(source, x, &test, rows, (const char *const *)cfg.id2label);
+    for (int j = 0; rows && j < n_all; j++) {
+        qb_metrics_free(&rows[j].m);
+        free(rows[j].pred);
     }
     free(rows);
     qb_dataset_free(&test);
@@ -705,6 +598,11 @@ static void usage(FILE *f)
             "               each), max_length (128), batch (32), threads (0: all)\n"
             "  [calibration] data FILE, samples (256)       texts for int8-static variants\n"
             "  [latency] warmup (5), runs (20), batches (1, 32)\n"
+            "  [experiment] seeds = 42, 123, 456: every row once per seed, \"{seed}\" in a model path\n"
+            "               replaced by it (models trained with qbert train ... train.seeds=...)\n"
+            "  [significance] resamples (2000), seed (42): each row against the baseline on the same\n"
+            "               texts: McNemar's exact test, paired bootstrap 95%% intervals of the accuracy\n"
+            "               and weighted-F1 differences; over seeds, t-intervals\n"
             "  [variant NAME] scheme = fp32 | fp16 | bf16 | int8-dynamic | int8-static | int4 | int4-tensor | qat,\n"
             "                 model (default: the experiment's), group-size, act, calib-method, percentile,\n"
             "                 math (on a GPU, of FP32 Linears and attention, and the activations' storage;\n"

@@ -101,18 +101,34 @@ double qb_percentile_sorted(const double *sorted, int n, double q);
  * X ~ Binomial(b + c, 1/2), as statsmodels' mcnemar(exact=True). 1 when b + c = 0. */
 double qb_mcnemar_exact(int b, int c);
 
-/* A variant against a baseline on the same n texts: the accuracy and weighted-F1
- * differences (variant - baseline) and their paired bootstrap 95% intervals (the 2.5th
- * and 97.5th percentiles, numpy's linear interpolation, of `resamples` differences
- * over n texts drawn with replacement, the same draw for both models). */
+/* A variant against a baseline on the same n texts. */
 typedef struct {
+    int b, c;               /* texts only the baseline got right; only the variant */
+    double mcnemar_p;       /* qb_mcnemar_exact(b, c) */
+    /* variant - baseline, and the paired bootstrap 95% interval: the 2.5th and 97.5th
+     * percentiles (numpy's linear interpolation) of `resamples` differences over n
+     * texts drawn with replacement, the same draw for both models */
     double acc_diff, acc_lo, acc_hi;
-    double f1_diff, f1_lo, f1_hi;
-} qb_paired_diff;
+    double f1_diff, f1_lo, f1_hi;  /* weighted F1 */
+} qb_paired_comparison;
 
 /* gold, base, variant (n) labels in [0, num_labels). indices: (resamples, n) draws to
  * use (a test's), or NULL: drawn from seed (Philox). */
-qb_status qb_paired_bootstrap(const int *gold, const int *base, const int *variant, int n, int num_labels,
-                              int resamples, uint64_t seed, const int32_t *indices, qb_paired_diff *out);
+qb_status qb_paired_compare(const int *gold, const int *base, const int *variant, int n, int num_labels,
+                            int resamples, uint64_t seed, const int32_t *indices, qb_paired_comparison *out);
+
+/* The q-quantile (0 < q < 1) of Student's t distribution with df >= 1 degrees of
+ * freedom (scipy.stats.t.ppf). */
+double qb_t_quantile(double q, int df);
+
+/* A score over n runs (seeds): mean, sample std (ddof 1) and the two-sided 95%
+ * t-interval of the mean, mean -+ t(0.975, n - 1) std / sqrt(n) (scipy.stats.t.interval);
+ * with n = 1 std is 0 and the interval NaN (one run says nothing about the spread). */
+typedef struct {
+    int n;
+    double mean, std, lo, hi;
+} qb_seed_stats;
+
+void qb_seed_stats_compute(const double *v, int n, qb_seed_stats *out);
 
 #endif

@@ -12,6 +12,7 @@ import json
 import os
 
 import numpy as np
+from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,11 +43,22 @@ def main():
     idx = rng.integers(0, n, (resamples, n))
     acc = np.array([np.mean(variant[i] == gold[i]) - np.mean(base[i] == gold[i]) for i in idx])
     f1 = np.array([weighted_f1(gold[i], variant[i], k) - weighted_f1(gold[i], base[i], k) for i in idx])
+    quantiles = [{"q": q, "df": df, "t": float(stats.t.ppf(q, df))}
+                 for df in (1, 2, 3, 4, 5, 9, 29, 100, 1000) for q in (0.975, 0.5, 0.6, 0.95, 0.995, 0.9995, 0.025)]
+    runs = []
+    for v in ([0.744, 0.752, 0.739], [0.5, 0.7], [0.81, 0.80, 0.83, 0.79, 0.8], [-0.002, 0.004, 0.001]):
+        v = np.array(v)
+        lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+        runs.append({"values": v.tolist(), "mean": float(v.mean()), "std": float(v.std(ddof=1)),
+                     "interval": [float(lo), float(hi)]})
     out = {
         "mcnemar": cases,
+        "t_quantiles": quantiles,
+        "seed_intervals": runs,
         "bootstrap": {
             "num_labels": k, "gold": gold.tolist(), "base": base.tolist(), "variant": variant.tolist(),
             "indices": idx.tolist(),
+            "b": int(np.sum((base == gold) & (variant != gold))), "c": int(np.sum((base != gold) & (variant == gold))),
             "acc_diff": float(np.mean(variant == gold) - np.mean(base == gold)),
             "f1_diff": weighted_f1(gold, variant, k) - weighted_f1(gold, base, k),
             "acc_interval": np.percentile(acc, [2.5, 97.5]).tolist(),
