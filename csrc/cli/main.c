@@ -23,6 +23,7 @@ static const struct {
     {"quantize", qb_cmd_quantize, "write a low-bit (fp16/bf16/int8/int4) model directory"},
     {"experiment", qb_cmd_experiment, "run an experiment INI (the PTQ / QAT comparison table)"},
     {"bench", qb_cmd_bench, "the CPU vs GPU table: a model in each precision on each device"},
+    {"eda", qb_cmd_eda, "explore labelled data: labels, lengths, words, leakage (report + charts)"},
     {"init", qb_cmd_init, "write a randomly initialised model directory"},
     {"tokenize", qb_cmd_tokenize, "print the token ids of texts from stdin"},
 };

@@ -37,6 +37,8 @@ void qb_dataset_free(qb_dataset *d)
     free(d->labels);
     free(d->lines);
     free(d->path);
+    for (int i = 0; i < d->n_label_names; i++) free(d->label_names[i]);
+    free(d->label_names);
     memset(d, 0, sizeof *d);
 }
 
@@ -57,6 +59,7 @@ typedef struct {
     const char *map_from[64], *map_to[64];
     int n_map;
     unsigned long long ids_seen;  /* integer labels read (bit i: id i, i < 64), for the count warning */
+    qb_strmap *discovered;     /* discover_labels: the names seen */
     bool by_id;
 } loader;
 
@@ -87,6 +90,11 @@ static bool parse_label(loader *L, const char *s, size_t n, int line, int *label
                         char *msg, size_t cap)
 {
     const qb_data_options *o = L->o;
+    if (o->discover_labels) {
+        *label = qb_strmap_intern(L->discovered, s, n);
+        if (*label < 0) snprintf(msg, cap, "%s:%d: out of memory for the label names", L->name, line);
+        return *label >= 0;
+    }
     if (o->label_names) {
         for (int i = 0; i < o->n_labels; i++) {
             if (strlen(o->label_names[i]) == n && memcmp(o->label_names[i], s, n) == 0) {
@@ -158,6 +166,7 @@ static qb_status add_row(loader *L, const char *text, size_t tlen, const char *l
     trim(&text, &tlen);
     if (tlen == 0) {
         snprintf(msg, sizeof msg, "%s:%d: empty text", L->name, line);
+        L->d->skipped_empty += L->o->skip_bad_rows;
         return bad_row(L, msg);
     }
     int id = -1;
@@ -454,6 +463,20 @@ static qb_status check_options(const char *name, const qb_data_options *o)
         return qb_fail(QB_EINVAL, "%s: label_names given with n_labels = 0", name);
     for (int i = 0; o->label_names && i < o->n_labels; i++)
         if (!o->label_names[i]) return qb_fail(QB_EINVAL, "%s: label_names[%d] is NULL", name, i);
+    if (o->discover_labels && (o->label_names || o->n_labels || o->label_map))
+        return qb_fail(QB_EINVAL, "%s: discover_labels takes no label names, count or map", name);
+    return QB_OK;
+}
+
+/* The discovered label names into the data set. */
+static qb_status take_label_names(const qb_strmap *m, qb_dataset *d)
+{
+    const int n = qb_strmap_count(m);
+    if (!(d->label_names = calloc((size_t)(n ? n : 1), sizeof *d->label_names)))
+        return qb_fail(QB_ENOMEM, "%s: out of memory", d->path);
+    for (d->n_label_names = 0; d->n_label_names < n; d->n_label_names++)
+        if (!(d->label_names[d->n_label_names] = qb_strdup(qb_strmap_key(m, d->n_label_names))))
+            return qb_fail(QB_ENOMEM, "%s: out of memory", d->path);
     return QB_OK;
 }
 
@@ -488,6 +511,8 @@ qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
     const bool csv = o->format == QB_FORMAT_CSV || o->delimiter ||
                      (o->format == QB_FORMAT_AUTO && has_csv_extension(name));
     if (st == QB_OK && (st = parse_label_map(&L, o->label_map))) st = qb_fail_context(st, "%s", name);
+    if (st == QB_OK && o->discover_labels && !(L.discovered = qb_strmap_new()))
+        st = qb_fail(QB_ENOMEM, "%s: out of memory", name);
     if (st == QB_OK) st = csv ? parse_csv(&L, buf, len) : parse_tsv(&L, buf, len);
     if (st == QB_OK && out->count == 0) {
         st = out->skipped ? qb_fail(QB_EFORMAT, "%s: no rows (all %d were skipped; the first: %s)", name,
@@ -495,6 +520,8 @@ qb_status qb_dataset_load_buffer(const char *name, const char *buf, size_t len,
                           : qb_fail(QB_EFORMAT, "%s: no rows", name);
     }
     qb_stopwords_free(L.sw);
+    if (st == QB_OK && L.discovered) st = take_label_names(L.discovered, out);
+    qb_strmap_free(L.discovered);
     if (st != QB_OK) {
         qb_dataset_free(out);
         return st;

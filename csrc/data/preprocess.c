@@ -13,7 +13,7 @@
 #define REPLACEMENT_CHAR 0xFFFD
 
 /* Python's str.isspace(): bidirectional class WS, B or S, or category Zs. */
-static bool is_space(int32_t cp)
+bool qb_is_space(int32_t cp)
 {
     if (cp < 0x80) return (cp >= 9 && cp <= 13) || (cp >= 28 && cp <= 32);
     if (cp == 0x85) return true;
@@ -209,7 +209,7 @@ static char *map_code_points(const char *text, bool lower, bool letters_only)
         i += adv;
         if (cp < 0) cp = REPLACEMENT_CHAR;
         if (lower) cp = utf8proc_tolower(cp);
-        if (letters_only && !is_letter(cp) && !is_space(cp)) cp = ' ';
+        if (letters_only && !is_letter(cp) && !qb_is_space(cp)) cp = ' ';
         o += (size_t)utf8proc_encode_char(cp, (utf8proc_uint8_t *)out + o);
     }
     out[o] = '\0';
@@ -221,13 +221,13 @@ static char *map_code_points(const char *text, bool lower, bool letters_only)
 static bool next_word(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen)
 {
     size_t i = *pos, adv;
-    while (i < len && is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
+    while (i < len && qb_is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
     if (i >= len) {
         *pos = len;
         return false;
     }
     *start = i;
-    while (i < len && !is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
+    while (i < len && !qb_is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
     *wlen = i - *start;
     *pos = i;
     return true;

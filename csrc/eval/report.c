@@ -5,6 +5,7 @@
  * UTF-8; text columns are aligned by code points, which is right for the Latin
  * scripts of the label sets we meet (no double-width glyphs). */
 #include "qbert/metrics.h"
+#include "eval/svg.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -19,19 +20,10 @@ static const char *name_of(const char *const *label_names, int c, char buf[16])
     return buf;
 }
 
-/* Display width in code points: counts every byte that is not a UTF-8 continuation byte. */
-static int text_width(const char *s)
-{
-    int w = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80) w++;
-    return w;
-}
-
 /* Writes s right-aligned in a field of `width` code points. */
 static void put_right(FILE *f, const char *s, int width)
 {
-    for (int pad = width - text_width(s); pad > 0; pad--) fputc(' ', f);
+    for (int pad = width - qb_text_width(s); pad > 0; pad--) fputc(' ', f);
     fputs(s, f);
 }
 
@@ -51,9 +43,9 @@ void qb_metrics_print(FILE *f, const qb_metrics *m, const char *const *label_nam
     const int K = m->num_labels;
     char buf[16];
 
-    int width = text_width("weighted avg");
+    int width = qb_text_width("weighted avg");
     for (int c = 0; c < K; c++) {
-        int w = text_width(name_of(label_names, c, buf));
+        int w = qb_text_width(name_of(label_names, c, buf));
         if (w > width) width = w;
     }
 
@@ -70,9 +62,9 @@ void qb_metrics_print(FILE *f, const qb_metrics *m, const char *const *label_nam
 
     /* confusion matrix: every column as wide as the widest name or count */
     const char *corner = "gold \\ predicted";
-    int row_w = text_width(corner), col_w = 5;
+    int row_w = qb_text_width(corner), col_w = 5;
     for (int c = 0; c < K; c++) {
-        int w = text_width(name_of(label_names, c, buf));
+        int w = qb_text_width(name_of(label_names, c, buf));
         if (w > row_w) row_w = w;
         if (w > col_w) col_w = w;
     }
@@ -203,74 +195,6 @@ qb_status qb_json_write_file(const char *path, const cJSON *json)
 
 /* ---- SVG ------------------------------------------------------------------------------- */
 
-/* A growable string. An allocation failure sets `failed` and later appends do
- * nothing, so the builder checks once at the end instead of after every append. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-    bool failed;
-} strbuf;
-
-static void sb_reserve(strbuf *b, size_t extra)
-{
-    if (b->failed || b->len + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra + 1) cap *= 2;
-    char *p = realloc(b->data, cap);
-    if (!p) {
-        b->failed = true;
-        return;
-    }
-    b->data = p;
-    b->cap = cap;
-}
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->failed = true;
-        return;
-    }
-    sb_reserve(b, (size_t)n);
-    if (b->failed) return;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-/* The built string (the caller frees it), or NULL with "WHAT: out of memory" when an
- * append failed. */
-static char *sb_finish(strbuf *b, const char *what)
-{
-    if (!b->failed) return b->data;
-    free(b->data);
-    qb_fail(QB_ENOMEM, "%s: out of memory", what);
-    return NULL;
-}
-
-/* Appends s as XML character data / attribute text. Control characters are not
- * allowed in XML 1.0 and become spaces. */
-static void sb_escaped(strbuf *b, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        switch (ch) {
-        case '&': sb_printf(b, "&amp;"); break;
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        case '\'': sb_printf(b, "&apos;"); break;
-        default: sb_printf(b, "%c", ch < 0x20 ? ' ' : ch); break;
-        }
-    }
-}
-
 /* Colour scale white -> blue: three stops of matplotlib's "Blues" map, linear in RGB
  * between them; t in [0, 1]. */
 static void blues(double t, int rgb[3])
@@ -291,11 +215,6 @@ static const char *text_colour(const int rgb[3])
     return lum < 0.5 ? "#ffffff" : "#1b1b1b";
 }
 
-/* Rough rendered width of s in a sans-serif font: 0.6 em per character is a safe
- * upper estimate for Latin text, enough to size the margins. */
-static double est_width(const char *s, double font_size) { return 0.6 * font_size * text_width(s); }
-
-#define SVG_FONT "DejaVu Sans, Helvetica, Arial, sans-serif"
 
 char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, const char *title)
 {
@@ -311,7 +230,7 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
 
     double max_name = 0;
     for (int c = 0; c < K; c++) {
-        double w = est_width(name_of(label_names, c, buf), label_fs);
+        double w = qb_est_width(name_of(label_names, c, buf), label_fs);
         if (w > max_name) max_name = w;
     }
     /* column names are written under the grid, turned 45 degrees when too wide for a cell */
@@ -322,23 +241,23 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
     const double grid = cell * K;
     const double col_names_h = rotate_cols ? max_name * 0.7072 + label_fs + 10 : label_fs + 14;
     const double legend_x = grid_x + grid + 24, legend_w = 16;
-    double width = legend_x + legend_w + 6 + est_width("100%", legend_fs) + pad;
-    if (title && est_width(title, title_fs) + 2 * pad > width)
-        width = est_width(title, title_fs) + 2 * pad;
+    double width = legend_x + legend_w + 6 + qb_est_width("100%", legend_fs) + pad;
+    if (title && qb_est_width(title, title_fs) + 2 * pad > width)
+        width = qb_est_width(title, title_fs) + 2 * pad;
     const double height = grid_y + grid + col_names_h + axis_fs + 16 + pad;
 
-    strbuf b = {0};
-    sb_printf(&b,
+    qb_strbuf b = {0};
+    qb_sb_printf(&b,
               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
               "viewBox=\"0 0 %.0f %.0f\" font-family=\"%s\">\n",
               width, height, width, height, SVG_FONT);
     if (title) {
-        sb_printf(&b, "<title>");
-        sb_escaped(&b, title);
-        sb_printf(&b, "</title>\n");
+        qb_sb_printf(&b, "<title>");
+        qb_sb_escaped(&b, title);
+        qb_sb_printf(&b, "</title>\n");
     }
-    sb_printf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
-    sb_printf(&b,
+    qb_sb_printf(&b, "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
+    qb_sb_printf(&b,
               "<defs><linearGradient id=\"qb-scale\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">"
               "<stop offset=\"0\" stop-color=\"#f7fbff\"/>"
               "<stop offset=\"0.5\" stop-color=\"#6baed6\"/>"
@@ -347,13 +266,13 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
     /* title and a subtitle with the headline numbers */
     double y = 30;
     if (title) {
-        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\" "
+        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\" "
                       "fill=\"#1b1b1b\">", pad, y, title_fs);
-        sb_escaped(&b, title);
-        sb_printf(&b, "</text>\n");
+        qb_sb_escaped(&b, title);
+        qb_sb_printf(&b, "</text>\n");
         y += 22;
     }
-    sb_printf(&b,
+    qb_sb_printf(&b,
               "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#555555\">n = %d, "
               "accuracy %.4f, weighted F1 %.4f</text>\n",
               pad, y, sub_fs, m->n, m->accuracy, m->weighted_f1);
@@ -367,83 +286,83 @@ char *qb_confusion_svg(const qb_metrics *m, const char *const *label_names, cons
             int rgb[3] = {240, 240, 240};  /* grey: a class with no gold samples has no shares */
             if (row_total > 0) blues((double)count / row_total, rgb);
             const char *fg = text_colour(rgb);
-            sb_printf(&b,
+            qb_sb_printf(&b,
                       "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
                       "fill=\"#%02x%02x%02x\" stroke=\"#d0d7de\" stroke-width=\"1\"/>\n",
                       x, cy, cell, cell, rgb[0], rgb[1], rgb[2]);
-            sb_printf(&b,
+            qb_sb_printf(&b,
                       "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%.0f\" "
                       "font-weight=\"bold\" fill=\"%s\">%lld</text>\n",
                       x + cell / 2, cy + cell / 2 + count_fs * 0.1, count_fs, fg, (long long)count);
             if (row_total > 0)
-                sb_printf(&b,
+                qb_sb_printf(&b,
                           "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%.0f\" "
                           "fill=\"%s\">%.1f%%</text>\n",
                           x + cell / 2, cy + cell / 2 + count_fs * 0.1 + pct_fs + 4, pct_fs, fg,
                           100.0 * (double)count / row_total);
             else
-                sb_printf(&b,
+                qb_sb_printf(&b,
                           "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%.0f\" "
                           "fill=\"%s\">no samples</text>\n",
                           x + cell / 2, cy + cell / 2 + count_fs * 0.1 + pct_fs + 4, pct_fs, fg);
         }
     }
-    sb_printf(&b,
+    qb_sb_printf(&b,
               "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
               "stroke=\"#8c959f\" stroke-width=\"1\"/>\n",
               grid_x, grid_y, grid, grid);
 
     /* row names (gold) right-aligned left of the grid */
     for (int g = 0; g < K; g++) {
-        sb_printf(&b,
+        qb_sb_printf(&b,
                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"%.0f\" "
                   "fill=\"#1b1b1b\">",
                   grid_x - 8, grid_y + g * cell + cell / 2 + label_fs * 0.35, label_fs);
-        sb_escaped(&b, name_of(label_names, g, buf));
-        sb_printf(&b, "</text>\n");
+        qb_sb_escaped(&b, name_of(label_names, g, buf));
+        qb_sb_printf(&b, "</text>\n");
     }
     /* column names (predicted) under the grid */
     for (int p = 0; p < K; p++) {
         double cx = grid_x + p * cell + cell / 2, ty = grid_y + grid + label_fs + 6;
         if (rotate_cols)
-            sb_printf(&b,
+            qb_sb_printf(&b,
                       "<text transform=\"translate(%.1f,%.1f) rotate(-45)\" text-anchor=\"end\" "
                       "font-size=\"%.0f\" fill=\"#1b1b1b\">",
                       cx + label_fs * 0.35, ty - label_fs * 0.5, label_fs);
         else
-            sb_printf(&b,
+            qb_sb_printf(&b,
                       "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%.0f\" "
                       "fill=\"#1b1b1b\">",
                       cx, ty, label_fs);
-        sb_escaped(&b, name_of(label_names, p, buf));
-        sb_printf(&b, "</text>\n");
+        qb_sb_escaped(&b, name_of(label_names, p, buf));
+        qb_sb_printf(&b, "</text>\n");
     }
     /* axis titles */
-    sb_printf(&b,
+    qb_sb_printf(&b,
               "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%.0f\" "
               "font-weight=\"bold\" fill=\"#1b1b1b\">predicted</text>\n",
               grid_x + grid / 2, grid_y + grid + col_names_h + axis_fs + 4, axis_fs);
-    sb_printf(&b,
+    qb_sb_printf(&b,
               "<text transform=\"translate(%.1f,%.1f) rotate(-90)\" text-anchor=\"middle\" "
               "font-size=\"%.0f\" font-weight=\"bold\" fill=\"#1b1b1b\">gold</text>\n",
               pad + axis_fs, grid_y + grid / 2, axis_fs);
 
     /* colour legend: the row share scale */
-    sb_printf(&b,
+    qb_sb_printf(&b,
               "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"url(#qb-scale)\" "
               "stroke=\"#8c959f\" stroke-width=\"1\"/>\n",
               legend_x, grid_y, legend_w, grid);
-    sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#555555\">row %%</text>\n",
+    qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#555555\">row %%</text>\n",
               legend_x, grid_y - 8, legend_fs);
     static const int ticks[3] = {100, 50, 0};
     for (int i = 0; i < 3; i++)
-        sb_printf(&b,
+        qb_sb_printf(&b,
                   "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#555555\">%d%%</text>\n",
                   legend_x + legend_w + 5, grid_y + grid * i / 2.0 + legend_fs * 0.35, legend_fs,
                   ticks[i]);
-    sb_printf(&b, "</svg>\n");
+    qb_sb_printf(&b, "</svg>\n");
 
-    return sb_finish(&b, "confusion SVG");
+    return qb_sb_finish(&b, "confusion SVG");
 }
 
 /* Decimals for every value of a panel, from its largest: about 3 significant digits. */
@@ -466,41 +385,31 @@ static void panel_axis(const qb_bar_panel *p, int n, double *lo, double *span)
     *span = vmax > *lo ? vmax - *lo : 1;
 }
 
-/* title cut to fit width (characters from the end, then an ellipsis). */
-static void fitted_title(strbuf *b, const char *title, double fs, double width)
-{
-    char cut[512];
-    snprintf(cut, sizeof cut, "%s", title);
-    for (size_t n = strlen(cut); n > 4 && est_width(cut, fs) > width; n--)
-        snprintf(cut + n - 4, 4 + 1, "...");
-    sb_escaped(b, cut);
-}
-
 char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const qb_bar_panel *panels, int n_panels)
 {
     const double bar_h = 22, gap = 8, panel_w = 230, panel_gap = 36, pad = 20;
     const double label_fs = 13, value_fs = 11, panel_fs = 14, title_fs = 18, note_fs = 10;
     double label_w = 0;
-    for (int r = 0; r < n_rows; r++) label_w = fmax(label_w, est_width(rows[r], label_fs));
+    for (int r = 0; r < n_rows; r++) label_w = fmax(label_w, qb_est_width(rows[r], label_fs));
     const double x0 = pad + label_w + 10, y0 = pad + (title ? title_fs + 14 : 0) + panel_fs + 12;
     const double width = x0 + n_panels * (panel_w + panel_gap) + pad;
     const double height = y0 + n_rows * (bar_h + gap) + pad + note_fs + 4;
-    strbuf b = {0};
-    sb_printf(&b,
+    qb_strbuf b = {0};
+    qb_sb_printf(&b,
               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
               "font-family=\"" SVG_FONT "\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
               width, height, width, height);
     if (title) {
-        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
+        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
                   title_fs);
-        fitted_title(&b, title, title_fs, width - 2 * pad);
-        sb_printf(&b, "</text>\n");
+        qb_fitted_title(&b, title, title_fs, width - 2 * pad);
+        qb_sb_printf(&b, "</text>\n");
     }
     for (int r = 0; r < n_rows; r++) {
-        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" text-anchor=\"end\">", x0 - 10,
+        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" text-anchor=\"end\">", x0 - 10,
                   y0 + r * (bar_h + gap) + bar_h * 0.5 + label_fs * 0.35, label_fs);
-        sb_escaped(&b, rows[r]);
-        sb_printf(&b, "</text>\n");
+        qb_sb_escaped(&b, rows[r]);
+        qb_sb_printf(&b, "</text>\n");
     }
     const double bottom = y0 + n_rows * (bar_h + gap) - gap;
     for (int p = 0; p < n_panels; p++) {
@@ -512,39 +421,39 @@ char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const 
             if (isfinite(pn->values[r])) vmax = fmax(vmax, pn->values[r]);
         const int dec = pn->percent ? 1 : panel_decimals(vmax);
         const double scale = (panel_w - 60) / span;  /* room on the right for the value */
-        sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", px, y0 - 12, panel_fs);
-        sb_escaped(&b, pn->name);
-        sb_printf(&b, "</text>\n<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n", px,
+        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", px, y0 - 12, panel_fs);
+        qb_sb_escaped(&b, pn->name);
+        qb_sb_printf(&b, "</text>\n<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n", px,
                   y0 - 4, px, bottom + 4);
         if (lo > 0)  /* a zoomed axis says where it starts */
-            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">axis from %.*f%s</text>\n",
+            qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">axis from %.*f%s</text>\n",
                       px, bottom + 4 + note_fs + 2, note_fs, pn->percent ? dec : dec + 1, pn->percent ? 100 * lo : lo,
                       pn->percent ? "%" : "");
         for (int r = 0; r < n_rows; r++) {
             const double y = y0 + r * (bar_h + gap), v = pn->values[r];
             if (!isfinite(v)) {
-                sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">n/a</text>\n", px + 4,
+                qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"#888888\">n/a</text>\n", px + 4,
                           y + bar_h * 0.5 + value_fs * 0.35, value_fs);
                 continue;
             }
             const double w = fmax((v - lo) * scale, 1.0);
             /* The first row is the baseline the others are compared with: darker. */
-            sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", px, y, w, bar_h,
+            qb_sb_printf(&b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", px, y, w, bar_h,
                       r == 0 ? "#08306b" : "#6baed6");
             double end = px + w;
             if (pn->high && isfinite(pn->high[r]) && pn->high[r] > v) {  /* the whisker: to the p95 */
                 end = px + (pn->high[r] - lo) * scale;
-                sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333333\"/>\n"
+                qb_sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333333\"/>\n"
                           "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333333\"/>\n",
                           px + w, y + bar_h / 2, end, y + bar_h / 2, end, y + 5, end, y + bar_h - 5);
             }
-            sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\">%.*f%s</text>\n", end + 4,
+            qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\">%.*f%s</text>\n", end + 4,
                       y + bar_h * 0.5 + value_fs * 0.35, value_fs, dec, pn->percent ? 100 * v : v,
                       pn->percent ? "%" : "");
         }
     }
-    sb_printf(&b, "</svg>\n");
-    return sb_finish(&b, "bar chart SVG");
+    qb_sb_printf(&b, "</svg>\n");
+    return qb_sb_finish(&b, "bar chart SVG");
 }
 
 qb_status qb_svg_write(const char *path, const char *svg)

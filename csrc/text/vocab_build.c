@@ -13,69 +13,25 @@
 #include <string.h>
 #include <utf8proc.h>
 
+/* Word counts: counts[i] of the map's word i. */
 typedef struct {
-    char *word;
-    int count;
-} entry;
-
-/* Word counts in an open-addressing hash table (slots hold item index + 1). */
-typedef struct {
-    entry *items;
-    int n, cap;
-    int *slots;
-    size_t nslots;  /* power of two, kept at least twice n */
+    qb_strmap *map;
+    int *counts, cap;
 } counter;
-
-static uint64_t fnv1a(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
-static qb_status grow(counter *c)
-{
-    size_t ns = c->nslots ? 2 * c->nslots : 1024;
-    int *slots = calloc(ns, sizeof *slots);
-    entry *items = realloc(c->items, ns / 2 * sizeof *items);
-    if (!slots || !items) {
-        free(slots);
-        if (items) c->items = items;
-        return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
-    }
-    c->items = items;
-    c->cap = (int)(ns / 2);
-    for (int i = 0; i < c->n; i++) {
-        size_t h = fnv1a(c->items[i].word, strlen(c->items[i].word)) & (ns - 1);
-        while (slots[h]) h = (h + 1) & (ns - 1);
-        slots[h] = i + 1;
-    }
-    free(c->slots);
-    c->slots = slots;
-    c->nslots = ns;
-    return QB_OK;
-}
 
 static qb_status count_word(counter *c, const char *w, size_t len)
 {
-    if (c->n + 1 > c->cap) {
-        qb_status st = grow(c);
-        if (st) return st;
+    if (!c->map && !(c->map = qb_strmap_new())) return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+    const int i = qb_strmap_intern(c->map, w, len);
+    if (i >= c->cap) {
+        const int cap = 2 * c->cap + 1024;
+        int *counts = i >= 0 ? realloc(c->counts, (size_t)cap * sizeof *counts) : NULL;
+        if (!counts) return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+        memset(counts + c->cap, 0, (size_t)(cap - c->cap) * sizeof *counts);
+        c->counts = counts, c->cap = cap;
     }
-    size_t h = fnv1a(w, len) & (c->nslots - 1);
-    for (; c->slots[h]; h = (h + 1) & (c->nslots - 1)) {
-        entry *e = &c->items[c->slots[h] - 1];
-        if (strlen(e->word) == len && memcmp(e->word, w, len) == 0) {
-            e->count++;
-            return QB_OK;
-        }
-    }
-    char *copy = malloc(len + 1);
-    if (!copy) return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
-    memcpy(copy, w, len);
-    copy[len] = '\0';
-    c->items[c->n] = (entry){copy, 1};
-    c->slots[h] = ++c->n;
+    if (i < 0) return qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+    c->counts[i]++;
     return QB_OK;
 }
 
@@ -87,11 +43,26 @@ static int is_punct(utf8proc_int32_t cp)
     return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
 }
 
+typedef struct {
+    const char *word;
+    int count;
+} entry;
+
 static int by_count(const void *a, const void *b)
 {
     const entry *x = a, *y = b;
     if (x->count != y->count) return y->count - x->count;
     return strcmp(x->word, y->word);
+}
+
+/* The words of c, most frequent first (ties by bytes); NULL when out of memory. */
+static entry *sorted(const counter *c, int *n)
+{
+    *n = c->map ? qb_strmap_count(c->map) : 0;
+    entry *e = malloc((size_t)(*n ? *n : 1) * sizeof *e);
+    for (int i = 0; e && i < *n; i++) e[i] = (entry){qb_strmap_key(c->map, i), c->counts[i]};
+    if (e) qsort(e, (size_t)*n, sizeof *e, by_count);
+    return e;
 }
 
 /* Appends "prefix+token\n" to a growing buffer. */
@@ -150,25 +121,23 @@ qb_status qb_vocab_build(const char *const *texts, int n, int max_words, char **
     }
     static const char *const specials[] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     for (int i = 0; i < 5 && !st; i++) st = emit(&buf, &len, &cap, "", specials[i]);
-    qsort(chars.items, (size_t)chars.n, sizeof *chars.items, by_count);
-    qsort(words.items, (size_t)words.n, sizeof *words.items, by_count);
-    for (int i = 0; i < chars.n && !st; i++) st = emit(&buf, &len, &cap, "", chars.items[i].word);
-    for (int i = 0; i < chars.n && !st; i++) st = emit(&buf, &len, &cap, "##", chars.items[i].word);
+    int n_chars, n_words;
+    entry *cs = sorted(&chars, &n_chars), *ws = sorted(&words, &n_words);
+    if (!st && (!cs || !ws)) st = qb_fail(QB_ENOMEM, "vocabulary builder: out of memory");
+    for (int i = 0; i < n_chars && !st; i++) st = emit(&buf, &len, &cap, "", cs[i].word);
+    for (int i = 0; i < n_chars && !st; i++) st = emit(&buf, &len, &cap, "##", cs[i].word);
     /* Words that are single characters are already in; take the next max_words. */
-    for (int i = 0, taken = 0; i < words.n && taken < max_words && !st; i++) {
-        const char *w = words.items[i].word;
+    for (int i = 0, taken = 0; i < n_words && taken < max_words && !st; i++) {
+        const char *w = ws[i].word;
         utf8proc_int32_t cp;
         utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)w, -1, &cp);
         if (k > 0 && w[k] == '\0') continue;
         st = emit(&buf, &len, &cap, "", w);
         taken++;
     }
-    for (int i = 0; i < words.n; i++) free(words.items[i].word);
-    for (int i = 0; i < chars.n; i++) free(chars.items[i].word);
-    free(words.items);
-    free(chars.items);
-    free(words.slots);
-    free(chars.slots);
+    free(cs), free(ws);
+    qb_strmap_free(words.map), qb_strmap_free(chars.map);
+    free(words.counts), free(chars.counts);
     if (st) {
         free(buf);
         return st;

@@ -75,6 +75,17 @@ qb_status qb_prepare_output(const char *path);
  * replaces by one U+FFFD. *adv is the number of bytes consumed (>= 1). */
 int32_t qb_utf8_next(const char *s, size_t n, size_t *adv);
 
+/* A map from strings (any bytes) to dense indices 0, 1, ... in insertion order, for
+ * counting words: the caller keeps its counts in arrays indexed by them. */
+typedef struct qb_strmap qb_strmap;
+qb_strmap *qb_strmap_new(void);  /* NULL when out of memory */
+void qb_strmap_free(qb_strmap *m);
+/* The index of key[0..len), added (a copy) when absent; -1 when out of memory. */
+int qb_strmap_intern(qb_strmap *m, const char *key, size_t len);
+int qb_strmap_find(const qb_strmap *m, const char *key, size_t len);  /* -1: absent */
+int qb_strmap_count(const qb_strmap *m);
+const char *qb_strmap_key(const qb_strmap *m, int index);  /* NUL-terminated */
+
 /* CPU features (CPUID + XGETBV so that OS support of the register state is checked). */
 enum {
     QB_CPU_AVX2 = 1 << 0,

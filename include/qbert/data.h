@@ -24,6 +24,9 @@ typedef struct {
                                  * name or an id of the model), for files whose labels mean
                                  * something else than the model's ids; NULL: none */
     bool allow_unlabelled;      /* a missing label column / field is not an error (label -1) */
+    bool discover_labels;       /* labels are names, whatever they are: ids in order of first
+                                 * appearance, the names in the data set's label_names (with
+                                 * label_names NULL and n_labels 0) */
     /* preprocessing, applied in this order */
     bool lowercase;
     bool remove_non_alpha;      /* replace characters that are not letters or spaces by spaces */
@@ -38,6 +41,9 @@ typedef struct {
     int *labels;      /* -1 when unlabelled */
     int *lines;       /* 1-based line in the file where each row starts */
     int skipped;      /* rows skipped under skip_bad_rows */
+    int skipped_empty;  /* of which for an empty text */
+    char **label_names;  /* discover_labels: (n_label_names) the label of each id */
+    int n_label_names;
     char *path;       /* the file (or buffer) name given to the loader */
 } qb_dataset;
 
@@ -100,6 +106,10 @@ extern const int qb_stopwords_id_count;
  * becomes U+FFFD. Returns NULL when out of memory, or when remove_stopwords is set and
  * `sw` is NULL. */
 char *qb_preprocess(const char *text, const qb_data_options *o, const qb_stopwords *sw);
+
+/* Python's str.isspace() of one code point: bidirectional class WS, B or S, or
+ * category Zs (what str.split() splits at). */
+bool qb_is_space(int32_t cp);
 
 /* A copy of s[0..len) with each ill-formed UTF-8 subsequence (maximal subpart, as
  * Python's errors="replace") and each NUL byte replaced by U+FFFD; the number of

@@ -77,6 +77,21 @@ typedef struct {
  * cut with an ellipsis where it would run off the image. Returns a malloc'ed string,
  * or NULL when out of memory. */
 char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const qb_bar_panel *panels, int n_panels);
+/* A group of numbers for the distribution charts (a split's text lengths, say). */
+typedef struct {
+    const char *name;
+    const double *values;   /* (n), >= 0 */
+    int n;
+} qb_series;
+/* Histograms of the series, one panel under another on shared bins (about `bins` of
+ * equal width from 0 to the largest value; whole numbers when the width is >= 1), each
+ * bar the share of its series (so splits of different sizes compare), with n and the
+ * median beside. Returns a malloc'ed SVG, or NULL when out of memory. */
+char *qb_histogram_svg(const char *title, const char *x_label, const qb_series *s, int n_series, int bins);
+/* Box plots, one row per series on a shared axis from 0: the box from the 25th to the
+ * 75th percentile (numpy's linear interpolation), a line at the median, a dot at the
+ * mean, whiskers to the furthest values within 1.5 IQR of the box and circles beyond. */
+char *qb_boxplot_svg(const char *title, const char *x_label, const qb_series *s, int n_series);
 /* Writes an SVG string atomically. */
 qb_status qb_svg_write(const char *path, const char *svg);
 
