@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fixture.h"
 
 #define NEAR(a, b, tol) (fabs((double)(a) - (double)(b)) <= (tol))
 
@@ -206,11 +207,6 @@ static const char *tmp_dir(void)
     return d && *d ? d : "/tmp";
 }
 
-static double num(const cJSON *obj, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
 
 static void test_json_roundtrip(void)
 {
@@ -232,22 +228,22 @@ static void test_json_roundtrip(void)
     free(text);
     CHECK(r != NULL);
     if (!r) return;
-    CHECK(NEAR(num(r, "accuracy"), 0.6, 1e-12));
-    CHECK(NEAR(num(r, "precision_weighted"), 0.64, 1e-12));
-    CHECK(NEAR(num(r, "recall_weighted"), 0.6, 1e-12));
-    CHECK(NEAR(num(r, "f1_weighted"), 91.0 / 150, 1e-12));
-    CHECK(NEAR(num(r, "precision_macro"), 29.0 / 45, 1e-12));
-    CHECK(NEAR(num(r, "recall_macro"), 7.0 / 12, 1e-12));
-    CHECK(NEAR(num(r, "f1_macro"), 0.6, 1e-12));
-    CHECK(NEAR(num(r, "avg_confidence"), 0.7, 1e-6));
-    CHECK(num(r, "n") == 10);
+    CHECK(NEAR(fixture_num(r, "accuracy"), 0.6, 1e-12));
+    CHECK(NEAR(fixture_num(r, "precision_weighted"), 0.64, 1e-12));
+    CHECK(NEAR(fixture_num(r, "recall_weighted"), 0.6, 1e-12));
+    CHECK(NEAR(fixture_num(r, "f1_weighted"), 91.0 / 150, 1e-12));
+    CHECK(NEAR(fixture_num(r, "precision_macro"), 29.0 / 45, 1e-12));
+    CHECK(NEAR(fixture_num(r, "recall_macro"), 7.0 / 12, 1e-12));
+    CHECK(NEAR(fixture_num(r, "f1_macro"), 0.6, 1e-12));
+    CHECK(NEAR(fixture_num(r, "avg_confidence"), 0.7, 1e-6));
+    CHECK(fixture_num(r, "n") == 10);
 
     const cJSON *pc = cJSON_GetObjectItemCaseSensitive(r, "per_class");
     CHECK(cJSON_IsObject(pc) && cJSON_GetArraySize(pc) == 3);
     const cJSON *pos = cJSON_GetObjectItemCaseSensitive(pc, "positive");
     CHECK(pos != NULL && pc->child && strcmp(pc->child->string, "negative") == 0);
-    CHECK(NEAR(num(pos, "precision"), 1.0, 1e-12) && NEAR(num(pos, "recall"), 2.0 / 3, 1e-12));
-    CHECK(NEAR(num(pos, "f1"), 0.8, 1e-12) && num(pos, "support") == 3);
+    CHECK(NEAR(fixture_num(pos, "precision"), 1.0, 1e-12) && NEAR(fixture_num(pos, "recall"), 2.0 / 3, 1e-12));
+    CHECK(NEAR(fixture_num(pos, "f1"), 0.8, 1e-12) && fixture_num(pos, "support") == 3);
 
     const cJSON *cm = cJSON_GetObjectItemCaseSensitive(r, "confusion_matrix");
     const cJSON *labels = cJSON_GetObjectItemCaseSensitive(cm, "labels");
@@ -277,7 +273,7 @@ static void test_json_roundtrip(void)
         CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "avg_confidence")));
         const cJSON *c1 = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(j, "per_class"), "1");
-        CHECK(c1 != NULL && num(c1, "support") == 3);
+        CHECK(c1 != NULL && fixture_num(c1, "support") == 3);
     }
     cJSON_Delete(j);
     /* equal names would collide as object keys */
@@ -458,7 +454,7 @@ static double item(const cJSON *obj, const char *key, int i)
 static void test_sklearn_case(const cJSON *c)
 {
     const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "name"));
-    int K = (int)num(c, "num_labels"), n, n2, n3;
+    int K = (int)fixture_num(c, "num_labels"), n, n2, n3;
     int *gold = int_array(cJSON_GetObjectItemCaseSensitive(c, "gold"), &n);
     int *pred = int_array(cJSON_GetObjectItemCaseSensitive(c, "pred"), &n2);
     const cJSON *ca = cJSON_GetObjectItemCaseSensitive(c, "confidence");
@@ -471,7 +467,7 @@ static void test_sklearn_case(const cJSON *c)
     qb_metrics m;
     CHECKF(qb_metrics_compute(gold, pred, conf, n, K, &m) == QB_OK, "%s: %s", name, qb_error());
     const double tol = 1e-12;
-    CHECKF(NEAR(m.accuracy, num(c, "accuracy"), tol), "%s: accuracy %g", name, m.accuracy);
+    CHECKF(NEAR(m.accuracy, fixture_num(c, "accuracy"), tol), "%s: accuracy %g", name, m.accuracy);
     for (int k = 0; k < K; k++) {
         CHECKF(NEAR(m.precision[k], item(c, "precision", k), tol), "%s: precision[%d]", name, k);
         CHECKF(NEAR(m.recall[k], item(c, "recall", k), tol), "%s: recall[%d]", name, k);
@@ -483,13 +479,13 @@ static void test_sklearn_case(const cJSON *c)
                        (int64_t)cJSON_GetArrayItem(row, p)->valuedouble,
                    "%s: confusion[%d][%d]", name, k, p);
     }
-    CHECKF(NEAR(m.macro_p, num(c, "precision_macro"), tol), "%s: macro P %.17g", name, m.macro_p);
-    CHECKF(NEAR(m.macro_r, num(c, "recall_macro"), tol), "%s: macro R %.17g", name, m.macro_r);
-    CHECKF(NEAR(m.macro_f1, num(c, "f1_macro"), tol), "%s: macro F1 %.17g", name, m.macro_f1);
-    CHECKF(NEAR(m.weighted_p, num(c, "precision_weighted"), tol), "%s: weighted P", name);
-    CHECKF(NEAR(m.weighted_r, num(c, "recall_weighted"), tol), "%s: weighted R", name);
-    CHECKF(NEAR(m.weighted_f1, num(c, "f1_weighted"), tol), "%s: weighted F1", name);
-    CHECKF(NEAR(m.avg_confidence, num(c, "avg_confidence"), 1e-12), "%s: avg confidence", name);
+    CHECKF(NEAR(m.macro_p, fixture_num(c, "precision_macro"), tol), "%s: macro P %.17g", name, m.macro_p);
+    CHECKF(NEAR(m.macro_r, fixture_num(c, "recall_macro"), tol), "%s: macro R %.17g", name, m.macro_r);
+    CHECKF(NEAR(m.macro_f1, fixture_num(c, "f1_macro"), tol), "%s: macro F1 %.17g", name, m.macro_f1);
+    CHECKF(NEAR(m.weighted_p, fixture_num(c, "precision_weighted"), tol), "%s: weighted P", name);
+    CHECKF(NEAR(m.weighted_r, fixture_num(c, "recall_weighted"), tol), "%s: weighted R", name);
+    CHECKF(NEAR(m.weighted_f1, fixture_num(c, "f1_weighted"), tol), "%s: weighted F1", name);
+    CHECKF(NEAR(m.avg_confidence, fixture_num(c, "avg_confidence"), 1e-12), "%s: avg confidence", name);
     qb_metrics_free(&m);
 done:
     free(gold);
@@ -528,8 +524,8 @@ static void test_sklearn_fixture(void)
         qb_latency_stats st;
         CHECK(qb_latency_compute(s, n, &st) == QB_OK);
         /* numpy sums pairwise and interpolates with a different but equivalent formula */
-        check_latency(&st, n, num(c, "mean"), num(c, "median"), num(c, "std"), num(c, "p95"),
-                      num(c, "min"), num(c, "max"), 1e-9);
+        check_latency(&st, n, fixture_num(c, "mean"), fixture_num(c, "median"), fixture_num(c, "std"), fixture_num(c, "p95"),
+                      fixture_num(c, "min"), fixture_num(c, "max"), 1e-9);
         free(s);
     }
     cJSON_Delete(root);
@@ -551,9 +547,9 @@ static void test_across_seeds(const cJSON *root)
     const cJSON *c;
     int n = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "t_quantiles")) {
-        const double q = num(c, "q"), want = num(c, "t"), got = qb_t_quantile(q, (int)num(c, "df"));
+        const double q = fixture_num(c, "q"), want = fixture_num(c, "t"), got = qb_t_quantile(q, (int)fixture_num(c, "df"));
         CHECKF(fabs(got - want) <= 1e-9 * fmax(1.0, fabs(want)), "t quantile %g, df %g: %.15g, scipy %.15g", q,
-               num(c, "df"), got, want);
+               fixture_num(c, "df"), got, want);
         n++;
     }
     CHECK(n >= 40 && isnan(qb_t_quantile(1.0, 3)) && isnan(qb_t_quantile(0.5, 0)));
@@ -564,7 +560,7 @@ static void test_across_seeds(const cJSON *root)
         for (int i = 0; i < k && i < 8; i++) v[i] = cJSON_GetArrayItem(values, i)->valuedouble;
         qb_seed_stats s;
         qb_seed_stats_compute(v, k, &s);
-        CHECKF(s.n == k && fabs(s.mean - num(c, "mean")) < 1e-12 && fabs(s.std - num(c, "std")) < 1e-12 &&
+        CHECKF(s.n == k && fabs(s.mean - fixture_num(c, "mean")) < 1e-12 && fabs(s.std - fixture_num(c, "std")) < 1e-12 &&
                    fabs(s.lo - cJSON_GetArrayItem(ci, 0)->valuedouble) < 1e-10 &&
                    fabs(s.hi - cJSON_GetArrayItem(ci, 1)->valuedouble) < 1e-10,
                "%d seeds: %.12g +- %.12g [%.12g, %.12g] vs scipy", k, s.mean, s.std, s.lo, s.hi);
@@ -580,19 +576,13 @@ static void test_across_seeds(const cJSON *root)
  * the baseline has a difference and interval of exactly 0. */
 static void test_significance(void)
 {
-    const char *path = "golden/significance.json";
-    char *text = NULL;
-    size_t len = 0;
-    CHECKF(qb_read_file(path, &text, &len) == QB_OK, "%s", qb_error());
-    cJSON *root = text ? cJSON_Parse(text) : NULL;
-    free(text);
-    CHECKF(root != NULL, "%s: not valid JSON", path);
+    cJSON *root = fixture_load("golden/significance.json");
     if (!root) return;
     const cJSON *c;
     int cases = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "mcnemar")) {
-        const int b = (int)num(c, "b"), cc = (int)num(c, "c");
-        const double want = num(c, "p"), got = qb_mcnemar_exact(b, cc);
+        const int b = (int)fixture_num(c, "b"), cc = (int)fixture_num(c, "c");
+        const double want = fixture_num(c, "p"), got = qb_mcnemar_exact(b, cc);
         CHECKF(fabs(got - want) <= 1e-12 * fmax(want, 1e-300) + 1e-300, "mcnemar(%d, %d) = %.17g, statsmodels %.17g",
                b, cc, got, want);
         cases++;
@@ -604,7 +594,7 @@ static void test_significance(void)
     int *base = json_ints(cJSON_GetObjectItemCaseSensitive(bs, "base"), &nb);
     int *variant = json_ints(cJSON_GetObjectItemCaseSensitive(bs, "variant"), &nv);
     const cJSON *rows = cJSON_GetObjectItemCaseSensitive(bs, "indices");
-    const int resamples = cJSON_GetArraySize(rows), K = (int)num(bs, "num_labels");
+    const int resamples = cJSON_GetArraySize(rows), K = (int)fixture_num(bs, "num_labels");
     int32_t *idx = malloc((size_t)resamples * n * sizeof *idx);
     int r = 0;
     cJSON_ArrayForEach(c, rows) {
@@ -616,11 +606,11 @@ static void test_significance(void)
     qb_paired_comparison d;
     CHECK(n == 40 && nb == n && nv == n && resamples == 200);
     CHECKF(qb_paired_compare(gold, base, variant, n, K, resamples, 0, idx, &d) == QB_OK, "%s", qb_error());
-    CHECKF(d.b == (int)num(bs, "b") && d.c == (int)num(bs, "c") && d.mcnemar_p == qb_mcnemar_exact(d.b, d.c),
-           "discordant %d %d vs numpy %g %g", d.b, d.c, num(bs, "b"), num(bs, "c"));
+    CHECKF(d.b == (int)fixture_num(bs, "b") && d.c == (int)fixture_num(bs, "c") && d.mcnemar_p == qb_mcnemar_exact(d.b, d.c),
+           "discordant %d %d vs numpy %g %g", d.b, d.c, fixture_num(bs, "b"), fixture_num(bs, "c"));
     const cJSON *ai = cJSON_GetObjectItemCaseSensitive(bs, "acc_interval"), *fi = cJSON_GetObjectItemCaseSensitive(bs, "f1_interval");
-    CHECKF(fabs(d.acc_diff - num(bs, "acc_diff")) < 1e-12 && fabs(d.f1_diff - num(bs, "f1_diff")) < 1e-12,
-           "differences %.17g %.17g vs numpy %.17g %.17g", d.acc_diff, d.f1_diff, num(bs, "acc_diff"), num(bs, "f1_diff"));
+    CHECKF(fabs(d.acc_diff - fixture_num(bs, "acc_diff")) < 1e-12 && fabs(d.f1_diff - fixture_num(bs, "f1_diff")) < 1e-12,
+           "differences %.17g %.17g vs numpy %.17g %.17g", d.acc_diff, d.f1_diff, fixture_num(bs, "acc_diff"), fixture_num(bs, "f1_diff"));
     CHECKF(fabs(d.acc_lo - cJSON_GetArrayItem(ai, 0)->valuedouble) < 1e-12 &&
                fabs(d.acc_hi - cJSON_GetArrayItem(ai, 1)->valuedouble) < 1e-12 &&
                fabs(d.f1_lo - cJSON_GetArrayItem(fi, 0)->valuedouble) < 1e-12 &&

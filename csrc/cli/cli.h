@@ -19,6 +19,7 @@ int qb_cmd_quantize(int argc, char **argv);
 int qb_cmd_experiment(int argc, char **argv);
 int qb_cmd_bench(int argc, char **argv);
 int qb_cmd_eda(int argc, char **argv);
+int qb_cmd_explain(int argc, char **argv);
 
 /* "qbert CMD: MESSAGE" on stderr; returns 1 (the exit status of a failed command). */
 int qb_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

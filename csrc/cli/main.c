@@ -24,6 +24,7 @@ static const struct {
     {"experiment", qb_cmd_experiment, "run an experiment INI (the PTQ / QAT comparison table)"},
     {"bench", qb_cmd_bench, "the CPU vs GPU table: a model in each precision on each device"},
     {"eda", qb_cmd_eda, "explore labelled data: labels, lengths, words, leakage (report + charts)"},
+    {"explain", qb_cmd_explain, "which words drive a prediction: LIME, occlusion, integrated gradients"},
     {"init", qb_cmd_init, "write a randomly initialised model directory"},
     {"tokenize", qb_cmd_tokenize, "print the token ids of texts from stdin"},
 };

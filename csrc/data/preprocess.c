@@ -21,6 +21,15 @@ bool qb_is_space(int32_t cp)
     return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP;
 }
 
+bool qb_is_word_char(int32_t cp)
+{
+    if (cp == '_') return true;
+    if (cp < 0) return false;
+    const utf8proc_category_t c = utf8proc_category(cp);
+    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
+           (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+}
+
 /* Letters (L*) and combining marks (M*). */
 static bool is_letter(int32_t cp)
 {

@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 void qb_eda_default_options(qb_eda_options *o)
 {
@@ -33,16 +32,6 @@ static qb_status count(eda_counts *c, int K, const char *s, size_t len, int labe
     return QB_OK;
 }
 
-/* Python's re \w: letters, digits and other numbers, and '_'. */
-static bool is_word_char(int32_t cp)
-{
-    if (cp == '_') return true;
-    if (cp < 0) return false;
-    const utf8proc_category_t c = utf8proc_category(cp);
-    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
-           (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
-}
-
 typedef struct {
     const char *s;
     size_t len;
@@ -57,7 +46,7 @@ static int split_words(const char *text, span *w, int cap)
     bool in = false;
     for (size_t i = 0; i <= len; i += adv) {
         adv = 1;
-        const bool word = i < len && is_word_char(qb_utf8_next(text + i, len - i, &adv));
+        const bool word = i < len && qb_is_word_char(qb_utf8_next(text + i, len - i, &adv));
         if (word && !in) start = i, in = true;
         if (!word && in) {
             if (n < cap) w[n++] = (span){text + start, i - start};

@@ -168,3 +168,29 @@ char *qb_boxplot_svg(const char *title, const char *x_label, const qb_series *s,
     qb_sb_printf(&b, "</svg>\n");
     return qb_sb_finish(&b, "box plot SVG");
 }
+
+char *qb_diverging_svg(const char *title, const char *const *names, const double *values, int n)
+{
+    const double pad = 20, title_fs = 16, bar_h = 18, gap = 6, half = 220;
+    double name_w = 0, vmax = 0;
+    for (int i = 0; i < n; i++) name_w = fmax(name_w, qb_est_width(names[i], 12)), vmax = fmax(vmax, fabs(values[i]));
+    if (!(vmax > 0)) vmax = 1;
+    /* 70: room for a value left of the longest negative bar */
+    const double x0 = pad + name_w + 10, zero = x0 + 70 + half, y0 = pad + title_fs + 16;
+    qb_strbuf b = {0};
+    svg_open(&b, zero + half + 60 + pad, y0 + n * (bar_h + gap) + pad, title, pad, title_fs);
+    qb_sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n", zero, y0 - 4, zero,
+                 y0 + n * (bar_h + gap));
+    for (int i = 0; i < n; i++) {
+        const double y = y0 + i * (bar_h + gap), w = fmax(half * fabs(values[i]) / vmax, 1);
+        const bool pos = values[i] >= 0;
+        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\" text-anchor=\"end\">", x0, y + bar_h * 0.7);
+        qb_sb_escaped(&b, names[i]);
+        qb_sb_printf(&b, "</text>\n<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
+                     pos ? zero : zero - w, y, w, bar_h, pos ? "#31a354" : "#de2d26");
+        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"%s\">%+.3g</text>\n",
+                     pos ? zero + w + 4 : zero - w - 4, y + bar_h * 0.7, pos ? "start" : "end", values[i]);
+    }
+    qb_sb_printf(&b, "</svg>\n");
+    return qb_sb_finish(&b, "weights SVG");
+}

@@ -110,6 +110,8 @@ char *qb_preprocess(const char *text, const qb_data_options *o, const qb_stopwor
 /* Python's str.isspace() of one code point: bidirectional class WS, B or S, or
  * category Zs (what str.split() splits at). */
 bool qb_is_space(int32_t cp);
+/* Python's re \w of one code point: a letter, a number (N*), or '_'. */
+bool qb_is_word_char(int32_t cp);
 
 /* A copy of s[0..len) with each ill-formed UTF-8 subsequence (maximal subpart, as
  * Python's errors="replace") and each NUL byte replaced by U+FFFD; the number of

@@ -92,6 +92,9 @@ char *qb_histogram_svg(const char *title, const char *x_label, const qb_series *
  * 75th percentile (numpy's linear interpolation), a line at the median, a dot at the
  * mean, whiskers to the furthest values within 1.5 IQR of the box and circles beyond. */
 char *qb_boxplot_svg(const char *title, const char *x_label, const qb_series *s, int n_series);
+/* Horizontal bars either side of zero, one per name (positive green to the right,
+ * negative red to the left), scaled to the largest |value|: word attributions. */
+char *qb_diverging_svg(const char *title, const char *const *names, const double *values, int n);
 /* Writes an SVG string atomically. */
 qb_status qb_svg_write(const char *path, const char *svg);
 

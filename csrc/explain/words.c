@@ -1,0 +1,73 @@
+/* The words of a text as LIME's IndexedString(bow=True, split_expression=r'\W+')
+ * has them (include/qbert/explain.h). */
+#include "qbert/explain.h"
+
+#include "qbert/data.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void qb_text_words_free(qb_text_words *w)
+{
+    for (int i = 0; i < w->n_segments; i++) free(w->segments[i]);
+    free(w->segments), free(w->word_of), free(w->words);
+    memset(w, 0, sizeof *w);
+}
+
+/* Appends segment s[0..len) (a word when is_word). */
+static qb_status push(qb_text_words *w, const char *s, size_t len, bool is_word)
+{
+    char *copy = malloc(len + 1);
+    if (!copy) return qb_fail(QB_ENOMEM, "explain: out of memory");
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    int word = -1;
+    for (int k = 0; is_word && k < w->n_words && word < 0; k++)
+        if (strcmp(w->words[k], copy) == 0) word = k;
+    if (is_word && word < 0) w->words[word = w->n_words++] = copy;
+    w->segments[w->n_segments] = copy;
+    w->word_of[w->n_segments++] = word;
+    return QB_OK;
+}
+
+qb_status qb_text_words_split(const char *text, qb_text_words *out)
+{
+    memset(out, 0, sizeof *out);
+    const size_t len = strlen(text);
+    /* at most one segment per byte */
+    out->segments = malloc((len + 1) * sizeof *out->segments);
+    out->word_of = malloc((len + 1) * sizeof *out->word_of);
+    out->words = malloc((len + 1) * sizeof *out->words);
+    if (!out->segments || !out->word_of || !out->words) {
+        qb_text_words_free(out);
+        return qb_fail(QB_ENOMEM, "explain: out of memory");
+    }
+    qb_status st = QB_OK;
+    size_t start = 0, adv;
+    for (size_t i = 0; i < len && !st; i += adv) {
+        const bool word = qb_is_word_char(qb_utf8_next(text + i, len - i, &adv));
+        size_t next_adv = 0;
+        const bool next_word = i + adv < len && qb_is_word_char(qb_utf8_next(text + i + adv, len - i - adv, &next_adv));
+        if (i + adv == len || next_word != word) {  /* the segment ends here */
+            st = push(out, text + start, i + adv - start, word);
+            start = i + adv;
+        }
+    }
+    if (st) qb_text_words_free(out);
+    return st;
+}
+
+char *qb_text_words_join(const qb_text_words *w, const bool *keep)
+{
+    size_t len = 0;
+    for (int i = 0; i < w->n_segments; i++) len += strlen(w->segments[i]);
+    char *s = malloc(len + 1), *p = s;
+    for (int i = 0; s && i < w->n_segments; i++) {
+        if (keep && w->word_of[i] >= 0 && !keep[w->word_of[i]]) continue;
+        const size_t n = strlen(w->segments[i]);
+        memcpy(p, w->segments[i], n);
+        p += n;
+    }
+    if (s) *p = '\0';
+    return s;
+}
