@@ -360,11 +360,13 @@ static qb_status write_chart(const experiment *x, const qb_dataset *test, const 
             p95[(size_t)k * n_rows + i] = rows[i].lat[k].p95;
         }
     }
-    /* a title that fits: the model and the test file, not the whole command line */
+    /* a title that fits: the model's directory name (its whole path when that is only
+     * "model", as the trainer writes it) and the test file, not the whole command line */
     const char *model = strrchr(x->model, '/'), *data = strrchr(x->test, '/');
+    if (!model || !model[1] || strcmp(model, "/model") == 0) model = x->model;
+    else model++;
     char title[2 * PATH_CAP + 64];
-    snprintf(title, sizeof title, "%s on %s: %d texts", model && model[1] ? model + 1 : x->model,
-             data ? data + 1 : x->test, test->count);
+    snprintf(title, sizeof title, "%s on %s: %d texts", model, data ? data + 1 : x->test, test->count);
     char *svg = qb_bars_svg(title, names, n_rows, panels, n_panels);
     free(v);
     if (!svg) return qb_fail(QB_ENOMEM, "out of memory drawing the chart");
