@@ -274,6 +274,9 @@ def check_bench_rows(tmp, data, out, precisions, devices):
         for k in ("accuracy", "f1_weighted", "avg_confidence"):
             check(e is not None and abs(e[k] - r["metrics"][k]) < 1e-9,
                   "bench %s on %s: %s %r, qbert eval says %r" % (name, dev, k, r["metrics"][k], e and e[k]))
+        sig = r["vs_baseline"]["significance"]
+        check((sig is None) == (i == 0) and (i == 0 or 0 <= sig["mcnemar_p"] <= 1),
+              "bench %s on %s: significance against the first row %r" % (name, dev, sig))
         same_dev = rows[i % len(devices)]
         for b in ("batch_1", "batch_8"):
             med = r["latency_ms"][b]["median"]

@@ -2,7 +2,8 @@
 """qbert explain end to end on the golden tiny model and its INT8 / INT4 files: every
 method on texts of a file; occlusion's weights against qbert predict's probabilities of
 the texts without each word (the words cut here with LIME's own rule, re \\W+); integrated
-gradients' completeness on the FP32 and the quantized (dequantized) models; --compare's
+gradients' completeness on the FP32, the quantized (dequantized) and a QAT (fake-quantized
+weights) model; --compare's
 top-k overlap and Spearman correlation recomputed here from the two weight lists; the
 HTML page and charts; bad input. Standard library only."""
 import json
@@ -117,6 +118,16 @@ def check_pages(out, n):
             check(False, "text-%d.svg: %s" % (i, e))
 
 
+def qat_checkpoint(tmp, data):
+    """A QAT INT8 model (fake quantization) trained a few steps from the tiny model."""
+    cfg = write(os.path.join(tmp, "qat.ini"), "[model]\npath = %s\n[data]\ntrain = %s\nvalid = %s\n"
+                "labels = positive, neutral, negative\nmax_length = 32\n[train]\nlearning_rate = 1e-3\nbatch_size = 2\n"
+                "max_steps = 3\n[qat]\nenabled = true\n[output]\ndir = %s\n" % (TINY, data, data, os.path.join(tmp, "qat")))
+    rc, _, err = qbert("train", cfg)
+    check(rc == 0, "QAT train: exit %d %s" % (rc, err[-500:]))
+    return os.path.join(tmp, "qat", "model")
+
+
 def run(tmp):
     data = write(os.path.join(tmp, "texts.tsv"), "".join("%s\tpositive\n" % t for t in TEXTS))
     int8, int4 = os.path.join(tmp, "int8"), os.path.join(tmp, "int4")
@@ -132,7 +143,8 @@ def run(tmp):
     if res:
         check(len(res["texts"]) == 2, "--limit 2")
         check_occlusion(res, int8)
-    for model, what in ((TINY, "fp32"), (int8, "int8"), (int4, "int4")):
+    qat = qat_checkpoint(tmp, data)
+    for model, what in ((TINY, "fp32"), (int8, "int8"), (int4, "int4"), (qat, "qat")):
         res, _ = explain(tmp, "ig-" + what, "--model", model, "--data", data, "--method", "ig", "--steps", "48")
         if res:
             check_ig(res, what)

@@ -130,30 +130,60 @@ static qb_status piece_ids(const qb_tokenizer *tok, const qb_text_words *w, int 
     return QB_OK;
 }
 
-/* m with its quantized Linears replaced by FP32 copies of their dequantized weights
- * (w = integer x scale of its group); *owned holds those copies (free each). */
-static qb_status dequantized(const qb_model *m, qb_model *d, float ***owned, int *n_owned)
+/* FP32 copies of Linear i's weights as m computes with them: a quantized Linear's
+ * dequantized (integer x its group's scale), a QAT one's fake-quantized; NULL when it
+ * is plain FP32 (or out of memory: *st says). */
+static float *effective_weight(const qb_model *m, int i, const qb_linear_info *info, qb_status *st)
+{
+    const qb_linear_params *p = qb_model_linear(m, i);
+    const qb_qlinear *q = p->q;
+    if (!q && !m->qat) return NULL;
+    const int N = info->N, K = info->K;
+    float *w = malloc((size_t)N * K * sizeof *w), *scales = malloc((size_t)N * K * sizeof *scales);
+    if (!w || !scales) {
+        free(w), free(scales);
+        *st = qb_fail(QB_ENOMEM, "explain: out of memory");
+        return NULL;
+    }
+    if (q) {
+        for (size_t r = 0; r < (size_t)N; r++)
+            for (int c = 0; c < K; c++) w[r * K + c] = q->wq[r * K + c] * q->scales[r * (K / q->group) + c / q->group];
+    } else {
+        const qb_qat_settings *set = &m->qat->set;
+        qb_backend_cpu()->fake_quant_weight(NULL, w, scales, p->w, N, K, set->group ? set->group : K, set->weight_bits);
+    }
+    free(scales);
+    return w;
+}
+
+/* m as a plain FP32 model with the weights it computes with (effective_weight) and
+ * no fake quantization of activations; *owned holds the copies made (free each).
+ * (QAT embedding tables stay as they are.) */
+static qb_status effective_model(const qb_model *m, qb_model *d, float ***owned, int *n_owned)
 {
     *d = *m;
+    d->qat = NULL;
     const int L = m->cfg.num_layers, n = qb_config_linears(&m->cfg, NULL);
+    qb_linear_info *info = malloc((size_t)n * sizeof *info);
     *owned = calloc((size_t)n, sizeof **owned), *n_owned = 0;
     d->layers = malloc((size_t)L * sizeof *d->layers);
-    if (!*owned || !d->layers) return qb_fail(QB_ENOMEM, "explain: out of memory");
+    if (!info || !*owned || !d->layers) {
+        free(info);
+        return qb_fail(QB_ENOMEM, "explain: out of memory");
+    }
+    qb_config_linears(&m->cfg, info);
     memcpy(d->layers, m->layers, (size_t)L * sizeof *d->layers);
     for (int l = 0; l < L; l++) d->layers[l].qkv = NULL;
-    for (int i = 0; i < n; i++) {
+    qb_status st = QB_OK;
+    for (int i = 0; i < n && !st; i++) {
+        float *w = effective_weight(m, i, &info[i], &st);
+        if (!w) continue;
         qb_linear_params *p = (qb_linear_params *)qb_model_linear(d, i);  /* in d's own layers (or d itself) */
-        const qb_qlinear *q = p->q;
-        if (!q) continue;
-        float *w = malloc((size_t)q->N * q->K * sizeof *w);
-        if (!w) return qb_fail(QB_ENOMEM, "explain: out of memory");
-        for (size_t r = 0; r < (size_t)q->N; r++)
-            for (int c = 0; c < q->K; c++)
-                w[r * q->K + c] = q->wq[r * q->K + c] * q->scales[r * (q->K / q->group) + c / q->group];
         (*owned)[(*n_owned)++] = w;
         p->w = w, p->q = NULL;
     }
-    return QB_OK;
+    free(info);
+    return st;
 }
 
 /* Integrated gradients state: the model (dequantized), its training activations and
@@ -208,24 +238,25 @@ static qb_status ig_pass(ig_state *s, const float *base, const float *input, con
 
 /* The input and baseline word embeddings of the positions: the baseline is [PAD]'s
  * embedding for every word piece, the input's own for [CLS] and [SEP]. */
-static void ig_endpoints(const ig_state *s, const qb_model *m, float *input, float *base)
+static void ig_endpoints(const ig_state *s, const float *words, float *input, float *base)
 {
-    const int C = s->C, pad = m->cfg.pad_token_id;
+    const int C = s->C, pad = s->m.cfg.pad_token_id;
     for (int t = 0; t < s->T; t++) {
-        memcpy(input + (size_t)t * C, m->word_emb + (size_t)s->ids[t] * C, (size_t)C * sizeof *input);
+        memcpy(input + (size_t)t * C, words + (size_t)s->ids[t] * C, (size_t)C * sizeof *input);
         const bool special = t == 0 || t == s->T - 1;
-        memcpy(base + (size_t)t * C, m->word_emb + (size_t)(special ? s->ids[t] : pad) * C, (size_t)C * sizeof *base);
+        memcpy(base + (size_t)t * C, words + (size_t)(special ? s->ids[t] : pad) * C, (size_t)C * sizeof *base);
     }
 }
 
-static qb_status ig_run(ig_state *s, const qb_model *m, const qb_explain_options *o, qb_explanation *x)
+/* words: the model's word embedding table (V, C). */
+static qb_status ig_run(ig_state *s, const float *words, const qb_explain_options *o, qb_explanation *x)
 {
     const int T = s->T, C = s->C, steps = o->steps;
     float *input = malloc((size_t)2 * T * C * sizeof *input), *base = input ? input + (size_t)T * C : NULL;
     double *grad = calloc((size_t)T * C, sizeof *grad), *alphas = malloc((size_t)(steps + 2) * sizeof *alphas);
     double *p = malloc((size_t)(steps + 2) * sizeof *p);
     qb_status st = input && grad && alphas && p ? QB_OK : qb_fail(QB_ENOMEM, "explain: out of memory");
-    if (!st) ig_endpoints(s, m, input, base);
+    if (!st) ig_endpoints(s, words, input, base);
     for (int k = 0; k < steps; k++) alphas[k] = (k + 0.5) / steps;  /* midpoints */
     for (int k = 0; k < steps && !st; k += s->rows) {
         const int n = steps - k < s->rows ? steps - k : s->rows;
@@ -262,7 +293,7 @@ static qb_status explain_ig(qb_engine *e, const qb_explain_options *o, qb_explan
     s.ids = malloc((size_t)max_len * sizeof *s.ids), s.word = malloc((size_t)max_len * sizeof *s.word);
     qb_status st = s.ids && s.word ? QB_OK : qb_fail(QB_ENOMEM, "explain: out of memory");
     if (!st) st = piece_ids(qb_engine_tokenizer(e), &x->words, max_len, s.ids, s.word, &s.T);
-    if (!st) st = dequantized(m, &s.m, &owned, &n_owned);
+    if (!st) st = effective_model(m, &s.m, &owned, &n_owned);
     /* the table's ids start after the padding id (its gradient is dropped) and stay
      * within the vocabulary the model checks ids against */
     s.first = m->cfg.pad_token_id + 1;
@@ -271,14 +302,10 @@ static qb_status explain_ig(qb_engine *e, const qb_explain_options *o, qb_explan
     if (!st && s.rows < 2) st = qb_fail(QB_EINVAL, "explain: a vocabulary of %d is too small for %d positions", m->cfg.vocab_size, s.T);
     if (!st && !(s.table = malloc((size_t)(s.first + s.rows * s.T) * s.C * sizeof *s.table)))
         st = qb_fail(QB_ENOMEM, "explain: out of memory");
-    s.m.word_emb = s.table;
-    qb_qat *q = m->qat;
-    const bool observe = q && q->observe;
-    if (q) q->observe = false;  /* the ranges stay as trained */
+    s.m.word_emb = s.table;  /* the interpolation points; the endpoints come from m's table */
     if (!st) st = qb_model_zeros_like(&s.m, &s.g);
     if (!st) st = qb_activations_new(&s.m, qb_backend_cpu(), true, &s.a);
-    if (!st) st = ig_run(&s, m, o, x);
-    if (q) q->observe = observe;
+    if (!st) st = ig_run(&s, m->word_emb, o, x);
     qb_activations_free(s.a);
     if (s.g.layers) qb_model_free(&s.g);
     for (int i = 0; i < n_owned; i++) free(owned[i]);

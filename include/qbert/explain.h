@@ -14,9 +14,10 @@
  *     (alpha 1, with intercept) on the chosen words: their weights per class.
  *   - Occlusion: each word removed in turn; the predicted class's probability drop.
  *   - Integrated gradients on the word embeddings through qbert's own backward pass
- *     (on the CPU; FP32 and QAT models as they are, quantized models through their
- *     dequantized weights with FP32 activations, whose p(text) is near the quantized
- *     model's but not equal to it): from a baseline where each word piece's embedding is
+ *     (on the CPU; FP32 models as they are, quantized models through their dequantized
+ *     weights and QAT models through their fake-quantized weights, both with FP32
+ *     activations: rounded activations have no gradient to integrate, so p(text) is
+ *     then near the quantized model's but not equal to it): from a baseline where each word piece's embedding is
  *     [PAD]'s ([CLS] and [SEP] kept) to the text, `steps` midpoints, the attribution
  *     of a piece = (input - baseline) . mean gradient of the predicted class's
  *     probability; a word's = the sum over its pieces. Completeness: the attributions
