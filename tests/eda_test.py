@@ -237,7 +237,7 @@ def check_outputs(out, res):
         except ET.ParseError as e:
             check(False, "%s: %s" % (s, e))
     kinds = 3 if "tokens" in res["splits"][0]["length"] else 2
-    check(len(svgs) == 1 + 2 * kinds + len(res["labels"]), "charts: %r" % svgs)
+    check(len(svgs) == 1 + 2 * kinds + 2 * len(res["labels"]), "charts: %r" % svgs)
 
 
 def small(tmp, stop_path, stop):

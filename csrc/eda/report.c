@@ -170,6 +170,23 @@ static void file_part(char *out, size_t cap, const char *name)
     out[i] = '\0';
 }
 
+/* Bars of the m ranked words w of list l: their counts, and their log-odds z first
+ * when with_z (malloc'ed SVG; NULL when out of memory). */
+static char *word_bars(const qb_eda *e, int l, const eda_word *w, int m, const char *title, bool with_z)
+{
+    const char **words = malloc((size_t)(m ? m : 1) * sizeof *words);
+    double *v = malloc(2 * (size_t)(m ? m : 1) * sizeof *v);
+    char *svg = NULL;
+    if (words && v) {
+        for (int r = 0; r < m; r++) words[r] = key(e, l, w[r].index), v[r] = w[r].z, v[m + r] = w[r].count;
+        const qb_bar_panel p[2] = {{"log-odds z", v, NULL, false, false},
+                                   {with_z ? "count in the label" : "count, no stopwords", v + m, NULL, false, false}};
+        svg = with_z ? qb_bars_svg(title, words, m, p, 2) : qb_bars_svg(title, words, m, p + 1, 1);
+    }
+    free(words), free(v);
+    return svg;
+}
+
 /* Every chart of the report, in the order the document shows them; returns how many
  * (-1 when out of memory). */
 static int make_charts(const qb_eda *e, chart *c)
@@ -206,25 +223,16 @@ static int make_charts(const qb_eda *e, chart *c)
         free(values);
     }
     free(series);
-    for (int k = 0; k < K && n < MAX_CHARTS; k++) {  /* distinctive words: z and count */
-        const int m = e->n_distinct[k];
-        const char **words = malloc((size_t)(m ? m : 1) * sizeof *words);
-        double *v = malloc(2 * (size_t)(m ? m : 1) * sizeof *v);
-        if (!words || !v) {
-            free(words), free(v);
-            return -1;
-        }
-        for (int r = 0; r < m; r++) {
-            const eda_word *w = &e->distinct[(size_t)k * e->o.top_k + r];
-            words[r] = key(e, EDA_UNI, w->index), v[r] = w->z, v[m + r] = w->count;
-        }
+    for (int k = 0; k < K && n + 2 <= MAX_CHARTS; k++) {  /* each label's top words and distinctive words */
         char title[160], part[32];
-        snprintf(title, sizeof title, "words that most distinguish \"%s\"", e->labels[k]);
-        const qb_bar_panel p[2] = {{"log-odds z", v, NULL, false, false}, {"count in the label", v + m, NULL, false, false}};
         file_part(part, sizeof part, e->labels[k]);
+        snprintf(title, sizeof title, "top words: %s", e->labels[k]);
+        snprintf(c[n].file, sizeof c[n].file, "top_%d_%s.svg", k, part);
+        c[n++].svg = word_bars(e, EDA_UNI_NS, e->top[EDA_UNI_NS] + (size_t)k * e->o.top_k, e->n_top[EDA_UNI_NS][k],
+                               title, false);
+        snprintf(title, sizeof title, "words that most distinguish \"%s\"", e->labels[k]);
         snprintf(c[n].file, sizeof c[n].file, "words_%d_%s.svg", k, part);
-        c[n++].svg = qb_bars_svg(title, words, m, p, 2);
-        free(words), free(v);
+        c[n++].svg = word_bars(e, EDA_UNI, e->distinct + (size_t)k * e->o.top_k, e->n_distinct[k], title, true);
     }
     for (int i = 0; i < n; i++)
         if (!c[i].svg) return -1;
@@ -438,6 +446,8 @@ static void write_words(doc *d, const qb_eda *e)
         snprintf(title, sizeof title, "Top %s per label (count)", LIST_TITLE[l]);
         heading(d, 2, title);
         ranked_table(d, e, e->o.top_k, true, fill_top, l);
+        for (int k = 0; l == EDA_UNI_NS && k < d->n_charts; k++)
+            if (strncmp(d->charts[k].file, "top_", 4) == 0) figure(d, d->charts[k].file);
     }
     heading(d, 2, "Words that distinguish each label");
     para(d, "Log-odds ratio of each label against the others with an informative Dirichlet prior (Monroe, Colaresi "
