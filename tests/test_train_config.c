@@ -175,6 +175,10 @@ static void test_long_and_repeated(void)
                                           1000000000 + i);
     CHECKF(parse(seeds, &c) == QB_OK && c.n_seeds == 16 && c.seeds[15] == 1000000015, "%s", qb_error());
     expect_error("[train]\nepochs = 2\n  batch_size = 8\n", "t.ini:3:", "indented");
+    /* inih takes any white space for indentation: \r, \v, \f too (a fuzz finding) */
+    expect_error("[data]\ntrain = a.tsv\n\rmax;   ;x = tsv\n", "t.ini:3:", "indented");
+    expect_error("[train]\nepochs = 2\n\fbatch_size = 8\n", "t.ini:3:", "indented");
+    CHECK(parse("[train]\nepochs = 2\n\r\v\n\n", &c) == QB_OK);  /* white space only: a blank line */
     expect_error("[train]\nepochs = 2\nepochs = 3\n", "t.ini:3:", "\"epochs\" is set twice");
     expect_error("[train]\nepochs = 2\n[data]\nmax_length = 64\n[train]\nepochs = 3\n", "t.ini:6:", "first at line 2");
     CHECK(parse("[train]\nepochs = 2\n[data]\nepochs_x = 1\n", &c) == QB_EINVAL);  /* unknown key, not a repeat */

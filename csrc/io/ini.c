@@ -31,11 +31,10 @@ typedef struct {
     int n_values;
 } parse;
 
-static bool blank(char c) { return c == ' ' || c == '\t'; }
-
+/* A comment or a blank line (inih skips any white space, \r \v \f too). */
 static bool comment(const char *s, const char *end)
 {
-    while (s < end && blank(*s)) s++;
+    while (s < end && isspace((unsigned char)*s)) s++;
     return s == end || *s == ';' || *s == '#';
 }
 
@@ -47,11 +46,11 @@ static void trim(const char **start, const char **end)
 }
 
 /* The value inih would give for the raw text after '=' (inline comments are a ';'
- * after white space). malloc'ed. */
+ * after white space, isspace's). malloc'ed. */
 static char *value_of(const char *s, const char *end)
 {
     for (const char *q = s; q < end; q++)
-        if (*q == ';' && q > s && blank(q[-1])) {
+        if (*q == ';' && q > s && isspace((unsigned char)q[-1])) {
             end = q;
             break;
         }
@@ -81,7 +80,7 @@ static int one_line(parse *p, const char *s, const char *end, int line, seen_key
     }
     if (comment(s, end)) {  /* a long comment is dropped; any other is kept as it is */
         if (len >= SHORT) end = s;
-    } else if (blank(*s)) {
+    } else if (isspace((unsigned char)*s)) {  /* as inih's: a line after white space continues the value above */
         *why = "an indented line (it would be taken as more of the value above): remove the indentation";
         return line;
     } else if (*s == '[') {

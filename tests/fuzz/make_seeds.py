@@ -107,6 +107,9 @@ def main():
     put("train_ini", "finding-padded-key.ini", "[train]\nepochs" + " " * 200 + "= 3\n")
     # the fourth (a long line with no key was shortened into a continuation line)
     put("train_ini", "finding-no-key.ini", "[data]\ntrain = a.tsv\n=;" + " " * 200 + "x\n")
+    # the fifth (CI, 2026-12-05): a line after a \r was not taken for indented, and inih glued it
+    # to the value above, " ;" and all, which the write-back could not reproduce
+    put("train_ini", "finding-cr-indent.ini", "[data]\ntrain = a.tsv\n\rmax;   ;x = tsv\n")
 
     tsv = b"text\tlabel\nsaya suka buku ini\tpositive\ntidak bagus\tnegative\nbiasa saja\tneutral\n"
     csv = (b'\xef\xbb\xbf"id","text","label"\r\n1,"saya ""suka"", buku",positive\r\n2,"dua\nbaris",negative\r\n'
