@@ -1,6 +1,6 @@
 /* LIME's local surrogate (LimeBase.explain_instance_with_data with feature selection
- * 'highest_weights'; include/qbert/explain.h): weighted ridge regressions solved
- * exactly, as sklearn's Ridge with sample_weight does (weighted centring, Cholesky). */
+ * 'auto'; include/qbert/explain.h): weighted ridge regressions solved exactly, as
+ * sklearn's Ridge with sample_weight does (weighted centring, Cholesky). */
 #include "qbert/explain.h"
 
 #include <math.h>
@@ -93,6 +93,66 @@ void qb_lime_fit_free(qb_lime_fit *f)
     memset(f, 0, sizeof *f);
 }
 
+/* Weighted R^2 of the fit (coef, intercept) on data[:, cols], as Ridge.score with
+ * sample_weight (1 where y is constant and the fit exact, else 0 there). */
+static double r2(const double *data, int n, int d, const int *cols, int m, const double *y, const double *w,
+                 const double *coef, double intercept)
+{
+    double sw = 0, ybar = 0, res = 0, tot = 0;
+    for (int i = 0; i < n; i++) sw += w[i], ybar += w[i] * y[i];
+    ybar /= sw;
+    for (int i = 0; i < n; i++) {
+        double yi = intercept;
+        for (int j = 0; j < m; j++) yi += coef[j] * data[(size_t)i * d + cols[j]];
+        res += w[i] * (y[i] - yi) * (y[i] - yi), tot += w[i] * (y[i] - ybar) * (y[i] - ybar);
+    }
+    return tot > 0 ? 1.0 - res / tot : (res > 0 ? 0.0 : 1.0);
+}
+
+/* 'forward_selection': m times, the feature whose addition gives the best R^2 of an
+ * unregularised weighted fit (the first best on ties); into chosen (m). */
+static qb_status forward_selection(const double *data, int n, int d, const double *y, const double *w, int m,
+                                   int *chosen, double *coef)
+{
+    bool *used = calloc((size_t)d, sizeof *used);
+    if (!used) return qb_fail(QB_ENOMEM, "lime: out of memory");
+    for (int k = 0; k < m; k++) {
+        double best_score = -1e8, b;
+        int best = 0;
+        for (int f = 0; f < d; f++) {
+            if (used[f]) continue;
+            chosen[k] = f;
+            /* a singular system (a feature copying another) cannot win, as sklearn's
+             * lstsq fallback would fit it no better than without the feature */
+            if (ridge(data, n, d, chosen, k + 1, y, w, 0.0, coef, &b)) continue;
+            const double score = r2(data, n, d, chosen, k + 1, y, w, coef, b);
+            if (score > best_score) best_score = score, best = f;
+        }
+        chosen[k] = best, used[best] = true;
+    }
+    free(used);
+    return QB_OK;
+}
+
+/* 'highest_weights': a ridge (alpha 0.01) on every feature, the m largest
+ * |coef x data[0]|; into chosen (m). */
+static qb_status highest_weights(const double *data, int n, int d, const double *y, const double *w, int m,
+                                 int *chosen, double *coef)
+{
+    int *all = malloc((size_t)d * sizeof *all), *order = malloc((size_t)d * sizeof *order);
+    qb_status st = all && order ? QB_OK : qb_fail(QB_ENOMEM, "lime: out of memory");
+    double b;
+    for (int j = 0; !st && j < d; j++) all[j] = j;
+    if (!st) st = ridge(data, n, d, all, d, y, w, 0.01, coef, &b);
+    if (!st) {
+        for (int j = 0; j < d; j++) coef[j] *= data[j];
+        by_magnitude(coef, d, order);
+        memcpy(chosen, order, (size_t)m * sizeof *chosen);
+    }
+    free(all), free(order);
+    return st;
+}
+
 qb_status qb_lime_explain(const double *data, const double *y, const double *distances, int n, int d,
                           double kernel_width, int num_features, qb_lime_fit *out)
 {
@@ -100,40 +160,26 @@ qb_status qb_lime_explain(const double *data, const double *y, const double *dis
     if (n < 1 || d < 1 || num_features < 1) return qb_fail(QB_EINVAL, "lime: %d samples, %d features", n, d);
     const int m = num_features < d ? num_features : d;
     double *w = malloc((size_t)n * sizeof *w), *coef = malloc((size_t)d * sizeof *coef);
-    int *all = malloc((size_t)d * sizeof *all), *order = malloc((size_t)d * sizeof *order);
+    int *chosen = malloc((size_t)d * sizeof *chosen), *rank = malloc((size_t)d * sizeof *rank);
     out->features = malloc((size_t)m * sizeof *out->features);
     out->weights = malloc((size_t)m * sizeof *out->weights);
-    qb_status st = w && coef && all && order && out->features && out->weights ? QB_OK
-                                                                              : qb_fail(QB_ENOMEM, "lime: out of memory");
+    qb_status st = w && coef && chosen && rank && out->features && out->weights
+                       ? QB_OK : qb_fail(QB_ENOMEM, "lime: out of memory");
     for (int i = 0; !st && i < n; i++) w[i] = sqrt(exp(-distances[i] * distances[i] / (kernel_width * kernel_width)));
-    for (int j = 0; !st && j < d; j++) all[j] = j;
-    double b;
-    /* 'highest_weights': a ridge (alpha 0.01) on every feature, the largest |coef x data[0]| */
-    if (!st) st = ridge(data, n, d, all, d, y, w, 0.01, coef, &b);
+    /* feature_selection 'auto': forward selection for up to 6 features, else the highest weights */
+    if (!st) st = num_features <= 6 ? forward_selection(data, n, d, y, w, m, chosen, coef)
+                                    : highest_weights(data, n, d, y, w, m, chosen, coef);
+    if (!st) st = ridge(data, n, d, chosen, m, y, w, 1.0, coef, &out->intercept);
     if (!st) {
-        for (int j = 0; j < d; j++) coef[j] *= data[j];
-        by_magnitude(coef, d, order);
-    }
-    if (!st) st = ridge(data, n, d, order, m, y, w, 1.0, coef, &out->intercept);
-    if (!st) {
-        int *rank = all;  /* reused */
         by_magnitude(coef, m, rank);
-        double pred = out->intercept, res = 0, tot = 0, sw = 0, ybar = 0;
+        out->n = m, out->local_pred = out->intercept;
         for (int j = 0; j < m; j++) {
-            out->features[j] = order[rank[j]], out->weights[j] = coef[rank[j]];
-            pred += coef[j] * data[order[j]];
+            out->features[j] = chosen[rank[j]], out->weights[j] = coef[rank[j]];
+            out->local_pred += coef[j] * data[chosen[j]];
         }
-        out->n = m, out->local_pred = pred;
-        for (int i = 0; i < n; i++) sw += w[i], ybar += w[i] * y[i];
-        ybar /= sw;
-        for (int i = 0; i < n; i++) {  /* weighted R^2, as Ridge.score(sample_weight=w) */
-            double yi = out->intercept;
-            for (int j = 0; j < m; j++) yi += coef[j] * data[(size_t)i * d + order[j]];
-            res += w[i] * (y[i] - yi) * (y[i] - yi), tot += w[i] * (y[i] - ybar) * (y[i] - ybar);
-        }
-        out->score = tot > 0 ? 1.0 - res / tot : (res > 0 ? 0.0 : 1.0);
+        out->score = r2(data, n, d, chosen, m, y, w, coef, out->intercept);
     }
-    free(w), free(coef), free(all), free(order);
+    free(w), free(coef), free(chosen), free(rank);
     if (st) qb_lime_fit_free(out);
     return st;
 }

@@ -9,9 +9,9 @@
  *   - LIME (the `lime` package's LimeTextExplainer): `samples` texts with a random
  *     number (1 .. n words) of words removed, their class probabilities, the cosine
  *     distance of each removal mask to the full text (x 100), an exponential kernel of
- *     width 25, features chosen by 'highest_weights' (a weighted ridge, alpha 0.01, on
- *     every word: LIME's 'auto' for more than 6 features), then a weighted ridge
- *     (alpha 1, with intercept) on the chosen words: their weights per class.
+ *     width 25, features chosen as LIME's 'auto' does (forward selection by weighted
+ *     R^2 for up to 6, else the highest weights of a weighted ridge, alpha 0.01, on
+ *     every word), then a weighted ridge (alpha 1, with intercept) on the chosen words.
  *   - Occlusion: each word removed in turn; the predicted class's probability drop.
  *   - Integrated gradients on the word embeddings through qbert's own backward pass
  *     (on the CPU; FP32 models as they are, quantized models through their dequantized
@@ -60,8 +60,8 @@ typedef struct {
 } qb_lime_fit;
 
 /* LimeBase.explain_instance_with_data for one class: sample weights
- * sqrt(exp(-d^2 / width^2)), num_features by 'highest_weights', the ridge (alpha 1)
- * on them; y (n) the class's probability of each sample. */
+ * sqrt(exp(-d^2 / width^2)), num_features by feature_selection 'auto', the ridge
+ * (alpha 1) on them; y (n) the class's probability of each sample. */
 qb_status qb_lime_explain(const double *data, const double *y, const double *distances, int n, int d,
                           double kernel_width, int num_features, qb_lime_fit *out);
 void qb_lime_fit_free(qb_lime_fit *f);

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes tests/golden/lime.json, the reference of tests/test_explain.c, with the `lime`
 package (PyPI lime 0.2.0.1; never with qbert):
-  - LimeBase.explain_instance_with_data (feature_selection 'auto' with 10 features, and
-    'highest_weights' with 4) on removal masks drawn as LimeTextExplainer draws them, with
+  - LimeBase.explain_instance_with_data (feature_selection 'auto' with 10 features, which
+    takes the highest weights, and with 4 and 6, which select forward) on removal masks drawn as LimeTextExplainer draws them, with
     random class probabilities, the distances LimeTextExplainer computes (sklearn's cosine
     pairwise_distances x 100) and its kernel (width 25): intercept, (feature, weight) list,
     score, local prediction, for every class;
@@ -43,7 +43,8 @@ def case(rs, d, n, k, num_features, selection):
 
 def main():
     rs = np.random.RandomState(11)
-    cases = [case(rs, 12, 300, 3, 10, "auto"), case(rs, 5, 120, 3, 10, "auto"), case(rs, 20, 500, 2, 4, "highest_weights")]
+    cases = [case(rs, 12, 300, 3, 10, "auto"), case(rs, 5, 120, 3, 10, "auto"), case(rs, 20, 500, 2, 4, "auto"),
+             case(rs, 9, 200, 3, 6, "auto")]
     texts = []
     for t in ("Makanan nya enak, enak sekali!", "  tempat-nya bagus;  harga_mahal 2018 ...", "tidak", "Kafé ini enak."):
         s = IndexedString(t, bow=True)
