@@ -15,7 +15,7 @@
  *     first step's gradients; after the steps the half copies are the rounded
  *     masters again (remade by the next pass).
  * Tolerance: relative L2 <= 1e-2 (shared/DESIGN.md: bf16 / fp16), but 3e-2 for BF16
- * gradients and logits (nine small numbers, 1.1-1.7 % in 3 of 40 runs) and 5e-2 for
+ * gradients and logits (nine small numbers, 1.1-1.7 % in 3 of 40 runs) and 1e-1 for
  * a quantized model's logits (see half_inference): the storage adds a rounding of
  * every activation (2^-9 relative) to the products' own, a dozen along each path of
  * the backward, and gradients came out 1 to 1.5 % from FP32 storage's in BF16 (a
@@ -61,8 +61,11 @@ static void half_inference(const qb_model *m, qb_dtype t, qb_math math)
     }
     /* nine small numbers: BF16 as its gradients; a quantized head (the pooler and the
      * classifier quantize their input per token on a 7-bit grid, where a rounding of
-     * the CLS vector moves some values across a grid line) up to 3.1 % in 25 runs */
-    const double e = rel_l2(logits_h, logits_c, B * 3), tol = m->scheme[0] ? 5e-2 : t == QB_BF16 ? 3e-2 : TOL;
+     * the CLS vector moves some values across a grid line): over 150 seeds a median of
+     * 1.4-2.0 %, a 95th percentile of 2.7-3.9 % and a largest of 5.9 % (INT4, BF16) for
+     * the four cases; 5.2 % once in CI (INT8, BF16). A wrong storage, stride or weight
+     * is off by ~100 %: 10 % still tells them apart. */
+    const double e = rel_l2(logits_h, logits_c, B * 3), tol = m->scheme[0] ? 1e-1 : t == QB_BF16 ? 3e-2 : TOL;
     CHECKF(e <= tol, "%s%s storage: logits: relative L2 error %.3g", m->scheme, qb_dtype_name(t), e);
     printf("%s%s%s storage: logits relative L2 error %.3g against FP32 storage\n", m->scheme, m->scheme[0] ? ", " : "",
            qb_dtype_name(t), e);
