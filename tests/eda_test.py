@@ -266,6 +266,27 @@ def small(tmp, stop_path, stop):
     check_outputs(out, res)
 
 
+def absent_label(tmp):
+    """A label that the data lacks (--labels names it): zero counts, no statistics, and
+    its histogram panel says n = 0 without a median (it read before its array once)."""
+    a = write(os.path.join(tmp, "two.tsv"), "bagus sekali\tpos\njelek\tneg\nsangat bagus\tpos\n")
+    out = os.path.join(tmp, "absent")
+    res = run_eda(tmp, out, [a], ("--labels", "pos,neu,neg"))
+    if not res:
+        return
+    split = res["splits"][0]
+    chars = split["length"]["chars"]["per_label"]["neu"]
+    check(split["label_counts"]["neu"] == 0 and chars["n"] == 0 and chars["median"] is None,
+          "neu: no rows, no median %r" % chars)
+    with open(os.path.join(out, "length_chars.svg"), encoding="utf-8") as f:
+        panels = re.findall(r">n = (\d+)(?:, median ([^<]+))?<", f.read())
+    lens = {"pos": [len("bagus sekali"), len("sangat bagus")], "neu": [], "neg": [len("jelek")]}
+    want = [(3, "%g" % statistics.median(sum(lens.values(), [])))]
+    want += [(len(v), "%g" % statistics.median(v) if v else "") for v in lens.values()]
+    check([(int(n), m) for n, m in panels] == want, "histogram panels %r, expected %r" % (panels, want))
+    check_outputs(out, res)
+
+
 def bad_input(tmp):
     a = write(os.path.join(tmp, "ok.tsv"), "bagus\tpos\n")
     expect_error(["eda", "--out", os.path.join(tmp, "x")], 2, ["--data and --out are required"])
@@ -286,6 +307,7 @@ def run(tmp):
     with open(stop_path, encoding="utf-8") as f:
         stop = {l.strip() for l in f if l.strip() and not l.startswith("#")}
     small(tmp, stop_path, stop)
+    absent_label(tmp)
     smsa(tmp, stop_path, stop)
     bad_input(tmp)
 

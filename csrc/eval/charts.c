@@ -90,13 +90,15 @@ char *qb_histogram_svg(const char *title, const char *x_label, const qb_series *
     const double xmax = nb * width;
     for (int k = 0; k < n_series; k++) {
         const double py = y0 + k * (panel_h + panel_gap), base = py + panel_h;
-        double *sv = sorted_copy(&s[k]);
-        const double median = sv ? qb_percentile_sorted(sv, s[k].n, 50) : NAN;
-        free(sv);
         qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"13\" font-weight=\"bold\">", x0, py - 6);
         qb_sb_escaped(&b, s[k].name);
-        qb_sb_printf(&b, "</text>\n<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555555\">n = %d, median %g"
-                         "</text>\n", x0 + plot_w + 10, py + 14, s[k].n, median);
+        qb_sb_printf(&b, "</text>\n<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555555\">n = %d",
+                     x0 + plot_w + 10, py + 14, s[k].n);
+        double *sv = s[k].n ? sorted_copy(&s[k]) : NULL;  /* a label a split lacks has no median */
+        if (sv) qb_sb_printf(&b, ", median %g", qb_percentile_sorted(sv, s[k].n, 50));
+        else if (s[k].n) b.failed = true;
+        free(sv);
+        qb_sb_printf(&b, "</text>\n");
         qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.1f%%</text>\n"
                          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n",
                      x0 - 4, py + 10, 100 * top, x0, py, x0, base);
