@@ -14,18 +14,20 @@ void qb_text_words_free(qb_text_words *w)
     memset(w, 0, sizeof *w);
 }
 
-/* Appends segment s[0..len) (a word when is_word). */
-static qb_status push(qb_text_words *w, const char *s, size_t len, bool is_word)
+/* Appends segment s[0..len) (a word when is_word; seen numbers the distinct words). */
+static qb_status push(qb_text_words *w, qb_strmap *seen, const char *s, size_t len, bool is_word)
 {
     char *copy = malloc(len + 1);
     if (!copy) return qb_fail(QB_ENOMEM, "explain: out of memory");
     memcpy(copy, s, len);
     copy[len] = '\0';
-    int word = -1;
-    for (int k = 0; is_word && k < w->n_words && word < 0; k++)
-        if (strcmp(w->words[k], copy) == 0) word = k;
-    if (is_word && word < 0) w->words[word = w->n_words++] = copy;
+    const int word = is_word ? qb_strmap_intern(seen, s, len) : -1;
+    if (is_word && word < 0) {
+        free(copy);
+        return qb_fail(QB_ENOMEM, "explain: out of memory");
+    }
     w->segments[w->n_segments] = copy;
+    if (word == w->n_words) w->words[w->n_words++] = copy;
     w->word_of[w->n_segments++] = word;
     return QB_OK;
 }
@@ -38,7 +40,9 @@ qb_status qb_text_words_split(const char *text, qb_text_words *out)
     out->segments = malloc((len + 1) * sizeof *out->segments);
     out->word_of = malloc((len + 1) * sizeof *out->word_of);
     out->words = malloc((len + 1) * sizeof *out->words);
-    if (!out->segments || !out->word_of || !out->words) {
+    qb_strmap *seen = qb_strmap_new();
+    if (!out->segments || !out->word_of || !out->words || !seen) {
+        qb_strmap_free(seen);
         qb_text_words_free(out);
         return qb_fail(QB_ENOMEM, "explain: out of memory");
     }
@@ -49,10 +53,11 @@ qb_status qb_text_words_split(const char *text, qb_text_words *out)
         size_t next_adv = 0;
         const bool next_word = i + adv < len && qb_is_word_char(qb_utf8_next(text + i + adv, len - i - adv, &next_adv));
         if (i + adv == len || next_word != word) {  /* the segment ends here */
-            st = push(out, text + start, i + adv - start, word);
+            st = push(out, seen, text + start, i + adv - start, word);
             start = i + adv;
         }
     }
+    qb_strmap_free(seen);
     if (st) qb_text_words_free(out);
     return st;
 }
