@@ -1,36 +1,19 @@
 /* A whole model directory opened by the engine and used to classify (qb_engine_open,
  * qb_engine_classify): the input is config.json, vocab.txt and model.safetensors
- * cut at two "\n--qbert-fuzz--\n" markers (tests/fuzz/make_seeds.py writes seeds so).
- * What opens must classify without a crash (weights that overflow may give NaN: that
- * is the file's doing, not a finding). */
+ * cut at two FUZZ_MARKs. What opens must classify without a crash (weights that
+ * overflow may give NaN: that is the file's doing, not a finding). */
 #include "fuzz.h"
 #include "qbert/engine.h"
-
-static const char MARK[] = "\n--qbert-fuzz--\n";
-
-/* The next part of [*p, end): up to the marker (or the end). */
-static size_t part(const uint8_t **p, const uint8_t *end, const uint8_t **start)
-{
-    const size_t m = sizeof MARK - 1;
-    *start = *p;
-    for (const uint8_t *q = *p; q + m <= end; q++)
-        if (memcmp(q, MARK, m) == 0) {
-            *p = q + m;
-            return (size_t)(q - *start);
-        }
-    *p = end;
-    return (size_t)(end - *start);
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_quiet();
     const uint8_t *p = data, *end = data + size, *s;
-    size_t n = part(&p, end, &s);
+    size_t n = fuzz_part(&p, end, &s);
     fuzz_file("config.json", s, n);
-    n = part(&p, end, &s);
+    n = fuzz_part(&p, end, &s);
     fuzz_file("vocab.txt", s, n);
-    n = part(&p, end, &s);
+    n = fuzz_part(&p, end, &s);
     fuzz_file("model.safetensors", s, n);
     qb_engine_options o;
     qb_engine_default_options(&o);

@@ -2,20 +2,11 @@
  * vocabulary: every id in range, the batch shaped as asked, invalid UTF-8 counted
  * rather than read past. */
 #include "fuzz.h"
-#include "qbert/tokenizer.h"
-
-static const char vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nsaya\nsuka\nmakan\n##an\n##nya\nbuku\nini\n"
-                            "tidak\nbagus\n!\n,\n.\n##s\na\nb\nc\n##a\n##b\n\xc3\xa9\n\xe4\xb8\xad\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_quiet();
-    static qb_tokenizer *t;
-    if (!t) {
-        qb_tokenizer_options o;
-        qb_tokenizer_default_options(&o);
-        if (qb_tokenizer_from_vocab(vocab, sizeof vocab - 1, "fuzz vocab", &o, &t)) abort();
-    }
+    const qb_tokenizer *t = fuzz_tokenizer();
     const int n_vocab = qb_tokenizer_vocab_size(t);
     int32_t *ids = NULL;
     int n = 0, invalid = 0;

@@ -9,6 +9,9 @@ and a few near-valid ones, of each parser:
   dataset     two option bytes (see fuzz_dataset.c) + TSV / CSV text: headers, quotes, CRLF,
               a bare CR, a BOM, label names and integers, a TSV with a header
   tokenize    texts: Indonesian, accents, CJK, control characters, invalid UTF-8
+  words       the same texts, and one that repeats its words
+  eda         two option bytes (see fuzz_eda.c) + splits: the sample data's three, a CSV,
+              two splits that share texts, rows without a text or a label
   vocab       vocab.txt: the golden tiny model's, with CRLF ends, with a duplicate
   safetensors a micro model's weights; tests/data/io_values.safetensors (every dtype)
   torchbin    tests/data's smaller torch.save archives
@@ -124,7 +127,16 @@ def main():
     for i, text in enumerate(["Saya suka makan nasi goreng, tapi TIDAK pedas!!", "caf\u00e9 \u00e9t\u00e9 "
                               "\u4e2d\u6587 \u0627\u0644", "tab\there\x00nul\x1bctl\r\n", "\u00c0\u0301\u0323"]):
         put("tokenize", "text%d" % i, text)
+        put("words", "text%d" % i, text)
     put("tokenize", "invalid", b"ok \xff\xfe \xc3 \xe4\xb8 \xf0\x9f\x98 end")
+    put("words", "invalid", b"ok \xff\xfe \xc3 \xe4\xb8 \xf0\x9f\x98 end")
+    put("words", "repeats", "enak, enak sekali... tapi mahal; enak_enak 2 kali 2")
+
+    sample = [read("data", "sample", name) for name in ("train.tsv", "valid.tsv", "test.tsv")]
+    put("eda", "sample", b"\x40\x2a" + sample[0][:1200] + MARK + sample[1][:600] + MARK + sample[2][:600])
+    put("eda", "csv-fixed", b"\x45\x03" + csv)
+    put("eda", "shared", b"\x48\x10" + tsv + MARK + tsv)
+    put("eda", "missing", b"\x62\x05" + b"text\tlabel\nsatu\t\ndua\tpositive\n\tneutral\nTIGA\tnetral\n")
 
     put("vocab", "tiny.txt", read("tests", "golden", "tiny", "vocab.txt"))
     put("vocab", "crlf.txt", vocab.replace(b"\n", b"\r\n"))
