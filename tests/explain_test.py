@@ -16,6 +16,7 @@ from testutil import check, expect_error, main_in_tempdir, qbert, write
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.path.join(HERE, "golden", "tiny")
+LABELS = ["positive", "neutral", "negative"]
 TEXTS = ["makanan nya enak sekali, tempat nya bagus", "pelayanan lambat dan mahal!", "biasa saja, tidak ada yang istimewa"]
 
 
@@ -107,6 +108,20 @@ def check_compare(res, k):
               "spearman %r, Python %r" % (t["spearman"], want_rho))
 
 
+def check_lime_classes(x, k):
+    """A LIME surrogate per class, each keeping at most k words; the predicted class's
+    is the explanation."""
+    kept = {w["word"]: w["weight"] for w in x["words"] if w["weight"] != 0}
+    classes = x["classes"]
+    mine = classes.get(x["predicted"], {"words": [], "score": -1})
+    check(sorted(classes) == sorted(LABELS) and all(len(c["words"]) <= k for c in classes.values()),
+          "LIME: a surrogate of at most %d words per class: %r" % (k, classes))
+    check({w["word"]: w["weight"] for w in mine["words"]} == kept and len(kept) <= k and 0 <= mine["score"] <= 1,
+          "the predicted class's surrogate is the explanation: %r, %r" % (mine, kept))
+    weights = [abs(w["weight"]) for w in mine["words"]]
+    check(weights == sorted(weights, reverse=True), "a class's words by |weight|: %r" % weights)
+
+
 def check_pages(out, n):
     with open(os.path.join(out, "explanations.html"), encoding="utf-8") as f:
         html = f.read()
@@ -156,9 +171,10 @@ def run(tmp):
         s = res["summary"]
         check(abs(s["top_k_overlap_mean"] - sum(t["top_k_overlap"] for t in res["texts"]) / 3) < 1e-12, "summary %r" % s)
         for t in res["texts"]:
-            kept = [w for w in t["explanation"]["words"] if w["weight"] != 0]
-            check(len(kept) <= 4 and 0 <= t["explanation"]["score"] <= 1, "LIME keeps --top words: %r" % kept)
+            check_lime_classes(t["explanation"], 4)
         check_pages(out, 3)
+        with open(os.path.join(out, "explanations.html"), encoding="utf-8") as f:
+            check(f.read().count('<table class="classes">') == 6, "a table of every class's words per text and model")
     res2, _ = explain(tmp, "lime-again", "--model", TINY, "--text", TEXTS[0], "--samples", "300", "--top", "4")
     if res and res2:
         check(res2["texts"][0]["explanation"]["words"] == res["texts"][0]["explanation"]["words"],

@@ -111,6 +111,31 @@ static float prob(qb_engine *e, const char *text, int k)
     return p[k];
 }
 
+/* LIME's surrogates of every class. With every word kept (top_k >= the words) they
+ * share their features, and a ridge is linear in its targets: as the classes'
+ * probabilities add up to 1, their weights add up to 0 and their intercepts and local
+ * predictions to 1. The predicted class's weights are the explanation's. */
+static void lime_classes(const qb_explanation *x)
+{
+    const int n = x->words.n_words, K = x->num_labels;
+    CHECK(x->lime != NULL && n <= 10 && K == 3);
+    if (!x->lime || n > 10 || K != 3) return;
+    CHECK(memcmp(x->weights, x->lime[x->predicted].weights, (size_t)n * sizeof *x->weights) == 0);
+    double intercepts = 0, local = 0, worst = 0;
+    for (int k = 0; k < K; k++) {
+        intercepts += x->lime[k].intercept, local += x->lime[k].local_pred;
+        CHECKF(x->lime[k].score > 0 && x->lime[k].score <= 1, "class %d: score %g", k, x->lime[k].score);
+    }
+    for (int j = 0; j < n; j++) {
+        double sum = 0, largest = 0;
+        for (int k = 0; k < K; k++) sum += x->lime[k].weights[j], largest = fmax(largest, fabs(x->lime[k].weights[j]));
+        CHECKF(largest > 0, "word %d: some class weighs it", j);
+        worst = fmax(worst, fabs(sum));
+    }
+    CHECKF(worst < 1e-6 && fabs(intercepts - 1) < 1e-6 && fabs(local - 1) < 1e-6,
+           "the classes' weights add up to %g (0), intercepts %g (1), local predictions %g (1)", worst, intercepts, local);
+}
+
 static void test_methods(void)
 {
     qb_engine_options eo;
@@ -164,7 +189,7 @@ static void test_methods(void)
     if (l1.weights && l2.weights && l3.weights) {
         CHECK(memcmp(l1.weights, l2.weights, 8 * sizeof *l1.weights) == 0);
         CHECK(memcmp(l1.weights, l3.weights, 8 * sizeof *l1.weights) != 0);
-        CHECK(l1.score > 0 && l1.score <= 1);
+        lime_classes(&l1);
     }
     qb_explanation_free(&occ), qb_explanation_free(&l1), qb_explanation_free(&l2), qb_explanation_free(&l3);
     qb_explanation none;

@@ -17,14 +17,16 @@ static void usage(FILE *f)
             "                    word removed in turn), ig (integrated gradients on the word embeddings,\n"
             "                    through the model's backward pass on the CPU, with a completeness check)\n"
             "  --samples N       LIME: perturbed texts (default 1000; the lime package's is 5000)\n"
-            "  --top N           LIME: words it keeps; the words the charts show (default 10)\n"
+            "  --top N           LIME: words each class's surrogate keeps; the words the charts show\n"
+            "                    (default 10)\n"
             "  --steps N         IG: interpolation steps (default 64)\n"
             "  --seed S          LIME: the removal masks (default 42)\n"
             "  --limit N         texts of --data explained (default 10)\n"
             "  --compare DIR     a second model (e.g. the INT8 / INT4 / QAT one): the same texts, the same\n"
             "                    masks; top-k overlap and Spearman correlation of the word weights\n"
             "  --device, --max-length, --batch, --threads, --math   as qbert eval; --data options as qbert eval\n"
-            "  Writes explanations.json, explanations.html (words highlighted by weight) and text-N.svg.\n"
+            "  Writes explanations.json, explanations.html (words highlighted by weight; LIME: every\n"
+            "  class's top words too) and text-N.svg.\n"
             "example: qbert explain --model runs/smsa/model --compare runs/smsa-int8 --data test.tsv --limit 5 \\\n"
             "             --method lime --out runs/explain\n");
 }

@@ -31,6 +31,8 @@ int qb_explain_method_parse(const char *name)
 
 void qb_explanation_free(qb_explanation *x)
 {
+    for (int k = 0; x->lime && k < x->num_labels; k++) free(x->lime[k].weights);
+    free(x->lime);
     qb_text_words_free(&x->words);
     free(x->probs), free(x->weights);
     memset(x, 0, sizeof *x);
@@ -72,24 +74,37 @@ static void lime_masks(double *data, int n, int W, uint64_t seed)
     free(order);
 }
 
+/* Class k's surrogate on the samples data (n, W) with distances dist and the
+ * classifier's probs (n, K). y: (n) scratch. */
+static qb_status lime_class(const double *data, const double *dist, const float *probs, int n, int W, int K, int k,
+                            const qb_explain_options *o, double *y, qb_lime_class *out)
+{
+    for (int i = 0; i < n; i++) y[i] = probs[(size_t)i * K + k];
+    qb_lime_fit fit = {0};
+    out->weights = calloc((size_t)W, sizeof *out->weights);
+    qb_status st = out->weights ? QB_OK : qb_fail(QB_ENOMEM, "explain: out of memory");
+    if (!st) st = qb_lime_explain(data, y, dist, n, W, o->kernel_width, o->top_k, &fit);
+    for (int j = 0; j < fit.n && !st; j++) out->weights[fit.features[j]] = fit.weights[j];
+    out->intercept = fit.intercept, out->score = fit.score, out->local_pred = fit.local_pred;
+    qb_lime_fit_free(&fit);
+    return st;
+}
+
 static qb_status explain_lime(qb_engine *e, const qb_explain_options *o, qb_explanation *x)
 {
     const int W = x->words.n_words, n = o->samples, K = x->num_labels;
     double *data = malloc((size_t)n * W * sizeof *data), *dist = malloc((size_t)n * sizeof *dist);
     double *y = malloc((size_t)n * sizeof *y);
     float *probs = malloc((size_t)n * K * sizeof *probs);
-    qb_status st = data && dist && y && probs ? QB_OK : qb_fail(QB_ENOMEM, "explain: out of memory");
+    x->lime = calloc((size_t)K, sizeof *x->lime);
+    qb_status st = data && dist && y && probs && x->lime ? QB_OK : qb_fail(QB_ENOMEM, "explain: out of memory");
     if (!st) {
         lime_masks(data, n, W, o->seed);
         qb_lime_distances(data, n, W, dist);
         st = classify_masks(e, &x->words, data, n, probs);
     }
-    qb_lime_fit fit = {0};
-    for (int i = 0; i < n && !st; i++) y[i] = probs[(size_t)i * K + x->predicted];
-    if (!st) st = qb_lime_explain(data, y, dist, n, W, o->kernel_width, o->top_k, &fit);
-    for (int j = 0; j < fit.n && !st; j++) x->weights[fit.features[j]] = fit.weights[j];
-    x->intercept = fit.intercept, x->score = fit.score, x->local_pred = fit.local_pred;
-    qb_lime_fit_free(&fit);
+    for (int k = 0; k < K && !st; k++) st = lime_class(data, dist, probs, n, W, K, k, o, y, &x->lime[k]);
+    if (!st) memcpy(x->weights, x->lime[x->predicted].weights, (size_t)W * sizeof *x->weights);
     free(data), free(dist), free(y), free(probs);
     return st;
 }

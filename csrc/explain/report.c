@@ -10,13 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The words of x by |weight|, largest first (ties: first appearance); order (n_words). */
-static void ranked(const qb_explanation *x, int *order)
+/* Word indices by |w| (n), largest first (ties: first appearance); order (n). */
+static void ranked(const double *w, int n, int *order)
 {
-    const int n = x->words.n_words;
     for (int i = 0; i < n; i++) order[i] = i;
     for (int i = 1; i < n; i++)  /* insertion sort: stable, a text's words */
-        for (int j = i; j > 0 && fabs(x->weights[order[j]]) > fabs(x->weights[order[j - 1]]); j--) {
+        for (int j = i; j > 0 && fabs(w[order[j]]) > fabs(w[order[j - 1]]); j--) {
             const int t = order[j];
             order[j] = order[j - 1], order[j - 1] = t;
         }
@@ -48,7 +47,7 @@ void qb_explain_compare(const qb_explanation *a, const qb_explanation *b, int to
     double *ra = malloc((size_t)n * sizeof *ra), *rb = malloc((size_t)n * sizeof *rb);
     *out = (qb_explain_agreement){NAN, NAN};
     if (oa && ob && ra && rb && n == b->words.n_words && k > 0) {
-        ranked(a, oa), ranked(b, ob);
+        ranked(a->weights, n, oa), ranked(b->weights, n, ob);
         int common = 0;
         for (int i = 0; i < k; i++)
             for (int j = 0; j < k; j++) common += oa[i] == ob[j];
@@ -63,6 +62,28 @@ void qb_explain_compare(const qb_explanation *a, const qb_explanation *b, int to
 
 static cJSON *number_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
+/* LIME's surrogate of class k: its words by |weight| (those its fit kept), intercept,
+ * score, local prediction. */
+static cJSON *lime_class_json(const qb_explanation *x, int k)
+{
+    const qb_lime_class *c = &x->lime[k];
+    const int n = x->words.n_words;
+    cJSON *o = cJSON_CreateObject(), *words = cJSON_AddArrayToObject(o, "words");
+    int *order = malloc((size_t)n * sizeof *order);
+    if (order) ranked(c->weights, n, order);
+    for (int i = 0; order && i < n && c->weights[order[i]] != 0; i++) {
+        cJSON *w = cJSON_CreateObject();
+        cJSON_AddStringToObject(w, "word", x->words.words[order[i]]);
+        cJSON_AddNumberToObject(w, "weight", c->weights[order[i]]);
+        cJSON_AddItemToArray(words, w);
+    }
+    free(order);
+    cJSON_AddNumberToObject(o, "intercept", c->intercept);
+    cJSON_AddNumberToObject(o, "score", c->score);
+    cJSON_AddNumberToObject(o, "local_pred", c->local_pred);
+    return o;
+}
+
 static cJSON *one_json(const qb_explanation *x, const char *const *labels, const qb_explain_options *o)
 {
     cJSON *e = cJSON_CreateObject();
@@ -76,10 +97,9 @@ static cJSON *one_json(const qb_explanation *x, const char *const *labels, const
         cJSON_AddNumberToObject(o2, "weight", x->weights[i]);
         cJSON_AddItemToArray(w, o2);
     }
-    if (o->method == QB_EXPLAIN_LIME) {
-        cJSON_AddNumberToObject(e, "intercept", x->intercept);
-        cJSON_AddNumberToObject(e, "score", x->score);
-        cJSON_AddNumberToObject(e, "local_pred", x->local_pred);
+    if (x->lime) {
+        cJSON *c = cJSON_AddObjectToObject(e, "classes");
+        for (int k = 0; k < x->num_labels; k++) cJSON_AddItemToObject(c, labels[k], lime_class_json(x, k));
     } else if (o->method == QB_EXPLAIN_IG) {
         cJSON_AddNumberToObject(e, "p_text", x->f_text);
         cJSON_AddNumberToObject(e, "p_baseline", x->f_baseline);
@@ -176,7 +196,7 @@ static char *chart(const qb_explanation *x, int top_k, const char *title)
     double *v = malloc((size_t)n * sizeof *v);
     char *svg = NULL;
     if (order && names && v) {
-        ranked(x, order);
+        ranked(x->weights, n, order);
         for (int i = 0; i < n && m < top_k; i++)
             if (x->weights[order[i]] != 0) names[m] = x->words.words[order[i]], v[m++] = x->weights[order[i]];
         svg = qb_diverging_svg(title, names, v, m);
@@ -185,7 +205,42 @@ static char *chart(const qb_explanation *x, int top_k, const char *title)
     return svg;
 }
 
-static void html_one(FILE *f, const qb_explanation *x, const char *const *labels, const char *model, const char *svg)
+/* LIME: each class's own surrogate, a column of its top_k words per class, green
+ * where a word raises that class's probability, red where it lowers it. */
+static void html_classes(FILE *f, const qb_explanation *x, const char *const *labels, int top_k)
+{
+    const int n = x->words.n_words, K = x->num_labels, rows = top_k < n ? top_k : n;
+    int *order = malloc((size_t)K * n * sizeof *order);
+    if (!order) return;  /* the page goes without the table */
+    fputs("<table class=\"classes\"><tr>", f);
+    for (int k = 0; k < K; k++) {
+        ranked(x->lime[k].weights, n, order + (size_t)k * n);
+        fputs("<th>", f);
+        html_text(f, labels[k]);
+        fprintf(f, " (%.3f)</th>", x->probs[k]);
+    }
+    fputs("</tr>\n", f);
+    for (int r = 0; r < rows; r++) {
+        fputs("<tr>", f);
+        for (int k = 0; k < K; k++) {
+            const int w = order[(size_t)k * n + r];
+            const double v = x->lime[k].weights[w];
+            if (v == 0) {
+                fputs("<td></td>", f);
+                continue;
+            }
+            fprintf(f, "<td style=\"background:%s\">", v > 0 ? "#c7e9c0" : "#fcbba1");
+            html_text(f, x->words.words[w]);
+            fprintf(f, " %+.3f</td>", v);
+        }
+        fputs("</tr>\n", f);
+    }
+    fputs("</table>\n", f);
+    free(order);
+}
+
+static void html_one(FILE *f, const qb_explanation *x, const char *const *labels, const char *model, const char *svg,
+                     int top_k)
 {
     fprintf(f, "<p class=\"model\">");
     html_text(f, model);
@@ -198,6 +253,10 @@ static void html_one(FILE *f, const qb_explanation *x, const char *const *labels
     fprintf(f, "</p>\n");
     highlighted(f, x);
     if (svg) fprintf(f, "<figure>%s</figure>\n", svg);
+    if (x->lime) {
+        fputs("<p class=\"model\">Each class's own LIME surrogate (its top words):</p>\n", f);
+        html_classes(f, x, labels, top_k);
+    }
 }
 
 qb_status qb_explain_write(const char *dir, const qb_explanation *a, const qb_explanation *b,
@@ -218,7 +277,8 @@ qb_status qb_explain_write(const char *dir, const qb_explanation *a, const qb_ex
         fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>qbert explain</title><style>body{"
                    "font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;color:#1b1b1b}"
                    ".text{font-size:17px;line-height:1.9}.model{color:#555}h2{border-top:1px solid #ccc;padding-top:"
-                   ".6em}</style></head><body>\n<h1>Explanations (%s)</h1>\n<p>Green: toward the predicted class, "
+                   ".6em}table.classes{border-collapse:collapse;font-size:14px;margin-bottom:1.2em}.classes td,.classes th{padding:2px 10px;"
+                   "text-align:left}</style></head><body>\n<h1>Explanations (%s)</h1>\n<p>Green: toward the predicted class, "
                    "red: against it; the stronger the colour, the larger the weight.</p>\n",
                 qb_explain_method_name(o->method));
     for (int i = 0; i < n && f && !st; i++) {
@@ -234,9 +294,9 @@ qb_status qb_explain_write(const char *dir, const qb_explanation *a, const qb_ex
         if (!st) st = qb_path_join(path, sizeof path, dir, file);
         if (!st) st = qb_svg_write(path, svg);
         fprintf(f, "<h2>Text %d</h2>\n", i + 1);
-        if (!st) html_one(f, &a[i], labels, model_a, svg);
+        if (!st) html_one(f, &a[i], labels, model_a, svg, o->top_k);
         if (!st && b) {
-            html_one(f, &b[i], labels, model_b, svg_b);
+            html_one(f, &b[i], labels, model_b, svg_b, o->top_k);
             fprintf(f, "<p>top-%d overlap %.2f, Spearman %.3f</p>\n", o->top_k, agree[i].top_k_overlap,
                     agree[i].spearman);
         }

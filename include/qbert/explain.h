@@ -11,7 +11,9 @@
  *     distance of each removal mask to the full text (x 100), an exponential kernel of
  *     width 25, features chosen as LIME's 'auto' does (forward selection by weighted
  *     R^2 for up to 6, else the highest weights of a weighted ridge, alpha 0.01, on
- *     every word), then a weighted ridge (alpha 1, with intercept) on the chosen words.
+ *     every word), then a weighted ridge (alpha 1, with intercept) on the chosen words;
+ *     one such surrogate per class (lime's top_labels = every class), the predicted
+ *     class's being the explanation.
  *   - Occlusion: each word removed in turn; the predicted class's probability drop.
  *   - Integrated gradients on the word embeddings through qbert's own backward pass
  *     (on the CPU; FP32 models as they are, quantized models through their dequantized
@@ -83,13 +85,24 @@ void qb_explain_default_options(qb_explain_options *o);
 const char *qb_explain_method_name(qb_explain_method m);
 int qb_explain_method_parse(const char *name);  /* -1: unknown */
 
+/* LIME's surrogate of one class: the word weights (n_words; 0 for words its fit did
+ * not keep) and LimeBase.explain_instance_with_data's intercept, score (R^2) and
+ * local prediction. */
+typedef struct {
+    double *weights;
+    double intercept, score, local_pred;
+} qb_lime_class;
+
 typedef struct {
     qb_text_words words;
     int num_labels;
     float *probs;           /* (num_labels) of the text */
     int predicted;          /* the class every weight is about */
     double *weights;        /* (n_words) toward `predicted`; LIME: 0 for words it did not keep */
-    double intercept, score, local_pred;  /* LIME */
+    /* LIME: (num_labels) a surrogate per class on the same samples, as
+     * LimeTextExplainer(top_labels = num_labels); weights repeats the predicted
+     * class's. NULL for the other methods. */
+    qb_lime_class *lime;
     /* IG: p(text), p(baseline), the attribution of pieces in no word (punctuation),
      * and the completeness error |sum of all - (f_text - f_baseline)| / |f_text - f_baseline| */
     double f_text, f_baseline, outside_words, completeness;
