@@ -78,10 +78,11 @@ def check_occlusion(res, model):
         words = [w["word"] for w in e["words"]]
         check(words == lime_words(t["text"])[1], "occlusion words %r" % words)
         probs = probabilities(model, [t["text"]] + [without(t["text"], w) for w in words])
-        p0 = probs[0][e["predicted"]]
+        check(e["predicted"] == max(probs[0], key=probs[0].get), "predicted %r: %r" % (e["predicted"], probs[0]))
+        p0 = probs[0][e["target"]]
         for w, p in zip(e["words"], probs[1:]):
-            check(abs(w["weight"] - (p0 - p[e["predicted"]])) < 1e-5,
-                  "occlusion of %r: %r, predict gives %r" % (w["word"], w["weight"], p0 - p[e["predicted"]]))
+            check(abs(w["weight"] - (p0 - p[e["target"]])) < 1e-5,
+                  "occlusion of %r: %r, predict gives %r" % (w["word"], w["weight"], p0 - p[e["target"]]))
 
 
 def check_ig(res, what):
@@ -93,9 +94,9 @@ def check_ig(res, what):
               "%s IG completeness: sum %r, p(text) - p(baseline) %r" % (what, total, delta))
         # FP32: the prediction's probability; a quantized model's IG runs on its dequantized
         # weights with FP32 activations, close to the INT8-input prediction but not equal
-        gap = abs(e["p_text"] - e["probabilities"][e["predicted"]])
+        gap = abs(e["p_text"] - e["probabilities"][e["target"]])
         check(gap < (1e-4 if what == "fp32" else 0.05), "%s IG p(text) %r vs the prediction's %r" % (
-            what, e["p_text"], e["probabilities"][e["predicted"]]))
+            what, e["p_text"], e["probabilities"][e["target"]]))
 
 
 def check_compare(res, k):
@@ -175,6 +176,16 @@ def run(tmp):
         check_pages(out, 3)
         with open(os.path.join(out, "explanations.html"), encoding="utf-8") as f:
             check(f.read().count('<table class="classes">') == 6, "a table of every class's words per text and model")
+    neu, _ = explain(tmp, "occ-neutral", "--model", TINY, "--compare", int8, "--data", data, "--method", "occlusion",
+                     "--class", "neutral")
+    if neu:
+        check(all(t["explanation"]["target"] == t["compared"]["target"] == "neutral" for t in neu["texts"]),
+              "--class neutral: both models explain neutral")
+        check_occlusion(neu, TINY)
+    cmp4, _ = explain(tmp, "lime-compare", "--model", int4, "--compare", TINY, "--data", data, "--samples", "100")
+    if cmp4:
+        check(all(t["compared"]["target"] == t["explanation"]["target"] == t["explanation"]["predicted"]
+                  for t in cmp4["texts"]), "--compare explains the first model's predicted class with both")
     res2, _ = explain(tmp, "lime-again", "--model", TINY, "--text", TEXTS[0], "--samples", "300", "--top", "4")
     if res and res2:
         check(res2["texts"][0]["explanation"]["words"] == res["texts"][0]["explanation"]["words"],
@@ -187,6 +198,8 @@ def bad(tmp, data):
     expect_error(["explain", "--model", TINY] + out, 2, ["one of --text or --data"])
     expect_error(["explain", "--model", TINY, "--text", "a", "--data", data] + out, 2, ["one of --text or --data"])
     expect_error(["explain", "--model", TINY, "--text", "a", "--method", "shap"] + out, 2, ["--method must be lime"])
+    expect_error(["explain", "--model", TINY, "--text", "a", "--class", "happy"] + out, 1,
+                 ['--class "happy": expected one of the model\'s labels (positive, neutral, negative) or an id below 3'])
     expect_error(["explain", "--model", TINY, "--text", "a", "--samples", "1"] + out, 2, ["--samples"])
     expect_error(["explain", "--model", TINY, "--text", "?!"] + out, 1, ["has no words"])
     expect_error(["explain", "--model", os.path.join(tmp, "none"), "--text", "a"] + out, 1, ["none"])

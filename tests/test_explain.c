@@ -114,13 +114,13 @@ static float prob(qb_engine *e, const char *text, int k)
 /* LIME's surrogates of every class. With every word kept (top_k >= the words) they
  * share their features, and a ridge is linear in its targets: as the classes'
  * probabilities add up to 1, their weights add up to 0 and their intercepts and local
- * predictions to 1. The predicted class's weights are the explanation's. */
+ * predictions to 1. The target class's weights are the explanation's. */
 static void lime_classes(const qb_explanation *x)
 {
     const int n = x->words.n_words, K = x->num_labels;
     CHECK(x->lime != NULL && n <= 10 && K == 3);
     if (!x->lime || n > 10 || K != 3) return;
-    CHECK(memcmp(x->weights, x->lime[x->predicted].weights, (size_t)n * sizeof *x->weights) == 0);
+    CHECK(memcmp(x->weights, x->lime[x->target].weights, (size_t)n * sizeof *x->weights) == 0);
     double intercepts = 0, local = 0, worst = 0;
     for (int k = 0; k < K; k++) {
         intercepts += x->lime[k].intercept, local += x->lime[k].local_pred;
@@ -136,6 +136,34 @@ static void lime_classes(const qb_explanation *x)
            "the classes' weights add up to %g (0), intercepts %g (1), local predictions %g (1)", worst, intercepts, local);
 }
 
+/* Occlusion: the drop of the target class's probability without word j (every
+ * occurrence), as the engine classifies that text. */
+static void check_occlusion(qb_engine *e, const qb_explanation *x)
+{
+    for (int j = 0; j < x->words.n_words && x->words.n_words <= 8; j++) {
+        bool keep[8];
+        for (int k = 0; k < 8; k++) keep[k] = k != j;
+        char *t = qb_text_words_join(&x->words, keep);
+        const double want = x->probs[x->target] - prob(e, t, x->target);
+        CHECKF(fabs(x->weights[j] - want) < 1e-6, "occlusion of \"%s\" (class %d): %g, engine %g", x->words.words[j],
+               x->target, x->weights[j], want);
+        free(t);
+    }
+}
+
+/* IG: p(text) is the engine's, and the attributions add up to p(text) - p(baseline). */
+static void check_ig(const qb_explanation *x)
+{
+    double sum = x->outside_words;  /* the comma's piece */
+    for (int j = 0; j < x->words.n_words; j++) sum += x->weights[j];
+    /* the text's pieces are the whole text's here (no character the splits treat differently) */
+    CHECKF(fabs(x->f_text - x->probs[x->target]) < 1e-5, "IG p(text) %g, engine %g (class %d)", x->f_text,
+           x->probs[x->target], x->target);
+    CHECKF(x->completeness < 0.01 && fabs(sum - (x->f_text - x->f_baseline)) <= 0.01 * fabs(x->f_text - x->f_baseline),
+           "IG completeness %g: sum %g, p(text) - p(baseline) %g (class %d)", x->completeness, sum,
+           x->f_text - x->f_baseline, x->target);
+}
+
 static void test_methods(void)
 {
     qb_engine_options eo;
@@ -149,26 +177,28 @@ static void test_methods(void)
     qb_explanation occ, ig, l1, l2, l3;
     o.method = QB_EXPLAIN_OCCLUSION;
     if (CHECK_OK(qb_explain_text(e, text, &o, &occ))) {
-        CHECK(occ.words.n_words == 8 && fabs(occ.probs[occ.predicted] - prob(e, text, occ.predicted)) < 1e-7);
-        for (int j = 0; j < occ.words.n_words; j++) {  /* the drop without word j, every occurrence */
-            bool keep[8];
-            for (int k = 0; k < 8; k++) keep[k] = k != j;
-            char *t = qb_text_words_join(&occ.words, keep);
-            const double want = occ.probs[occ.predicted] - prob(e, t, occ.predicted);
-            CHECKF(fabs(occ.weights[j] - want) < 1e-6, "occlusion of \"%s\": %g, engine %g", occ.words.words[j],
-                   occ.weights[j], want);
-            free(t);
+        CHECK(occ.words.n_words == 8 && occ.target == occ.predicted &&
+              fabs(occ.probs[occ.predicted] - prob(e, text, occ.predicted)) < 1e-7);
+        check_occlusion(e, &occ);
+        qb_explanation other;  /* another class than the predicted one */
+        o.target = (occ.predicted + 1) % occ.num_labels;
+        if (CHECK_OK(qb_explain_text(e, text, &o, &other))) {
+            CHECK(other.target == o.target && other.predicted == occ.predicted);
+            check_occlusion(e, &other);
+            qb_explanation_free(&other);
         }
+        o.method = QB_EXPLAIN_IG;  /* the other class's integrated gradients add up too */
+        if (CHECK_OK(qb_explain_text(e, text, &o, &other))) {
+            check_ig(&other);
+            qb_explanation_free(&other);
+        }
+        o.target = 3;
+        CHECK(qb_explain_text(e, text, &o, &other) == QB_EINVAL);
+        o.target = -1;
     }
     o.method = QB_EXPLAIN_IG;
     if (CHECK_OK(qb_explain_text(e, text, &o, &ig))) {
-        double sum = ig.outside_words;  /* the comma's piece */
-        for (int j = 0; j < ig.words.n_words; j++) sum += ig.weights[j];
-        /* the text's pieces are the whole text's here (no character the splits treat differently) */
-        CHECKF(fabs(ig.f_text - ig.probs[ig.predicted]) < 1e-5, "IG p(text) %g, engine %g", ig.f_text,
-               ig.probs[ig.predicted]);
-        CHECKF(ig.completeness < 0.01 && fabs(sum - (ig.f_text - ig.f_baseline)) <= 0.01 * fabs(ig.f_text - ig.f_baseline),
-               "IG completeness %g: sum %g, p(text) - p(baseline) %g", ig.completeness, sum, ig.f_text - ig.f_baseline);
+        check_ig(&ig);
         printf("IG: completeness error %.2e with %d steps\n", ig.completeness, o.steps);
         qb_explain_agreement self;
         qb_explain_compare(&ig, &ig, 3, &self);
@@ -191,6 +221,14 @@ static void test_methods(void)
         CHECK(memcmp(l1.weights, l3.weights, 8 * sizeof *l1.weights) != 0);
         lime_classes(&l1);
     }
+    qb_explanation lt;  /* toward another class: that class's surrogate */
+    o.target = (l1.predicted + 2) % 3;
+    if (CHECK_OK(qb_explain_text(e, text, &o, &lt))) {
+        CHECK(lt.target == o.target && lt.predicted == l1.predicted);
+        lime_classes(&lt);
+        qb_explanation_free(&lt);
+    }
+    o.target = -1;
     qb_explanation_free(&occ), qb_explanation_free(&l1), qb_explanation_free(&l2), qb_explanation_free(&l3);
     qb_explanation none;
     CHECK(qb_explain_text(e, " ... !", &o, &none) == QB_EINVAL);

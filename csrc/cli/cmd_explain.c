@@ -12,7 +12,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: qbert explain --model DIR (--text TEXT | --data FILE [--limit N]) --out DIR [options]\n"
-            "  Which words move the predicted class's probability, on any model qbert loads.\n"
+            "  Which words move the predicted class's probability (or --class's), on any model qbert\n"
+            "  loads.\n"
             "  --method M        lime (default; as the lime package's LimeTextExplainer), occlusion (each\n"
             "                    word removed in turn), ig (integrated gradients on the word embeddings,\n"
             "                    through the model's backward pass on the CPU, with a completeness check)\n"
@@ -22,8 +23,9 @@ static void usage(FILE *f)
             "  --steps N         IG: interpolation steps (default 64)\n"
             "  --seed S          LIME: the removal masks (default 42)\n"
             "  --limit N         texts of --data explained (default 10)\n"
-            "  --compare DIR     a second model (e.g. the INT8 / INT4 / QAT one): the same texts, the same\n"
-            "                    masks; top-k overlap and Spearman correlation of the word weights\n"
+            "  --class NAME      the class to explain (a label or an id; default: each text's predicted one)\n"
+            "  --compare DIR     a second model (e.g. the INT8 / INT4 / QAT one): the same texts, classes\n"
+            "                    and masks; top-k overlap and Spearman correlation of the word weights\n"
             "  --device, --max-length, --batch, --threads, --math   as qbert eval; --data options as qbert eval\n"
             "  Writes explanations.json, explanations.html (words highlighted by weight; LIME: every\n"
             "  class's top words too) and text-N.svg.\n"
@@ -32,7 +34,7 @@ static void usage(FILE *f)
 }
 
 typedef struct {
-    const char *model, *compare, *text, *data, *out;
+    const char *model, *compare, *text, *data, *out, *target;
     int limit;
     qb_explain_options xo;
     qb_engine_options eo;
@@ -70,6 +72,7 @@ static int parse(int argc, char **argv, explain_args *a)
                      qb_cli_opt(argc, argv, &i, "--text", &a->text, &bad) ||
                      qb_cli_opt(argc, argv, &i, "--data", &a->data, &bad) ||
                      qb_cli_opt(argc, argv, &i, "--out", &a->out, &bad) ||
+                     qb_cli_opt(argc, argv, &i, "--class", &a->target, &bad) ||
                      qb_cli_engine_option("explain", argc, argv, &i, &a->eo, &bad) ||
                      qb_cli_data_option(argc, argv, &i, &a->dop, &bad))) {
             bad = qb_cli_fail("explain", "unknown option \"%s\" (see qbert explain --help)", argv[i]);
@@ -80,14 +83,34 @@ static int parse(int argc, char **argv, explain_args *a)
     return bad;
 }
 
-/* Explains texts (n) with engine e into x (n), with progress. */
+/* The class id of --class NAME (a label of the model, or an id); -1 without it. */
+static qb_status target_class(const char *name, const qb_config *c, int *out)
+{
+    *out = -1;
+    if (!name) return QB_OK;
+    for (int k = 0; k < c->num_labels; k++)
+        if (strcmp(name, c->id2label[k]) == 0) return *out = k, QB_OK;
+    char *end;
+    const long id = strtol(name, &end, 10);
+    if (*name && !*end && id >= 0 && id < c->num_labels) return *out = (int)id, QB_OK;
+    char names[512] = "";
+    for (int k = 0; k < c->num_labels; k++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", k ? ", " : "", c->id2label[k]);
+    return qb_fail(QB_EINVAL, "--class \"%s\": expected one of the model's labels (%s) or an id below %d", name, names,
+                   c->num_labels);
+}
+
+/* Explains texts (n) with engine e into x (n), with progress; like: the first model's
+ * explanations (the second one explains the same classes), or NULL. */
 static qb_status explain_all(qb_engine *e, const char *model, char *const *texts, int n, const qb_explain_options *o,
-                             qb_explanation *x)
+                             const qb_explanation *like, qb_explanation *x)
 {
     const double t0 = qb_now();
     qb_status st = QB_OK;
     for (int i = 0; i < n && !st; i++) {
-        if ((st = qb_explain_text(e, texts[i], o, &x[i]))) st = qb_fail(st, "%s, text %d: %s", model, i + 1, qb_error());
+        qb_explain_options oi = *o;
+        if (like) oi.target = like[i].target;
+        if ((st = qb_explain_text(e, texts[i], &oi, &x[i]))) st = qb_fail(st, "%s, text %d: %s", model, i + 1, qb_error());
         else
             fprintf(stderr, "[explain] %s: %d/%d texts (%s)  %.1fs\n", model, i + 1, n, qb_explain_method_name(o->method),
                     qb_now() - t0);
@@ -107,11 +130,13 @@ static int run(const explain_args *a, char *const *texts, int n)
     bool same = !c2 || c2->num_labels == c->num_labels;
     for (int k = 0; c2 && same && k < c->num_labels; k++) same = strcmp(c->id2label[k], c2->id2label[k]) == 0;
     if (!st && !same) st = qb_fail(QB_EINVAL, "--compare %s: its labels (id2label) differ from %s's", a->compare, a->model);
-    if (!st) st = explain_all(e, a->model, texts, n, &a->xo, x);
-    if (!st && e2) st = explain_all(e2, a->compare, texts, n, &a->xo, y);
+    qb_explain_options xo = a->xo;
+    if (!st) st = target_class(a->target, c, &xo.target);
+    if (!st) st = explain_all(e, a->model, texts, n, &xo, NULL, x);
+    if (!st && e2) st = explain_all(e2, a->compare, texts, n, &xo, x, y);
     for (int i = 0; i < n && !st && y; i++) qb_explain_compare(&x[i], &y[i], a->xo.top_k, &agree[i]);
     if (!st)
-        st = qb_explain_write(a->out, x, y, y ? agree : NULL, n, (const char *const *)c->id2label, &a->xo, a->model,
+        st = qb_explain_write(a->out, x, y, y ? agree : NULL, n, (const char *const *)c->id2label, &xo, a->model,
                               a->compare);
     if (!st) printf("wrote %s/explanations.json, explanations.html and text-1..%d.svg\n", a->out, n);
     for (int i = 0; i < n; i++) {

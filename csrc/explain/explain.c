@@ -15,7 +15,7 @@
 void qb_explain_default_options(qb_explain_options *o)
 {
     *o = (qb_explain_options){.method = QB_EXPLAIN_LIME, .samples = 1000, .top_k = 10, .steps = 64,
-                              .kernel_width = 25.0, .seed = 42};
+                              .kernel_width = 25.0, .seed = 42, .target = -1};
 }
 
 static const char *const METHOD[] = {"lime", "occlusion", "ig"};
@@ -104,12 +104,12 @@ static qb_status explain_lime(qb_engine *e, const qb_explain_options *o, qb_expl
         st = classify_masks(e, &x->words, data, n, probs);
     }
     for (int k = 0; k < K && !st; k++) st = lime_class(data, dist, probs, n, W, K, k, o, y, &x->lime[k]);
-    if (!st) memcpy(x->weights, x->lime[x->predicted].weights, (size_t)W * sizeof *x->weights);
+    if (!st) memcpy(x->weights, x->lime[x->target].weights, (size_t)W * sizeof *x->weights);
     free(data), free(dist), free(y), free(probs);
     return st;
 }
 
-/* Each word removed in turn: p(predicted | text) - p(predicted | text without it). */
+/* Each word removed in turn: p(target | text) - p(target | text without it). */
 static qb_status explain_occlusion(qb_engine *e, qb_explanation *x)
 {
     const int W = x->words.n_words, K = x->num_labels;
@@ -118,7 +118,7 @@ static qb_status explain_occlusion(qb_engine *e, qb_explanation *x)
     qb_status st = masks && probs ? QB_OK : qb_fail(QB_ENOMEM, "explain: out of memory");
     for (int i = 0; i < W * W && !st; i++) masks[i] = i / W != i % W;
     if (!st) st = classify_masks(e, &x->words, masks, W, probs);
-    for (int j = 0; j < W && !st; j++) x->weights[j] = x->probs[x->predicted] - probs[(size_t)j * K + x->predicted];
+    for (int j = 0; j < W && !st; j++) x->weights[j] = x->probs[x->target] - probs[(size_t)j * K + x->target];
     free(masks), free(probs);
     return st;
 }
@@ -275,13 +275,13 @@ static qb_status ig_run(ig_state *s, const float *words, const qb_explain_option
     for (int k = 0; k < steps; k++) alphas[k] = (k + 0.5) / steps;  /* midpoints */
     for (int k = 0; k < steps && !st; k += s->rows) {
         const int n = steps - k < s->rows ? steps - k : s->rows;
-        st = ig_pass(s, base, input, alphas + k, n, x->predicted, grad, p + k);
+        st = ig_pass(s, base, input, alphas + k, n, x->target, grad, p + k);
     }
     /* p at the two ends (their gradients go to scratch, unused) */
     double ends[2], zero_one[2] = {0, 1};
     double *scratch = calloc((size_t)T * C, sizeof *scratch);
     if (!st && !scratch) st = qb_fail(QB_ENOMEM, "explain: out of memory");
-    if (!st) st = ig_pass(s, base, input, zero_one, 2, x->predicted, scratch, ends);
+    if (!st) st = ig_pass(s, base, input, zero_one, 2, x->target, scratch, ends);
     double sum = 0;
     for (int t = 0; t < T && !st; t++) {
         double a = 0;
@@ -343,12 +343,17 @@ qb_status qb_explain_text(qb_engine *e, const char *text, const qb_explain_optio
         return qb_fail(QB_EINVAL, "explain: \"%.60s\" has no words", text);
     }
     const int K = out->num_labels = qb_engine_model(e)->cfg.num_labels;
+    if (o->target >= K) {
+        qb_explanation_free(out);
+        return qb_fail(QB_EINVAL, "explain: target class %d, but the model has %d classes", o->target, K);
+    }
     out->probs = malloc((size_t)K * sizeof *out->probs);
     out->weights = calloc((size_t)out->words.n_words, sizeof *out->weights);
     if (!out->probs || !out->weights) st = qb_fail(QB_ENOMEM, "explain: out of memory");
     if (!st) st = qb_engine_classify(e, &text, 1, out->probs, NULL, NULL);
     for (int k = 1; k < K && !st; k++)
         if (out->probs[k] > out->probs[out->predicted]) out->predicted = k;
+    out->target = o->target >= 0 ? o->target : out->predicted;
     if (!st && o->method == QB_EXPLAIN_LIME) st = explain_lime(e, o, out);
     if (!st && o->method == QB_EXPLAIN_OCCLUSION) st = explain_occlusion(e, out);
     if (!st && o->method == QB_EXPLAIN_IG) st = explain_ig(e, o, out);

@@ -88,6 +88,7 @@ static cJSON *one_json(const qb_explanation *x, const char *const *labels, const
 {
     cJSON *e = cJSON_CreateObject();
     cJSON_AddStringToObject(e, "predicted", labels[x->predicted]);
+    cJSON_AddStringToObject(e, "target", labels[x->target]);
     cJSON *p = cJSON_AddObjectToObject(e, "probabilities");
     for (int k = 0; k < x->num_labels; k++) cJSON_AddNumberToObject(p, labels[k], x->probs[k]);
     cJSON *w = cJSON_AddArrayToObject(e, "words");
@@ -165,7 +166,7 @@ static void html_text(FILE *f, const char *s)
     }
 }
 
-/* The text with each word's background green (toward the predicted class) or red
+/* The text with each word's background green (toward the target class) or red
  * (against), its opacity the weight's share of the largest |weight|. */
 static void highlighted(FILE *f, const qb_explanation *x)
 {
@@ -247,6 +248,11 @@ static void html_one(FILE *f, const qb_explanation *x, const char *const *labels
     fprintf(f, ": <b>");
     html_text(f, labels[x->predicted]);
     fprintf(f, "</b> (%.3f)", x->probs[x->predicted]);
+    if (x->target != x->predicted) {
+        fprintf(f, "; explained: <b>");
+        html_text(f, labels[x->target]);
+        fprintf(f, "</b> (%.3f)", x->probs[x->target]);
+    }
     if (isfinite(x->completeness) && x->f_text != 0)
         fprintf(f, "; p(text) - p(baseline) = %.4f, completeness error %.2f%%", x->f_text - x->f_baseline,
                 100 * x->completeness);
@@ -277,17 +283,18 @@ qb_status qb_explain_write(const char *dir, const qb_explanation *a, const qb_ex
         fprintf(f, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>qbert explain</title><style>body{"
                    "font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;color:#1b1b1b}"
                    ".text{font-size:17px;line-height:1.9}.model{color:#555}h2{border-top:1px solid #ccc;padding-top:"
-                   ".6em}table.classes{border-collapse:collapse;font-size:14px;margin-bottom:1.2em}.classes td,.classes th{padding:2px 10px;"
-                   "text-align:left}</style></head><body>\n<h1>Explanations (%s)</h1>\n<p>Green: toward the predicted class, "
-                   "red: against it; the stronger the colour, the larger the weight.</p>\n",
+                   ".6em}table.classes{border-collapse:collapse;font-size:14px;margin-bottom:1.2em}.classes td,"
+                   ".classes th{padding:2px 10px;text-align:left}</style></head><body>\n<h1>Explanations (%s)</h1>\n"
+                   "<p>Green: toward the explained class (the predicted one unless chosen), red: against it; the "
+                   "stronger the colour, the larger the weight.</p>\n",
                 qb_explain_method_name(o->method));
     for (int i = 0; i < n && f && !st; i++) {
         char title[96], title_b[96], file[64];
         snprintf(title, sizeof title, "text %d: %s, toward %s", i + 1, qb_explain_method_name(o->method),
-                 labels[a[i].predicted]);
+                 labels[a[i].target]);
         if (b)
             snprintf(title_b, sizeof title_b, "text %d, compared model: %s, toward %s", i + 1,
-                     qb_explain_method_name(o->method), labels[b[i].predicted]);
+                     qb_explain_method_name(o->method), labels[b[i].target]);
         char *svg = chart(&a[i], o->top_k, title), *svg_b = b ? chart(&b[i], o->top_k, title_b) : NULL;
         if (!svg || (b && !svg_b)) st = qb_fail(QB_ENOMEM, "explain: out of memory drawing text %d", i + 1);
         snprintf(file, sizeof file, "text-%d.svg", i + 1);

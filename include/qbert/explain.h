@@ -1,6 +1,6 @@
 /* Explanations of a classifier's predictions (qbert explain): which words of a text
- * move the predicted class's probability, by three methods, on any model the engine
- * loads (FP32, FP16, INT8, INT4, QAT).
+ * move a class's probability (the predicted class's, or a chosen target's), by three
+ * methods, on any model the engine loads (FP32, FP16, INT8, INT4, QAT).
  *
  * Words are what LIME's text explainer takes them to be (IndexedString with
  * bow = True, split_expression = r'\W+'): the distinct \w+ runs of the text in order
@@ -12,18 +12,19 @@
  *     width 25, features chosen as LIME's 'auto' does (forward selection by weighted
  *     R^2 for up to 6, else the highest weights of a weighted ridge, alpha 0.01, on
  *     every word), then a weighted ridge (alpha 1, with intercept) on the chosen words;
- *     one such surrogate per class (lime's top_labels = every class), the predicted
- *     class's being the explanation.
- *   - Occlusion: each word removed in turn; the predicted class's probability drop.
+ *     one such surrogate per class (lime's top_labels = every class), the target
+ *     class's (by default the predicted one) being the explanation.
+ *   - Occlusion: each word removed in turn; the target class's probability drop.
  *   - Integrated gradients on the word embeddings through qbert's own backward pass
  *     (on the CPU; FP32 models as they are, quantized models through their dequantized
  *     weights and QAT models through their fake-quantized weights, both with FP32
  *     activations: rounded activations have no gradient to integrate, so p(text) is
- *     then near the quantized model's but not equal to it): from a baseline where each word piece's embedding is
- *     [PAD]'s ([CLS] and [SEP] kept) to the text, `steps` midpoints, the attribution
- *     of a piece = (input - baseline) . mean gradient of the predicted class's
- *     probability; a word's = the sum over its pieces. Completeness: the attributions
- *     add up to p(text) - p(baseline); the error is reported per text. */
+ *     then near the quantized model's but not equal to it): from a baseline where
+ *     each word piece's embedding is [PAD]'s ([CLS] and [SEP] kept) to the text,
+ *     `steps` midpoints, the attribution of a piece = (input - baseline) . mean
+ *     gradient of the target class's probability; a word's = the sum over its pieces.
+ *     Completeness: the attributions add up to p(text) - p(baseline); the error is
+ *     reported per text. */
 #ifndef QBERT_EXPLAIN_H
 #define QBERT_EXPLAIN_H
 
@@ -79,6 +80,8 @@ typedef struct {
     int steps;              /* IG: interpolation steps (default 64) */
     double kernel_width;    /* LIME (default 25) */
     uint64_t seed;          /* LIME's removal masks (Philox) */
+    int target;             /* the class the weights are about (an id); -1 (default): each
+                             * text's predicted class */
 } qb_explain_options;
 
 void qb_explain_default_options(qb_explain_options *o);
@@ -97,10 +100,11 @@ typedef struct {
     qb_text_words words;
     int num_labels;
     float *probs;           /* (num_labels) of the text */
-    int predicted;          /* the class every weight is about */
-    double *weights;        /* (n_words) toward `predicted`; LIME: 0 for words it did not keep */
+    int predicted;          /* the most probable class */
+    int target;             /* the class every weight is about: the options' target, else predicted */
+    double *weights;        /* (n_words) toward `target`; LIME: 0 for words it did not keep */
     /* LIME: (num_labels) a surrogate per class on the same samples, as
-     * LimeTextExplainer(top_labels = num_labels); weights repeats the predicted
+     * LimeTextExplainer(top_labels = num_labels); weights repeats the target
      * class's. NULL for the other methods. */
     qb_lime_class *lime;
     /* IG: p(text), p(baseline), the attribution of pieces in no word (punctuation),
