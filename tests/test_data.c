@@ -147,6 +147,43 @@ static void test_labels(void)
     CHECK(qb_dataset_load(p, &bad, &d) == QB_EINVAL);
 }
 
+/* discover_labels: ids in order of first appearance, the names kept; a header row is
+ * named as one rather than taken for a class "label". */
+static void test_discover(void)
+{
+    qb_data_options o;
+    qb_data_default_options(&o);
+    o.discover_labels = true;
+    qb_dataset d;
+    const char *p = put("discover.tsv", "a\tneg\nb\tpos\n\nc\tneg\nd\t neu \n");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 4 && d.n_label_names == 3);
+    if (d.count == 4 && d.n_label_names == 3) {
+        CHECK(d.labels[0] == 0 && d.labels[1] == 1 && d.labels[2] == 0 && d.labels[3] == 2);
+        CHECK(strcmp(d.label_names[0], "neg") == 0 && strcmp(d.label_names[1], "pos") == 0 &&
+              strcmp(d.label_names[2], "neu") == 0);
+    }
+    qb_dataset_free(&d);
+
+    p = put("header.tsv", "\ntext\tlabel\na\tpos\n");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_EFORMAT);
+    CHECK_ERR("header.tsv:2: a header row (label field 'label')");
+    CHECK_ERR("--delimiter tab");
+    o.skip_bad_rows = true;  /* as qbert eda reads: skipped and counted */
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 1 && d.skipped == 1 && d.n_label_names == 1 && strcmp(d.label_names[0], "pos") == 0);
+    qb_dataset_free(&d);
+    o.label_column = "sentiment";
+    p = put("header2.tsv", "text\tsentiment\na\tlabel\n");
+    CHECK(qb_dataset_load(p, &o, &d) == QB_OK);
+    CHECK(d.count == 1 && d.skipped == 1 && d.n_label_names == 1 && strcmp(d.label_names[0], "label") == 0);
+    qb_dataset_free(&d);
+
+    o.n_labels = 3;  /* discovering takes no names, count or map */
+    CHECK(qb_dataset_load(p, &o, &d) == QB_EINVAL);
+    CHECK_ERR("discover_labels takes no label names");
+}
+
 static void test_bad_rows(void)
 {
     qb_data_options o = opts();
@@ -596,6 +633,7 @@ int main(void)
     }
     test_tsv_basics();
     test_labels();
+    test_discover();
     test_bad_rows();
     test_csv();
     test_utf8();

@@ -201,9 +201,23 @@ static qb_status add_row(loader *L, const char *text, size_t tlen, const char *l
 
 /* ---- TSV ------------------------------------------------------------------------ */
 
+/* Discovering labels, a first row whose label field is the label column's name is a
+ * header (it would become a class of its own): a bad row that says so. */
+static bool tsv_header(const loader *L, const char *label, size_t n, int line, char *msg, size_t cap)
+{
+    const char *name = L->o->label_column ? L->o->label_column : "label";
+    trim(&label, &n);
+    if (!L->o->discover_labels || L->d->count + L->d->skipped > 0 || strlen(name) != n || memcmp(label, name, n) != 0)
+        return false;
+    snprintf(msg, cap, "%s:%d: a header row (label field '%s'): a TSV with a header is read as CSV with a tab "
+             "delimiter (--delimiter tab)", L->name, line, name);
+    return true;
+}
+
 static qb_status parse_tsv(loader *L, const char *buf, size_t len)
 {
     const char *p = buf, *end = buf + len;
+    char msg[512];
     for (int line = 1; p < end; line++) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *next = eol ? eol + 1 : end;
@@ -223,12 +237,13 @@ static qb_status parse_tsv(loader *L, const char *buf, size_t len)
             }
         }
         qb_status st;
-        if (tab) {
+        if (tab && tsv_header(L, tab + 1, (size_t)(e - tab - 1), line, msg, sizeof msg)) {
+            st = bad_row(L, msg);
+        } else if (tab) {
             st = add_row(L, p, (size_t)(tab - p), tab + 1, (size_t)(e - tab - 1), line);
         } else if (L->o->allow_unlabelled) {
             st = add_row(L, p, (size_t)(e - p), NULL, 0, line);
         } else {  /* skippable like any bad row */
-            char msg[512];
             snprintf(msg, sizeof msg, "%s:%d: expected text<TAB>label, found no tab", L->name, line);
             st = bad_row(L, msg);
         }

@@ -26,7 +26,8 @@ typedef struct {
     bool allow_unlabelled;      /* a missing label column / field is not an error (label -1) */
     bool discover_labels;       /* labels are names, whatever they are: ids in order of first
                                  * appearance, the names in the data set's label_names (with
-                                 * label_names NULL and n_labels 0) */
+                                 * label_names NULL and n_labels 0). A TSV's first row with
+                                 * label_column's name as its label is a header: a bad row */
     /* preprocessing, applied in this order */
     bool lowercase;
     bool remove_non_alpha;      /* replace characters that are not letters or spaces by spaces */
