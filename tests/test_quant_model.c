@@ -581,7 +581,10 @@ static void test_qat(void)
         const float l32 = train_step(&m, &g32);
         if (!loaded(qb_qat_new(&m.cfg, &set, &m.qat))) return;
         const float lq = train_step(&m, &gq);
-        CHECKF(isfinite(lq) && fabsf(lq - l32) < 0.05f * fabsf(l32), "QAT loss %g vs FP32 %g", lq, l32);
+        /* near FP32's: over 120 seeds the gap reached 0.46% at INT8 and 3.6% at INT4 (one CI
+         * sweep seed 5.0%) on these 4x weights */
+        const float bound = bits == 8 ? 0.02f : 0.10f;
+        CHECKF(isfinite(lq) && fabsf(lq - l32) < bound * fabsf(l32), "INT%d QAT loss %g vs FP32 %g", bits, lq, l32);
         int unobserved = 0;
         for (int i = 0; i < 2 * m.qat->n; i++) unobserved += isnan(m.qat->range[i]);
         CHECK(unobserved == 0);
