@@ -82,12 +82,6 @@ static qb_status count_words(qb_eda *e, const qb_stopwords *sw, span *w, int n, 
 
 /* ---- one split ---- */
 
-static int compare_doubles(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* pandas' describe() of v (n): sample std (NaN for one value), linear percentiles. */
 static qb_status describe(const double *v, int n, eda_stats *s)
 {
@@ -97,7 +91,7 @@ static qb_status describe(const double *v, int n, eda_stats *s)
     double *t = malloc((size_t)n * sizeof *t), sum = 0, sq = 0;
     if (!t) return qb_fail(QB_ENOMEM, "eda: out of memory");
     memcpy(t, v, (size_t)n * sizeof *t);
-    qsort(t, (size_t)n, sizeof *t, compare_doubles);
+    qb_sort_doubles(t, n);
     for (int i = 0; i < n; i++) sum += t[i];
     s->mean = sum / n;
     for (int i = 0; i < n; i++) sq += (t[i] - s->mean) * (t[i] - s->mean);

@@ -7,19 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int compare_doubles(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* A sorted copy of a series' values; NULL when out of memory. */
 static double *sorted_copy(const qb_series *s)
 {
     double *v = malloc((size_t)(s->n ? s->n : 1) * sizeof *v);
     if (!v) return NULL;
     memcpy(v, s->values, (size_t)s->n * sizeof *v);
-    qsort(v, (size_t)s->n, sizeof *v, compare_doubles);
+    qb_sort_doubles(v, s->n);
     return v;
 }
 
@@ -37,18 +31,6 @@ static double nice_step(double vmax, int ticks)
 {
     const double raw = vmax / ticks, p = pow(10, floor(log10(raw > 0 ? raw : 1)));
     return raw <= p ? p : raw <= 2 * p ? 2 * p : raw <= 5 * p ? 5 * p : 10 * p;
-}
-
-static void svg_open(qb_strbuf *b, double width, double height, const char *title, double pad, double title_fs)
-{
-    qb_sb_printf(b,
-                 "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-                 "font-family=\"" SVG_FONT "\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
-                 width, height, width, height);
-    qb_sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
-                 title_fs);
-    qb_fitted_title(b, title ? title : "", title_fs, width - 2 * pad);
-    qb_sb_printf(b, "</text>\n");
 }
 
 /* The x axis under a plot from x0 (value 0) to x0 + w (value vmax), at y. */
@@ -86,7 +68,7 @@ char *qb_histogram_svg(const char *title, const char *x_label, const qb_series *
     }
     const double y0 = pad + title_fs + 24, height = y0 + n_series * (panel_h + panel_gap) + 40;
     qb_strbuf b = {0};
-    svg_open(&b, x0 + plot_w + pad + 150, height, title, pad, title_fs);
+    qb_svg_open(&b, x0 + plot_w + pad + 150, height, title, pad, title_fs);
     const double xmax = nb * width;
     for (int k = 0; k < n_series; k++) {
         const double py = y0 + k * (panel_h + panel_gap), base = py + panel_h;
@@ -153,7 +135,7 @@ char *qb_boxplot_svg(const char *title, const char *x_label, const qb_series *s,
     const double x0 = pad + name_w + 12, y0 = pad + title_fs + 30, vmax = fmax(largest(s, n_series), 1);
     const double height = y0 + n_series * row_h + 60, scale = plot_w / vmax;
     qb_strbuf b = {0};
-    svg_open(&b, x0 + plot_w + pad + 10, height, title, pad, title_fs);
+    qb_svg_open(&b, x0 + plot_w + pad + 10, height, title, pad, title_fs);
     qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#555555\">box: 25th-75th percentile, line: "
                      "median, dot: mean, whiskers: 1.5 IQR, circles: beyond</text>\n", x0, y0 - 12);
     for (int k = 0; k < n_series; k++) {
@@ -180,7 +162,7 @@ char *qb_diverging_svg(const char *title, const char *const *names, const double
     /* 70: room for a value left of the longest negative bar */
     const double x0 = pad + name_w + 10, zero = x0 + 70 + half, y0 = pad + title_fs + 16;
     qb_strbuf b = {0};
-    svg_open(&b, zero + half + 60 + pad, y0 + n * (bar_h + gap) + pad, title, pad, title_fs);
+    qb_svg_open(&b, zero + half + 60 + pad, y0 + n * (bar_h + gap) + pad, title, pad, title_fs);
     qb_sb_printf(&b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888888\"/>\n", zero, y0 - 4, zero,
                  y0 + n * (bar_h + gap));
     for (int i = 0; i < n; i++) {

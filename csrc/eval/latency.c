@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_double(const void *a, const void *b)
+static int compare_doubles(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
+
+void qb_sort_doubles(double *v, int n) { qsort(v, (size_t)n, sizeof *v, compare_doubles); }
 
 double qb_percentile_sorted(const double *sorted, int n, double q)
 {
@@ -36,7 +38,7 @@ qb_status qb_latency_compute(const double *samples_ms, int n, qb_latency_stats *
     double *s = qb_malloc((size_t)n * sizeof *s);
     if (!s) return qb_fail(QB_ENOMEM, "latency: cannot allocate %d samples", n);
     memcpy(s, samples_ms, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    qb_sort_doubles(s, n);
 
     double sum = 0;
     for (int i = 0; i < n; i++) sum += s[i];

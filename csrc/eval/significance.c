@@ -40,12 +40,6 @@ static void scores(const int *gold, const int *pred, const int32_t *idx, int n, 
     *f1 = sum / n;  /* the supports add up to n */
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 qb_status qb_paired_compare(const int *gold, const int *base, const int *variant, int n, int num_labels,
                             int resamples, uint64_t seed, const int32_t *indices, qb_paired_comparison *out)
 {
@@ -83,8 +77,8 @@ qb_status qb_paired_compare(const int *gold, const int *base, const int *variant
         scores(gold, variant, ix, n, num_labels, counts, &a1, &f1);
         d[r] = a1 - a0, df1[r] = f1 - f0;
     }
-    qsort(d, (size_t)resamples, sizeof *d, compare_doubles);
-    qsort(df1, (size_t)resamples, sizeof *df1, compare_doubles);
+    qb_sort_doubles(d, resamples);
+    qb_sort_doubles(df1, resamples);
     out->acc_lo = qb_percentile_sorted(d, resamples, 2.5), out->acc_hi = qb_percentile_sorted(d, resamples, 97.5);
     out->f1_lo = qb_percentile_sorted(df1, resamples, 2.5), out->f1_hi = qb_percentile_sorted(df1, resamples, 97.5);
     free(idx), free(counts), free(d);

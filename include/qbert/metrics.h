@@ -108,6 +108,8 @@ typedef struct {
 
 /* samples_ms: (n,) finite, non-negative; not modified. n >= 1. */
 qb_status qb_latency_compute(const double *samples_ms, int n, qb_latency_stats *out);
+/* v (n) in ascending order. */
+void qb_sort_doubles(double *v, int n);
 /* The q-th percentile (0 <= q <= 100) of sorted (ascending) values, n >= 1:
  * position (n - 1) * q / 100, linear interpolation between its neighbours. */
 double qb_percentile_sorted(const double *sorted, int n, double q);
