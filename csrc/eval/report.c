@@ -395,16 +395,7 @@ char *qb_bars_svg(const char *title, const char *const *rows, int n_rows, const 
     const double width = x0 + n_panels * (panel_w + panel_gap) + pad;
     const double height = y0 + n_rows * (bar_h + gap) + pad + note_fs + 4;
     qb_strbuf b = {0};
-    qb_sb_printf(&b,
-              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-              "font-family=\"" SVG_FONT "\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
-              width, height, width, height);
-    if (title) {
-        qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
-                  title_fs);
-        qb_fitted_title(&b, title, title_fs, width - 2 * pad);
-        qb_sb_printf(&b, "</text>\n");
-    }
+    qb_svg_open(&b, width, height, title, pad, title_fs);
     for (int r = 0; r < n_rows; r++) {
         qb_sb_printf(&b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" text-anchor=\"end\">", x0 - 10,
                   y0 + r * (bar_h + gap) + bar_h * 0.5 + label_fs * 0.35, label_fs);

@@ -87,3 +87,16 @@ void qb_fitted_title(qb_strbuf *b, const char *title, double fs, double width)
     qb_sb_escaped(b, cut);
 }
 
+
+void qb_svg_open(qb_strbuf *b, double width, double height, const char *title, double pad, double title_fs)
+{
+    qb_sb_printf(b,
+                 "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+                 "font-family=\"" SVG_FONT "\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n",
+                 width, height, width, height);
+    if (!title) return;
+    qb_sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" font-weight=\"bold\">", pad, pad + title_fs,
+                 title_fs);
+    qb_fitted_title(b, title, title_fs, width - 2 * pad);
+    qb_sb_printf(b, "</text>\n");
+}

@@ -30,5 +30,8 @@ int qb_text_width(const char *s);
 double qb_est_width(const char *s, double font_size);
 /* title cut to fit width (an ellipsis at the end), escaped. */
 void qb_fitted_title(qb_strbuf *b, const char *title, double fs, double width);
+/* An <svg> of width x height on white, with title (NULL: none) in bold at (pad, pad +
+ * title_fs), cut to fit. */
+void qb_svg_open(qb_strbuf *b, double width, double height, const char *title, double pad, double title_fs);
 
 #endif
