@@ -2,6 +2,7 @@
  * 'auto'; include/qbert/explain.h): weighted ridge regressions solved exactly, as
  * sklearn's Ridge with sample_weight does (weighted centring, Cholesky). */
 #include "qbert/explain.h"
+#include "explain/internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -76,8 +77,7 @@ static qb_status ridge(const double *data, int n, int d, const int *cols, int m,
     return ok ? QB_OK : qb_fail(QB_EINVAL, "lime: the ridge system is not positive definite");
 }
 
-/* Indices 0..m-1 ordered by |v| descending, ties in index order (Python's stable sort). */
-static void by_magnitude(const double *v, int m, int *order)
+void qb_by_magnitude(const double *v, int m, int *order)
 {
     for (int i = 0; i < m; i++) order[i] = i;
     for (int i = 1; i < m; i++)  /* insertion sort: stable, m is a text's word count */
@@ -146,7 +146,7 @@ static qb_status highest_weights(const double *data, int n, int d, const double 
     if (!st) st = ridge(data, n, d, all, d, y, w, 0.01, coef, &b);
     if (!st) {
         for (int j = 0; j < d; j++) coef[j] *= data[j];
-        by_magnitude(coef, d, order);
+        qb_by_magnitude(coef, d, order);
         memcpy(chosen, order, (size_t)m * sizeof *chosen);
     }
     free(all), free(order);
@@ -171,7 +171,7 @@ qb_status qb_lime_explain(const double *data, const double *y, const double *dis
                                     : highest_weights(data, n, d, y, w, m, chosen, coef);
     if (!st) st = ridge(data, n, d, chosen, m, y, w, 1.0, coef, &out->intercept);
     if (!st) {
-        by_magnitude(coef, m, rank);
+        qb_by_magnitude(coef, m, rank);
         out->n = m, out->local_pred = out->intercept;
         for (int j = 0; j < m; j++) {
             out->features[j] = chosen[rank[j]], out->weights[j] = coef[rank[j]];

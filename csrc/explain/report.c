@@ -2,6 +2,7 @@
  * explanations.html (each text's words highlighted by weight, the charts inline) and
  * text-N.svg. */
 #include "qbert/explain.h"
+#include "explain/internal.h"
 
 #include "qbert/metrics.h"
 
@@ -9,17 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Word indices by |w| (n), largest first (ties: first appearance); order (n). */
-static void ranked(const double *w, int n, int *order)
-{
-    for (int i = 0; i < n; i++) order[i] = i;
-    for (int i = 1; i < n; i++)  /* insertion sort: stable, a text's words */
-        for (int j = i; j > 0 && fabs(w[order[j]]) > fabs(w[order[j - 1]]); j--) {
-            const int t = order[j];
-            order[j] = order[j - 1], order[j - 1] = t;
-        }
-}
 
 /* Average ranks (1-based) of v (n): ties share the mean of their positions. */
 static void average_ranks(const double *v, int n, double *rank)
@@ -47,7 +37,7 @@ void qb_explain_compare(const qb_explanation *a, const qb_explanation *b, int to
     double *ra = malloc((size_t)n * sizeof *ra), *rb = malloc((size_t)n * sizeof *rb);
     *out = (qb_explain_agreement){NAN, NAN};
     if (oa && ob && ra && rb && n == b->words.n_words && k > 0) {
-        ranked(a->weights, n, oa), ranked(b->weights, n, ob);
+        qb_by_magnitude(a->weights, n, oa), qb_by_magnitude(b->weights, n, ob);
         int common = 0;
         for (int i = 0; i < k; i++)
             for (int j = 0; j < k; j++) common += oa[i] == ob[j];
@@ -70,7 +60,7 @@ static cJSON *lime_class_json(const qb_explanation *x, int k)
     const int n = x->words.n_words;
     cJSON *o = cJSON_CreateObject(), *words = cJSON_AddArrayToObject(o, "words");
     int *order = malloc((size_t)n * sizeof *order);
-    if (order) ranked(c->weights, n, order);
+    if (order) qb_by_magnitude(c->weights, n, order);
     for (int i = 0; order && i < n && c->weights[order[i]] != 0; i++) {
         cJSON *w = cJSON_CreateObject();
         cJSON_AddStringToObject(w, "word", x->words.words[order[i]]);
@@ -197,7 +187,7 @@ static char *chart(const qb_explanation *x, int top_k, const char *title)
     double *v = malloc((size_t)n * sizeof *v);
     char *svg = NULL;
     if (order && names && v) {
-        ranked(x->weights, n, order);
+        qb_by_magnitude(x->weights, n, order);
         for (int i = 0; i < n && m < top_k; i++)
             if (x->weights[order[i]] != 0) names[m] = x->words.words[order[i]], v[m++] = x->weights[order[i]];
         svg = qb_diverging_svg(title, names, v, m);
@@ -215,7 +205,7 @@ static void html_classes(FILE *f, const qb_explanation *x, const char *const *la
     if (!order) return;  /* the page goes without the table */
     fputs("<table class=\"classes\"><tr>", f);
     for (int k = 0; k < K; k++) {
-        ranked(x->lime[k].weights, n, order + (size_t)k * n);
+        qb_by_magnitude(x->lime[k].weights, n, order + (size_t)k * n);
         fputs("<th>", f);
         html_text(f, labels[k]);
         fprintf(f, " (%.3f)</th>", x->probs[k]);
