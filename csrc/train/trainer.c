@@ -510,8 +510,8 @@ static qb_status evaluate(run *r)
     char *line = cJSON_PrintUnformatted(e);
     if (line) fprintf(r->log, "{\"eval\":\"valid\",%s\n", line + 1), free(line);
     fflush(r->log);
-    fprintf(r->progress, "%s[train] eval  step %lld (epoch %d): loss %.4f  accuracy %.4f  precision %.4f  recall %.4f  f1 %.4f%s\n",
-            "", (long long)r->step, r->epoch + 1, loss, m.accuracy, m.weighted_p, m.weighted_r, m.weighted_f1,
+    fprintf(r->progress, "[train] eval  step %lld (epoch %d): loss %.4f  accuracy %.4f  precision %.4f  recall %.4f  f1 %.4f%s\n",
+            (long long)r->step, r->epoch + 1, loss, m.accuracy, m.weighted_p, m.weighted_r, m.weighted_f1,
             better ? "  (best so far)" : "");
     qb_metrics_free(&m);
     if (better) {
