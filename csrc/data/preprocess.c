@@ -225,21 +225,34 @@ static char *map_code_points(const char *text, bool lower, bool letters_only)
     return out;
 }
 
-/* Finds the next whitespace-separated word of the valid UTF-8 s[pos..len): stores its
- * offset and length in start and wlen and moves pos past it; false when none is left. */
-static bool next_word(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen)
+/* The next run of code points that `in` takes in s[pos..len): stores its offset and
+ * length in start and wlen and moves pos past it; false when none is left. */
+static bool next_run(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen, bool (*in)(int32_t))
 {
     size_t i = *pos, adv;
-    while (i < len && qb_is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
+    while (i < len && !in(qb_utf8_next(s + i, len - i, &adv))) i += adv;
     if (i >= len) {
         *pos = len;
         return false;
     }
     *start = i;
-    while (i < len && !qb_is_space(qb_utf8_next(s + i, len - i, &adv))) i += adv;
+    while (i < len && in(qb_utf8_next(s + i, len - i, &adv))) i += adv;
     *wlen = i - *start;
     *pos = i;
     return true;
+}
+
+static bool not_space(int32_t cp) { return !qb_is_space(cp); }
+
+/* The next whitespace-separated word of the valid UTF-8 s[pos..len). */
+static bool next_word(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen)
+{
+    return next_run(s, len, pos, start, wlen, not_space);
+}
+
+bool qb_next_word_run(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen)
+{
+    return next_run(s, len, pos, start, wlen, qb_is_word_char);
 }
 
 /* Pass 2 and 3, in place (the output is never longer): keeps the words (all, or those

@@ -42,17 +42,8 @@ static int split_words(const char *text, span *w, int cap)
 {
     int n = 0;
     const size_t len = strlen(text);
-    size_t start = 0, adv;
-    bool in = false;
-    for (size_t i = 0; i <= len; i += adv) {
-        adv = 1;
-        const bool word = i < len && qb_is_word_char(qb_utf8_next(text + i, len - i, &adv));
-        if (word && !in) start = i, in = true;
-        if (!word && in) {
-            if (n < cap) w[n++] = (span){text + start, i - start};
-            in = false;
-        }
-    }
+    size_t pos = 0, start, wlen;
+    while (n < cap && qb_next_word_run(text, len, &pos, &start, &wlen)) w[n++] = (span){text + start, wlen};
     return n;
 }
 

@@ -47,16 +47,13 @@ qb_status qb_text_words_split(const char *text, qb_text_words *out)
         return qb_fail(QB_ENOMEM, "explain: out of memory");
     }
     qb_status st = QB_OK;
-    size_t start = 0, adv;
-    for (size_t i = 0; i < len && !st; i += adv) {
-        const bool word = qb_is_word_char(qb_utf8_next(text + i, len - i, &adv));
-        size_t next_adv = 0;
-        const bool next_word = i + adv < len && qb_is_word_char(qb_utf8_next(text + i + adv, len - i - adv, &next_adv));
-        if (i + adv == len || next_word != word) {  /* the segment ends here */
-            st = push(out, seen, text + start, i + adv - start, word);
-            start = i + adv;
-        }
+    size_t pos = 0, start, wlen, done = 0;  /* text[0..done) is cut into segments */
+    while (!st && qb_next_word_run(text, len, &pos, &start, &wlen)) {
+        if (start > done) st = push(out, seen, text + done, start - done, false);  /* the separator before */
+        if (!st) st = push(out, seen, text + start, wlen, true);
+        done = start + wlen;
     }
+    if (!st && done < len) st = push(out, seen, text + done, len - done, false);
     qb_strmap_free(seen);
     if (st) qb_text_words_free(out);
     return st;

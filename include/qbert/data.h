@@ -113,6 +113,10 @@ char *qb_preprocess(const char *text, const qb_data_options *o, const qb_stopwor
 bool qb_is_space(int32_t cp);
 /* Python's re \w of one code point: a letter, a number (N*), or '_'. */
 bool qb_is_word_char(int32_t cp);
+/* The next \w+ run (re.findall(r'\w+')) of s[*pos..len) (ill-formed UTF-8 is no word
+ * character): its offset and length in start and wlen, *pos moved past it; false
+ * when none is left. */
+bool qb_next_word_run(const char *s, size_t len, size_t *pos, size_t *start, size_t *wlen);
 
 /* A copy of s[0..len) with each ill-formed UTF-8 subsequence (maximal subpart, as
  * Python's errors="replace") and each NUL byte replaced by U+FFFD; the number of
